@@ -1,0 +1,64 @@
+// Compute kernels with canonical arithmetic (docs/arithmetic.md): every instruction-set path
+// gives the bits of the scalar reference. Selected per process with GALLEON_ISA.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "runtime/ggml_type.h"
+
+namespace galleon::kern {
+
+enum class Isa { Scalar = 0, Sse2 = 1, Avx2 = 2, Avx512 = 3, Neon = 4 };
+const char* isa_name(Isa isa);
+// True when this build has the path and this CPU can run it.
+bool isa_available(Isa isa);
+// The best available path.
+Isa best_isa();
+// GALLEON_ISA if set (scalar|sse2|avx2|avx512|neon), else best_isa(). An unknown name or a path
+// this CPU/build lacks is an Error(Unsupported) that says which paths are available.
+Isa isa_from_env();
+
+// Activation formats. A weight type w is multiplied with activations converted to act_type(w):
+//  F32, F16, BF16 weights   -> plain f32 activations
+//  Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 -> A8  blocks of 32:  { float d; int32 sum; int8 q[32]; }
+//  Q4_K Q5_K Q6_K           -> A8K blocks of 256: { float d; int16 bsums[16]; int8 q[256]; }
+enum class ActFormat { F32, A8, A8K };
+ActFormat act_format(GgmlType weight_type);
+// Bytes of one converted activation row of n elements for weights of type w.
+size_t act_row_bytes(GgmlType weight_type, int64_t n);
+
+struct A8Block {
+  float d;
+  int32_t sum;  // sum of q
+  int8_t q[32];
+};
+struct A8KBlock {
+  float d;
+  int16_t bsums[16];  // sums of q[16*j .. 16*j+15]
+  int8_t q[256];
+};
+
+// Function table of one instruction-set path.
+struct Ops {
+  Isa isa;
+  // x (n floats) -> dst (act_row_bytes(w, n) bytes) in act_format(w).
+  void (*quantize_act)(GgmlType w, const float* x, void* dst, int64_t n);
+  // For t in [0, ntok), r in [r0, r1):
+  //   y[t * y_stride + r] = canonical dot(row r of W, activation row t)
+  // W rows are w_row_bytes apart; activation rows are act_row_bytes apart.
+  // The value of each y element does not depend on ntok, r0, r1 or tiling.
+  void (*matmul)(GgmlType w, int64_t n, const void* W, size_t w_row_bytes, int64_t r0,
+                 int64_t r1, const void* act, size_t act_row_bytes, int64_t ntok, float* y,
+                 size_t y_stride);
+  // Canonical dot product of two f32 vectors, and canonical sum of squares.
+  float (*dot_f32)(const float* a, const float* b, int64_t n);
+  float (*sum_sq)(const float* x, int64_t n);
+};
+
+const Ops& ops(Isa isa);  // Error(Unsupported) when !isa_available(isa)
+
+// Scalar reference of one row dot product (the definition every path must match).
+float ref_dot(GgmlType w, int64_t n, const void* wrow, const void* act);
+
+}  // namespace galleon::kern

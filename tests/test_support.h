@@ -1,0 +1,56 @@
+// Shared helpers for the tests: test data location, temporary folders, running the real CLI.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace galleon::testing {
+
+// Path of a file under GALLEON_SHARED_DIR (../shared by default).
+std::string shared_path(const std::string& relative);
+// Path of a built executable (build/bin/NAME).
+std::string bin_path(const std::string& name);
+bool under_ci();
+
+// Skips the test (fails it under CI=true) when a shared test file is absent.
+#define GALLEON_REQUIRE_SHARED(path)                                                   \
+  do {                                                                                  \
+    if (!std::filesystem::exists(path)) {                                              \
+      if (::galleon::testing::under_ci()) FAIL() << "test data missing under CI: " << (path); \
+      GTEST_SKIP() << "test data missing (set GALLEON_SHARED_DIR): " << (path);        \
+    }                                                                                   \
+  } while (0)
+
+// A fresh folder removed at destruction.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::filesystem::path& path() const { return path_; }
+  std::string file(const std::string& name) const { return (path_ / name).string(); }
+
+ private:
+  std::filesystem::path path_;
+};
+
+struct CmdResult {
+  int exit_code = -1;  // exit status; 128+signal when killed by a signal
+  std::string out;
+  std::string err;
+};
+
+// Runs argv (argv[0] a path) with extra environment variables, feeding `input` on stdin.
+CmdResult run_cmd(const std::vector<std::string>& argv,
+                  const std::map<std::string, std::string>& env = {},
+                  const std::string& input = "");
+
+std::string read_file(const std::string& path);
+void write_file(const std::string& path, const std::string& bytes);
+
+}  // namespace galleon::testing
