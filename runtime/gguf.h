@@ -40,7 +40,19 @@ struct GgufValue {
   static GgufValue make_bool(bool v);
   static GgufValue make_string(std::string v);
   static GgufValue make_array(GgufValueType elem, std::vector<GgufValue> elems);
+  // The remaining scalar types (added for completeness; same conventions as above).
+  static GgufValue make_u8(uint8_t v);
+  static GgufValue make_i8(int8_t v);
+  static GgufValue make_u16(uint16_t v);
+  static GgufValue make_i16(int16_t v);
+  static GgufValue make_i64(int64_t v);
+  static GgufValue make_f64(double v);
 };
+
+// Reader limits beyond the format itself (docs/gguf.md).
+inline constexpr uint64_t kGgufDefaultAlignment = 32;
+inline constexpr int kGgufMaxArrayDepth = 8;                // arrays nested in arrays
+inline constexpr uint64_t kGgufMaxMetadataValues = 1u << 23;  // all array elements, all keys
 
 struct GgufTensorInfo {
   std::string name;
