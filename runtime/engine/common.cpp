@@ -1,0 +1,56 @@
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include "runtime/engine/verbs.h"
+#include "runtime/error.h"
+
+namespace galleon::engine {
+
+void ModelArg::add_to(CLI::App* cmd, const char* positional_name) {
+  cmd->add_option(positional_name, path, "GGUF model file")->required();
+  cmd->add_option("--model-offset", offset, "Byte offset of the GGUF inside MODEL (bundles)")
+      ->group("");
+  cmd->add_option("--model-size", size, "Byte size of the GGUF inside MODEL (bundles)")->group("");
+}
+
+LoadedModel ModelArg::load() const { return load_model(path, offset, size); }
+
+void ComputeArgs::add_to(CLI::App* cmd) {
+  cmd->add_option("--threads", threads, "Worker threads (default: all CPUs); never changes results")
+      ->check(CLI::Range(0, 1024));
+}
+
+ComputeOptions ComputeArgs::options() const {
+  ComputeOptions c = default_compute_options();
+  c.n_threads = threads;
+  return c;
+}
+
+std::string text_or_file(const std::string& text, const std::string& file, bool text_given,
+                         bool file_given, const char* text_flag) {
+  if (text_given == file_given)
+    fail(ErrorKind::Usage, std::string("give exactly one of ") + text_flag + " and --file");
+  if (text_given) return text;
+  std::ifstream f(file, std::ios::binary);
+  if (!f) fail(ErrorKind::NotFound, file + ": cannot open the input file");
+  std::ostringstream ss;
+  ss << f.rdbuf();
+  if (f.bad()) fail(ErrorKind::Io, file + ": read error");
+  return ss.str();
+}
+
+std::vector<int32_t> tokenize(const LoadedModel& m, const std::string& text, bool no_bos,
+                              bool parse_special) {
+  return m.tokenizer->encode(text, !no_bos && m.tokenizer->add_bos_default(), parse_special);
+}
+
+void print_json(const nlohmann::json& j) {
+  std::string s = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  std::fwrite(s.data(), 1, s.size(), stdout);
+  std::fputc('\n', stdout);
+  std::fflush(stdout);
+}
+
+}  // namespace galleon::engine

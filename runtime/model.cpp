@@ -1,0 +1,195 @@
+#include "runtime/model.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <optional>
+
+#include "runtime/canon_math.h"
+#include "runtime/error.h"
+#include "runtime/gguf.h"
+#include "runtime/quant.h"
+
+namespace galleon {
+namespace {
+
+std::string key(const HParams& hp, const char* suffix) { return hp.arch + "." + suffix; }
+
+int64_t positive_key(const GgufFile& f, const std::string& k, std::optional<uint64_t> dflt,
+                     uint64_t max_value = (uint64_t(1) << 31)) {
+  std::optional<uint64_t> v = f.get_u64_opt(k);
+  if (!v) {
+    if (!dflt) fail(ErrorKind::Invalid, f.name() + ": metadata key '" + k + "' is missing");
+    v = dflt;
+  }
+  if (*v == 0 || *v > max_value)
+    fail(ErrorKind::Invalid, f.name() + ": metadata key '" + k + "' = " + std::to_string(*v) +
+                                 ", expected 1.." + std::to_string(max_value));
+  return int64_t(*v);
+}
+
+HParams read_hparams(const GgufFile& f) {
+  HParams hp;
+  hp.arch = f.get_string("general.architecture");
+  if (hp.arch != "llama" && hp.arch != "qwen2")
+    fail(ErrorKind::Unsupported, f.name() + ": general.architecture '" + hp.arch +
+                                     "' is not supported (expected llama or qwen2)");
+  hp.n_embd = positive_key(f, key(hp, "embedding_length"), std::nullopt, 1 << 20);
+  hp.n_layer = positive_key(f, key(hp, "block_count"), std::nullopt, 4096);
+  hp.n_ff = positive_key(f, key(hp, "feed_forward_length"), std::nullopt, 1 << 22);
+  hp.n_head = positive_key(f, key(hp, "attention.head_count"), std::nullopt, 4096);
+  hp.n_head_kv = positive_key(f, key(hp, "attention.head_count_kv"), uint64_t(hp.n_head), 4096);
+  hp.n_ctx_train = positive_key(f, key(hp, "context_length"), std::nullopt, 1 << 24);
+  if (hp.n_head % hp.n_head_kv != 0)
+    fail(ErrorKind::Invalid, f.name() + ": attention.head_count " + std::to_string(hp.n_head) +
+                                 " is not a multiple of head_count_kv " +
+                                 std::to_string(hp.n_head_kv));
+  uint64_t default_hd = uint64_t(hp.n_embd / hp.n_head);
+  if (hp.n_embd % hp.n_head != 0 && !f.find(key(hp, "attention.key_length")))
+    fail(ErrorKind::Invalid, f.name() + ": embedding_length is not a multiple of head_count");
+  hp.head_dim = positive_key(f, key(hp, "attention.key_length"), default_hd, 1 << 16);
+  int64_t v_len = positive_key(f, key(hp, "attention.value_length"), uint64_t(hp.head_dim), 1 << 16);
+  if (v_len != hp.head_dim)
+    fail(ErrorKind::Unsupported, f.name() + ": attention.value_length differs from key_length");
+  hp.n_rot = positive_key(f, key(hp, "rope.dimension_count"), uint64_t(hp.head_dim), 1 << 16);
+  if (hp.n_rot > hp.head_dim || hp.n_rot % 2 != 0)
+    fail(ErrorKind::Invalid, f.name() + ": rope.dimension_count " + std::to_string(hp.n_rot) +
+                                 " must be even and at most the head size " +
+                                 std::to_string(hp.head_dim));
+  if (auto base = f.get_f32_opt(key(hp, "rope.freq_base"))) {
+    if (!(*base > 1.0f) || !std::isfinite(*base))
+      fail(ErrorKind::Invalid, f.name() + ": rope.freq_base must be a finite number > 1");
+    hp.rope_base = *base;
+  }
+  std::string scaling = f.get_string_opt(key(hp, "rope.scaling.type")).value_or("none");
+  if (scaling == "linear") {
+    float factor = f.get_f32_opt(key(hp, "rope.scaling.factor")).value_or(1.0f);
+    if (!(factor >= 1.0f) || !std::isfinite(factor))
+      fail(ErrorKind::Invalid, f.name() + ": rope.scaling.factor must be >= 1");
+    hp.rope_linear_scale = factor;
+  } else if (scaling != "none") {
+    fail(ErrorKind::Unsupported, f.name() + ": rope.scaling.type '" + scaling +
+                                     "' is not supported (none, linear)");
+  }
+  if (auto eps = f.get_f32_opt(key(hp, "attention.layer_norm_rms_epsilon"))) {
+    if (!(*eps > 0.0f) || !std::isfinite(*eps))
+      fail(ErrorKind::Invalid, f.name() + ": attention.layer_norm_rms_epsilon must be > 0");
+    hp.rms_eps = *eps;
+  }
+  hp.rope_neox = (hp.arch == "qwen2");
+  return hp;
+}
+
+std::string shape_str(const std::vector<int64_t>& d) {
+  std::string s = "[";
+  for (size_t i = 0; i < d.size(); ++i) s += (i ? ", " : "") + std::to_string(d[i]);
+  return s + "]";
+}
+
+const GgufTensorInfo& require_tensor(const GgufFile& f, const std::string& name,
+                                     const std::vector<int64_t>& dims) {
+  const GgufTensorInfo* t = f.find_tensor(name);
+  if (!t) fail(ErrorKind::Invalid, f.name() + ": tensor '" + name + "' is missing");
+  if (t->dims != dims)
+    fail(ErrorKind::Invalid, f.name() + ": tensor '" + name + "' has shape " +
+                                 shape_str(t->dims) + ", expected " + shape_str(dims));
+  return *t;
+}
+
+Weight load_weight(const GgufFile& f, const std::string& name, int64_t n_in, int64_t n_out) {
+  const GgufTensorInfo& t = require_tensor(f, name, {n_in, n_out});
+  const TypeTraits* tr = type_traits(t.type);
+  if (!tr || !tr->runnable)
+    fail(ErrorKind::Unsupported, f.name() + ": tensor '" + name + "' has type " +
+                                     type_name(t.type) + ", which this engine cannot run");
+  Weight w;
+  w.name = name;
+  w.type = t.type;
+  w.data = f.tensor_data(t);
+  w.n_in = n_in;
+  w.n_out = n_out;
+  uint64_t rb = 0;
+  if (!row_bytes(t.type, n_in, &rb))
+    fail(ErrorKind::Invalid, f.name() + ": tensor '" + name + "': row length " +
+                                 std::to_string(n_in) + " is not a whole number of blocks");
+  w.row_bytes = size_t(rb);
+  return w;
+}
+
+// A 1-D tensor of n elements converted to f32.
+std::vector<float> load_vector(const GgufFile& f, const std::string& name, int64_t n) {
+  const GgufTensorInfo& t = require_tensor(f, name, {n});
+  const TypeTraits* tr = type_traits(t.type);
+  if (!tr || !tr->runnable)
+    fail(ErrorKind::Unsupported, f.name() + ": tensor '" + name + "' has type " +
+                                     type_name(t.type) + ", which this engine cannot run");
+  std::vector<float> v(static_cast<size_t>(n));
+  dequantize_row(t.type, f.tensor_data(t), v.data(), n);
+  return v;
+}
+
+std::vector<double> rope_frequencies(const GgufFile& f, const HParams& hp) {
+  const int64_t n_pairs = hp.n_rot / 2;
+  std::vector<double> freq(static_cast<size_t>(n_pairs));
+  std::vector<float> factors;
+  if (f.find_tensor("rope_freqs.weight")) factors = load_vector(f, "rope_freqs.weight", n_pairs);
+  const double log_base = canon::log(hp.rope_base);
+  for (int64_t i = 0; i < n_pairs; ++i) {
+    double fr = canon::exp(-(double(2 * i) / double(hp.n_rot)) * log_base);
+    if (!factors.empty()) {
+      if (!(factors[size_t(i)] > 0.0f))
+        fail(ErrorKind::Invalid, f.name() + ": rope_freqs.weight has a non-positive factor");
+      fr = fr / double(factors[size_t(i)]);
+    }
+    freq[size_t(i)] = fr / hp.rope_linear_scale;
+  }
+  return freq;
+}
+
+}  // namespace
+
+std::unique_ptr<Model> Model::load(const GgufFile& f) {
+  std::unique_ptr<Model> m(new Model());
+  m->file_ = &f;
+  HParams& hp = m->hp_;
+  hp = read_hparams(f);
+  const GgufTensorInfo* emb = f.find_tensor("token_embd.weight");
+  if (!emb) fail(ErrorKind::Invalid, f.name() + ": tensor 'token_embd.weight' is missing");
+  if (emb->dims.size() != 2 || emb->dims[0] != hp.n_embd)
+    fail(ErrorKind::Invalid, f.name() + ": tensor 'token_embd.weight' has shape " +
+                                 shape_str(emb->dims) + ", expected [" +
+                                 std::to_string(hp.n_embd) + ", n_vocab]");
+  hp.n_vocab = emb->dims[1];
+  m->token_embd_ = load_weight(f, "token_embd.weight", hp.n_embd, hp.n_vocab);
+  m->output_norm_ = load_vector(f, "output_norm.weight", hp.n_embd);
+  m->output_ = f.find_tensor("output.weight")
+                   ? load_weight(f, "output.weight", hp.n_embd, hp.n_vocab)
+                   : m->token_embd_;
+  const int64_t q_dim = hp.n_head * hp.head_dim;
+  const int64_t kv_dim = hp.n_head_kv * hp.head_dim;
+  const bool bias = hp.arch == "qwen2";
+  for (int64_t i = 0; i < hp.n_layer; ++i) {
+    const std::string p = "blk." + std::to_string(i) + ".";
+    LayerWeights L;
+    L.attn_norm = load_vector(f, p + "attn_norm.weight", hp.n_embd);
+    L.ffn_norm = load_vector(f, p + "ffn_norm.weight", hp.n_embd);
+    L.wq = load_weight(f, p + "attn_q.weight", hp.n_embd, q_dim);
+    L.wk = load_weight(f, p + "attn_k.weight", hp.n_embd, kv_dim);
+    L.wv = load_weight(f, p + "attn_v.weight", hp.n_embd, kv_dim);
+    L.wo = load_weight(f, p + "attn_output.weight", q_dim, hp.n_embd);
+    L.w_gate = load_weight(f, p + "ffn_gate.weight", hp.n_embd, hp.n_ff);
+    L.w_up = load_weight(f, p + "ffn_up.weight", hp.n_embd, hp.n_ff);
+    L.w_down = load_weight(f, p + "ffn_down.weight", hp.n_ff, hp.n_embd);
+    if (bias) {
+      L.bq = load_vector(f, p + "attn_q.bias", q_dim);
+      L.bk = load_vector(f, p + "attn_k.bias", kv_dim);
+      L.bv = load_vector(f, p + "attn_v.bias", kv_dim);
+    }
+    m->layers_.push_back(std::move(L));
+  }
+  m->rope_freq_ = rope_frequencies(f, hp);
+  for (const GgufTensorInfo& t : f.tensors()) m->n_params_ += t.n_elements;
+  return m;
+}
+
+}  // namespace galleon

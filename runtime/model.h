@@ -1,0 +1,115 @@
+// Llama-family transformer (architectures "llama" and "qwen2") evaluated with the canonical
+// kernels. Model = immutable weights (views into the mapped GGUF); Session = KV cache + scratch.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "runtime/ggml_type.h"
+#include "runtime/kernels.h"
+#include "runtime/threadpool.h"
+
+namespace galleon {
+
+class GgufFile;
+
+struct HParams {
+  std::string arch;          // "llama" | "qwen2"
+  int64_t n_vocab = 0;
+  int64_t n_embd = 0;
+  int64_t n_layer = 0;
+  int64_t n_head = 0;
+  int64_t n_head_kv = 0;
+  int64_t n_ff = 0;
+  int64_t n_ctx_train = 0;
+  int64_t head_dim = 0;
+  int64_t n_rot = 0;         // rotary dimensions (<= head_dim)
+  double rope_base = 10000.0;
+  double rope_linear_scale = 1.0;  // positions are divided by this ("linear" scaling)
+  bool rope_neox = false;    // rotate (i, i + n_rot/2) pairs instead of (2i, 2i+1)
+  float rms_eps = 1e-5f;
+};
+
+// A 2-D weight matrix: n_out rows of n_in elements, rows row_bytes apart.
+struct Weight {
+  std::string name;
+  GgmlType type = GgmlType::F32;
+  const uint8_t* data = nullptr;
+  int64_t n_in = 0;
+  int64_t n_out = 0;
+  size_t row_bytes = 0;
+};
+
+struct LayerWeights {
+  std::vector<float> attn_norm, ffn_norm;
+  std::vector<float> bq, bk, bv;  // empty when the architecture has no bias
+  Weight wq, wk, wv, wo, w_gate, w_up, w_down;
+};
+
+class Model {
+ public:
+  // Validates architecture, hyper-parameters and every tensor's presence, type and shape.
+  // The GgufFile must outlive the model. Errors name the file and the key or tensor.
+  static std::unique_ptr<Model> load(const GgufFile& f);
+
+  const HParams& hparams() const { return hp_; }
+  const GgufFile& file() const { return *file_; }
+  uint64_t n_params() const { return n_params_; }
+
+  const Weight& token_embd() const { return token_embd_; }
+  const Weight& output() const { return output_; }
+  const std::vector<float>& output_norm() const { return output_norm_; }
+  const std::vector<LayerWeights>& layers() const { return layers_; }
+  // Per rotary pair i: the angle of position p is p * rope_freq()[i] (see docs/arithmetic.md).
+  const std::vector<double>& rope_freq() const { return rope_freq_; }
+
+ private:
+  Model() = default;
+  const GgufFile* file_ = nullptr;
+  HParams hp_;
+  uint64_t n_params_ = 0;
+  Weight token_embd_, output_;
+  std::vector<float> output_norm_;
+  std::vector<LayerWeights> layers_;
+  std::vector<double> rope_freq_;
+};
+
+struct SessionOptions {
+  int64_t n_ctx = 0;     // 0: the model's training context
+  int n_threads = 1;
+  kern::Isa isa = kern::Isa::Scalar;
+};
+
+// Evaluates tokens against a KV cache. Any split of a sequence into eval() calls (one batch,
+// token by token, or chunks) gives the same logits bits.
+class Session {
+ public:
+  Session(const Model& model, const SessionOptions& opts);
+  ~Session();
+
+  int64_t n_past() const { return n_past_; }
+  int64_t n_ctx() const { return n_ctx_; }
+  // Evaluates `tokens` at positions n_past .. n_past + n - 1 and writes n rows of n_vocab logits
+  // into `logits` (resized). Error(Invalid) when a token id is out of range, Error(Invalid)
+  // when the context limit would be exceeded.
+  void eval(const std::vector<int32_t>& tokens, std::vector<float>& logits);
+  void reset() { n_past_ = 0; }
+
+ private:
+  struct Scratch;
+  void layer_forward(int64_t il, int64_t n_tok);
+  void attention(int64_t il, int64_t n_tok);
+  void matmul(const Weight& w, const float* x, int64_t n_tok, float* y);
+
+  const Model& model_;
+  const kern::Ops& ops_;
+  ThreadPool pool_;
+  int64_t n_ctx_ = 0;
+  int64_t n_past_ = 0;
+  std::vector<float> k_cache_, v_cache_;  // [layer][pos][n_head_kv * head_dim]
+  std::unique_ptr<Scratch> s_;
+};
+
+}  // namespace galleon

@@ -1,0 +1,225 @@
+// Forward pass of the Llama-family transformer. Every operation follows docs/arithmetic.md;
+// threads split output rows or (token, head) pairs, never a reduction.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "runtime/canon_math.h"
+#include "runtime/error.h"
+#include "runtime/gguf.h"
+#include "runtime/model.h"
+#include "runtime/quant.h"
+
+namespace galleon {
+
+struct Session::Scratch {
+  std::vector<float> x, xn, q, k, v, att, gate, up, tmp;
+  std::vector<uint8_t> act;              // quantized activations
+  std::vector<float> rope_cos, rope_sin; // [pos][n_rot/2], grown on demand
+  int64_t rope_rows = 0;
+};
+
+namespace {
+
+// y = (x * (1 / sqrt(mean(x^2) + eps))) * w, canonical sum of squares.
+void rms_norm(const kern::Ops& ops, const float* x, const float* w, int64_t n, float eps,
+              float* y) {
+  const float mean = ops.sum_sq(x, n) / float(n);
+  const float scale = 1.0f / std::sqrt(mean + eps);
+  for (int64_t i = 0; i < n; ++i) y[i] = (x[i] * scale) * w[i];
+}
+
+void add_in_place(float* x, const float* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) x[i] = x[i] + y[i];
+}
+
+void rotate(float* x, int64_t n_rot, bool neox, const float* c, const float* s) {
+  const int64_t half = n_rot / 2;
+  for (int64_t i = 0; i < half; ++i) {
+    const int64_t a = neox ? i : 2 * i;
+    const int64_t b = neox ? i + half : 2 * i + 1;
+    const float x0 = x[a], x1 = x[b];
+    x[a] = x0 * c[i] - x1 * s[i];
+    x[b] = x0 * s[i] + x1 * c[i];
+  }
+}
+
+// Rows per matmul task: a multiple of 16 giving each thread a few tasks.
+int64_t rows_per_task(int64_t n_rows, int n_threads) {
+  int64_t per = (n_rows + 4 * n_threads - 1) / (4 * n_threads);
+  per = (per + 15) / 16 * 16;
+  return std::max<int64_t>(per, 16);
+}
+
+}  // namespace
+
+Session::Session(const Model& model, const SessionOptions& opts)
+    : model_(model), ops_(kern::ops(opts.isa)), pool_(opts.n_threads), s_(new Scratch) {
+  const HParams& hp = model.hparams();
+  n_ctx_ = opts.n_ctx > 0 ? std::min(opts.n_ctx, hp.n_ctx_train) : hp.n_ctx_train;
+  const size_t kv_dim = size_t(hp.n_head_kv * hp.head_dim);
+  k_cache_.resize(size_t(hp.n_layer) * size_t(n_ctx_) * kv_dim);
+  v_cache_.resize(size_t(hp.n_layer) * size_t(n_ctx_) * kv_dim);
+}
+
+Session::~Session() = default;
+
+void Session::matmul(const Weight& w, const float* x, int64_t n_tok, float* y) {
+  const size_t arb = kern::act_row_bytes(w.type, w.n_in);
+  if (s_->act.size() < arb * size_t(n_tok)) s_->act.resize(arb * size_t(n_tok));
+  uint8_t* act = s_->act.data();
+  pool_.parallel_for(n_tok, [&](int64_t t) {
+    ops_.quantize_act(w.type, x + t * w.n_in, act + size_t(t) * arb, w.n_in);
+  });
+  const int64_t per = rows_per_task(w.n_out, pool_.size());
+  const int64_t n_tasks = (w.n_out + per - 1) / per;
+  pool_.parallel_for(n_tasks, [&](int64_t task) {
+    const int64_t r0 = task * per;
+    const int64_t r1 = std::min(w.n_out, r0 + per);
+    ops_.matmul(w.type, w.n_in, w.data, w.row_bytes, r0, r1, act, arb, n_tok, y,
+                size_t(w.n_out));
+  });
+}
+
+void Session::attention(int64_t il, int64_t n_tok) {
+  const HParams& hp = model_.hparams();
+  const int64_t hd = hp.head_dim;
+  const int64_t kv_dim = hp.n_head_kv * hd;
+  const int64_t group = hp.n_head / hp.n_head_kv;
+  const float kq_scale = 1.0f / std::sqrt(float(hd));
+  const float* kc = k_cache_.data() + size_t(il) * size_t(n_ctx_) * size_t(kv_dim);
+  const float* vc = v_cache_.data() + size_t(il) * size_t(n_ctx_) * size_t(kv_dim);
+  const int64_t q_dim = hp.n_head * hd;
+  pool_.parallel_for(n_tok * hp.n_head, [&](int64_t task) {
+    thread_local std::vector<float> scores, lanes;
+    const int64_t t = task / hp.n_head;
+    const int64_t h = task % hp.n_head;
+    const int64_t n_kv = n_past_ + t + 1;
+    const float* q = s_->q.data() + t * q_dim + h * hd;
+    const int64_t off = (h / group) * hd;
+    if (int64_t(scores.size()) < n_kv) scores.resize(size_t(n_kv));
+    if (int64_t(lanes.size()) < 32 * hd) lanes.resize(size_t(32 * hd));
+    float mx = -INFINITY;
+    for (int64_t j = 0; j < n_kv; ++j) {
+      scores[size_t(j)] = ops_.dot_f32(q, kc + j * kv_dim + off, hd) * kq_scale;
+      mx = std::max(mx, scores[size_t(j)]);
+    }
+    float sum_lanes[32] = {0};
+    std::fill(lanes.begin(), lanes.begin() + 32 * hd, 0.0f);
+    for (int64_t j = 0; j < n_kv; ++j) {
+      const float e = canon::expf(scores[size_t(j)] - mx);
+      sum_lanes[j % 32] = sum_lanes[j % 32] + e;
+      float* acc = lanes.data() + (j % 32) * hd;
+      const float* v = vc + j * kv_dim + off;
+      for (int64_t d = 0; d < hd; ++d) acc[d] = acc[d] + e * v[d];
+    }
+    const float sum = canon::reduce_lanes(sum_lanes);
+    float* out = s_->att.data() + t * q_dim + h * hd;
+    for (int64_t d = 0; d < hd; ++d) {
+      float l[32];
+      for (int i = 0; i < 32; ++i) l[i] = lanes[size_t(i * hd + d)];
+      out[d] = canon::reduce_lanes(l) / sum;
+    }
+  });
+}
+
+void Session::layer_forward(int64_t il, int64_t n_tok) {
+  const HParams& hp = model_.hparams();
+  const LayerWeights& L = model_.layers()[size_t(il)];
+  Scratch& s = *s_;
+  const int64_t d = hp.n_embd, hd = hp.head_dim;
+  const int64_t q_dim = hp.n_head * hd, kv_dim = hp.n_head_kv * hd;
+  for (int64_t t = 0; t < n_tok; ++t)
+    rms_norm(ops_, &s.x[size_t(t * d)], L.attn_norm.data(), d, hp.rms_eps, &s.xn[size_t(t * d)]);
+  matmul(L.wq, s.xn.data(), n_tok, s.q.data());
+  matmul(L.wk, s.xn.data(), n_tok, s.k.data());
+  matmul(L.wv, s.xn.data(), n_tok, s.v.data());
+  const int64_t half = hp.n_rot / 2;
+  for (int64_t t = 0; t < n_tok; ++t) {
+    float* q = &s.q[size_t(t * q_dim)];
+    float* k = &s.k[size_t(t * kv_dim)];
+    float* v = &s.v[size_t(t * kv_dim)];
+    if (!L.bq.empty()) {
+      add_in_place(q, L.bq.data(), q_dim);
+      add_in_place(k, L.bk.data(), kv_dim);
+      add_in_place(v, L.bv.data(), kv_dim);
+    }
+    const int64_t pos = n_past_ + t;
+    const float* c = &s.rope_cos[size_t(pos * half)];
+    const float* sn = &s.rope_sin[size_t(pos * half)];
+    for (int64_t h = 0; h < hp.n_head; ++h) rotate(q + h * hd, hp.n_rot, hp.rope_neox, c, sn);
+    for (int64_t h = 0; h < hp.n_head_kv; ++h) rotate(k + h * hd, hp.n_rot, hp.rope_neox, c, sn);
+    const size_t cache_off = (size_t(il) * size_t(n_ctx_) + size_t(pos)) * size_t(kv_dim);
+    std::memcpy(&k_cache_[cache_off], k, size_t(kv_dim) * sizeof(float));
+    std::memcpy(&v_cache_[cache_off], v, size_t(kv_dim) * sizeof(float));
+  }
+  attention(il, n_tok);
+  matmul(L.wo, s.att.data(), n_tok, s.tmp.data());
+  add_in_place(s.x.data(), s.tmp.data(), n_tok * d);
+  for (int64_t t = 0; t < n_tok; ++t)
+    rms_norm(ops_, &s.x[size_t(t * d)], L.ffn_norm.data(), d, hp.rms_eps, &s.xn[size_t(t * d)]);
+  matmul(L.w_gate, s.xn.data(), n_tok, s.gate.data());
+  matmul(L.w_up, s.xn.data(), n_tok, s.up.data());
+  const int64_t n_ff_all = n_tok * hp.n_ff;
+  for (int64_t i = 0; i < n_ff_all; ++i)
+    s.gate[size_t(i)] = canon::silu(s.gate[size_t(i)]) * s.up[size_t(i)];
+  matmul(L.w_down, s.gate.data(), n_tok, s.tmp.data());
+  add_in_place(s.x.data(), s.tmp.data(), n_tok * d);
+}
+
+void Session::eval(const std::vector<int32_t>& tokens, std::vector<float>& logits) {
+  const HParams& hp = model_.hparams();
+  const int64_t n_tok = int64_t(tokens.size());
+  if (n_tok == 0) {
+    logits.clear();
+    return;
+  }
+  if (n_past_ + n_tok > n_ctx_)
+    fail(ErrorKind::Invalid, "context limit exceeded: " + std::to_string(n_past_ + n_tok) +
+                                 " tokens, the context holds " + std::to_string(n_ctx_) +
+                                 " (the model's context_length is " +
+                                 std::to_string(hp.n_ctx_train) + ")");
+  for (int32_t id : tokens)
+    if (id < 0 || id >= hp.n_vocab)
+      fail(ErrorKind::Invalid, "token id " + std::to_string(id) + " is outside the vocabulary (" +
+                                   std::to_string(hp.n_vocab) + " tokens)");
+  Scratch& s = *s_;
+  const size_t T = size_t(n_tok);
+  const int64_t d = hp.n_embd;
+  s.x.resize(T * size_t(d));
+  s.xn.resize(T * size_t(d));
+  s.tmp.resize(T * size_t(d));
+  s.q.resize(T * size_t(hp.n_head * hp.head_dim));
+  s.att.resize(T * size_t(hp.n_head * hp.head_dim));
+  s.k.resize(T * size_t(hp.n_head_kv * hp.head_dim));
+  s.v.resize(T * size_t(hp.n_head_kv * hp.head_dim));
+  s.gate.resize(T * size_t(hp.n_ff));
+  s.up.resize(T * size_t(hp.n_ff));
+  // RoPE table up to the last position.
+  const int64_t half = hp.n_rot / 2;
+  const int64_t need = n_past_ + n_tok;
+  if (s.rope_rows < need) {
+    s.rope_cos.resize(size_t(need * half));
+    s.rope_sin.resize(size_t(need * half));
+    for (int64_t p = s.rope_rows; p < need; ++p)
+      for (int64_t i = 0; i < half; ++i) {
+        double sn, cs;
+        canon::sincos(double(p) * model_.rope_freq()[size_t(i)], &sn, &cs);
+        s.rope_cos[size_t(p * half + i)] = float(cs);
+        s.rope_sin[size_t(p * half + i)] = float(sn);
+      }
+    s.rope_rows = need;
+  }
+  const Weight& emb = model_.token_embd();
+  for (size_t t = 0; t < T; ++t)
+    dequantize_row(emb.type, emb.data + size_t(tokens[t]) * emb.row_bytes, &s.x[t * size_t(d)], d);
+  for (int64_t il = 0; il < hp.n_layer; ++il) layer_forward(il, n_tok);
+  for (size_t t = 0; t < T; ++t)
+    rms_norm(ops_, &s.x[t * size_t(d)], model_.output_norm().data(), d, hp.rms_eps,
+             &s.xn[t * size_t(d)]);
+  logits.resize(T * size_t(hp.n_vocab));
+  matmul(model_.output(), s.xn.data(), n_tok, logits.data());
+  n_past_ += n_tok;
+}
+
+}  // namespace galleon
