@@ -355,9 +355,11 @@ class Parser {
     if (!tr) invalid("type id " + num(type_id) + " is unknown");
     t.type = GgmlType(type_id);
     uint64_t row = 0;
-    if (!row_bytes(t.type, t.dims[0], &row))
+    if (t.dims[0] % tr->block_elems != 0)
       invalid("row of " + snum(t.dims[0]) + " elements is not a whole number of " + tr->name +
               " blocks (" + snum(tr->block_elems) + " elements each)");
+    if (!row_bytes(t.type, t.dims[0], &row))
+      invalid("byte size of a row of " + snum(t.dims[0]) + " elements overflows");
     uint64_t rows = t.n_elements / uint64_t(t.dims[0]);
     if (__builtin_mul_overflow(row, rows, &t.n_bytes))
       invalid("byte size overflows (" + num(rows) + " rows of " + num(row) + " bytes)");
@@ -702,7 +704,10 @@ class Sink {
     u64(s.size());
     bytes(s.data(), s.size());
   }
-  void pad_to(uint64_t align) { out_.resize(size_t(round_up(out_.size(), align)), 0); }
+  void pad_to(uint64_t align) {
+    size_t rem = size_t(out_.size() % align);
+    if (rem) out_.insert(out_.end(), size_t(align) - rem, uint8_t(0));
+  }
 
  private:
   std::vector<uint8_t>& out_;
