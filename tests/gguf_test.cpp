@@ -665,7 +665,7 @@ TEST(GgufHostile, TensorData) {
   expect_invalid(img, {"'q.weight'", "overlaps tensor 'out.weight'"});
   // Cutting the file inside the last tensor.
   img = base;
-  img.resize(img.size() - 32);
+  img.erase(img.end() - 32, img.end());
   expect_invalid(img, {"'q.weight'", "runs past the end of the file"});
 }
 
