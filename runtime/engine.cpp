@@ -92,7 +92,6 @@ GenerateResult generate(const LoadedModel& m, const GenerateRequest& req,
   double prompt_s = seconds_since(t0);
   r.prompt_tps = prompt_s > 0 ? double(req.prompt_tokens.size()) / prompt_s : 0;
   auto t1 = Clock::now();
-  int64_t n_decoded = 0;
   for (int32_t i = 0; i < req.max_tokens; ++i) {
     const int32_t tok = sampler.sample(last.data(), int32_t(hp.n_vocab));
     if (!req.ignore_eos && m.tokenizer->is_end_of_generation(tok)) break;
@@ -101,14 +100,14 @@ GenerateResult generate(const LoadedModel& m, const GenerateRequest& req,
     const std::string piece = m.tokenizer->piece(tok);
     r.text += piece;
     if (on_text) on_text(piece);
-    if (i + 1 == req.max_tokens || s.n_past() >= s.n_ctx()) break;
+    if (i + 1 == req.max_tokens ||
+        int64_t(r.prompt_tokens.size() + r.tokens.size()) >= s.n_ctx())
+      break;
     s.eval({tok}, last);
     hash_logits(h, last.data(), last.size());
-    ++n_decoded;
   }
   double gen_s = seconds_since(t1);
   r.generate_tps = gen_s > 0 ? double(r.tokens.size()) / gen_s : 0;
-  (void)n_decoded;
   r.logits_sha256 = h.finish_hex();
   return r;
 }

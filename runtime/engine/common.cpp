@@ -20,11 +20,14 @@ LoadedModel ModelArg::load() const { return load_model(path, offset, size); }
 void ComputeArgs::add_to(CLI::App* cmd) {
   cmd->add_option("--threads", threads, "Worker threads (default: all CPUs); never changes results")
       ->check(CLI::Range(0, 1024));
+  cmd->add_option("--batch", batch, "Prompt tokens evaluated per step; never changes results")
+      ->check(CLI::Range(1, 1 << 16));
 }
 
 ComputeOptions ComputeArgs::options() const {
   ComputeOptions c = default_compute_options();
   c.n_threads = threads;
+  c.max_batch = batch;
   return c;
 }
 

@@ -25,6 +25,7 @@ struct ModelArg {
 
 struct ComputeArgs {
   int threads = 0;
+  int64_t batch = 256;
   void add_to(CLI::App* cmd);
   ComputeOptions options() const;
 };

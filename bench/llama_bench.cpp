@@ -1,0 +1,149 @@
+// Prompt and generation throughput of synthetic Llama-shaped models (seeded random weights),
+// like llama-bench -p 128 -n 64: prints tok/s at 1 and 2 threads, peak RSS, and the share of
+// memory bandwidth that decoding uses (measured by a copy benchmark in the same run).
+//
+//   llama_bench [--shape 124m|1.1b|tiny] [--type q4_0,q8_0,...] [--threads 1,2] [-p 128] [-n 64]
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "runtime/engine.h"
+#include "runtime/error.h"
+#include "runtime/synth.h"
+
+using namespace galleon;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+std::vector<std::string> split(const std::string& s) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  while (start <= s.size()) {
+    size_t end = s.find(',', start);
+    if (end == std::string::npos) end = s.size();
+    if (end > start) out.push_back(s.substr(start, end - start));
+    start = end + 1;
+  }
+  return out;
+}
+
+SynthSpec shape(const std::string& name) {
+  SynthSpec s;
+  if (name == "124m") {
+    s.n_embd = 768, s.n_layer = 12, s.n_head = 12, s.n_head_kv = 4, s.n_ff = 2048;
+  } else if (name == "1.1b") {
+    s.n_embd = 2048, s.n_layer = 22, s.n_head = 32, s.n_head_kv = 4, s.n_ff = 5632;
+  } else if (name == "tiny") {
+    s.n_embd = 256, s.n_layer = 2, s.n_head = 4, s.n_head_kv = 2, s.n_ff = 512;
+  } else {
+    fail(ErrorKind::Usage, "unknown shape " + name + " (124m, 1.1b, tiny)");
+  }
+  s.n_vocab = name == "tiny" ? 512 : 32000;
+  s.n_ctx = 2048;
+  return s;
+}
+
+double copy_bandwidth_gbs() {
+  const size_t n = size_t(512) << 20;
+  std::vector<char> a(n, 1), b(n, 2);
+  double best = 0;
+  for (int rep = 0; rep < 3; ++rep) {
+    auto t0 = Clock::now();
+    std::memcpy(b.data(), a.data(), n);
+    double s = std::chrono::duration<double>(Clock::now() - t0).count();
+    best = std::max(best, 2.0 * double(n) / s / 1e9);  // read + write
+  }
+  return best;
+}
+
+double peak_rss_mib() {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return double(ru.ru_maxrss) / 1024.0;
+}
+
+uint64_t weight_bytes(const Model& m) {
+  uint64_t b = 0;
+  for (const auto& t : m.file().tensors())
+    if (t.name != "token_embd.weight" || !m.file().find_tensor("output.weight")) b += t.n_bytes;
+  return b;
+}
+
+void bench_one(const std::string& shape_name, GgmlType type, const std::vector<int>& threads,
+               int n_prompt, int n_gen, double bw) {
+  SynthSpec spec = shape(shape_name);
+  spec.type = type;
+  spec.embd_type = type;
+  char path[] = "/tmp/galleon-bench-XXXXXX";
+  int fd = mkstemp(path);
+  if (fd < 0) fail(ErrorKind::Io, "mkstemp failed");
+  close(fd);
+  {
+    GgufWriter w;
+    make_synthetic_model(spec, w);
+    w.write_file(path);
+  }
+  LoadedModel m = load_model(path);
+  const double gb_per_token = double(weight_bytes(*m.model)) / 1e9;
+  for (int t : threads) {
+    SessionOptions o;
+    o.n_threads = t;
+    o.isa = kern::isa_from_env();
+    Session s(*m.model, o);
+    std::vector<int32_t> prompt;
+    for (int i = 0; i < n_prompt; ++i) prompt.push_back(int32_t(3 + (i * 7919) % (spec.n_vocab - 3)));
+    std::vector<float> logits;
+    auto t0 = Clock::now();
+    s.eval(prompt, logits);
+    double pp = n_prompt / std::chrono::duration<double>(Clock::now() - t0).count();
+    auto t1 = Clock::now();
+    int32_t tok = 5;
+    for (int i = 0; i < n_gen; ++i) s.eval({tok}, logits), tok = int32_t((tok * 31 + 7) % spec.n_vocab);
+    double tg = n_gen / std::chrono::duration<double>(Clock::now() - t1).count();
+    std::printf("| %-5s | %-6s | %-6s | %7d | %10.1f | %10.1f | %8.0f | %5.1f%% |\n", shape_name.c_str(),
+                type_name(type), kern::isa_name(o.isa), t, pp, tg, peak_rss_mib(),
+                100.0 * gb_per_token * tg / bw);
+    std::fflush(stdout);
+  }
+  unlink(path);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string shape_name = "124m", types = "f32,f16,q8_0,q4_0,q4_K,q6_K", threads_s = "1,2";
+  int n_prompt = 128, n_gen = 64;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    std::string k = argv[i], v = argv[i + 1];
+    if (k == "--shape") shape_name = v;
+    else if (k == "--type") types = v;
+    else if (k == "--threads") threads_s = v;
+    else if (k == "-p") n_prompt = std::stoi(v);
+    else if (k == "-n") n_gen = std::stoi(v);
+    else { std::fprintf(stderr, "unknown option %s\n", k.c_str()); return 2; }
+  }
+  try {
+    const double bw = copy_bandwidth_gbs();
+    std::printf("memory copy bandwidth: %.1f GB/s (read+write)\n", bw);
+    std::printf("| shape | type   | isa    | threads | prompt t/s | gen t/s    | RSS MiB  | bw use |\n");
+    std::printf("|-------|--------|--------|---------|------------|------------|----------|--------|\n");
+    std::vector<int> threads;
+    for (auto& t : split(threads_s)) threads.push_back(std::stoi(t));
+    for (auto& tn : split(types)) {
+      auto t = type_from_name(tn.c_str());
+      if (!t) fail(ErrorKind::Usage, "unknown type " + tn);
+      bench_one(shape_name, *t, threads, n_prompt, n_gen, bw);
+    }
+  } catch (const Error& e) {
+    std::fprintf(stderr, "llama_bench: %s\n", e.message().c_str());
+    return exit_code(e.kind());
+  }
+  return 0;
+}

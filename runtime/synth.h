@@ -1,0 +1,36 @@
+// Synthetic Llama-family models with seeded random weights, for tests and benchmarks
+// (throughput and determinism do not depend on trained weights).
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "runtime/ggml_type.h"
+
+namespace galleon {
+
+class GgufFile;
+class GgufWriter;
+
+struct SynthSpec {
+  std::string arch = "llama";  // llama | qwen2 (adds Q/K/V biases)
+  int64_t n_embd = 256;
+  int64_t n_layer = 2;
+  int64_t n_head = 4;
+  int64_t n_head_kv = 2;
+  int64_t n_ff = 512;
+  int64_t n_vocab = 512;       // used when no vocabulary source is given
+  int64_t n_ctx = 512;
+  GgmlType type = GgmlType::F32;      // type of the 2-D weight matrices
+  GgmlType embd_type = GgmlType::F32; // token embedding (and output when tied)
+  bool tied_output = false;
+  uint64_t seed = 1;
+  float rope_base = 10000.0f;
+  // Copy tokenizer.* metadata from this GGUF (n_vocab then follows its token count).
+  const GgufFile* vocab_from = nullptr;
+};
+
+// Fills `w` with a complete, runnable model. Same spec, same bytes.
+void make_synthetic_model(const SynthSpec& spec, GgufWriter& w);
+
+}  // namespace galleon
