@@ -1,0 +1,85 @@
+// Internals shared by tokenizer.cpp, tokenizer_spm.cpp and tokenizer_bpe.cpp (and the tests).
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "runtime/tokenizer.h"
+#include "runtime/unicode_regex.h"
+
+namespace galleon::tok {
+
+// The tokenizer.ggml.* metadata a tokenizer is built from, already validated for shape.
+struct VocabData {
+  std::string source;        // file name, for messages
+  std::string model;         // tokenizer.ggml.model
+  std::string pre;           // tokenizer.ggml.pre ("" when absent)
+  std::string general_name;  // general.name (llama.cpp keys a phi-3 quirk on it)
+  std::vector<std::string> tokens;
+  std::vector<float> scores;       // empty or one per token
+  std::vector<TokenAttr> attrs;    // one per token
+  std::vector<std::string> merges; // "left right"
+  std::optional<TokenId> bos, eos, unk, eot, eom;
+  std::optional<bool> add_bos, add_eos, add_space_prefix;
+};
+
+// The part of encoding common to both models: special-token partitioning, BOS/EOS, pieces.
+class VocabTokenizer : public Tokenizer {
+ public:
+  std::vector<TokenId> encode(std::string_view text, bool add_bos,
+                              bool parse_special) const override;
+  std::string piece(TokenId id) const override;
+  TokenId find_token(std::string_view text) const;  // -1 when absent
+
+  // A piece of input: raw text [offset, offset + length) or a special token.
+  struct Fragment {
+    TokenId token = -1;  // -1: raw text
+    size_t offset = 0;
+    size_t length = 0;
+  };
+  // llama.cpp's tokenizer_st_partition: special tokens, longest first, split the text.
+  std::vector<Fragment> partition(std::string_view text, bool parse_special) const;
+
+ protected:
+  explicit VocabTokenizer(const VocabData& v);
+  // Tokenizes raw text; `after_special` is true at the start and right after a special token.
+  virtual void encode_text(std::string_view text, bool after_special,
+                           std::vector<TokenId>& out) const = 0;
+  // Bytes of a normal token's text.
+  virtual std::string normal_piece(const std::string& text) const = 0;
+  virtual std::string byte_piece(TokenId id) const = 0;
+
+  std::vector<float> scores_;
+  TokenId unk_ = -1;
+  bool add_eos_ = false;
+
+ private:
+  void build_specials(const VocabData& v);
+  std::vector<Fragment> split_on(std::string_view text, const std::vector<Fragment>& in,
+                                 TokenId special) const;
+
+  std::unordered_map<std::string_view, TokenId> ids_;  // views into tokens_
+  std::vector<TokenId> specials_;  // control, user-defined and unknown tokens, longest first
+  std::vector<uint8_t> lstrip_, rstrip_;  // per token (llama.cpp token attributes)
+};
+
+std::unique_ptr<Tokenizer> make_spm(const VocabData& v);
+std::unique_ptr<Tokenizer> make_bpe(const VocabData& v);
+std::unique_ptr<Tokenizer> from_vocab(const VocabData& v);  // dispatches on v.model
+
+// BPE pre-tokenizers (by tokenizer.ggml.pre).
+struct PreTokenizer {
+  std::vector<regex::Regex> regexes;
+  bool ignore_merges = false;    // whole pieces that are tokens skip the merges (llama3)
+  bool add_bos_default = false;
+};
+// nullopt for an unknown name. "" means "default".
+std::optional<PreTokenizer> make_pre_tokenizer(std::string_view pre);
+// Splits UTF-8 text into pre-tokenizer pieces (UTF-8, before the byte-level mapping), exactly
+// as llama.cpp's unicode_regex_split: invalid UTF-8 becomes U+FFFD.
+std::vector<std::string> pre_tokenize(const PreTokenizer& p, std::string_view text);
+
+}  // namespace galleon::tok
