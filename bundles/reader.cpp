@@ -145,12 +145,12 @@ class Pass {
 
   void check_entry(archive_entry* e, const std::string& path) const {
     std::string name = "entry " + quote_path(path);
-    if (!is_safe_path(path))
-      refuse(name + ": unsafe path; expected a relative path of [A-Za-z0-9._+-] components without '..', at most " +
-             std::to_string(kMaxPathLength) + " bytes");
     if (archive_entry_hardlink(e)) refuse(name + ": a hard link; only regular files are allowed");
     mode_t type = archive_entry_filetype(e);
     if (type != AE_IFREG || archive_entry_symlink(e)) refuse(name + ": " + file_type_name(type) + "; only regular files are allowed");
+    if (!is_safe_path(path))
+      refuse(name + ": unsafe path; expected a relative path of [A-Za-z0-9._+-] components without '..', at most " +
+             std::to_string(kMaxPathLength) + " bytes");
     if (!archive_entry_size_is_set(e) || archive_entry_size(e) < 0) refuse(name + ": no size");
     if (archive_entry_uid(e) != 0 || archive_entry_gid(e) != 0) refuse(name + ": owner must be uid 0, gid 0");
     const char* uname = archive_entry_uname(e);

@@ -54,6 +54,7 @@ class MapReader {
       if (!allowed.count(key)) where_.fail(kv.first.Mark(), what_ + ": unknown key '" + key + "' (allowed: " + join(allowed) + ")");
       if (!seen.insert(key).second) where_.fail(kv.first.Mark(), what_ + ": key '" + key + "' appears twice");
       values_.emplace(key, kv.second);
+      key_marks_.emplace(key, kv.first.Mark());
     }
   }
 
@@ -67,9 +68,15 @@ class MapReader {
 
   std::string field(const std::string& key) const { return what_ + "." + key; }
 
+  // Where to point for `key`'s value: the value itself, or the key when the value is empty.
+  YAML::Mark mark(const std::string& key) const {
+    const YAML::Node& v = get(key);
+    return v.IsNull() ? key_marks_.at(key) : v.Mark();
+  }
+
   std::string str(const std::string& key) const {
     const YAML::Node& v = get(key);
-    if (!v.IsScalar()) where_.fail(v.Mark(), field(key) + ": expected text, found " + describe(v));
+    if (!v.IsScalar()) where_.fail(mark(key), field(key) + ": expected text, found " + describe(v));
     return v.Scalar();
   }
 
@@ -87,7 +94,7 @@ class MapReader {
       }
     }
     if (!digits || value < min || value > max)
-      where_.fail(v.Mark(), field(key) + ": expected an integer from " + std::to_string(min) + " to " +
+      where_.fail(mark(key), field(key) + ": expected an integer from " + std::to_string(min) + " to " +
                                 std::to_string(max) + ", found " + describe(v));
     return value;
   }
@@ -105,6 +112,7 @@ class MapReader {
   std::string what_;
   const Where& where_;
   std::map<std::string, YAML::Node> values_;
+  std::map<std::string, YAML::Mark> key_marks_;
 };
 
 const YAML::Node& require_list(const YAML::Node& node, const std::string& what, const Where& where) {
@@ -130,10 +138,10 @@ SourcePin parse_source(const YAML::Node& node, size_t index, const Where& where)
   SourcePin pin;
   pin.file = m.str("file");
   if (!is_plain_file_name(pin.file))
-    where.fail(m.get("file").Mark(), m.field("file") + ": expected a plain file name of [A-Za-z0-9._+-], found '" + pin.file + "'");
+    where.fail(m.mark("file"), m.field("file") + ": expected a plain file name of [A-Za-z0-9._+-], found '" + pin.file + "'");
   pin.sha256 = m.str("sha256");
   if (!signing::is_sha256_hex(pin.sha256))
-    where.fail(m.get("sha256").Mark(), m.field("sha256") + ": expected 64 lowercase hex digits, found '" + pin.sha256 + "'");
+    where.fail(m.mark("sha256"), m.field("sha256") + ": expected 64 lowercase hex digits, found '" + pin.sha256 + "'");
   pin.size = m.u64("size", 1, UINT64_MAX / 2);
   if (m.has("urls")) {
     const YAML::Node& urls = require_list(m.get("urls"), m.field("urls"), where);
@@ -160,7 +168,7 @@ std::vector<SourcePin> parse_sources(const YAML::Node& node, const Where& where)
 std::string source_ref(const MapReader& m, const std::string& key, const std::vector<SourcePin>& sources, const Where& where) {
   std::string name = m.str(key);
   bool known = std::any_of(sources.begin(), sources.end(), [&](const SourcePin& p) { return p.file == name; });
-  if (!known) where.fail(m.get(key).Mark(), m.field(key) + ": '" + name + "' is not one of the sources");
+  if (!known) where.fail(m.mark(key), m.field(key) + ": '" + name + "' is not one of the sources");
   return name;
 }
 
@@ -187,7 +195,7 @@ ModelSpec parse_model(const YAML::Node& node, const std::vector<SourcePin>& sour
 
 std::string decimal(const MapReader& m, const std::string& key, const Where& where) {
   std::string text = normalize_decimal(m.str(key));
-  if (text.empty()) where.fail(m.get(key).Mark(), m.field(key) + ": expected a plain decimal such as 0.8, found " + describe(m.get(key)));
+  if (text.empty()) where.fail(m.mark(key), m.field(key) + ": expected a plain decimal such as 0.8, found " + describe(m.get(key)));
   return text;
 }
 
@@ -200,7 +208,7 @@ SamplingDefaults parse_defaults(const YAML::Node& node, const Where& where) {
   d.seed = m.u64("seed", 0, UINT64_MAX);
   d.max_tokens = static_cast<int64_t>(m.u64("max_tokens", 1, 1u << 20));
   std::string problem = d.problem();
-  if (!problem.empty()) where.fail(m.get(problem.substr(0, problem.find(':'))).Mark(), "defaults." + problem);
+  if (!problem.empty()) where.fail(m.mark(problem.substr(0, problem.find(':'))), "defaults." + problem);
   return d;
 }
 
@@ -211,7 +219,7 @@ std::vector<ConformancePrompt> parse_conformance(const YAML::Node& node, const W
     ConformancePrompt p;
     p.prompt = m.str("prompt");
     if (p.prompt.empty() || p.prompt.size() > 4096)
-      where.fail(m.get("prompt").Mark(), m.field("prompt") + ": expected 1 to 4096 bytes of text");
+      where.fail(m.mark("prompt"), m.field("prompt") + ": expected 1 to 4096 bytes of text");
     p.max_tokens = static_cast<int64_t>(m.u64("max_tokens", 1, 4096));
     prompts.push_back(std::move(p));
   }
@@ -221,7 +229,7 @@ std::vector<ConformancePrompt> parse_conformance(const YAML::Node& node, const W
 std::string text_field(const MapReader& m, const std::string& key, size_t max_len, const Where& where) {
   std::string text = m.str(key);
   if (!is_single_line(text, max_len))
-    where.fail(m.get(key).Mark(), key + ": expected one line of 1 to " + std::to_string(max_len) + " bytes");
+    where.fail(m.mark(key), key + ": expected one line of 1 to " + std::to_string(max_len) + " bytes");
   return text;
 }
 
@@ -231,10 +239,10 @@ Recipe parse_root(const YAML::Node& root, const Where& where) {
   Recipe r;
   r.name = m.str("name");
   if (!is_valid_name(r.name))
-    where.fail(m.get("name").Mark(), "name: expected 1 to 64 of [a-z0-9._-] starting with a letter or digit, found '" + r.name + "'");
+    where.fail(m.mark("name"), "name: expected 1 to 64 of [a-z0-9._-] starting with a letter or digit, found '" + r.name + "'");
   r.version = m.str("version");
   if (!is_valid_version(r.version))
-    where.fail(m.get("version").Mark(), "version: expected digits and dots with an optional -suffix (e.g. 1.0.0, 2.1-rc1), found '" + r.version + "'");
+    where.fail(m.mark("version"), "version: expected digits and dots with an optional -suffix (e.g. 1.0.0, 2.1-rc1), found '" + r.version + "'");
   r.description = text_field(m, "description", 1024, where);
   r.license = text_field(m, "license", 256, where);
   r.sources = parse_sources(m.get("sources"), where);
