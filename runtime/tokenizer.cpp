@@ -148,28 +148,33 @@ std::string VocabTokenizer::piece(TokenId id) const {
 namespace {
 
 // llama.cpp finds end-of-turn tokens missing from the metadata by their text and makes them
-// control tokens (so they are no longer matched in plain text).
-void detect_end_tokens(VocabData& v) {
-  static const char* const kEot[] = {
-      "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|end_of_text|>",
-      "<EOT>", "_<EOT>", "<｜end▁of▁sentence｜>",
-      "<end_of_utterance>"};
-  auto find_first = [&](std::initializer_list<std::string_view> names) -> std::optional<TokenId> {
-    for (size_t i = 0; i < v.tokens.size(); ++i) {
-      for (std::string_view n : names) {
-        if (v.tokens[i] == n) return TokenId(i);
-      }
+// control tokens (so they are no longer matched in plain text). Where several are present, the
+// first name in the list wins (llama.cpp leaves that to hash-map order).
+void detect_end_token(VocabData& v, std::optional<TokenId>& slot,
+                      std::initializer_list<std::string_view> names) {
+  if (slot) return;
+  std::vector<TokenId> found(names.size(), -1);
+  for (size_t i = 0; i < v.tokens.size(); ++i) {
+    size_t k = 0;
+    for (std::string_view n : names) {
+      if (v.tokens[i] == n) found[k] = TokenId(i);  // the last duplicate, like the id map
+      ++k;
     }
-    return std::nullopt;
-  };
-  auto detect = [&](std::optional<TokenId>& slot, std::initializer_list<std::string_view> names) {
-    if (slot) return;
-    slot = find_first(names);
-    if (slot) v.attrs[size_t(*slot)] = TokenAttr::Control;
-  };
-  detect(v.eot, {kEot[0], kEot[1], kEot[2], kEot[3], kEot[4], kEot[5], kEot[6], kEot[7], kEot[8],
-                 kEot[9]});
-  detect(v.eom, {"<|eom_id|>"});
+  }
+  for (TokenId id : found) {
+    if (id < 0) continue;
+    slot = id;
+    v.attrs[size_t(id)] = TokenAttr::Control;
+    return;
+  }
+}
+
+void detect_end_tokens(VocabData& v) {
+  detect_end_token(v, v.eot,
+                   {"<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>",
+                    "<|end_of_text|>", "<EOT>", "_<EOT>", "<｜end▁of▁sentence｜>",
+                    "<end_of_utterance>"});
+  detect_end_token(v, v.eom, {"<|eom_id|>"});
 }
 
 }  // namespace

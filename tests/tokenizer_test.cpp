@@ -1,0 +1,433 @@
+// Tokenizer tests: llama.cpp's test vectors for every vocabulary in shared/vocab, round trips,
+// special tokens, metadata validation, the regex engine and the pre-tokenizers.
+#include <chrono>
+#include <filesystem>
+#include <sstream>
+
+#include "runtime/error.h"
+#include "runtime/gguf.h"
+#include "runtime/tokenizer.h"
+#include "runtime/tokenizer_internal.h"
+#include "runtime/unicode.h"
+#include "runtime/unicode_regex.h"
+#include "tests/test_support.h"
+
+namespace galleon {
+namespace {
+
+using testing::shared_path;
+
+std::unique_ptr<Tokenizer> load(const std::string& path, std::unique_ptr<GgufFile>* keep) {
+  *keep = GgufFile::open(path);
+  return Tokenizer::from_gguf(**keep);
+}
+
+// llama.cpp's test-tokenizer-0 layout: inputs each followed by "\n__ggml_vocab_test__\n".
+std::vector<std::string> split_inputs(std::string text) {
+  const std::string sep = "\n__ggml_vocab_test__\n";
+  std::vector<std::string> out;
+  for (size_t pos; (pos = text.find(sep)) != std::string::npos;) {
+    out.push_back(text.substr(0, pos));
+    text.erase(0, pos + sep.size());
+  }
+  return out;
+}
+
+std::vector<std::vector<TokenId>> parse_outputs(const std::string& text) {
+  std::vector<std::vector<TokenId>> out;
+  std::istringstream lines(text);
+  for (std::string line; std::getline(lines, line);) {
+    std::istringstream words(line);
+    std::vector<TokenId> ids;
+    for (long v; words >> v;) ids.push_back(TokenId(v));
+    out.push_back(std::move(ids));
+  }
+  return out;
+}
+
+std::vector<std::string> vocab_files() {
+  std::vector<std::string> files;
+  for (const auto& e : std::filesystem::directory_iterator(shared_path("vocab"))) {
+    const std::string p = e.path().string();
+    if (e.path().extension() == ".gguf" && std::filesystem::exists(p + ".inp") &&
+        std::filesystem::exists(p + ".out")) {
+      files.push_back(p);
+    }
+  }
+  std::sort(files.begin(), files.end());
+  return files;
+}
+
+TEST(Tokenizer, LlamaCppVectors) {
+  GALLEON_REQUIRE_SHARED(shared_path("vocab"));
+  const auto files = vocab_files();
+  ASSERT_FALSE(files.empty());
+  for (const std::string& path : files) {
+    SCOPED_TRACE(path);
+    std::unique_ptr<GgufFile> f;
+    auto tok = load(path, &f);
+    const auto inputs = split_inputs(testing::read_file(path + ".inp"));
+    const auto expected = parse_outputs(testing::read_file(path + ".out"));
+    ASSERT_EQ(inputs.size(), expected.size());
+    size_t failures = 0;
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      auto got = tok->encode(inputs[i], /*add_bos=*/false, /*parse_special=*/false);
+      if (got != expected[i]) ++failures;
+      EXPECT_EQ(got, expected[i]) << "input " << i << ": '" << inputs[i] << "'";
+    }
+    EXPECT_EQ(failures, 0u) << "of " << inputs.size() << " vectors";
+  }
+}
+
+class SpmTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const std::string path = shared_path("vocab/ggml-vocab-llama-spm.gguf");
+    GALLEON_REQUIRE_SHARED(path);
+    tok_ = load(path, &file_);
+  }
+  std::unique_ptr<GgufFile> file_;
+  std::unique_ptr<Tokenizer> tok_;
+};
+
+TEST_F(SpmTest, DecodeRoundTrips) {
+  const std::vector<std::string> texts = {
+      "Hello world", "  two leading spaces", "tabs\tand\nnewlines\n\n", "trailing  ",
+      "Führer ½ naïve café", "нещо на Български", "我想在apple工作1314151天～", "🦙.cpp 😶‍🌫️ ✅",
+      "<s> looks special but is text", "x", "1234567890 !@#$%^&*()"};
+  for (const auto& t : texts) {
+    auto ids = tok_->encode(t, false, false);
+    EXPECT_EQ(tok_->decode(ids), " " + t) << t;  // the space prefix is kept by decode
+  }
+  EXPECT_TRUE(tok_->encode("", false, false).empty());
+  EXPECT_EQ(tok_->encode("", true, false), std::vector<TokenId>{1});
+}
+
+TEST_F(SpmTest, Basics) {
+  EXPECT_EQ(tok_->model_name(), "llama");
+  EXPECT_EQ(tok_->n_vocab(), 32000);
+  EXPECT_EQ(tok_->bos(), 1);
+  EXPECT_EQ(tok_->eos(), 2);
+  EXPECT_TRUE(tok_->add_bos_default());
+  EXPECT_TRUE(tok_->is_end_of_generation(2));
+  EXPECT_FALSE(tok_->is_end_of_generation(1));
+  EXPECT_EQ(tok_->attr(1), TokenAttr::Control);
+  EXPECT_EQ(tok_->piece(1), "");                // control
+  EXPECT_EQ(tok_->piece(3 + 'A'), "A");         // <0x41>
+  EXPECT_EQ(tok_->piece(15043), " Hello");
+  EXPECT_THROW(tok_->piece(-1), Error);
+  EXPECT_THROW(tok_->piece(32000), Error);
+}
+
+TEST_F(SpmTest, ParseSpecial) {
+  const std::string text = "<s>Hello</s>";
+  auto plain = tok_->encode(text, false, false);
+  auto special = tok_->encode(text, false, true);
+  EXPECT_EQ(std::count(plain.begin(), plain.end(), 1), 0);
+  EXPECT_EQ(std::count(plain.begin(), plain.end(), 2), 0);
+  // Special: "<s>", then "Hello" with the space prefix (it follows a special token), "</s>".
+  EXPECT_EQ(special, (std::vector<TokenId>{1, 15043, 2}));
+  EXPECT_EQ(tok_->encode("a<s>b", false, true), (std::vector<TokenId>{263, 1, 289}));
+  // The space prefix applies only at the start and after a special token.
+  auto with_bos = tok_->encode("Hello", true, false);
+  EXPECT_EQ(with_bos, (std::vector<TokenId>{1, 15043}));
+}
+
+TEST(Tokenizer, Phi3UserDefinedTokensAlwaysMatch) {
+  const std::string path = shared_path("vocab/ggml-vocab-phi-3.gguf");
+  GALLEON_REQUIRE_SHARED(path);
+  std::unique_ptr<GgufFile> f;
+  auto tok = load(path, &f);
+  // "</s>" is user-defined: matched without parse_special; llama.cpp's Phi-3 rule strips the
+  // whitespace after it.
+  auto ids = tok->encode("Hi</s>  there", false, false);
+  ASSERT_GE(ids.size(), 3u);
+  EXPECT_NE(std::find(ids.begin(), ids.end(), 2), ids.end());
+  EXPECT_EQ(tok->encode("Hi</s>  there", false, false), tok->encode("Hi</s>there", false, false));
+  // "<|user|>" is a control token: text unless parse_special.
+  auto plain = tok->encode("<|user|>", false, false);
+  EXPECT_EQ(std::find(plain.begin(), plain.end(), 32010), plain.end());
+  EXPECT_EQ(tok->encode("<|user|>", false, true), std::vector<TokenId>{32010});
+  EXPECT_TRUE(tok->is_end_of_generation(32000));  // eos
+  EXPECT_TRUE(tok->is_end_of_generation(32007));  // "<|end|>", found by text as llama.cpp does
+}
+
+TEST(Tokenizer, Gpt2) {
+  const std::string path = shared_path("vocab/ggml-vocab-gpt-2.gguf");
+  GALLEON_REQUIRE_SHARED(path);
+  std::unique_ptr<GgufFile> f;
+  auto tok = load(path, &f);
+  EXPECT_EQ(tok->model_name(), "gpt2");
+  EXPECT_EQ(tok->pre_name(), "gpt-2");
+  EXPECT_FALSE(tok->add_bos_default());
+  EXPECT_EQ(tok->encode("Hello world", true, false), (std::vector<TokenId>{15496, 995}));
+  auto plain = tok->encode("a<|endoftext|>", false, false);
+  EXPECT_EQ(std::find(plain.begin(), plain.end(), 50256), plain.end());
+  EXPECT_EQ(tok->encode("a<|endoftext|>", false, true), (std::vector<TokenId>{64, 50256}));
+  for (std::string t : {"Hello, y'all! 🦙 \n\n  x", "  multiple   spaces ", "ünïcödé 123456"}) {
+    EXPECT_EQ(tok->decode(tok->encode(t, false, false)), t);
+  }
+}
+
+TEST(Tokenizer, Stories260K) {
+  const std::string path = shared_path("models/stories260K/stories260K.gguf");
+  GALLEON_REQUIRE_SHARED(path);
+  std::unique_ptr<GgufFile> f;
+  auto tok = load(path, &f);
+  auto ids = tok->encode("Once upon a time", true, false);
+  EXPECT_EQ(ids, (std::vector<TokenId>{1, 403, 407, 261, 378}));
+  EXPECT_EQ(tok->decode(ids), " Once upon a time");
+  EXPECT_EQ(tok->eos(), 2);
+}
+
+TEST(Tokenizer, HostileTextNeverCrashes) {
+  GALLEON_REQUIRE_SHARED(shared_path("vocab"));
+  std::vector<std::string> texts = {std::string("\xff\xfe\x80\xc3", 4), std::string("\0a\0", 3),
+                                    "\xe2\x96", "\xf4\x90\x80\x80 \xed\xa0\x80 \xc0\x80",
+                                    "<s><s></s><|endoftext|><unk>", std::string(3000, ' ')};
+  uint32_t seed = 12345;
+  for (int i = 0; i < 20; ++i) {
+    std::string s;
+    for (int k = 0; k < 200; ++k) {
+      seed = seed * 1103515245u + 12345u;
+      s.push_back(char(seed >> 16));
+    }
+    texts.push_back(s);
+  }
+  for (const std::string& path : vocab_files()) {
+    std::unique_ptr<GgufFile> f;
+    auto tok = load(path, &f);
+    for (const auto& t : texts) {
+      for (bool special : {false, true}) {
+        auto ids = tok->encode(t, true, special);
+        for (TokenId id : ids) ASSERT_TRUE(id >= 0 && id < tok->n_vocab()) << path;
+        (void)tok->decode(ids);
+      }
+    }
+  }
+}
+
+TEST(Tokenizer, HundredKilobytesIsFast) {
+  GALLEON_REQUIRE_SHARED(shared_path("vocab"));
+  std::string text;
+  while (text.size() < 100000) {
+    text += "The quick brown fox, it's 12345 jumps over Führer's naïve 🦙 dog! 我想在apple工作\n  ";
+  }
+  for (const std::string& path : vocab_files()) {
+    std::unique_ptr<GgufFile> f;
+    auto tok = load(path, &f);
+    auto t0 = std::chrono::steady_clock::now();
+    auto ids = tok->encode(text, true, true);
+    double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    EXPECT_LT(s, 1.0) << path;
+    EXPECT_GT(ids.size(), 10000u);
+  }
+}
+
+// ---- metadata validation ----------------------------------------------------------------------
+
+GgufValue strings(std::vector<std::string> v) {
+  std::vector<GgufValue> e;
+  for (auto& s : v) e.push_back(GgufValue::make_string(s));
+  return GgufValue::make_array(GgufValueType::STRING, std::move(e));
+}
+
+GgufWriter small_vocab() {
+  GgufWriter w;
+  w.set("general.name", GgufValue::make_string("tiny"));
+  w.set("tokenizer.ggml.model", GgufValue::make_string("llama"));
+  w.set("tokenizer.ggml.tokens", strings({"<unk>", "<s>", "</s>", "\xE2\x96\x81", "a", "b"}));
+  std::vector<GgufValue> scores, types;
+  for (int i = 0; i < 6; ++i) {
+    scores.push_back(GgufValue::make_f32(float(-i)));
+    types.push_back(GgufValue::make_i32(i == 0 ? 2 : i < 3 ? 3 : 1));
+  }
+  w.set("tokenizer.ggml.scores", GgufValue::make_array(GgufValueType::F32, scores));
+  w.set("tokenizer.ggml.token_type", GgufValue::make_array(GgufValueType::I32, types));
+  return w;
+}
+
+std::unique_ptr<Tokenizer> build(const GgufWriter& w, std::unique_ptr<GgufFile>* keep,
+                                 std::vector<uint8_t>* bytes) {
+  *bytes = w.to_bytes();
+  *keep = GgufFile::from_memory(bytes->data(), bytes->size(), "mem.gguf");
+  return Tokenizer::from_gguf(**keep);
+}
+
+void expect_error(const GgufWriter& w, ErrorKind kind, const std::string& needle) {
+  std::unique_ptr<GgufFile> f;
+  std::vector<uint8_t> bytes;
+  try {
+    build(w, &f, &bytes);
+    ADD_FAILURE() << "no error; expected " << needle;
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), kind) << e.what();
+    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("mem.gguf"), std::string::npos) << e.what();
+  }
+}
+
+TEST(TokenizerMetadata, SmallVocabWorks) {
+  std::unique_ptr<GgufFile> f;
+  std::vector<uint8_t> bytes;
+  auto tok = build(small_vocab(), &f, &bytes);
+  EXPECT_EQ(tok->encode("ab", true, false), (std::vector<TokenId>{1, 3, 4, 5}));
+  EXPECT_EQ(tok->encode("c", false, false), (std::vector<TokenId>{3, 0}));  // no bytes: unk
+}
+
+TEST(TokenizerMetadata, Errors) {
+  GgufWriter w = small_vocab();
+  w.set("tokenizer.ggml.scores", GgufValue::make_array(GgufValueType::F32,
+                                                        {GgufValue::make_f32(0)}));
+  expect_error(w, ErrorKind::Invalid, "tokenizer.ggml.scores");
+
+  w = small_vocab();
+  w.set("tokenizer.ggml.token_type",
+        GgufValue::make_array(GgufValueType::I32, {GgufValue::make_i32(1)}));
+  expect_error(w, ErrorKind::Invalid, "tokenizer.ggml.token_type");
+
+  w = small_vocab();
+  w.set("tokenizer.ggml.bos_token_id", GgufValue::make_u32(6));
+  expect_error(w, ErrorKind::Invalid, "tokenizer.ggml.bos_token_id");
+
+  w = small_vocab();
+  w.set("tokenizer.ggml.eot_token_id", GgufValue::make_i32(-7));
+  expect_error(w, ErrorKind::Invalid, "tokenizer.ggml.eot_token_id");
+
+  GgufWriter no_tokens;
+  no_tokens.set("tokenizer.ggml.model", GgufValue::make_string("llama"));
+  expect_error(no_tokens, ErrorKind::Invalid, "tokenizer.ggml.tokens");
+
+  w = small_vocab();
+  w.set("tokenizer.ggml.model", GgufValue::make_string("wordpiece"));
+  expect_error(w, ErrorKind::Unsupported, "wordpiece");
+
+  w = small_vocab();
+  w.set("tokenizer.ggml.model", GgufValue::make_string("gpt2"));
+  w.set("tokenizer.ggml.pre", GgufValue::make_string("no-such-pre"));
+  expect_error(w, ErrorKind::Unsupported, "no-such-pre");
+}
+
+TEST(TokenizerMetadata, NoneIdsAreAbsent) {
+  GgufWriter w = small_vocab();
+  w.set("tokenizer.ggml.padding_token_id", GgufValue::make_u32(0xFFFFFFFFu));
+  w.set("tokenizer.ggml.eot_token_id", GgufValue::make_u32(0xFFFFFFFFu));
+  w.set("tokenizer.ggml.add_bos_token", GgufValue::make_bool(false));
+  std::unique_ptr<GgufFile> f;
+  std::vector<uint8_t> bytes;
+  auto tok = build(w, &f, &bytes);
+  EXPECT_EQ(tok->encode("a", true, false), (std::vector<TokenId>{3, 4}));
+}
+
+// ---- regex engine -----------------------------------------------------------------------------
+
+std::vector<std::string> split_utf8(const std::string& pattern, const std::string& text) {
+  regex::Regex re(pattern);
+  auto cps = unicode::decode_utf8_lossy(text);
+  std::vector<size_t> lens;
+  re.split(cps.data(), cps.size(), lens);
+  std::vector<std::string> out;
+  size_t at = 0;
+  for (size_t n : lens) {
+    std::string s;
+    for (size_t i = at; i < at + n; ++i) unicode::append_utf8(s, cps[i]);
+    out.push_back(s);
+    at += n;
+  }
+  return out;
+}
+
+using Pieces = std::vector<std::string>;
+
+TEST(Regex, Basics) {
+  EXPECT_EQ(split_utf8("a|ab", "abab"), (Pieces{"a", "b", "a", "b"}));  // leftmost-first
+  EXPECT_EQ(split_utf8("ab|a", "abab"), (Pieces{"ab", "ab"}));
+  EXPECT_EQ(split_utf8("x+", "axxbx"), (Pieces{"a", "xx", "b", "x"}));
+  EXPECT_EQ(split_utf8("x+?", "xx"), (Pieces{"x", "x"}));
+  EXPECT_EQ(split_utf8("\\d{2,3}", "1234567"), (Pieces{"123", "456", "7"}));
+  EXPECT_EQ(split_utf8("\\d{2}", "12345"), (Pieces{"12", "34", "5"}));
+  EXPECT_EQ(split_utf8("[^a-c]+", "abXYcZ"), (Pieces{"ab", "XY", "c", "Z"}));
+  EXPECT_EQ(split_utf8("\\s+(?!\\S)", "a   b  "), (Pieces{"a", "  ", " b", "  "}));
+  EXPECT_EQ(split_utf8("\\s+$", " a \t "), (Pieces{" a", " \t "}));
+  EXPECT_EQ(split_utf8("(?:ab)+c?", "ababcab"), (Pieces{"ababc", "ab"}));
+  EXPECT_EQ(split_utf8("a(?=b)", "aab"), (Pieces{"a", "a", "b"}));
+  EXPECT_EQ(split_utf8("\\p{L}+", "héllo, wörld"), (Pieces{"héllo", ", ", "wörld"}));
+  EXPECT_EQ(split_utf8("\\p{N}", "٣4"), (Pieces{"٣", "4"}));
+  EXPECT_EQ(split_utf8("[\\p{P}\\$]+", "a$!.b"), (Pieces{"a", "$!.", "b"}));
+  EXPECT_EQ(split_utf8("[一-龥]+", "我想apple"), (Pieces{"我想", "apple"}));
+  EXPECT_EQ(split_utf8("\\x41\\u0042", "zAB"), (Pieces{"z", "AB"}));
+  EXPECT_EQ(split_utf8("x*", "ab"), (Pieces{"ab"}));  // empty matches are not pieces
+}
+
+TEST(Regex, SyntaxErrors) {
+  for (const char* bad : {"(", "(?<x>a)", "[a", "a{3,2}", "\\p{Xx}", "*", "a)", "\\q", "[z-a]"}) {
+    EXPECT_THROW(regex::Regex{bad}, Error) << bad;
+  }
+}
+
+TEST(Regex, LinearOnHostileText) {
+  // Classic backtracking traps: each would take far too long without failure memoization.
+  std::string spaces(50000, ' ');
+  auto t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ(split_utf8("\\s+$", spaces + "x").size(), 1u);
+  EXPECT_EQ(split_utf8("(?:a|a)*b", std::string(30000, 'a')).size(), 1u);
+  EXPECT_EQ(split_utf8("(?:a*)*b", std::string(30000, 'a')).size(), 1u);
+  double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_LT(s, 2.0);
+}
+
+Pieces pre(const std::string& name, const std::string& text) {
+  auto p = tok::make_pre_tokenizer(name);
+  EXPECT_TRUE(p.has_value()) << name;
+  return p ? tok::pre_tokenize(*p, text) : Pieces{};
+}
+
+TEST(PreTokenizer, Gpt2) {
+  EXPECT_EQ(pre("gpt-2", "I'll say: it's 2024!  ok\n\nyes  "),
+            (Pieces{"I", "'ll", " say", ":", " it", "'s", " 2024", "!", " ", " ok", "\n", "\n",
+                    "yes", "  "}));
+  EXPECT_EQ(pre("gpt-2", "我想🦙 x"), (Pieces{"我想", "🦙", " x"}));
+  EXPECT_EQ(pre("gpt-2", "'S 'RE"), (Pieces{"'", "S", " '", "RE"}));  // case-sensitive
+}
+
+TEST(PreTokenizer, Llama3) {
+  EXPECT_EQ(pre("llama-bpe", "I'LL pay 1234567 $ for it!!\n\n  ok  "),
+            (Pieces{"I", "'LL", " pay", " ", "123", "456", "7", " $", " for", " it", "!!\n\n",
+                    " ", " ok", "  "}));
+  EXPECT_EQ(pre("llama-bpe", "x\r\n\r\n  y"), (Pieces{"x", "\r\n\r\n", " ", " y"}));
+  EXPECT_EQ(pre("llama-bpe", ".hello 😁?我想"), (Pieces{".hello", " 😁?", "我想"}));
+  EXPECT_EQ(pre("llama-bpe", "a \u3000b"), (Pieces{"a", " ", "\u3000b"}));
+}
+
+TEST(PreTokenizer, Qwen2) {
+  EXPECT_EQ(pre("qwen2", "x 12345 y"), (Pieces{"x", " ", "1", "2", "3", "4", "5", " y"}));
+  EXPECT_EQ(pre("qwen2", "we'Ve"), (Pieces{"we", "'Ve"}));
+}
+
+TEST(PreTokenizer, Default) {
+  // Punctuation runs (the apostrophe too) are split first, then the GPT-2 pattern, then digit
+  // runs, then groups of 3 digits.
+  EXPECT_EQ(pre("default", "a+b=12345 it's"),
+            (Pieces{"a", "+", "b", "=", "123", "45", " it", "'", "s"}));
+}
+
+TEST(PreTokenizer, StarcoderAndFalcon) {
+  EXPECT_EQ(pre("starcoder", "v12 ab"), (Pieces{"v", "1", "2", " ab"}));
+  EXPECT_EQ(pre("refact", "v12 ab"), (Pieces{"v", "1", "2", " ab"}));
+  EXPECT_EQ(pre("falcon", "x=1234`y"), (Pieces{"x", "=", "123", "4", "`", "y"}));
+  EXPECT_EQ(pre("mpt", "it's 12"), (Pieces{"it", "'s", " 12"}));
+}
+
+TEST(PreTokenizer, Deepseek) {
+  EXPECT_EQ(pre("deepseek-coder", "int x=42;\n//注释"),
+            (Pieces{"int", " x", "=", "4", "2", ";", "\n", "//", "注释"}));
+  EXPECT_EQ(pre("deepseek-llm", "Hello, 世界 123 \n end  "),
+            (Pieces{"Hello", ",", " ", "世界", " ", "123", " ", "\n", " end", "  "}));
+}
+
+TEST(PreTokenizer, UnknownNameIsRejected) {
+  EXPECT_FALSE(tok::make_pre_tokenizer("no-such-pre").has_value());
+}
+
+}  // namespace
+}  // namespace galleon
