@@ -213,8 +213,14 @@ class ValueReader {
               num(kGgufMaxMetadataValues) + " metadata array elements per file");
     budget_ -= count;
     v.arr.reserve(size_t(count));
-    for (uint64_t k = 0; k < count; ++k)
-      v.arr.push_back(with_context("element " + num(k), [&] { return read(v.elem_type, depth + 1); }));
+    for (uint64_t k = 0; k < count; ++k) {
+      try {
+        v.arr.push_back(read(v.elem_type, depth + 1));
+      } catch (Error& e) {
+        e.add_context("element " + num(k));
+        throw;
+      }
+    }
   }
 
   Cursor& cur_;

@@ -564,9 +564,11 @@ TEST(GgufHostile, Values) {
   img = base;
   p = key_end(img, "test.arr") + 4;  // element type, then count
   put_u64(img, p + 4, 1ull << 61);
-  expect_invalid(img, {"'test.arr'", "array length 2305843009213693952"});
+  expect_invalid(img, {"'test.arr'", "array length 2305843009213693952", "cannot fit"});
   put_u64(img, p + 4, std::numeric_limits<uint64_t>::max());
-  expect_invalid(img, {"'test.arr'", "array length"});
+  expect_invalid(img, {"'test.arr'", "array length", "cannot fit"});
+  put_u64(img, p + 4, 1000);  // below every limit but the bytes left
+  expect_invalid(img, {"'test.arr'", "array length 1000 of i32 cannot fit"});
   img = base;
   put_u32(img, p, 77);
   expect_invalid(img, {"'test.arr'", "array element type 77"});
@@ -706,7 +708,7 @@ TEST(GgufHostile, HugeCountsDoNotAllocate) {
   Img m;
   m.header(0, 1).str("k").u32(uint32_t(GgufValueType::ARRAY)).u32(uint32_t(GgufValueType::ARRAY));
   m.u64(std::numeric_limits<uint64_t>::max() / 12);
-  expect_invalid(m.b, {"'k'", "array length"});
+  expect_invalid(m.b, {"'k'", "array length", "cannot fit"});
   Img s;
   s.header(0, 1).str("k").u32(uint32_t(GgufValueType::STRING)).u64(std::numeric_limits<uint64_t>::max());
   expect_invalid(s.b, {"'k'", "length"});
