@@ -10,6 +10,8 @@
 namespace galleon::kern::avx2 {
 namespace {
 
+#define GALLEON_UNROLL _Pragma("GCC unroll 16")
+
 // ------------------------------------------------------------------ helpers
 
 inline float reduce_lanes(__m256 l0, __m256 l1, __m256 l2, __m256 l3) {
@@ -61,11 +63,15 @@ struct KPlain {
   // One 32-element chunk: element 8k+j of the chunk goes to register k, lane j.
   template <int R, int T>
   static void chunk(const uint8_t* const* w, const uint8_t* const* x, __m256 (&acc)[R][T][4]) {
+    GALLEON_UNROLL
     for (int k = 0; k < 4; ++k) {
       __m256 wv[R];
+      GALLEON_UNROLL
       for (int r = 0; r < R; ++r) wv[r] = L::load(w[r] + 8 * k * L::kSize);
+      GALLEON_UNROLL
       for (int t = 0; t < T; ++t) {
         const __m256 xv = LoadF32::load(x[t] + 32 * k);
+        GALLEON_UNROLL
         for (int r = 0; r < R; ++r)
           acc[r][t][k] = _mm256_add_ps(acc[r][t][k], _mm256_mul_ps(wv[r], xv));
       }
@@ -76,17 +82,24 @@ struct KPlain {
   static void tile(const Args& a, int64_t row, int64_t tok) {
     const uint8_t* w[R];
     const uint8_t* x[T];
+    GALLEON_UNROLL
     for (int r = 0; r < R; ++r) w[r] = a.w + size_t(row + r) * a.wrb;
+    GALLEON_UNROLL
     for (int t = 0; t < T; ++t) x[t] = a.act + size_t(tok + t) * a.arb;
     __m256 acc[R][T][4];
+    GALLEON_UNROLL
     for (int r = 0; r < R; ++r)
+      GALLEON_UNROLL
       for (int t = 0; t < T; ++t)
+        GALLEON_UNROLL
         for (int k = 0; k < 4; ++k) acc[r][t][k] = _mm256_setzero_ps();
     const int64_t n = a.n, full = n / 32 * 32;
     for (int64_t i = 0; i < full; i += 32) {
       const uint8_t* wi[R];
       const uint8_t* xi[T];
+      GALLEON_UNROLL
       for (int r = 0; r < R; ++r) wi[r] = w[r] + i * L::kSize;
+      GALLEON_UNROLL
       for (int t = 0; t < T; ++t) xi[t] = x[t] + i * 4;
       chunk<R, T>(wi, xi, acc);
     }
@@ -95,13 +108,17 @@ struct KPlain {
       alignas(32) uint8_t xt[T][128] = {};
       const uint8_t* wi[R];
       const uint8_t* xi[T];
+      GALLEON_UNROLL
       for (int r = 0; r < R; ++r)
         std::memcpy(wt[r], w[r] + full * L::kSize, size_t(n - full) * L::kSize), wi[r] = wt[r];
+      GALLEON_UNROLL
       for (int t = 0; t < T; ++t)
         std::memcpy(xt[t], x[t] + full * 4, size_t(n - full) * 4), xi[t] = xt[t];
       chunk<R, T>(wi, xi, acc);
     }
+    GALLEON_UNROLL
     for (int t = 0; t < T; ++t)
+      GALLEON_UNROLL
       for (int r = 0; r < R; ++r)
         a.y[size_t(tok + t) * a.ys + size_t(row + r)] =
             reduce_lanes(acc[r][t][0], acc[r][t][1], acc[r][t][2], acc[r][t][3]);
@@ -176,49 +193,62 @@ inline __m256 halves_to_f32(__m256i v) {
 template <class Q>
 struct KA8 {
   // Exact int32 sums of blocks [b0, b0+8) (0 past nb), block b0+j in lane j.
-  template <int R, int T>
+  template <int R, int T, bool kFull>
   static void group_sums(const uint8_t* const* w, const uint8_t* const* x, int64_t b0,
                          int64_t nb, __m256i (&S)[R][T]) {
     __m256i h[2][R][T];
+    GALLEON_UNROLL
     for (int hh = 0; hh < 2; ++hh) {
       __m256i q[2][R][T];
+      GALLEON_UNROLL
       for (int qq = 0; qq < 2; ++qq) {
         __m256i p[2][R][T];
+        GALLEON_UNROLL
         for (int pp = 0; pp < 2; ++pp) {
           const int64_t b = b0 + 4 * hh + 2 * qq + pp;
+          GALLEON_UNROLL
           for (int t = 0; t < T; ++t) {
-            if (b >= nb) {
+            if (!kFull && b >= nb) {
+              GALLEON_UNROLL
               for (int r = 0; r < R; ++r) p[pp][r][t] = _mm256_setzero_si256();
               continue;
             }
             const __m256i av = _mm256_loadu_si256(
                 reinterpret_cast<const __m256i*>(reinterpret_cast<const A8Block*>(x[t])[b].q));
+            GALLEON_UNROLL
             for (int r = 0; r < R; ++r) p[pp][r][t] = Q::dot(w[r] + b * Q::kBytes, av);
           }
         }
+        GALLEON_UNROLL
         for (int r = 0; r < R; ++r)
+          GALLEON_UNROLL
           for (int t = 0; t < T; ++t) q[qq][r][t] = _mm256_hadd_epi32(p[0][r][t], p[1][r][t]);
       }
+      GALLEON_UNROLL
       for (int r = 0; r < R; ++r)
+        GALLEON_UNROLL
         for (int t = 0; t < T; ++t) h[hh][r][t] = _mm256_hadd_epi32(q[0][r][t], q[1][r][t]);
     }
+    GALLEON_UNROLL
     for (int r = 0; r < R; ++r)
+      GALLEON_UNROLL
       for (int t = 0; t < T; ++t)
         S[r][t] = _mm256_add_epi32(_mm256_permute2x128_si256(h[0][r][t], h[1][r][t], 0x20),
                                    _mm256_permute2x128_si256(h[0][r][t], h[1][r][t], 0x31));
   }
 
-  template <int R, int T>
+  template <int R, int T, bool kFull>
   static void group(const uint8_t* const* w, const uint8_t* const* x, int64_t b0, int64_t nb,
                     __m256 (&acc)[R][T]) {
     __m256i S[R][T];
-    group_sums<R, T>(w, x, b0, nb, S);
+    group_sums<R, T, kFull>(w, x, b0, nb, S);
     const __m256i m = lane_mask(nb - b0);
     const __m256i iw = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
                                           _mm256_set1_epi32(Q::kBytes));
     const __m256i ia = _mm256_setr_epi32(0, 40, 80, 120, 160, 200, 240, 280);
     const __m256i z = _mm256_setzero_si256();
     __m256 dw[R], mw[R];
+    GALLEON_UNROLL
     for (int r = 0; r < R; ++r) {
       const int* base = reinterpret_cast<const int*>(w[r] + b0 * Q::kBytes);
       dw[r] = halves_to_f32(_mm256_mask_i32gather_epi32(z, base, iw, m, 1));
@@ -226,6 +256,7 @@ struct KA8 {
         mw[r] = halves_to_f32(_mm256_mask_i32gather_epi32(
             z, reinterpret_cast<const int*>(w[r] + b0 * Q::kBytes + 2), iw, m, 1));
     }
+    GALLEON_UNROLL
     for (int t = 0; t < T; ++t) {
       const uint8_t* base = x[t] + b0 * 40;
       const __m256 da = _mm256_mask_i32gather_ps(_mm256_setzero_ps(),
@@ -233,6 +264,7 @@ struct KA8 {
                                                  _mm256_castsi256_ps(m), 1);
       const __m256i sa =
           _mm256_mask_i32gather_epi32(z, reinterpret_cast<const int*>(base + 4), ia, m, 1);
+      GALLEON_UNROLL
       for (int r = 0; r < R; ++r) {
         __m256i isum = S[r][t];
         if constexpr (Q::kCorrShift >= 0)
@@ -249,17 +281,30 @@ struct KA8 {
   static void tile(const Args& a, int64_t row, int64_t tok) {
     const uint8_t* w[R];
     const uint8_t* x[T];
+    GALLEON_UNROLL
     for (int r = 0; r < R; ++r) w[r] = a.w + size_t(row + r) * a.wrb;
+    GALLEON_UNROLL
     for (int t = 0; t < T; ++t) x[t] = a.act + size_t(tok + t) * a.arb;
     __m256 acc[4][R][T];
+    GALLEON_UNROLL
     for (int k = 0; k < 4; ++k)
+      GALLEON_UNROLL
       for (int r = 0; r < R; ++r)
+        GALLEON_UNROLL
         for (int t = 0; t < T; ++t) acc[k][r][t] = _mm256_setzero_ps();
     const int64_t nb = a.n / 32;
-    for (int64_t b0 = 0; b0 < nb; b0 += 32)  // blocks b0+8k .. b0+8k+7 -> register k
-      for (int k = 0; k < 4; ++k)
-        if (b0 + 8 * k < nb) group<R, T>(w, x, b0 + 8 * k, nb, acc[k]);
+    for (int64_t b0 = 0; b0 < nb; b0 += 32) {  // blocks b0+8k .. b0+8k+7 -> register k
+      if (b0 + 32 <= nb) {
+        GALLEON_UNROLL
+        for (int k = 0; k < 4; ++k) group<R, T, true>(w, x, b0 + 8 * k, nb, acc[k]);
+      } else {
+        for (int k = 0; k < 4; ++k)
+          if (b0 + 8 * k < nb) group<R, T, false>(w, x, b0 + 8 * k, nb, acc[k]);
+      }
+    }
+    GALLEON_UNROLL
     for (int t = 0; t < T; ++t)
+      GALLEON_UNROLL
       for (int r = 0; r < R; ++r)
         a.y[size_t(tok + t) * a.ys + size_t(row + r)] =
             reduce_lanes(acc[0][r][t], acc[1][r][t], acc[2][r][t], acc[3][r][t]);
@@ -329,26 +374,35 @@ struct KK {
   static void tile(const Args& a, int64_t row, int64_t tok) {
     const uint8_t* w[R];
     const A8KBlock* x[T];
+    GALLEON_UNROLL
     for (int r = 0; r < R; ++r) w[r] = a.w + size_t(row + r) * a.wrb;
+    GALLEON_UNROLL
     for (int t = 0; t < T; ++t) x[t] = reinterpret_cast<const A8KBlock*>(a.act + size_t(tok + t) * a.arb);
     alignas(32) float lanes[R][T][32] = {};
     const int64_t nb = a.n / 256;
     for (int64_t b = 0; b < nb; ++b) {
       const uint8_t* wb[R];
       __m256i acc[R][T];
+      GALLEON_UNROLL
       for (int r = 0; r < R; ++r) wb[r] = w[r] + b * Q::kBytes;
+      GALLEON_UNROLL
       for (int r = 0; r < R; ++r)
+        GALLEON_UNROLL
         for (int t = 0; t < T; ++t) acc[r][t] = _mm256_setzero_si256();
       if constexpr (kQ6) {
+        GALLEON_UNROLL
         for (int j = 0; j < 8; ++j) {
           __m256i wz[R], sc[R];
+          GALLEON_UNROLL
           for (int r = 0; r < R; ++r) {
             const int8_t* s = reinterpret_cast<const int8_t*>(wb[r] + 192);
             wz[r] = Q::part(wb[r], j);
             sc[r] = _mm256_setr_m128i(_mm_set1_epi16(s[2 * j]), _mm_set1_epi16(s[2 * j + 1]));
           }
+          GALLEON_UNROLL
           for (int t = 0; t < T; ++t) {
             const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[t][b].q + 32 * j));
+            GALLEON_UNROLL
             for (int r = 0; r < R; ++r)
               acc[r][t] = _mm256_add_epi32(
                   acc[r][t], _mm256_madd_epi16(_mm256_maddubs_epi16(wz[r], av), sc[r]));
@@ -356,21 +410,28 @@ struct KK {
         }
       } else {
         typename Q::Prep prep[R];
+        GALLEON_UNROLL
         for (int r = 0; r < R; ++r) Q::prep(wb[r], &prep[r]);
+        GALLEON_UNROLL
         for (int j = 0; j < 8; ++j) {
           __m256i wz[R], sc[R];
+          GALLEON_UNROLL
           for (int r = 0; r < R; ++r)
             wz[r] = Q::part(wb[r], j), sc[r] = _mm256_set1_epi16(short(prep[r].sc[j]));
+          GALLEON_UNROLL
           for (int t = 0; t < T; ++t) {
             const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[t][b].q + 32 * j));
+            GALLEON_UNROLL
             for (int r = 0; r < R; ++r)
               acc[r][t] = _mm256_add_epi32(
                   acc[r][t], _mm256_madd_epi16(_mm256_maddubs_epi16(wz[r], av), sc[r]));
           }
         }
+        GALLEON_UNROLL
         for (int t = 0; t < T; ++t) {
           const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[t][b].bsums));
           const float da = x[t][b].d;
+          GALLEON_UNROLL
           for (int r = 0; r < R; ++r) {
             const __m128i m8 = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(prep[r].mn));
             const __m256i m16 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8));
@@ -383,9 +444,11 @@ struct KK {
         }
         continue;
       }
+      GALLEON_UNROLL
       for (int t = 0; t < T; ++t) {  // Q6_K: q = u - 32, subtract 32 * sum_j sc_j * bsums_j
         const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[t][b].bsums));
         const float da = x[t][b].d;
+        GALLEON_UNROLL
         for (int r = 0; r < R; ++r) {
           const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wb[r] + 192)));
           const __m256i corr = _mm256_slli_epi32(_mm256_madd_epi16(bs, sc16), 5);
@@ -395,7 +458,9 @@ struct KK {
         }
       }
     }
+    GALLEON_UNROLL
     for (int t = 0; t < T; ++t)
+      GALLEON_UNROLL
       for (int r = 0; r < R; ++r)
         a.y[size_t(tok + t) * a.ys + size_t(row + r)] = reduce_lanes(lanes[r][t]);
   }
@@ -454,6 +519,7 @@ void quantize_act(GgmlType wt, const float* x, void* dst, int64_t n) {
       for (int64_t b = 0; b < n / 256; ++b, x += 256) {
         float id;
         out[b].d = scale_of(amax_of(x, 32), &id);
+        GALLEON_UNROLL
         for (int g = 0; g < 8; ++g) {
           int32_t s0, s1;
           quant32(x + 32 * g, _mm256_set1_ps(id), out[b].q + 32 * g, &s0, &s1);

@@ -13,6 +13,8 @@
 namespace galleon::kern::avx512 {
 namespace {
 
+#define GALLEON_UNROLL _Pragma("GCC unroll 16")
+
 // ------------------------------------------------------------------ helpers
 
 inline float reduce_lanes(__m512 lo, __m512 hi) {
@@ -64,37 +66,51 @@ struct KPlain {
   static void tile(const Args& a, int64_t row, int64_t tok) {
     const uint8_t* w[R];
     const uint8_t* x[T];
+    GALLEON_UNROLL
     for (int r = 0; r < R; ++r) w[r] = a.w + size_t(row + r) * a.wrb;
+    GALLEON_UNROLL
     for (int t = 0; t < T; ++t) x[t] = a.act + size_t(tok + t) * a.arb;
     __m512 acc[R][T][2];
+    GALLEON_UNROLL
     for (int r = 0; r < R; ++r)
+      GALLEON_UNROLL
       for (int t = 0; t < T; ++t) acc[r][t][0] = acc[r][t][1] = _mm512_setzero_ps();
     const int64_t n = a.n;
     int64_t i = 0;
     for (; i + 32 <= n; i += 32) {
+      GALLEON_UNROLL
       for (int h = 0; h < 2; ++h) {
         __m512 wv[R];
+        GALLEON_UNROLL
         for (int r = 0; r < R; ++r) wv[r] = L::load(w[r], i + 16 * h);
+        GALLEON_UNROLL
         for (int t = 0; t < T; ++t) {
           const __m512 xv = LoadF32::load(x[t], i + 16 * h);
+          GALLEON_UNROLL
           for (int r = 0; r < R; ++r)
             acc[r][t][h] = _mm512_add_ps(acc[r][t][h], _mm512_mul_ps(wv[r], xv));
         }
       }
     }
     if (i < n) {  // zero-padded tail: products +0 leave the lanes unchanged
+      GALLEON_UNROLL
       for (int h = 0; h < 2; ++h) {
         const __mmask16 m = tail_mask16(n - i - 16 * h);
         __m512 wv[R];
+        GALLEON_UNROLL
         for (int r = 0; r < R; ++r) wv[r] = L::load(w[r], i + 16 * h, m);
+        GALLEON_UNROLL
         for (int t = 0; t < T; ++t) {
           const __m512 xv = LoadF32::load(x[t], i + 16 * h, m);
+          GALLEON_UNROLL
           for (int r = 0; r < R; ++r)
             acc[r][t][h] = _mm512_add_ps(acc[r][t][h], _mm512_mul_ps(wv[r], xv));
         }
       }
     }
+    GALLEON_UNROLL
     for (int t = 0; t < T; ++t)
+      GALLEON_UNROLL
       for (int r = 0; r < R; ++r)
         a.y[size_t(tok + t) * a.ys + size_t(row + r)] = reduce_lanes(acc[r][t][0], acc[r][t][1]);
   }
@@ -160,24 +176,29 @@ struct KA8 {
   // Raw int32 sums (unsigned weight x activation) of blocks [b0, b0+16), one block per lane;
   // blocks at or past nb count 0. Slot i holds blocks lo(i) and lo(i)+4, so that the transpose
   // network red1/red2/red3 leaves block b0+j in lane j.
-  template <int R, int T>
+  template <int R, int T, bool kFull>
   static void group_sums(const uint8_t* const* w, const uint8_t* const* x, int64_t b0,
                          int64_t nb, __m512i (&S)[R][T]) {
     __m512i half[2][R][T];
+    GALLEON_UNROLL
     for (int hh = 0; hh < 2; ++hh) {
       __m512i q[2][R][T];
+      GALLEON_UNROLL
       for (int qq = 0; qq < 2; ++qq) {
         __m512i p[2][R][T];
+        GALLEON_UNROLL
         for (int pp = 0; pp < 2; ++pp) {
           const int slot = 4 * hh + 2 * qq + pp;
           const int64_t blo = b0 + (slot < 4 ? slot : slot + 4), bhi = blo + 4;
-          const bool vlo = blo < nb, vhi = bhi < nb;
+          const bool vlo = kFull || blo < nb, vhi = kFull || bhi < nb;
           __m512i wz[R];
+          GALLEON_UNROLL
           for (int r = 0; r < R; ++r) {
             const __m256i lo = vlo ? Q::decode(w[r] + blo * Q::kBytes) : _mm256_setzero_si256();
             const __m256i hi = vhi ? Q::decode(w[r] + bhi * Q::kBytes) : _mm256_setzero_si256();
             wz[r] = pair(lo, hi);
           }
+          GALLEON_UNROLL
           for (int t = 0; t < T; ++t) {
             const A8Block* ab = reinterpret_cast<const A8Block*>(x[t]);
             const __m256i lo = vlo ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ab[blo].q))
@@ -185,32 +206,40 @@ struct KA8 {
             const __m256i hi = vhi ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ab[bhi].q))
                                    : _mm256_setzero_si256();
             const __m512i az = pair(lo, hi);
+            GALLEON_UNROLL
             for (int r = 0; r < R; ++r)
               p[pp][r][t] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wz[r], az);
           }
         }
+        GALLEON_UNROLL
         for (int r = 0; r < R; ++r)
+          GALLEON_UNROLL
           for (int t = 0; t < T; ++t) q[qq][r][t] = red1(p[0][r][t], p[1][r][t]);
       }
+      GALLEON_UNROLL
       for (int r = 0; r < R; ++r)
+        GALLEON_UNROLL
         for (int t = 0; t < T; ++t) half[hh][r][t] = red2(q[0][r][t], q[1][r][t]);
     }
+    GALLEON_UNROLL
     for (int r = 0; r < R; ++r)
+      GALLEON_UNROLL
       for (int t = 0; t < T; ++t) S[r][t] = red3(half[0][r][t], half[1][r][t]);
   }
 
-  template <int R, int T>
+  template <int R, int T, bool kFull>
   static void group(const uint8_t* const* w, const uint8_t* const* x, int64_t b0, int64_t nb,
                     __m512 (&acc)[R][T]) {
     __m512i S[R][T];
-    group_sums<R, T>(w, x, b0, nb, S);
-    const __mmask16 m = tail_mask16(nb - b0);
+    group_sums<R, T, kFull>(w, x, b0, nb, S);
+    const __mmask16 m = kFull ? __mmask16(0xFFFF) : tail_mask16(nb - b0);
     const __m512i iw = _mm512_mullo_epi32(
         _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
         _mm512_set1_epi32(Q::kBytes));
     const __m512i ia = _mm512_setr_epi32(0, 40, 80, 120, 160, 200, 240, 280, 320, 360, 400, 440,
                                          480, 520, 560, 600);
     __m512 dw[R], mw[R];
+    GALLEON_UNROLL
     for (int r = 0; r < R; ++r) {
       const uint8_t* base = w[r] + b0 * Q::kBytes;
       const __m512i raw = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, iw, base, 1);
@@ -220,10 +249,12 @@ struct KA8 {
         mw[r] = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(rm));
       }
     }
+    GALLEON_UNROLL
     for (int t = 0; t < T; ++t) {
       const uint8_t* base = x[t] + b0 * 40;
       const __m512 da = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, ia, base, 1);
       const __m512i sa = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, ia, base + 4, 1);
+      GALLEON_UNROLL
       for (int r = 0; r < R; ++r) {
         __m512i isum = S[r][t];
         if constexpr (Q::kCorrShift >= 0)
@@ -240,17 +271,28 @@ struct KA8 {
   static void tile(const Args& a, int64_t row, int64_t tok) {
     const uint8_t* w[R];
     const uint8_t* x[T];
+    GALLEON_UNROLL
     for (int r = 0; r < R; ++r) w[r] = a.w + size_t(row + r) * a.wrb;
+    GALLEON_UNROLL
     for (int t = 0; t < T; ++t) x[t] = a.act + size_t(tok + t) * a.arb;
     __m512 acc0[R][T], acc1[R][T];
+    GALLEON_UNROLL
     for (int r = 0; r < R; ++r)
+      GALLEON_UNROLL
       for (int t = 0; t < T; ++t) acc0[r][t] = acc1[r][t] = _mm512_setzero_ps();
     const int64_t nb = a.n / 32;
     for (int64_t b0 = 0; b0 < nb; b0 += 32) {  // blocks b0..b0+15 -> lanes 0-15, next 16 -> 16-31
-      group<R, T>(w, x, b0, nb, acc0);
-      if (b0 + 16 < nb) group<R, T>(w, x, b0 + 16, nb, acc1);
+      if (b0 + 32 <= nb) {
+        group<R, T, true>(w, x, b0, nb, acc0);
+        group<R, T, true>(w, x, b0 + 16, nb, acc1);
+      } else {
+        group<R, T, false>(w, x, b0, nb, acc0);
+        if (b0 + 16 < nb) group<R, T, false>(w, x, b0 + 16, nb, acc1);
+      }
     }
+    GALLEON_UNROLL
     for (int t = 0; t < T; ++t)
+      GALLEON_UNROLL
       for (int r = 0; r < R; ++r)
         a.y[size_t(tok + t) * a.ys + size_t(row + r)] = reduce_lanes(acc0[r][t], acc1[r][t]);
   }
@@ -355,29 +397,40 @@ struct KK {
   static void tile(const Args& a, int64_t row, int64_t tok) {
     const uint8_t* w[R];
     const A8KBlock* x[T];
+    GALLEON_UNROLL
     for (int r = 0; r < R; ++r) w[r] = a.w + size_t(row + r) * a.wrb;
+    GALLEON_UNROLL
     for (int t = 0; t < T; ++t) x[t] = reinterpret_cast<const A8KBlock*>(a.act + size_t(tok + t) * a.arb);
     alignas(64) float lanes[R][T][32] = {};
     const int64_t nb = a.n / 256;
     for (int64_t b = 0; b < nb; ++b) {
       typename Q::Prep prep[R];
       const uint8_t* wb[R];
+      GALLEON_UNROLL
       for (int r = 0; r < R; ++r) wb[r] = w[r] + b * Q::kBytes, Q::prep(wb[r], &prep[r]);
       __m512i acc[R][T];
+      GALLEON_UNROLL
       for (int r = 0; r < R; ++r)
+        GALLEON_UNROLL
         for (int t = 0; t < T; ++t) acc[r][t] = _mm512_setzero_si512();
+      GALLEON_UNROLL
       for (int c = 0; c < 4; ++c) {
         __m512i wz[R], sc[R];
+        GALLEON_UNROLL
         for (int r = 0; r < R; ++r) wz[r] = Q::chunk(wb[r], prep[r], c), sc[r] = Q::scales(prep[r], c);
+        GALLEON_UNROLL
         for (int t = 0; t < T; ++t) {
           const __m512i az = _mm512_loadu_si512(x[t][b].q + 64 * c);
+          GALLEON_UNROLL
           for (int r = 0; r < R; ++r)
             acc[r][t] = _mm512_dpwssd_epi32(acc[r][t], _mm512_maddubs_epi16(wz[r], az), sc[r]);
         }
       }
+      GALLEON_UNROLL
       for (int t = 0; t < T; ++t) {
         const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[t][b].bsums));
         const float da = x[t][b].d;
+        GALLEON_UNROLL
         for (int r = 0; r < R; ++r) {
           const float dw = fp16_to_f32(load_u16(wb[r] + (Q::kBytes == 210 ? 208 : 0)));
           float c;
@@ -398,7 +451,9 @@ struct KK {
         }
       }
     }
+    GALLEON_UNROLL
     for (int t = 0; t < T; ++t)
+      GALLEON_UNROLL
       for (int r = 0; r < R; ++r)
         a.y[size_t(tok + t) * a.ys + size_t(row + r)] =
             reduce_lanes(_mm512_load_ps(lanes[r][t]), _mm512_load_ps(lanes[r][t] + 16));
@@ -448,6 +503,7 @@ void quantize_act(GgmlType wt, const float* x, void* dst, int64_t n) {
         float id;
         out[b].d = scale_of(amax_of(x, 16), &id);
         const __m512 idv = _mm512_set1_ps(id);
+        GALLEON_UNROLL
         for (int g = 0; g < 16; ++g) {
           const __m512i q = quant16(x + 16 * g, idv);
           _mm_storeu_si128(reinterpret_cast<__m128i*>(out[b].q + 16 * g), _mm512_cvtepi32_epi8(q));
