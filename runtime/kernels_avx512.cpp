@@ -118,55 +118,88 @@ struct KPlain {
 
 // ------------------------------------------------------------------ A8 family (32-blocks)
 
-inline __m256i nibbles16(const uint8_t* p) {  // 16 bytes -> 32 bytes: low nibbles, high nibbles
-  const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-  const __m256i v = _mm256_inserti128_si256(_mm256_castsi128_si256(x), _mm_srli_epi16(x, 4), 1);
-  return _mm256_and_si256(v, _mm256_set1_epi8(0x0F));
+inline __m128i ld128(const uint8_t* p, bool valid) {
+  return valid ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(p)) : _mm_setzero_si128();
 }
-inline __m256i add_high_bits(__m256i v, const uint8_t* qh) {
-  return _mm256_mask_add_epi8(v, __mmask32(load_u32(qh)), v, _mm256_set1_epi8(16));
+inline __m256i ld256(const uint8_t* p, bool valid) {
+  return valid ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)) : _mm256_setzero_si256();
+}
+inline __m512i pair(__m256i lo, __m256i hi) {
+  return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
 }
 
-// Each weight kind: block bytes, unsigned 32-byte decode, activation-sum correction, min field.
+// A pair of 32-blocks (lo, hi) as 64 unsigned weight bytes. "Interleaved" kinds give the 128-bit
+// quarters [lo 0-15, hi 0-15, lo 16-31, hi 16-31] (nibbles unpack that way cheaply); the others
+// [lo 0-31, hi 0-31]. Activations are loaded in the same arrangement.
+inline __m512i nibble_pair(const uint8_t* lo, const uint8_t* hi, bool vlo, bool vhi) {
+  const __m256i y = _mm256_inserti128_si256(_mm256_castsi128_si256(ld128(lo, vlo)), ld128(hi, vhi), 1);
+  return _mm512_and_si512(pair(y, _mm256_srli_epi16(y, 4)), _mm512_set1_epi8(0x0F));
+}
+// Interleaved 5th bits: bit e of each block's 32-bit qh -> +16 at that element's byte.
+inline __m512i add_high_bits(__m512i v, const uint8_t* qlo, const uint8_t* qhi, bool vlo, bool vhi) {
+  const uint64_t a = vlo ? load_u32(qlo) : 0, b = vhi ? load_u32(qhi) : 0;
+  const uint64_t k = (a & 0xFFFF) | ((b & 0xFFFF) << 16) | ((a >> 16) << 32) | ((b >> 16) << 48);
+  return _mm512_mask_add_epi8(v, __mmask64(k), v, _mm512_set1_epi8(16));
+}
+
+// Each weight kind: block bytes, pair decode, activation-sum correction, min field.
 struct Q8_0 {
   static constexpr int kBytes = 34, kCorrShift = 7;  // (w + 128): subtract 128 * sum_a
-  static constexpr bool kMin = false;
-  static __m256i decode(const uint8_t* b) {
-    return _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 2)),
-                            _mm256_set1_epi8(char(0x80)));
+  static constexpr bool kMin = false, kIlv = false;
+  static __m512i decode2(const uint8_t* lo, const uint8_t* hi, bool vlo, bool vhi) {
+    return _mm512_xor_si512(pair(ld256(lo + 2, vlo), ld256(hi + 2, vhi)),
+                            _mm512_set1_epi8(char(0x80)));
   }
 };
 struct Q4_0 {
   static constexpr int kBytes = 18, kCorrShift = 3;  // nibble - 8
-  static constexpr bool kMin = false;
-  static __m256i decode(const uint8_t* b) { return nibbles16(b + 2); }
+  static constexpr bool kMin = false, kIlv = true;
+  static __m512i decode2(const uint8_t* lo, const uint8_t* hi, bool vlo, bool vhi) {
+    return nibble_pair(lo + 2, hi + 2, vlo, vhi);
+  }
 };
 struct Q5_0 {
   static constexpr int kBytes = 22, kCorrShift = 4;  // 5 bits - 16
-  static constexpr bool kMin = false;
-  static __m256i decode(const uint8_t* b) { return add_high_bits(nibbles16(b + 6), b + 2); }
+  static constexpr bool kMin = false, kIlv = true;
+  static __m512i decode2(const uint8_t* lo, const uint8_t* hi, bool vlo, bool vhi) {
+    return add_high_bits(nibble_pair(lo + 6, hi + 6, vlo, vhi), lo + 2, hi + 2, vlo, vhi);
+  }
 };
 struct Q4_1 {
   static constexpr int kBytes = 20, kCorrShift = -1;
-  static constexpr bool kMin = true;
-  static __m256i decode(const uint8_t* b) { return nibbles16(b + 4); }
+  static constexpr bool kMin = true, kIlv = true;
+  static __m512i decode2(const uint8_t* lo, const uint8_t* hi, bool vlo, bool vhi) {
+    return nibble_pair(lo + 4, hi + 4, vlo, vhi);
+  }
 };
 struct Q5_1 {
   static constexpr int kBytes = 24, kCorrShift = -1;
-  static constexpr bool kMin = true;
-  static __m256i decode(const uint8_t* b) { return add_high_bits(nibbles16(b + 8), b + 4); }
+  static constexpr bool kMin = true, kIlv = true;
+  static __m512i decode2(const uint8_t* lo, const uint8_t* hi, bool vlo, bool vhi) {
+    return add_high_bits(nibble_pair(lo + 8, hi + 8, vlo, vhi), lo + 4, hi + 4, vlo, vhi);
+  }
 };
 
-inline __m512i pair(__m256i lo, __m256i hi) {
-  return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+template <bool kIlv>
+inline __m512i act_pair(const int8_t* lo, const int8_t* hi, bool vlo, bool vhi) {
+  const __m256i a = ld256(reinterpret_cast<const uint8_t*>(lo), vlo);
+  const __m256i b = ld256(reinterpret_cast<const uint8_t*>(hi), vhi);
+  if constexpr (!kIlv) return pair(a, b);
+  return _mm512_permutex2var_epi64(_mm512_castsi256_si512(a), _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11),
+                                   _mm512_castsi256_si512(b));
 }
+
 inline __m512i red1(__m512i p0, __m512i p1) {
   return _mm512_add_epi32(_mm512_unpacklo_epi32(p0, p1), _mm512_unpackhi_epi32(p0, p1));
 }
 inline __m512i red2(__m512i q0, __m512i q1) {
   return _mm512_add_epi32(_mm512_unpacklo_epi64(q0, q1), _mm512_unpackhi_epi64(q0, q1));
 }
+template <bool kIlv>
 inline __m512i red3(__m512i r0, __m512i r1) {
+  if constexpr (kIlv)  // block lo in quarters 0 and 2, hi in 1 and 3
+    return _mm512_add_epi32(_mm512_shuffle_i32x4(r0, r1, _MM_SHUFFLE(1, 0, 1, 0)),
+                            _mm512_shuffle_i32x4(r0, r1, _MM_SHUFFLE(3, 2, 3, 2)));
   return _mm512_add_epi32(_mm512_shuffle_i32x4(r0, r1, _MM_SHUFFLE(2, 0, 2, 0)),
                           _mm512_shuffle_i32x4(r0, r1, _MM_SHUFFLE(3, 1, 3, 1)));
 }
@@ -193,19 +226,12 @@ struct KA8 {
           const bool vlo = kFull || blo < nb, vhi = kFull || bhi < nb;
           __m512i wz[R];
           GALLEON_UNROLL
-          for (int r = 0; r < R; ++r) {
-            const __m256i lo = vlo ? Q::decode(w[r] + blo * Q::kBytes) : _mm256_setzero_si256();
-            const __m256i hi = vhi ? Q::decode(w[r] + bhi * Q::kBytes) : _mm256_setzero_si256();
-            wz[r] = pair(lo, hi);
-          }
+          for (int r = 0; r < R; ++r)
+            wz[r] = Q::decode2(w[r] + blo * Q::kBytes, w[r] + bhi * Q::kBytes, vlo, vhi);
           GALLEON_UNROLL
           for (int t = 0; t < T; ++t) {
             const A8Block* ab = reinterpret_cast<const A8Block*>(x[t]);
-            const __m256i lo = vlo ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ab[blo].q))
-                                   : _mm256_setzero_si256();
-            const __m256i hi = vhi ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ab[bhi].q))
-                                   : _mm256_setzero_si256();
-            const __m512i az = pair(lo, hi);
+            const __m512i az = act_pair<Q::kIlv>(ab[blo].q, ab[bhi].q, vlo, vhi);
             GALLEON_UNROLL
             for (int r = 0; r < R; ++r)
               p[pp][r][t] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wz[r], az);
@@ -224,7 +250,7 @@ struct KA8 {
     GALLEON_UNROLL
     for (int r = 0; r < R; ++r)
       GALLEON_UNROLL
-      for (int t = 0; t < T; ++t) S[r][t] = red3(half[0][r][t], half[1][r][t]);
+      for (int t = 0; t < T; ++t) S[r][t] = red3<Q::kIlv>(half[0][r][t], half[1][r][t]);
   }
 
   template <int R, int T, bool kFull>
