@@ -547,14 +547,14 @@ void matmul(GgmlType wt, int64_t n, const void* W, size_t wrb, int64_t r0, int64
             const void* act, size_t arb, int64_t ntok, float* y, size_t ys) {
   const Args a{wt, n, static_cast<const uint8_t*>(W), wrb, static_cast<const uint8_t*>(act), arb, y, ys};
   switch (wt) {
-    case GgmlType::F32: return drive<KPlain<LoadF32>, 4, 2, 4>(a, r0, r1, ntok);
-    case GgmlType::F16: return drive<KPlain<LoadF16>, 4, 2, 4>(a, r0, r1, ntok);
-    case GgmlType::BF16: return drive<KPlain<LoadBF16>, 4, 2, 4>(a, r0, r1, ntok);
-    case GgmlType::Q8_0: return drive<KA8<Q8_0>, 4, 2, 2>(a, r0, r1, ntok);
-    case GgmlType::Q4_0: return drive<KA8<Q4_0>, 4, 2, 2>(a, r0, r1, ntok);
-    case GgmlType::Q4_1: return drive<KA8<Q4_1>, 4, 2, 2>(a, r0, r1, ntok);
-    case GgmlType::Q5_0: return drive<KA8<Q5_0>, 4, 2, 2>(a, r0, r1, ntok);
-    case GgmlType::Q5_1: return drive<KA8<Q5_1>, 4, 2, 2>(a, r0, r1, ntok);
+    case GgmlType::F32: return drive<KPlain<LoadF32>, 4, 4, 3>(a, r0, r1, ntok);
+    case GgmlType::F16: return drive<KPlain<LoadF16>, 4, 4, 3>(a, r0, r1, ntok);
+    case GgmlType::BF16: return drive<KPlain<LoadBF16>, 4, 4, 3>(a, r0, r1, ntok);
+    case GgmlType::Q8_0: return drive<KA8<Q8_0>, 4, 4, 2>(a, r0, r1, ntok);
+    case GgmlType::Q4_0: return drive<KA8<Q4_0>, 4, 4, 2>(a, r0, r1, ntok);
+    case GgmlType::Q4_1: return drive<KA8<Q4_1>, 4, 4, 2>(a, r0, r1, ntok);
+    case GgmlType::Q5_0: return drive<KA8<Q5_0>, 4, 4, 2>(a, r0, r1, ntok);
+    case GgmlType::Q5_1: return drive<KA8<Q5_1>, 4, 4, 2>(a, r0, r1, ntok);
     case GgmlType::Q4_K: return drive<KK<Q4_K>, 4, 4, 4>(a, r0, r1, ntok);
     case GgmlType::Q5_K: return drive<KK<Q5_K>, 4, 4, 4>(a, r0, r1, ntok);
     case GgmlType::Q6_K: return drive<KK<Q6_K>, 4, 4, 4>(a, r0, r1, ntok);
