@@ -205,7 +205,7 @@ void convert_llama2c(const std::string& checkpoint_path, const std::string& toke
                                  " unexpected bytes after the weights");
   set_metadata(w, h, vocab);
   add_matrix(w, "token_embd.weight", emb, V, d);
-  add_matrix(w, "output_norm.weight", final_norm, 1, d);
+  w.add_tensor("output_norm.weight", GgmlType::F32, {d}, final_norm, size_t(d * 4));
   if (wcls) add_matrix(w, "output.weight", wcls, V, d);
   for (int64_t i = 0; i < L; ++i) {
     const std::string p = "blk." + std::to_string(i) + ".";
