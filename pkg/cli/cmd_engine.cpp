@@ -1,6 +1,7 @@
 // run, score, tokenize and inspect on a GGUF file: forwarded to the galleon-engine that sits
 // beside this executable (or GALLEON_ENGINE), so the CLI and a bundle's engine share one
-// implementation. Installed bundles are run with their own engine (cmd_bundle_run.cpp).
+// implementation. `run` also takes an installed NAME[@VERSION]|ID or a bundle file, which run
+// with the bundle's own engine (bundle_run.h).
 #include <unistd.h>
 
 #include <cerrno>
@@ -11,6 +12,7 @@
 #include <vector>
 
 #include "pkg/cli/command.h"
+#include "pkg/cli/bundle_run.h"
 #include "pkg/cli/engine_exec.h"
 #include "runtime/error.h"
 
@@ -43,14 +45,18 @@ void forward(CLI::App& root, const char* verb, const char* help) {
   cmd->set_help_flag();  // --help is answered by the engine
   cmd->allow_extras();
   cmd->callback([cmd, verb] {
+    std::vector<std::string> rest = cmd->remaining();
+    if (std::string(verb) == "run" && run_bundle_if_named(rest)) return;
     std::vector<std::string> args{verb};
-    for (const auto& a : cmd->remaining()) args.push_back(a);
+    for (const auto& a : rest) args.push_back(a);
     exec_engine(sibling_engine_path(), args);
   });
 }
 
 const Registration reg_run{"run", [](CLI::App& root, Context&) {
-                             forward(root, "run", "Generate text with a GGUF model");
+                             forward(root, "run",
+                                     "Generate text with a GGUF model, an installed bundle "
+                                     "(NAME[@VERSION]|ID) or a bundle file");
                            }};
 const Registration reg_score{"score", [](CLI::App& root, Context&) {
                                forward(root, "score", "Log-likelihood and perplexity of a text");

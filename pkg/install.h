@@ -1,0 +1,58 @@
+// pkg: installing bundle files into the store (docs/store.md, "Install"), and replaying an
+// installed bundle's conformance transcript.
+#pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "pkg/store.h"
+
+namespace galleon::pkg {
+
+struct InstallOptions {
+  bool allow_untrusted = false;
+  bool allow_downgrade = false;
+  bool no_check = false;
+};
+
+struct InstallOutcome {
+  std::string file;
+  std::string id;
+  std::string name;
+  std::string version;
+  bool already_installed = false;
+  bool trusted = false;
+  std::vector<std::string> signers;  // trusted signers
+  size_t new_blobs = 0;
+  uint64_t new_bytes = 0;
+  std::string check_result;  // kCheck* value
+  std::string check_detail;
+};
+
+// Loud messages for the user (stderr in the CLI).
+using Warn = std::function<void(const std::string&)>;
+
+// PATH itself when it is a file; every "*.galleon" in it (sorted) when it is a folder.
+// Error(NotFound) when it does not exist or the folder holds no bundle.
+std::vector<std::string> bundle_files(const std::string& path);
+
+// Installs one bundle file: verifies the manifest and the signatures against the trust store
+// (refusing untrusted bundles and downgrades unless allowed), streams every member into tmp/
+// while hashing, moves the new blobs into blobs/, records everything in one transaction, then
+// (unless no_check) replays the conformance transcript and records its result. Any error before
+// the transaction leaves the store as it was. A conformance mismatch does not throw: the bundle
+// stays installed with check_result "mismatch" (see docs/store.md).
+InstallOutcome install_bundle(Store& store, const std::string& file, const InstallOptions& options,
+                              const Warn& warn);
+
+struct CheckOutcome {
+  std::string result;  // kCheck* value
+  std::string detail;
+};
+
+// Replays the transcript of an installed bundle with its own engine blob on its weights blob
+// (both re-hashed first) and records the result.
+CheckOutcome check_installed(Store& store, const BundleRow& bundle);
+
+}  // namespace galleon::pkg
