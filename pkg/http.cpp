@@ -137,6 +137,10 @@ Outcome judge(CURLcode rc, Transfer& t, const char* errbuf, const std::string& d
     if (code >= 500) return Outcome::Retry;
     fail(ErrorKind::Network, t.url + ": HTTP " + std::to_string(code));
   }
+  if (rc == CURLE_RANGE_ERROR) {  // the server cannot resume: start over
+    restart_file(t);
+    return Outcome::Retry;
+  }
   switch (rc) {
     case CURLE_PARTIAL_FILE:
     case CURLE_OPERATION_TIMEDOUT:

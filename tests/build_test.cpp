@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <map>
+#include <mutex>
 #include <thread>
 
 #include "tests/test_support.h"
@@ -281,10 +282,18 @@ TEST_F(BuildTest, ConformanceTranscriptMatchesRunOnTheWeights) {
   EXPECT_FALSE(run["tokens"].empty());
 }
 
-// A minimal HTTP/1.0 server on 127.0.0.1 serving fixed bodies by path (404 otherwise).
+// A minimal HTTP/1.0 server on 127.0.0.1 serving fixed bodies by path (404 otherwise). It
+// honours "Range: bytes=N-" with a 206 answer; a resource marked cut_first sends only half its
+// bytes the first time it is asked for (a dropped connection).
+struct Resource {
+  std::string body;
+  bool cut_first = false;
+  bool ranges = true;  // false: answers every request with the whole body (200)
+};
+
 class HttpServer {
  public:
-  explicit HttpServer(std::map<std::string, std::string> files) : files_(std::move(files)) {
+  explicit HttpServer(std::map<std::string, Resource> files) : files_(std::move(files)) {
     fd_ = socket(AF_INET, SOCK_STREAM, 0);
     sockaddr_in addr{};
     addr.sin_family = AF_INET;
@@ -305,6 +314,11 @@ class HttpServer {
   std::string url(const std::string& path) const {
     return "http://127.0.0.1:" + std::to_string(port_) + path;
   }
+  // Request heads received so far, in order.
+  std::vector<std::string> requests() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return requests_;
+  }
 
  private:
   void serve() {
@@ -315,6 +329,17 @@ class HttpServer {
       close(c);
     }
   }
+  static void send_all(int c, const std::string& bytes) {
+    for (size_t done = 0; done < bytes.size();) {
+      ssize_t k = write(c, bytes.data() + done, bytes.size() - done);
+      if (k <= 0) return;
+      done += size_t(k);
+    }
+  }
+  static size_t range_start(const std::string& req) {
+    size_t at = req.find("Range: bytes=");
+    return at == std::string::npos ? 0 : std::strtoull(req.c_str() + at + 13, nullptr, 10);
+  }
   void answer(int c) {
     std::string req;
     char buf[4096];
@@ -323,23 +348,33 @@ class HttpServer {
       if (k <= 0) return;
       req.append(buf, size_t(k));
     }
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      requests_.push_back(req);
+    }
     std::string path = req.substr(4, req.find(' ', 4) - 4);
     auto it = files_.find(path);
-    std::string head = it == files_.end()
-                           ? "HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n"
-                           : "HTTP/1.0 200 OK\r\nContent-Length: " +
-                                 std::to_string(it->second.size()) + "\r\n\r\n";
-    std::string resp = head + (it == files_.end() ? "" : it->second);
-    for (size_t done = 0; done < resp.size();) {
-      ssize_t k = write(c, resp.data() + done, resp.size() - done);
-      if (k <= 0) return;
-      done += size_t(k);
+    if (it == files_.end()) return send_all(c, "HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+    Resource& r = it->second;
+    const size_t from = r.ranges ? std::min(range_start(req), r.body.size()) : 0;
+    const std::string rest = r.body.substr(from);
+    std::string head = from == 0 ? "HTTP/1.0 200 OK\r\n"
+                                 : "HTTP/1.0 206 Partial Content\r\nContent-Range: bytes " +
+                                       std::to_string(from) + "-" + std::to_string(r.body.size() - 1) +
+                                       "/" + std::to_string(r.body.size()) + "\r\n";
+    head += "Content-Length: " + std::to_string(rest.size()) + "\r\n\r\n";
+    if (r.cut_first) {
+      r.cut_first = false;
+      return send_all(c, head + rest.substr(0, rest.size() / 2));
     }
+    send_all(c, head + rest);
   }
-  std::map<std::string, std::string> files_;
+  std::map<std::string, Resource> files_;
   int fd_ = -1;
   int port_ = 0;
   std::atomic<bool> stop_{false};
+  std::mutex mu_;
+  std::vector<std::string> requests_;
   std::thread thread_;
 };
 
@@ -359,7 +394,7 @@ TEST_F(BuildTest, DownloadsAMissingSourceAndRefusesWrongBytes) {
   std::string ckpt = read_file(models_dir() + "/stories260K.bin");
   std::string wrong = ckpt;
   wrong[1000] ^= 0x01;
-  HttpServer server({{"/good/stories260K.bin", ckpt}, {"/bad/stories260K.bin", wrong}});
+  HttpServer server({{"/good/stories260K.bin", {ckpt}}, {"/bad/stories260K.bin", {wrong}}});
   TempDir src;  // only the tokenizer is local
   fs::copy_file(models_dir() + "/tok512.bin", src.file("tok512.bin"));
 
@@ -388,6 +423,62 @@ TEST_F(BuildTest, DownloadsAMissingSourceAndRefusesWrongBytes) {
   EXPECT_NE(r.err.find("stories260K.bin"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find(kCheckpointSha), std::string::npos) << r.err;
   EXPECT_FALSE(fs::exists(work_.file("w.galleon")));
+}
+
+TEST_F(BuildTest, ResumesAnInterruptedDownloadWithARangeRequest) {
+  std::string ckpt = read_file(models_dir() + "/stories260K.bin");
+  HttpServer server({{"/flaky/stories260K.bin", {ckpt, true}}});
+  TempDir src;
+  fs::copy_file(models_dir() + "/tok512.bin", src.file("tok512.bin"));
+  std::string recipe = work_.file("r.yaml");
+  write_file(recipe, recipe_with_urls({server.url("/flaky/stories260K.bin")}));
+  CmdResult r = galleon({"build", recipe, "--source-dir", src.path().string(), "--out",
+                         work_.file("d.galleon")});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::vector<std::string> reqs = server.requests();
+  ASSERT_EQ(reqs.size(), 2u);
+  EXPECT_EQ(reqs[0].find("Range:"), std::string::npos);
+  EXPECT_NE(reqs[1].find("Range: bytes=" + std::to_string(ckpt.size() / 2) + "-"),
+            std::string::npos)
+      << reqs[1];
+}
+
+TEST_F(BuildTest, RestartsAnInterruptedDownloadWhenTheServerIgnoresRanges) {
+  std::string ckpt = read_file(models_dir() + "/stories260K.bin");
+  HttpServer server({{"/flaky/stories260K.bin", {ckpt, true, false}}});
+  TempDir src;
+  fs::copy_file(models_dir() + "/tok512.bin", src.file("tok512.bin"));
+  std::string recipe = work_.file("r.yaml");
+  write_file(recipe, recipe_with_urls({server.url("/flaky/stories260K.bin")}));
+  CmdResult r = galleon({"build", recipe, "--source-dir", src.path().string(), "--out",
+                         work_.file("d.galleon")});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_GE(server.requests().size(), 2u);
+}
+
+TEST_F(BuildTest, RefusesADownloadLargerThanThePin) {
+  std::string big = read_file(models_dir() + "/stories260K.bin") + "more bytes";
+  HttpServer server({{"/big/stories260K.bin", {big}}});
+  TempDir src;
+  fs::copy_file(models_dir() + "/tok512.bin", src.file("tok512.bin"));
+  std::string recipe = work_.file("r.yaml");
+  write_file(recipe, recipe_with_urls({server.url("/big/stories260K.bin")}));
+  CmdResult r = galleon({"build", recipe, "--source-dir", src.path().string(), "--out",
+                         work_.file("d.galleon")});
+  EXPECT_EQ(r.exit_code, 4) << r.err;
+  EXPECT_NE(r.err.find("pinned size"), std::string::npos) << r.err;
+}
+
+TEST_F(BuildTest, FindsASourceInTheStoreBlobCache) {
+  std::string blob_dir = home_.file("home") + "/blobs/sha256/" + std::string(kCheckpointSha, 2);
+  fs::create_directories(blob_dir);
+  fs::copy_file(models_dir() + "/stories260K.bin", blob_dir + "/" + std::string(kCheckpointSha + 2));
+  TempDir src;
+  fs::copy_file(models_dir() + "/tok512.bin", src.file("tok512.bin"));
+  CmdResult r = galleon({"build", recipe_path(), "--source-dir", src.path().string(), "--offline",
+                         "--out", work_.file("c.galleon")});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("store"), std::string::npos) << r.err;
 }
 
 TEST_F(BuildTest, KeyGenerateWritesAPrivateKeyOfMode0600) {
