@@ -85,6 +85,35 @@ class BlobSink final : public bundles::MemberSink {
   std::unique_ptr<FsFile> file_;
 };
 
+// Counts the bytes of one member for the progress callback, forwarding them to `inner`
+// (nullptr: the member is only hashed).
+class CountingSink final : public bundles::MemberSink {
+ public:
+  CountingSink(bundles::MemberSink* inner, const Progress& progress, uint64_t& done, uint64_t total)
+      : inner_(inner), progress_(progress), done_(done), total_(total) {}
+  void begin(const bundles::Member& m, uint64_t offset) override {
+    if (inner_) inner_->begin(m, offset);
+  }
+  void write(const void* data, size_t size) override {
+    if (inner_) inner_->write(data, size);
+    done_ += size;
+    if (done_ - reported_ >= (8u << 20) || done_ == total_) {
+      reported_ = done_;
+      progress_(done_, total_);
+    }
+  }
+  void verified(const bundles::Member& m) override {
+    if (inner_) inner_->verified(m);
+  }
+
+ private:
+  bundles::MemberSink* inner_;
+  const Progress& progress_;
+  uint64_t& done_;
+  uint64_t total_;
+  uint64_t reported_ = 0;
+};
+
 // The new blobs of one install: streamed into tmp/, moved into blobs/ only after the whole
 // bundle verified, and removed again unless commit() is reached.
 class Staging {
@@ -224,7 +253,15 @@ InstallOutcome install_one(Store& store, const std::string& file, const InstallO
   check_downgrade(store, m, policy.trusted_signers, options, warn);
 
   Staging staging(store);
-  reader.verify([&](const bundles::Member& member) { return staging.choose(member); });
+  uint64_t total = 0, done = 0;
+  for (const auto& member : m.members) total += member.size;
+  std::vector<std::unique_ptr<CountingSink>> counters;
+  reader.verify([&](const bundles::Member& member) -> bundles::MemberSink* {
+    bundles::MemberSink* sink = staging.choose(member);
+    if (!options.progress) return sink;
+    counters.push_back(std::make_unique<CountingSink>(sink, options.progress, done, total));
+    return counters.back().get();
+  });
   staging.place();
   store.record({reader.manifest_bytes(), m, out.trusted, reader.signatures(), policy.trusted_signers});
   staging.commit();

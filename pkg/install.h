@@ -10,10 +10,14 @@
 
 namespace galleon::pkg {
 
+// Bytes verified so far of one bundle, and its total member bytes.
+using Progress = std::function<void(uint64_t done, uint64_t total)>;
+
 struct InstallOptions {
   bool allow_untrusted = false;
   bool allow_downgrade = false;
   bool no_check = false;
+  Progress progress;  // called while members are hashed and copied (e.g. a bar on a TTY)
 };
 
 struct InstallOutcome {

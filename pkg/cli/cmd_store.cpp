@@ -1,6 +1,8 @@
 // Store verbs (docs/store.md): install, list, info, remove, gc, fsck, check, export.
 #include <unistd.h>
 
+#include <cstdio>
+
 #include <filesystem>
 #include <iostream>
 #include <map>
@@ -68,8 +70,19 @@ void print_outcome(const pkg::InstallOutcome& o) {
     std::cout << "conformance: " << o.check_result << " (" << o.check_detail << ")\n";
 }
 
-void run_install(const InstallArgs& a, Context& ctx) {
+// A one-line bar on stderr, redrawn in place (only when stderr is a terminal).
+void draw_progress(uint64_t done, uint64_t total) {
+  int pct = total ? int(done * 100 / total) : 100;
+  int filled = pct * 30 / 100;
+  std::fprintf(stderr, "\r  verifying [%.*s%*s] %3d%% %s", filled,
+               "##############################", 30 - filled, "", pct, human_bytes(done).c_str());
+  if (done == total) std::fputs("\n", stderr);
+  std::fflush(stderr);
+}
+
+void run_install(InstallArgs a, Context& ctx) {
   auto files = pkg::bundle_files(a.path);
+  if (isatty(2)) a.options.progress = draw_progress;
   pkg::Store store(pkg::home_from_env(), pkg::StoreMode::Write);
   std::optional<Error> first;
   bool mismatch = false;
