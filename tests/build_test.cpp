@@ -14,6 +14,9 @@
 #include <mutex>
 #include <thread>
 
+#include "pkg/conformance.h"
+#include "pkg/http.h"
+#include "runtime/error.h"
 #include "tests/test_support.h"
 
 namespace galleon::testing {
@@ -488,6 +491,73 @@ TEST_F(BuildTest, KeyGenerateWritesAPrivateKeyOfMode0600) {
   EXPECT_EQ(read_file(work_.file("carol.pub")).rfind("galleon-ed25519 ", 0), 0u);
   CmdResult again = galleon({"key", "generate", "carol", "--dir", work_.path().string()});
   EXPECT_NE(again.exit_code, 0);  // never overwrites
+}
+
+TEST(Download, FileUrlsAreCopiedAndCapped) {
+  TempDir dir;
+  write_file(dir.file("src.bin"), std::string(5000, 'x'));
+  pkg::DownloadOptions o;
+  o.max_size = 5000;
+  pkg::download("file://" + dir.file("src.bin"), dir.file("a.bin"), o);
+  EXPECT_EQ(read_file(dir.file("a.bin")), std::string(5000, 'x'));
+  o.max_size = 4000;
+  try {
+    pkg::download("file://" + dir.file("src.bin"), dir.file("b.bin"), o);
+    ADD_FAILURE() << "no error for a file over the cap";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::Invalid) << e.message();
+  }
+  try {
+    pkg::download("ftp://example.org/x", dir.file("c.bin"), o);
+    ADD_FAILURE() << "no error for ftp";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::Usage) << e.message();
+  }
+}
+
+TEST(Download, ResumesAPartialFile) {
+  TempDir dir;
+  std::string body;
+  for (int i = 0; i < 3000; ++i) body += char('a' + i % 26);
+  write_file(dir.file("src.bin"), body);
+  write_file(dir.file("part.bin"), body.substr(0, 1234));
+  pkg::DownloadOptions o;
+  o.max_size = body.size();
+  pkg::download("file://" + dir.file("src.bin"), dir.file("part.bin"), o);
+  EXPECT_TRUE(read_file(dir.file("part.bin")) == body);
+}
+
+TEST(Conformance, TranscriptRoundTripsAndIsStrict) {
+  pkg::Transcript t;
+  t.entries.push_back({"Once upon a time", 32, {1, 2, 3}, std::string(64, 'a')});
+  std::string bytes = t.to_json();
+  EXPECT_EQ(bytes,
+            "{\"format\":\"galleon-conformance/1\",\"prompts\":[{\"logits_sha256\":\"" +
+                std::string(64, 'a') +
+                "\",\"max_tokens\":32,\"prompt\":\"Once upon a time\",\"tokens\":[1,2,3]}]}");
+  pkg::Transcript back = pkg::Transcript::parse(bytes, "t");
+  ASSERT_EQ(back.entries.size(), 1u);
+  EXPECT_EQ(back.entries[0].tokens, (std::vector<int32_t>{1, 2, 3}));
+  EXPECT_THROW(pkg::Transcript::parse(bytes + " ", "t"), Error);
+  std::string extra = bytes;
+  extra.replace(extra.find("\"tokens\""), 8, "\"zokens\"");
+  EXPECT_THROW(pkg::Transcript::parse(extra, "t"), Error);
+}
+
+TEST_F(BuildTest, ReplayInPlaceInsideTheBundleIsIdentical) {
+  std::string bundle = build("s.galleon", {});
+  std::string bytes = read_file(bundle);
+  TarEntry weights = find_entry(bytes, "model.gguf");
+  EXPECT_EQ(weights.offset % 512, 0u);
+  pkg::Transcript t = pkg::Transcript::parse(member_bytes(bundle, "conformance.json"), "c");
+  pkg::ModelLocation at{bundle, weights.offset, weights.size};
+  pkg::ReplayResult r = pkg::replay(bin_path("galleon-engine"), at, t);
+  EXPECT_TRUE(r.identical) << r.detail;
+  t.entries[1].tokens[3] += 1;
+  r = pkg::replay(bin_path("galleon-engine"), at, t);
+  EXPECT_FALSE(r.identical);
+  EXPECT_NE(r.detail.find("prompt 1"), std::string::npos) << r.detail;
+  EXPECT_NE(r.detail.find("token 3"), std::string::npos) << r.detail;
 }
 
 }  // namespace
