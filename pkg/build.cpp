@@ -125,7 +125,6 @@ std::string download_source(const SourcePin& pin, const BuildOptions& o, const s
       kind = e.kind();
       tried.push_back(e.message());
     }
-    note(o, pin.file + ": " + tried.back());
     std::error_code ec;
     fs::remove(dest, ec);
   }
@@ -143,21 +142,21 @@ std::string join(const std::vector<std::string>& parts, const std::string& sep) 
 std::string find_source(const SourcePin& pin, const BuildOptions& o, const Home& home,
                         const std::string& download_dir) {
   std::vector<std::string> tried;
+  auto found = [&](const std::string& path, const std::string& how) {
+    for (const std::string& t : tried) note(o, pin.file + ": not used: " + t);
+    note(o, pin.file + ": using " + how + path);
+    return path;
+  };
   for (const std::string& dir : o.source_dirs) {
-    if (std::string p = find_in_dir(dir, pin, tried); !p.empty()) {
-      note(o, pin.file + ": using " + p);
-      return p;
-    }
+    if (std::string p = find_in_dir(dir, pin, tried); !p.empty()) return found(p, "");
   }
-  if (std::string blob = blob_path(home, pin.sha256); matches_pin(blob, pin, tried)) {
-    note(o, pin.file + ": using the store's copy " + blob);
-    return blob;
-  }
+  if (std::string blob = blob_path(home, pin.sha256); matches_pin(blob, pin, tried))
+    return found(blob, "the store's copy ");
   ErrorKind kind = ErrorKind::NotFound;
   if (o.offline || pin.urls.empty()) {
     tried.push_back(o.offline ? "offline: URLs not tried" : "the recipe gives no URL");
   } else if (std::string p = download_source(pin, o, download_dir, tried, kind); !p.empty()) {
-    return p;
+    return found(p, "the download ");
   }
   fail(kind, describe_pin(pin) + " not found" + (tried.empty() ? "" : ": " + join(tried, "; ")));
 }

@@ -262,6 +262,7 @@ TEST_F(BuildTest, SourceWithWrongHashIsNotUsed) {
   r = galleon({"build", recipe_path(), "--source-dir", bad.path().string(), "--source-dir",
                good.path().string(), "--offline", "--out", work_.file("y.galleon")});
   EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("not used: " + bad.file("stories260K.bin")), std::string::npos) << r.err;
   std::string ref = build("ref.galleon", {});
   EXPECT_TRUE(read_file(ref) == read_file(work_.file("y.galleon")));
 }

@@ -16,9 +16,10 @@
 namespace galleon::cli {
 namespace {
 
-signing::TrustStore home_trust_store() {
+// The trust store of GALLEON_HOME; `create` makes the home's folders first (for add).
+signing::TrustStore home_trust_store(bool create = false) {
   pkg::Home home = pkg::home_from_env();
-  pkg::ensure_home(home);
+  if (create) pkg::ensure_home(home);
   return signing::TrustStore(home.trust());
 }
 
@@ -57,7 +58,7 @@ void setup_trust(CLI::App& root) {
   CLI::App* add = trust->add_subcommand("add", "Trust a public key file");
   add->add_option("PUBFILE", *pub, "Public key file (NAME.pub)")->required();
   add->callback([pub] {
-    signing::PublicKey k = home_trust_store().add_file(*pub);
+    signing::PublicKey k = home_trust_store(true).add_file(*pub);
     std::cout << k.key_id() << "\n";
     std::cerr << "trusted key " << k.key_id() << " (" << k.comment << ")\n";
   });
