@@ -1,5 +1,11 @@
 #include "runtime/threadpool.h"
 
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <climits>
+
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #define GALLEON_PAUSE() _mm_pause()
@@ -9,19 +15,43 @@
 
 namespace galleon {
 namespace {
-constexpr int kSpinIterations = 200000;  // about 0.1 ms before a worker sleeps
+
+// Busy-wait briefly (a few microseconds) before sleeping: long spins starve descheduled
+// threads when there are more threads than cores.
+constexpr int kSpinIterations = 4000;
+
+static_assert(sizeof(std::atomic<uint32_t>) == sizeof(uint32_t));
+
+// Sleeps while *word == expected (returns at once otherwise, or spuriously).
+void futex_wait(std::atomic<uint32_t>& word, uint32_t expected) {
+  syscall(SYS_futex, reinterpret_cast<uint32_t*>(&word), FUTEX_WAIT_PRIVATE, expected, nullptr,
+          nullptr, 0);
 }
+
+void futex_wake_all(std::atomic<uint32_t>& word) {
+  syscall(SYS_futex, reinterpret_cast<uint32_t*>(&word), FUTEX_WAKE_PRIVATE, INT_MAX, nullptr,
+          nullptr, 0);
+}
+
+// Waits until word != value: spin first, then sleep.
+void wait_while_equal(std::atomic<uint32_t>& word, uint32_t value) {
+  for (int spins = 0; spins < kSpinIterations; ++spins) {
+    if (word.load(std::memory_order_acquire) != value) return;
+    GALLEON_PAUSE();
+  }
+  while (word.load(std::memory_order_acquire) == value) futex_wait(word, value);
+}
+
+}  // namespace
 
 ThreadPool::ThreadPool(int n_threads) : n_threads_(n_threads < 1 ? 1 : n_threads) {
   for (int i = 1; i < n_threads_; ++i) workers_.emplace_back([this] { worker_loop(); });
 }
 
 ThreadPool::~ThreadPool() {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    stop_ = true;
-  }
-  start_cv_.notify_all();
+  stop_.store(true, std::memory_order_release);
+  generation_.fetch_add(1, std::memory_order_acq_rel);
+  futex_wake_all(generation_);
   for (auto& t : workers_) t.join();
 }
 
@@ -34,22 +64,13 @@ void ThreadPool::run_tasks() {
 }
 
 void ThreadPool::worker_loop() {
-  uint64_t seen = 0;
+  uint32_t seen = 0;
   for (;;) {
-    int spins = 0;
-    while (generation_.load(std::memory_order_acquire) == seen && !stop_.load() &&
-           spins < kSpinIterations) {
-      GALLEON_PAUSE();
-      ++spins;
-    }
-    if (generation_.load(std::memory_order_acquire) == seen) {
-      std::unique_lock<std::mutex> lock(mu_);
-      start_cv_.wait(lock, [&] { return stop_.load() || generation_.load() != seen; });
-    }
-    if (stop_.load()) return;
+    wait_while_equal(generation_, seen);
     seen = generation_.load(std::memory_order_acquire);
+    if (stop_.load(std::memory_order_acquire)) return;
     run_tasks();
-    pending_.fetch_sub(1, std::memory_order_acq_rel);
+    if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) futex_wake_all(pending_);
   }
 }
 
@@ -62,21 +83,12 @@ void ThreadPool::parallel_for(int64_t n_tasks, const std::function<void(int64_t)
   fn_ = &fn;
   n_tasks_ = n_tasks;
   next_.store(0, std::memory_order_relaxed);
-  pending_.store(int(workers_.size()), std::memory_order_relaxed);
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    generation_.fetch_add(1, std::memory_order_acq_rel);
-  }
-  start_cv_.notify_all();
+  pending_.store(uint32_t(workers_.size()), std::memory_order_relaxed);
+  generation_.fetch_add(1, std::memory_order_acq_rel);  // publishes the fields above
+  futex_wake_all(generation_);
   run_tasks();
-  int spins = 0;
-  while (pending_.load(std::memory_order_acquire) != 0) {
-    if (++spins < kSpinIterations) {
-      GALLEON_PAUSE();
-    } else {
-      std::this_thread::yield();
-    }
-  }
+  for (uint32_t left; (left = pending_.load(std::memory_order_acquire)) != 0;)
+    wait_while_equal(pending_, left);
   fn_ = nullptr;
 }
 

@@ -1,12 +1,11 @@
 // A persistent pool of worker threads. parallel_for hands out task indices; which thread runs a
 // task never changes a result (kernels split output rows, never a reduction).
+// Workers spin briefly, then sleep on a futex (Linux); no condition variables.
 #pragma once
 
 #include <atomic>
-#include <condition_variable>
 #include <cstdint>
 #include <functional>
-#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -29,11 +28,9 @@ class ThreadPool {
 
   int n_threads_;
   std::vector<std::thread> workers_;
-  std::mutex mu_;
-  std::condition_variable start_cv_;
-  std::atomic<uint64_t> generation_{0};
+  std::atomic<uint32_t> generation_{0};  // bumped to start work; futex word for workers
+  std::atomic<uint32_t> pending_{0};     // workers still busy; futex word for the caller
   std::atomic<bool> stop_{false};
-  std::atomic<int> pending_{0};
   const std::function<void(int64_t)>* fn_ = nullptr;
   int64_t n_tasks_ = 0;
   std::atomic<int64_t> next_{0};
