@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <map>
 #include <set>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 
@@ -482,6 +483,57 @@ TEST_F(StoreTest, RunRecordReplaysIdentically) {
 
   ASSERT_EQ(galleon({"remove", "tiny"}).exit_code, 0);
   EXPECT_EQ(galleon({"replay", rec}).exit_code, 3);
+}
+
+// The whole flow with the shipped recipe: build, carry on a "USB stick", trust, install, run,
+// export byte-identical.
+TEST_F(StoreTest, FullFlowFromTheShippedRecipe) {
+  GALLEON_REQUIRE_SHARED(shared_path("models/stories260K/stories260K.bin"));
+  std::string usb = tmp_.file("usb");
+  fsys::create_directories(usb);
+  ASSERT_EQ(galleon({"key", "generate", "maker", "--dir", work_}).exit_code, 0);
+  auto built = galleon({"build", std::string(GALLEON_SOURCE_DIR) + "/recipes/stories260k.yaml",
+                        "--source-dir", shared_path("models/stories260K"), "--offline", "--key",
+                        work_ + "/maker.key", "--out", usb + "/stories260k-1.0.0.galleon"},
+                       tmp_.file("build-home"));
+  ASSERT_EQ(built.exit_code, 0) << built.err;
+  fsys::copy_file(work_ + "/maker.pub", usb + "/maker.pub");
+  EXPECT_EQ(galleon({"install", usb}).exit_code, 5);
+  ASSERT_EQ(galleon({"trust", "add", usb + "/maker.pub"}).exit_code, 0);
+  auto inst = galleon({"install", usb});
+  ASSERT_EQ(inst.exit_code, 0) << inst.err;
+  EXPECT_NE(inst.out.find("conformance: identical"), std::string::npos) << inst.out;
+  // Sampled with the recipe defaults (temperature 0.8, seed 42): by name and from the file alike.
+  json by_name = run_json(galleon({"run", "stories260k", "--prompt", "Once upon a time", "--json"}));
+  json by_file = run_json(galleon({"run", usb + "/stories260k-1.0.0.galleon", "--prompt",
+                                   "Once upon a time", "--json"}));
+  EXPECT_EQ(by_name["tokens"], by_file["tokens"]);
+  EXPECT_EQ(by_name["logits_sha256"], by_file["logits_sha256"]);
+  EXPECT_FALSE(by_name["text"].get<std::string>().empty());
+  std::string out = tmp_.file("exported");
+  ASSERT_EQ(galleon({"export", "stories260k", "--to", out}).exit_code, 0);
+  EXPECT_EQ(read_file(out + "/stories260k-1.0.0.galleon"),
+            read_file(usb + "/stories260k-1.0.0.galleon"));
+}
+
+TEST_F(StoreTest, ConcurrentInstallsAndGcKeepTheStoreConsistent) {
+  trust();
+  std::vector<MadeBundle> bundles;
+  for (int i = 0; i < 4; ++i)
+    bundles.push_back(make_bundle(bundle_path("b" + std::to_string(i) + ".galleon"),
+                                  spec("b" + std::to_string(i), "1",
+                                       i % 2 ? fixture().conformance_short : "")));
+  std::vector<CmdResult> results(bundles.size() + 1);
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < bundles.size(); ++i)
+    threads.emplace_back([&, i] { results[i] = galleon({"install", bundles[i].path, "--no-check"}); });
+  threads.emplace_back([&] { results.back() = galleon({"gc"}); });
+  for (auto& t : threads) t.join();
+  for (const auto& r : results) EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(list_json().size(), bundles.size());
+  auto fsck = galleon({"fsck"});
+  EXPECT_EQ(fsck.exit_code, 0) << fsck.out << fsck.err;
+  EXPECT_EQ(blob_count(), 4u);
 }
 
 // Fails the nth call of one operation with an I/O error, as a full or failing disk would.
