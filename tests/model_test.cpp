@@ -245,6 +245,42 @@ std::string logits_hash(const LoadedModel& m, const std::vector<int32_t>& toks, 
   return h.finish_hex();
 }
 
+
+// RoPE variants from metadata: llama3 per-pair frequency factors (rope_freqs.weight) and linear
+// position scaling. Factors of 1 change nothing; other factors change the logits.
+std::string synth_hash(const std::string& path) {
+  LoadedModel m = load_model(path);
+  std::vector<int32_t> toks;
+  for (int i = 0; i < 24; ++i) toks.push_back(int32_t(3 + i * 5));
+  return logits_hash(m, toks, kern::Isa::Scalar, 1, 64);
+}
+
+TEST(Engine, RopeFrequencyFactorsAndLinearScaling) {
+  testing::TempDir dir;
+  SynthSpec spec;
+  const int64_t pairs = spec.n_embd / spec.n_head / 2;
+  auto write = [&](const std::string& name, float factor, float linear) {
+    GgufWriter w;
+    make_synthetic_model(spec, w);
+    if (factor > 0) {
+      std::vector<float> f(static_cast<size_t>(pairs), factor);
+      w.add_tensor("rope_freqs.weight", GgmlType::F32, {pairs}, f.data(), f.size() * 4);
+    }
+    if (linear > 0) {
+      w.set("llama.rope.scaling.type", GgufValue::make_string("linear"));
+      w.set("llama.rope.scaling.factor", GgufValue::make_f32(linear));
+    }
+    w.write_file(dir.file(name));
+    return synth_hash(dir.file(name));
+  };
+  const std::string plain = write("plain.gguf", 0, 0);
+  EXPECT_EQ(write("ones.gguf", 1.0f, 0), plain);
+  EXPECT_NE(write("fours.gguf", 4.0f, 0), plain);
+  EXPECT_EQ(write("linear1.gguf", 0, 1.0f), plain);
+  // Dividing every frequency by 4 and dividing positions by 4 are the same rotation angles.
+  EXPECT_EQ(write("linear4.gguf", 0, 4.0f), write("fours2.gguf", 4.0f, 0));
+}
+
 TEST_P(SynthModels, BitIdenticalAcrossIsaThreadsAndBatches) {
   const SynthCase c = GetParam();
   testing::TempDir dir;
