@@ -295,7 +295,7 @@ InstallOutcome install_bundle(Store& store, const std::string& file, const Insta
   }
   auto row = store.find(out.id);
   try {
-    CheckOutcome c = check_installed(store, *row);
+    CheckOutcome c = check_installed(store, *row, options.host_engine);
     out.check_result = c.result;
     out.check_detail = c.detail;
   } catch (const Error& e) {
@@ -307,27 +307,35 @@ InstallOutcome install_bundle(Store& store, const std::string& file, const Insta
   return out;
 }
 
-CheckOutcome check_installed(Store& store, const BundleRow& bundle) {
+CheckOutcome check_installed(Store& store, const BundleRow& bundle, const std::string& host_engine) {
   bundles::Manifest m = bundles::parse_manifest(bundle.manifest_bytes, bundle.id);
   const bundles::Member* engine = m.find_role(bundles::Role::Engine);
   const bundles::Member* weights = m.find_role(bundles::Role::Weights);
   const bundles::Member* conformance = m.find_role(bundles::Role::Conformance);
+  bool other_platform = m.engine.platform != bundles::host_platform();
+  std::string platforms = "the engine is built for " + m.engine.platform + ", this host is " +
+                          bundles::host_platform();
   CheckOutcome out;
+  std::string engine_sha256;
   if (!engine || !weights || !conformance) {
     out = {kCheckNone, "the bundle has no engine, weights or conformance member"};
-  } else if (m.engine.platform != bundles::host_platform()) {
-    out = {kCheckOtherPlatform, "the engine is built for " + m.engine.platform + ", this host is " +
-                                    bundles::host_platform()};
+  } else if (other_platform && host_engine.empty()) {
+    out = {kCheckOtherPlatform, platforms};
   } else {
     for (const auto* member : {engine, weights, conformance}) verify_blob(store, *member);
     std::string bytes =
         signing::read_file_capped(store.blob_path(conformance->sha256), conformance->size);
     Transcript expected = Transcript::parse(bytes, m.name + " " + conformance->path);
-    ReplayResult r = replay(store.blob_path(engine->sha256),
-                            {store.blob_path(weights->sha256), 0, 0}, expected);
-    out = {r.identical ? kCheckIdentical : kCheckMismatch, r.detail};
+    std::string runner = other_platform ? host_engine : store.blob_path(engine->sha256);
+    engine_sha256 = other_platform ? signing::sha256_file(host_engine).sha256 : engine->sha256;
+    ReplayResult r = replay(runner, {store.blob_path(weights->sha256), 0, 0}, expected);
+    if (!other_platform)
+      out = {r.identical ? kCheckIdentical : kCheckMismatch, r.detail};
+    else
+      out = {r.identical ? kCheckHostEngine : kCheckMismatch,
+             platforms + "; with this host's engine " + host_engine + ": " + r.detail};
   }
-  store.set_check(bundle.id, out.result, out.detail);
+  store.set_check(bundle.id, out.result, out.detail, engine_sha256);
   return out;
 }
 

@@ -18,6 +18,9 @@ struct InstallOptions {
   bool allow_downgrade = false;
   bool no_check = false;
   Progress progress;  // called while members are hashed and copied (e.g. a bar on a TTY)
+  // This host's galleon-engine: replays the transcript of a bundle whose engine is built for
+  // another platform (empty: such bundles are recorded as "other-platform").
+  std::string host_engine;
 };
 
 struct InstallOutcome {
@@ -56,7 +59,9 @@ struct CheckOutcome {
 };
 
 // Replays the transcript of an installed bundle with its own engine blob on its weights blob
-// (both re-hashed first) and records the result.
-CheckOutcome check_installed(Store& store, const BundleRow& bundle);
+// (both re-hashed first) and records the result. A bundle whose engine is for another platform
+// is replayed with `host_engine` when given (result kCheckHostEngine when identical).
+CheckOutcome check_installed(Store& store, const BundleRow& bundle,
+                             const std::string& host_engine = "");
 
 }  // namespace galleon::pkg

@@ -47,6 +47,10 @@ CREATE TABLE accepted(
   PRIMARY KEY(name, key_id));
 )sql";
 
+// Version 2: the digest of the engine that ran the last conformance replay.
+constexpr const char* kSchemaV2 =
+    "ALTER TABLE bundles ADD COLUMN check_engine TEXT NOT NULL DEFAULT ''";
+
 // Splits "1.2.3-rc1" into numeric parts and suffix.
 void split_version(const std::string& v, std::vector<uint64_t>& parts, std::string& suffix) {
   size_t dash = v.find('-');
@@ -65,12 +69,13 @@ void split_version(const std::string& v, std::vector<uint64_t>& parts, std::stri
 }
 
 BundleRow row_of(const sql::Stmt& s) {
-  return {s.text(0), s.text(1),          s.text(2), s.blob(3), s.integer(4) != 0,
-          s.text(5), s.text(6)};
+  return {s.text(0), s.text(1), s.text(2), s.blob(3), s.integer(4) != 0,
+          s.text(5), s.text(6), s.text(7)};
 }
 
 constexpr const char* kBundleColumns =
-    "SELECT id, name, version, manifest, trusted, check_result, check_detail FROM bundles ";
+    "SELECT id, name, version, manifest, trusted, check_result, check_detail, check_engine "
+    "FROM bundles ";
 
 std::vector<BundleRow> collect(sql::Stmt& s) {
   std::vector<BundleRow> rows;
@@ -144,9 +149,12 @@ void Store::migrate() {
     fail(ErrorKind::Unsupported, home_.db() + ": store schema version " + std::to_string(version) +
                                      " is newer than this galleon understands (" +
                                      std::to_string(kStoreSchemaVersion) + ")");
-  if (version < 1) {
-    db_->exec(kSchemaV1);
-    db_->exec("INSERT INTO schema_version(version) VALUES (1)");
+  if (version < 1) db_->exec(kSchemaV1);
+  if (version < 2) db_->exec(kSchemaV2);
+  if (version < kStoreSchemaVersion) {
+    db_->exec("DELETE FROM schema_version");
+    db_->exec("INSERT INTO schema_version(version) VALUES (" +
+              std::to_string(kStoreSchemaVersion) + ")");
   }
   tx.commit();
 }
@@ -312,10 +320,12 @@ void Store::record(const NewBundle& b) {
   tx.commit();
 }
 
-void Store::set_check(const std::string& id, const std::string& result, const std::string& detail) {
+void Store::set_check(const std::string& id, const std::string& result, const std::string& detail,
+                      const std::string& engine_sha256) {
   sql::Transaction tx(*db_);
-  sql::Stmt s(*db_, "UPDATE bundles SET check_result = ?2, check_detail = ?3 WHERE id = ?1");
-  s.bind(1, id).bind(2, result).bind(3, detail);
+  sql::Stmt s(*db_, "UPDATE bundles SET check_result = ?2, check_detail = ?3, check_engine = ?4 "
+                    "WHERE id = ?1");
+  s.bind(1, id).bind(2, result).bind(3, detail).bind(4, engine_sha256);
   s.run();
   tx.commit();
 }

@@ -19,7 +19,7 @@
 
 namespace galleon::pkg {
 
-inline constexpr int kStoreSchemaVersion = 1;
+inline constexpr int kStoreSchemaVersion = 2;
 
 // Result of the last conformance replay of an installed bundle.
 inline constexpr const char* kCheckIdentical = "identical";
@@ -27,6 +27,9 @@ inline constexpr const char* kCheckMismatch = "mismatch";
 inline constexpr const char* kCheckNotRun = "not-checked";
 inline constexpr const char* kCheckNone = "no-transcript";
 inline constexpr const char* kCheckOtherPlatform = "other-platform";
+// The bundle's engine is for another platform, and this host's engine reproduced the transcript:
+// `run` may use the host's engine (design brief, engine contract).
+inline constexpr const char* kCheckHostEngine = "host-engine-identical";
 
 struct BundleRow {
   std::string id;  // "sha256:<hex>"
@@ -36,6 +39,7 @@ struct BundleRow {
   bool trusted = false;       // the signature threshold was met at install time
   std::string check_result;   // one of the kCheck* values
   std::string check_detail;   // where a replay diverged
+  std::string check_engine;   // sha256 of the engine that ran the last replay
 };
 
 struct MemberRow {
@@ -99,7 +103,8 @@ class Store {
   // Records bundle, members, signatures and rollback floors in one transaction (idempotent for
   // an id already recorded).
   void record(const NewBundle& bundle);
-  void set_check(const std::string& id, const std::string& result, const std::string& detail);
+  void set_check(const std::string& id, const std::string& result, const std::string& detail,
+                 const std::string& engine_sha256 = "");
   // Deletes the bundle's rows (blobs stay until gc). Rollback floors are kept.
   void remove(const std::string& id);
   // Removes everything in tmp/; returns how many entries.

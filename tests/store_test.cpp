@@ -76,6 +76,7 @@ struct BundleSpec {
   std::string conformance;  // default: the real transcript
   bool sign = true;
   const signing::PrivateKey* key = nullptr;  // default: the trusted test key
+  std::string platform;                      // default: this host's
 };
 
 struct MadeBundle {
@@ -108,7 +109,7 @@ MadeBundle make_bundle(const std::string& out, const BundleSpec& spec) {
                bundles::describe_file("conformance.json", bundles::Role::Conformance, conf),
                bundles::describe_file("model.gguf", bundles::Role::Weights, f.gguf)};
   m.sort_members();
-  m.engine.platform = bundles::host_platform();
+  m.engine.platform = spec.platform.empty() ? bundles::host_platform() : spec.platform;
   m.model = {"llama", 260000, {"f32"}};
   m.recipe_sha256 = std::string(64, 'a');
   m.defaults.temperature = "0";
@@ -534,6 +535,73 @@ TEST_F(StoreTest, ConcurrentInstallsAndGcKeepTheStoreConsistent) {
   auto fsck = galleon({"fsck"});
   EXPECT_EQ(fsck.exit_code, 0) << fsck.out << fsck.err;
   EXPECT_EQ(blob_count(), 4u);
+}
+
+// A bundle whose engine is for another platform runs with this host's engine only after that
+// engine reproduced the transcript (design brief, engine contract).
+TEST_F(StoreTest, OtherPlatformRunsWithTheHostEngineAfterItReproduces) {
+  trust();
+  BundleSpec good = spec("elsewhere", "1");
+  good.platform = "plan9-mips";
+  auto b = make_bundle(bundle_path("elsewhere-1.galleon"), good);
+  auto r = galleon({"install", b.path});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("identical with this host's engine"), std::string::npos) << r.out;
+  EXPECT_EQ(list_json()[0]["check"], "host-engine-identical");
+  json direct = run_json(galleon({"run", fixture().gguf, "--prompt", "The cat", "--temperature",
+                                  "0", "--max-tokens", "8", "--json"}));
+  json hosted = run_json(galleon({"run", "elsewhere", "--prompt", "The cat", "--temperature", "0",
+                                  "--max-tokens", "8", "--json"}));
+  EXPECT_EQ(hosted["tokens"], direct["tokens"]);
+  EXPECT_EQ(hosted["logits_sha256"], direct["logits_sha256"]);
+  // The bundle file itself cannot run here.
+  EXPECT_EQ(galleon({"run", b.path, "--prompt", "x"}).exit_code, 8);
+
+  BundleSpec bad = spec("elsewhere-bad", "1", fixture().conformance_bad);
+  bad.platform = "plan9-mips";
+  auto c = make_bundle(bundle_path("elsewhere-bad-1.galleon"), bad);
+  EXPECT_EQ(galleon({"install", c.path}).exit_code, 9);
+  auto refused = galleon({"run", "elsewhere-bad", "--prompt", "x"});
+  EXPECT_EQ(refused.exit_code, 8);
+  EXPECT_NE(refused.err.find("galleon check"), std::string::npos) << refused.err;
+  // Without a replay (--no-check) nothing runs either.
+  BundleSpec unchecked = spec("elsewhere-unchecked", "1");
+  unchecked.platform = "plan9-mips";
+  auto d = make_bundle(bundle_path("elsewhere-unchecked-1.galleon"), unchecked);
+  ASSERT_EQ(galleon({"install", d.path, "--no-check"}).exit_code, 0);
+  EXPECT_EQ(galleon({"run", "elsewhere-unchecked", "--prompt", "x"}).exit_code, 8);
+  EXPECT_EQ(galleon({"check", "elsewhere-unchecked"}).exit_code, 0);
+  EXPECT_EQ(galleon({"run", "elsewhere-unchecked", "--prompt", "x", "--max-tokens", "2"}).exit_code, 0);
+}
+
+TEST_F(StoreTest, SchemaVersion1StoreIsMigrated) {
+  fsys::create_directories(home_);
+  {
+    pkg::sql::Db db(home_ + "/store.db");
+    db.exec("CREATE TABLE schema_version(version INTEGER NOT NULL);"
+            "INSERT INTO schema_version VALUES (1);"
+            "CREATE TABLE bundles(id TEXT PRIMARY KEY, name TEXT NOT NULL, version TEXT NOT NULL,"
+            " manifest BLOB NOT NULL, trusted INTEGER NOT NULL, check_result TEXT NOT NULL,"
+            " check_detail TEXT NOT NULL DEFAULT '');"
+            "CREATE TABLE members(bundle_id TEXT NOT NULL, path TEXT NOT NULL, role TEXT NOT NULL,"
+            " size INTEGER NOT NULL, sha256 TEXT NOT NULL, PRIMARY KEY(bundle_id, path));"
+            "CREATE TABLE signatures(bundle_id TEXT NOT NULL, key_id TEXT NOT NULL,"
+            " bytes BLOB NOT NULL, PRIMARY KEY(bundle_id, key_id));"
+            "CREATE TABLE accepted(name TEXT NOT NULL, key_id TEXT NOT NULL,"
+            " version TEXT NOT NULL, PRIMARY KEY(name, key_id));");
+  }
+  trust();
+  auto b = make_bundle(bundle_path("tiny-1.galleon"), {});
+  auto r = galleon({"install", b.path});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  pkg::sql::Db db(home_ + "/store.db");
+  pkg::sql::Stmt v(db, "SELECT max(version) FROM schema_version");
+  ASSERT_TRUE(v.step());
+  EXPECT_EQ(v.integer(0), pkg::kStoreSchemaVersion);
+  v.run();
+  // A store from a newer galleon is refused, not damaged.
+  db.exec("INSERT INTO schema_version VALUES (99)");
+  EXPECT_EQ(galleon({"list"}).exit_code, 8);
 }
 
 // Fails the nth call of one operation with an I/O error, as a full or failing disk would.

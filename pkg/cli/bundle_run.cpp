@@ -20,6 +20,7 @@
 #include "pkg/process.h"
 
 #include "bundles/reader.h"
+#include "pkg/cli/engine_exec.h"
 #include "pkg/home.h"
 #include "pkg/store.h"
 #include "runtime/error.h"
@@ -125,10 +126,15 @@ PreparedRun prepare_installed(pkg::Store& store, const pkg::BundleRow& b,
   run.who = b.name + " " + b.version + " (" + b.id + ")";
   run.bundle_id = b.id;
   auto m = bundles::parse_manifest(b.manifest_bytes, b.id);
-  check_platform(m, run.who);
+  bool host_engine = m.engine.platform != bundles::host_platform();
+  if (host_engine && b.check_result != pkg::kCheckHostEngine)
+    fail(ErrorKind::Unsupported,
+         run.who + ": the bundle's engine is built for " + m.engine.platform + ", this host is " +
+             bundles::host_platform() + "; this host's engine may run it once it reproduces the "
+             "conformance transcript: galleon check " + b.name + "@" + b.version);
   const auto& engine = need_role(m, bundles::Role::Engine, run.who);
   const auto& weights = need_role(m, bundles::Role::Weights, run.who);
-  std::string engine_path = store.blob_path(engine.sha256);
+  std::string engine_path = host_engine ? sibling_engine_path() : store.blob_path(engine.sha256);
   run.engine = std::make_unique<MemFile>("galleon-engine", inheritable);
   signing::UniqueFd in = signing::open_read(engine_path);
   signing::Sha256 hash;
@@ -142,7 +148,11 @@ PreparedRun prepare_installed(pkg::Store& store, const pkg::BundleRow& b,
     run.engine->write(buf.data(), size_t(n));
   }
   std::string got = hash.finish_hex();
-  if (got != engine.sha256)
+  if (host_engine && got != b.check_engine)
+    fail(ErrorKind::Unsupported, engine_path + ": this host's engine changed since it reproduced "
+                                 "the transcript of " + run.who + "; run galleon check " + b.name +
+                                 "@" + b.version + " again");
+  if (!host_engine && got != engine.sha256)
     fail(ErrorKind::Invalid, engine_path + ": the engine blob of " + run.who +
                                  " is damaged (sha256 " + got + ", expected " + engine.sha256 +
                                  "); run galleon fsck");

@@ -14,6 +14,7 @@
 #include "bundles/reader.h"
 #include "bundles/writer.h"
 #include "pkg/cli/command.h"
+#include "pkg/cli/engine_exec.h"
 #include "pkg/install.h"
 #include "pkg/store.h"
 #include "runtime/error.h"
@@ -61,6 +62,8 @@ void print_outcome(const pkg::InstallOutcome& o) {
               << " new blobs, " << human_bytes(o.new_bytes) << ")\n";
   if (o.check_result == pkg::kCheckIdentical)
     std::cout << "conformance: identical (" << o.check_detail << ")\n";
+  else if (o.check_result == pkg::kCheckHostEngine)
+    std::cout << "conformance: identical with this host's engine (" << o.check_detail << ")\n";
   else if (o.check_result == pkg::kCheckMismatch)
     warn("CONFORMANCE MISMATCH: " + o.name + " " + o.version +
          " is installed, but this machine does not reproduce its transcript: " + o.check_detail +
@@ -83,6 +86,7 @@ void draw_progress(uint64_t done, uint64_t total) {
 void run_install(InstallArgs a, Context& ctx) {
   auto files = pkg::bundle_files(a.path);
   if (isatty(2)) a.options.progress = draw_progress;
+  a.options.host_engine = sibling_engine_path();
   pkg::Store store(pkg::home_from_env(), pkg::StoreMode::Write);
   std::optional<Error> first;
   bool mismatch = false;
@@ -328,9 +332,9 @@ void setup_check(CLI::App& root, Context&) {
   cmd->callback([ref] {
     pkg::Store store(pkg::home_from_env(), pkg::StoreMode::Read);
     auto b = store.resolve(*ref);
-    auto c = pkg::check_installed(store, b);
+    auto c = pkg::check_installed(store, b, sibling_engine_path());
     std::string who = b.name + " " + b.version + " (" + b.id + ")";
-    if (c.result == pkg::kCheckIdentical) {
+    if (c.result == pkg::kCheckIdentical || c.result == pkg::kCheckHostEngine) {
       std::cout << who << ": identical: " << c.detail << "\n";
       return;
     }
