@@ -363,6 +363,15 @@ TEST_F(StoreTest, FsckFindsDamage) {
   r = galleon({"fsck"});
   EXPECT_EQ(r.exit_code, 4);
   EXPECT_NE(r.out.find("conformance.json: blob missing"), std::string::npos) << r.out;
+  // A row that disagrees with the stored manifest is damage too.
+  {
+    pkg::sql::Db db(home_ + "/store.db");
+    db.exec("UPDATE members SET role = 'license' WHERE path = 'model.gguf'");
+    r = galleon({"fsck"});
+    EXPECT_EQ(r.exit_code, 4);
+    EXPECT_NE(r.out.find("member rows differ"), std::string::npos) << r.out;
+    db.exec("UPDATE members SET role = 'weights' WHERE path = 'model.gguf'");
+  }
   // Repair: delete the damaged blob, install the file again, fsck is clean.
   EXPECT_EQ(galleon({"fsck", "--repair"}).exit_code, 4);
   auto again = galleon({"install", b.path, "--no-check"});

@@ -230,56 +230,106 @@ void setup_remove(CLI::App& root, Context&) {
   });
 }
 
+void run_gc() {
+  pkg::Store store(pkg::home_from_env(), pkg::StoreMode::Write);
+  auto used = store.referenced_blobs();
+  size_t count = 0;
+  uint64_t bytes = 0;
+  std::set<std::string> dirs;
+  for (const auto& sha : store.blob_files()) {
+    if (used.count(sha)) continue;
+    std::string path = store.blob_path(sha);
+    std::error_code ec;
+    uint64_t size = fsys::file_size(path, ec);
+    if (ec) size = 0;
+    store.fs().unlink(path);
+    dirs.insert(store.blob_dir(sha));
+    std::cout << "deleted " << path << " (" << human_bytes(size) << ")\n";
+    ++count;
+    bytes += size;
+  }
+  for (const auto& d : dirs) {
+    std::error_code ec;
+    fsys::remove(d, ec);  // only when empty
+  }
+  if (!dirs.empty()) store.fs().fsync_dir(store.home().blobs());
+  std::cout << "freed " << count << " blobs, " << human_bytes(bytes) << "\n";
+}
+
 void setup_gc(CLI::App& root, Context&) {
   CLI::App* cmd = root.add_subcommand("gc", "Delete blobs that no installed bundle uses");
-  cmd->callback([] {
-    pkg::Store store(pkg::home_from_env(), pkg::StoreMode::Write);
-    auto used = store.referenced_blobs();
-    size_t count = 0;
-    uint64_t bytes = 0;
-    std::set<std::string> dirs;
-    for (const auto& sha : store.blob_files()) {
-      if (used.count(sha)) continue;
-      std::string path = store.blob_path(sha);
-      std::error_code ec;
-      uint64_t size = fsys::file_size(path, ec);
-      store.fs().unlink(path);
-      dirs.insert(store.blob_dir(sha));
-      std::cout << "deleted " << path << " (" << human_bytes(ec ? 0 : size) << ")\n";
-      ++count;
-      bytes += ec ? 0 : size;
-    }
-    for (const auto& d : dirs) {
-      std::error_code ec;
-      fsys::remove(d, ec);  // only when empty
-    }
-    if (!dirs.empty()) store.fs().fsync_dir(store.home().blobs());
-    std::cout << "freed " << count << " blobs, " << human_bytes(bytes) << "\n";
-  });
+  cmd->callback(run_gc);
 }
 
 // ---- fsck ----
 
-std::vector<std::string> fsck_bundles(pkg::Store& store) {
-  std::vector<std::string> problems;
-  for (const auto& b : store.bundles()) {
-    std::string who = b.name + " " + b.version + " (" + b.id + ")";
-    if (bundles::bundle_id_of(b.manifest_bytes) != b.id) {
-      problems.push_back(who + ": the stored manifest does not hash to the bundle id");
-      continue;
-    }
-    for (const auto& m : store.members(b.id)) {
-      std::string path = store.blob_path(m.sha256);
-      std::error_code ec;
-      uint64_t size = fsys::file_size(path, ec);
-      if (ec)
-        problems.push_back(who + ": member " + m.path + ": blob missing: " + path);
-      else if (size != m.size)
-        problems.push_back(who + ": member " + m.path + ": blob " + path + " holds " +
-                           std::to_string(size) + " bytes, expected " + std::to_string(m.size));
-    }
+// One bundle's rows against its manifest and its blobs.
+void fsck_bundle(pkg::Store& store, const pkg::BundleRow& b, std::vector<std::string>& problems) {
+  std::string who = b.name + " " + b.version + " (" + b.id + ")";
+  if (bundles::bundle_id_of(b.manifest_bytes) != b.id) {
+    problems.push_back(who + ": the stored manifest does not hash to the bundle id");
+    return;
   }
-  return problems;
+  auto manifest = bundles::parse_manifest(b.manifest_bytes, b.id);
+  auto rows = store.members(b.id);
+  bool same = rows.size() == manifest.members.size();
+  for (size_t i = 0; same && i < rows.size(); ++i) {
+    const auto& m = manifest.members[i];
+    same = rows[i].path == m.path && rows[i].sha256 == m.sha256 && rows[i].size == m.size &&
+           rows[i].role == bundles::role_name(m.role);
+  }
+  if (!same) problems.push_back(who + ": the member rows differ from the stored manifest");
+  for (const auto& m : rows) {
+    std::string path = store.blob_path(m.sha256);
+    std::error_code ec;
+    uint64_t size = fsys::file_size(path, ec);
+    if (ec)
+      problems.push_back(who + ": member " + m.path + ": blob missing: " + path);
+    else if (size != m.size)
+      problems.push_back(who + ": member " + m.path + ": blob " + path + " holds " +
+                         std::to_string(size) + " bytes, expected " + std::to_string(m.size));
+  }
+}
+
+// Re-hashes every blob; damaged ones are deleted when `repair`.
+void fsck_blobs(pkg::Store& store, bool repair, std::vector<std::string>& problems) {
+  size_t count = 0;
+  uint64_t bytes = 0;
+  for (const auto& sha : store.blob_files()) {
+    std::string path = store.blob_path(sha);
+    signing::FileDigest d = signing::sha256_file(path);
+    ++count;
+    bytes += d.size;
+    if (d.sha256 == sha) continue;
+    problems.push_back(path + ": damaged: its content hashes to " + d.sha256);
+    if (!repair) continue;
+    store.fs().unlink(path);
+    std::cout << "deleted damaged blob " << path << "\n";
+  }
+  std::cout << "checked " << count << " blobs (" << human_bytes(bytes) << ")\n";
+}
+
+void run_fsck(bool repair) {
+  pkg::Store store(pkg::home_from_env(), pkg::StoreMode::Write);
+  std::vector<std::string> problems;
+  fsck_blobs(store, repair, problems);
+  auto bundles_rows = store.bundles();
+  for (const auto& b : bundles_rows) fsck_bundle(store, b, problems);
+  auto used = store.referenced_blobs();
+  size_t unused = 0;
+  for (const auto& sha : store.blob_files()) unused += used.count(sha) ? 0 : 1;
+  std::cout << "checked " << bundles_rows.size() << " bundles";
+  if (unused) std::cout << "; " << unused << " unused blobs (galleon gc deletes them)";
+  std::cout << "\n";
+  if (problems.empty()) {
+    std::cout << "no damage found\n";
+    return;
+  }
+  for (const auto& p : problems) std::cout << "DAMAGE: " << p << "\n";
+  fail(ErrorKind::Invalid, std::to_string(problems.size()) + " problem(s) found in " +
+                               store.home().root +
+                               (repair ? "" : " (fsck --repair deletes damaged blobs; then "
+                                              "install the bundle file again)"));
 }
 
 void setup_fsck(CLI::App& root, Context&) {
@@ -287,40 +337,7 @@ void setup_fsck(CLI::App& root, Context&) {
   CLI::App* cmd = root.add_subcommand("fsck", "Re-hash every blob and check every bundle's blobs");
   cmd->add_flag("--repair", *repair,
                 "Delete damaged blobs, so that installing the bundle file again restores them");
-  cmd->callback([repair] {
-    pkg::Store store(pkg::home_from_env(), pkg::StoreMode::Write);
-    std::vector<std::string> problems;
-    size_t count = 0;
-    uint64_t bytes = 0;
-    auto used = store.referenced_blobs();
-    for (const auto& sha : store.blob_files()) {
-      std::string path = store.blob_path(sha);
-      signing::FileDigest d = signing::sha256_file(path);
-      ++count;
-      bytes += d.size;
-      if (d.sha256 == sha) continue;
-      problems.push_back(path + ": damaged: its content hashes to " + d.sha256);
-      if (*repair) {
-        store.fs().unlink(path);
-        std::cout << "deleted damaged blob " << path << "\n";
-      }
-    }
-    for (auto& p : fsck_bundles(store)) problems.push_back(std::move(p));
-    size_t unused = 0;
-    for (const auto& sha : store.blob_files()) unused += used.count(sha) ? 0 : 1;
-    std::cout << "checked " << store.bundles().size() << " bundles, " << count << " blobs ("
-              << human_bytes(bytes) << ")";
-    if (unused) std::cout << "; " << unused << " unused blobs (galleon gc deletes them)";
-    std::cout << "\n";
-    if (problems.empty()) {
-      std::cout << "no damage found\n";
-      return;
-    }
-    for (const auto& p : problems) std::cout << "DAMAGE: " << p << "\n";
-    fail(ErrorKind::Invalid, std::to_string(problems.size()) + " problem(s) found in " +
-                                 store.home().root + (*repair ? "" : " (fsck --repair deletes "
-                                 "damaged blobs; then install the bundle file again)"));
-  });
+  cmd->callback([repair] { run_fsck(*repair); });
 }
 
 // ---- check ----
