@@ -1,9 +1,16 @@
 // The store through the real CLI: install (file, folder, trust, downgrade, damage), list, info,
 // remove, gc, fsck, check, export, and run by name. Bundles are made here with the bundles
 // writer (no dependency on `galleon build`), with a fresh GALLEON_HOME per test.
+#include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <random>
 #include <filesystem>
 #include <map>
 #include <set>
@@ -611,6 +618,72 @@ TEST_F(StoreTest, SchemaVersion1StoreIsMigrated) {
   // A store from a newer galleon is refused, not damaged.
   db.exec("INSERT INTO schema_version VALUES (99)");
   EXPECT_EQ(galleon({"list"}).exit_code, 8);
+}
+
+// Starts `galleon install` and kills it (SIGKILL) after `delay`: whatever the moment, the
+// bundle must end up fully installed or absent, and the next install must work.
+void install_and_kill(const std::string& home, const std::string& bundle,
+                      std::chrono::milliseconds delay) {
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    setenv("GALLEON_HOME", home.c_str(), 1);
+    int null_fd = open("/dev/null", O_WRONLY);
+    dup2(null_fd, 1);
+    dup2(null_fd, 2);
+    std::string g = bin_path("galleon");
+    execl(g.c_str(), g.c_str(), "install", bundle.c_str(), "--no-check", "--allow-untrusted",
+          static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  std::this_thread::sleep_for(delay);
+  kill(pid, SIGKILL);
+  int status = 0;
+  waitpid(pid, &status, 0);
+}
+
+TEST_F(StoreTest, KilledInstallLeavesTheBundleInstalledOrAbsent) {
+  Fixture& f = fixture();
+  std::string weights = work_ + "/weights.bin";
+  {
+    std::string bytes(64u << 20, '\0');
+    std::mt19937_64 rng(3);
+    for (size_t i = 0; i + 8 <= bytes.size(); i += 8) {
+      uint64_t v = rng();
+      std::memcpy(&bytes[i], &v, 8);
+    }
+    write_file(weights, bytes);
+  }
+  bundles::Manifest m;
+  m.name = "big";
+  m.version = "1";
+  m.description = "a bundle big enough to be interrupted";
+  m.license = "MIT";
+  m.members = {bundles::describe_file("bin/galleon-engine", bundles::Role::Engine, f.engine),
+               bundles::describe_file("model.gguf", bundles::Role::Weights, weights)};
+  m.engine.platform = bundles::host_platform();
+  m.model = {"llama", 1, {"f32"}};
+  m.recipe_sha256 = std::string(64, 'b');
+  std::string bundle = work_ + "/big-1.galleon";
+  bundles::write_bundle(bundle, m, {},
+                        {{"bin/galleon-engine", {f.engine, 0}}, {"model.gguf", {weights, 0}}});
+  for (int delay : {1, 10, 30, 60, 100, 200, 400}) {
+    std::string home = tmp_.file("home-kill-" + std::to_string(delay));
+    install_and_kill(home, bundle, std::chrono::milliseconds(delay));
+    json list = list_json(home);
+    if (list.empty()) {
+      EXPECT_EQ(galleon({"fsck"}, home).exit_code, 0) << delay << " ms";
+      auto again = galleon({"install", bundle, "--no-check", "--allow-untrusted"}, home);
+      ASSERT_EQ(again.exit_code, 0) << delay << " ms: " << again.err;
+      list = list_json(home);
+    }
+    ASSERT_EQ(list.size(), 1u) << delay << " ms";
+    EXPECT_EQ(list[0]["id"], m.id());
+    auto fsck = galleon({"fsck"}, home);
+    EXPECT_EQ(fsck.exit_code, 0) << delay << " ms: " << fsck.out;
+    EXPECT_EQ(blob_count(home), 2u) << delay << " ms";
+    EXPECT_TRUE(fsys::is_empty(home + "/tmp")) << delay << " ms";
+  }
 }
 
 // Fails the nth call of one operation with an I/O error, as a full or failing disk would.
