@@ -9,6 +9,7 @@
 
 #include "bundles/reader.h"
 #include "pkg/conformance.h"
+#include "pkg/crash_point.h"
 #include "runtime/error.h"
 #include "signing/sha256.h"
 #include "signing/trust.h"
@@ -75,7 +76,10 @@ class BlobSink final : public bundles::MemberSink {
     file_ = std::make_unique<FsFile>(fs_, tmp_path_, mode_);
   }
   void write(const void* data, size_t size) override { file_->write(data, size); }
-  void verified(const bundles::Member&) override { file_->sync_and_close(); }
+  void verified(const bundles::Member&) override {
+    file_->sync_and_close();
+    crash_point("install.member-staged");
+  }
   const std::string& tmp_path() const { return tmp_path_; }
 
  private:
@@ -150,6 +154,7 @@ class Staging {
       }
       store_.fs().rename(sink->tmp_path(), store_.blob_path(sha));
       placed_.push_back(store_.blob_path(sha));
+      crash_point("install.blob-renamed");
       dirs.insert(dir);
     }
     for (const auto& sha : existing_engines_) ::chmod(store_.blob_path(sha).c_str(), kEngineBlobMode);
@@ -245,6 +250,8 @@ InstallOutcome install_one(Store& store, const std::string& file, const InstallO
          m.version + " " + reader.id() + ": " + policy.explain());
   }
   if (auto row = store.find(out.id); row && all_blobs_present(store, out.id)) {
+    if (out.trusted && !row->trusted)  // installed untrusted before, its signer is trusted now
+      store.record({reader.manifest_bytes(), m, true, reader.signatures(), policy.trusted_signers});
     out.already_installed = true;
     out.check_result = row->check_result;
     out.check_detail = row->check_detail;
@@ -263,7 +270,9 @@ InstallOutcome install_one(Store& store, const std::string& file, const InstallO
     return counters.back().get();
   });
   staging.place();
+  crash_point("install.before-commit");
   store.record({reader.manifest_bytes(), m, out.trusted, reader.signatures(), policy.trusted_signers});
+  crash_point("install.after-commit");
   staging.commit();
   out.new_blobs = staging.count();
   out.new_bytes = staging.bytes();
@@ -294,6 +303,7 @@ InstallOutcome install_bundle(Store& store, const std::string& file, const Insta
     return out;
   }
   auto row = store.find(out.id);
+  crash_point("install.before-check");
   try {
     CheckOutcome c = check_installed(store, *row, options.host_engine);
     out.check_result = c.result;

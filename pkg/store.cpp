@@ -9,6 +9,7 @@
 #include <cstring>
 #include <filesystem>
 
+#include "pkg/crash_point.h"
 #include "runtime/error.h"
 #include "signing/encoding.h"
 
@@ -309,7 +310,13 @@ void insert_rows(sql::Db& db, const NewBundle& b, const std::string& id) {
 void Store::record(const NewBundle& b) {
   std::string id = bundles::bundle_id_of(b.manifest_bytes);
   sql::Transaction tx(*db_);
-  if (!find(id)) insert_rows(*db_, b, id);
+  if (!find(id)) {
+    insert_rows(*db_, b, id);
+  } else if (b.trusted) {
+    sql::Stmt t(*db_, "UPDATE bundles SET trusted = 1 WHERE id = ?1");
+    t.bind(1, id);
+    t.run();
+  }
   sql::Stmt floor(*db_, "INSERT OR REPLACE INTO accepted(name, key_id, version) VALUES (?1, ?2, ?3)");
   for (const auto& key : b.accepted_keys) {
     auto current = accepted_version(b.manifest.name, key);
@@ -340,7 +347,9 @@ void Store::remove(const std::string& id) {
   sql::Stmt s(*db_, "DELETE FROM bundles WHERE id = ?1");
   s.bind(1, id);
   s.run();
+  crash_point("remove.before-commit");
   tx.commit();
+  crash_point("remove.after-commit");
 }
 
 size_t Store::sweep_tmp() {

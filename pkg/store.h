@@ -100,8 +100,8 @@ class Store {
   // Highest version of `name` accepted from `key_id`, if any.
   std::optional<std::string> accepted_version(const std::string& name, const std::string& key_id);
 
-  // Records bundle, members, signatures and rollback floors in one transaction (idempotent for
-  // an id already recorded).
+  // Records bundle, members, signatures and rollback floors in one transaction. For an id
+  // already recorded only the trust flag (when now trusted) and the floors are updated.
   void record(const NewBundle& bundle);
   void set_check(const std::string& id, const std::string& result, const std::string& detail,
                  const std::string& engine_sha256 = "");

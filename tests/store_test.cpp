@@ -277,6 +277,10 @@ TEST_F(StoreTest, UntrustedRefusedUnlessAllowed) {
   json list = list_json();
   ASSERT_EQ(list.size(), 1u);
   EXPECT_EQ(list[0]["trusted"], false);
+  // Once its signer is trusted, installing it again marks it trusted.
+  trust();
+  ASSERT_EQ(galleon({"install", b.path}).exit_code, 0);
+  EXPECT_EQ(list_json()[0]["trusted"], true);
 }
 
 TEST_F(StoreTest, SignatureByAnUnknownKeyRefused) {
