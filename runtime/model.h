@@ -3,6 +3,8 @@
 #pragma once
 
 #include <cstdint>
+#include <initializer_list>
+#include <utility>
 #include <memory>
 #include <string>
 #include <vector>
@@ -102,6 +104,8 @@ class Session {
   void layer_forward(int64_t il, int64_t n_tok);
   void attention(int64_t il, int64_t n_tok);
   void matmul(const Weight& w, const float* x, int64_t n_tok, float* y);
+  void matmuls(const float* x, int64_t n_tok,
+               std::initializer_list<std::pair<const Weight*, float*>> outs);
 
   const Model& model_;
   const kern::Ops& ops_;

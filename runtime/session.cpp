@@ -65,19 +65,56 @@ Session::Session(const Model& model, const SessionOptions& opts)
 Session::~Session() = default;
 
 void Session::matmul(const Weight& w, const float* x, int64_t n_tok, float* y) {
-  const size_t arb = kern::act_row_bytes(w.type, w.n_in);
-  if (s_->act.size() < arb * size_t(n_tok)) s_->act.resize(arb * size_t(n_tok));
-  uint8_t* act = s_->act.data();
-  pool_.parallel_for(n_tok, [&](int64_t t) {
-    ops_.quantize_act(w.type, x + t * w.n_in, act + size_t(t) * arb, w.n_in);
-  });
-  const int64_t per = rows_per_task(w.n_out, pool_.size());
-  const int64_t n_tasks = (w.n_out + per - 1) / per;
+  matmuls(x, n_tok, {{&w, y}});
+}
+
+// Several matmuls sharing one input: the activations are converted once per format, and all
+// row chunks of all weights are one parallel_for (one synchronisation instead of several).
+void Session::matmuls(const float* x, int64_t n_tok,
+                      std::initializer_list<std::pair<const Weight*, float*>> outs) {
+  struct Job {
+    const Weight* w;
+    float* y;
+    const uint8_t* act;
+    size_t arb;
+    int64_t per, first_task;
+  };
+  Job jobs[4];
+  size_t n_jobs = 0;
+  int64_t n_tasks = 0;
+  size_t act_total = 0;
+  for (const auto& [w, y] : outs) {
+    const size_t arb = kern::act_row_bytes(w->type, w->n_in);
+    const int64_t per = rows_per_task(w->n_out, pool_.size());
+    jobs[n_jobs++] = {w, y, nullptr, arb, per, n_tasks};
+    n_tasks += (w->n_out + per - 1) / per;
+    act_total += arb * size_t(n_tok);
+  }
+  if (s_->act.size() < act_total) s_->act.resize(act_total);
+  // Convert the input once per distinct activation format.
+  size_t offset = 0;
+  for (size_t j = 0; j < n_jobs; ++j) {
+    for (size_t k = 0; k < j && !jobs[j].act; ++k)
+      if (kern::act_format(jobs[k].w->type) == kern::act_format(jobs[j].w->type) &&
+          jobs[k].w->n_in == jobs[j].w->n_in)
+        jobs[j].act = jobs[k].act;
+    if (jobs[j].act) continue;
+    uint8_t* act = s_->act.data() + offset;
+    offset += jobs[j].arb * size_t(n_tok);
+    const Job& jb = jobs[j];
+    pool_.parallel_for(n_tok, [&](int64_t t) {
+      ops_.quantize_act(jb.w->type, x + t * jb.w->n_in, act + size_t(t) * jb.arb, jb.w->n_in);
+    });
+    jobs[j].act = act;
+  }
   pool_.parallel_for(n_tasks, [&](int64_t task) {
-    const int64_t r0 = task * per;
-    const int64_t r1 = std::min(w.n_out, r0 + per);
-    ops_.matmul(w.type, w.n_in, w.data, w.row_bytes, r0, r1, act, arb, n_tok, y,
-                size_t(w.n_out));
+    size_t j = 0;
+    while (j + 1 < n_jobs && task >= jobs[j + 1].first_task) ++j;
+    const Job& jb = jobs[j];
+    const int64_t r0 = (task - jb.first_task) * jb.per;
+    const int64_t r1 = std::min(jb.w->n_out, r0 + jb.per);
+    ops_.matmul(jb.w->type, jb.w->n_in, jb.w->data, jb.w->row_bytes, r0, r1, jb.act, jb.arb, n_tok,
+                jb.y, size_t(jb.w->n_out));
   });
 }
 
@@ -131,9 +168,7 @@ void Session::layer_forward(int64_t il, int64_t n_tok) {
   const int64_t q_dim = hp.n_head * hd, kv_dim = hp.n_head_kv * hd;
   for (int64_t t = 0; t < n_tok; ++t)
     rms_norm(ops_, &s.x[size_t(t * d)], L.attn_norm.data(), d, hp.rms_eps, &s.xn[size_t(t * d)]);
-  matmul(L.wq, s.xn.data(), n_tok, s.q.data());
-  matmul(L.wk, s.xn.data(), n_tok, s.k.data());
-  matmul(L.wv, s.xn.data(), n_tok, s.v.data());
+  matmuls(s.xn.data(), n_tok, {{&L.wq, s.q.data()}, {&L.wk, s.k.data()}, {&L.wv, s.v.data()}});
   const int64_t half = hp.n_rot / 2;
   for (int64_t t = 0; t < n_tok; ++t) {
     float* q = &s.q[size_t(t * q_dim)];
@@ -158,8 +193,7 @@ void Session::layer_forward(int64_t il, int64_t n_tok) {
   add_in_place(s.x.data(), s.tmp.data(), n_tok * d);
   for (int64_t t = 0; t < n_tok; ++t)
     rms_norm(ops_, &s.x[size_t(t * d)], L.ffn_norm.data(), d, hp.rms_eps, &s.xn[size_t(t * d)]);
-  matmul(L.w_gate, s.xn.data(), n_tok, s.gate.data());
-  matmul(L.w_up, s.xn.data(), n_tok, s.up.data());
+  matmuls(s.xn.data(), n_tok, {{&L.w_gate, s.gate.data()}, {&L.w_up, s.up.data()}});
   const int64_t n_ff_all = n_tok * hp.n_ff;
   for (int64_t i = 0; i < n_ff_all; ++i)
     s.gate[size_t(i)] = canon::silu(s.gate[size_t(i)]) * s.up[size_t(i)];
