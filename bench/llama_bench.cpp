@@ -4,6 +4,7 @@
 //
 //   llama_bench [--shape 124m|1.1b|tiny] [--type q4_0,q8_0,...] [--threads 1,2] [-p 128] [-n 64]
 #include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -85,11 +86,22 @@ void bench_one(const std::string& shape_name, GgmlType type, const std::vector<i
   int fd = mkstemp(path);
   if (fd < 0) fail(ErrorKind::Io, "mkstemp failed");
   close(fd);
-  {
-    GgufWriter w;
-    make_synthetic_model(spec, w);
-    w.write_file(path);
+  // Synthesize in a child process so that its memory does not count in the peak RSS below.
+  pid_t pid = fork();
+  if (pid == 0) {
+    try {
+      GgufWriter w;
+      make_synthetic_model(spec, w);
+      w.write_file(path);
+      _exit(0);
+    } catch (const Error& e) {
+      std::fprintf(stderr, "llama_bench: %s\n", e.message().c_str());
+      _exit(1);
+    }
   }
+  int status = 0;
+  if (pid < 0 || waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+    fail(ErrorKind::Internal, "synthesizing the model failed");
   LoadedModel m = load_model(path);
   const double gb_per_token = double(weight_bytes(*m.model)) / 1e9;
   for (int t : threads) {
