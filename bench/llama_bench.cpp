@@ -3,7 +3,6 @@
 // memory bandwidth that decoding uses (measured by a copy benchmark in the same run).
 //
 //   llama_bench [--shape 124m|1.1b|tiny] [--type q4_0,q8_0,...] [--threads 1,2] [-p 128] [-n 64]
-#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -64,10 +63,23 @@ double copy_bandwidth_gbs() {
   return best;
 }
 
+// Peak resident set (VmHWM) since the last reset_peak_rss().
 double peak_rss_mib() {
-  struct rusage ru;
-  getrusage(RUSAGE_SELF, &ru);
-  return double(ru.ru_maxrss) / 1024.0;
+  FILE* f = std::fopen("/proc/self/status", "r");
+  if (!f) return 0;
+  char line[256];
+  double kib = 0;
+  while (std::fgets(line, sizeof line, f))
+    if (std::strncmp(line, "VmHWM:", 6) == 0) kib = std::atof(line + 6);
+  std::fclose(f);
+  return kib / 1024.0;
+}
+
+void reset_peak_rss() {
+  if (FILE* f = std::fopen("/proc/self/clear_refs", "w")) {
+    std::fputs("5", f);
+    std::fclose(f);
+  }
 }
 
 uint64_t weight_bytes(const Model& m) {
@@ -102,6 +114,7 @@ void bench_one(const std::string& shape_name, GgmlType type, const std::vector<i
   int status = 0;
   if (pid < 0 || waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
     fail(ErrorKind::Internal, "synthesizing the model failed");
+  reset_peak_rss();
   LoadedModel m = load_model(path);
   const double gb_per_token = double(weight_bytes(*m.model)) / 1e9;
   for (int t : threads) {
