@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 
 #include "runtime/error.h"
@@ -70,10 +71,93 @@ class RealFs final : public FileSystem {
   }
 };
 
+// The fault selected by GALLEON_FAULT: fail the nth call of `op` with `error`.
+struct Fault {
+  int error = 0;
+  std::string op;
+  long nth = 0;
+};
+
+Fault parse_fault(const std::string& spec) {
+  std::string usage = "GALLEON_FAULT=" + spec + ": expected ERROR:OPERATION:N (ERROR enospc or eio)";
+  size_t a = spec.find(':'), b = spec.rfind(':');
+  if (a == std::string::npos || a == b) fail(ErrorKind::Usage, usage);
+  Fault f;
+  std::string error = spec.substr(0, a);
+  f.error = error == "enospc" ? ENOSPC : error == "eio" ? EIO : 0;
+  f.op = spec.substr(a + 1, b - a - 1);
+  f.nth = std::strtol(spec.c_str() + b + 1, nullptr, 10);
+  if (f.error == 0 || f.nth < 1) fail(ErrorKind::Usage, usage);
+  return f;
+}
+
+// Forwards to the real file system, except the selected call, which fails as the disk would.
+class FaultFs final : public FileSystem {
+ public:
+  FaultFs(FileSystem& real, Fault fault) : real_(real), fault_(std::move(fault)) {}
+
+  int create_exclusive(const std::string& path, mode_t mode) override {
+    hit("create_exclusive", path, "cannot create the file");
+    return real_.create_exclusive(path, mode);
+  }
+  void write(int fd, const void* data, size_t size, const std::string& path) override {
+    hit("write", path, "cannot write");
+    real_.write(fd, data, size, path);
+  }
+  void fsync(int fd, const std::string& path) override {
+    hit("fsync", path, "cannot fsync");
+    real_.fsync(fd, path);
+  }
+  void close(int fd, const std::string& path) override {
+    if (is_hit("close")) {
+      ::close(fd);
+      fail_with(path, "cannot close");
+    }
+    real_.close(fd, path);
+  }
+  void rename(const std::string& from, const std::string& to) override {
+    hit("rename", to, ("cannot rename " + from).c_str());
+    real_.rename(from, to);
+  }
+  bool unlink(const std::string& path) override {
+    hit("unlink", path, "cannot remove");
+    return real_.unlink(path);
+  }
+  void mkdir(const std::string& path, mode_t mode) override {
+    hit("mkdir", path, "cannot create the folder");
+    real_.mkdir(path, mode);
+  }
+  void fsync_dir(const std::string& path) override {
+    hit("fsync_dir", path, "cannot fsync the folder");
+    real_.fsync_dir(path);
+  }
+
+ private:
+  bool is_hit(const char* op) { return fault_.op == op && ++calls_ == fault_.nth; }
+  [[noreturn]] void fail_with(const std::string& path, const char* what) {
+    errno = fault_.error;
+    fail_errno(path, what);
+  }
+  void hit(const char* op, const std::string& path, const char* what) {
+    if (is_hit(op)) fail_with(path, what);
+  }
+
+  FileSystem& real_;
+  Fault fault_;
+  long calls_ = 0;
+};
+
 }  // namespace
 
 FileSystem& real_fs() {
   static RealFs fs;
+  return fs;
+}
+
+FileSystem& default_fs() {
+  const char* spec = std::getenv("GALLEON_FAULT");
+  if (spec == nullptr || *spec == '\0') return real_fs();
+  static FaultFs fs(real_fs(), parse_fault(spec));
   return fs;
 }
 

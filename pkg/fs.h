@@ -31,6 +31,13 @@ class FileSystem {
 // The real POSIX implementation.
 FileSystem& real_fs();
 
+// What the store uses unless told otherwise: real_fs(), or, when the test-only environment
+// variable GALLEON_FAULT is set to ERROR:OPERATION:N ("enospc:write:3", "eio:fsync:1"), a
+// wrapper around it that fails the N-th call of OPERATION (create_exclusive, write, fsync, close,
+// rename, unlink, mkdir, fsync_dir) with ENOSPC or EIO, as a full or failing disk would
+// (docs/hardening.md). A malformed value is Error(Usage).
+FileSystem& default_fs();
+
 // Owns a descriptor made by FileSystem::create_exclusive: closes it (ignoring errors) unless
 // close() was called.
 class FsFile {

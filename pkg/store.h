@@ -74,7 +74,7 @@ enum class StoreMode {
 
 class Store {
  public:
-  Store(Home home, StoreMode mode, FileSystem& fs = real_fs());
+  Store(Home home, StoreMode mode, FileSystem& fs = default_fs());
 
   const Home& home() const { return home_; }
   FileSystem& fs() { return fs_; }

@@ -15,6 +15,7 @@
 #include "bundles/writer.h"
 #include "pkg/cli/command.h"
 #include "pkg/cli/engine_exec.h"
+#include "pkg/crash_point.h"
 #include "pkg/install.h"
 #include "pkg/store.h"
 #include "runtime/error.h"
@@ -243,6 +244,7 @@ void run_gc() {
     uint64_t size = fsys::file_size(path, ec);
     if (ec) size = 0;
     store.fs().unlink(path);
+    pkg::crash_point("gc.blob-deleted");
     dirs.insert(store.blob_dir(sha));
     std::cout << "deleted " << path << " (" << human_bytes(size) << ")\n";
     ++count;
