@@ -201,6 +201,7 @@ void download(const std::string& url, const std::string& dest, const DownloadOpt
   if (fd.get() < 0) fail(ErrorKind::Io, dest + ": cannot create: " + std::strerror(errno));
   std::string last_error;
   for (int i = 0; i < std::max(1, options.attempts); ++i) {
+    if (i > 0) sleep(unsigned(i));  // 1 s, 2 s, ... before each retry
     if (attempt(url, fd.get(), dest, options, last_error) == Outcome::Done) return;
   }
   fail(ErrorKind::Network, last_error + " (after " + std::to_string(options.attempts) + " attempts)");

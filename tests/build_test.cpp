@@ -293,6 +293,7 @@ struct Resource {
   std::string body;
   bool cut_first = false;
   bool ranges = true;  // false: answers every request with the whole body (200)
+  int status = 200;    // another value: answers with that status and no body
 };
 
 class HttpServer {
@@ -360,6 +361,8 @@ class HttpServer {
     auto it = files_.find(path);
     if (it == files_.end()) return send_all(c, "HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n");
     Resource& r = it->second;
+    if (r.status != 200)
+      return send_all(c, "HTTP/1.0 " + std::to_string(r.status) + " Failed\r\nContent-Length: 0\r\n\r\n");
     const size_t from = r.ranges ? std::min(range_start(req), r.body.size()) : 0;
     const std::string rest = r.body.substr(from);
     std::string head = from == 0 ? "HTTP/1.0 200 OK\r\n"
@@ -458,6 +461,20 @@ TEST_F(BuildTest, RestartsAnInterruptedDownloadWhenTheServerIgnoresRanges) {
                          work_.file("d.galleon")});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_GE(server.requests().size(), 2u);
+}
+
+TEST_F(BuildTest, ServerErrorsAreRetriedThenReportedAsNetworkFailures) {
+  HttpServer server({{"/down/stories260K.bin", {"", false, true, 503}}});
+  TempDir src;
+  fs::copy_file(models_dir() + "/tok512.bin", src.file("tok512.bin"));
+  std::string recipe = work_.file("r.yaml");
+  write_file(recipe, recipe_with_urls({server.url("/down/stories260K.bin")}));
+  CmdResult r = galleon({"build", recipe, "--source-dir", src.path().string(), "--out",
+                         work_.file("d.galleon")});
+  EXPECT_EQ(r.exit_code, 7) << r.err;
+  EXPECT_NE(r.err.find("503"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find(server.url("/down/stories260K.bin")), std::string::npos) << r.err;
+  EXPECT_EQ(server.requests().size(), 3u);
 }
 
 TEST_F(BuildTest, RefusesADownloadLargerThanThePin) {
