@@ -138,6 +138,21 @@ TEST_F(BuildTest, TwoBuildsInOtherFoldersUmasksAndTimeZonesAreIdentical) {
   EXPECT_EQ(tar_entries(fa).size(), 7u);  // manifest, 1 signature, 5 members
 }
 
+TEST_F(BuildTest, AnotherUserBuildsTheSameBytes) {
+  if (geteuid() != 0 || !fs::exists("/usr/bin/setpriv")) GTEST_SKIP() << "needs root and setpriv";
+  std::string ref = build("ref.galleon", {});
+  TempDir other;
+  fs::permissions(other.path(), fs::perms::all);
+  std::vector<std::string> argv{"/usr/bin/setpriv", "--reuid=65534", "--regid=65534",
+                                "--clear-groups", "/bin/sh", "-c",
+                                "umask 002 && cd \"$0\" && exec \"$@\"", other.path().string(),
+                                bin_path("galleon"), "build", recipe_path(), "--source-dir",
+                                models_dir(), "--offline"};
+  CmdResult r = run_cmd(argv, {{"GALLEON_HOME", other.file("home")}, {"TZ", "America/New_York"}});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(read_file(ref) == read_file(other.file("stories260k-1.0.0.galleon")));
+}
+
 TEST_F(BuildTest, ManifestListsTheMembersAndModelFacts) {
   std::string bundle = build("s.galleon", {});
   json m = json::parse(member_bytes(bundle, "MANIFEST.json"));
