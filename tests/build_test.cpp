@@ -17,6 +17,7 @@
 #include "pkg/conformance.h"
 #include "pkg/http.h"
 #include "runtime/error.h"
+#include "signing/sha256.h"
 #include "tests/test_support.h"
 
 namespace galleon::testing {
@@ -151,6 +152,29 @@ TEST_F(BuildTest, AnotherUserBuildsTheSameBytes) {
   CmdResult r = run_cmd(argv, {{"GALLEON_HOME", other.file("home")}, {"TZ", "America/New_York"}});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_TRUE(read_file(ref) == read_file(other.file("stories260k-1.0.0.galleon")));
+}
+
+TEST_F(BuildTest, GgufRecipeBundlesTheSourceItself) {
+  std::string gguf = models_dir() + "/stories260K.gguf";
+  GALLEON_REQUIRE_SHARED(gguf);
+  signing::FileDigest d = signing::sha256_file(gguf);
+  std::string recipe = work_.file("g.yaml");
+  write_file(recipe, "name: stories260k-gguf\nversion: 2\ndescription: the shipped GGUF\n"
+                     "license: MIT\nsources:\n  - file: stories260K.gguf\n    sha256: " +
+                         d.sha256 + "\n    size: " + std::to_string(d.size) +
+                         "\nmodel:\n  format: gguf\n  file: stories260K.gguf\n"
+                         "defaults:\n  temperature: 0\n  top_p: 1\n  top_k: 0\n  seed: 1\n"
+                         "  max_tokens: 16\nconformance:\n  - prompt: Once upon a time\n"
+                         "    max_tokens: 8\n");
+  CmdResult r = galleon({"build", recipe, "--source-dir", models_dir(), "--offline", "--out",
+                         work_.file("g.galleon")});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  json m = json::parse(member_bytes(work_.file("g.galleon"), "MANIFEST.json"));
+  for (const auto& e : m["members"])
+    if (e["role"] == "weights") EXPECT_EQ(e["sha256"], d.sha256);
+  EXPECT_EQ(m["defaults"]["temperature"], "0");
+  EXPECT_EQ(json::parse(member_bytes(work_.file("g.galleon"), "conformance.json"))["prompts"].size(),
+            1u);
 }
 
 TEST_F(BuildTest, ManifestListsTheMembersAndModelFacts) {
