@@ -247,46 +247,66 @@ std::string default_out_path(const bundles::Recipe& r) {
 
 }  // namespace
 
-BuildResult build_bundle(const BuildOptions& o, const Home& home) {
-  struct stat st {};
-  if (stat(o.engine_path.c_str(), &st) != 0 || !S_ISREG(st.st_mode))
-    fail(ErrorKind::NotFound, "'" + o.engine_path + "': the engine to bundle is not a file");
-  const std::vector<signing::PrivateKey> keys = load_keys(o.key_files);
-  ensure_home(home);
-  WorkDir work(home.tmp());
-  Inputs in = read_inputs(o, home, work);
+namespace {
+
+// A member to be: its path in the bundle, its role and the file holding its bytes.
+struct PlannedMember {
+  std::string path;
+  Role role;
+  std::string file;
+};
+
+std::vector<PlannedMember> plan_members(const BuildOptions& o, const Inputs& in,
+                                        const WorkDir& work) {
   std::string recipe_copy = work.file("recipe.yaml");
   signing::write_file_exclusive(recipe_copy, in.recipe_bytes, 0644);
   std::string weights = produce_weights(in, work);
-
-  std::map<std::string, std::string> files{
-      {"engine/galleon-engine", o.engine_path},
-      {"model.gguf", weights},
-      {"recipe.yaml", recipe_copy},
-      {"conformance.json", write_conformance(in, o.engine_path, weights, work)},
-      {"LICENSE.txt", write_license(in, work)},
+  return {
+      {"engine/galleon-engine", Role::Engine, o.engine_path},
+      {"model.gguf", Role::Weights, weights},
+      {"recipe.yaml", Role::Recipe, recipe_copy},
+      {"conformance.json", Role::Conformance, write_conformance(in, o.engine_path, weights, work)},
+      {"LICENSE.txt", Role::License, write_license(in, work)},
   };
-  const std::map<std::string, Role> roles{
-      {"engine/galleon-engine", Role::Engine}, {"model.gguf", Role::Weights},
-      {"recipe.yaml", Role::Recipe},           {"conformance.json", Role::Conformance},
-      {"LICENSE.txt", Role::License}};
+}
 
+bundles::Manifest make_manifest(const bundles::Recipe& recipe,
+                                const std::vector<PlannedMember>& members) {
   bundles::Manifest m;
-  m.name = in.recipe.name;
-  m.version = in.recipe.version;
-  m.description = in.recipe.description;
-  m.license = in.recipe.license;
+  m.name = recipe.name;
+  m.version = recipe.version;
+  m.description = recipe.description;
+  m.license = recipe.license;
   m.engine.platform = bundles::host_platform();
-  m.model = model_facts(weights);
-  m.recipe_sha256 = in.recipe.digest();
-  m.defaults = in.recipe.defaults;
-  std::map<std::string, bundles::MemberSource> sources;
-  for (const auto& [path, file] : files) {
-    m.members.push_back(bundles::describe_file(path, roles.at(path), file));
-    sources[path] = {file, 0};
+  m.recipe_sha256 = recipe.digest();
+  m.defaults = recipe.defaults;
+  for (const PlannedMember& p : members) {
+    m.members.push_back(bundles::describe_file(p.path, p.role, p.file));
+    if (p.role == Role::Weights) m.model = model_facts(p.file);
   }
   m.sort_members();
   m.validate();
+  return m;
+}
+
+void require_engine(const std::string& path) {
+  struct stat st {};
+  if (stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode))
+    fail(ErrorKind::NotFound, "'" + path + "': the engine to bundle is not a file");
+}
+
+}  // namespace
+
+BuildResult build_bundle(const BuildOptions& o, const Home& home) {
+  require_engine(o.engine_path);
+  const std::vector<signing::PrivateKey> keys = load_keys(o.key_files);
+  ensure_home(home);
+  WorkDir work(home.tmp());
+  const Inputs in = read_inputs(o, home, work);
+  const std::vector<PlannedMember> members = plan_members(o, in, work);
+  const bundles::Manifest m = make_manifest(in.recipe, members);
+  std::map<std::string, bundles::MemberSource> sources;
+  for (const PlannedMember& p : members) sources[p.path] = {p.file, 0};
 
   BuildResult r;
   r.out_path = o.out_path.empty() ? default_out_path(in.recipe) : o.out_path;

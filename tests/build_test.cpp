@@ -170,8 +170,11 @@ TEST_F(BuildTest, GgufRecipeBundlesTheSourceItself) {
                          work_.file("g.galleon")});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   json m = json::parse(member_bytes(work_.file("g.galleon"), "MANIFEST.json"));
-  for (const auto& e : m["members"])
-    if (e["role"] == "weights") EXPECT_EQ(e["sha256"], d.sha256);
+  for (const auto& e : m["members"]) {
+    if (e["role"] == "weights") {
+      EXPECT_EQ(e["sha256"], d.sha256);
+    }
+  }
   EXPECT_EQ(m["defaults"]["temperature"], "0");
   EXPECT_EQ(json::parse(member_bytes(work_.file("g.galleon"), "conformance.json"))["prompts"].size(),
             1u);
