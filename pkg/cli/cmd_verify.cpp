@@ -17,6 +17,8 @@ void print_text(const pkg::VerifyReport& r) {
     std::cout << c.name << ": " << signing::signature_status_name(c.status) << ": " << c.reason
               << "\n";
   if (r.policy.checks.empty() && !r.id.empty()) std::cout << "no signatures\n";
+  for (const auto& k : r.beside_keys)
+    std::cout << "public key beside the bundle (never trusted by verify): " << k << "\n";
   if (r.valid && r.trusted) std::cout << "trusted\n";
 }
 
