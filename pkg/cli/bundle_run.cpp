@@ -341,6 +341,8 @@ bool run_bundle_if_named(const std::vector<std::string>& args) {
       return false;
     }
     run = prepare_file(target, user, inheritable);
+  } else if (target.find('/') != std::string::npos) {
+    return false;  // a missing path, not a name: the engine reports it
   } else {
     pkg::Home home = pkg::home_from_env();
     if (!std::filesystem::exists(home.db()))
