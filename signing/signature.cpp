@@ -60,7 +60,8 @@ std::string string_field(const json& j, const char* key, std::string_view origin
 Signature parse_signature(std::string_view bytes, std::string_view origin) {
   json j = parse_json_object(bytes, origin);
   static const char* const kFields[] = {"algorithm", "bundle", "format", "key", "signature"};
-  for (const auto& [key, value] : j.items()) {
+  for (const auto& item : j.items()) {
+    const std::string& key = item.key();  // not a structured binding: clang 14 cannot capture one
     if (std::find_if(std::begin(kFields), std::end(kFields), [&](const char* f) { return key == f; }) ==
         std::end(kFields))
       throw Error(ErrorKind::Invalid, std::string(origin) + ": unknown field '" + key + "'");

@@ -544,6 +544,18 @@ class Hostile : public ::testing::Test {
 
 TEST_F(Hostile, ValidBaseline) { valid_bytes(); }
 
+// GALLEON_WRITE_BUNDLE_CORPUS=<folder> writes the seeds of fuzz/bundle_fuzz.cpp
+// (fuzz/corpus/bundle): the valid baseline, unsigned and signed.
+TEST_F(Hostile, WritesFuzzSeeds) {
+  std::string good = valid_bytes();
+  const char* dir = std::getenv("GALLEON_WRITE_BUNDLE_CORPUS");
+  if (dir == nullptr) GTEST_SKIP() << "GALLEON_WRITE_BUNDLE_CORPUS not set";
+  write_file(std::string(dir) + "/unsigned.galleon", good);
+  signing::PrivateKey key = signing::PrivateKey::generate();
+  add_signature(file, signing::sign_bundle_id(key, m.id()));
+  write_file(std::string(dir) + "/signed.galleon", read_file(file));
+}
+
 TEST_F(Hostile, UnsafePaths) {
   expect_refused({manifest_entry(), {"../evil", "x"}, a(), b()}, {"'../evil'", "unsafe path"});
   expect_refused({manifest_entry(), {"/etc/passwd", "x"}, a(), b()}, {"'/etc/passwd'", "unsafe path"});
