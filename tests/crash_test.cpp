@@ -1,7 +1,8 @@
-// Crash safety through the real CLI (docs/hardening.md): every crash point of install, remove and
-// gc (GALLEON_CRASH_AT, listed by `galleon debug crash-points`) is hit in turn, then the store
-// must pass fsck, hold the bundle fully or not at all, and let the operation succeed when run
-// again. Then kill -9 at seeded random moments during a mix of installs, removes and gcs.
+// Hardening through the real CLI (docs/hardening.md). Crash safety: every crash point of install,
+// remove and gc (GALLEON_CRASH_AT, listed by `galleon debug crash-points`) is hit in turn, then the
+// store must pass fsck, hold the bundle fully or not at all, and let the operation succeed when
+// run again; then kill -9 at seeded random moments during a mix of installs, removes and gcs.
+// Faults (GALLEON_FAULT: ENOSPC, EIO), concurrent processes, and trust refusals at install.
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -20,6 +21,8 @@
 #include "bundles/manifest.h"
 #include "bundles/writer.h"
 #include "pkg/crash_point.h"
+#include "signing/keys.h"
+#include "signing/signature.h"
 #include "tests/test_support.h"
 
 namespace galleon {
@@ -314,6 +317,63 @@ TEST(Concurrency, InstallRemoveGcAndReadersInterleaved) {
     });
   for (auto& t : threads) t.join();
   expect_consistent(home, "after the mix");
+}
+
+// ---- trust at install: removed key, unknown signer ----
+
+// The crash bundle signed by `signers` fresh keys; the first one's public key is kept apart
+// from the bundle (keys beside a bundle are listed in the refusal, never trusted).
+struct SignedCopy {
+  TempDir dir;
+  TempDir keys;
+  std::string path = dir.file("crash-1.galleon");
+  std::string pub;
+  std::string key_id;
+
+  explicit SignedCopy(int signers) {
+    for (int i = 0; i < signers; ++i) {
+      auto files = signing::generate_key_files(keys.path().string(), "k" + std::to_string(i));
+      auto key = signing::PrivateKey::load(files.private_path);
+      bundles::add_signature(i == 0 ? bundle().path : path, signing::sign_bundle_id(key, bundle().id),
+                             path);
+      if (i == 0) {
+        pub = files.public_path;
+        key_id = key.key_id();
+      }
+    }
+  }
+};
+
+TEST(Trust, RemovedKeyIsRefusedWithTheReason) {
+  TempDir tmp;
+  std::string home = tmp.file("home");
+  SignedCopy b(1);
+  ASSERT_EQ(galleon(home, {"trust", "add", b.pub}).exit_code, 0);
+  CmdResult ok = galleon(home, {"install", b.path});
+  ASSERT_EQ(ok.exit_code, 0) << ok.err;
+  ASSERT_EQ(galleon(home, remove_args()).exit_code, 0);
+  ASSERT_EQ(galleon(home, {"trust", "remove", b.key_id}).exit_code, 0);
+  CmdResult refused = galleon(home, {"install", b.path});
+  EXPECT_EQ(refused.exit_code, 5) << refused.err;
+  EXPECT_NE(refused.err.find("removed"), std::string::npos) << refused.err;
+  EXPECT_NE(refused.err.find(b.key_id), std::string::npos) << refused.err;
+  EXPECT_FALSE(installed(home));
+  EXPECT_EQ(blob_count(home), 2u);  // the blobs of the first install, until gc
+}
+
+TEST(Trust, UnknownSignersAreRefusedAndOneTrustedSignerIsEnough) {
+  TempDir tmp;
+  std::string home = tmp.file("home");
+  SignedCopy b(2);
+  CmdResult refused = galleon(home, {"install", b.path});
+  EXPECT_EQ(refused.exit_code, 5) << refused.err;
+  EXPECT_NE(refused.err.find("untrusted"), std::string::npos) << refused.err;
+  EXPECT_FALSE(installed(home));
+  EXPECT_TRUE(fsys::is_empty(home + "/tmp"));
+  ASSERT_EQ(galleon(home, {"trust", "add", b.pub}).exit_code, 0);
+  CmdResult ok = galleon(home, {"install", b.path});
+  EXPECT_EQ(ok.exit_code, 0) << ok.err;
+  EXPECT_TRUE(installed(home));
 }
 
 }  // namespace
