@@ -234,9 +234,10 @@ void run_fetch(FetchArgs a) {
   }
   if (a.json)
     std::cout << result_json(r, a.install).dump() << "\n";
+  else if (a.install && a.out.empty())
+    std::cout << "fetched " << r.name << " " << r.version << " " << r.id << "\n";
   else
-    std::cout << "fetched " << r.name << " " << r.version << " " << r.id << " "
-              << (a.install && a.out.empty() ? "" : r.file) << "\n";
+    std::cout << "fetched " << r.name << " " << r.version << " " << r.id << " " << r.file << "\n";
 }
 
 void setup_fetch(CLI::App& root, Context&) {
