@@ -2,7 +2,8 @@
 // remove and gc (GALLEON_CRASH_AT, listed by `galleon debug crash-points`) is hit in turn, then the
 // store must pass fsck, hold the bundle fully or not at all, and let the operation succeed when
 // run again; then kill -9 at seeded random moments during a mix of installs, removes and gcs.
-// Faults (GALLEON_FAULT: ENOSPC, EIO), concurrent processes, and trust refusals at install.
+// Faults (GALLEON_FAULT: ENOSPC, EIO), concurrent processes, trust refusals at install, and
+// hostile GGUF files given to every model verb.
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -17,6 +18,7 @@
 #include <random>
 #include <sstream>
 #include <thread>
+#include <tuple>
 
 #include "bundles/manifest.h"
 #include "bundles/writer.h"
@@ -374,6 +376,72 @@ TEST(Trust, UnknownSignersAreRefusedAndOneTrustedSignerIsEnough) {
   CmdResult ok = galleon(home, {"install", b.path});
   EXPECT_EQ(ok.exit_code, 0) << ok.err;
   EXPECT_TRUE(installed(home));
+}
+
+// ---- hostile GGUF files through the model verbs ----
+
+struct HostileGguf {
+  std::string what;
+  std::string bytes;
+  bool must_fail;  // false: random corruption may leave a valid file
+};
+
+void put_le(std::string& b, size_t at, uint64_t v, size_t n) {
+  for (size_t i = 0; i < n; ++i) b[at + i] = char((v >> (8 * i)) & 0xff);
+}
+
+std::vector<HostileGguf> hostile_ggufs(const std::string& good) {
+  std::vector<HostileGguf> out;
+  for (size_t n : {size_t(0), size_t(3), size_t(4), size_t(8), size_t(16), size_t(24), size_t(100),
+                   size_t(1000), size_t(5000), size_t(20000), good.size() / 2, good.size() - 1})
+    out.push_back({"truncated to " + std::to_string(n), good.substr(0, n), true});
+  const std::vector<std::tuple<const char*, size_t, uint64_t, size_t>> fields{
+      {"version 0", 4, 0, 4},           {"version 0xffffffff", 4, 0xffffffffu, 4},
+      {"n_tensors 2^64-1", 8, ~0ull, 8}, {"n_tensors 2^40", 8, 1ull << 40, 8},
+      {"n_kv 2^64-1", 16, ~0ull, 8},     {"n_kv 2^40", 16, 1ull << 40, 8},
+      {"n_kv 0", 16, 0, 8},              {"magic", 0, 0x46554746u, 4}};
+  for (const auto& [what, at, value, n] : fields) {
+    std::string b = good;
+    put_le(b, at, value, n);
+    out.push_back({what, b, true});
+  }
+  std::mt19937_64 rng(5);
+  for (int i = 0; i < 12; ++i) {
+    std::string b = good;
+    for (int k = 0; k < 8; ++k) b[rng() % 16384] = char(rng() & 0xff);
+    out.push_back({"random corruption " + std::to_string(i), b, false});
+  }
+  return out;
+}
+
+TEST(HostileGguf, EveryModelVerbFailsCleanly) {
+  std::string model = testing::shared_path("models/stories260K/stories260K.gguf");
+  GALLEON_REQUIRE_SHARED(model);
+  TempDir tmp;
+  std::string file = tmp.file("hostile.gguf");
+  const std::vector<std::vector<std::string>> verbs{
+      {"inspect", file},
+      {"tokenize", file, "--text", "Once upon a time"},
+      {"score", file, "--text", "Once upon a time"},
+      {"run", file, "-p", "Once", "-n", "2", "--temperature", "0"}};
+  size_t runs = 0;
+  const std::vector<HostileGguf> files = hostile_ggufs(testing::read_file(model));
+  for (const HostileGguf& h : files) {
+    write_file(file, h.bytes);
+    for (const auto& verb : verbs) {
+      std::vector<std::string> argv = verb;
+      argv.insert(argv.begin(), bin_path("galleon"));
+      CmdResult r = run_cmd(argv);
+      ++runs;
+      std::string what = h.what + ", " + verb[0] + ": exit " + std::to_string(r.exit_code) + " " + r.err;
+      EXPECT_LT(r.exit_code, 128) << what;  // never a signal
+      EXPECT_NE(r.exit_code, 1) << what;    // never an internal error
+      if (h.must_fail) {
+        EXPECT_TRUE(r.exit_code == 4 || r.exit_code == 8) << what;
+      }
+    }
+  }
+  std::cout << "[ hostile gguf ] " << runs << " verb runs on " << files.size() << " hostile files\n";
 }
 
 }  // namespace
