@@ -139,6 +139,23 @@ FetchResult fetch_mirrors(const std::vector<std::string>& urls, const std::strin
   throw *last;
 }
 
+bool is_torrent_url(const std::string& s) {
+  const std::string name = url_file_name(s);
+  return is_supported_url(s) && name.size() > 8 && name.compare(name.size() - 8, 8, ".torrent") == 0;
+}
+
+// Downloads a .torrent file named by URL into `dir` (replacing an earlier copy).
+std::string download_torrent_file(const std::string& url, const std::string& dir,
+                                  const FetchOptions& o) {
+  const std::string dest = (fsys::path(dir) / url_file_name(url)).string();
+  fsys::remove(dest);
+  DownloadOptions d;
+  d.max_size = kMaxTorrentFile;
+  if (o.idle_timeout_s > 0) d.low_speed_time_s = o.idle_timeout_s;
+  download(url, dest, d);
+  return dest;
+}
+
 }  // namespace
 
 std::string partial_dir(const Home& home) { return home.root + "/partial"; }
@@ -151,10 +168,11 @@ FetchResult fetch_bundle(const std::vector<std::string>& sources, const std::str
   if (ec) fail(ErrorKind::Io, dir + ": cannot create: " + ec.message());
   const std::string& first = sources.front();
   const bool torrent = is_magnet(first) || (!is_supported_url(first) && fsys::exists(first));
-  if (torrent) {
+  if (torrent || is_torrent_url(first)) {
     if (sources.size() != 1)
       fail(ErrorKind::Usage, "fetch: one magnet link or .torrent file at a time");
-    return fetch_torrent(first, dir, options);
+    if (torrent) return fetch_torrent(first, dir, options);
+    return fetch_torrent(download_torrent_file(first, dir, options), dir, options);
   }
   if (!is_supported_url(first) && first.find("://") == std::string::npos)
     fail(ErrorKind::NotFound, first + ": no such file (and not a magnet link or URL)");

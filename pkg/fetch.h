@@ -19,7 +19,7 @@ inline constexpr uint64_t kDefaultFetchCap = uint64_t(64) << 30;  // 64 GiB
 
 struct FetchOptions {
   PeerOptions peer;                 // the BitTorrent session (listen address, --lan, --dht)
-  std::vector<std::string> peers;   // "IP:PORT" peers to connect to
+  std::vector<std::string> peers;   // "HOST:PORT" peers to connect to
   int idle_timeout_s = 300;         // give up after this long without a new verified byte
   uint64_t max_size = kDefaultFetchCap;  // HTTP: refuse more bytes than this
   bool progress = false;            // a progress line on stderr (callers pass isatty(2))
@@ -45,9 +45,9 @@ struct FetchResult {
 std::string partial_dir(const Home& home);
 
 // Downloads one bundle into `dir` and verifies it with the bundle reader. `sources` is one magnet
-// link, one .torrent file, or one or more http(s)/file URLs of the same bundle (mirrors, tried in
-// turn: a failing mirror or one whose bytes do not verify is reported through `warn` and the
-// next one is tried). Errors: Usage (bad source), Network (no peer/mirror delivered, timeout,
+// link, one .torrent file (or URL ending in .torrent), or one or more http(s)/file URLs of the
+// same bundle (mirrors, tried in turn: a failing mirror or one whose bytes do not verify is
+// reported through `warn` and the next one is tried). Errors: Usage (bad source), Network (no peer/mirror delivered, timeout,
 // interrupted), Invalid (the bytes are not a valid bundle), Io.
 FetchResult fetch_bundle(const std::vector<std::string>& sources, const std::string& dir,
                          const FetchOptions& options,

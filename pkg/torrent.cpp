@@ -13,6 +13,10 @@
 #include <libtorrent/torrent_info.hpp>
 #include <libtorrent/torrent_status.hpp>
 
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <sys/socket.h>
+
 #include <chrono>
 #include <filesystem>
 #include <iterator>
@@ -64,15 +68,35 @@ lt::torrent_info load_info(const std::string& bytes, const std::string& origin) 
   return ti;
 }
 
+struct AddrInfoFree {
+  void operator()(addrinfo* a) const noexcept { freeaddrinfo(a); }
+};
+
+// The first address of a host name (getaddrinfo); Error(Network) when it does not resolve.
+lt::address resolve_host(const std::string& host, const std::string& text) {
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* found = nullptr;
+  const int rc = getaddrinfo(host.c_str(), nullptr, &hints, &found);
+  if (rc != 0 || !found) fail(ErrorKind::Network, text + ": cannot resolve " + host + ": " + gai_strerror(rc));
+  std::unique_ptr<addrinfo, AddrInfoFree> owner(found);
+  char buf[INET6_ADDRSTRLEN] = {0};
+  const void* raw = found->ai_family == AF_INET6
+                        ? static_cast<const void*>(&reinterpret_cast<sockaddr_in6*>(found->ai_addr)->sin6_addr)
+                        : static_cast<const void*>(&reinterpret_cast<sockaddr_in*>(found->ai_addr)->sin_addr);
+  inet_ntop(found->ai_family, raw, buf, sizeof buf);
+  return lt::make_address(buf);
+}
+
 lt::tcp::endpoint parse_endpoint(const std::string& text) {
   const size_t colon = text.rfind(':');
   if (colon == std::string::npos || colon == 0)
-    fail(ErrorKind::Usage, text + ": expected IP:PORT");
+    fail(ErrorKind::Usage, text + ": expected HOST:PORT");
   std::string host = text.substr(0, colon);
   if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
   lt::error_code ec;
   lt::address addr = lt::make_address(host, ec);
-  if (ec) fail(ErrorKind::Usage, text + ": not an IP address: " + ec.message());
+  if (ec) addr = resolve_host(host, text);
   char* end = nullptr;
   const unsigned long port = std::strtoul(text.c_str() + colon + 1, &end, 10);
   if (*end != '\0' || port == 0 || port > 65535) fail(ErrorKind::Usage, text + ": bad port");

@@ -75,7 +75,7 @@ class TorrentSession {
   // Seeds `meta` from `dir`/meta.name: the file is re-checked against the piece hashes first.
   // Returns an index for progress().
   int add_seed(const TorrentMeta& meta, const std::string& dir);
-  // Downloads into `dir` from a magnet link or a torrent, connecting to `peers` ("IP:PORT").
+  // Downloads into `dir` from a magnet link or a torrent, connecting to `peers` ("HOST:PORT").
   // Data already in `dir` (an interrupted download) is re-checked and kept.
   int add_download(const std::string& magnet, const TorrentMeta* meta, const std::string& dir,
                    const std::vector<std::string>& peers);

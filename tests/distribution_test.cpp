@@ -250,6 +250,19 @@ TEST_F(DistributionTest, TorrentFileFetchesTheSameBytes) {
   EXPECT_EQ(done["installed"], false);
 }
 
+TEST_F(DistributionTest, TorrentFromAnHttpUrlAndAPeerByHostName) {
+  const std::string torrent = tmp_.file("tiny.torrent");
+  ASSERT_EQ(galleon(tmp_.file("h0"), {"torrent", small_.path, "--out", torrent}).exit_code, 0);
+  HttpServer server({{"/t/tiny.torrent", {read_file(torrent)}}});
+  start_seeder({small_.path});
+  const std::string home = trusting_home("fetchhome");
+  const std::string port = peer_.substr(peer_.rfind(':') + 1);
+  CmdResult r = galleon(home, {"fetch", server.url("/t/tiny.torrent"), "--peer", "localhost:" + port,
+                               "--listen", "127.0.0.1:0", "--timeout", "15", "--install"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(installed(home)[0]["id"], small_.id);
+}
+
 TEST_F(DistributionTest, SameBundleGivesTheSameTorrentBytesAndMagnet) {
   Made again = make_bundle(tmp_.file("elsewhere"), "tiny", 1 << 20, *key_);
   ASSERT_EQ(read_file(again.path), read_file(small_.path));

@@ -248,7 +248,7 @@ void setup_fetch(CLI::App& root, Context&) {
   cmd->add_option("MAGNET|TORRENT|URL", a->sources,
                   "One magnet link or .torrent file, or URLs of the same bundle (tried in turn)")
       ->required();
-  cmd->add_option("--peer", a->fetch.peers, "IP:PORT of a peer to connect to, repeatable");
+  cmd->add_option("--peer", a->fetch.peers, "HOST:PORT of a peer to connect to, repeatable");
   add_peer_flags(cmd, a->fetch.peer);
   cmd->add_option("--listen", a->fetch.peer.listen, "ADDR:PORT to listen on")->capture_default_str();
   cmd->add_option("--out", a->out, "Download into this folder and keep the file there");
