@@ -263,6 +263,20 @@ TEST_F(DistributionTest, TorrentFromAnHttpUrlAndAPeerByHostName) {
   EXPECT_EQ(installed(home)[0]["id"], small_.id);
 }
 
+TEST_F(DistributionTest, AWebSeedAloneDeliversTheBundle) {
+  HttpServer server({{"/w/tiny-1.galleon", {read_file(small_.path)}}});
+  const std::string torrent = tmp_.file("tiny.torrent");
+  CmdResult t = galleon(tmp_.file("h0"), {"torrent", small_.path, "--out", torrent, "--web-seed",
+                                          server.url("/w/tiny-1.galleon")});
+  ASSERT_EQ(t.exit_code, 0) << t.err;
+  EXPECT_NE(t.out.find("&ws="), std::string::npos) << t.out;
+  const std::string home = trusting_home("fetchhome");
+  CmdResult r = galleon(home, {"fetch", torrent, "--listen", "127.0.0.1:0", "--timeout", "15",
+                               "--install"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(installed(home)[0]["id"], small_.id);
+}
+
 TEST_F(DistributionTest, SameBundleGivesTheSameTorrentBytesAndMagnet) {
   Made again = make_bundle(tmp_.file("elsewhere"), "tiny", 1 << 20, *key_);
   ASSERT_EQ(read_file(again.path), read_file(small_.path));

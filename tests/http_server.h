@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <atomic>
 #include <cstdlib>
 #include <map>
@@ -19,9 +20,9 @@
 
 namespace galleon::testing {
 
-// Serves fixed bodies by path (404 otherwise). It
-// honours "Range: bytes=N-" with a 206 answer; a resource marked cut_first sends only half its
-// bytes the first time it is asked for (a dropped connection).
+// Serves fixed bodies by path (404 otherwise). It honours "Range: bytes=N-" and "bytes=N-M"
+// with a 206 answer; a resource marked cut_first sends only half its bytes the first time it is
+// asked for (a dropped connection).
 struct Resource {
   std::string body;
   bool cut_first = false;
@@ -78,6 +79,14 @@ class HttpServer {
     size_t at = req.find("Range: bytes=");
     return at == std::string::npos ? 0 : std::strtoull(req.c_str() + at + 13, nullptr, 10);
   }
+  // One past the last byte asked for by "Range: bytes=N-M" (`size` when open-ended or absent).
+  static size_t range_end(const std::string& req, size_t size) {
+    size_t at = req.find("Range: bytes=");
+    if (at == std::string::npos) return size;
+    size_t dash = req.find('-', at);
+    if (dash == std::string::npos || !std::isdigit(static_cast<unsigned char>(req[dash + 1]))) return size;
+    return std::min(size, size_t(std::strtoull(req.c_str() + dash + 1, nullptr, 10)) + 1);
+  }
   void answer(int c) {
     std::string req;
     char buf[4096];
@@ -97,10 +106,12 @@ class HttpServer {
     if (r.status != 200)
       return send_all(c, "HTTP/1.0 " + std::to_string(r.status) + " Failed\r\nContent-Length: 0\r\n\r\n");
     const size_t from = r.ranges ? std::min(range_start(req), r.body.size()) : 0;
-    const std::string rest = r.body.substr(from);
-    std::string head = from == 0 ? "HTTP/1.0 200 OK\r\n"
+    const size_t end = r.ranges ? std::max(from, range_end(req, r.body.size())) : r.body.size();
+    const std::string rest = r.body.substr(from, end - from);
+    const bool partial = from != 0 || end != r.body.size();
+    std::string head = !partial ? "HTTP/1.0 200 OK\r\n"
                                  : "HTTP/1.0 206 Partial Content\r\nContent-Range: bytes " +
-                                       std::to_string(from) + "-" + std::to_string(r.body.size() - 1) +
+                                       std::to_string(from) + "-" + std::to_string(end - 1) +
                                        "/" + std::to_string(r.body.size()) + "\r\n";
     head += "Content-Length: " + std::to_string(rest.size()) + "\r\n\r\n";
     if (r.cut_first) {
