@@ -84,10 +84,21 @@ TorrentProgress run_torrent(TorrentSession& session, int index, const FetchOptio
   }
 }
 
+// A magnet link that names no tracker, web seed or peer, fetched without --peer, --lan or
+// --dht, would wait for the timeout: refuse it at once.
+void require_peer_source(const std::string& magnet, const FetchOptions& o) {
+  if (!o.peers.empty() || o.peer.lan || o.peer.dht) return;
+  for (const char* key : {"&tr=", "&ws=", "&x.pe=", "?tr=", "?ws=", "?x.pe="})
+    if (magnet.find(key) != std::string::npos) return;
+  fail(ErrorKind::Usage, "fetch: this magnet link names no tracker, web seed or peer: give "
+                         "--peer HOST:PORT, --lan or --dht");
+}
+
 FetchResult fetch_torrent(const std::string& source, const std::string& dir,
                           const FetchOptions& o) {
   TorrentMeta meta;
   const bool magnet = is_magnet(source);
+  if (magnet) require_peer_source(source, o);
   if (!magnet) meta = parse_torrent(signing::read_file_capped(source, kMaxTorrentFile), source);
   TorrentProgress last;
   {

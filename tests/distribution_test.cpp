@@ -298,6 +298,36 @@ TEST_F(DistributionTest, SameBundleGivesTheSameTorrentBytesAndMagnet) {
   EXPECT_EQ(read_file(tmp_.file("c.torrent")), bytes);
 }
 
+TEST_F(DistributionTest, TwoBuildsOfTheShippedRecipeGiveTheSameTorrent) {
+  const std::string models = shared_path("models/stories260K");
+  GALLEON_REQUIRE_SHARED(models + "/stories260K.bin");
+  const std::string recipe = std::string(GALLEON_SOURCE_DIR) + "/recipes/stories260k.yaml";
+  std::vector<std::string> magnets, torrents;
+  for (const std::string dir : {"b1", "b2"}) {
+    fsys::create_directories(tmp_.file(dir));
+    const std::string out = tmp_.file(dir) + "/stories260k-1.0.0.galleon";
+    CmdResult b = galleon(tmp_.file("h" + dir), {"build", recipe, "--source-dir", models,
+                                                 "--offline", "--out", out});
+    ASSERT_EQ(b.exit_code, 0) << b.err;
+    CmdResult t = galleon(tmp_.file("h" + dir), {"torrent", out, "--out", out + ".torrent"});
+    ASSERT_EQ(t.exit_code, 0) << t.err;
+    magnets.push_back(t.out);
+    torrents.push_back(read_file(out + ".torrent"));
+  }
+  EXPECT_EQ(magnets[0], magnets[1]);
+  EXPECT_EQ(torrents[0], torrents[1]);
+}
+
+TEST_F(DistributionTest, AMagnetWithNoWayToFindPeersIsAUsageError) {
+  CmdResult t = galleon(tmp_.file("h"), {"torrent", small_.path});
+  ASSERT_EQ(t.exit_code, 0) << t.err;
+  std::string magnet = t.out.substr(0, t.out.size() - 1);
+  CmdResult r = galleon(tmp_.file("h"), {"fetch", magnet});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  CmdResult notabundle = galleon(tmp_.file("h"), {"torrent", pub_});
+  EXPECT_EQ(notabundle.exit_code, 4) << notabundle.err;
+}
+
 TEST_F(DistributionTest, SeedsAnInstalledBundleByName) {
   const std::string home = trusting_home("store");
   ASSERT_EQ(galleon(home, {"install", small_.path}).exit_code, 0);

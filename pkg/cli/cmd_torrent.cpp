@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "bundles/reader.h"
 #include "pkg/cli/command.h"
 #include "pkg/cli/engine_exec.h"
 #include "pkg/fetch.h"
@@ -71,8 +72,13 @@ ScratchDir scratch_for_exports() {
 }
 
 // A bundle file as given, or an installed bundle (NAME[@VERSION] or id) exported into `scratch`.
+// A file is checked to be a bundle (its head: manifest and signature entries) before it is
+// hashed; its members are not re-hashed here (libtorrent re-checks the pieces before seeding).
 std::string bundle_file_for(const std::string& ref, ScratchDir& scratch) {
-  if (fsys::is_regular_file(ref)) return ref;
+  if (fsys::is_regular_file(ref)) {
+    bundles::BundleReader head(ref);
+    return ref;
+  }
   pkg::Store store(pkg::home_from_env(), pkg::StoreMode::Read);
   pkg::BundleRow b = store.resolve(ref);
   return pkg::export_installed(store, b, scratch.get());
