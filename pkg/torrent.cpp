@@ -262,6 +262,8 @@ TorrentProgress TorrentSession::progress(int index) {
   TorrentProgress p;
   p.has_metadata = st.has_metadata;
   p.finished = st.has_metadata && st.is_seeding;
+  p.checking = st.state == lt::torrent_status::checking_files ||
+               st.state == lt::torrent_status::checking_resume_data;
   p.done = uint64_t(st.total_wanted_done);
   p.total = st.has_metadata ? uint64_t(st.total_wanted) : 0;
   p.downloaded = uint64_t(st.total_payload_download);

@@ -47,6 +47,7 @@ struct PeerOptions {
 struct TorrentProgress {
   bool has_metadata = false;
   bool finished = false;       // every piece is here and passed its hash
+  bool checking = false;       // files on disk are being checked against the piece hashes
   uint64_t done = 0;           // verified bytes
   uint64_t total = 0;          // 0 until the metadata is known
   uint64_t downloaded = 0;     // payload bytes received by this session

@@ -145,6 +145,10 @@ void wait_until_seeding(pkg::TorrentSession& session, size_t count) {
       ++i;
       continue;
     }
+    if (p.has_metadata && !p.checking)
+      fail(ErrorKind::Invalid, p.name + ": the file changed after it was hashed (" +
+                                   std::to_string(p.done) + " of " + std::to_string(p.total) +
+                                   " bytes match)");
     session.wait(100);
   }
 }
@@ -163,6 +167,7 @@ void run_seed(const SeedArgs& a) {
   const std::string addr = session.listen_address();
   for (size_t i = 0; i < metas.size(); ++i) session.add_seed(metas[i], dirs[i]);
   wait_until_seeding(session, metas.size());
+  if (g_stop) return;
   std::cout << "listening on " << addr << "\n";
   for (const auto& m : metas) std::cout << m.magnet << "\n";
   std::cout << std::flush;
