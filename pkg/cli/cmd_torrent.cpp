@@ -2,7 +2,9 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <csignal>
+#include <cstdlib>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
@@ -66,9 +68,21 @@ class ScratchDir {
   bool created_ = false;
 };
 
+// Removes export-<pid> folders left by a seed or torrent process that was killed.
+void sweep_dead_exports(const std::string& partial) {
+  std::error_code ec;
+  for (const auto& e : fsys::directory_iterator(partial, ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.rfind("export-", 0) != 0) continue;
+    const long pid = std::strtol(name.c_str() + 7, nullptr, 10);
+    if (pid > 0 && kill(pid_t(pid), 0) != 0 && errno == ESRCH) fsys::remove_all(e.path(), ec);
+  }
+}
+
 ScratchDir scratch_for_exports() {
-  return ScratchDir(pkg::partial_dir(pkg::home_from_env()) + "/export-" +
-                    std::to_string(getpid()));
+  const std::string partial = pkg::partial_dir(pkg::home_from_env());
+  sweep_dead_exports(partial);
+  return ScratchDir(partial + "/export-" + std::to_string(getpid()));
 }
 
 // A bundle file as given, or an installed bundle (NAME[@VERSION] or id) exported into `scratch`.
