@@ -111,7 +111,8 @@ class Background {
   Background& operator=(const Background&) = delete;
   std::string line() {
     char buf[4096];
-    if (!file_ || !fgets(buf, sizeof buf, file_)) fail(ErrorKind::Internal, "no output from the server");
+    if (!file_ || !fgets(buf, sizeof buf, file_))
+      fail(ErrorKind::Internal, "no output from the server");
     std::string s(buf);
     if (!s.empty() && s.back() == '\n') s.pop_back();
     return s;

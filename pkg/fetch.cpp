@@ -90,8 +90,9 @@ void require_peer_source(const std::string& magnet, const FetchOptions& o) {
   if (!o.peers.empty() || o.peer.lan || o.peer.dht) return;
   for (const char* key : {"&tr=", "&ws=", "&x.pe=", "?tr=", "?ws=", "?x.pe="})
     if (magnet.find(key) != std::string::npos) return;
-  fail(ErrorKind::Usage, "fetch: this magnet link names no tracker, web seed or peer: give "
-                         "--peer HOST:PORT, --lan or --dht");
+  fail(ErrorKind::Usage,
+       "fetch: this magnet link names no tracker, web seed or peer: give "
+       "--peer HOST:PORT, --lan or --dht");
 }
 
 FetchResult fetch_torrent(const std::string& source, const std::string& dir,
@@ -152,7 +153,8 @@ FetchResult fetch_mirrors(const std::vector<std::string>& urls, const std::strin
 
 bool is_torrent_url(const std::string& s) {
   const std::string name = url_file_name(s);
-  return is_supported_url(s) && name.size() > 8 && name.compare(name.size() - 8, 8, ".torrent") == 0;
+  return is_supported_url(s) && name.size() > 8 &&
+         name.compare(name.size() - 8, 8, ".torrent") == 0;
 }
 
 // Downloads a .torrent file named by URL into `dir` (replacing an earlier copy).

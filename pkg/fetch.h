@@ -47,8 +47,8 @@ std::string partial_dir(const Home& home);
 // Downloads one bundle into `dir` and verifies it with the bundle reader. `sources` is one magnet
 // link, one .torrent file (or URL ending in .torrent), or one or more http(s)/file URLs of the
 // same bundle (mirrors, tried in turn: a failing mirror or one whose bytes do not verify is
-// reported through `warn` and the next one is tried). Errors: Usage (bad source), Network (no peer/mirror delivered, timeout,
-// interrupted), Invalid (the bytes are not a valid bundle), Io.
+// reported through `warn` and the next one is tried). Errors: Usage (bad source), Network (no
+// peer or mirror delivered, timeout, interrupted), Invalid (the bytes are not a valid bundle), Io.
 FetchResult fetch_bundle(const std::vector<std::string>& sources, const std::string& dir,
                          const FetchOptions& options,
                          const std::function<void(const std::string&)>& warn);

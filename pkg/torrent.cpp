@@ -78,12 +78,14 @@ lt::address resolve_host(const std::string& host, const std::string& text) {
   hints.ai_socktype = SOCK_STREAM;
   addrinfo* found = nullptr;
   const int rc = getaddrinfo(host.c_str(), nullptr, &hints, &found);
-  if (rc != 0 || !found) fail(ErrorKind::Network, text + ": cannot resolve " + host + ": " + gai_strerror(rc));
+  if (rc != 0 || !found)
+    fail(ErrorKind::Network, text + ": cannot resolve " + host + ": " + gai_strerror(rc));
   std::unique_ptr<addrinfo, AddrInfoFree> owner(found);
   char buf[INET6_ADDRSTRLEN] = {0};
-  const void* raw = found->ai_family == AF_INET6
-                        ? static_cast<const void*>(&reinterpret_cast<sockaddr_in6*>(found->ai_addr)->sin6_addr)
-                        : static_cast<const void*>(&reinterpret_cast<sockaddr_in*>(found->ai_addr)->sin_addr);
+  const void* raw =
+      found->ai_family == AF_INET6
+          ? static_cast<const void*>(&reinterpret_cast<sockaddr_in6*>(found->ai_addr)->sin6_addr)
+          : static_cast<const void*>(&reinterpret_cast<sockaddr_in*>(found->ai_addr)->sin_addr);
   inet_ntop(found->ai_family, raw, buf, sizeof buf);
   return lt::make_address(buf);
 }
@@ -93,7 +95,8 @@ lt::tcp::endpoint parse_endpoint(const std::string& text) {
   if (colon == std::string::npos || colon == 0)
     fail(ErrorKind::Usage, text + ": expected HOST:PORT");
   std::string host = text.substr(0, colon);
-  if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']')
+    host = host.substr(1, host.size() - 2);
   lt::error_code ec;
   lt::address addr = lt::make_address(host, ec);
   if (ec) addr = resolve_host(host, text);
@@ -115,9 +118,9 @@ lt::settings_pack make_settings(const PeerOptions& o) {
   sp.set_bool(lt::settings_pack::allow_multiple_connections_per_ip, true);
   sp.set_int(lt::settings_pack::upload_rate_limit, o.max_upload_rate);
   sp.set_int(lt::settings_pack::download_rate_limit, o.max_download_rate);
-  sp.set_int(lt::settings_pack::alert_mask, int(lt::alert_category::error |
-                                                lt::alert_category::status |
-                                                lt::alert_category::storage));
+  sp.set_int(
+      lt::settings_pack::alert_mask,
+      int(lt::alert_category::error | lt::alert_category::status | lt::alert_category::storage));
   return sp;
 }
 
@@ -208,7 +211,8 @@ TorrentSession::TorrentSession(const PeerOptions& options) : impl_(std::make_uni
   if (options.max_upload_rate > 0 || options.max_download_rate > 0) {
     // Rate limits apply to the global peer class; by default local peers are in another class.
     lt::ip_filter classes;
-    const std::uint32_t global = 1u << static_cast<std::uint32_t>(lt::session::global_peer_class_id);
+    const std::uint32_t global = 1u
+                                 << static_cast<std::uint32_t>(lt::session::global_peer_class_id);
     classes.add_rule(lt::make_address("0.0.0.0"), lt::make_address("255.255.255.255"), global);
     classes.add_rule(lt::make_address("::"),
                      lt::make_address("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"), global);
@@ -227,8 +231,8 @@ std::string TorrentSession::listen_address(int timeout_ms) {
   }
   if (!impl_->listen_addr.empty()) return impl_->listen_addr;
   if (!impl_->listen_error.empty()) fail(ErrorKind::Network, impl_->listen_error);
-  fail(ErrorKind::Network, "the BitTorrent session is not listening after " +
-                               std::to_string(timeout_ms / 1000) + " s");
+  fail(ErrorKind::Network,
+       "the BitTorrent session is not listening after " + std::to_string(timeout_ms / 1000) + " s");
 }
 
 int TorrentSession::add_seed(const TorrentMeta& meta, const std::string& dir) {

@@ -76,7 +76,8 @@ class Child {
         buf_.erase(0, nl + 1);
         return line;
       }
-      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+      const auto left =
+          std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
       if (left.count() <= 0) return std::nullopt;
       struct pollfd p = {fd_, POLLIN, 0};
       if (poll(&p, 1, int(left.count())) <= 0) continue;
@@ -188,9 +189,11 @@ class DistributionTest : public ::testing::Test {
     argv.insert(argv.end(), refs.begin(), refs.end());
     argv.insert(argv.end(), {"--listen", "127.0.0.1:0"});
     argv.insert(argv.end(), extra.begin(), extra.end());
-    seeder_ = std::make_unique<Child>(
-        argv, std::map<std::string, std::string>{{"GALLEON_HOME", home.empty() ? tmp_.file("seedhome") : home}},
-        tmp_.file("seed.err"));
+    seeder_ =
+        std::make_unique<Child>(argv,
+                                std::map<std::string, std::string>{
+                                    {"GALLEON_HOME", home.empty() ? tmp_.file("seedhome") : home}},
+                                tmp_.file("seed.err"));
     const auto deadline = Clock::now() + std::chrono::seconds(20);
     auto line = seeder_->read_line(deadline);
     ASSERT_TRUE(line && line->rfind("listening on 127.0.0.1:", 0) == 0)
@@ -257,8 +260,9 @@ TEST_F(DistributionTest, TorrentFromAnHttpUrlAndAPeerByHostName) {
   start_seeder({small_.path});
   const std::string home = trusting_home("fetchhome");
   const std::string port = peer_.substr(peer_.rfind(':') + 1);
-  CmdResult r = galleon(home, {"fetch", server.url("/t/tiny.torrent"), "--peer", "localhost:" + port,
-                               "--listen", "127.0.0.1:0", "--timeout", "15", "--install"});
+  CmdResult r =
+      galleon(home, {"fetch", server.url("/t/tiny.torrent"), "--peer", "localhost:" + port,
+                     "--listen", "127.0.0.1:0", "--timeout", "15", "--install"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(installed(home)[0]["id"], small_.id);
 }
@@ -271,8 +275,8 @@ TEST_F(DistributionTest, AWebSeedAloneDeliversTheBundle) {
   ASSERT_EQ(t.exit_code, 0) << t.err;
   EXPECT_NE(t.out.find("&ws="), std::string::npos) << t.out;
   const std::string home = trusting_home("fetchhome");
-  CmdResult r = galleon(home, {"fetch", torrent, "--listen", "127.0.0.1:0", "--timeout", "15",
-                               "--install"});
+  CmdResult r =
+      galleon(home, {"fetch", torrent, "--listen", "127.0.0.1:0", "--timeout", "15", "--install"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(installed(home)[0]["id"], small_.id);
 }
@@ -306,8 +310,8 @@ TEST_F(DistributionTest, TwoBuildsOfTheShippedRecipeGiveTheSameTorrent) {
   for (const std::string dir : {"b1", "b2"}) {
     fsys::create_directories(tmp_.file(dir));
     const std::string out = tmp_.file(dir) + "/stories260k-1.0.0.galleon";
-    CmdResult b = galleon(tmp_.file("h" + dir), {"build", recipe, "--source-dir", models,
-                                                 "--offline", "--out", out});
+    CmdResult b = galleon(tmp_.file("h" + dir),
+                          {"build", recipe, "--source-dir", models, "--offline", "--out", out});
     ASSERT_EQ(b.exit_code, 0) << b.err;
     CmdResult t = galleon(tmp_.file("h" + dir), {"torrent", out, "--out", out + ".torrent"});
     ASSERT_EQ(t.exit_code, 0) << t.err;
@@ -421,12 +425,12 @@ TEST_F(HttpFetchTest, InstallsFromAServerAndResumesAfterACutConnection) {
 
 TEST_F(HttpFetchTest, FailingMirrorsFallBackToAGoodOne) {
   Resource broken{"", false, true, 500};
-  HttpServer server({{"/good/tiny-1.galleon", {read_file(small_.path)}},
-                     {"/broken/tiny-1.galleon", broken}});
+  HttpServer server(
+      {{"/good/tiny-1.galleon", {read_file(small_.path)}}, {"/broken/tiny-1.galleon", broken}});
   const std::string home = trusting_home("home");
-  CmdResult r = galleon(home, {"fetch", server.url("/missing/tiny-1.galleon"),
-                               server.url("/broken/tiny-1.galleon"),
-                               server.url("/good/tiny-1.galleon"), "--install"});
+  CmdResult r = galleon(
+      home, {"fetch", server.url("/missing/tiny-1.galleon"), server.url("/broken/tiny-1.galleon"),
+             server.url("/good/tiny-1.galleon"), "--install"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.err.find("404"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("500"), std::string::npos) << r.err;
@@ -436,7 +440,8 @@ TEST_F(HttpFetchTest, FailingMirrorsFallBackToAGoodOne) {
 TEST_F(HttpFetchTest, AMirrorServingWrongBytesIsRefused) {
   std::string wrong = read_file(small_.path);
   wrong[wrong.size() / 2] ^= 0x01;
-  HttpServer server({{"/bad/tiny-1.galleon", {wrong}}, {"/good/tiny-1.galleon", {read_file(small_.path)}}});
+  HttpServer server(
+      {{"/bad/tiny-1.galleon", {wrong}}, {"/good/tiny-1.galleon", {read_file(small_.path)}}});
   const std::string home = trusting_home("home");
   CmdResult bad = galleon(home, {"fetch", server.url("/bad/tiny-1.galleon"), "--install"});
   EXPECT_EQ(bad.exit_code, 4) << bad.err;
@@ -451,7 +456,8 @@ TEST_F(HttpFetchTest, AMirrorServingWrongBytesIsRefused) {
 TEST_F(HttpFetchTest, OnlyHttpHttpsAndFileUrls) {
   CmdResult r = galleon(tmp_.file("home"), {"fetch", "ftp://127.0.0.1/tiny-1.galleon"});
   EXPECT_EQ(r.exit_code, 2) << r.err;
-  CmdResult f = galleon(tmp_.file("home"), {"fetch", "file://" + small_.path, "--out", tmp_.file("o")});
+  CmdResult f =
+      galleon(tmp_.file("home"), {"fetch", "file://" + small_.path, "--out", tmp_.file("o")});
   ASSERT_EQ(f.exit_code, 0) << f.err;
   EXPECT_EQ(read_file(tmp_.file("o/tiny-1.galleon")), read_file(small_.path));
 }

@@ -84,7 +84,8 @@ class HttpServer {
     size_t at = req.find("Range: bytes=");
     if (at == std::string::npos) return size;
     size_t dash = req.find('-', at);
-    if (dash == std::string::npos || !std::isdigit(static_cast<unsigned char>(req[dash + 1]))) return size;
+    if (dash == std::string::npos || !std::isdigit(static_cast<unsigned char>(req[dash + 1])))
+      return size;
     return std::min(size, size_t(std::strtoull(req.c_str() + dash + 1, nullptr, 10)) + 1);
   }
   void answer(int c) {
@@ -101,18 +102,20 @@ class HttpServer {
     }
     std::string path = req.substr(4, req.find(' ', 4) - 4);
     auto it = files_.find(path);
-    if (it == files_.end()) return send_all(c, "HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+    if (it == files_.end())
+      return send_all(c, "HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n");
     Resource& r = it->second;
     if (r.status != 200)
-      return send_all(c, "HTTP/1.0 " + std::to_string(r.status) + " Failed\r\nContent-Length: 0\r\n\r\n");
+      return send_all(
+          c, "HTTP/1.0 " + std::to_string(r.status) + " Failed\r\nContent-Length: 0\r\n\r\n");
     const size_t from = r.ranges ? std::min(range_start(req), r.body.size()) : 0;
     const size_t end = r.ranges ? std::max(from, range_end(req, r.body.size())) : r.body.size();
     const std::string rest = r.body.substr(from, end - from);
     const bool partial = from != 0 || end != r.body.size();
     std::string head = !partial ? "HTTP/1.0 200 OK\r\n"
-                                 : "HTTP/1.0 206 Partial Content\r\nContent-Range: bytes " +
-                                       std::to_string(from) + "-" + std::to_string(end - 1) +
-                                       "/" + std::to_string(r.body.size()) + "\r\n";
+                                : "HTTP/1.0 206 Partial Content\r\nContent-Range: bytes " +
+                                      std::to_string(from) + "-" + std::to_string(end - 1) + "/" +
+                                      std::to_string(r.body.size()) + "\r\n";
     head += "Content-Length: " + std::to_string(rest.size()) + "\r\n\r\n";
     if (r.cut_first) {
       r.cut_first = false;

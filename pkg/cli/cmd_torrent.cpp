@@ -121,11 +121,13 @@ void run_torrent(const TorrentArgs& a) {
 void setup_torrent(CLI::App& root, Context&) {
   auto a = std::make_shared<TorrentArgs>();
   CLI::App* cmd = root.add_subcommand(
-      "torrent", "Print the magnet link of a bundle's deterministic torrent (and write the .torrent)");
+      "torrent",
+      "Print the magnet link of a bundle's deterministic torrent (and write the .torrent)");
   cmd->add_option("BUNDLE|NAME", a->ref, "Bundle file, or an installed NAME[@VERSION] or id")
       ->required();
   cmd->add_option("--out", a->out, "Write the .torrent file here");
-  cmd->add_option("--web-seed", a->web_seeds, "HTTP mirror of the bundle file (BEP 19), repeatable");
+  cmd->add_option("--web-seed", a->web_seeds,
+                  "HTTP mirror of the bundle file (BEP 19), repeatable");
   cmd->callback([a] { run_torrent(*a); });
 }
 
@@ -204,7 +206,8 @@ void setup_seed(CLI::App& root, Context&) {
       ->required();
   cmd->add_option("--listen", a->peer.listen, "ADDR:PORT to listen on")->capture_default_str();
   add_peer_flags(cmd, a->peer);
-  cmd->add_option("--web-seed", a->web_seeds, "HTTP mirror of the bundle file (BEP 19), repeatable");
+  cmd->add_option("--web-seed", a->web_seeds,
+                  "HTTP mirror of the bundle file (BEP 19), repeatable");
   cmd->add_option("--max-upload-rate", a->peer.max_upload_rate, "Bytes per second, 0: unlimited");
   cmd->callback([a] { run_seed(*a); });
 }
@@ -221,15 +224,21 @@ struct FetchArgs {
 };
 
 json progress_json(const pkg::TorrentProgress& p) {
-  return {{"event", "progress"}, {"done", p.done},         {"total", p.total},
+  return {{"event", "progress"},        {"done", p.done},   {"total", p.total},
           {"downloaded", p.downloaded}, {"peers", p.peers}, {"hash_failures", p.hash_failures}};
 }
 
 json result_json(const pkg::FetchResult& r, bool installed) {
-  return {{"event", "done"},      {"file", r.file},       {"id", r.id},
-          {"name", r.name},       {"version", r.version}, {"size", r.size},
-          {"downloaded", r.downloaded}, {"hash_failures", r.hash_failures},
-          {"installed", installed}, {"source", r.source}};
+  return {{"event", "done"},
+          {"file", r.file},
+          {"id", r.id},
+          {"name", r.name},
+          {"version", r.version},
+          {"size", r.size},
+          {"downloaded", r.downloaded},
+          {"hash_failures", r.hash_failures},
+          {"installed", installed},
+          {"source", r.source}};
 }
 
 void install_fetched(const FetchArgs& a, const pkg::FetchResult& r) {
@@ -275,7 +284,8 @@ void setup_fetch(CLI::App& root, Context&) {
       ->required();
   cmd->add_option("--peer", a->fetch.peers, "HOST:PORT of a peer to connect to, repeatable");
   add_peer_flags(cmd, a->fetch.peer);
-  cmd->add_option("--listen", a->fetch.peer.listen, "ADDR:PORT to listen on")->capture_default_str();
+  cmd->add_option("--listen", a->fetch.peer.listen, "ADDR:PORT to listen on")
+      ->capture_default_str();
   cmd->add_option("--out", a->out, "Download into this folder and keep the file there");
   cmd->add_flag("--install", a->install, "Install the bundle once it verified");
   cmd->add_flag("--allow-untrusted", a->install_options.allow_untrusted,
@@ -285,8 +295,10 @@ void setup_fetch(CLI::App& root, Context&) {
   cmd->add_flag("--no-check", a->install_options.no_check,
                 "Do not replay the conformance transcript on install");
   cmd->add_option("--timeout", a->fetch.idle_timeout_s,
-                  "Give up after S seconds without progress (0: never)")->capture_default_str();
-  cmd->add_option("--max-size", a->fetch.max_size, "HTTP: refuse more bytes than this")->capture_default_str();
+                  "Give up after S seconds without progress (0: never)")
+      ->capture_default_str();
+  cmd->add_option("--max-size", a->fetch.max_size, "HTTP: refuse more bytes than this")
+      ->capture_default_str();
   cmd->add_flag("--json", a->json, "Progress and the result as JSON lines on stdout");
   cmd->callback([a] { run_fetch(*a); });
 }
