@@ -4,6 +4,7 @@
 #include <iostream>
 
 #include "pkg/cli/command.h"
+#include "runtime/engine/run_app.h"
 #include "runtime/error.h"
 
 namespace galleon::cli {
@@ -29,21 +30,5 @@ int main(int argc, char** argv) {
   std::sort(verbs.begin(), verbs.end(),
             [](const auto& a, const auto& b) { return a.first < b.first; });
   for (auto& [name, setup] : verbs) setup(app, ctx);
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    int rc = app.exit(e);
-    return rc == 0 ? 0 : exit_code(ErrorKind::Usage);
-  } catch (const Error& e) {
-    std::fflush(stdout);
-    std::cerr << "galleon: " << e.message() << "\n";
-    return exit_code(e.kind());
-  } catch (const std::bad_alloc&) {
-    std::cerr << "galleon: out of memory\n";
-    return exit_code(ErrorKind::Io);
-  } catch (const std::exception& e) {
-    std::cerr << "galleon: internal error: " << e.what() << "\n";
-    return exit_code(ErrorKind::Internal);
-  }
-  return ctx.exit_code;
+  return run_app(app, argc, argv, "galleon", ctx.exit_code);
 }

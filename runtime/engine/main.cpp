@@ -2,6 +2,7 @@
 #include <iostream>
 
 #include "runtime/engine/verbs.h"
+#include "runtime/engine/run_app.h"
 #include "runtime/error.h"
 #include "runtime/kernels.h"
 
@@ -22,21 +23,5 @@ int main(int argc, char** argv) {
     engine::print_json({{"abi", engine::kAbi}, {"isa", isas},
                         {"default_isa", kern::isa_name(kern::best_isa())}});
   });
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    int rc = app.exit(e);
-    return rc == 0 ? 0 : exit_code(ErrorKind::Usage);
-  } catch (const Error& e) {
-    std::fflush(stdout);
-    std::cerr << "galleon-engine: " << e.message() << "\n";
-    return exit_code(e.kind());
-  } catch (const std::bad_alloc&) {
-    std::cerr << "galleon-engine: out of memory\n";
-    return exit_code(ErrorKind::Io);
-  } catch (const std::exception& e) {
-    std::cerr << "galleon-engine: internal error: " << e.what() << "\n";
-    return exit_code(ErrorKind::Internal);
-  }
-  return 0;
+  return run_app(app, argc, argv, "galleon-engine");
 }
