@@ -378,6 +378,32 @@ TEST(Trust, UnknownSignersAreRefusedAndOneTrustedSignerIsEnough) {
   EXPECT_TRUE(installed(home));
 }
 
+TEST(Trust, ValidSignatureOfAnotherBundleIsRefused) {
+  TempDir tmp;
+  std::string home = tmp.file("home");
+  SignedCopy b(1);
+  ASSERT_EQ(galleon(home, {"trust", "add", b.pub}).exit_code, 0);
+  // The trusted key's genuine signature over another id, spliced in place of this bundle's
+  // (same length: Ed25519 is deterministic and ids have one length).
+  auto key = signing::PrivateKey::load(b.keys.file("k0.key"));
+  const std::string other_id = "sha256:" + std::string(64, 'e');
+  std::string genuine = signing::sign_bundle_id(key, bundle().id).to_json();
+  std::string forged = signing::sign_bundle_id(key, other_id).to_json();
+  ASSERT_EQ(genuine.size(), forged.size());
+  std::string bytes = testing::read_file(b.path);
+  size_t at = bytes.find(genuine);
+  ASSERT_NE(at, std::string::npos);
+  bytes.replace(at, genuine.size(), forged);
+  std::string file = b.dir.file("forged.galleon");
+  write_file(file, bytes);
+  CmdResult r = galleon(home, {"install", file});
+  EXPECT_TRUE(r.exit_code == 4 || r.exit_code == 5) << r.exit_code << " " << r.err;
+  EXPECT_NE(r.err.find(other_id), std::string::npos) << r.err;
+  EXPECT_FALSE(installed(home));
+  EXPECT_TRUE(fsys::is_empty(home + "/tmp"));
+  EXPECT_EQ(blob_count(home), 0u);
+}
+
 // ---- hostile GGUF files through the model verbs ----
 
 struct HostileGguf {
