@@ -41,6 +41,9 @@ const std::vector<std::string>& crash_points() {
       "remove.before-commit",    // the rows are deleted inside the open transaction
       "remove.after-commit",     // one bundle's rows are gone
       "gc.blob-deleted",         // one unused blob was deleted, others may remain
+      "fetch.downloading",       // part of the bundle is in partial/ (each HTTP chunk, torrent poll)
+      "fetch.downloaded",        // the whole file is in partial/, not yet verified
+      "fetch.verified",          // the download verified; not yet installed
   };
   return points;
 }

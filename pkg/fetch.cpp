@@ -8,6 +8,7 @@
 
 #include "bundles/reader.h"
 #include "bundles/writer.h"
+#include "pkg/crash_point.h"
 #include "pkg/http.h"
 #include "runtime/error.h"
 #include "signing/files.h"
@@ -68,6 +69,7 @@ TorrentProgress run_torrent(TorrentSession& session, int index, const FetchOptio
     TorrentProgress p = session.progress(index);
     if (o.on_progress) o.on_progress(p);
     if (o.progress) print_progress(p);
+    if (p.done > 0 && !p.finished) crash_point("fetch.downloading");
     if (p.finished) {
       if (o.progress) std::fputs("\n", stderr);
       return p;
@@ -108,7 +110,9 @@ FetchResult fetch_torrent(const std::string& source, const std::string& dir,
     const int index = session.add_download(source, magnet ? nullptr : &meta, dir, o.peers);
     last = run_torrent(session, index, o);
   }  // the session is shut down: the file is complete and closed
+  crash_point("fetch.downloaded");
   FetchResult r = verify_download((fsys::path(dir) / last.name).string(), source);
+  crash_point("fetch.verified");
   r.downloaded = last.downloaded;
   r.hash_failures = last.hash_failures;
   return r;
@@ -138,7 +142,9 @@ FetchResult fetch_mirrors(const std::vector<std::string>& urls, const std::strin
     const uint64_t before = size_or_zero(dest);
     try {
       download(url, dest, d);
+      crash_point("fetch.downloaded");
       FetchResult r = verify_download(dest, url);
+      crash_point("fetch.verified");
       r.downloaded = r.size > before ? r.size - before : r.size;
       return r;
     } catch (const Error& e) {

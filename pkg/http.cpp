@@ -10,6 +10,7 @@
 #include <cstring>
 #include <memory>
 
+#include "pkg/crash_point.h"
 #include "runtime/error.h"
 #include "signing/files.h"
 
@@ -78,6 +79,7 @@ size_t on_write(char* data, size_t size, size_t nmemb, void* user) {
     }
     done += size_t(k);
   }
+  crash_point("fetch.downloading");  // a chunk is on disk, the download is not complete
   t.written += n;
   return n;
 }

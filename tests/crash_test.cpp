@@ -88,6 +88,9 @@ CmdResult galleon(const std::string& home, std::vector<std::string> args,
 std::vector<std::string> install_args() { return {"install", bundle().path, "--allow-untrusted"}; }
 std::vector<std::string> remove_args() { return {"remove", bundle().id}; }
 std::vector<std::string> gc_args() { return {"gc"}; }
+std::vector<std::string> fetch_args() {
+  return {"fetch", "file://" + bundle().path, "--install", "--allow-untrusted"};
+}
 
 size_t blob_count(const std::string& home) {
   size_t n = 0;
@@ -131,6 +134,7 @@ TEST(CrashPoints, TheCliListsEveryPoint) {
 // Brings `home` to the state the operation of `point` starts from; returns that operation.
 std::vector<std::string> prepare(const std::string& home, const std::string& point) {
   if (point.rfind("install.", 0) == 0) return install_args();
+  if (point.rfind("fetch.", 0) == 0) return fetch_args();
   EXPECT_EQ(galleon(home, install_args()).exit_code, 0);
   if (point.rfind("remove.", 0) == 0) return remove_args();
   EXPECT_EQ(galleon(home, remove_args()).exit_code, 0);
@@ -139,7 +143,7 @@ std::vector<std::string> prepare(const std::string& home, const std::string& poi
 
 // After the operation succeeded: installed (install), absent (remove), no blob left (gc).
 void expect_done(const std::string& home, const std::string& point, const std::string& what) {
-  if (point.rfind("install.", 0) == 0) {
+  if (point.rfind("install.", 0) == 0 || point.rfind("fetch.", 0) == 0) {
     EXPECT_TRUE(installed(home)) << what;
   } else {
     EXPECT_FALSE(installed(home)) << what;
