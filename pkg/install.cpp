@@ -241,7 +241,7 @@ InstallOutcome install_one(Store& store, const std::string& file, const InstallO
   auto beside = keys_beside(file);
   std::vector<signing::PublicKey> extra;
   for (const auto& k : beside) extra.push_back(k.key);
-  auto policy = signing::check_policy(trust, reader.id(), reader.signatures(), 1, extra);
+  auto policy = signing::check_policy(trust, reader.id(), reader.signatures(), options.threshold, extra);
   out.trusted = policy.threshold_met;
   out.signers = policy.trusted_signers;
   if (!out.trusted) {

@@ -17,6 +17,7 @@ struct InstallOptions {
   bool allow_untrusted = false;
   bool allow_downgrade = false;
   bool no_check = false;
+  int threshold = 1;  // valid signatures by distinct trusted keys required
   Progress progress;  // called while members are hashed and copied (e.g. a bar on a TTY)
   // This host's galleon-engine: replays the transcript of a bundle whose engine is built for
   // another platform (empty: such bundles are recorded as "other-platform").

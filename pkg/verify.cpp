@@ -39,11 +39,12 @@ bool is_broken(const signing::SignatureCheck& c) {
          c.status == SignatureStatus::BadSignature;
 }
 
-void judge_signatures(VerifyReport& r, const bundles::BundleReader& reader, const Home& home) {
+void judge_signatures(VerifyReport& r, const bundles::BundleReader& reader, const Home& home,
+                      int threshold) {
   std::vector<signing::PublicKey> beside = keys_beside(r.path);
   for (const auto& k : beside) r.beside_keys.push_back(k.key_id());
   signing::TrustStore store(home.trust());
-  r.policy = signing::check_policy(store, r.id, reader.signatures(), 1, beside);
+  r.policy = signing::check_policy(store, r.id, reader.signatures(), threshold, beside);
   std::set<std::string> ids;
   for (const auto& c : r.policy.checks) {
     if (!c.key_id.empty()) ids.insert(c.key_id);
@@ -83,7 +84,7 @@ nlohmann::json VerifyReport::to_json() const {
   return j;
 }
 
-VerifyReport verify_bundle(const std::string& path, const Home& home) {
+VerifyReport verify_bundle(const std::string& path, const Home& home, int threshold) {
   VerifyReport r;
   r.path = path;
   std::unique_ptr<bundles::BundleReader> reader;
@@ -100,7 +101,7 @@ VerifyReport verify_bundle(const std::string& path, const Home& home) {
     r.problem_kind = e.kind();
     r.problem = e.message();
   }
-  if (reader) judge_signatures(r, *reader, home);
+  if (reader) judge_signatures(r, *reader, home, threshold);
   return r;
 }
 

@@ -19,7 +19,7 @@ struct VerifyReport {
   std::string version;
   size_t members = 0;
   bool valid = false;    // structure, every member's size and sha256, no broken signature file
-  bool trusted = false;  // valid, and the home's trust policy (threshold 1) is met
+  bool trusted = false;  // valid, and the trust policy (threshold) is met
   std::string problem;   // why it is not valid or not trusted (empty when both hold)
   ErrorKind problem_kind = ErrorKind::Internal;
   signing::PolicyResult policy;
@@ -33,6 +33,7 @@ struct VerifyReport {
 
 // Never throws for a bad bundle: the report says what is wrong. Error(Io/NotFound) only when the
 // file cannot be opened.
-VerifyReport verify_bundle(const std::string& path, const Home& home);
+// `threshold`: valid signatures by distinct trusted keys needed for `trusted`.
+VerifyReport verify_bundle(const std::string& path, const Home& home, int threshold = 1);
 
 }  // namespace galleon::pkg

@@ -382,6 +382,27 @@ TEST(Trust, UnknownSignersAreRefusedAndOneTrustedSignerIsEnough) {
   EXPECT_TRUE(installed(home));
 }
 
+TEST(Trust, ThresholdTwoOfThreeThroughInstallAndVerify) {
+  TempDir tmp;
+  std::string home = tmp.file("home");
+  SignedCopy b(3);  // signed by k0, k1, k2; only k0 and k1 become trusted
+  ASSERT_EQ(galleon(home, {"trust", "add", b.keys.file("k0.pub")}).exit_code, 0);
+  ASSERT_EQ(galleon(home, {"trust", "add", b.keys.file("k1.pub")}).exit_code, 0);
+  CmdResult three = galleon(home, {"install", b.path, "--threshold", "3"});
+  EXPECT_EQ(three.exit_code, 5) << three.err;
+  EXPECT_NE(three.err.find("threshold"), std::string::npos) << three.err;
+  EXPECT_FALSE(installed(home));
+  CmdResult v3 = galleon(home, {"verify", b.path, "--threshold", "3", "--json"});
+  EXPECT_EQ(v3.exit_code, 5) << v3.err;
+  EXPECT_EQ(json::parse(v3.out)["trusted"], false);
+  CmdResult v2 = galleon(home, {"verify", b.path, "--threshold", "2", "--json"});
+  EXPECT_EQ(v2.exit_code, 0) << v2.err;
+  EXPECT_EQ(json::parse(v2.out)["trusted"], true);
+  CmdResult two = galleon(home, {"install", b.path, "--threshold", "2"});
+  EXPECT_EQ(two.exit_code, 0) << two.err;
+  EXPECT_TRUE(installed(home));
+}
+
 TEST(Trust, ValidSignatureOfAnotherBundleIsRefused) {
   TempDir tmp;
   std::string home = tmp.file("home");

@@ -115,6 +115,9 @@ void setup_install(CLI::App& root, Context& ctx) {
   cmd->add_flag("--allow-downgrade", a->options.allow_downgrade,
                 "Install an older version than one accepted before from the same key");
   cmd->add_flag("--no-check", a->options.no_check, "Do not replay the conformance transcript");
+  cmd->add_option("--threshold", a->options.threshold,
+                  "Valid signatures by distinct trusted keys required (default 1)")
+      ->check(CLI::Range(1, 1000));
   cmd->callback([a, &ctx] { run_install(*a, ctx); });
 }
 

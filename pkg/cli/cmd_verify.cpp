@@ -25,6 +25,7 @@ void print_text(const pkg::VerifyReport& r) {
 struct Args {
   std::string bundle;
   bool json = false;
+  int threshold = 1;
 };
 
 const Registration reg{"verify", [](CLI::App& root, Context& ctx) {
@@ -32,8 +33,11 @@ const Registration reg{"verify", [](CLI::App& root, Context& ctx) {
   CLI::App* cmd = root.add_subcommand("verify", "Check a bundle's members, signatures and trust");
   cmd->add_option("BUNDLE", a->bundle, "Bundle file")->required();
   cmd->add_flag("--json", a->json, "Print one JSON object");
+  cmd->add_option("--threshold", a->threshold,
+                  "Valid signatures by distinct trusted keys required (default 1)")
+      ->check(CLI::Range(1, 1000));
   cmd->callback([a, &ctx] {
-    pkg::VerifyReport r = pkg::verify_bundle(a->bundle, pkg::home_from_env());
+    pkg::VerifyReport r = pkg::verify_bundle(a->bundle, pkg::home_from_env(), a->threshold);
     if (a->json)
       std::cout << r.to_json().dump() << "\n";
     else
