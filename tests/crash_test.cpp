@@ -24,6 +24,7 @@
 #include "bundles/writer.h"
 #include "pkg/crash_point.h"
 #include "signing/keys.h"
+#include "signing/sha256.h"
 #include "signing/signature.h"
 #include "tests/test_support.h"
 
@@ -491,6 +492,26 @@ TEST(HostileGguf, EveryModelVerbFailsCleanly) {
         EXPECT_TRUE(r.exit_code == 4 || r.exit_code == 8) << what;
       }
     }
+    // `galleon build` of a recipe whose gguf source is pinned to exactly these bytes.
+    const std::string recipe = tmp.file("hostile.yaml");
+    write_file(recipe, "name: hostile\nversion: 1.0.0\ndescription: a hostile gguf\nlicense: MIT\n"
+                       "sources:\n  - file: hostile.gguf\n    sha256: " + signing::sha256_hex(h.bytes) +
+                           "\n    size: " + std::to_string(h.bytes.size()) +
+                           "\nmodel:\n  format: gguf\n  file: hostile.gguf\n"
+                           "conformance:\n  - prompt: Once\n    max_tokens: 2\n");
+    const std::string out = tmp.file("hostile.galleon");
+    CmdResult b = run_cmd({bin_path("galleon"), "build", recipe, "--source-dir", tmp.path().string(),
+                           "--offline", "--out", out},
+                          {{"GALLEON_HOME", tmp.file("home")}});
+    ++runs;
+    std::string what = h.what + ", build: exit " + std::to_string(b.exit_code) + " " + b.err;
+    EXPECT_LT(b.exit_code, 128) << what;
+    EXPECT_NE(b.exit_code, 1) << what;
+    if (h.must_fail) {
+      EXPECT_NE(b.exit_code, 0) << what;
+      EXPECT_FALSE(fsys::exists(out)) << what;
+    }
+    fsys::remove(out);
   }
   std::cout << "[ hostile gguf ] " << runs << " verb runs on " << files.size() << " hostile files\n";
 }
