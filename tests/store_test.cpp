@@ -557,6 +557,42 @@ TEST_F(StoreTest, ConcurrentInstallsAndGcKeepTheStoreConsistent) {
   EXPECT_EQ(blob_count(), 4u);
 }
 
+// Runs of an installed model go on while other processes install, remove and collect garbage:
+// every process exits 0, every run gives the same tokens, and the store stays consistent.
+TEST_F(StoreTest, RunsDuringInstallRemoveAndGcAreUnaffected) {
+  trust();
+  auto tiny = make_bundle(bundle_path("tiny-1.galleon"), {});
+  auto other = make_bundle(bundle_path("other-1.galleon"), spec("other", "1", ""));
+  ASSERT_EQ(galleon({"install", tiny.path, "--no-check"}).exit_code, 0);
+  const std::vector<std::string> run_args{"run", "tiny", "--prompt", "Once upon a time",
+                                          "--temperature", "0", "--max-tokens", "8", "--json"};
+  const json reference = run_json(galleon(run_args));
+  std::vector<std::vector<CmdResult>> results(4);
+  std::vector<std::thread> threads;
+  for (size_t w = 0; w < 3; ++w)
+    threads.emplace_back([&, w] {
+      for (int i = 0; i < 3; ++i) results[w].push_back(galleon(run_args));
+    });
+  threads.emplace_back([&] {
+    for (int i = 0; i < 3; ++i) {
+      results[3].push_back(galleon({"install", other.path, "--no-check"}));
+      results[3].push_back(galleon({"remove", "other"}));
+      results[3].push_back(galleon({"gc"}));
+    }
+  });
+  for (auto& t : threads) t.join();
+  for (size_t w = 0; w < results.size(); ++w)
+    for (const auto& r : results[w]) {
+      ASSERT_EQ(r.exit_code, 0) << "worker " << w << ": " << r.err;
+      if (w < 3) EXPECT_EQ(json::parse(r.out)["tokens"], reference["tokens"]);
+    }
+  auto fsck = galleon({"fsck"});
+  EXPECT_EQ(fsck.exit_code, 0) << fsck.out << fsck.err;
+  json list = list_json();
+  ASSERT_EQ(list.size(), 1u);
+  EXPECT_EQ(list[0]["name"], "tiny");
+}
+
 // A bundle whose engine is for another platform runs with this host's engine only after that
 // engine reproduced the transcript (design brief, engine contract).
 TEST_F(StoreTest, OtherPlatformRunsWithTheHostEngineAfterItReproduces) {
