@@ -20,6 +20,7 @@
 #include "bundles/manifest.h"
 #include "bundles/reader.h"
 #include "bundles/writer.h"
+#include "bench/bench_bundle.h"
 #include "pkg/install.h"
 #include "pkg/process.h"
 #include "pkg/store.h"
@@ -30,50 +31,7 @@ using namespace galleon;
 
 namespace {
 
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
-
-std::string self_dir() {
-  char buf[PATH_MAX];
-  ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
-  std::string self(buf, n > 0 ? size_t(n) : 0);
-  return self.substr(0, self.rfind('/'));
-}
-
-void write_random(const std::string& path, uint64_t bytes) {
-  std::ofstream out(path, std::ios::binary);
-  std::mt19937_64 rng(1);
-  std::vector<uint64_t> block(1 << 17);
-  for (uint64_t done = 0; done < bytes;) {
-    for (auto& v : block) v = rng();
-    uint64_t n = std::min<uint64_t>(bytes - done, block.size() * 8);
-    out.write(reinterpret_cast<const char*>(block.data()), std::streamsize(n));
-    done += n;
-  }
-}
-
-std::string make_bundle(const std::string& dir, uint64_t bytes) {
-  std::string engine = self_dir() + "/galleon-engine";
-  std::string weights = dir + "/weights.bin";
-  write_random(weights, bytes);
-  bundles::Manifest m;
-  m.name = "bench";
-  m.version = "1";
-  m.description = "store benchmark";
-  m.license = "MIT";
-  m.members = {bundles::describe_file("engine/galleon-engine", bundles::Role::Engine, engine),
-               bundles::describe_file("model.gguf", bundles::Role::Weights, weights)};
-  m.sort_members();
-  m.engine.platform = bundles::host_platform();
-  m.model = {"llama", 1, {"f32"}};
-  m.recipe_sha256 = std::string(64, '0');
-  std::string out = dir + "/bench-1.galleon";
-  bundles::write_bundle(out, m, {},
-                        {{"engine/galleon-engine", {engine, 0}}, {"model.gguf", {weights, 0}}});
-  fsys::remove(weights);
-  return out;
-}
+using bench::seconds_since;
 
 void report(const char* what, double secs, uint64_t bytes, double base) {
   double mbs = double(bytes) / (1024.0 * 1024.0) / secs;
@@ -88,7 +46,7 @@ int main(int argc, char** argv) {
     std::string dir = argc > 2 ? argv[2] : (fsys::temp_directory_path() / "galleon-store-bench").string();
     fsys::remove_all(dir);
     fsys::create_directories(dir);
-    std::string bundle = make_bundle(dir, mib << 20);
+    std::string bundle = bench::make_bundle(dir, mib << 20, "store benchmark");
     uint64_t size = fsys::file_size(bundle);
     pkg::run_process({"/usr/bin/sha256sum", bundle});  // warm the page cache
 

@@ -16,6 +16,7 @@
 #include "pkg/cli/command.h"
 #include "pkg/cli/engine_exec.h"
 #include "pkg/crash_point.h"
+#include "pkg/fetch.h"
 #include "pkg/install.h"
 #include "pkg/store.h"
 #include "runtime/error.h"
@@ -375,22 +376,16 @@ struct ExportArgs {
   std::string dir;
 };
 
+// The bundle re-created byte-identical (pkg::export_installed), plus its signers' public keys
+// from the trust store.
 std::string export_one(pkg::Store& store, const pkg::BundleRow& b, const std::string& dir) {
-  auto manifest = bundles::parse_manifest(b.manifest_bytes, b.id);
-  std::vector<signing::Signature> sigs;
+  const std::string out = pkg::export_installed(store, b, dir);
   signing::TrustStore trust(store.home().trust());
   for (const auto& s : store.signatures(b.id)) {
-    sigs.push_back(signing::parse_signature(s.bytes, b.id + " signature " + s.key_id));
     auto key = trust.lookup(s.key_id);
     std::string pub = dir + "/" + s.key_id + ".pub";
     if (key && !fsys::exists(pub)) signing::write_file_atomic(pub, key->to_line(), 0644);
   }
-  std::map<std::string, bundles::MemberSource> sources;
-  for (const auto& m : manifest.members) sources[m.path] = {store.blob_path(m.sha256), 0};
-  std::string out = dir + "/" + b.name + "-" + b.version + ".galleon";
-  auto r = bundles::write_bundle(out, manifest, sigs, sources);
-  if (r.bundle_id != b.id)
-    fail(ErrorKind::Internal, out + ": exported id " + r.bundle_id + " differs from " + b.id);
   return out;
 }
 
