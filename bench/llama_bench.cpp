@@ -3,6 +3,9 @@
 // memory bandwidth that decoding uses (measured by a copy benchmark in the same run).
 //
 //   llama_bench [--shape 124m|1.1b|tiny] [--type q4_0,q8_0,...] [--threads 1,2] [-p 128] [-n 64]
+//               [-r 3]
+// Like llama-bench: one warm-up run, then -r repetitions (each a fresh session: the prompt from
+// position 0, then the generated tokens after it); the table shows the mean.
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -89,8 +92,27 @@ uint64_t weight_bytes(const Model& m) {
   return b;
 }
 
+struct Timing {
+  double pp, tg;  // tok/s
+};
+
+Timing time_once(const Model& model, const SessionOptions& o, int n_prompt, int n_gen, int n_vocab) {
+  Session s(model, o);
+  std::vector<int32_t> prompt;
+  for (int i = 0; i < n_prompt; ++i) prompt.push_back(int32_t(3 + (i * 7919) % (n_vocab - 3)));
+  std::vector<float> logits;
+  auto t0 = Clock::now();
+  s.eval(prompt, logits);
+  const double pp = n_prompt / std::chrono::duration<double>(Clock::now() - t0).count();
+  auto t1 = Clock::now();
+  int32_t tok = 5;
+  for (int i = 0; i < n_gen; ++i) s.eval({tok}, logits), tok = int32_t((tok * 31 + 7) % n_vocab);
+  const double tg = n_gen / std::chrono::duration<double>(Clock::now() - t1).count();
+  return {pp, tg};
+}
+
 void bench_one(const std::string& shape_name, GgmlType type, const std::vector<int>& threads,
-               int n_prompt, int n_gen, double bw) {
+               int n_prompt, int n_gen, int reps, double bw) {
   SynthSpec spec = shape(shape_name);
   spec.type = type;
   spec.embd_type = type;
@@ -121,17 +143,12 @@ void bench_one(const std::string& shape_name, GgmlType type, const std::vector<i
     SessionOptions o;
     o.n_threads = t;
     o.isa = kern::isa_from_env();
-    Session s(*m.model, o);
-    std::vector<int32_t> prompt;
-    for (int i = 0; i < n_prompt; ++i) prompt.push_back(int32_t(3 + (i * 7919) % (spec.n_vocab - 3)));
-    std::vector<float> logits;
-    auto t0 = Clock::now();
-    s.eval(prompt, logits);
-    double pp = n_prompt / std::chrono::duration<double>(Clock::now() - t0).count();
-    auto t1 = Clock::now();
-    int32_t tok = 5;
-    for (int i = 0; i < n_gen; ++i) s.eval({tok}, logits), tok = int32_t((tok * 31 + 7) % spec.n_vocab);
-    double tg = n_gen / std::chrono::duration<double>(Clock::now() - t1).count();
+    time_once(*m.model, o, n_prompt, n_gen, spec.n_vocab);  // warm-up
+    double pp = 0, tg = 0;
+    for (int r = 0; r < reps; ++r) {
+      const Timing tm = time_once(*m.model, o, n_prompt, n_gen, spec.n_vocab);
+      pp += tm.pp / reps, tg += tm.tg / reps;
+    }
     std::printf("| %-5s | %-6s | %-6s | %7d | %10.1f | %10.1f | %8.0f | %5.1f%% |\n", shape_name.c_str(),
                 type_name(type), kern::isa_name(o.isa), t, pp, tg, peak_rss_mib(),
                 100.0 * gb_per_token * tg / bw);
@@ -144,7 +161,7 @@ void bench_one(const std::string& shape_name, GgmlType type, const std::vector<i
 
 int main(int argc, char** argv) {
   std::string shape_name = "124m", types = "f32,f16,q8_0,q4_0,q4_K,q6_K", threads_s = "1,2";
-  int n_prompt = 128, n_gen = 64;
+  int n_prompt = 128, n_gen = 64, reps = 3;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string k = argv[i], v = argv[i + 1];
     if (k == "--shape") shape_name = v;
@@ -152,6 +169,7 @@ int main(int argc, char** argv) {
     else if (k == "--threads") threads_s = v;
     else if (k == "-p") n_prompt = std::stoi(v);
     else if (k == "-n") n_gen = std::stoi(v);
+    else if (k == "-r") reps = std::max(1, std::stoi(v));
     else { std::fprintf(stderr, "unknown option %s\n", k.c_str()); return 2; }
   }
   try {
@@ -164,7 +182,7 @@ int main(int argc, char** argv) {
     for (auto& tn : split(types)) {
       auto t = type_from_name(tn.c_str());
       if (!t) fail(ErrorKind::Usage, "unknown type " + tn);
-      bench_one(shape_name, *t, threads, n_prompt, n_gen, bw);
+      bench_one(shape_name, *t, threads, n_prompt, n_gen, reps, bw);
     }
   } catch (const Error& e) {
     std::fprintf(stderr, "llama_bench: %s\n", e.message().c_str());

@@ -546,6 +546,7 @@ void quantize_act(GgmlType wt, const float* x, void* dst, int64_t n) {
 void matmul(GgmlType wt, int64_t n, const void* W, size_t wrb, int64_t r0, int64_t r1,
             const void* act, size_t arb, int64_t ntok, float* y, size_t ys) {
   const Args a{wt, n, static_cast<const uint8_t*>(W), wrb, static_cast<const uint8_t*>(act), arb, y, ys};
+  if (ntok >= 8 && gemm(a, r0, r1, ntok)) return;
   switch (wt) {
     case GgmlType::F32: return drive<KPlain<LoadF32>, 4, 4, 3>(a, r0, r1, ntok);
     case GgmlType::F16: return drive<KPlain<LoadF16>, 4, 4, 3>(a, r0, r1, ntok);

@@ -55,4 +55,10 @@ inline void drive(const Args& a, int64_t r0, int64_t r1, int64_t ntok) {
   }
 }
 
+// AVX-512 prompt GEMM (kernels_avx512_gemm.cpp): tokens vectorised 16 per register. Returns
+// false (nothing written) for types it does not handle.
+namespace avx512 {
+bool gemm(const Args& a, int64_t r0, int64_t r1, int64_t ntok);
+}
+
 }  // namespace galleon::kern
