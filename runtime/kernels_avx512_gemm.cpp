@@ -1,8 +1,439 @@
-// AVX-512 prompt GEMM: see kernels_tiling.h.
+// AVX-512 prompt GEMM for quantized weights (docs/arithmetic.md sections 2, 4-6).
+//
+// Tokens are vectorised: the activation rows are first repacked into panels of 16 tokens, where
+// zmm register k of a block holds the 4 activation bytes of group k (elements 4k..4k+3) of 16
+// tokens. A weight row's 4 bytes of group k, decoded to unsigned bytes, are broadcast to all 16
+// dword lanes, so one vpdpbusd adds 4 products to the exact int32 block sum of 16 tokens at
+// once; no horizontal reduction. The canonical float combination of the block sums is then
+// done 16 tokens at a time, and the 32 canonical lanes (block b -> lane b mod 32) are visited
+// in bit-reversed order so that the fixed summation tree 16, 8, 4, 2, 1 is built as a binary
+// counter: lanes are summed exactly as the definition says, in another schedule.
+//
+// Unsigned weight bytes u: isum = sum(u * a) - (sum_a << shift) for signed kinds (u = w + 2^shift).
+// Omitting the +0.0 a lane starts from, and skipping empty lanes, can only turn a +0.0 result
+// into -0.0 (a sum is -0.0 only when every term is); adding +0.0 at the end restores it.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "runtime/kernels_internal.h"
 #include "runtime/kernels_tiling.h"
 
 namespace galleon::kern::avx512 {
+namespace {
 
-bool gemm(const Args&, int64_t, int64_t, int64_t) { return false; }
+#define GALLEON_UNROLL _Pragma("GCC unroll 16")
+
+constexpr int kTokVec = 16;  // tokens per register
+
+inline float half(const uint8_t* p) { return _cvtsh_ss(load_u16(p)); }
+inline __m512i bcast(const uint8_t* p) { return _mm512_set1_epi32(int32_t(load_u32(p))); }
+
+// ------------------------------------------------------------------ panels
+
+// 32-element blocks (A8) of 16 tokens: q[k][i] = bytes 4k..4k+3 of token i.
+struct alignas(64) PanelA8 {
+  int8_t q[8][kTokVec][4];
+  float d[kTokVec];
+  int32_t sum[kTokVec];
+};
+// 256-element blocks (A8K) of 16 tokens; bsp[j][i] = bsums 2j, 2j+1 of token i as two int16.
+struct alignas(64) PanelK {
+  int8_t q[64][kTokVec][4];
+  float d[kTokVec];
+  int32_t bsp[8][kTokVec];
+};
+static_assert(sizeof(PanelA8) == 640 && sizeof(PanelK) == 4672);
+
+// Panels [group][block] of every token; tokens past ntok are zero.
+template <class P, class Fill>
+P* pack(const Args& a, int64_t ntok, int64_t nb, Fill fill) {
+  thread_local std::vector<P> panels;
+  const int64_t ng = (ntok + kTokVec - 1) / kTokVec;
+  if (panels.size() < size_t(ng * nb)) panels.resize(size_t(ng * nb));
+  for (int64_t g = 0; g < ng; ++g)
+    for (int64_t b = 0; b < nb; ++b) {
+      P& p = panels[size_t(g * nb + b)];
+      std::memset(&p, 0, sizeof p);
+      for (int i = 0; i < kTokVec && g * kTokVec + i < ntok; ++i)
+        fill(p, i, a.act + size_t(g * kTokVec + i) * a.arb, b);
+    }
+  return panels.data();
+}
+
+void fill_a8(PanelA8& p, int i, const uint8_t* row, int64_t b) {
+  const A8Block& blk = reinterpret_cast<const A8Block*>(row)[b];
+  p.d[i] = blk.d;
+  p.sum[i] = blk.sum;
+  for (int k = 0; k < 8; ++k) std::memcpy(p.q[k][i], blk.q + 4 * k, 4);
+}
+void fill_k(PanelK& p, int i, const uint8_t* row, int64_t b) {
+  const A8KBlock& blk = reinterpret_cast<const A8KBlock*>(row)[b];
+  p.d[i] = blk.d;
+  for (int k = 0; k < 64; ++k) std::memcpy(p.q[k][i], blk.q + 4 * k, 4);
+  for (int j = 0; j < 8; ++j) std::memcpy(&p.bsp[j][i], &blk.bsums[2 * j], 4);
+}
+
+// ------------------------------------------------------------------ weight decoders
+
+// 16 packed nibble bytes -> 32 unsigned bytes (low nibbles = elements 0-15, high = 16-31).
+inline __m256i nibbles16(const uint8_t* p) {
+  const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  const __m256i y = _mm256_inserti128_si256(_mm256_castsi128_si256(x), _mm_srli_epi16(x, 4), 1);
+  return _mm256_and_si256(y, _mm256_set1_epi8(0x0F));
+}
+inline __m256i plus16_where(__m256i v, const uint8_t* qh) {  // bit e of qh: element e += 16
+  return _mm256_mask_add_epi8(v, __mmask32(load_u32(qh)), v, _mm256_set1_epi8(16));
+}
+inline void store32(uint8_t* dst, __m256i v) { _mm256_store_si256(reinterpret_cast<__m256i*>(dst), v); }
+
+// A8 kinds: block bytes, offset of the min (kMin), correction shift (-1: none), decode to 32 u8.
+struct DQ8_0 {
+  static constexpr int kBytes = 34, kShift = 7;
+  static constexpr bool kMin = false;
+  static void decode(const uint8_t* b, uint8_t* u) {
+    store32(u, _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 2)),
+                                _mm256_set1_epi8(char(0x80))));
+  }
+};
+struct DQ4_0 {
+  static constexpr int kBytes = 18, kShift = 3;
+  static constexpr bool kMin = false;
+  static void decode(const uint8_t* b, uint8_t* u) { store32(u, nibbles16(b + 2)); }
+};
+struct DQ4_1 {
+  static constexpr int kBytes = 20, kShift = -1;
+  static constexpr bool kMin = true;
+  static void decode(const uint8_t* b, uint8_t* u) { store32(u, nibbles16(b + 4)); }
+};
+struct DQ5_0 {
+  static constexpr int kBytes = 22, kShift = 4;
+  static constexpr bool kMin = false;
+  static void decode(const uint8_t* b, uint8_t* u) { store32(u, plus16_where(nibbles16(b + 6), b + 2)); }
+};
+struct DQ5_1 {
+  static constexpr int kBytes = 24, kShift = -1;
+  static constexpr bool kMin = true;
+  static void decode(const uint8_t* b, uint8_t* u) { store32(u, plus16_where(nibbles16(b + 8), b + 4)); }
+};
+
+// ------------------------------------------------------------------ lane tree
+
+constexpr int kRev5[32] = {0, 16, 8, 24, 4, 20, 12, 28, 2, 18, 10, 26, 6, 22, 14, 30,
+                           1, 17, 9, 25, 5, 21, 13, 29, 3, 19, 11, 27, 7, 23, 15, 31};
+
+// Sums the 32 canonical lanes of R x TV outputs with the fixed tree. lane(l, out) writes the sum
+// of lane l's contributions (l < nb only).
+template <int R, int TV, class Lane>
+void lane_tree(int64_t nb, Lane lane, __m512 (&res)[R][TV]) {
+  __m512 stk[6][R][TV];
+  bool have[6] = {};
+  for (int j = 0; j < 32; ++j) {
+    const int l = kRev5[j];
+    __m512 cur[R][TV];
+    bool valid = l < nb;
+    if (valid) lane(l, cur);
+    int lvl = 0;
+    for (; (j >> lvl) & 1; ++lvl) {
+      if (!have[lvl]) continue;
+      GALLEON_UNROLL
+      for (int r = 0; r < R; ++r)
+        GALLEON_UNROLL
+        for (int t = 0; t < TV; ++t) cur[r][t] = valid ? _mm512_add_ps(stk[lvl][r][t], cur[r][t]) : stk[lvl][r][t];
+      valid = true;
+      have[lvl] = false;
+    }
+    if (valid) {
+      GALLEON_UNROLL
+      for (int r = 0; r < R; ++r)
+        GALLEON_UNROLL
+        for (int t = 0; t < TV; ++t) stk[lvl][r][t] = cur[r][t];
+    }
+    have[lvl] = valid;
+  }
+  GALLEON_UNROLL
+  for (int r = 0; r < R; ++r)
+    GALLEON_UNROLL
+    for (int t = 0; t < TV; ++t) res[r][t] = _mm512_add_ps(stk[5][r][t], _mm512_setzero_ps());
+}
+
+// Lane l of R x TV outputs: contributions of blocks l, l+32, ... in increasing order.
+template <int R, int TV, class Block>
+inline void lane_sum(int64_t nb, int l, Block block, __m512 (&cur)[R][TV]) {
+  block(int64_t(l), cur);
+  for (int64_t b = l + 32; b < nb; b += 32) {
+    __m512 c[R][TV];
+    block(b, c);
+    GALLEON_UNROLL
+    for (int r = 0; r < R; ++r)
+      GALLEON_UNROLL
+      for (int t = 0; t < TV; ++t) cur[r][t] = _mm512_add_ps(cur[r][t], c[r][t]);
+  }
+}
+
+// ------------------------------------------------------------------ A8 kinds
+
+template <class Q, int R, int TV>
+inline void block_a8(const uint8_t* const* w, const PanelA8* pan, int64_t nb, int64_t b,
+                     __m512 (&c)[R][TV]) {
+  alignas(64) uint8_t u[R][32];
+  GALLEON_UNROLL
+  for (int r = 0; r < R; ++r) Q::decode(w[r] + b * Q::kBytes, u[r]);
+  const PanelA8* p[TV];
+  __m512i acc[R][TV], init[TV];
+  GALLEON_UNROLL
+  for (int t = 0; t < TV; ++t) {
+    p[t] = pan + t * nb + b;
+    const __m512i s = _mm512_load_si512(p[t]->sum);
+    init[t] = Q::kShift >= 0 ? _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(s, Q::kShift < 0 ? 0 : Q::kShift))
+                             : _mm512_setzero_si512();
+  }
+  GALLEON_UNROLL
+  for (int k = 0; k < 8; ++k) {
+    __m512i wk[R];
+    GALLEON_UNROLL
+    for (int r = 0; r < R; ++r) wk[r] = bcast(u[r] + 4 * k);
+    GALLEON_UNROLL
+    for (int t = 0; t < TV; ++t) {
+      const __m512i av = _mm512_load_si512(p[t]->q[k]);
+      GALLEON_UNROLL
+      for (int r = 0; r < R; ++r) acc[r][t] = _mm512_dpbusd_epi32(k == 0 ? init[t] : acc[r][t], wk[r], av);
+    }
+  }
+  GALLEON_UNROLL
+  for (int t = 0; t < TV; ++t) {
+    const __m512 da = _mm512_load_ps(p[t]->d);
+    __m512 dsa;
+    if constexpr (Q::kMin) dsa = _mm512_mul_ps(da, _mm512_cvtepi32_ps(_mm512_load_si512(p[t]->sum)));
+    GALLEON_UNROLL
+    for (int r = 0; r < R; ++r) {
+      const uint8_t* blk = w[r] + b * Q::kBytes;
+      __m512 v = _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(half(blk)), da), _mm512_cvtepi32_ps(acc[r][t]));
+      if constexpr (Q::kMin) v = _mm512_add_ps(v, _mm512_mul_ps(_mm512_set1_ps(half(blk + 2)), dsa));
+      c[r][t] = v;
+    }
+  }
+}
+
+template <class Q>
+struct GA8 {
+  using Panel = PanelA8;
+  static constexpr int kBlock = 32;
+  static constexpr auto fill = fill_a8;
+  template <int R, int TV>
+  static void tile(const uint8_t* const* w, const Panel* pan, int64_t nb, __m512 (&res)[R][TV]) {
+    auto block = [&](int64_t b, __m512(&c)[R][TV]) { block_a8<Q, R, TV>(w, pan, nb, b, c); };
+    lane_tree<R, TV>(nb, [&](int l, __m512(&cur)[R][TV]) { lane_sum<R, TV>(nb, l, block, cur); }, res);
+  }
+};
+
+// ------------------------------------------------------------------ K kinds
+
+// 8 six-bit scales and mins of a Q4_K/Q5_K block (get_scale_min_k4).
+inline void scales_k4(const uint8_t* s, int32_t* sc, int32_t* mpair) {
+  for (int j = 0; j < 8; ++j) {
+    int a, m;
+    scale_min_k4(j, s, &a, &m);
+    sc[j] = a;
+    mpair[j] = m | (m << 16);
+  }
+}
+inline __m512i nibbles32(const uint8_t* p) {  // 32 bytes -> 64: low nibbles then high nibbles
+  const __m256i y = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  return _mm512_and_si512(_mm512_inserti64x4(_mm512_castsi256_si512(y), _mm256_srli_epi16(y, 4), 1),
+                          _mm512_set1_epi8(0x0F));
+}
+
+// Decoded K block: 256 unsigned bytes, per-sub-block int32 scales, and the int16 pairs that
+// multiply the activation bsums pairs (mins for Q4_K/Q5_K, scales for Q6_K).
+struct alignas(64) KDec {
+  uint8_t u[256];
+  int32_t sc[16];
+  int32_t pair[8];
+};
+
+struct DQ4_K {
+  static constexpr int kBytes = 144, kSub = 8;  // sub-blocks of 32
+  static void decode(const uint8_t* b, KDec* o) {
+    scales_k4(b + 4, o->sc, o->pair);
+    for (int c = 0; c < 4; ++c) _mm512_store_si512(o->u + 64 * c, nibbles32(b + 16 + 32 * c));
+  }
+};
+struct DQ5_K {
+  static constexpr int kBytes = 176, kSub = 8;
+  static void decode(const uint8_t* b, KDec* o) {
+    scales_k4(b + 4, o->sc, o->pair);
+    const __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 16)));
+    for (int c = 0; c < 4; ++c) {
+      const __m512i v = nibbles32(b + 48 + 32 * c);
+      const __m512i bit = _mm512_mask_blend_epi8(0xFFFFFFFF00000000ull, _mm512_set1_epi8(char(1 << (2 * c))),
+                                                 _mm512_set1_epi8(char(1 << (2 * c + 1))));
+      _mm512_store_si512(o->u + 64 * c,
+                         _mm512_mask_add_epi8(v, _mm512_test_epi8_mask(qh, bit), v, _mm512_set1_epi8(16)));
+    }
+  }
+};
+struct DQ6_K {
+  static constexpr int kBytes = 210, kSub = 16;  // sub-blocks of 16; u = q + 32
+  static void decode(const uint8_t* b, KDec* o) {
+    const int8_t* sc = reinterpret_cast<const int8_t*>(b + 192);
+    for (int j = 0; j < 16; ++j) o->sc[j] = sc[j];
+    for (int j = 0; j < 8; ++j) o->pair[j] = int32_t(uint32_t(uint16_t(sc[2 * j])) | (uint32_t(uint16_t(sc[2 * j + 1])) << 16));
+    for (int c = 0; c < 4; ++c) {
+      const int h = c / 2, odd = c % 2;
+      const __m512i L = _mm512_loadu_si512(b + 64 * h);
+      const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 128 + 32 * h));
+      const __m512i Qh = _mm512_inserti64x4(_mm512_castsi256_si512(qh), _mm256_srli_epi16(qh, 2), 1);
+      const __m512i lo = odd ? _mm512_srli_epi16(L, 4) : L;
+      const __m512i hb = odd ? Qh : _mm512_slli_epi16(Qh, 4);
+      _mm512_store_si512(o->u + 64 * c, _mm512_or_si512(_mm512_and_si512(lo, _mm512_set1_epi8(0x0F)),
+                                                        _mm512_and_si512(hb, _mm512_set1_epi8(0x30))));
+    }
+  }
+};
+
+template <class Q, int R, int TV>
+inline void block_k(const uint8_t* const* w, const PanelK* pan, int64_t nb, int64_t b,
+                    __m512 (&c)[R][TV]) {
+  KDec dec[R];
+  GALLEON_UNROLL
+  for (int r = 0; r < R; ++r) Q::decode(w[r] + b * Q::kBytes, &dec[r]);
+  const PanelK* p[TV];
+  GALLEON_UNROLL
+  for (int t = 0; t < TV; ++t) p[t] = pan + t * nb + b;
+  constexpr int kGroups = 64 / Q::kSub;  // 4-byte groups per sub-block
+  __m512i sumi[R][TV];
+  for (int j = 0; j < Q::kSub; ++j) {
+    __m512i acc[R][TV];
+    GALLEON_UNROLL
+    for (int k = 0; k < kGroups; ++k) {
+      const int g = j * kGroups + k;
+      __m512i wk[R];
+      GALLEON_UNROLL
+      for (int r = 0; r < R; ++r) wk[r] = bcast(dec[r].u + 4 * g);
+      GALLEON_UNROLL
+      for (int t = 0; t < TV; ++t) {
+        const __m512i av = _mm512_load_si512(p[t]->q[g]);
+        GALLEON_UNROLL
+        for (int r = 0; r < R; ++r)
+          acc[r][t] = _mm512_dpbusd_epi32(k == 0 ? _mm512_setzero_si512() : acc[r][t], wk[r], av);
+      }
+    }
+    GALLEON_UNROLL
+    for (int r = 0; r < R; ++r) {
+      const __m512i s = _mm512_set1_epi32(dec[r].sc[j]);
+      GALLEON_UNROLL
+      for (int t = 0; t < TV; ++t) {
+        const __m512i v = _mm512_mullo_epi32(acc[r][t], s);
+        sumi[r][t] = j == 0 ? v : _mm512_add_epi32(sumi[r][t], v);
+      }
+    }
+  }
+  // pairs: Q4_K/Q5_K summ = sum_j m_j * (bsums 2j + 2j+1); Q6_K corr = sum_j sc_j * bsums_j.
+  __m512i pr[R][TV];
+  GALLEON_UNROLL
+  for (int r = 0; r < R; ++r)
+    GALLEON_UNROLL
+    for (int t = 0; t < TV; ++t) pr[r][t] = _mm512_setzero_si512();
+  GALLEON_UNROLL
+  for (int j = 0; j < 8; ++j)
+    GALLEON_UNROLL
+    for (int t = 0; t < TV; ++t) {
+      const __m512i bs = _mm512_load_si512(p[t]->bsp[j]);
+      GALLEON_UNROLL
+      for (int r = 0; r < R; ++r)
+        pr[r][t] = _mm512_dpwssd_epi32(pr[r][t], bs, _mm512_set1_epi32(dec[r].pair[j]));
+    }
+  GALLEON_UNROLL
+  for (int t = 0; t < TV; ++t) {
+    const __m512 da = _mm512_load_ps(p[t]->d);
+    GALLEON_UNROLL
+    for (int r = 0; r < R; ++r) {
+      const uint8_t* blk = w[r] + b * Q::kBytes;
+      if constexpr (Q::kSub == 16) {
+        const __m512i s = _mm512_sub_epi32(sumi[r][t], _mm512_slli_epi32(pr[r][t], 5));
+        c[r][t] = _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(half(blk + 208)), da), _mm512_cvtepi32_ps(s));
+      } else {
+        const __m512 a = _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(half(blk)), da), _mm512_cvtepi32_ps(sumi[r][t]));
+        const __m512 m = _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(half(blk + 2)), da), _mm512_cvtepi32_ps(pr[r][t]));
+        c[r][t] = _mm512_sub_ps(a, m);
+      }
+    }
+  }
+}
+
+template <class Q>
+struct GK {
+  using Panel = PanelK;
+  static constexpr int kBlock = 256;
+  static constexpr auto fill = fill_k;
+  template <int R, int TV>
+  static void tile(const uint8_t* const* w, const Panel* pan, int64_t nb, __m512 (&res)[R][TV]) {
+    auto block = [&](int64_t b, __m512(&c)[R][TV]) { block_k<Q, R, TV>(w, pan, nb, b, c); };
+    lane_tree<R, TV>(nb, [&](int l, __m512(&cur)[R][TV]) { lane_sum<R, TV>(nb, l, block, cur); }, res);
+  }
+};
+
+// ------------------------------------------------------------------ driver
+
+// One tile: rows [row, row+R) x token groups [g, g+TV); writes the tokens below ntok.
+template <class G, int R, int TV>
+void run_tile(const Args& a, const typename G::Panel* pan, int64_t nb, int64_t row, int64_t g, int64_t ntok) {
+  const uint8_t* w[R];
+  GALLEON_UNROLL
+  for (int r = 0; r < R; ++r) w[r] = a.w + size_t(row + r) * a.wrb;
+  __m512 res[R][TV];
+  G::template tile<R, TV>(w, pan + g * nb, nb, res);
+  GALLEON_UNROLL
+  for (int t = 0; t < TV; ++t) {
+    alignas(64) float out[R][kTokVec];
+    GALLEON_UNROLL
+    for (int r = 0; r < R; ++r) _mm512_store_ps(out[r], res[r][t]);
+    const int64_t t0 = (g + t) * kTokVec;
+    const int n = int(std::min<int64_t>(kTokVec, ntok - t0));
+    for (int i = 0; i < n; ++i)
+      GALLEON_UNROLL
+      for (int r = 0; r < R; ++r) a.y[size_t(t0 + i) * a.ys + size_t(row + r)] = canonical_nan(out[r][i]);
+  }
+}
+
+template <class G, int R, int TV>
+void rows(const Args& a, const typename G::Panel* pan, int64_t nb, int64_t r0, int64_t r1, int64_t g,
+          int64_t ntok) {
+  int64_t r = r0;
+  for (; r + R <= r1; r += R) run_tile<G, R, TV>(a, pan, nb, r, g, ntok);
+  for (; r < r1; ++r) run_tile<G, 1, TV>(a, pan, nb, r, g, ntok);
+}
+
+template <class G, int R, int TV>
+void run(const Args& a, int64_t r0, int64_t r1, int64_t ntok) {
+  const int64_t nb = a.n / G::kBlock;
+  const auto* pan = pack<typename G::Panel>(a, ntok, nb, G::fill);
+  const int64_t ng = (ntok + kTokVec - 1) / kTokVec;
+  int64_t g = 0;
+  for (; g + TV <= ng; g += TV) rows<G, R, TV>(a, pan, nb, r0, r1, g, ntok);
+  if constexpr (TV > 1)
+    if (ng - g == 1) rows<G, R, 1>(a, pan, nb, r0, r1, g, ntok);
+  static_assert(TV <= 2, "token-vector tiles of 1 or 2");
+}
+
+}  // namespace
+
+bool gemm(const Args& a, int64_t r0, int64_t r1, int64_t ntok) {
+  switch (a.type) {
+    case GgmlType::Q8_0: return run<GA8<DQ8_0>, 4, 2>(a, r0, r1, ntok), true;
+    case GgmlType::Q4_0: return run<GA8<DQ4_0>, 4, 2>(a, r0, r1, ntok), true;
+    case GgmlType::Q4_1: return run<GA8<DQ4_1>, 4, 2>(a, r0, r1, ntok), true;
+    case GgmlType::Q5_0: return run<GA8<DQ5_0>, 4, 2>(a, r0, r1, ntok), true;
+    case GgmlType::Q5_1: return run<GA8<DQ5_1>, 4, 2>(a, r0, r1, ntok), true;
+    case GgmlType::Q4_K: return run<GK<DQ4_K>, 4, 2>(a, r0, r1, ntok), true;
+    case GgmlType::Q5_K: return run<GK<DQ5_K>, 4, 2>(a, r0, r1, ntok), true;
+    case GgmlType::Q6_K: return run<GK<DQ6_K>, 4, 2>(a, r0, r1, ntok), true;
+    default: return false;
+  }
+}
 
 }  // namespace galleon::kern::avx512
