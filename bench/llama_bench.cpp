@@ -3,7 +3,7 @@
 // memory bandwidth that decoding uses (measured by a copy benchmark in the same run).
 //
 //   llama_bench [--shape 124m|1.1b|tiny] [--type q4_0,q8_0,...] [--threads 1,2] [-p 128] [-n 64]
-//               [-r 3]
+//               [-r 3] [--cpu-time]
 // Like llama-bench: one warm-up run, then -r repetitions (each a fresh session: the prompt from
 // position 0, then the generated tokens after it); the table shows the mean.
 #include <sys/wait.h>
@@ -13,6 +13,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <string>
 #include <vector>
 
@@ -96,18 +97,28 @@ struct Timing {
   double pp, tg;  // tok/s
 };
 
+// --cpu-time: seconds of CPU time of the whole process instead of wall time (for comparing
+// 1-thread figures on a machine that other jobs share).
+bool g_cpu_time = false;
+double now_s() {
+  if (!g_cpu_time) return std::chrono::duration<double>(Clock::now().time_since_epoch()).count();
+  timespec ts;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
+}
+
 Timing time_once(const Model& model, const SessionOptions& o, int n_prompt, int n_gen, int n_vocab) {
   Session s(model, o);
   std::vector<int32_t> prompt;
   for (int i = 0; i < n_prompt; ++i) prompt.push_back(int32_t(3 + (i * 7919) % (n_vocab - 3)));
   std::vector<float> logits;
-  auto t0 = Clock::now();
+  const double t0 = now_s();
   s.eval(prompt, logits);
-  const double pp = n_prompt / std::chrono::duration<double>(Clock::now() - t0).count();
-  auto t1 = Clock::now();
+  const double pp = n_prompt / (now_s() - t0);
+  const double t1 = now_s();
   int32_t tok = 5;
   for (int i = 0; i < n_gen; ++i) s.eval({tok}, logits), tok = int32_t((tok * 31 + 7) % n_vocab);
-  const double tg = n_gen / std::chrono::duration<double>(Clock::now() - t1).count();
+  const double tg = n_gen / (now_s() - t1);
   return {pp, tg};
 }
 
@@ -162,7 +173,13 @@ void bench_one(const std::string& shape_name, GgmlType type, const std::vector<i
 int main(int argc, char** argv) {
   std::string shape_name = "124m", types = "f32,f16,q8_0,q4_0,q4_K,q6_K", threads_s = "1,2";
   int n_prompt = 128, n_gen = 64, reps = 3;
-  for (int i = 1; i + 1 < argc; i += 2) {
+  for (int i = 1; i < argc; i += 2) {
+    if (std::string(argv[i]) == "--cpu-time") {
+      g_cpu_time = true;
+      --i;
+      continue;
+    }
+    if (i + 1 >= argc) { std::fprintf(stderr, "option %s needs a value\n", argv[i]); return 2; }
     std::string k = argv[i], v = argv[i + 1];
     if (k == "--shape") shape_name = v;
     else if (k == "--type") types = v;

@@ -54,6 +54,13 @@ struct Ops {
   // Canonical dot product of two f32 vectors, and canonical sum of squares.
   float (*dot_f32)(const float* a, const float* b, int64_t n);
   float (*sum_sq)(const float* x, int64_t n);
+  // Elementwise (the value of each element is fixed; paths differ in speed only):
+  void (*add)(float* x, const float* y, int64_t n);                              // x += y
+  void (*axpy)(float* y, float a, const float* x, int64_t n);                    // y = y + a*x
+  void (*scale)(float* x, float s, int64_t n);                                   // x = x*s
+  void (*scale_mul)(float* y, const float* x, float s, const float* w, int64_t n);  // y = (x*s)*w
+  void (*exp_sub)(float* e, const float* x, float m, int64_t n);                 // e = expf(x-m)
+  void (*silu_mul)(float* g, const float* u, int64_t n);                         // g = silu(g)*u
 };
 
 const Ops& ops(Isa isa);  // Error(Unsupported) when !isa_available(isa)

@@ -7,6 +7,7 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
 
+#include "runtime/kernels_elem.h"
 #include "runtime/kernels_internal.h"
 #include "runtime/kernels_tiling.h"
 
@@ -575,7 +576,9 @@ float sum_sq(const float* x, int64_t n) { return dot_f32(x, x, n); }
 }  // namespace
 
 const Ops& table() {
-  static const Ops t = {Isa::Avx512, quantize_act, matmul, dot_f32, sum_sq};
+  static const Ops t = {Isa::Avx512,     quantize_act,   matmul,         dot_f32,
+                       sum_sq,        elem::add,      elem::axpy,     elem::scale,
+                       elem::scale_mul, elem::exp_sub, elem::silu_mul};
   return t;
 }
 

@@ -103,6 +103,8 @@ class Session {
   struct Scratch;
   void layer_forward(int64_t il, int64_t n_tok);
   void attention(int64_t il, int64_t n_tok);
+  template <class F>
+  void per_token(int64_t n_tok, F&& f);
   void matmul(const Weight& w, const float* x, int64_t n_tok, float* y);
   void matmuls(const float* x, int64_t n_tok,
                std::initializer_list<std::pair<const Weight*, float*>> outs);

@@ -26,11 +26,7 @@ void rms_norm(const kern::Ops& ops, const float* x, const float* w, int64_t n, f
               float* y) {
   const float mean = ops.sum_sq(x, n) / float(n);
   const float scale = 1.0f / std::sqrt(mean + eps);
-  for (int64_t i = 0; i < n; ++i) y[i] = (x[i] * scale) * w[i];
-}
-
-void add_in_place(float* x, const float* y, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) x[i] = x[i] + y[i];
+  ops.scale_mul(y, x, scale, w, n);
 }
 
 void rotate(float* x, int64_t n_rot, bool neox, const float* c, const float* s) {
@@ -118,6 +114,9 @@ void Session::matmuls(const float* x, int64_t n_tok,
   });
 }
 
+// Per (token, KV head): the scores of the heads sharing that KV head are one F32 matmul (the
+// canonical dot_f32 of q and each cached k), then per head the softmax and the 32-lane weighted
+// sum of V rows (lane j mod 32 accumulates e_j * v_j in increasing j, then the fixed tree).
 void Session::attention(int64_t il, int64_t n_tok) {
   const HParams& hp = model_.hparams();
   const int64_t hd = hp.head_dim;
@@ -127,37 +126,42 @@ void Session::attention(int64_t il, int64_t n_tok) {
   const float* kc = k_cache_.data() + size_t(il) * size_t(n_ctx_) * size_t(kv_dim);
   const float* vc = v_cache_.data() + size_t(il) * size_t(n_ctx_) * size_t(kv_dim);
   const int64_t q_dim = hp.n_head * hd;
-  pool_.parallel_for(n_tok * hp.n_head, [&](int64_t task) {
-    thread_local std::vector<float> scores, lanes;
-    const int64_t t = task / hp.n_head;
-    const int64_t h = task % hp.n_head;
+  pool_.parallel_for(n_tok * hp.n_head_kv, [&](int64_t task) {
+    thread_local std::vector<float> scores, e, lanes, ones;
+    const int64_t t = task / hp.n_head_kv;
+    const int64_t hk = task % hp.n_head_kv;
     const int64_t n_kv = n_past_ + t + 1;
-    const float* q = s_->q.data() + t * q_dim + h * hd;
-    const int64_t off = (h / group) * hd;
-    if (int64_t(scores.size()) < n_kv) scores.resize(size_t(n_kv));
+    const int64_t off = hk * hd;
+    if (int64_t(scores.size()) < group * n_kv) scores.resize(size_t(group * n_kv));
+    if (int64_t(e.size()) < n_kv) e.resize(size_t(n_kv));
+    if (int64_t(ones.size()) < n_kv) ones.assign(size_t(n_kv), 1.0f);
     if (int64_t(lanes.size()) < 32 * hd) lanes.resize(size_t(32 * hd));
-    float mx = -INFINITY;
-    for (int64_t j = 0; j < n_kv; ++j) {
-      scores[size_t(j)] = ops_.dot_f32(q, kc + j * kv_dim + off, hd) * kq_scale;
-      mx = std::max(mx, scores[size_t(j)]);
-    }
-    float sum_lanes[32] = {0};
-    std::fill(lanes.begin(), lanes.begin() + 32 * hd, 0.0f);
-    for (int64_t j = 0; j < n_kv; ++j) {
-      const float e = canon::expf(scores[size_t(j)] - mx);
-      sum_lanes[j % 32] = sum_lanes[j % 32] + e;
-      float* acc = lanes.data() + (j % 32) * hd;
-      const float* v = vc + j * kv_dim + off;
-      for (int64_t d = 0; d < hd; ++d) acc[d] = acc[d] + e * v[d];
-    }
-    const float sum = canon::reduce_lanes(sum_lanes);
-    float* out = s_->att.data() + t * q_dim + h * hd;
-    for (int64_t d = 0; d < hd; ++d) {
-      float l[32];
-      for (int i = 0; i < 32; ++i) l[i] = lanes[size_t(i * hd + d)];
-      out[d] = canon::reduce_lanes(l) / sum;
+    const float* q0 = s_->q.data() + t * q_dim + hk * group * hd;
+    ops_.matmul(GgmlType::F32, hd, kc + off, size_t(kv_dim) * 4, 0, n_kv, q0, size_t(hd) * 4, group,
+                scores.data(), size_t(n_kv));
+    for (int64_t g = 0; g < group; ++g) {
+      float* sc = scores.data() + g * n_kv;
+      ops_.scale(sc, kq_scale, n_kv);
+      float mx = -INFINITY;
+      for (int64_t j = 0; j < n_kv; ++j) mx = std::max(mx, sc[j]);
+      ops_.exp_sub(e.data(), sc, mx, n_kv);
+      const float sum = ops_.dot_f32(e.data(), ones.data(), n_kv);  // e_j * 1 = e_j, lane j mod 32
+      std::fill(lanes.begin(), lanes.begin() + 32 * hd, 0.0f);
+      for (int64_t j = 0; j < n_kv; ++j)
+        ops_.axpy(lanes.data() + (j % 32) * hd, e[size_t(j)], vc + j * kv_dim + off, hd);
+      for (int64_t st = 16; st >= 1; st /= 2)
+        for (int64_t i = 0; i < st; ++i) ops_.add(lanes.data() + i * hd, lanes.data() + (i + st) * hd, hd);
+      float* out = s_->att.data() + t * q_dim + (hk * group + g) * hd;
+      for (int64_t d = 0; d < hd; ++d) out[d] = lanes[size_t(d)] / sum;
     }
   });
+}
+
+// Runs f(t) for every token: in parallel for a batch, inline for one token.
+template <class F>
+void Session::per_token(int64_t n_tok, F&& f) {
+  if (n_tok == 1) return f(int64_t(0));
+  pool_.parallel_for(n_tok, f);
 }
 
 void Session::layer_forward(int64_t il, int64_t n_tok) {
@@ -166,18 +170,19 @@ void Session::layer_forward(int64_t il, int64_t n_tok) {
   Scratch& s = *s_;
   const int64_t d = hp.n_embd, hd = hp.head_dim;
   const int64_t q_dim = hp.n_head * hd, kv_dim = hp.n_head_kv * hd;
-  for (int64_t t = 0; t < n_tok; ++t)
+  per_token(n_tok, [&](int64_t t) {
     rms_norm(ops_, &s.x[size_t(t * d)], L.attn_norm.data(), d, hp.rms_eps, &s.xn[size_t(t * d)]);
+  });
   matmuls(s.xn.data(), n_tok, {{&L.wq, s.q.data()}, {&L.wk, s.k.data()}, {&L.wv, s.v.data()}});
   const int64_t half = hp.n_rot / 2;
-  for (int64_t t = 0; t < n_tok; ++t) {
+  per_token(n_tok, [&](int64_t t) {
     float* q = &s.q[size_t(t * q_dim)];
     float* k = &s.k[size_t(t * kv_dim)];
     float* v = &s.v[size_t(t * kv_dim)];
     if (!L.bq.empty()) {
-      add_in_place(q, L.bq.data(), q_dim);
-      add_in_place(k, L.bk.data(), kv_dim);
-      add_in_place(v, L.bv.data(), kv_dim);
+      ops_.add(q, L.bq.data(), q_dim);
+      ops_.add(k, L.bk.data(), kv_dim);
+      ops_.add(v, L.bv.data(), kv_dim);
     }
     const int64_t pos = n_past_ + t;
     const float* c = &s.rope_cos[size_t(pos * half)];
@@ -187,18 +192,19 @@ void Session::layer_forward(int64_t il, int64_t n_tok) {
     const size_t cache_off = (size_t(il) * size_t(n_ctx_) + size_t(pos)) * size_t(kv_dim);
     std::memcpy(&k_cache_[cache_off], k, size_t(kv_dim) * sizeof(float));
     std::memcpy(&v_cache_[cache_off], v, size_t(kv_dim) * sizeof(float));
-  }
+  });
   attention(il, n_tok);
   matmul(L.wo, s.att.data(), n_tok, s.tmp.data());
-  add_in_place(s.x.data(), s.tmp.data(), n_tok * d);
-  for (int64_t t = 0; t < n_tok; ++t)
+  per_token(n_tok, [&](int64_t t) {
+    ops_.add(&s.x[size_t(t * d)], &s.tmp[size_t(t * d)], d);
     rms_norm(ops_, &s.x[size_t(t * d)], L.ffn_norm.data(), d, hp.rms_eps, &s.xn[size_t(t * d)]);
+  });
   matmuls(s.xn.data(), n_tok, {{&L.w_gate, s.gate.data()}, {&L.w_up, s.up.data()}});
-  const int64_t n_ff_all = n_tok * hp.n_ff;
-  for (int64_t i = 0; i < n_ff_all; ++i)
-    s.gate[size_t(i)] = canon::silu(s.gate[size_t(i)]) * s.up[size_t(i)];
+  per_token(n_tok, [&](int64_t t) {
+    ops_.silu_mul(&s.gate[size_t(t * hp.n_ff)], &s.up[size_t(t * hp.n_ff)], hp.n_ff);
+  });
   matmul(L.w_down, s.gate.data(), n_tok, s.tmp.data());
-  add_in_place(s.x.data(), s.tmp.data(), n_tok * d);
+  per_token(n_tok, [&](int64_t t) { ops_.add(&s.x[size_t(t * d)], &s.tmp[size_t(t * d)], d); });
 }
 
 void Session::eval(const std::vector<int32_t>& tokens, std::vector<float>& logits) {
@@ -248,9 +254,10 @@ void Session::eval(const std::vector<int32_t>& tokens, std::vector<float>& logit
   for (size_t t = 0; t < T; ++t)
     dequantize_row(emb.type, emb.data + size_t(tokens[t]) * emb.row_bytes, &s.x[t * size_t(d)], d);
   for (int64_t il = 0; il < hp.n_layer; ++il) layer_forward(il, n_tok);
-  for (size_t t = 0; t < T; ++t)
-    rms_norm(ops_, &s.x[t * size_t(d)], model_.output_norm().data(), d, hp.rms_eps,
-             &s.xn[t * size_t(d)]);
+  per_token(n_tok, [&](int64_t t) {
+    rms_norm(ops_, &s.x[size_t(t * d)], model_.output_norm().data(), d, hp.rms_eps,
+             &s.xn[size_t(t * d)]);
+  });
   logits.resize(T * size_t(hp.n_vocab));
   matmul(model_.output(), s.xn.data(), n_tok, logits.data());
   n_past_ += n_tok;
