@@ -299,7 +299,8 @@ void scalar_silu_mul(float* g, const float* u, int64_t n) {
 
 const Ops kScalarOps = {Isa::Scalar,    scalar_quantize_act, scalar_matmul,  scalar_dot_f32,
                         scalar_sum_sq,  scalar_add,          scalar_axpy,    scalar_scale,
-                        scalar_scale_mul, scalar_exp_sub,    scalar_silu_mul};
+                        scalar_scale_mul, scalar_exp_sub,    scalar_silu_mul, nullptr,
+                        nullptr,        nullptr};
 
 const Isa kAllIsas[] = {Isa::Scalar, Isa::Sse2, Isa::Avx2, Isa::Avx512, Isa::Neon};
 

@@ -17,6 +17,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <new>
 #include <vector>
 
 #include "runtime/kernels_internal.h"
@@ -28,6 +29,17 @@ namespace {
 #define GALLEON_UNROLL _Pragma("GCC unroll 16")
 
 constexpr int kTokVec = 16;  // tokens per register
+
+template <class T>
+struct AlignedAlloc {  // 64-byte aligned storage for panels read with aligned loads
+  using value_type = T;
+  AlignedAlloc() = default;
+  template <class U>
+  AlignedAlloc(const AlignedAlloc<U>&) {}
+  T* allocate(size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t(64))); }
+  void deallocate(T* p, size_t) { ::operator delete(p, std::align_val_t(64)); }
+  bool operator==(const AlignedAlloc&) const { return true; }
+};
 
 inline float half(const uint8_t* p) { return _cvtsh_ss(load_u16(p)); }
 inline __m512i bcast(const uint8_t* p) { return _mm512_set1_epi32(int32_t(load_u32(p))); }
@@ -48,20 +60,15 @@ struct alignas(64) PanelK {
 };
 static_assert(sizeof(PanelA8) == 640 && sizeof(PanelK) == 4672);
 
-// Panels [group][block] of every token; tokens past ntok are zero.
+// The panel of token group g: [block] of 16 tokens each; tokens past ntok are zero.
 template <class P, class Fill>
-P* pack(const Args& a, int64_t ntok, int64_t nb, Fill fill) {
-  thread_local std::vector<P> panels;
-  const int64_t ng = (ntok + kTokVec - 1) / kTokVec;
-  if (panels.size() < size_t(ng * nb)) panels.resize(size_t(ng * nb));
-  for (int64_t g = 0; g < ng; ++g)
-    for (int64_t b = 0; b < nb; ++b) {
-      P& p = panels[size_t(g * nb + b)];
-      std::memset(&p, 0, sizeof p);
-      for (int i = 0; i < kTokVec && g * kTokVec + i < ntok; ++i)
-        fill(p, i, a.act + size_t(g * kTokVec + i) * a.arb, b);
-    }
-  return panels.data();
+void pack_blocks(const uint8_t* act, size_t arb, int64_t ntok, int64_t nb, int64_t g, uint8_t* dst, Fill fill) {
+  P* out = reinterpret_cast<P*>(dst);
+  for (int64_t b = 0; b < nb; ++b) {
+    P& p = out[b];
+    std::memset(&p, 0, sizeof p);
+    for (int i = 0; i < kTokVec && g * kTokVec + i < ntok; ++i) fill(p, i, act + size_t(g * kTokVec + i) * arb, b);
+  }
 }
 
 void fill_a8(PanelA8& p, int i, const uint8_t* row, int64_t b) {
@@ -220,12 +227,16 @@ inline void block_a8(const uint8_t* const* w, const PanelA8* pan, int64_t nb, in
 
 template <class Q>
 struct GA8 {
-  using Panel = PanelA8;
-  static constexpr int kBlock = 32;
-  static constexpr auto fill = fill_a8;
+  static constexpr int kRows = 4;
+  static void pack(int64_t n, const uint8_t* act, size_t arb, int64_t ntok, int64_t g, uint8_t* dst) {
+    pack_blocks<PanelA8>(act, arb, ntok, n / 32, g, dst, fill_a8);
+  }
+  static size_t group_bytes(int64_t n) { return size_t(n / 32) * sizeof(PanelA8); }
   template <int R, int TV>
-  static void tile(const uint8_t* const* w, const Panel* pan, int64_t nb, __m512 (&res)[R][TV]) {
-    auto block = [&](int64_t b, __m512(&c)[R][TV]) { block_a8<Q, R, TV>(w, pan, nb, b, c); };
+  static void tile(const Args& a, const uint8_t* const* w, const uint8_t* pan, size_t, __m512 (&res)[R][TV]) {
+    const int64_t nb = a.n / 32;
+    const auto* p = reinterpret_cast<const PanelA8*>(pan);
+    auto block = [&](int64_t b, __m512(&c)[R][TV]) { block_a8<Q, R, TV>(w, p, nb, b, c); };
     lane_tree<R, TV>(nb, [&](int l, __m512(&cur)[R][TV]) { lane_sum<R, TV>(nb, l, block, cur); }, res);
   }
 };
@@ -367,13 +378,100 @@ inline void block_k(const uint8_t* const* w, const PanelK* pan, int64_t nb, int6
 
 template <class Q>
 struct GK {
-  using Panel = PanelK;
-  static constexpr int kBlock = 256;
-  static constexpr auto fill = fill_k;
+  static constexpr int kRows = 4;
+  static void pack(int64_t n, const uint8_t* act, size_t arb, int64_t ntok, int64_t g, uint8_t* dst) {
+    pack_blocks<PanelK>(act, arb, ntok, n / 256, g, dst, fill_k);
+  }
+  static size_t group_bytes(int64_t n) { return size_t(n / 256) * sizeof(PanelK); }
   template <int R, int TV>
-  static void tile(const uint8_t* const* w, const Panel* pan, int64_t nb, __m512 (&res)[R][TV]) {
-    auto block = [&](int64_t b, __m512(&c)[R][TV]) { block_k<Q, R, TV>(w, pan, nb, b, c); };
+  static void tile(const Args& a, const uint8_t* const* w, const uint8_t* pan, size_t, __m512 (&res)[R][TV]) {
+    const int64_t nb = a.n / 256;
+    const auto* p = reinterpret_cast<const PanelK*>(pan);
+    auto block = [&](int64_t b, __m512(&c)[R][TV]) { block_k<Q, R, TV>(w, p, nb, b, c); };
     lane_tree<R, TV>(nb, [&](int l, __m512(&cur)[R][TV]) { lane_sum<R, TV>(nb, l, block, cur); }, res);
+  }
+};
+
+// ------------------------------------------------------------------ plain weights (F32, F16, BF16)
+
+// Panel of 16 tokens: element i = 32k + l at float offset (l * nk + k) * 16 (lane-major, so a
+// lane's elements are contiguous), nk = ceil(n / 32); padding is zero.
+inline int64_t plain_nk(int64_t n) { return (n + 31) / 32; }
+
+struct WF32 {
+  static const float* row(const uint8_t* w, int64_t, float*) { return reinterpret_cast<const float*>(w); }
+};
+struct WF16 {
+  static const float* row(const uint8_t* w, int64_t n, float* out) {
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+      _mm512_storeu_ps(out + i, _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 2 * i))));
+    for (; i < n; ++i) out[i] = _cvtsh_ss(load_u16(w + 2 * i));
+    return out;
+  }
+};
+struct WBF16 {
+  static const float* row(const uint8_t* w, int64_t n, float* out) {
+    for (int64_t i = 0; i < n; ++i) {
+      const uint32_t u = uint32_t(load_u16(w + 2 * i)) << 16;
+      std::memcpy(out + i, &u, 4);
+    }
+    return out;
+  }
+};
+
+template <class W>
+struct GPlain {
+  static constexpr int kRows = 8;
+  static void pack(int64_t n, const uint8_t* act, size_t arb, int64_t ntok, int64_t g, uint8_t* dst) {
+    const int64_t nk = plain_nk(n);
+    float* p = reinterpret_cast<float*>(dst);
+    const float* x[kTokVec];
+    for (int i = 0; i < kTokVec; ++i)
+      x[i] = g * kTokVec + i < ntok ? reinterpret_cast<const float*>(act + size_t(g * kTokVec + i) * arb) : nullptr;
+    for (int64_t l = 0; l < 32; ++l)
+      for (int64_t k = 0; k < nk; ++k, p += kTokVec) {
+        const int64_t e = 32 * k + l;
+        for (int i = 0; i < kTokVec; ++i) p[i] = x[i] && e < n ? x[i][e] : 0.0f;
+      }
+  }
+  static size_t group_bytes(int64_t n) { return size_t(32 * plain_nk(n) * kTokVec) * 4; }
+  template <int R, int TV>
+  static void tile(const Args& a, const uint8_t* const* w, const uint8_t* pan, size_t gbytes,
+                   __m512 (&res)[R][TV]) {
+    thread_local std::vector<float, AlignedAlloc<float>> conv;
+    if (conv.size() < size_t(R * a.n)) conv.resize(size_t(R * a.n));
+    const float* wf[R];
+    GALLEON_UNROLL
+    for (int r = 0; r < R; ++r) wf[r] = W::row(w[r], a.n, conv.data() + r * a.n);
+    const int64_t nk = plain_nk(a.n);
+    const float* x[TV];
+    GALLEON_UNROLL
+    for (int t = 0; t < TV; ++t) x[t] = reinterpret_cast<const float*>(pan + t * gbytes);
+    // Lane l: elements l, l+32, ... (contiguous in the panel, 32 apart in the weight rows).
+    auto lane = [&](int l, __m512(&cur)[R][TV]) {
+      const float* xp[TV];
+      GALLEON_UNROLL
+      for (int t = 0; t < TV; ++t) xp[t] = x[t] + l * nk * kTokVec;
+      const int64_t cnt = (a.n - l + 31) / 32;
+      auto step = [&](int64_t k, bool first) {
+        __m512 wv[R];
+        GALLEON_UNROLL
+        for (int r = 0; r < R; ++r) wv[r] = _mm512_set1_ps(wf[r][l + 32 * k]);
+        GALLEON_UNROLL
+        for (int t = 0; t < TV; ++t) {
+          const __m512 xv = _mm512_load_ps(xp[t] + k * kTokVec);
+          GALLEON_UNROLL
+          for (int r = 0; r < R; ++r) {
+            const __m512 c = _mm512_mul_ps(wv[r], xv);
+            cur[r][t] = first ? c : _mm512_add_ps(cur[r][t], c);
+          }
+        }
+      };
+      step(0, true);
+      for (int64_t k = 1; k < cnt; ++k) step(k, false);
+    };
+    lane_tree<R, TV>(a.n, lane, res);
   }
 };
 
@@ -381,12 +479,12 @@ struct GK {
 
 // One tile: rows [row, row+R) x token groups [g, g+TV); writes the tokens below ntok.
 template <class G, int R, int TV>
-void run_tile(const Args& a, const typename G::Panel* pan, int64_t nb, int64_t row, int64_t g, int64_t ntok) {
+void run_tile(const Args& a, const uint8_t* pan, size_t gbytes, int64_t row, int64_t g, int64_t ntok) {
   const uint8_t* w[R];
   GALLEON_UNROLL
   for (int r = 0; r < R; ++r) w[r] = a.w + size_t(row + r) * a.wrb;
   __m512 res[R][TV];
-  G::template tile<R, TV>(w, pan + g * nb, nb, res);
+  G::template tile<R, TV>(a, w, pan + size_t(g) * gbytes, gbytes, res);
   GALLEON_UNROLL
   for (int t = 0; t < TV; ++t) {
     alignas(64) float out[R][kTokVec];
@@ -401,39 +499,78 @@ void run_tile(const Args& a, const typename G::Panel* pan, int64_t nb, int64_t r
 }
 
 template <class G, int R, int TV>
-void rows(const Args& a, const typename G::Panel* pan, int64_t nb, int64_t r0, int64_t r1, int64_t g,
-          int64_t ntok) {
+void rows(const Args& a, const uint8_t* pan, size_t gbytes, int64_t r0, int64_t r1, int64_t g, int64_t ntok) {
   int64_t r = r0;
-  for (; r + R <= r1; r += R) run_tile<G, R, TV>(a, pan, nb, r, g, ntok);
-  for (; r < r1; ++r) run_tile<G, 1, TV>(a, pan, nb, r, g, ntok);
+  for (; r + R <= r1; r += R) run_tile<G, R, TV>(a, pan, gbytes, r, g, ntok);
+  for (; r < r1; ++r) run_tile<G, 1, TV>(a, pan, gbytes, r, g, ntok);
 }
 
 template <class G, int R, int TV>
-void run(const Args& a, int64_t r0, int64_t r1, int64_t ntok) {
-  const int64_t nb = a.n / G::kBlock;
-  const auto* pan = pack<typename G::Panel>(a, ntok, nb, G::fill);
+void run(const Args& a, const uint8_t* pan, int64_t r0, int64_t r1, int64_t ntok) {
+  const size_t gbytes = G::group_bytes(a.n);
   const int64_t ng = (ntok + kTokVec - 1) / kTokVec;
   int64_t g = 0;
-  for (; g + TV <= ng; g += TV) rows<G, R, TV>(a, pan, nb, r0, r1, g, ntok);
+  for (; g + TV <= ng; g += TV) rows<G, R, TV>(a, pan, gbytes, r0, r1, g, ntok);
   if constexpr (TV > 1)
-    if (ng - g == 1) rows<G, R, 1>(a, pan, nb, r0, r1, g, ntok);
+    if (ng - g == 1) rows<G, R, 1>(a, pan, gbytes, r0, r1, g, ntok);
   static_assert(TV <= 2, "token-vector tiles of 1 or 2");
 }
 
-}  // namespace
-
-bool gemm(const Args& a, int64_t r0, int64_t r1, int64_t ntok) {
-  switch (a.type) {
-    case GgmlType::Q8_0: return run<GA8<DQ8_0>, 4, 2>(a, r0, r1, ntok), true;
-    case GgmlType::Q4_0: return run<GA8<DQ4_0>, 4, 2>(a, r0, r1, ntok), true;
-    case GgmlType::Q4_1: return run<GA8<DQ4_1>, 4, 2>(a, r0, r1, ntok), true;
-    case GgmlType::Q5_0: return run<GA8<DQ5_0>, 4, 2>(a, r0, r1, ntok), true;
-    case GgmlType::Q5_1: return run<GA8<DQ5_1>, 4, 2>(a, r0, r1, ntok), true;
-    case GgmlType::Q4_K: return run<GK<DQ4_K>, 4, 2>(a, r0, r1, ntok), true;
-    case GgmlType::Q5_K: return run<GK<DQ5_K>, 4, 2>(a, r0, r1, ntok), true;
-    case GgmlType::Q6_K: return run<GK<DQ6_K>, 4, 2>(a, r0, r1, ntok), true;
+// Every supported weight type with its tile shape: f(kind) with kind a value of the GEMM type.
+template <class F>
+bool with_kind(GgmlType t, F&& f) {
+  switch (t) {
+    case GgmlType::Q8_0: return f(GA8<DQ8_0>{}), true;
+    case GgmlType::Q4_0: return f(GA8<DQ4_0>{}), true;
+    case GgmlType::Q4_1: return f(GA8<DQ4_1>{}), true;
+    case GgmlType::Q5_0: return f(GA8<DQ5_0>{}), true;
+    case GgmlType::Q5_1: return f(GA8<DQ5_1>{}), true;
+    case GgmlType::Q4_K: return f(GK<DQ4_K>{}), true;
+    case GgmlType::Q5_K: return f(GK<DQ5_K>{}), true;
+    case GgmlType::Q6_K: return f(GK<DQ6_K>{}), true;
+    case GgmlType::F32: return f(GPlain<WF32>{}), true;
+    case GgmlType::F16: return f(GPlain<WF16>{}), true;
+    case GgmlType::BF16: return f(GPlain<WBF16>{}), true;
     default: return false;
   }
+}
+
+constexpr int64_t kMinTokens = 8;  // below this the row-vectorised kernels are faster
+
+}  // namespace
+
+size_t panel_bytes(GgmlType w, int64_t n, int64_t ntok) {
+  size_t bytes = 0;
+  if (ntok >= kMinTokens)
+    with_kind(w, [&](auto k) { bytes = decltype(k)::group_bytes(n) * size_t((ntok + kTokVec - 1) / kTokVec); });
+  return bytes;
+}
+
+void pack_panel(GgmlType w, int64_t n, const void* act, size_t arb, int64_t ntok, int64_t group, void* panel) {
+  with_kind(w, [&](auto k) {
+    using G = decltype(k);
+    G::pack(n, static_cast<const uint8_t*>(act), arb, ntok, group,
+            static_cast<uint8_t*>(panel) + size_t(group) * G::group_bytes(n));
+  });
+}
+
+void matmul_panel(GgmlType w, int64_t n, const void* W, size_t wrb, int64_t r0, int64_t r1,
+                  const void* panel, int64_t ntok, float* y, size_t ys) {
+  const Args a{w, n, static_cast<const uint8_t*>(W), wrb, nullptr, 0, y, ys};
+  with_kind(w, [&](auto k) {
+    using G = decltype(k);
+    run<G, G::kRows, 2>(a, static_cast<const uint8_t*>(panel), r0, r1, ntok);
+  });
+}
+
+bool gemm(const Args& a, int64_t r0, int64_t r1, int64_t ntok) {
+  const size_t bytes = panel_bytes(a.type, a.n, ntok);
+  if (bytes == 0) return false;
+  thread_local std::vector<uint8_t, AlignedAlloc<uint8_t>> panel;
+  if (panel.size() < bytes) panel.resize(bytes);
+  for (int64_t g = 0; g * kTokVec < ntok; ++g) pack_panel(a.type, a.n, a.act, a.arb, ntok, g, panel.data());
+  matmul_panel(a.type, a.n, a.w, a.wrb, r0, r1, panel.data(), ntok, a.y, a.ys);
+  return true;
 }
 
 }  // namespace galleon::kern::avx512

@@ -15,6 +15,7 @@ namespace galleon {
 struct Session::Scratch {
   std::vector<float> x, xn, q, k, v, att, gate, up, tmp;
   std::vector<uint8_t> act;              // quantized activations
+  std::vector<uint8_t> panel;            // activations repacked for the prompt GEMM
   std::vector<float> rope_cos, rope_sin; // [pos][n_rot/2], grown on demand
   int64_t rope_rows = 0;
 };
@@ -74,6 +75,8 @@ void Session::matmuls(const float* x, int64_t n_tok,
     const uint8_t* act;
     size_t arb;
     int64_t per, first_task;
+    const uint8_t* panel;  // when the path repacks the activations for this case
+    size_t panel_bytes;
   };
   Job jobs[4];
   size_t n_jobs = 0;
@@ -82,7 +85,7 @@ void Session::matmuls(const float* x, int64_t n_tok,
   for (const auto& [w, y] : outs) {
     const size_t arb = kern::act_row_bytes(w->type, w->n_in);
     const int64_t per = rows_per_task(w->n_out, pool_.size());
-    jobs[n_jobs++] = {w, y, nullptr, arb, per, n_tasks};
+    jobs[n_jobs++] = {w, y, nullptr, arb, per, n_tasks, nullptr, 0};
     n_tasks += (w->n_out + per - 1) / per;
     act_total += arb * size_t(n_tok);
   }
@@ -103,12 +106,38 @@ void Session::matmuls(const float* x, int64_t n_tok,
     });
     jobs[j].act = act;
   }
+  // Repack each distinct activation once for the prompt GEMM when the path does that.
+  size_t panel_total = 0;
+  for (size_t j = 0; j < n_jobs; ++j) {
+    jobs[j].panel_bytes = ops_.panel_bytes ? ops_.panel_bytes(jobs[j].w->type, jobs[j].w->n_in, n_tok) : 0;
+    panel_total += jobs[j].panel_bytes;
+  }
+  if (panel_total > 0) {
+    if (s_->panel.size() < panel_total + 64) s_->panel.resize(panel_total + 64);
+    uint8_t* base = s_->panel.data() + (64 - reinterpret_cast<uintptr_t>(s_->panel.data()) % 64) % 64;
+    for (size_t j = 0; j < n_jobs; ++j) {
+      Job& jb = jobs[j];
+      if (jb.panel_bytes == 0) continue;
+      for (size_t k = 0; k < j && !jb.panel; ++k)
+        if (jobs[k].act == jb.act && jobs[k].panel && jobs[k].w->type == jb.w->type) jb.panel = jobs[k].panel;
+      if (jb.panel) continue;
+      uint8_t* panel = base;
+      base += jb.panel_bytes;
+      pool_.parallel_for((n_tok + 15) / 16, [&](int64_t g) {
+        ops_.pack_panel(jb.w->type, jb.w->n_in, jb.act, jb.arb, n_tok, g, panel);
+      });
+      jb.panel = panel;
+    }
+  }
   pool_.parallel_for(n_tasks, [&](int64_t task) {
     size_t j = 0;
     while (j + 1 < n_jobs && task >= jobs[j + 1].first_task) ++j;
     const Job& jb = jobs[j];
     const int64_t r0 = (task - jb.first_task) * jb.per;
     const int64_t r1 = std::min(jb.w->n_out, r0 + jb.per);
+    if (jb.panel)
+      return ops_.matmul_panel(jb.w->type, jb.w->n_in, jb.w->data, jb.w->row_bytes, r0, r1, jb.panel,
+                               n_tok, jb.y, size_t(jb.w->n_out));
     ops_.matmul(jb.w->type, jb.w->n_in, jb.w->data, jb.w->row_bytes, r0, r1, jb.act, jb.arb, n_tok,
                 jb.y, size_t(jb.w->n_out));
   });
