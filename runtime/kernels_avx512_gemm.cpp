@@ -227,7 +227,7 @@ inline void block_a8(const uint8_t* const* w, const PanelA8* pan, int64_t nb, in
 
 template <class Q>
 struct GA8 {
-  static constexpr int kRows = 4;
+  static constexpr int kRows = 4, kTok = 2;
   static void pack(int64_t n, const uint8_t* act, size_t arb, int64_t ntok, int64_t g, uint8_t* dst) {
     pack_blocks<PanelA8>(act, arb, ntok, n / 32, g, dst, fill_a8);
   }
@@ -243,14 +243,17 @@ struct GA8 {
 
 // ------------------------------------------------------------------ K kinds
 
-// 8 six-bit scales and mins of a Q4_K/Q5_K block (get_scale_min_k4).
+// 8 six-bit scales and mins of a Q4_K/Q5_K block (get_scale_min_k4 for all j at once), as
+// int32 scales and (m, m) int16 pairs.
 inline void scales_k4(const uint8_t* s, int32_t* sc, int32_t* mpair) {
-  for (int j = 0; j < 8; ++j) {
-    int a, m;
-    scale_min_k4(j, s, &a, &m);
-    sc[j] = a;
-    mpair[j] = m | (m << 16);
-  }
+  const uint32_t a = load_u32(s), b = load_u32(s + 4), c = load_u32(s + 8);
+  const uint32_t sc_hi = (c & 0x0F0F0F0Fu) | (((a >> 6) & 0x03030303u) << 4);
+  const uint32_t mn_hi = ((c >> 4) & 0x0F0F0F0Fu) | (((b >> 6) & 0x03030303u) << 4);
+  const __m128i scb = _mm_cvtsi64_si128(int64_t(uint64_t(a & 0x3F3F3F3Fu) | (uint64_t(sc_hi) << 32)));
+  const __m128i mnb = _mm_cvtsi64_si128(int64_t(uint64_t(b & 0x3F3F3F3Fu) | (uint64_t(mn_hi) << 32)));
+  _mm256_store_si256(reinterpret_cast<__m256i*>(sc), _mm256_cvtepu8_epi32(scb));
+  const __m256i m = _mm256_cvtepu8_epi32(mnb);
+  _mm256_store_si256(reinterpret_cast<__m256i*>(mpair), _mm256_or_si256(m, _mm256_slli_epi32(m, 16)));
 }
 inline __m512i nibbles32(const uint8_t* p) {  // 32 bytes -> 64: low nibbles then high nibbles
   const __m256i y = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
@@ -290,9 +293,9 @@ struct DQ5_K {
 struct DQ6_K {
   static constexpr int kBytes = 210, kSub = 16;  // sub-blocks of 16; u = q + 32
   static void decode(const uint8_t* b, KDec* o) {
-    const int8_t* sc = reinterpret_cast<const int8_t*>(b + 192);
-    for (int j = 0; j < 16; ++j) o->sc[j] = sc[j];
-    for (int j = 0; j < 8; ++j) o->pair[j] = int32_t(uint32_t(uint16_t(sc[2 * j])) | (uint32_t(uint16_t(sc[2 * j + 1])) << 16));
+    const __m128i sc = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 192));
+    _mm512_store_si512(o->sc, _mm512_cvtepi8_epi32(sc));
+    _mm256_store_si256(reinterpret_cast<__m256i*>(o->pair), _mm256_cvtepi8_epi16(sc));  // (sc[2j], sc[2j+1])
     for (int c = 0; c < 4; ++c) {
       const int h = c / 2, odd = c % 2;
       const __m512i L = _mm512_loadu_si512(b + 64 * h);
@@ -378,7 +381,7 @@ inline void block_k(const uint8_t* const* w, const PanelK* pan, int64_t nb, int6
 
 template <class Q>
 struct GK {
-  static constexpr int kRows = 4;
+  static constexpr int kRows = 2, kTok = 4;
   static void pack(int64_t n, const uint8_t* act, size_t arb, int64_t ntok, int64_t g, uint8_t* dst) {
     pack_blocks<PanelK>(act, arb, ntok, n / 256, g, dst, fill_k);
   }
@@ -422,7 +425,7 @@ struct WBF16 {
 
 template <class W>
 struct GPlain {
-  static constexpr int kRows = 8;
+  static constexpr int kRows = 8, kTok = 2;
   static void pack(int64_t n, const uint8_t* act, size_t arb, int64_t ntok, int64_t g, uint8_t* dst) {
     const int64_t nk = plain_nk(n);
     float* p = reinterpret_cast<float*>(dst);
@@ -512,8 +515,7 @@ void run(const Args& a, const uint8_t* pan, int64_t r0, int64_t r1, int64_t ntok
   int64_t g = 0;
   for (; g + TV <= ng; g += TV) rows<G, R, TV>(a, pan, gbytes, r0, r1, g, ntok);
   if constexpr (TV > 1)
-    if (ng - g == 1) rows<G, R, 1>(a, pan, gbytes, r0, r1, g, ntok);
-  static_assert(TV <= 2, "token-vector tiles of 1 or 2");
+    for (; g < ng; ++g) rows<G, R, 1>(a, pan, gbytes, r0, r1, g, ntok);
 }
 
 // Every supported weight type with its tile shape: f(kind) with kind a value of the GEMM type.
@@ -559,7 +561,7 @@ void matmul_panel(GgmlType w, int64_t n, const void* W, size_t wrb, int64_t r0, 
   const Args a{w, n, static_cast<const uint8_t*>(W), wrb, nullptr, 0, y, ys};
   with_kind(w, [&](auto k) {
     using G = decltype(k);
-    run<G, G::kRows, 2>(a, static_cast<const uint8_t*>(panel), r0, r1, ntok);
+    run<G, G::kRows, G::kTok>(a, static_cast<const uint8_t*>(panel), r0, r1, ntok);
   });
 }
 

@@ -345,7 +345,7 @@ TEST_P(PerType, MatmulBitIdenticalAcrossIsas) {
   else ns = {256, 512, 768, 256 * 9, 256 * 33, 256 * 40};
   uint32_t seed = 1;
   for (int64_t n : ns)
-    for (int64_t ntok : {1, 2, 3, 5, 8, 17, 40}) check_matmul(t, n, 13, ntok, false, seed++);
+    for (int64_t ntok : {1, 2, 3, 5, 8, 17, 40, 100}) check_matmul(t, n, 13, ntok, false, seed++);
   for (int64_t n : ns) check_matmul(t, n, 9, 5, true, seed++);
   check_matmul(t, blk == 1 ? 96 : blk * 3, 67, 17, false, seed++);
 }
