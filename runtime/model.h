@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <initializer_list>
 #include <utility>
 #include <memory>
@@ -104,7 +105,8 @@ class Session {
   void layer_forward(int64_t il, int64_t n_tok);
   void attention(int64_t il, int64_t n_tok);
   template <class F>
-  void per_token(int64_t n_tok, F&& f);
+  void per_token(int64_t n_tok, int64_t cost, F&& f);
+  void parallel_for_work(int64_t n_tasks, int64_t work, const std::function<void(int64_t)>& fn);
   void matmul(const Weight& w, const float* x, int64_t n_tok, float* y);
   void matmuls(const float* x, int64_t n_tok,
                std::initializer_list<std::pair<const Weight*, float*>> outs);

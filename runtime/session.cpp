@@ -41,6 +41,9 @@ void rotate(float* x, int64_t n_rot, bool neox, const float* c, const float* s) 
   }
 }
 
+// Below this many multiply-adds a parallel_for costs more than it saves: run inline.
+constexpr int64_t kMinParallelWork = int64_t(1) << 18;
+
 // Rows per matmul task: a multiple of 16 giving each thread a few tasks.
 int64_t rows_per_task(int64_t n_rows, int n_threads) {
   int64_t per = (n_rows + 4 * n_threads - 1) / (4 * n_threads);
@@ -101,7 +104,7 @@ void Session::matmuls(const float* x, int64_t n_tok,
     uint8_t* act = s_->act.data() + offset;
     offset += jobs[j].arb * size_t(n_tok);
     const Job& jb = jobs[j];
-    pool_.parallel_for(n_tok, [&](int64_t t) {
+    per_token(n_tok, jb.w->n_in, [&](int64_t t) {
       ops_.quantize_act(jb.w->type, x + t * jb.w->n_in, act + size_t(t) * jb.arb, jb.w->n_in);
     });
     jobs[j].act = act;
@@ -123,13 +126,15 @@ void Session::matmuls(const float* x, int64_t n_tok,
       if (jb.panel) continue;
       uint8_t* panel = base;
       base += jb.panel_bytes;
-      pool_.parallel_for((n_tok + 15) / 16, [&](int64_t g) {
+      parallel_for_work((n_tok + 15) / 16, 8 * n_tok * jb.w->n_in, [&](int64_t g) {
         ops_.pack_panel(jb.w->type, jb.w->n_in, jb.act, jb.arb, n_tok, g, panel);
       });
       jb.panel = panel;
     }
   }
-  pool_.parallel_for(n_tasks, [&](int64_t task) {
+  int64_t work = 0;
+  for (size_t j = 0; j < n_jobs; ++j) work += n_tok * jobs[j].w->n_in * jobs[j].w->n_out;
+  parallel_for_work(n_tasks, work, [&](int64_t task) {
     size_t j = 0;
     while (j + 1 < n_jobs && task >= jobs[j + 1].first_task) ++j;
     const Job& jb = jobs[j];
@@ -155,7 +160,8 @@ void Session::attention(int64_t il, int64_t n_tok) {
   const float* kc = k_cache_.data() + size_t(il) * size_t(n_ctx_) * size_t(kv_dim);
   const float* vc = v_cache_.data() + size_t(il) * size_t(n_ctx_) * size_t(kv_dim);
   const int64_t q_dim = hp.n_head * hd;
-  pool_.parallel_for(n_tok * hp.n_head_kv, [&](int64_t task) {
+  const int64_t work = n_tok * hp.n_head * (n_past_ + n_tok) * hd * 2;
+  parallel_for_work(n_tok * hp.n_head_kv, work, [&](int64_t task) {
     thread_local std::vector<float> scores, e, lanes, ones;
     const int64_t t = task / hp.n_head_kv;
     const int64_t hk = task % hp.n_head_kv;
@@ -186,11 +192,22 @@ void Session::attention(int64_t il, int64_t n_tok) {
   });
 }
 
-// Runs f(t) for every token: in parallel for a batch, inline for one token.
+// Runs f(t) for every token, in parallel when the batch is large enough (cost: elements
+// touched per token).
 template <class F>
-void Session::per_token(int64_t n_tok, F&& f) {
+void Session::per_token(int64_t n_tok, int64_t cost, F&& f) {
   if (n_tok == 1) return f(int64_t(0));
-  pool_.parallel_for(n_tok, f);
+  parallel_for_work(n_tok, 8 * n_tok * cost, f);
+}
+
+// fn(task) for every task, across the threads unless `work` (multiply-adds) is too small to
+// pay for the synchronisation. Either way each task computes the same values.
+void Session::parallel_for_work(int64_t n_tasks, int64_t work, const std::function<void(int64_t)>& fn) {
+  if (work < kMinParallelWork) {
+    for (int64_t t = 0; t < n_tasks; ++t) fn(t);
+    return;
+  }
+  pool_.parallel_for(n_tasks, fn);
 }
 
 void Session::layer_forward(int64_t il, int64_t n_tok) {
@@ -199,12 +216,12 @@ void Session::layer_forward(int64_t il, int64_t n_tok) {
   Scratch& s = *s_;
   const int64_t d = hp.n_embd, hd = hp.head_dim;
   const int64_t q_dim = hp.n_head * hd, kv_dim = hp.n_head_kv * hd;
-  per_token(n_tok, [&](int64_t t) {
+  per_token(n_tok, d, [&](int64_t t) {
     rms_norm(ops_, &s.x[size_t(t * d)], L.attn_norm.data(), d, hp.rms_eps, &s.xn[size_t(t * d)]);
   });
   matmuls(s.xn.data(), n_tok, {{&L.wq, s.q.data()}, {&L.wk, s.k.data()}, {&L.wv, s.v.data()}});
   const int64_t half = hp.n_rot / 2;
-  per_token(n_tok, [&](int64_t t) {
+  per_token(n_tok, q_dim + 2 * kv_dim, [&](int64_t t) {
     float* q = &s.q[size_t(t * q_dim)];
     float* k = &s.k[size_t(t * kv_dim)];
     float* v = &s.v[size_t(t * kv_dim)];
@@ -224,16 +241,16 @@ void Session::layer_forward(int64_t il, int64_t n_tok) {
   });
   attention(il, n_tok);
   matmul(L.wo, s.att.data(), n_tok, s.tmp.data());
-  per_token(n_tok, [&](int64_t t) {
+  per_token(n_tok, d, [&](int64_t t) {
     ops_.add(&s.x[size_t(t * d)], &s.tmp[size_t(t * d)], d);
     rms_norm(ops_, &s.x[size_t(t * d)], L.ffn_norm.data(), d, hp.rms_eps, &s.xn[size_t(t * d)]);
   });
   matmuls(s.xn.data(), n_tok, {{&L.w_gate, s.gate.data()}, {&L.w_up, s.up.data()}});
-  per_token(n_tok, [&](int64_t t) {
+  per_token(n_tok, 4 * hp.n_ff, [&](int64_t t) {
     ops_.silu_mul(&s.gate[size_t(t * hp.n_ff)], &s.up[size_t(t * hp.n_ff)], hp.n_ff);
   });
   matmul(L.w_down, s.gate.data(), n_tok, s.tmp.data());
-  per_token(n_tok, [&](int64_t t) { ops_.add(&s.x[size_t(t * d)], &s.tmp[size_t(t * d)], d); });
+  per_token(n_tok, d, [&](int64_t t) { ops_.add(&s.x[size_t(t * d)], &s.tmp[size_t(t * d)], d); });
 }
 
 void Session::eval(const std::vector<int32_t>& tokens, std::vector<float>& logits) {
@@ -283,7 +300,7 @@ void Session::eval(const std::vector<int32_t>& tokens, std::vector<float>& logit
   for (size_t t = 0; t < T; ++t)
     dequantize_row(emb.type, emb.data + size_t(tokens[t]) * emb.row_bytes, &s.x[t * size_t(d)], d);
   for (int64_t il = 0; il < hp.n_layer; ++il) layer_forward(il, n_tok);
-  per_token(n_tok, [&](int64_t t) {
+  per_token(n_tok, d, [&](int64_t t) {
     rms_norm(ops_, &s.x[size_t(t * d)], model_.output_norm().data(), d, hp.rms_eps,
              &s.xn[size_t(t * d)]);
   });
