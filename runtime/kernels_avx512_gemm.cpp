@@ -189,6 +189,8 @@ inline void block_a8(const uint8_t* const* w, const PanelA8* pan, int64_t nb, in
   alignas(64) uint8_t u[R][32];
   GALLEON_UNROLL
   for (int r = 0; r < R; ++r) Q::decode(w[r] + b * Q::kBytes, u[r]);
+  // Read the decoded bytes back from memory: broadcast loads need no shuffle unit.
+  __asm__ volatile("" : : "r"(u) : "memory");
   const PanelA8* p[TV];
   __m512i acc[R][TV], init[TV];
   GALLEON_UNROLL
@@ -315,6 +317,7 @@ inline void block_k(const uint8_t* const* w, const PanelK* pan, int64_t nb, int6
   KDec dec[R];
   GALLEON_UNROLL
   for (int r = 0; r < R; ++r) Q::decode(w[r] + b * Q::kBytes, &dec[r]);
+  __asm__ volatile("" : : "r"(dec) : "memory");  // broadcast loads, as in block_a8
   const PanelK* p[TV];
   GALLEON_UNROLL
   for (int t = 0; t < TV; ++t) p[t] = pan + t * nb + b;
