@@ -83,6 +83,9 @@ struct SessionOptions {
   int64_t n_ctx = 0;     // 0: the model's training context
   int n_threads = 1;
   kern::Isa isa = kern::Isa::Scalar;
+  // Work (multiply-adds) below which a step runs on the calling thread instead of the pool;
+  // 0 splits everything (tests). Never changes a value.
+  int64_t min_parallel_work = int64_t(1) << 18;
 };
 
 // Evaluates tokens against a KV cache. Any split of a sequence into eval() calls (one batch,
@@ -116,6 +119,7 @@ class Session {
   ThreadPool pool_;
   int64_t n_ctx_ = 0;
   int64_t n_past_ = 0;
+  int64_t min_parallel_work_ = 0;
   std::vector<float> k_cache_, v_cache_;  // [layer][pos][n_head_kv * head_dim]
   std::unique_ptr<Scratch> s_;
 };

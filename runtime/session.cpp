@@ -41,9 +41,6 @@ void rotate(float* x, int64_t n_rot, bool neox, const float* c, const float* s) 
   }
 }
 
-// Below this many multiply-adds a parallel_for costs more than it saves: run inline.
-constexpr int64_t kMinParallelWork = int64_t(1) << 18;
-
 // Rows per matmul task: a multiple of 16 giving each thread a few tasks.
 int64_t rows_per_task(int64_t n_rows, int n_threads) {
   int64_t per = (n_rows + 4 * n_threads - 1) / (4 * n_threads);
@@ -54,7 +51,8 @@ int64_t rows_per_task(int64_t n_rows, int n_threads) {
 }  // namespace
 
 Session::Session(const Model& model, const SessionOptions& opts)
-    : model_(model), ops_(kern::ops(opts.isa)), pool_(opts.n_threads), s_(new Scratch) {
+    : model_(model), ops_(kern::ops(opts.isa)), pool_(opts.n_threads),
+      min_parallel_work_(opts.min_parallel_work), s_(new Scratch) {
   const HParams& hp = model.hparams();
   n_ctx_ = opts.n_ctx > 0 ? std::min(opts.n_ctx, hp.n_ctx_train) : hp.n_ctx_train;
   const size_t kv_dim = size_t(hp.n_head_kv * hp.head_dim);
@@ -203,7 +201,7 @@ void Session::per_token(int64_t n_tok, int64_t cost, F&& f) {
 // fn(task) for every task, across the threads unless `work` (multiply-adds) is too small to
 // pay for the synchronisation. Either way each task computes the same values.
 void Session::parallel_for_work(int64_t n_tasks, int64_t work, const std::function<void(int64_t)>& fn) {
-  if (work < kMinParallelWork) {
+  if (work < min_parallel_work_) {
     for (int64_t t = 0; t < n_tasks; ++t) fn(t);
     return;
   }

@@ -240,6 +240,7 @@ std::string logits_hash(const LoadedModel& m, const std::vector<int32_t>& toks, 
   SessionOptions o;
   o.isa = isa;
   o.n_threads = threads;
+  o.min_parallel_work = 0;  // split every step across the threads
   Session s(*m.model, o);
   Sha256 h;
   std::vector<float> logits;
