@@ -5,7 +5,9 @@
 //   llama_bench [--shape 124m|1.1b|tiny] [--type q4_0,q8_0,...] [--threads 1,2] [-p 128] [-n 64]
 //               [-r 3] [--cpu-time]
 // Like llama-bench: one warm-up run, then -r repetitions (each a fresh session: the prompt from
-// position 0, then the generated tokens after it); the table shows the mean.
+// position 0, then the generated tokens after it); the table shows the mean. The prompt is timed
+// twice: with every position's logits (galleon's fingerprint needs them) and with the last
+// position's only (what llama-bench's prompt test computes).
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -94,7 +96,7 @@ uint64_t weight_bytes(const Model& m) {
 }
 
 struct Timing {
-  double pp, tg;  // tok/s
+  double pp, pp_last, tg;  // tok/s
 };
 
 // --cpu-time: seconds of CPU time of the whole process instead of wall time (for comparing
@@ -115,11 +117,15 @@ Timing time_once(const Model& model, const SessionOptions& o, int n_prompt, int 
   const double t0 = now_s();
   s.eval(prompt, logits);
   const double pp = n_prompt / (now_s() - t0);
+  Session s2(model, o);  // the prompt again, computing only the last row of logits
+  const double t2 = now_s();
+  s2.eval(prompt, logits, Session::LogitRows::Last);
+  const double pp_last = n_prompt / (now_s() - t2);
   const double t1 = now_s();
   int32_t tok = 5;
   for (int i = 0; i < n_gen; ++i) s.eval({tok}, logits), tok = int32_t((tok * 31 + 7) % n_vocab);
   const double tg = n_gen / (now_s() - t1);
-  return {pp, tg};
+  return {pp, pp_last, tg};
 }
 
 void bench_one(const std::string& shape_name, GgmlType type, const std::vector<int>& threads,
@@ -155,13 +161,13 @@ void bench_one(const std::string& shape_name, GgmlType type, const std::vector<i
     o.n_threads = t;
     o.isa = kern::isa_from_env();
     time_once(*m.model, o, n_prompt, n_gen, spec.n_vocab);  // warm-up
-    double pp = 0, tg = 0;
+    double pp = 0, pp_last = 0, tg = 0;
     for (int r = 0; r < reps; ++r) {
       const Timing tm = time_once(*m.model, o, n_prompt, n_gen, spec.n_vocab);
-      pp += tm.pp / reps, tg += tm.tg / reps;
+      pp += tm.pp / reps, pp_last += tm.pp_last / reps, tg += tm.tg / reps;
     }
-    std::printf("| %-5s | %-6s | %-6s | %7d | %10.1f | %10.1f | %8.0f | %5.1f%% |\n", shape_name.c_str(),
-                type_name(type), kern::isa_name(o.isa), t, pp, tg, peak_rss_mib(),
+    std::printf("| %-5s | %-6s | %-6s | %7d | %10.1f | %10.1f | %10.1f | %8.0f | %5.1f%% |\n",
+                shape_name.c_str(), type_name(type), kern::isa_name(o.isa), t, pp, pp_last, tg, peak_rss_mib(),
                 100.0 * gb_per_token * tg / bw);
     std::fflush(stdout);
   }
@@ -192,8 +198,10 @@ int main(int argc, char** argv) {
   try {
     const double bw = copy_bandwidth_gbs();
     std::printf("memory copy bandwidth: %.1f GB/s (read+write)\n", bw);
-    std::printf("| shape | type   | isa    | threads | prompt t/s | gen t/s    | RSS MiB  | bw use |\n");
-    std::printf("|-------|--------|--------|---------|------------|------------|----------|--------|\n");
+    std::printf("prompt t/s: every prompt position's logits (as galleon run computes them for the "
+                "fingerprint); last only: the last position's logits (as llama-bench -p)\n");
+    std::printf("| shape | type   | isa    | threads | prompt t/s | last only  | gen t/s    | RSS MiB  | bw use |\n");
+    std::printf("|-------|--------|--------|---------|------------|------------|------------|----------|--------|\n");
     std::vector<int> threads;
     for (auto& t : split(threads_s)) threads.push_back(std::stoi(t));
     for (auto& tn : split(types)) {

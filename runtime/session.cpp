@@ -251,7 +251,7 @@ void Session::layer_forward(int64_t il, int64_t n_tok) {
   per_token(n_tok, d, [&](int64_t t) { ops_.add(&s.x[size_t(t * d)], &s.tmp[size_t(t * d)], d); });
 }
 
-void Session::eval(const std::vector<int32_t>& tokens, std::vector<float>& logits) {
+void Session::eval(const std::vector<int32_t>& tokens, std::vector<float>& logits, LogitRows rows) {
   const HParams& hp = model_.hparams();
   const int64_t n_tok = int64_t(tokens.size());
   if (n_tok == 0) {
@@ -298,12 +298,14 @@ void Session::eval(const std::vector<int32_t>& tokens, std::vector<float>& logit
   for (size_t t = 0; t < T; ++t)
     dequantize_row(emb.type, emb.data + size_t(tokens[t]) * emb.row_bytes, &s.x[t * size_t(d)], d);
   for (int64_t il = 0; il < hp.n_layer; ++il) layer_forward(il, n_tok);
-  per_token(n_tok, d, [&](int64_t t) {
-    rms_norm(ops_, &s.x[size_t(t * d)], model_.output_norm().data(), d, hp.rms_eps,
-             &s.xn[size_t(t * d)]);
+  const int64_t first = rows == LogitRows::Last ? n_tok - 1 : 0;
+  per_token(n_tok - first, d, [&](int64_t i) {
+    const size_t t = size_t(first + i);
+    rms_norm(ops_, &s.x[t * size_t(d)], model_.output_norm().data(), d, hp.rms_eps,
+             &s.xn[t * size_t(d)]);
   });
-  logits.resize(T * size_t(hp.n_vocab));
-  matmul(model_.output(), s.xn.data(), n_tok, logits.data());
+  logits.resize(size_t(n_tok - first) * size_t(hp.n_vocab));
+  matmul(model_.output(), s.xn.data() + first * d, n_tok - first, logits.data());
   n_past_ += n_tok;
 }
 
