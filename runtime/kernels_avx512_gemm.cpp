@@ -428,7 +428,7 @@ struct WBF16 {
 
 template <class W>
 struct GPlain {
-  static constexpr int kRows = 8, kTok = 2;
+  static constexpr int kRows = 4, kTok = 4;
   static void pack(int64_t n, const uint8_t* act, size_t arb, int64_t ntok, int64_t g, uint8_t* dst) {
     const int64_t nk = plain_nk(n);
     float* p = reinterpret_cast<float*>(dst);
