@@ -3,7 +3,7 @@
 // memory bandwidth that decoding uses (measured by a copy benchmark in the same run).
 //
 //   llama_bench [--shape 124m|1.1b|tiny] [--type q4_0,q8_0,...] [--threads 1,2] [-p 128] [-n 64]
-//               [-r 3] [--cpu-time]
+//               [-r 3] [--cpu-time] [--save DIR]
 // Like llama-bench: one warm-up run, then -r repetitions (each a fresh session: the prompt from
 // position 0, then the generated tokens after it); the table shows the mean. The prompt is timed
 // twice: with every position's logits (galleon's fingerprint needs them) and with the last
@@ -102,6 +102,7 @@ struct Timing {
 // --cpu-time: seconds of CPU time of the whole process instead of wall time (for comparing
 // 1-thread figures on a machine that other jobs share).
 bool g_cpu_time = false;
+std::string g_save_dir;  // --save DIR: keep the synthetic GGUF files there
 double now_s() {
   if (!g_cpu_time) return std::chrono::duration<double>(Clock::now().time_since_epoch()).count();
   timespec ts;
@@ -174,7 +175,13 @@ void bench_one(const std::string& shape_name, GgmlType type, const std::vector<i
                 100.0 * gb_per_token * tg / bw);
     std::fflush(stdout);
   }
-  unlink(path);
+  if (!g_save_dir.empty()) {
+    const std::string keep = g_save_dir + "/" + shape_name + "-" + type_name(type) + ".gguf";
+    if (std::rename(path, keep.c_str()) != 0) fail(ErrorKind::Io, "cannot move the model to " + keep);
+    std::printf("(model kept: %s)\n", keep.c_str());
+  } else {
+    unlink(path);
+  }
 }
 
 }  // namespace
@@ -196,6 +203,7 @@ int main(int argc, char** argv) {
     else if (k == "-p") n_prompt = std::stoi(v);
     else if (k == "-n") n_gen = std::stoi(v);
     else if (k == "-r") reps = std::max(1, std::stoi(v));
+    else if (k == "--save") g_save_dir = v;
     else { std::fprintf(stderr, "unknown option %s\n", k.c_str()); return 2; }
   }
   try {
