@@ -297,9 +297,19 @@ void scalar_silu_mul(float* g, const float* u, int64_t n) {
   for (int64_t i = 0; i < n; ++i) g[i] = canon::silu(g[i]) * u[i];
 }
 
+void scalar_lane_rows(const float* e, const float* v, int64_t v_stride, int64_t n, int64_t hd,
+                      float* lanes, float* out) {
+  (void)lanes;
+  for (int64_t d = 0; d < hd; ++d) {
+    float l[32] = {};
+    for (int64_t j = 0; j < n; ++j) l[j % 32] = l[j % 32] + e[j] * v[j * v_stride + d];
+    out[d] = canon::reduce_lanes(l);
+  }
+}
+
 const Ops kScalarOps = {Isa::Scalar,    scalar_quantize_act, scalar_matmul,  scalar_dot_f32,
                         scalar_sum_sq,  scalar_add,          scalar_axpy,    scalar_scale,
-                        scalar_scale_mul, scalar_exp_sub,    scalar_silu_mul, nullptr,
+                        scalar_scale_mul, scalar_exp_sub,    scalar_silu_mul, scalar_lane_rows, nullptr,
                         nullptr,        nullptr};
 
 const Isa kAllIsas[] = {Isa::Scalar, Isa::Sse2, Isa::Avx2, Isa::Avx512, Isa::Neon};

@@ -66,6 +66,26 @@ void silu_mul(float* g, const float* u, int64_t n) {
   }
 }
 
+// out[d] = the 32-lane canonical sum over j < n of e[j] * v[j * v_stride + d] (lane j mod 32,
+// increasing j, then the fixed tree), for d < hd. lanes: scratch of 32 * hd floats.
+void lane_rows(const float* e, const float* v, int64_t v_stride, int64_t n, int64_t hd,
+               float* lanes, float* out) {
+  for (int64_t i = 0; i < 32 * hd; ++i) lanes[i] = 0.0f;
+  for (int64_t j = 0; j < n; ++j) {
+    float* l = lanes + (j % 32) * hd;
+    const float* vj = v + j * v_stride;
+    const float ej = e[j];
+    for (int64_t d = 0; d < hd; ++d) l[d] = l[d] + ej * vj[d];
+  }
+  for (int64_t st = 16; st >= 1; st /= 2)
+    for (int64_t i = 0; i < st; ++i) {
+      float* a = lanes + i * hd;
+      const float* b = lanes + (i + st) * hd;
+      for (int64_t d = 0; d < hd; ++d) a[d] = a[d] + b[d];
+    }
+  for (int64_t d = 0; d < hd; ++d) out[d] = lanes[d];
+}
+
 }  // namespace elem
 }  // namespace
 }  // namespace galleon::kern

@@ -179,13 +179,9 @@ void Session::attention(int64_t il, int64_t n_tok) {
       for (int64_t j = 0; j < n_kv; ++j) mx = std::max(mx, sc[j]);
       ops_.exp_sub(e.data(), sc, mx, n_kv);
       const float sum = ops_.dot_f32(e.data(), ones.data(), n_kv);  // e_j * 1 = e_j, lane j mod 32
-      std::fill(lanes.begin(), lanes.begin() + 32 * hd, 0.0f);
-      for (int64_t j = 0; j < n_kv; ++j)
-        ops_.axpy(lanes.data() + (j % 32) * hd, e[size_t(j)], vc + j * kv_dim + off, hd);
-      for (int64_t st = 16; st >= 1; st /= 2)
-        for (int64_t i = 0; i < st; ++i) ops_.add(lanes.data() + i * hd, lanes.data() + (i + st) * hd, hd);
       float* out = s_->att.data() + t * q_dim + (hk * group + g) * hd;
-      for (int64_t d = 0; d < hd; ++d) out[d] = lanes[size_t(d)] / sum;
+      ops_.lane_rows(e.data(), vc + off, kv_dim, n_kv, hd, lanes.data(), out);
+      for (int64_t d = 0; d < hd; ++d) out[d] = out[d] / sum;
     }
   });
 }
