@@ -26,6 +26,17 @@ inline float reduce_lanes(__m512 lo, __m512 hi) {
   return canonical_nan(_mm_cvtss_f32(s1));
 }
 
+// Decode (kPf): bytes [from, to) of the rows R rows ahead, fetched while this tile computes (the
+// hardware prefetchers alone leave a single core well short of the memory bandwidth here).
+template <int R, bool kPf>
+inline void prefetch_next(const uint8_t* const* w, size_t wrb, int64_t from, int64_t to) {
+  if constexpr (kPf)
+    GALLEON_UNROLL
+    for (int r = 0; r < R; ++r)
+      for (int64_t off = from; off < to; off += 64)
+        _mm_prefetch(reinterpret_cast<const char*>(w[r] + R * wrb + off), _MM_HINT_T0);
+}
+
 inline __mmask16 tail_mask16(int64_t left) {
   return left >= 16 ? __mmask16(0xFFFF) : left <= 0 ? __mmask16(0) : __mmask16((1u << left) - 1);
 }
@@ -33,6 +44,7 @@ inline __mmask16 tail_mask16(int64_t left) {
 // ------------------------------------------------------------------ f32 / f16 / bf16 weights
 
 struct LoadF32 {
+  static constexpr int kEl = 4;
   static __m512 load(const uint8_t* p, int64_t i) {
     return _mm512_loadu_ps(reinterpret_cast<const float*>(p) + i);
   }
@@ -41,6 +53,7 @@ struct LoadF32 {
   }
 };
 struct LoadF16 {
+  static constexpr int kEl = 2;
   static __m512 load(const uint8_t* p, int64_t i) {
     return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 2 * i)));
   }
@@ -49,6 +62,7 @@ struct LoadF16 {
   }
 };
 struct LoadBF16 {
+  static constexpr int kEl = 2;
   static __m512 widen(__m256i h) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
   }
@@ -62,7 +76,7 @@ struct LoadBF16 {
 
 template <class L>
 struct KPlain {
-  template <int R, int T>
+  template <int R, int T, bool kPf = false>
   static void tile(const Args& a, int64_t row, int64_t tok) {
     const uint8_t* w[R];
     const uint8_t* x[T];
@@ -78,6 +92,7 @@ struct KPlain {
     const int64_t n = a.n;
     int64_t i = 0;
     for (; i + 32 <= n; i += 32) {
+      prefetch_next<R, kPf>(w, a.wrb, i * L::kEl, (i + 32) * L::kEl);
       GALLEON_UNROLL
       for (int h = 0; h < 2; ++h) {
         __m512 wv[R];
@@ -293,7 +308,7 @@ struct KA8 {
     }
   }
 
-  template <int R, int T>
+  template <int R, int T, bool kPf = false>
   static void tile(const Args& a, int64_t row, int64_t tok) {
     const uint8_t* w[R];
     const uint8_t* x[T];
@@ -308,6 +323,7 @@ struct KA8 {
       for (int t = 0; t < T; ++t) acc0[r][t] = acc1[r][t] = _mm512_setzero_ps();
     const int64_t nb = a.n / 32;
     for (int64_t b0 = 0; b0 < nb; b0 += 32) {  // blocks b0..b0+15 -> lanes 0-15, next 16 -> 16-31
+      prefetch_next<R, kPf>(w, a.wrb, b0 * Q::kBytes, (b0 + 32 < nb ? b0 + 32 : nb) * Q::kBytes);
       if (b0 + 32 <= nb) {
         group<R, T, true>(w, x, b0, nb, acc0);
         group<R, T, true>(w, x, b0 + 16, nb, acc1);
@@ -419,7 +435,7 @@ struct Q6_K {
 
 template <class Q>
 struct KK {
-  template <int R, int T>
+  template <int R, int T, bool kPf = false>
   static void tile(const Args& a, int64_t row, int64_t tok) {
     const uint8_t* w[R];
     const A8KBlock* x[T];
@@ -434,6 +450,7 @@ struct KK {
       const uint8_t* wb[R];
       GALLEON_UNROLL
       for (int r = 0; r < R; ++r) wb[r] = w[r] + b * Q::kBytes, Q::prep(wb[r], &prep[r]);
+      prefetch_next<R, kPf>(w, a.wrb, b * Q::kBytes, (b + 1) * Q::kBytes);
       __m512i acc[R][T];
       GALLEON_UNROLL
       for (int r = 0; r < R; ++r)
@@ -543,10 +560,36 @@ void quantize_act(GgmlType wt, const float* x, void* dst, int64_t n) {
 
 // ------------------------------------------------------------------ entry points
 
+// Decode (one token): rows in tiles of GV, each tile prefetching the next.
+template <class K, int GV>
+void gemv_rows(const Args& a, int64_t r0, int64_t r1) {
+  int64_t r = r0;
+  for (; r + GV <= r1; r += GV) K::template tile<GV, 1, true>(a, r, 0);
+  for (; r < r1; ++r) K::template tile<1, 1, true>(a, r, 0);
+}
+
+bool gemv(const Args& a, int64_t r0, int64_t r1) {
+  switch (a.type) {
+    case GgmlType::F32: return gemv_rows<KPlain<LoadF32>, 4>(a, r0, r1), true;
+    case GgmlType::F16: return gemv_rows<KPlain<LoadF16>, 4>(a, r0, r1), true;
+    case GgmlType::BF16: return gemv_rows<KPlain<LoadBF16>, 4>(a, r0, r1), true;
+    case GgmlType::Q8_0: return gemv_rows<KA8<Q8_0>, 4>(a, r0, r1), true;
+    case GgmlType::Q4_0: return gemv_rows<KA8<Q4_0>, 4>(a, r0, r1), true;
+    case GgmlType::Q4_1: return gemv_rows<KA8<Q4_1>, 4>(a, r0, r1), true;
+    case GgmlType::Q5_0: return gemv_rows<KA8<Q5_0>, 4>(a, r0, r1), true;
+    case GgmlType::Q5_1: return gemv_rows<KA8<Q5_1>, 4>(a, r0, r1), true;
+    case GgmlType::Q4_K: return gemv_rows<KK<Q4_K>, 4>(a, r0, r1), true;
+    case GgmlType::Q5_K: return gemv_rows<KK<Q5_K>, 4>(a, r0, r1), true;
+    case GgmlType::Q6_K: return gemv_rows<KK<Q6_K>, 4>(a, r0, r1), true;
+    default: return false;
+  }
+}
+
 void matmul(GgmlType wt, int64_t n, const void* W, size_t wrb, int64_t r0, int64_t r1,
             const void* act, size_t arb, int64_t ntok, float* y, size_t ys) {
   const Args a{wt, n, static_cast<const uint8_t*>(W), wrb, static_cast<const uint8_t*>(act), arb, y, ys};
   if (ntok >= 8 && gemm(a, r0, r1, ntok)) return;
+  if (ntok == 1 && gemv(a, r0, r1)) return;
   switch (wt) {
     case GgmlType::F32: return drive<KPlain<LoadF32>, 4, 4, 3>(a, r0, r1, ntok);
     case GgmlType::F16: return drive<KPlain<LoadF16>, 4, 4, 3>(a, r0, r1, ntok);
