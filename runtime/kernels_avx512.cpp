@@ -341,6 +341,15 @@ struct KA8 {
 // ------------------------------------------------------------------ K-quants (256-blocks)
 
 inline int32_t hsum(__m512i v) { return _mm512_reduce_add_epi32(v); }
+// hsum(u) and the sum of v's 8 lanes with one shared tail.
+inline void hsum2(__m512i u, __m256i v, int32_t* su, int32_t* sv) {
+  const __m256i u8 = _mm256_add_epi32(_mm512_castsi512_si256(u), _mm512_extracti64x4_epi64(u, 1));
+  const __m256i x = _mm256_hadd_epi32(u8, v);  // per 128 bits: u pairs, then v pairs
+  const __m128i x4 = _mm_add_epi32(_mm256_castsi256_si128(x), _mm256_extracti128_si256(x, 1));
+  const __m128i y = _mm_hadd_epi32(x4, x4);
+  *su = _mm_cvtsi128_si32(y);
+  *sv = _mm_extract_epi32(y, 1);
+}
 
 // 8 six-bit scales and 8 mins of a Q4_K/Q5_K block, as bytes (get_scale_min_k4 unpacked).
 inline void kmin_scales(const uint8_t* s, uint64_t* sc, uint64_t* mn) {
@@ -431,6 +440,26 @@ struct Q6_K {
   static __m512i scales(const Prep& p, int c) { return scale_quads(p.sc16, c); }
 };
 
+// The 32 lanes of one K-quant dot product, one block contribution at a time. In memory for
+// tiles (a store per block; the final vector load waits on those stores, but the tile has many
+// blocks), in two registers for decode (kGemv), where a row is only a few blocks long.
+template <bool kReg>
+struct KLanes {
+  alignas(64) float v[32] = {};
+  void add(int64_t b, float c) { v[b & 31] = v[b & 31] + c; }
+  float result() const { return reduce_lanes(_mm512_load_ps(v), _mm512_load_ps(v + 16)); }
+};
+template <>
+struct KLanes<true> {
+  __m512 lo = _mm512_setzero_ps(), hi = _mm512_setzero_ps();
+  void add(int64_t b, float c) {
+    const __mmask16 m = __mmask16(1u << (b & 15));
+    if (b & 16) hi = _mm512_mask_add_ps(hi, m, hi, _mm512_set1_ps(c));
+    else lo = _mm512_mask_add_ps(lo, m, lo, _mm512_set1_ps(c));
+  }
+  float result() const { return reduce_lanes(lo, hi); }
+};
+
 template <class Q>
 struct KK {
   template <int R, int T, bool kGemv = false>
@@ -441,7 +470,7 @@ struct KK {
     for (int r = 0; r < R; ++r) w[r] = a.w + size_t(row + r) * a.wrb;
     GALLEON_UNROLL
     for (int t = 0; t < T; ++t) x[t] = reinterpret_cast<const A8KBlock*>(a.act + size_t(tok + t) * a.arb);
-    alignas(64) float lanes[R][T][32] = {};
+    KLanes<kGemv> lanes[R][T];
     const int64_t nb = a.n / 256;
     for (int64_t b = 0; b < nb; ++b) {
       typename Q::Prep prep[R];
@@ -472,7 +501,7 @@ struct KK {
         const float da = x[t][b].d;
         GALLEON_UNROLL
         for (int r = 0; r < R; ++r) {
-          const float dw = fp16_to_f32(load_u16(wb[r] + (Q::kBytes == 210 ? 208 : 0)));
+          const float dw = _cvtsh_ss(load_u16(wb[r] + (Q::kBytes == 210 ? 208 : 0)));
           float c;
           if constexpr (Q::kBytes == 210) {
             // q = u - 32: subtract 32 * sum_j sc_j * bsums_j.
@@ -481,13 +510,12 @@ struct KK {
             const int32_t sumi = hsum(_mm512_sub_epi32(acc[r][t], corr32));
             c = (dw * da) * float(sumi);
           } else {
-            const float dmin = fp16_to_f32(load_u16(wb[r] + 2));
-            const int32_t sumi = hsum(acc[r][t]);
-            const __m256i mm = _mm256_madd_epi16(bs, prep[r].mn16);
-            const int32_t summ = hsum(_mm512_zextsi256_si512(mm));
+            const float dmin = _cvtsh_ss(load_u16(wb[r] + 2));
+            int32_t sumi, summ;
+            hsum2(acc[r][t], _mm256_madd_epi16(bs, prep[r].mn16), &sumi, &summ);
             c = (dw * da) * float(sumi) - (dmin * da) * float(summ);
           }
-          lanes[r][t][b & 31] = lanes[r][t][b & 31] + c;
+          lanes[r][t].add(b, c);
         }
       }
     }
@@ -495,8 +523,7 @@ struct KK {
     for (int t = 0; t < T; ++t)
       GALLEON_UNROLL
       for (int r = 0; r < R; ++r)
-        a.y[size_t(tok + t) * a.ys + size_t(row + r)] =
-            reduce_lanes(_mm512_load_ps(lanes[r][t]), _mm512_load_ps(lanes[r][t] + 16));
+        a.y[size_t(tok + t) * a.ys + size_t(row + r)] = lanes[r][t].result();
   }
 };
 
