@@ -7,6 +7,8 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
 
+#include <vector>
+
 #include "runtime/kernels_internal.h"
 #include "runtime/kernels_tiling.h"
 
@@ -205,13 +207,39 @@ inline __m512i red3(__m512i r0, __m512i r1) {
                           _mm512_shuffle_i32x4(r0, r1, _MM_SHUFFLE(3, 1, 3, 1)));
 }
 
+// Decode's private copy of an A8 activation row, built once per matmul call: per group of 16
+// blocks, the 8 activation pairs exactly as group_sums loads them (act_pair<kIlv>), then the 16
+// scales d, the 16 sums, and the 16 products d * float(sum); blocks past the row are zero.
+struct A8Prep {
+  static constexpr int kPairs = 0, kD = 512, kSum = 576, kDSum = 640, kBytes = 704;
+  template <bool kIlv>
+  static void build(const A8Block* ab, int64_t nb, uint8_t* out) {
+    for (int64_t b0 = 0; b0 < nb; b0 += 16, out += kBytes) {
+      for (int slot = 0; slot < 8; ++slot) {
+        const int64_t blo = b0 + (slot < 4 ? slot : slot + 4), bhi = blo + 4;
+        _mm512_storeu_si512(out + kPairs + 64 * slot,
+                            act_pair<kIlv>(ab[blo].q, ab[bhi].q, blo < nb, bhi < nb));
+      }
+      for (int j = 0; j < 16; ++j) {
+        const bool v = b0 + j < nb;
+        const float d = v ? ab[b0 + j].d : 0.0f;
+        const int32_t sum = v ? ab[b0 + j].sum : 0;
+        const float ds = d * float(sum);
+        std::memcpy(out + kD + 4 * j, &d, 4);
+        std::memcpy(out + kSum + 4 * j, &sum, 4);
+        std::memcpy(out + kDSum + 4 * j, &ds, 4);
+      }
+    }
+  }
+};
+
 template <class Q>
 struct KA8 {
   // Raw int32 sums (unsigned weight x activation) of blocks [b0, b0+16), one block per lane;
   // blocks at or past nb count 0. Slot i holds blocks lo(i) and lo(i)+4, so that the transpose
   // network red1/red2/red3 leaves block b0+j in lane j. kHalf: blocks [b0, b0+8) only, in lanes
-  // 0-7 (and again in 8-15).
-  template <int R, int T, bool kFull, bool kHalf = false>
+  // 0-7 (and again in 8-15). kPrep: x[0] is an A8Prep row (T == 1).
+  template <int R, int T, bool kFull, bool kHalf = false, bool kPrep = false>
   GALLEON_INLINE static void group_sums(const uint8_t* const* w, const uint8_t* const* x, int64_t b0,
                          int64_t nb, __m512i (&S)[R][T]) {
     __m512i half[2][R][T];
@@ -233,7 +261,9 @@ struct KA8 {
           GALLEON_UNROLL
           for (int t = 0; t < T; ++t) {
             const A8Block* ab = reinterpret_cast<const A8Block*>(x[t]);
-            const __m512i az = act_pair<Q::kIlv>(ab[blo].q, ab[bhi].q, vlo, vhi);
+            const __m512i az =
+                kPrep ? _mm512_loadu_si512(x[t] + (b0 / 16) * A8Prep::kBytes + A8Prep::kPairs + 64 * slot)
+                      : act_pair<Q::kIlv>(ab[blo].q, ab[bhi].q, vlo, vhi);
             GALLEON_UNROLL
             for (int r = 0; r < R; ++r)
               p[pp][r][t] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wz[r], az);
@@ -255,11 +285,11 @@ struct KA8 {
       for (int t = 0; t < T; ++t) S[r][t] = red3<Q::kIlv>(half[0][r][t], half[kHalf ? 0 : 1][r][t]);
   }
 
-  template <int R, int T, bool kFull, bool kHalf = false>
+  template <int R, int T, bool kFull, bool kHalf = false, bool kPrep = false>
   GALLEON_INLINE static void group(const uint8_t* const* w, const uint8_t* const* x, int64_t b0, int64_t nb,
                     __m512 (&acc)[R][T]) {
     __m512i S[R][T];
-    group_sums<R, T, kFull, kHalf>(w, x, b0, nb, S);
+    group_sums<R, T, kFull, kHalf, kPrep>(w, x, b0, nb, S);
     const __mmask16 m = kFull ? __mmask16(kHalf ? 0xFF : 0xFFFF) : tail_mask16(nb - b0);
     const __m512i iw = _mm512_mullo_epi32(
         _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
@@ -280,8 +310,11 @@ struct KA8 {
     GALLEON_UNROLL
     for (int t = 0; t < T; ++t) {
       const uint8_t* base = x[t] + b0 * 40;
-      const __m512 da = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, ia, base, 1);
-      const __m512i sa = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, ia, base + 4, 1);
+      const uint8_t* pg = x[t] + (b0 / 16) * A8Prep::kBytes;
+      const __m512 da = kPrep ? _mm512_loadu_ps(pg + A8Prep::kD)
+                              : _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, ia, base, 1);
+      const __m512i sa = kPrep ? _mm512_loadu_si512(pg + A8Prep::kSum)
+                               : _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, ia, base + 4, 1);
       GALLEON_UNROLL
       for (int r = 0; r < R; ++r) {
         __m512i isum = S[r][t];
@@ -289,7 +322,8 @@ struct KA8 {
           isum = _mm512_sub_epi32(isum, _mm512_slli_epi32(sa, Q::kCorrShift));
         __m512 c = _mm512_mul_ps(_mm512_mul_ps(dw[r], da), _mm512_cvtepi32_ps(isum));
         if constexpr (Q::kMin)
-          c = _mm512_add_ps(c, _mm512_mul_ps(mw[r], _mm512_mul_ps(da, _mm512_cvtepi32_ps(sa))));
+          c = _mm512_add_ps(c, _mm512_mul_ps(mw[r], kPrep ? _mm512_loadu_ps(pg + A8Prep::kDSum)
+                                                        : _mm512_mul_ps(da, _mm512_cvtepi32_ps(sa))));
         acc[r][t] = _mm512_add_ps(acc[r][t], c);
       }
     }
@@ -298,13 +332,13 @@ struct KA8 {
   // Blocks [b0, min(nb, b0 + 16)) of a last, partial lane group; in decode (kGemv) 8 or fewer take
   // the half path.
   template <int R, int T, bool kGemv>
-  static void part(const uint8_t* const* w, const uint8_t* const* x, int64_t b0, int64_t nb,
+  GALLEON_INLINE static void part(const uint8_t* const* w, const uint8_t* const* x, int64_t b0, int64_t nb,
                    __m512 (&acc)[R][T]) {
     if (!kGemv) group<R, T, false>(w, x, b0, nb, acc);
-    else if (nb - b0 >= 16) group<R, T, true>(w, x, b0, nb, acc);
-    else if (nb - b0 == 8) group<R, T, true, true>(w, x, b0, nb, acc);
-    else if (nb - b0 < 8) group<R, T, false, true>(w, x, b0, nb, acc);
-    else group<R, T, false>(w, x, b0, nb, acc);
+    else if (nb - b0 >= 16) group<R, T, true, false, true>(w, x, b0, nb, acc);
+    else if (nb - b0 == 8) group<R, T, true, true, true>(w, x, b0, nb, acc);
+    else if (nb - b0 < 8) group<R, T, false, true, true>(w, x, b0, nb, acc);
+    else group<R, T, false, false, true>(w, x, b0, nb, acc);
   }
 
   template <int R, int T, bool kGemv = false>
@@ -323,8 +357,8 @@ struct KA8 {
     const int64_t nb = a.n / 32;
     for (int64_t b0 = 0; b0 < nb; b0 += 32) {  // blocks b0..b0+15 -> lanes 0-15, next 16 -> 16-31
       if (b0 + 32 <= nb) {
-        group<R, T, true>(w, x, b0, nb, acc0);
-        group<R, T, true>(w, x, b0 + 16, nb, acc1);
+        group<R, T, true, false, kGemv>(w, x, b0, nb, acc0);
+        group<R, T, true, false, kGemv>(w, x, b0 + 16, nb, acc1);
       } else {
         part<R, T, kGemv>(w, x, b0, nb, acc0);
         if (b0 + 16 < nb) part<R, T, kGemv>(w, x, b0 + 16, nb, acc1);
@@ -584,30 +618,39 @@ void quantize_act(GgmlType wt, const float* x, void* dst, int64_t n) {
 
 // ------------------------------------------------------------------ entry points
 
-// Decode (one token): rows in tiles of GV. One row at a time reads the weights as one sequential
-// stream, which a single core pulls from memory about twice as fast as 2-4 interleaved row
-// streams (measured on Zen4: f16 ~10 -> ~20 GB/s, q8_0 ~6 -> ~14); only the nibble types, bound
-// by their decode, share it over 4 rows.
-template <class K, int GV>
+// Decode (one token): one row at a time. A single sequential weight stream is read from memory
+// by one core about twice as fast as 2-4 interleaved row streams (measured on Zen4: f16 ~10 ->
+// ~20 GB/s, q8_0 ~6 -> ~14), which outweighs sharing activation loads over rows.
+template <class K>
 void gemv_rows(const Args& a, int64_t r0, int64_t r1) {
-  int64_t r = r0;
-  for (; r + GV <= r1; r += GV) K::template tile<GV, 1, true>(a, r, 0);
-  for (; r < r1; ++r) K::template tile<1, 1, true>(a, r, 0);
+  for (int64_t r = r0; r < r1; ++r) K::template tile<1, 1, true>(a, r, 0);
+}
+
+// The A8 kernels read an A8Prep copy of the activation row (one per thread and call).
+template <class Q>
+void gemv_a8(const Args& a, int64_t r0, int64_t r1) {
+  thread_local std::vector<uint8_t> buf;
+  const int64_t nb = a.n / 32;
+  buf.resize(size_t((nb + 15) / 16) * A8Prep::kBytes);
+  A8Prep::build<Q::kIlv>(reinterpret_cast<const A8Block*>(a.act), nb, buf.data());
+  Args p = a;
+  p.act = buf.data();
+  gemv_rows<KA8<Q>>(p, r0, r1);
 }
 
 bool gemv(const Args& a, int64_t r0, int64_t r1) {
   switch (a.type) {
-    case GgmlType::F32: return gemv_rows<KPlain<LoadF32>, 1>(a, r0, r1), true;
-    case GgmlType::F16: return gemv_rows<KPlain<LoadF16>, 1>(a, r0, r1), true;
-    case GgmlType::BF16: return gemv_rows<KPlain<LoadBF16>, 1>(a, r0, r1), true;
-    case GgmlType::Q8_0: return gemv_rows<KA8<Q8_0>, 1>(a, r0, r1), true;
-    case GgmlType::Q4_0: return gemv_rows<KA8<Q4_0>, 4>(a, r0, r1), true;
-    case GgmlType::Q4_1: return gemv_rows<KA8<Q4_1>, 4>(a, r0, r1), true;
-    case GgmlType::Q5_0: return gemv_rows<KA8<Q5_0>, 4>(a, r0, r1), true;
-    case GgmlType::Q5_1: return gemv_rows<KA8<Q5_1>, 4>(a, r0, r1), true;
-    case GgmlType::Q4_K: return gemv_rows<KK<Q4_K>, 1>(a, r0, r1), true;
-    case GgmlType::Q5_K: return gemv_rows<KK<Q5_K>, 1>(a, r0, r1), true;
-    case GgmlType::Q6_K: return gemv_rows<KK<Q6_K>, 1>(a, r0, r1), true;
+    case GgmlType::F32: return gemv_rows<KPlain<LoadF32>>(a, r0, r1), true;
+    case GgmlType::F16: return gemv_rows<KPlain<LoadF16>>(a, r0, r1), true;
+    case GgmlType::BF16: return gemv_rows<KPlain<LoadBF16>>(a, r0, r1), true;
+    case GgmlType::Q8_0: return gemv_a8<Q8_0>(a, r0, r1), true;
+    case GgmlType::Q4_0: return gemv_a8<Q4_0>(a, r0, r1), true;
+    case GgmlType::Q4_1: return gemv_a8<Q4_1>(a, r0, r1), true;
+    case GgmlType::Q5_0: return gemv_a8<Q5_0>(a, r0, r1), true;
+    case GgmlType::Q5_1: return gemv_a8<Q5_1>(a, r0, r1), true;
+    case GgmlType::Q4_K: return gemv_rows<KK<Q4_K>>(a, r0, r1), true;
+    case GgmlType::Q5_K: return gemv_rows<KK<Q5_K>>(a, r0, r1), true;
+    case GgmlType::Q6_K: return gemv_rows<KK<Q6_K>>(a, r0, r1), true;
     default: return false;
   }
 }
