@@ -33,6 +33,51 @@ inline __mmask16 tail_mask16(int64_t left) {
   return left >= 16 ? __mmask16(0xFFFF) : left <= 0 ? __mmask16(0) : __mmask16((1u << left) - 1);
 }
 
+// A tile's result for (token tok, row): the canonical reduction into y, or in decode (kGemv) the
+// 32 lanes themselves, to a.y + 32 * row, for reduce_rows16 (one batched tree for 16 rows).
+template <bool kGemv>
+inline void put_lanes(const Args& a, int64_t tok, int64_t row, __m512 lo, __m512 hi) {
+  if constexpr (kGemv) {
+    _mm512_storeu_ps(a.y + 32 * row, lo);
+    _mm512_storeu_ps(a.y + 32 * row + 16, hi);
+  } else {
+    a.y[size_t(tok) * a.ys + size_t(row)] = reduce_lanes(lo, hi);
+  }
+}
+
+// reduce_lanes of m <= 16 rows of 32 lanes (lanes[32 * i ...]) into y[0..m), with the same adds
+// (L[i] + L[i+s] for s = 16, 8, 4, 2, 1; float addition is commutative) done 16 rows at a time.
+inline void reduce_rows16(const float* lanes, int m, float* y) {
+  __m512 v[16];
+  for (int i = 0; i < 16; ++i)
+    v[i] = i < m ? _mm512_add_ps(_mm512_loadu_ps(lanes + 32 * i), _mm512_loadu_ps(lanes + 32 * i + 16))
+                 : _mm512_setzero_ps();
+  // s = 8: rows 2k, 2k+1 -> one register, row 2k in 128-bit quarters 0-1, 2k+1 in 2-3.
+  __m512 u[8];
+  for (int k = 0; k < 8; ++k)
+    u[k] = _mm512_add_ps(_mm512_shuffle_f32x4(v[2 * k], v[2 * k + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                         _mm512_shuffle_f32x4(v[2 * k], v[2 * k + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+  // s = 4: quarter q of w[k] holds row 4k + q.
+  __m512 w[4];
+  for (int k = 0; k < 4; ++k)
+    w[k] = _mm512_add_ps(_mm512_shuffle_f32x4(u[2 * k], u[2 * k + 1], _MM_SHUFFLE(2, 0, 2, 0)),
+                         _mm512_shuffle_f32x4(u[2 * k], u[2 * k + 1], _MM_SHUFFLE(3, 1, 3, 1)));
+  // s = 2: quarter q of z[k] holds [row 8k+q lanes 0-1, row 8k+4+q lanes 0-1].
+  __m512 z[2];
+  for (int k = 0; k < 2; ++k)
+    z[k] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(w[2 * k]), _mm512_castps_pd(w[2 * k + 1]))),
+                         _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(w[2 * k]), _mm512_castps_pd(w[2 * k + 1]))));
+  // s = 1: quarter q: rows q, 4+q, 8+q, 12+q.
+  const __m512 r = _mm512_add_ps(_mm512_shuffle_ps(z[0], z[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                                 _mm512_shuffle_ps(z[0], z[1], _MM_SHUFFLE(3, 1, 3, 1)));
+  __m512 out = _mm512_permutexvar_ps(
+      _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15), r);
+  out = _mm512_mask_mov_ps(out, _mm512_cmp_ps_mask(out, out, _CMP_UNORD_Q),
+                           _mm512_castsi512_ps(_mm512_set1_epi32(0x7fc00000)));
+  _mm512_mask_storeu_ps(y, tail_mask16(m), out);
+}
+
+
 // ------------------------------------------------------------------ f32 / f16 / bf16 weights
 
 struct LoadF32 {
@@ -115,7 +160,7 @@ struct KPlain {
     for (int t = 0; t < T; ++t)
       GALLEON_UNROLL
       for (int r = 0; r < R; ++r)
-        a.y[size_t(tok + t) * a.ys + size_t(row + r)] = reduce_lanes(acc[r][t][0], acc[r][t][1]);
+        put_lanes<kGemv>(a, tok + t, row + r, acc[r][t][0], acc[r][t][1]);
   }
 };
 
@@ -368,7 +413,7 @@ struct KA8 {
     for (int t = 0; t < T; ++t)
       GALLEON_UNROLL
       for (int r = 0; r < R; ++r)
-        a.y[size_t(tok + t) * a.ys + size_t(row + r)] = reduce_lanes(acc0[r][t], acc1[r][t]);
+        put_lanes<kGemv>(a, tok + t, row + r, acc0[r][t], acc1[r][t]);
   }
 };
 
@@ -481,17 +526,19 @@ template <bool kReg>
 struct KLanes {
   alignas(64) float v[32] = {};
   void add(int64_t b, float c) { v[b & 31] = v[b & 31] + c; }
-  float result() const { return reduce_lanes(_mm512_load_ps(v), _mm512_load_ps(v + 16)); }
+  __m512 lo() const { return _mm512_load_ps(v); }
+  __m512 hi() const { return _mm512_load_ps(v + 16); }
 };
 template <>
 struct KLanes<true> {
-  __m512 lo = _mm512_setzero_ps(), hi = _mm512_setzero_ps();
+  __m512 l = _mm512_setzero_ps(), h = _mm512_setzero_ps();
   void add(int64_t b, float c) {
     const __mmask16 m = __mmask16(1u << (b & 15));
-    if (b & 16) hi = _mm512_mask_add_ps(hi, m, hi, _mm512_set1_ps(c));
-    else lo = _mm512_mask_add_ps(lo, m, lo, _mm512_set1_ps(c));
+    if (b & 16) h = _mm512_mask_add_ps(h, m, h, _mm512_set1_ps(c));
+    else l = _mm512_mask_add_ps(l, m, l, _mm512_set1_ps(c));
   }
-  float result() const { return reduce_lanes(lo, hi); }
+  __m512 lo() const { return l; }
+  __m512 hi() const { return h; }
 };
 
 template <class Q>
@@ -557,7 +604,7 @@ struct KK {
     for (int t = 0; t < T; ++t)
       GALLEON_UNROLL
       for (int r = 0; r < R; ++r)
-        a.y[size_t(tok + t) * a.ys + size_t(row + r)] = lanes[r][t].result();
+        put_lanes<kGemv>(a, tok + t, row + r, lanes[r][t].lo(), lanes[r][t].hi());
   }
 };
 
@@ -621,9 +668,19 @@ void quantize_act(GgmlType wt, const float* x, void* dst, int64_t n) {
 // Decode (one token): one row at a time. A single sequential weight stream is read from memory
 // by one core about twice as fast as 2-4 interleaved row streams (measured on Zen4: f16 ~10 ->
 // ~20 GB/s, q8_0 ~6 -> ~14), which outweighs sharing activation loads over rows.
+// The tiles leave each row's 32 lanes in a scratch block; reduce_rows16 finishes 16 rows at once
+// (one row's serial reduction tail, on every row, bounded the row rate).
 template <class K>
 void gemv_rows(const Args& a, int64_t r0, int64_t r1) {
-  for (int64_t r = r0; r < r1; ++r) K::template tile<1, 1, true>(a, r, 0);
+  alignas(64) float lanes[16 * 32];
+  Args p = a;
+  p.y = lanes;
+  for (int64_t r = r0; r < r1; r += 16) {
+    const int m = r1 - r < 16 ? int(r1 - r) : 16;
+    p.w = a.w + size_t(r) * a.wrb;
+    for (int i = 0; i < m; ++i) K::template tile<1, 1, true>(p, i, 0);
+    reduce_rows16(lanes, m, a.y + r);
+  }
 }
 
 // The A8 kernels read an A8Prep copy of the activation row (one per thread and call).
