@@ -252,6 +252,44 @@ inline __m512i red3(__m512i r0, __m512i r1) {
                           _mm512_shuffle_i32x4(r0, r1, _MM_SHUFFLE(3, 1, 3, 1)));
 }
 
+// The fp16 field at byte kOff of kN consecutive blocks of kBytes (lanes kN.. zero) as floats,
+// without a gather: the blocks' bytes in 64-byte loads (the last one masked to the blocks), the
+// words picked by vpermt2w per pair of loads.
+template <int kBytes, int kOff, int kN>
+struct F16Col {
+  static constexpr int kLen = kN * kBytes, kChunks = (kLen + 63) / 64, kPairs = (kChunks + 1) / 2;
+  struct Tab {
+    int16_t idx[kPairs][32];
+    uint32_t mask[kPairs];
+  };
+  static constexpr Tab make() {
+    Tab t{};
+    for (int j = 0; j < kN; ++j) {
+      const int word = (j * kBytes + kOff) / 2;
+      t.idx[word / 64][j] = int16_t(word % 64);
+      t.mask[word / 64] |= 1u << j;
+    }
+    return t;
+  }
+  static constexpr Tab kTab = make();
+  GALLEON_INLINE static __m512 load(const uint8_t* p) {
+    __m512i c[2 * kPairs];
+    GALLEON_UNROLL
+    for (int k = 0; k < 2 * kPairs; ++k) {
+      if (k + 1 < kChunks) c[k] = _mm512_loadu_si512(p + 64 * k);
+      else if (k + 1 == kChunks)
+        c[k] = _mm512_maskz_loadu_epi8(~0ull >> (64 - (kLen - 64 * k)), p + 64 * k);
+      else c[k] = _mm512_setzero_si512();
+    }
+    __m512i out = _mm512_setzero_si512();
+    GALLEON_UNROLL
+    for (int k = 0; k < kPairs; ++k)
+      out = _mm512_mask_mov_epi16(out, kTab.mask[k],
+                                  _mm512_permutex2var_epi16(c[2 * k], _mm512_loadu_si512(kTab.idx[k]), c[2 * k + 1]));
+    return _mm512_cvtph_ps(_mm512_castsi512_si256(out));
+  }
+};
+
 // Decode's private copy of an A8 activation row, built once per matmul call: per group of 16
 // blocks, the 8 activation pairs exactly as group_sums loads them (act_pair<kIlv>), then the 16
 // scales d, the 16 sums, and the 16 products d * float(sum); blocks past the row are zero.
@@ -345,6 +383,12 @@ struct KA8 {
     GALLEON_UNROLL
     for (int r = 0; r < R; ++r) {
       const uint8_t* base = w[r] + b0 * Q::kBytes;
+      if constexpr (kPrep && kFull) {  // decode: whole blocks, no gather
+        constexpr int kN = kHalf ? 8 : 16;
+        dw[r] = F16Col<Q::kBytes, 0, kN>::load(base);
+        if constexpr (Q::kMin) mw[r] = F16Col<Q::kBytes, 2, kN>::load(base);
+        continue;
+      }
       const __m512i raw = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, iw, base, 1);
       dw[r] = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(raw));
       if constexpr (Q::kMin) {
