@@ -190,39 +190,40 @@ inline __m512i add_high_bits(__m512i v, const uint8_t* qlo, const uint8_t* qhi, 
   return _mm512_mask_add_epi8(v, __mmask64(k), v, _mm512_set1_epi8(16));
 }
 
-// Each weight kind: block bytes, pair decode, activation-sum correction, min field.
+// Each weight kind: block bytes, pair decode, activation-sum correction, min field. kQuad: plain
+// nibbles at byte kQs, which decode (KA8::quad_sums) takes four blocks to a register.
 struct Q8_0 {
   static constexpr int kBytes = 34, kCorrShift = 7;  // (w + 128): subtract 128 * sum_a
-  static constexpr bool kMin = false, kIlv = false;
+  static constexpr bool kMin = false, kIlv = false, kQuad = false;
   static __m512i decode2(const uint8_t* lo, const uint8_t* hi, bool vlo, bool vhi) {
     return _mm512_xor_si512(pair(ld256(lo + 2, vlo), ld256(hi + 2, vhi)),
                             _mm512_set1_epi8(char(0x80)));
   }
 };
 struct Q4_0 {
-  static constexpr int kBytes = 18, kCorrShift = 3;  // nibble - 8
-  static constexpr bool kMin = false, kIlv = true;
+  static constexpr int kBytes = 18, kCorrShift = 3, kQs = 2;  // nibble - 8
+  static constexpr bool kMin = false, kIlv = true, kQuad = true;
   static __m512i decode2(const uint8_t* lo, const uint8_t* hi, bool vlo, bool vhi) {
     return nibble_pair(lo + 2, hi + 2, vlo, vhi);
   }
 };
 struct Q5_0 {
   static constexpr int kBytes = 22, kCorrShift = 4;  // 5 bits - 16
-  static constexpr bool kMin = false, kIlv = true;
+  static constexpr bool kMin = false, kIlv = true, kQuad = false;
   static __m512i decode2(const uint8_t* lo, const uint8_t* hi, bool vlo, bool vhi) {
     return add_high_bits(nibble_pair(lo + 6, hi + 6, vlo, vhi), lo + 2, hi + 2, vlo, vhi);
   }
 };
 struct Q4_1 {
-  static constexpr int kBytes = 20, kCorrShift = -1;
-  static constexpr bool kMin = true, kIlv = true;
+  static constexpr int kBytes = 20, kCorrShift = -1, kQs = 4;
+  static constexpr bool kMin = true, kIlv = true, kQuad = true;
   static __m512i decode2(const uint8_t* lo, const uint8_t* hi, bool vlo, bool vhi) {
     return nibble_pair(lo + 4, hi + 4, vlo, vhi);
   }
 };
 struct Q5_1 {
   static constexpr int kBytes = 24, kCorrShift = -1;
-  static constexpr bool kMin = true, kIlv = true;
+  static constexpr bool kMin = true, kIlv = true, kQuad = false;
   static __m512i decode2(const uint8_t* lo, const uint8_t* hi, bool vlo, bool vhi) {
     return add_high_bits(nibble_pair(lo + 8, hi + 8, vlo, vhi), lo + 4, hi + 4, vlo, vhi);
   }
@@ -291,14 +292,24 @@ struct F16Col {
 };
 
 // Decode's private copy of an A8 activation row, built once per matmul call: per group of 16
-// blocks, the 8 activation pairs exactly as group_sums loads them (act_pair<kIlv>), then the 16
-// scales d, the 16 sums, and the 16 products d * float(sum); blocks past the row are zero.
+// blocks, 512 bytes of activations exactly as decode loads them (group_sums: the 8 pairs of
+// act_pair<kIlv>; quad_sums: for i < 4 the first, then the second 16 bytes of blocks i, i+4,
+// i+8, i+12), then the 16 scales d, the 16 sums, and the 16 products d * float(sum); blocks past
+// the row are zero.
 struct A8Prep {
   static constexpr int kPairs = 0, kD = 512, kSum = 576, kDSum = 640, kBytes = 704;
-  template <bool kIlv>
+  template <bool kIlv, bool kQuad>
   static void build(const A8Block* ab, int64_t nb, uint8_t* out) {
     for (int64_t b0 = 0; b0 < nb; b0 += 16, out += kBytes) {
-      for (int slot = 0; slot < 8; ++slot) {
+      for (int j = 0; kQuad && j < 16; ++j) {
+        const int64_t b = b0 + 4 * (j % 4) + j / 4;  // quarter j % 4 of quad j / 4
+        for (int h = 0; h < 2; ++h) {
+          uint8_t* dst = out + kPairs + 128 * (j / 4) + 64 * h + 16 * (j % 4);
+          if (b < nb) std::memcpy(dst, ab[b].q + 16 * h, 16);
+          else std::memset(dst, 0, 16);
+        }
+      }
+      for (int slot = 0; !kQuad && slot < 8; ++slot) {
         const int64_t blo = b0 + (slot < 4 ? slot : slot + 4), bhi = blo + 4;
         _mm512_storeu_si512(out + kPairs + 64 * slot,
                             act_pair<kIlv>(ab[blo].q, ab[bhi].q, blo < nb, bhi < nb));
@@ -368,11 +379,40 @@ struct KA8 {
       for (int t = 0; t < T; ++t) S[r][t] = red3<Q::kIlv>(half[0][r][t], half[kHalf ? 0 : 1][r][t]);
   }
 
+  // group_sums for kQuad kinds in decode (x[0] an A8Prep row): register i gets the nibbles of
+  // blocks b0+i, b0+i+4, b0+i+8, b0+i+12 in its 4 quarters (low nibbles, then high), so that two
+  // vpdpbusd leave each block's sum in 4 dwords of its quarter and red1/red2 alone finish it.
+  template <int R, bool kFull, bool kHalf>
+  GALLEON_INLINE static void quad_sums(const uint8_t* const* w, const uint8_t* x, int64_t b0,
+                                       int64_t nb, __m512i (&S)[R][1]) {
+    const uint8_t* pa = x + (b0 / 16) * A8Prep::kBytes + A8Prep::kPairs;
+    __m512i P[4][R];
+    GALLEON_UNROLL
+    for (int i = 0; i < 4; ++i) {
+      GALLEON_UNROLL
+      for (int r = 0; r < R; ++r) {
+        __m512i z = _mm512_setzero_si512();
+        GALLEON_UNROLL
+        for (int k = 0; k < (kHalf ? 2 : 4); ++k) {
+          const int64_t b = b0 + i + 4 * k;
+          z = _mm512_inserti32x4(z, ld128(w[r] + b * Q::kBytes + Q::kQs, kFull || b < nb), k);
+        }
+        const __m512i m4 = _mm512_set1_epi8(0x0F);
+        const __m512i lo = _mm512_and_si512(z, m4), hi = _mm512_and_si512(_mm512_srli_epi16(z, 4), m4);
+        P[i][r] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, _mm512_loadu_si512(pa + 128 * i));
+        P[i][r] = _mm512_dpbusd_epi32(P[i][r], hi, _mm512_loadu_si512(pa + 128 * i + 64));
+      }
+    }
+    GALLEON_UNROLL
+    for (int r = 0; r < R; ++r) S[r][0] = red2(red1(P[0][r], P[1][r]), red1(P[2][r], P[3][r]));
+  }
+
   template <int R, int T, bool kFull, bool kHalf = false, bool kPrep = false>
   GALLEON_INLINE static void group(const uint8_t* const* w, const uint8_t* const* x, int64_t b0, int64_t nb,
                     __m512 (&acc)[R][T]) {
     __m512i S[R][T];
-    group_sums<R, T, kFull, kHalf, kPrep>(w, x, b0, nb, S);
+    if constexpr (kPrep && Q::kQuad) quad_sums<R, kFull, kHalf>(w, x[0], b0, nb, S);
+    else group_sums<R, T, kFull, kHalf, kPrep>(w, x, b0, nb, S);
     const __mmask16 m = kFull ? __mmask16(kHalf ? 0xFF : 0xFFFF) : tail_mask16(nb - b0);
     const __m512i iw = _mm512_mullo_epi32(
         _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
@@ -423,7 +463,7 @@ struct KA8 {
   template <int R, int T, bool kGemv>
   GALLEON_INLINE static void part(const uint8_t* const* w, const uint8_t* const* x, int64_t b0, int64_t nb,
                    __m512 (&acc)[R][T]) {
-    if (!kGemv) group<R, T, false>(w, x, b0, nb, acc);
+    if constexpr (!kGemv) group<R, T, false>(w, x, b0, nb, acc);
     else if (nb - b0 >= 16) group<R, T, true, false, true>(w, x, b0, nb, acc);
     else if (nb - b0 == 8) group<R, T, true, true, true>(w, x, b0, nb, acc);
     else if (nb - b0 < 8) group<R, T, false, true, true>(w, x, b0, nb, acc);
@@ -733,7 +773,7 @@ void gemv_a8(const Args& a, int64_t r0, int64_t r1) {
   thread_local std::vector<uint8_t> buf;
   const int64_t nb = a.n / 32;
   buf.resize(size_t((nb + 15) / 16) * A8Prep::kBytes);
-  A8Prep::build<Q::kIlv>(reinterpret_cast<const A8Block*>(a.act), nb, buf.data());
+  A8Prep::build<Q::kIlv, Q::kQuad>(reinterpret_cast<const A8Block*>(a.act), nb, buf.data());
   Args p = a;
   p.act = buf.data();
   gemv_rows<KA8<Q>>(p, r0, r1);
