@@ -50,7 +50,8 @@ inline void put_lanes(const Args& a, int64_t tok, int64_t row, __m512 lo, __m512
 inline void reduce_rows16(const float* lanes, int m, float* y) {
   __m512 v[16];
   for (int i = 0; i < 16; ++i)
-    v[i] = i < m ? _mm512_add_ps(_mm512_loadu_ps(lanes + 32 * i), _mm512_loadu_ps(lanes + 32 * i + 16))
+    v[i] = i < m ? _mm512_add_ps(_mm512_loadu_ps(lanes + 32 * i),
+                                 _mm512_loadu_ps(lanes + 32 * i + 16))
                  : _mm512_setzero_ps();
   // s = 8: rows 2k, 2k+1 -> one register, row 2k in 128-bit quarters 0-1, 2k+1 in 2-3.
   __m512 u[8];
@@ -64,9 +65,11 @@ inline void reduce_rows16(const float* lanes, int m, float* y) {
                          _mm512_shuffle_f32x4(u[2 * k], u[2 * k + 1], _MM_SHUFFLE(3, 1, 3, 1)));
   // s = 2: quarter q of z[k] holds [row 8k+q lanes 0-1, row 8k+4+q lanes 0-1].
   __m512 z[2];
-  for (int k = 0; k < 2; ++k)
-    z[k] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(w[2 * k]), _mm512_castps_pd(w[2 * k + 1]))),
-                         _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(w[2 * k]), _mm512_castps_pd(w[2 * k + 1]))));
+  for (int k = 0; k < 2; ++k) {
+    const __m512d a = _mm512_castps_pd(w[2 * k]), b = _mm512_castps_pd(w[2 * k + 1]);
+    z[k] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(a, b)),
+                         _mm512_castpd_ps(_mm512_unpackhi_pd(a, b)));
+  }
   // s = 1: quarter q: rows q, 4+q, 8+q, 12+q.
   const __m512 r = _mm512_add_ps(_mm512_shuffle_ps(z[0], z[1], _MM_SHUFFLE(2, 0, 2, 0)),
                                  _mm512_shuffle_ps(z[0], z[1], _MM_SHUFFLE(3, 1, 3, 1)));
@@ -76,7 +79,6 @@ inline void reduce_rows16(const float* lanes, int m, float* y) {
                            _mm512_castsi512_ps(_mm512_set1_epi32(0x7fc00000)));
   _mm512_mask_storeu_ps(y, tail_mask16(m), out);
 }
-
 
 // ------------------------------------------------------------------ f32 / f16 / bf16 weights
 
@@ -284,9 +286,10 @@ struct F16Col {
     }
     __m512i out = _mm512_setzero_si512();
     GALLEON_UNROLL
-    for (int k = 0; k < kPairs; ++k)
-      out = _mm512_mask_mov_epi16(out, kTab.mask[k],
-                                  _mm512_permutex2var_epi16(c[2 * k], _mm512_loadu_si512(kTab.idx[k]), c[2 * k + 1]));
+    for (int k = 0; k < kPairs; ++k) {
+      const __m512i idx = _mm512_loadu_si512(kTab.idx[k]);
+      out = _mm512_mask_mov_epi16(out, kTab.mask[k], _mm512_permutex2var_epi16(c[2 * k], idx, c[2 * k + 1]));
+    }
     return _mm512_cvtph_ps(_mm512_castsi512_si256(out));
   }
 };
