@@ -341,7 +341,8 @@ TEST_P(PerType, MatmulBitIdenticalAcrossIsas) {
   const int64_t blk = block_of(t);
   std::vector<int64_t> ns;
   if (blk == 1) ns = {1, 7, 31, 32, 33, 100, 256, 1000, 2051};
-  else if (blk == 32) ns = {32, 64, 96, 256, 1024, 32 * 33, 32 * 70 + 32 * 7};
+  // 32-blocks: also last lane groups of 16 + 8, 16 + 4 and 16 + 13 blocks (decode's half groups).
+  else if (blk == 32) ns = {32, 64, 96, 256, 1024, 32 * 33, 32 * 70 + 32 * 7, 32 * 24, 32 * 20, 32 * 29};
   else ns = {256, 512, 768, 256 * 9, 256 * 33, 256 * 40};
   uint32_t seed = 1;
   for (int64_t n : ns)
