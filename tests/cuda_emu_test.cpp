@@ -1,0 +1,283 @@
+// The CUDA kernels' arithmetic, emulated on the CPU: runtime/cuda/canon_device.h compiled with
+// g++, a warp modelled as 32 lanes and __shfl_down_sync's tree, compared bit for bit with the
+// scalar reference (kern::ref_dot, the scalar quantize_act, canon::expf/silu/reduce_lanes).
+// Runs in every build; the GPU itself is checked by cuda_test (GALLEON_CUDA builds).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "runtime/canon_math.h"
+#include "runtime/cuda/canon_device.h"
+#include "runtime/ggml_type.h"
+#include "runtime/kernels.h"
+
+namespace galleon {
+namespace {
+
+uint32_t bits(float f) { return cdev::to_bits(f); }
+
+const GgmlType kTypes[] = {GgmlType::F32,  GgmlType::F16,  GgmlType::BF16, GgmlType::Q8_0,
+                           GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1,
+                           GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K};
+
+// __shfl_down_sync(full, v, s): lane i reads lane i + s, or itself when i + s >= 32.
+float emulate_warp_tree(const float (&lane)[32]) {
+  float v[32];
+  std::memcpy(v, lane, sizeof v);
+  for (int s = 16; s >= 1; s >>= 1) {
+    float next[32];
+    for (int i = 0; i < 32; ++i) next[i] = v[i] + (i + s < 32 ? v[i + s] : v[i]);
+    std::memcpy(v, next, sizeof v);
+  }
+  return v[0];
+}
+
+// A warp computing one dot product (the matmul kernel's inner step).
+template <class LaneFn>
+float emulate_warp_dot(LaneFn lane_fn) {
+  float lane[32];
+  for (int l = 0; l < 32; ++l) lane[l] = lane_fn(l);
+  return cdev::canonical_nan(emulate_warp_tree(lane));
+}
+
+float emulate_dot(GgmlType t, int64_t n, const void* w, const void* act) {
+  float r = 0;
+  const bool ok = cdev::with_type(t, [&]<GgmlType T>() {
+    r = emulate_warp_dot([&](int l) { return cdev::lane_dot<T>(n, w, act, l); });
+  });
+  EXPECT_TRUE(ok);
+  return r;
+}
+
+void emulate_quantize(GgmlType t, const float* x, void* dst, int64_t n) {
+  switch (kern::act_format(t)) {
+    case kern::ActFormat::F32: std::memcpy(dst, x, size_t(n) * 4); return;
+    case kern::ActFormat::A8:
+      for (int64_t b = 0; b < n / 32; ++b)
+        cdev::quantize_a8_block(x + 32 * b, static_cast<kern::A8Block*>(dst) + b);
+      return;
+    case kern::ActFormat::A8K:
+      for (int64_t b = 0; b < n / 256; ++b)
+        cdev::quantize_a8k_block(x + 256 * b, static_cast<kern::A8KBlock*>(dst) + b);
+      return;
+  }
+}
+
+// Special f32 values (NaN with payloads, infinities, signed zeros, subnormals, extremes).
+const uint32_t kSpecial[] = {0x7fc00000u, 0xffc00001u, 0x7f800001u, 0x7f800000u, 0xff800000u,
+                             0x00000000u, 0x80000000u, 0x00000001u, 0x807fffffu, 0x00400000u,
+                             0x7f7fffffu, 0xff7fffffu, 0x00800000u, 0x3f800000u};
+
+// Activations: mostly N(0, scale), some specials; occasionally a whole block of subnormals
+// (1/d overflows) or of one huge value.
+std::vector<float> make_activations(std::mt19937& rng, int64_t n, bool specials) {
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  std::uniform_int_distribution<int> pick(0, 99);
+  std::vector<float> x(static_cast<size_t>(n));
+  const float scale = std::ldexp(1.0f, int(rng() % 20) - 10);
+  for (auto& v : x) v = nd(rng) * scale;
+  if (!specials) return x;
+  for (auto& v : x)
+    if (pick(rng) < 3) v = cdev::from_bits(kSpecial[rng() % std::size(kSpecial)]);
+  if (n >= 64 && pick(rng) < 50)
+    for (int64_t j = 0; j < 32; ++j) x[size_t(j)] = cdev::from_bits(uint32_t(rng() % 0x7fffffu) | (rng() & 1u) << 31);
+  return x;
+}
+
+// Weight rows: random bytes, with the fp16 scale fields mostly set to ordinary values (random
+// bytes make a NaN or inf scale in one block of 32).
+std::vector<uint8_t> make_weights(std::mt19937& rng, GgmlType t, int64_t n, int64_t rows) {
+  const TypeTraits* tr = type_traits(t);
+  const size_t row = size_t(n / tr->block_elems * tr->block_bytes);
+  std::vector<uint8_t> w(row * size_t(rows));
+  for (auto& b : w) b = uint8_t(rng());
+  std::normal_distribution<float> nd(0.0f, 0.02f);
+  std::uniform_int_distribution<int> pick(0, 99);
+  auto put_half = [&](size_t off) {
+    if (pick(rng) < 95) {
+      const uint16_t h = f32_to_fp16(nd(rng));
+      std::memcpy(&w[off], &h, 2);
+    }
+  };
+  const size_t nblocks = w.size() / size_t(tr->block_bytes);
+  for (size_t b = 0; b < nblocks; ++b) {
+    const size_t o = b * size_t(tr->block_bytes);
+    switch (t) {
+      case GgmlType::F32: {
+        const float f = pick(rng) < 98 ? nd(rng) : cdev::from_bits(kSpecial[rng() % std::size(kSpecial)]);
+        std::memcpy(&w[o], &f, 4);
+        break;
+      }
+      case GgmlType::F16: case GgmlType::Q8_0: case GgmlType::Q4_0: case GgmlType::Q5_0:
+        put_half(o);
+        break;
+      case GgmlType::BF16: {
+        const uint16_t h = f32_to_bf16(nd(rng));
+        if (pick(rng) < 95) std::memcpy(&w[o], &h, 2);
+        break;
+      }
+      case GgmlType::Q4_1: case GgmlType::Q5_1: case GgmlType::Q4_K: case GgmlType::Q5_K:
+        put_half(o);
+        put_half(o + 2);
+        break;
+      case GgmlType::Q6_K: put_half(o + 208); break;
+      default: break;
+    }
+  }
+  return w;
+}
+
+TEST(CudaEmu, HalfAndBf16ConversionsAreExact) {
+  for (uint32_t h = 0; h < 0x10000u; ++h) {
+    ASSERT_EQ(bits(cdev::half_to_float(h)), bits(fp16_to_f32(uint16_t(h)))) << h;
+    ASSERT_EQ(bits(cdev::bf16_to_float(h)), bits(bf16_to_f32(uint16_t(h)))) << h;
+  }
+}
+
+TEST(CudaEmu, ExpAndSiluMatchCanon) {
+  // The polynomial constants as the reference writes them.
+  EXPECT_EQ(bits(0x1.a01a02p-13f), bits(1.0f / 5040.0f));
+  EXPECT_EQ(bits(0x1.6c16c2p-10f), bits(1.0f / 720.0f));
+  EXPECT_EQ(bits(0x1.111112p-7f), bits(1.0f / 120.0f));
+  EXPECT_EQ(bits(0x1.555556p-5f), bits(1.0f / 24.0f));
+  EXPECT_EQ(bits(0x1.555556p-3f), bits(1.0f / 6.0f));
+  std::mt19937 rng(7);
+  std::vector<float> xs;
+  for (uint32_t s : kSpecial) xs.push_back(cdev::from_bits(s)), xs.push_back(-cdev::from_bits(s));
+  for (float x : {88.72283935546875f, 88.7228317f, -103.972084045410156f, -103.97207f, -87.3f,
+                  -126.5f, -149.9f, 0.5f, -0.5f, 1e-30f})
+    xs.push_back(x);
+  for (int i = 0; i < 200000; ++i) xs.push_back(std::uniform_real_distribution<float>(-110, 95)(rng));
+  for (int i = 0; i < 100000; ++i) xs.push_back(cdev::from_bits(uint32_t(rng())));
+  for (float x : xs) {
+    ASSERT_EQ(bits(cdev::expf(x)), bits(canon::expf(x))) << x;
+    ASSERT_EQ(bits(cdev::silu(x)), bits(canon::silu(x))) << x;
+  }
+}
+
+TEST(CudaEmu, ActivationQuantizationMatchesScalar) {
+  const kern::Ops& ref = kern::ops(kern::Isa::Scalar);
+  std::mt19937 rng(11);
+  for (GgmlType t : {GgmlType::Q8_0, GgmlType::Q4_K})
+    for (int rep = 0; rep < 300; ++rep) {
+      const int64_t n = 256 * (1 + int64_t(rng() % 5));
+      const std::vector<float> x = make_activations(rng, n, rep % 2 == 1);
+      const size_t bytes = kern::act_row_bytes(t, n);
+      std::vector<uint8_t> a(bytes), b(bytes, 0xAB);
+      ref.quantize_act(t, x.data(), a.data(), n);
+      emulate_quantize(t, x.data(), b.data(), n);
+      ASSERT_EQ(0, std::memcmp(a.data(), b.data(), bytes)) << type_name(t) << " rep " << rep;
+    }
+}
+
+// Every type, block counts that are and are not multiples of 32, special values.
+TEST(CudaEmu, WarpDotMatchesRefDotForEveryType) {
+  const kern::Ops& ref = kern::ops(kern::Isa::Scalar);
+  std::mt19937 rng(3);
+  for (GgmlType t : kTypes) {
+    const int64_t be = type_traits(t)->block_elems;
+    const int64_t counts[] = {1, 5, 31, 32, 33, 64, 70, 97};
+    int nan_results = 0, compared = 0;
+    for (int rep = 0; rep < 24; ++rep) {
+      const int64_t nblocks = counts[size_t(rep) % std::size(counts)] * (be == 1 ? 9 : 1);
+      const int64_t n = nblocks * (be == 1 ? 1 : be);
+      const int64_t rows = 4;
+      const std::vector<uint8_t> w = make_weights(rng, t, n, rows);
+      const std::vector<float> x = make_activations(rng, n, rep % 3 == 2);
+      std::vector<uint8_t> act(kern::act_row_bytes(t, n));
+      ref.quantize_act(t, x.data(), act.data(), n);
+      const size_t rb = w.size() / size_t(rows);
+      for (int64_t r = 0; r < rows; ++r) {
+        const uint8_t* wr = w.data() + size_t(r) * rb;
+        const float want = kern::ref_dot(t, n, wr, act.data());
+        const float got = emulate_dot(t, n, wr, act.data());
+        ASSERT_EQ(bits(got), bits(want))
+            << type_name(t) << " n=" << n << " row " << r << " rep " << rep;
+        nan_results += want != want;
+        ++compared;
+      }
+    }
+    EXPECT_LT(nan_results, compared) << type_name(t) << ": every result was NaN";
+  }
+}
+
+TEST(CudaEmu, F32DotAndSumOfSquares) {
+  const kern::Ops& ref = kern::ops(kern::Isa::Scalar);
+  std::mt19937 rng(5);
+  for (int64_t n : {1, 7, 31, 32, 33, 64, 100, 1000, 4097}) {
+    for (int rep = 0; rep < 4; ++rep) {
+      const std::vector<float> a = make_activations(rng, n, rep == 3);
+      const std::vector<float> b = make_activations(rng, n, false);
+      const float dot =
+          emulate_warp_dot([&](int l) { return cdev::lane_dot_f32(a.data(), b.data(), n, l); });
+      EXPECT_EQ(bits(dot), bits(ref.dot_f32(a.data(), b.data(), n))) << n;
+      const float sq =
+          emulate_warp_dot([&](int l) { return cdev::lane_dot_f32(a.data(), a.data(), n, l); });
+      EXPECT_EQ(bits(sq), bits(ref.sum_sq(a.data(), n))) << n;
+    }
+  }
+}
+
+// One attention head the way runtime/session.cpp computes it.
+std::vector<float> cpu_attention(const std::vector<float>& e, const std::vector<float>& v,
+                                 int64_t n_kv, int64_t hd) {
+  float sum_lanes[32] = {0};
+  std::vector<float> acc(size_t(32 * hd), 0.0f), out(static_cast<size_t>(hd));
+  for (int64_t j = 0; j < n_kv; ++j) {
+    sum_lanes[j % 32] = sum_lanes[j % 32] + e[size_t(j)];
+    for (int64_t d = 0; d < hd; ++d)
+      acc[size_t((j % 32) * hd + d)] = acc[size_t((j % 32) * hd + d)] + e[size_t(j)] * v[size_t(j * hd + d)];
+  }
+  const float sum = canon::reduce_lanes(sum_lanes);
+  for (int64_t d = 0; d < hd; ++d) {
+    float l[32];
+    for (int i = 0; i < 32; ++i) l[i] = acc[size_t(i * hd + d)];
+    out[size_t(d)] = canon::reduce_lanes(l) / sum;
+  }
+  return out;
+}
+
+TEST(CudaEmu, AttentionLaneSums) {
+  std::mt19937 rng(9);
+  const int64_t hd = 48;
+  for (int64_t n_kv : {1, 2, 31, 32, 33, 65, 200}) {
+    std::vector<float> s = make_activations(rng, n_kv, false), e(static_cast<size_t>(n_kv));
+    const std::vector<float> v = make_activations(rng, n_kv * hd, n_kv == 65);
+    float mx = -INFINITY;
+    for (float x : s) mx = mx < x ? x : mx;
+    for (int64_t j = 0; j < n_kv; ++j) e[size_t(j)] = cdev::expf(s[size_t(j)] - mx);
+    const std::vector<float> want = cpu_attention(e, v, n_kv, hd);
+    float lanes[32];
+    for (int l = 0; l < 32; ++l) lanes[l] = cdev::lane_sum(e.data(), n_kv, l);
+    const float sum = emulate_warp_tree(lanes);
+    for (int64_t d = 0; d < hd; ++d) {
+      for (int l = 0; l < 32; ++l)
+        lanes[l] = cdev::lane_weighted_sum(e.data(), v.data() + d, hd, n_kv, l);
+      ASSERT_EQ(bits(emulate_warp_tree(lanes) / sum), bits(want[size_t(d)]))
+          << "n_kv " << n_kv << " d " << d;
+    }
+  }
+}
+
+// The comparisons above can fail: a sequential sum (another reduction order) differs.
+TEST(CudaEmu, ReductionOrderIsObservable) {
+  std::mt19937 rng(13);
+  int differ = 0;
+  for (int rep = 0; rep < 50; ++rep) {
+    const std::vector<float> a = make_activations(rng, 1000, false);
+    float seq = 0.0f;
+    for (float x : a) seq = seq + x * x;
+    const float tree =
+        emulate_warp_dot([&](int l) { return cdev::lane_dot_f32(a.data(), a.data(), 1000, l); });
+    differ += bits(seq) != bits(tree);
+  }
+  EXPECT_GT(differ, 0);
+}
+
+}  // namespace
+}  // namespace galleon
