@@ -45,13 +45,21 @@ float emulate_warp_dot(LaneFn lane_fn) {
   return cdev::canonical_nan(emulate_warp_tree(lane));
 }
 
-float emulate_dot(GgmlType t, int64_t n, const void* w, const void* act) {
-  float r = 0;
+// The matmul kernel's warp: nt <= 4 tokens of one weight row (act rows arb bytes apart).
+std::vector<float> emulate_dots(GgmlType t, int64_t n, const void* w, const void* act, size_t arb,
+                                int nt) {
+  float lanes[32][4];
   const bool ok = cdev::with_type(t, [&]<GgmlType T>() {
-    r = emulate_warp_dot([&](int l) { return cdev::lane_dot<T>(n, w, act, l); });
+    for (int l = 0; l < 32; ++l) cdev::lane_dots<T>(n, w, act, arb, nt, l, lanes[l]);
   });
   EXPECT_TRUE(ok);
-  return r;
+  std::vector<float> out;
+  for (int k = 0; k < nt; ++k) {
+    float v[32];
+    for (int l = 0; l < 32; ++l) v[l] = lanes[l][k];
+    out.push_back(cdev::canonical_nan(emulate_warp_tree(v)));
+  }
+  return out;
 }
 
 void emulate_quantize(GgmlType t, const float* x, void* dst, int64_t n) {
@@ -188,18 +196,24 @@ TEST(CudaEmu, WarpDotMatchesRefDotForEveryType) {
       const int64_t n = nblocks * (be == 1 ? 1 : be);
       const int64_t rows = 4;
       const std::vector<uint8_t> w = make_weights(rng, t, n, rows);
-      const std::vector<float> x = make_activations(rng, n, rep % 3 == 2);
-      std::vector<uint8_t> act(kern::act_row_bytes(t, n));
-      ref.quantize_act(t, x.data(), act.data(), n);
+      const int nt = 1 + rep % 4;  // tokens per warp
+      const size_t arb = kern::act_row_bytes(t, n);
+      std::vector<uint8_t> act(arb * size_t(nt));
+      for (int k = 0; k < nt; ++k) {
+        const std::vector<float> x = make_activations(rng, n, (rep + k) % 3 == 2);
+        ref.quantize_act(t, x.data(), act.data() + size_t(k) * arb, n);
+      }
       const size_t rb = w.size() / size_t(rows);
       for (int64_t r = 0; r < rows; ++r) {
         const uint8_t* wr = w.data() + size_t(r) * rb;
-        const float want = kern::ref_dot(t, n, wr, act.data());
-        const float got = emulate_dot(t, n, wr, act.data());
-        ASSERT_EQ(bits(got), bits(want))
-            << type_name(t) << " n=" << n << " row " << r << " rep " << rep;
-        nan_results += want != want;
-        ++compared;
+        const std::vector<float> got = emulate_dots(t, n, wr, act.data(), arb, nt);
+        for (int k = 0; k < nt; ++k) {
+          const float want = kern::ref_dot(t, n, wr, act.data() + size_t(k) * arb);
+          ASSERT_EQ(bits(got[size_t(k)]), bits(want))
+              << type_name(t) << " n=" << n << " row " << r << " token " << k << " rep " << rep;
+          nan_results += want != want;
+          ++compared;
+        }
       }
     }
     EXPECT_LT(nan_results, compared) << type_name(t) << ": every result was NaN";

@@ -261,14 +261,23 @@ GALLEON_HD float contribution(const uint8_t* wrow, const void* act, int64_t i) {
   }
 }
 
-// Lane `lane`'s accumulator (section 2): contributions lane, lane + 32, ... in increasing order.
-template <GgmlType T>
-GALLEON_HD float lane_dot(int64_t n, const void* wrow, const void* act, int lane) {
+// Lane `lane`'s accumulators (section 2) of one weight row with nt <= K activation rows
+// (act_row_bytes apart): v[k] adds the contributions lane, lane + 32, ... of token k in
+// increasing order. The tokens interleave so that a weight block is read once for all of them;
+// each token's order is the definition's.
+template <GgmlType T, int K>
+GALLEON_HD void lane_dots(int64_t n, const void* wrow, const void* act, size_t act_row_bytes,
+                          int nt, int lane, float (&v)[K]) {
   const int64_t count = n / TypeInfo<T>::elems;
   const uint8_t* w = static_cast<const uint8_t*>(wrow);
-  float v = 0.0f;
-  for (int64_t i = lane; i < count; i += 32) v = v + contribution<T>(w, act, i);
-  return v;
+  const uint8_t* a = static_cast<const uint8_t*>(act);
+  for (int k = 0; k < K; ++k) v[k] = 0.0f;
+  for (int64_t i = lane; i < count; i += 32)
+#if defined(__CUDA_ARCH__)
+#pragma unroll
+#endif
+    for (int k = 0; k < K; ++k)
+      if (k < nt) v[k] = v[k] + contribution<T>(w, a + size_t(k) * act_row_bytes, i);
 }
 
 // Lane accumulator of f32 dot products (dot_f32, sum_sq, attention scores).
@@ -306,6 +315,13 @@ bool with_type(GgmlType t, F&& f) {
     default: return false;
   }
 }
+
+struct NoOpForType {
+  template <GgmlType>
+  void operator()() const {}
+};
+// True when `t` has a kernel (with_type accepts it).
+inline bool has_kernel(GgmlType t) { return with_type(t, NoOpForType{}); }
 
 #if defined(__CUDACC__)
 // The canonical tree on a warp: after s = 16, 8, 4, 2, 1, lane 0 holds

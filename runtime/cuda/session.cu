@@ -1,0 +1,548 @@
+// The CUDA session: the forward pass of runtime/session.cpp (docs/arithmetic.md section 9) with
+// every value computed by the canonical functions of canon_device.h. Parallelism never splits a
+// sum differently: a dot product is one warp (lanes = the 32 canonical lanes, then the shuffle
+// tree), a per-block activation quantization is one thread, the attention's 32-lane sums keep
+// lane j mod 32 and reduce with the canonical tree. docs/cuda.md.
+//
+// Compiled with -fmad=false -prec-div=true -prec-sqrt=true -ftz=false (runtime/CMakeLists.txt).
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <string>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "runtime/cuda/canon_device.h"
+#include "runtime/cuda/cuda_backend.h"
+#include "runtime/error.h"
+#include "runtime/model.h"
+#include "runtime/quant.h"
+
+namespace galleon::cuda {
+namespace {
+
+// ---------------------------------------------------------------- errors and RAII handles
+
+[[noreturn]] void cuda_fail(cudaError_t e, const char* what) {
+  const ErrorKind kind = e == cudaErrorMemoryAllocation ? ErrorKind::Io
+                         : (e == cudaErrorNoDevice || e == cudaErrorInsufficientDriver ||
+                            e == cudaErrorInvalidDevice || e == cudaErrorInitializationError ||
+                            e == cudaErrorSystemDriverMismatch || e == cudaErrorNotSupported ||
+                            e == cudaErrorUnsupportedPtxVersion || e == cudaErrorNoKernelImageForDevice ||
+                            e == cudaErrorSystemNotReady || e == cudaErrorCompatNotSupportedOnDevice)
+                             ? ErrorKind::Unsupported
+                             : ErrorKind::Internal;
+  fail(kind, std::string("CUDA: ") + what + ": " + cudaGetErrorString(e) + " (" +
+                 cudaGetErrorName(e) + ")");
+}
+
+void check(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) cuda_fail(e, what);
+}
+
+// A device allocation, grown on demand (contents are not kept when it grows).
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  ~DeviceBuffer() {
+    if (p_) cudaFree(p_);
+  }
+  void reserve(size_t bytes) {
+    if (bytes <= size_) return;
+    if (p_) cudaFree(p_);
+    p_ = nullptr;
+    size_ = 0;
+    check(cudaMalloc(&p_, std::max<size_t>(bytes, 256)), "cudaMalloc");
+    size_ = bytes;
+  }
+  void upload(const void* src, size_t bytes) {
+    reserve(bytes);
+    check(cudaMemcpy(p_, src, bytes, cudaMemcpyHostToDevice), "cudaMemcpy to the GPU");
+  }
+  template <class T = void>
+  T* get() const { return static_cast<T*>(p_); }
+
+ private:
+  void* p_ = nullptr;
+  size_t size_ = 0;
+};
+
+class Stream {
+ public:
+  // A blocking stream: ordered with the synchronous copies of the legacy default stream.
+  Stream() { check(cudaStreamCreate(&s_), "cudaStreamCreate"); }
+  Stream(const Stream&) = delete;
+  Stream& operator=(const Stream&) = delete;
+  ~Stream() { cudaStreamDestroy(s_); }
+  cudaStream_t get() const { return s_; }
+
+ private:
+  cudaStream_t s_ = nullptr;
+};
+
+void check_launch(const char* kernel) { check(cudaGetLastError(), kernel); }
+
+unsigned blocks_for(int64_t n, int per_block) {
+  return unsigned(std::min<int64_t>((n + per_block - 1) / per_block, 1 << 30));
+}
+
+// ---------------------------------------------------------------- kernels
+
+constexpr int kMatmulWarps = 8;  // rows per block of the matmul kernel
+constexpr int kMatmulTokens = 4;  // tokens per warp: a weight block is read once for them
+
+// y[t * y_stride + r] = canonical dot of weight row r and activation row t: one warp per row
+// and group of kMatmulTokens tokens (cdev::lane_dots), then the warp tree per token.
+template <GgmlType T>
+__global__ void matmul_kernel(const uint8_t* W, size_t w_row_bytes, int64_t n, int64_t n_out,
+                              const uint8_t* act, size_t act_row_bytes, int64_t ntok, float* y,
+                              int64_t y_stride) {
+  const int lane = int(threadIdx.x) & 31;
+  const int64_t r = int64_t(blockIdx.x) * kMatmulWarps + int64_t(threadIdx.x >> 5);
+  if (r >= n_out) return;  // whole warps leave together
+  const uint8_t* wrow = W + size_t(r) * w_row_bytes;
+  for (int64_t t0 = int64_t(blockIdx.y) * kMatmulTokens; t0 < ntok;
+       t0 += int64_t(gridDim.y) * kMatmulTokens) {
+    const int nt = int(ntok - t0 < kMatmulTokens ? ntok - t0 : kMatmulTokens);  // warp-uniform
+    float v[kMatmulTokens];
+    cdev::lane_dots<T>(n, wrow, act + size_t(t0) * act_row_bytes, act_row_bytes, nt, lane, v);
+#pragma unroll
+    for (int k = 0; k < kMatmulTokens; ++k) {
+      if (k >= nt) break;
+      const float sum = cdev::warp_tree(v[k]);
+      if (lane == 0) y[(t0 + k) * y_stride + r] = cdev::canonical_nan(sum);
+    }
+  }
+}
+
+// One thread per activation block (and token): Block is kern::A8Block or kern::A8KBlock.
+template <class Block, int kElems>
+__global__ void quantize_kernel(const float* x, int64_t n, int64_t ntok, Block* out) {
+  const int64_t nb = n / kElems;
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < nb * ntok;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    const float* src = x + (i / nb) * n + kElems * (i % nb);
+    if constexpr (kElems == 32)
+      cdev::quantize_a8_block(src, out + i);
+    else
+      cdev::quantize_a8k_block(src, out + i);
+  }
+}
+
+// y = (x * (1 / sqrt(sum_sq(x) / n + eps))) * w, one warp per token.
+__global__ void rms_norm_kernel(const float* x, const float* w, int64_t n, float eps, float* y) {
+  const int lane = int(threadIdx.x);
+  const float* xr = x + int64_t(blockIdx.x) * n;
+  float* yr = y + int64_t(blockIdx.x) * n;
+  float ss = cdev::warp_tree(cdev::lane_dot_f32(xr, xr, n, lane));
+  ss = cdev::canonical_nan(__shfl_sync(0xffffffffu, ss, 0));
+  const float mean = ss / float(n);
+  const float scale = 1.0f / sqrtf(mean + eps);
+  for (int64_t i = lane; i < n; i += 32) yr[i] = (xr[i] * scale) * w[i];
+}
+
+// x[t][i] = x[t][i] + b[i] (b has `dim` elements; b == x_add of the same shape when per_row).
+__global__ void add_kernel(float* x, const float* b, int64_t dim, int64_t total, bool broadcast) {
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
+       i += int64_t(gridDim.x) * blockDim.x)
+    x[i] = x[i] + b[broadcast ? i % dim : i];
+}
+
+// Rotary pairs of every head of token t (positions n_past + t), from the host's table.
+__global__ void rope_kernel(float* x, int64_t n_heads, int64_t hd, int64_t n_rot, bool neox,
+                            int64_t ntok, int64_t n_past, const float* cos_t, const float* sin_t) {
+  const int64_t half = n_rot / 2;
+  const int64_t total = ntok * n_heads * half;
+  for (int64_t k = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; k < total;
+       k += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t i = k % half, h = (k / half) % n_heads, t = k / (half * n_heads);
+    float* v = x + (t * n_heads + h) * hd;
+    const int64_t a = neox ? i : 2 * i, b = neox ? i + half : 2 * i + 1;
+    const float c = cos_t[(n_past + t) * half + i], s = sin_t[(n_past + t) * half + i];
+    const float x0 = v[a], x1 = v[b];
+    v[a] = x0 * c - x1 * s;
+    v[b] = x0 * s + x1 * c;
+  }
+}
+
+__global__ void silu_mul_kernel(float* g, const float* u, int64_t total) {
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
+       i += int64_t(gridDim.x) * blockDim.x)
+    g[i] = cdev::silu(g[i]) * u[i];
+}
+
+constexpr int kAttnThreads = 256;
+
+// One block per (head, token). scratch holds n_ctx floats per (token, head).
+// 1. s_j = dot_f32(q, k_j) * scale (one warp per j);  2. m = max s_j in order (one thread);
+// 3. e_j = expf(s_j - m);  4. lanes L[l][d] = sum over j = l mod 32 of e_j * v_j[d] in
+// increasing j, and L[l] of e_j, one thread per (l, d);  5. the canonical tree over l.
+__global__ void attention_kernel(const float* q, const float* kc, const float* vc, int64_t n_head,
+                                 int64_t group, int64_t hd, int64_t kv_dim, int64_t n_past,
+                                 int64_t n_ctx, float kq_scale, float* scratch, float* out) {
+  extern __shared__ float lanes[];  // [32][hd] the e*v lanes, then the 32 e lanes
+  __shared__ float s_max;
+  const int64_t h = blockIdx.x, t = blockIdx.y;
+  const int64_t n_kv = n_past + t + 1;
+  const int64_t q_dim = n_head * hd;
+  const int64_t off = (h / group) * hd;
+  const float* qr = q + t * q_dim + h * hd;
+  float* e = scratch + (t * n_head + h) * n_ctx;
+  const int lane = int(threadIdx.x) & 31, warp = int(threadIdx.x) >> 5;
+  const int n_warps = int(blockDim.x) >> 5;
+  for (int64_t j = warp; j < n_kv; j += n_warps) {
+    const float v = cdev::warp_tree(cdev::lane_dot_f32(qr, kc + j * kv_dim + off, hd, lane));
+    if (lane == 0) e[j] = cdev::canonical_nan(v) * kq_scale;
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    float mx = -INFINITY;
+    for (int64_t j = 0; j < n_kv; ++j) mx = mx < e[j] ? e[j] : mx;  // std::max(mx, s_j)
+    s_max = mx;
+  }
+  __syncthreads();
+  const float mx = s_max;
+  for (int64_t j = threadIdx.x; j < n_kv; j += blockDim.x) e[j] = cdev::expf(e[j] - mx);
+  __syncthreads();
+  for (int64_t c = threadIdx.x; c < 32 * (hd + 1); c += blockDim.x) {
+    const int l = int(c / (hd + 1));
+    const int64_t d = c % (hd + 1);
+    if (d == hd)
+      lanes[32 * hd + l] = cdev::lane_sum(e, n_kv, l);
+    else
+      lanes[l * hd + d] = cdev::lane_weighted_sum(e, vc + off + d, kv_dim, n_kv, l);
+  }
+  __syncthreads();
+  // The canonical tree, L[i] = L[i] + L[i + s], for every d and for the e lanes.
+  for (int s = 16; s >= 1; s >>= 1) {
+    for (int64_t c = threadIdx.x; c < int64_t(s) * (hd + 1); c += blockDim.x) {
+      const int i = int(c / (hd + 1));
+      const int64_t d = c % (hd + 1);
+      if (d == hd)
+        lanes[32 * hd + i] = lanes[32 * hd + i] + lanes[32 * hd + i + s];
+      else
+        lanes[i * hd + d] = lanes[i * hd + d] + lanes[(i + s) * hd + d];
+    }
+    __syncthreads();
+  }
+  const float sum = lanes[32 * hd];
+  for (int64_t d = threadIdx.x; d < hd; d += blockDim.x) out[t * q_dim + h * hd + d] = lanes[d] / sum;
+}
+
+// ---------------------------------------------------------------- the session
+
+struct DevWeight {
+  GgmlType type = GgmlType::F32;
+  int64_t n_in = 0, n_out = 0;
+  size_t row_bytes = 0;
+  const uint8_t* data = nullptr;  // device
+};
+
+struct DevLayer {
+  const float *attn_norm = nullptr, *ffn_norm = nullptr, *bq = nullptr, *bk = nullptr,
+              *bv = nullptr;
+  DevWeight wq, wk, wv, wo, w_gate, w_up, w_down;
+};
+
+void select_device(int device) {
+  int count = 0;
+  const cudaError_t e = cudaGetDeviceCount(&count);
+  if (e != cudaSuccess) cuda_fail(e, "no usable GPU (cudaGetDeviceCount)");
+  if (device < 0 || device >= count)
+    fail(ErrorKind::Unsupported, "CUDA: there is no GPU cuda:" + std::to_string(device) + " (" +
+                                     std::to_string(count) + " found)");
+  check(cudaSetDevice(device), "cudaSetDevice");
+}
+
+class CudaSession final : public Evaluator {
+ public:
+  CudaSession(const Model& model, int device, int64_t n_ctx);
+  void eval(const std::vector<int32_t>& tokens, std::vector<float>& logits) override;
+  int64_t n_ctx() const override { return n_ctx_; }
+
+ private:
+  DevWeight upload_weight(const Weight& w);
+  const float* upload_floats(const std::vector<float>& v);
+  void launch_matmul(const DevWeight& w, const void* act, size_t act_row_bytes, int64_t ntok,
+                     float* y);
+  // Converts x (ntok rows of n) to the activation format of weight type t into buffer `slot`.
+  const void* prepare_act(const float* x, GgmlType t, int64_t n, int64_t ntok, int slot,
+                          size_t* row_bytes);
+  void matmuls(const float* x, int64_t ntok,
+               std::initializer_list<std::pair<const DevWeight*, float*>> outs);
+  void rms_norm(const float* x, const float* w, int64_t ntok, float* y);
+  void add(float* x, const float* b, int64_t dim, int64_t total, bool broadcast);
+  void layer_forward(const DevLayer& L, int64_t il, int64_t ntok);
+  void extend_rope_table(int64_t need);
+
+  struct SelectDevice {
+    explicit SelectDevice(int device) { select_device(device); }
+  };
+
+  const Model& model_;
+  int device_;
+  SelectDevice selected_;  // before any other CUDA call
+  int64_t n_ctx_ = 0, n_past_ = 0;
+  Stream stream_;
+  std::vector<std::unique_ptr<DeviceBuffer>> owned_;           // weights and norms
+  std::unordered_map<const void*, const uint8_t*> uploaded_;  // host data -> device copy
+  std::vector<DevLayer> layers_;
+  DevWeight output_;
+  const float* output_norm_ = nullptr;
+  DeviceBuffer k_cache_, v_cache_, rope_cos_, rope_sin_;
+  std::vector<float> host_cos_, host_sin_, host_x_;
+  int64_t rope_rows_ = 0;
+  DeviceBuffer x_, xn_, q_, k_, v_, att_, gate_, up_, tmp_, logits_, scores_;
+  DeviceBuffer act_[3];
+};
+
+CudaSession::CudaSession(const Model& model, int device, int64_t n_ctx)
+    : model_(model), device_(device), selected_(device) {
+  const HParams& hp = model.hparams();
+  n_ctx_ = n_ctx > 0 ? std::min(n_ctx, hp.n_ctx_train) : hp.n_ctx_train;
+  for (const LayerWeights& L : model.layers()) {
+    DevLayer d;
+    d.attn_norm = upload_floats(L.attn_norm);
+    d.ffn_norm = upload_floats(L.ffn_norm);
+    if (!L.bq.empty()) {
+      d.bq = upload_floats(L.bq);
+      d.bk = upload_floats(L.bk);
+      d.bv = upload_floats(L.bv);
+    }
+    d.wq = upload_weight(L.wq);
+    d.wk = upload_weight(L.wk);
+    d.wv = upload_weight(L.wv);
+    d.wo = upload_weight(L.wo);
+    d.w_gate = upload_weight(L.w_gate);
+    d.w_up = upload_weight(L.w_up);
+    d.w_down = upload_weight(L.w_down);
+    layers_.push_back(d);
+  }
+  output_ = upload_weight(model.output());
+  output_norm_ = upload_floats(model.output_norm());
+  const size_t cache = size_t(hp.n_layer) * size_t(n_ctx_) * size_t(hp.n_head_kv * hp.head_dim);
+  k_cache_.reserve(cache * sizeof(float));
+  v_cache_.reserve(cache * sizeof(float));
+  const size_t rope = size_t(n_ctx_) * size_t(std::max<int64_t>(hp.n_rot / 2, 1)) * sizeof(float);
+  rope_cos_.reserve(rope);
+  rope_sin_.reserve(rope);
+}
+
+DevWeight CudaSession::upload_weight(const Weight& w) {
+  DevWeight d{w.type, w.n_in, w.n_out, w.row_bytes, nullptr};
+  if (!cdev::has_kernel(w.type))
+    fail(ErrorKind::Unsupported, "CUDA: no kernel for " + w.name + " of type " + type_name(w.type));
+  auto it = uploaded_.find(w.data);
+  if (it != uploaded_.end()) {
+    d.data = it->second;
+    return d;
+  }
+  owned_.push_back(std::make_unique<DeviceBuffer>());
+  owned_.back()->upload(w.data, w.row_bytes * size_t(w.n_out));
+  d.data = owned_.back()->get<uint8_t>();
+  uploaded_[w.data] = d.data;
+  return d;
+}
+
+const float* CudaSession::upload_floats(const std::vector<float>& v) {
+  owned_.push_back(std::make_unique<DeviceBuffer>());
+  owned_.back()->upload(v.data(), v.size() * sizeof(float));
+  return owned_.back()->get<float>();
+}
+
+void CudaSession::launch_matmul(const DevWeight& w, const void* act, size_t arb, int64_t ntok,
+                                float* y) {
+  const int64_t groups = (ntok + kMatmulTokens - 1) / kMatmulTokens;
+  const dim3 grid(blocks_for(w.n_out, kMatmulWarps), unsigned(std::min<int64_t>(groups, 65535)));
+  cdev::with_type(w.type, [&]<GgmlType T>() {
+    matmul_kernel<T><<<grid, 32 * kMatmulWarps, 0, stream_.get()>>>(
+        w.data, w.row_bytes, w.n_in, w.n_out, static_cast<const uint8_t*>(act), arb, ntok, y,
+        w.n_out);
+  });
+  check_launch("matmul kernel");
+}
+
+const void* CudaSession::prepare_act(const float* x, GgmlType t, int64_t n, int64_t ntok,
+                                     int slot, size_t* row_bytes) {
+  *row_bytes = kern::act_row_bytes(t, n);
+  const kern::ActFormat f = kern::act_format(t);
+  if (f == kern::ActFormat::F32) return x;
+  DeviceBuffer& buf = act_[slot];
+  buf.reserve(*row_bytes * size_t(ntok));
+  const int64_t nb = (f == kern::ActFormat::A8 ? n / 32 : n / 256) * ntok;
+  if (f == kern::ActFormat::A8)
+    quantize_kernel<kern::A8Block, 32><<<blocks_for(nb, 128), 128, 0, stream_.get()>>>(
+        x, n, ntok, buf.get<kern::A8Block>());
+  else
+    quantize_kernel<kern::A8KBlock, 256><<<blocks_for(nb, 128), 128, 0, stream_.get()>>>(
+        x, n, ntok, buf.get<kern::A8KBlock>());
+  check_launch("activation quantization kernel");
+  return buf.get();
+}
+
+// Several matmuls of one input; the input is converted once per activation format.
+void CudaSession::matmuls(const float* x, int64_t ntok,
+                          std::initializer_list<std::pair<const DevWeight*, float*>> outs) {
+  kern::ActFormat formats[3];
+  const void* acts[3];
+  size_t arbs[3];
+  int n_slots = 0;
+  for (const auto& [w, y] : outs) {
+    const kern::ActFormat f = kern::act_format(w->type);
+    int s = 0;
+    while (s < n_slots && formats[s] != f) ++s;
+    if (s == n_slots) {
+      formats[s] = f;
+      acts[s] = prepare_act(x, w->type, w->n_in, ntok, s, &arbs[s]);
+      ++n_slots;
+    }
+    launch_matmul(*w, acts[s], arbs[s], ntok, y);
+  }
+}
+
+void CudaSession::rms_norm(const float* x, const float* w, int64_t ntok, float* y) {
+  const HParams& hp = model_.hparams();
+  rms_norm_kernel<<<unsigned(ntok), 32, 0, stream_.get()>>>(x, w, hp.n_embd, hp.rms_eps, y);
+  check_launch("rms_norm kernel");
+}
+
+void CudaSession::add(float* x, const float* b, int64_t dim, int64_t total, bool broadcast) {
+  add_kernel<<<blocks_for(total, 256), 256, 0, stream_.get()>>>(x, b, dim, total, broadcast);
+  check_launch("add kernel");
+}
+
+void CudaSession::extend_rope_table(int64_t need) {
+  if (rope_rows_ >= need) return;
+  const int64_t half = model_.hparams().n_rot / 2;
+  if (half == 0) {
+    rope_rows_ = need;
+    return;
+  }
+  rope_table_rows(model_, rope_rows_, need, host_cos_, host_sin_);
+  const size_t off = size_t(rope_rows_ * half), count = size_t((need - rope_rows_) * half);
+  check(cudaMemcpy(rope_cos_.get<float>() + off, host_cos_.data() + off, count * 4,
+                   cudaMemcpyHostToDevice), "cudaMemcpy (rope table)");
+  check(cudaMemcpy(rope_sin_.get<float>() + off, host_sin_.data() + off, count * 4,
+                   cudaMemcpyHostToDevice), "cudaMemcpy (rope table)");
+  rope_rows_ = need;
+}
+
+void CudaSession::layer_forward(const DevLayer& L, int64_t il, int64_t ntok) {
+  const HParams& hp = model_.hparams();
+  const int64_t d = hp.n_embd, hd = hp.head_dim;
+  const int64_t q_dim = hp.n_head * hd, kv_dim = hp.n_head_kv * hd;
+  cudaStream_t st = stream_.get();
+  float *x = x_.get<float>(), *xn = xn_.get<float>(), *q = q_.get<float>(), *k = k_.get<float>(),
+        *v = v_.get<float>(), *att = att_.get<float>(), *tmp = tmp_.get<float>();
+  rms_norm(x, L.attn_norm, ntok, xn);
+  matmuls(xn, ntok, {{&L.wq, q}, {&L.wk, k}, {&L.wv, v}});
+  if (L.bq) {
+    add(q, L.bq, q_dim, ntok * q_dim, true);
+    add(k, L.bk, kv_dim, ntok * kv_dim, true);
+    add(v, L.bv, kv_dim, ntok * kv_dim, true);
+  }
+  if (hp.n_rot >= 2) {
+    const int64_t half = hp.n_rot / 2;
+    rope_kernel<<<blocks_for(ntok * hp.n_head * half, 256), 256, 0, st>>>(
+        q, hp.n_head, hd, hp.n_rot, hp.rope_neox, ntok, n_past_, rope_cos_.get<float>(),
+        rope_sin_.get<float>());
+    rope_kernel<<<blocks_for(ntok * hp.n_head_kv * half, 256), 256, 0, st>>>(
+        k, hp.n_head_kv, hd, hp.n_rot, hp.rope_neox, ntok, n_past_, rope_cos_.get<float>(),
+        rope_sin_.get<float>());
+    check_launch("rope kernel");
+  }
+  const size_t cache_off = (size_t(il) * size_t(n_ctx_) + size_t(n_past_)) * size_t(kv_dim);
+  float* kc = k_cache_.get<float>() + size_t(il) * size_t(n_ctx_) * size_t(kv_dim);
+  float* vc = v_cache_.get<float>() + size_t(il) * size_t(n_ctx_) * size_t(kv_dim);
+  const size_t kv_bytes = size_t(ntok * kv_dim) * sizeof(float);
+  check(cudaMemcpyAsync(k_cache_.get<float>() + cache_off, k, kv_bytes, cudaMemcpyDeviceToDevice, st),
+        "cudaMemcpyAsync (K cache)");
+  check(cudaMemcpyAsync(v_cache_.get<float>() + cache_off, v, kv_bytes, cudaMemcpyDeviceToDevice, st),
+        "cudaMemcpyAsync (V cache)");
+  const float kq_scale = 1.0f / std::sqrt(float(hd));
+  const size_t shared = size_t(32 * hd + 32) * sizeof(float);
+  attention_kernel<<<dim3(unsigned(hp.n_head), unsigned(ntok)), kAttnThreads, shared, st>>>(
+      q, kc, vc, hp.n_head, hp.n_head / hp.n_head_kv, hd, kv_dim, n_past_, n_ctx_, kq_scale,
+      scores_.get<float>(), att);
+  check_launch("attention kernel");
+  matmuls(att, ntok, {{&L.wo, tmp}});
+  add(x, tmp, d, ntok * d, false);
+  rms_norm(x, L.ffn_norm, ntok, xn);
+  matmuls(xn, ntok, {{&L.w_gate, gate_.get<float>()}, {&L.w_up, up_.get<float>()}});
+  const int64_t n_ff_all = ntok * hp.n_ff;
+  silu_mul_kernel<<<blocks_for(n_ff_all, 256), 256, 0, st>>>(gate_.get<float>(),
+                                                             up_.get<float>(), n_ff_all);
+  check_launch("silu kernel");
+  matmuls(gate_.get<float>(), ntok, {{&L.w_down, tmp}});
+  add(x, tmp, d, ntok * d, false);
+}
+
+void CudaSession::eval(const std::vector<int32_t>& tokens, std::vector<float>& logits) {
+  const HParams& hp = model_.hparams();
+  const int64_t ntok = int64_t(tokens.size());
+  if (ntok == 0) {
+    logits.clear();
+    return;
+  }
+  check_eval_tokens(hp, n_past_, n_ctx_, tokens);
+  check(cudaSetDevice(device_), "cudaSetDevice");
+  const size_t T = size_t(ntok), F = sizeof(float);
+  const int64_t d = hp.n_embd;
+  const size_t q_dim = size_t(hp.n_head * hp.head_dim), kv_dim = size_t(hp.n_head_kv * hp.head_dim);
+  xn_.reserve(T * size_t(d) * F);
+  tmp_.reserve(T * size_t(d) * F);
+  q_.reserve(T * q_dim * F);
+  att_.reserve(T * q_dim * F);
+  k_.reserve(T * kv_dim * F);
+  v_.reserve(T * kv_dim * F);
+  gate_.reserve(T * size_t(hp.n_ff) * F);
+  up_.reserve(T * size_t(hp.n_ff) * F);
+  logits_.reserve(T * size_t(hp.n_vocab) * F);
+  scores_.reserve(T * size_t(hp.n_head) * size_t(n_ctx_) * F);
+  extend_rope_table(n_past_ + ntok);
+  // The embedding rows, dequantized exactly on the host.
+  const Weight& emb = model_.token_embd();
+  host_x_.resize(T * size_t(d));
+  for (size_t t = 0; t < T; ++t)
+    dequantize_row(emb.type, emb.data + size_t(tokens[t]) * emb.row_bytes, &host_x_[t * size_t(d)], d);
+  x_.reserve(host_x_.size() * F);
+  check(cudaMemcpyAsync(x_.get(), host_x_.data(), host_x_.size() * F, cudaMemcpyHostToDevice,
+                        stream_.get()),
+        "cudaMemcpyAsync (embeddings)");
+  for (int64_t il = 0; il < hp.n_layer; ++il) layer_forward(layers_[size_t(il)], il, ntok);
+  rms_norm(x_.get<float>(), output_norm_, ntok, xn_.get<float>());
+  matmuls(xn_.get<float>(), ntok, {{&output_, logits_.get<float>()}});
+  logits.resize(T * size_t(hp.n_vocab));
+  check(cudaMemcpyAsync(logits.data(), logits_.get<float>(), logits.size() * F,
+                        cudaMemcpyDeviceToHost, stream_.get()),
+        "cudaMemcpyAsync (logits)");
+  check(cudaStreamSynchronize(stream_.get()), "cudaStreamSynchronize");
+  n_past_ += ntok;
+}
+
+}  // namespace
+
+bool built() { return true; }
+
+int device_count(std::string* why) {
+  int count = 0;
+  const cudaError_t e = cudaGetDeviceCount(&count);
+  if (e != cudaSuccess) {
+    if (why) *why = std::string(cudaGetErrorString(e)) + " (" + cudaGetErrorName(e) + ")";
+    cudaGetLastError();  // clear the sticky-free error state
+    return 0;
+  }
+  if (count == 0 && why) *why = "no CUDA GPU found";
+  return count;
+}
+
+std::unique_ptr<Evaluator> make_session(const Model& model, int device, int64_t n_ctx) {
+  return std::make_unique<CudaSession>(model, device, n_ctx);
+}
+
+}  // namespace galleon::cuda
