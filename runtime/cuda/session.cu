@@ -54,7 +54,10 @@ class DeviceBuffer {
   }
   void reserve(size_t bytes) {
     if (bytes <= size_) return;
-    if (p_) cudaFree(p_);
+    if (p_) {
+      check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");  // work may still use it
+      cudaFree(p_);
+    }
     p_ = nullptr;
     size_ = 0;
     check(cudaMalloc(&p_, std::max<size_t>(bytes, 256)), "cudaMalloc");
@@ -146,7 +149,7 @@ __global__ void rms_norm_kernel(const float* x, const float* w, int64_t n, float
   for (int64_t i = lane; i < n; i += 32) yr[i] = (xr[i] * scale) * w[i];
 }
 
-// x[t][i] = x[t][i] + b[i] (b has `dim` elements; b == x_add of the same shape when per_row).
+// x[i] = x[i] + b[i % dim] (a bias added to every token's row) or x[i] + b[i] (residual).
 __global__ void add_kernel(float* x, const float* b, int64_t dim, int64_t total, bool broadcast) {
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
        i += int64_t(gridDim.x) * blockDim.x)
@@ -178,7 +181,7 @@ __global__ void silu_mul_kernel(float* g, const float* u, int64_t total) {
 
 constexpr int kAttnThreads = 256;
 
-// One block per (head, token). scratch holds n_ctx floats per (token, head).
+// One block per (token, head). scratch holds n_ctx floats per (token, head).
 // 1. s_j = dot_f32(q, k_j) * scale (one warp per j);  2. m = max s_j in order (one thread);
 // 3. e_j = expf(s_j - m);  4. lanes L[l][d] = sum over j = l mod 32 of e_j * v_j[d] in
 // increasing j, and L[l] of e_j, one thread per (l, d);  5. the canonical tree over l.
@@ -187,7 +190,7 @@ __global__ void attention_kernel(const float* q, const float* kc, const float* v
                                  int64_t n_ctx, float kq_scale, float* scratch, float* out) {
   extern __shared__ float lanes[];  // [32][hd] the e*v lanes, then the 32 e lanes
   __shared__ float s_max;
-  const int64_t h = blockIdx.x, t = blockIdx.y;
+  const int64_t t = blockIdx.x, h = blockIdx.y;
   const int64_t n_kv = n_past + t + 1;
   const int64_t q_dim = n_head * hd;
   const int64_t off = (h / group) * hd;
@@ -466,7 +469,7 @@ void CudaSession::layer_forward(const DevLayer& L, int64_t il, int64_t ntok) {
         "cudaMemcpyAsync (V cache)");
   const float kq_scale = 1.0f / std::sqrt(float(hd));
   const size_t shared = size_t(32 * hd + 32) * sizeof(float);
-  attention_kernel<<<dim3(unsigned(hp.n_head), unsigned(ntok)), kAttnThreads, shared, st>>>(
+  attention_kernel<<<dim3(unsigned(ntok), unsigned(hp.n_head)), kAttnThreads, shared, st>>>(
       q, kc, vc, hp.n_head, hp.n_head / hp.n_head_kv, hd, kv_dim, n_past_, n_ctx_, kq_scale,
       scores_.get<float>(), att);
   check_launch("attention kernel");
