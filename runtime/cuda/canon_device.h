@@ -159,41 +159,85 @@ GALLEON_TYPE_INFO(Q5_K, 256, 176)
 GALLEON_TYPE_INFO(Q6_K, 256, 210)
 #undef GALLEON_TYPE_INFO
 
-// Exact dot of the 32 quants of a Q4_0/Q4_1/Q5_0/Q5_1 block (nibbles at qs, optional fifth
-// bits qh, minus `offset`) with the activation quants.
-GALLEON_HD int32_t isum_32(const uint8_t* qs, uint32_t qh, bool has_qh, int offset,
-                           const int8_t* a) {
+// Integer sums are exact, so any way of computing them is allowed (docs/arithmetic.md
+// section 5): they work on 4-byte words, 4 quants at a time, with dp4a on the GPU. Weight
+// blocks are 2-byte aligned (every block size is even), activation quants 4-byte aligned.
+
+// 4 weight bytes at a 2-byte aligned address, little endian.
+GALLEON_HD uint32_t wword(const uint8_t* p) {
+#if defined(__CUDA_ARCH__)
+  const uint16_t* h = reinterpret_cast<const uint16_t*>(p);
+  return uint32_t(h[0]) | (uint32_t(h[1]) << 16);
+#else
+  return le32(p);
+#endif
+}
+// 4 activation quants at a 4-byte aligned address.
+GALLEON_HD uint32_t aword(const int8_t* p) {
+#if defined(__CUDA_ARCH__)
+  return *reinterpret_cast<const uint32_t*>(p);
+#else
+  return le32(reinterpret_cast<const uint8_t*>(p));
+#endif
+}
+// c + sum of the 4 products of the signed bytes of w and a.
+GALLEON_HD int dot4(uint32_t w, uint32_t a, int c) {
+#if defined(__CUDA_ARCH__)
+  return __dp4a(int(w), int(a), c);
+#else
+  for (int k = 0; k < 32; k += 8) c += int(int8_t(uint8_t(w >> k))) * int(int8_t(uint8_t(a >> k)));
+  return c;
+#endif
+}
+// Bits 0..3 of x to bit 4 of bytes 0..3.
+GALLEON_HD uint32_t spread4(uint32_t x) {
+  return ((x & 1u) << 4) | ((x & 2u) << 11) | ((x & 4u) << 18) | ((x & 8u) << 25);
+}
+
+constexpr uint32_t kLowNibbles = 0x0F0F0F0Fu;
+
+// Dot of the 32 unsigned quants of a Q4_0/Q4_1/Q5_0/Q5_1 block (nibbles at qs, with the fifth
+// bits qh when has_qh) with the activation quants: element j < 16 is the low nibble of qs[j]
+// (+16 * bit j of qh), element j + 16 the high nibble (+16 * bit j + 16).
+GALLEON_HD int32_t isum_32(const uint8_t* qs, uint32_t qh, bool has_qh, const int8_t* a) {
   int32_t s = 0;
-  for (int j = 0; j < 16; ++j) {
-    const int lo = int(qs[j] & 15u) | (has_qh ? int((qh >> j) & 1u) << 4 : 0);
-    const int hi = int(qs[j] >> 4) | (has_qh ? int((qh >> (j + 16)) & 1u) << 4 : 0);
-    s += (lo - offset) * int(a[j]) + (hi - offset) * int(a[j + 16]);
+  for (int i = 0; i < 4; ++i) {
+    const uint32_t w = wword(qs + 4 * i);
+    uint32_t lo = w & kLowNibbles, hi = (w >> 4) & kLowNibbles;
+    if (has_qh) {
+      lo |= spread4((qh >> (4 * i)) & 15u);
+      hi |= spread4((qh >> (16 + 4 * i)) & 15u);
+    }
+    s = dot4(lo, aword(a + 4 * i), s);
+    s = dot4(hi, aword(a + 16 + 4 * i), s);
   }
   return s;
 }
 
-// (d_w * d_a) * float(isum) [+ m_w * (d_a * float(sum_a))] for the 32-element types.
+// (d_w * d_a) * float(isum) [+ m_w * (d_a * float(sum_a))] for the 32-element types. The
+// signed quants q - 8 (Q4_0) and q - 16 (Q5_0) give isum = isum(q) - offset * sum_a.
 template <GgmlType T>
 GALLEON_HD float contrib_a8(const uint8_t* w, const kern::A8Block& a) {
   const float d = half_to_float(le16(w));
   if constexpr (T == GgmlType::Q8_0) {
     int32_t s = 0;
-    for (int j = 0; j < 32; ++j) s += int(int8_t(w[2 + j])) * int(a.q[j]);
+    for (int i = 0; i < 8; ++i) s = dot4(wword(w + 2 + 4 * i), aword(a.q + 4 * i), s);
     return (d * a.d) * float(s);
   } else if constexpr (T == GgmlType::Q4_0) {
-    return (d * a.d) * float(isum_32(w + 2, 0, false, 8, a.q));
+    return (d * a.d) * float(isum_32(w + 2, 0, false, a.q) - 8 * a.sum);
   } else if constexpr (T == GgmlType::Q5_0) {
-    return (d * a.d) * float(isum_32(w + 6, le32(w + 2), true, 16, a.q));
+    return (d * a.d) * float(isum_32(w + 6, le32(w + 2), true, a.q) - 16 * a.sum);
   } else {
     static_assert(T == GgmlType::Q4_1 || T == GgmlType::Q5_1);
     const float m = half_to_float(le16(w + 2));
-    const int32_t s = T == GgmlType::Q4_1 ? isum_32(w + 4, 0, false, 0, a.q)
-                                          : isum_32(w + 8, le32(w + 4), true, 0, a.q);
+    const int32_t s = T == GgmlType::Q4_1 ? isum_32(w + 4, 0, false, a.q)
+                                          : isum_32(w + 8, le32(w + 4), true, a.q);
     return (d * a.d) * float(s) + m * (a.d * float(a.sum));
   }
 }
 
-// Q4_K / Q5_K (section 5): sub-block j = 2c + h covers elements 64c + 32h + l.
+// Q4_K / Q5_K (section 5): sub-block j = 2c + h covers elements 32j + l = 64c + 32h + l, the
+// low (h = 0) or high (h = 1) nibbles of qs[32c + l], plus 16 * bit j of qh[l] for Q5_K.
 template <GgmlType T>
 GALLEON_HD float contrib_kmin(const uint8_t* w, const kern::A8KBlock& a) {
   const uint8_t* sc = w + 4;
@@ -211,10 +255,10 @@ GALLEON_HD float contrib_kmin(const uint8_t* w, const kern::A8KBlock& a) {
       mn = (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4);
     }
     int32_t is = 0;
-    for (int l = 0; l < 32; ++l) {
-      int q = h ? qs[32 * c + l] >> 4 : qs[32 * c + l] & 15;
-      if constexpr (T == GgmlType::Q5_K) q |= ((qh[l] >> j) & 1) << 4;
-      is += q * int(a.q[32 * j + l]);
+    for (int i = 0; i < 8; ++i) {
+      uint32_t q = (wword(qs + 32 * c + 4 * i) >> (4 * h)) & kLowNibbles;
+      if constexpr (T == GgmlType::Q5_K) q |= ((wword(qh + 4 * i) >> j) & 0x01010101u) << 4;
+      is = dot4(q, aword(a.q + 32 * j + 4 * i), is);
     }
     sumi += scale * is;
     summ += mn * (int(a.bsums[2 * j]) + int(a.bsums[2 * j + 1]));
@@ -223,7 +267,8 @@ GALLEON_HD float contrib_kmin(const uint8_t* w, const kern::A8KBlock& a) {
   return (d * a.d) * float(sumi) - (dmin * a.d) * float(summ);
 }
 
-// Q6_K: sub-block j of 16 elements e = 16j + i = 128h + 32k + l.
+// Q6_K: sub-block j of 16 elements e = 16j + i = 128h + 32k + l, unsigned 6-bit quants u
+// (q = u - 32, so isum_j = isum_j(u) - 32 * bsums[j]).
 GALLEON_HD float contrib_q6_k(const uint8_t* w, const kern::A8KBlock& a) {
   const uint8_t* ql = w;
   const uint8_t* qh = w + 128;
@@ -231,13 +276,14 @@ GALLEON_HD float contrib_q6_k(const uint8_t* w, const kern::A8KBlock& a) {
   for (int j = 0; j < 16; ++j) {
     const int h = j >> 3, k = (j >> 1) & 3, l0 = (j & 1) * 16;
     int32_t is = 0;
-    for (int l = l0; l < l0 + 16; ++l) {
-      const uint32_t lq = ql[64 * h + 32 * (k & 1) + l];
-      const uint32_t lo = k < 2 ? lq & 15u : lq >> 4;
-      const int q = int(lo | (((uint32_t(qh[32 * h + l]) >> (2 * k)) & 3u) << 4)) - 32;
-      is += q * int(a.q[16 * j + (l - l0)]);
+    for (int i = 0; i < 4; ++i) {
+      const int l = l0 + 4 * i;
+      const uint32_t lw = wword(ql + 64 * h + 32 * (k & 1) + l);
+      const uint32_t lo = (k < 2 ? lw : lw >> 4) & kLowNibbles;
+      const uint32_t hi = ((wword(qh + 32 * h + l) >> (2 * k)) & 0x03030303u) << 4;
+      is = dot4(lo | hi, aword(a.q + 16 * j + 4 * i), is);
     }
-    sumi += int(int8_t(w[192 + j])) * is;
+    sumi += int(int8_t(w[192 + j])) * (is - 32 * int(a.bsums[j]));
   }
   return (half_to_float(le16(w + 208)) * a.d) * float(sumi);
 }
