@@ -101,8 +101,15 @@ if out=$("$BIN/cuda_test" 2>&1); then
     pass "cuda_test ($(grep -E '^\[  PASSED' <<<"$out"))"
   fi
 else
-  echo "$out" | grep -E "Failure|FAILED|first differing|Error" | head -40
+  echo "$out" | grep -E "Failure|FAILED|first differing|Error|CUDA" | head -40
   failed "cuda_test"
+  # Name the failing kernel, and look for invalid memory accesses where the tool works.
+  GALLEON_CUDA_SYNC=1 timeout 60 "$BIN/cuda_test" --gtest_filter='Cuda.Stories260KMatchesCpu' \
+    2>&1 | grep -E "CUDA|Failure|first differing" | head -5 || true
+  if command -v compute-sanitizer >/dev/null; then
+    timeout 120 compute-sanitizer --tool memcheck --print-limit 5 "$BIN/cuda_test" \
+      --gtest_filter='Cuda.Stories260KMatchesCpu' 2>&1 | grep -vE "^\[|^$" | head -30 || true
+  fi
 fi
 if [[ $STAGED == 1 ]]; then
   echo "(model_test Engine.DeviceFlag needs the galleon CLI and its libraries: not staged)"

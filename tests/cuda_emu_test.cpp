@@ -15,15 +15,15 @@
 #include "runtime/cuda/canon_device.h"
 #include "runtime/ggml_type.h"
 #include "runtime/kernels.h"
+#include "tests/kernel_data.h"
 
 namespace galleon {
 namespace {
 
+using namespace testing::kernel_data;
+
 uint32_t bits(float f) { return cdev::to_bits(f); }
 
-const GgmlType kTypes[] = {GgmlType::F32,  GgmlType::F16,  GgmlType::BF16, GgmlType::Q8_0,
-                           GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1,
-                           GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K};
 
 // __shfl_down_sync(full, v, s): lane i reads lane i + s, or itself when i + s >= 32.
 float emulate_warp_tree(const float (&lane)[32]) {
@@ -74,70 +74,6 @@ void emulate_quantize(GgmlType t, const float* x, void* dst, int64_t n) {
         cdev::quantize_a8k_block(x + 256 * b, static_cast<kern::A8KBlock*>(dst) + b);
       return;
   }
-}
-
-// Special f32 values (NaN with payloads, infinities, signed zeros, subnormals, extremes).
-const uint32_t kSpecial[] = {0x7fc00000u, 0xffc00001u, 0x7f800001u, 0x7f800000u, 0xff800000u,
-                             0x00000000u, 0x80000000u, 0x00000001u, 0x807fffffu, 0x00400000u,
-                             0x7f7fffffu, 0xff7fffffu, 0x00800000u, 0x3f800000u};
-
-// Activations: mostly N(0, scale), some specials; occasionally a whole block of subnormals
-// (1/d overflows) or of one huge value.
-std::vector<float> make_activations(std::mt19937& rng, int64_t n, bool specials) {
-  std::normal_distribution<float> nd(0.0f, 1.0f);
-  std::uniform_int_distribution<int> pick(0, 99);
-  std::vector<float> x(static_cast<size_t>(n));
-  const float scale = std::ldexp(1.0f, int(rng() % 20) - 10);
-  for (auto& v : x) v = nd(rng) * scale;
-  if (!specials) return x;
-  for (auto& v : x)
-    if (pick(rng) < 3) v = cdev::from_bits(kSpecial[rng() % std::size(kSpecial)]);
-  if (n >= 64 && pick(rng) < 50)
-    for (int64_t j = 0; j < 32; ++j) x[size_t(j)] = cdev::from_bits(uint32_t(rng() % 0x7fffffu) | (rng() & 1u) << 31);
-  return x;
-}
-
-// Weight rows: random bytes, with the fp16 scale fields mostly set to ordinary values (random
-// bytes make a NaN or inf scale in one block of 32).
-std::vector<uint8_t> make_weights(std::mt19937& rng, GgmlType t, int64_t n, int64_t rows) {
-  const TypeTraits* tr = type_traits(t);
-  const size_t row = size_t(n / tr->block_elems * tr->block_bytes);
-  std::vector<uint8_t> w(row * size_t(rows));
-  for (auto& b : w) b = uint8_t(rng());
-  std::normal_distribution<float> nd(0.0f, 0.02f);
-  std::uniform_int_distribution<int> pick(0, 99);
-  auto put_half = [&](size_t off) {
-    if (pick(rng) < 95) {
-      const uint16_t h = f32_to_fp16(nd(rng));
-      std::memcpy(&w[off], &h, 2);
-    }
-  };
-  const size_t nblocks = w.size() / size_t(tr->block_bytes);
-  for (size_t b = 0; b < nblocks; ++b) {
-    const size_t o = b * size_t(tr->block_bytes);
-    switch (t) {
-      case GgmlType::F32: {
-        const float f = pick(rng) < 98 ? nd(rng) : cdev::from_bits(kSpecial[rng() % std::size(kSpecial)]);
-        std::memcpy(&w[o], &f, 4);
-        break;
-      }
-      case GgmlType::F16: case GgmlType::Q8_0: case GgmlType::Q4_0: case GgmlType::Q5_0:
-        put_half(o);
-        break;
-      case GgmlType::BF16: {
-        const uint16_t h = f32_to_bf16(nd(rng));
-        if (pick(rng) < 95) std::memcpy(&w[o], &h, 2);
-        break;
-      }
-      case GgmlType::Q4_1: case GgmlType::Q5_1: case GgmlType::Q4_K: case GgmlType::Q5_K:
-        put_half(o);
-        put_half(o + 2);
-        break;
-      case GgmlType::Q6_K: put_half(o + 208); break;
-      default: break;
-    }
-  }
-  return w;
 }
 
 TEST(CudaEmu, HalfAndBf16ConversionsAreExact) {

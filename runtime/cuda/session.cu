@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <unordered_map>
@@ -17,6 +18,7 @@
 
 #include "runtime/cuda/canon_device.h"
 #include "runtime/cuda/cuda_backend.h"
+#include "runtime/cuda/cuda_testing.h"
 #include "runtime/error.h"
 #include "runtime/model.h"
 #include "runtime/quant.h"
@@ -88,7 +90,15 @@ class Stream {
   cudaStream_t s_ = nullptr;
 };
 
-void check_launch(const char* kernel) { check(cudaGetLastError(), kernel); }
+// GALLEON_CUDA_SYNC=1 waits for every kernel, so that a failing kernel is the one named.
+void check_launch(const char* kernel) {
+  static const bool sync = [] {
+    const char* e = std::getenv("GALLEON_CUDA_SYNC");
+    return e && *e && std::string(e) != "0";
+  }();
+  check(cudaGetLastError(), kernel);
+  if (sync) check(cudaDeviceSynchronize(), kernel);
+}
 
 unsigned blocks_for(int64_t n, int per_block) {
   return unsigned(std::min<int64_t>((n + per_block - 1) / per_block, 1 << 30));
@@ -179,6 +189,12 @@ __global__ void silu_mul_kernel(float* g, const float* u, int64_t total) {
     g[i] = cdev::silu(g[i]) * u[i];
 }
 
+__global__ void expf_kernel(float* x, int64_t total) {  // cuda::testing::map only
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
+       i += int64_t(gridDim.x) * blockDim.x)
+    x[i] = cdev::expf(x[i]);
+}
+
 constexpr int kAttnThreads = 256;
 
 // One block per (token, head). scratch holds n_ctx floats per (token, head).
@@ -251,6 +267,30 @@ struct DevLayer {
               *bv = nullptr;
   DevWeight wq, wk, wv, wo, w_gate, w_up, w_down;
 };
+
+void run_matmul(const DevWeight& w, const void* act, size_t arb, int64_t ntok, float* y,
+                cudaStream_t st) {
+  const int64_t groups = (ntok + kMatmulTokens - 1) / kMatmulTokens;
+  const dim3 grid(blocks_for(w.n_out, kMatmulWarps), unsigned(std::min<int64_t>(groups, 65535)));
+  cdev::with_type(w.type, [&]<GgmlType T>() {
+    matmul_kernel<T><<<grid, 32 * kMatmulWarps, 0, st>>>(w.data, w.row_bytes, w.n_in, w.n_out,
+                                                        static_cast<const uint8_t*>(act), arb,
+                                                        ntok, y, w.n_out);
+  });
+  check_launch("matmul kernel");
+}
+
+// x (ntok rows of n) -> dst in the activation format of weight type t (A8 or A8K).
+void run_quantize(GgmlType t, const float* x, int64_t n, int64_t ntok, void* dst,
+                  cudaStream_t st) {
+  if (kern::act_format(t) == kern::ActFormat::A8)
+    quantize_kernel<kern::A8Block, 32><<<blocks_for(n / 32 * ntok, 128), 128, 0, st>>>(
+        x, n, ntok, static_cast<kern::A8Block*>(dst));
+  else
+    quantize_kernel<kern::A8KBlock, 256><<<blocks_for(n / 256 * ntok, 128), 128, 0, st>>>(
+        x, n, ntok, static_cast<kern::A8KBlock*>(dst));
+  check_launch("activation quantization kernel");
+}
 
 void select_device(int device) {
   int count = 0;
@@ -360,31 +400,16 @@ const float* CudaSession::upload_floats(const std::vector<float>& v) {
 
 void CudaSession::launch_matmul(const DevWeight& w, const void* act, size_t arb, int64_t ntok,
                                 float* y) {
-  const int64_t groups = (ntok + kMatmulTokens - 1) / kMatmulTokens;
-  const dim3 grid(blocks_for(w.n_out, kMatmulWarps), unsigned(std::min<int64_t>(groups, 65535)));
-  cdev::with_type(w.type, [&]<GgmlType T>() {
-    matmul_kernel<T><<<grid, 32 * kMatmulWarps, 0, stream_.get()>>>(
-        w.data, w.row_bytes, w.n_in, w.n_out, static_cast<const uint8_t*>(act), arb, ntok, y,
-        w.n_out);
-  });
-  check_launch("matmul kernel");
+  run_matmul(w, act, arb, ntok, y, stream_.get());
 }
 
 const void* CudaSession::prepare_act(const float* x, GgmlType t, int64_t n, int64_t ntok,
                                      int slot, size_t* row_bytes) {
   *row_bytes = kern::act_row_bytes(t, n);
-  const kern::ActFormat f = kern::act_format(t);
-  if (f == kern::ActFormat::F32) return x;
+  if (kern::act_format(t) == kern::ActFormat::F32) return x;
   DeviceBuffer& buf = act_[slot];
   buf.reserve(*row_bytes * size_t(ntok));
-  const int64_t nb = (f == kern::ActFormat::A8 ? n / 32 : n / 256) * ntok;
-  if (f == kern::ActFormat::A8)
-    quantize_kernel<kern::A8Block, 32><<<blocks_for(nb, 128), 128, 0, stream_.get()>>>(
-        x, n, ntok, buf.get<kern::A8Block>());
-  else
-    quantize_kernel<kern::A8KBlock, 256><<<blocks_for(nb, 128), 128, 0, stream_.get()>>>(
-        x, n, ntok, buf.get<kern::A8KBlock>());
-  check_launch("activation quantization kernel");
+  run_quantize(t, x, n, ntok, buf.get(), stream_.get());
   return buf.get();
 }
 
@@ -547,5 +572,56 @@ int device_count(std::string* why) {
 std::unique_ptr<Evaluator> make_session(const Model& model, int device, int64_t n_ctx) {
   return std::make_unique<CudaSession>(model, device, n_ctx);
 }
+
+namespace testing {
+namespace {
+template <class T>
+std::vector<T> download(const DeviceBuffer& b, size_t count) {
+  std::vector<T> out(count);
+  check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
+  check(cudaMemcpy(out.data(), b.get(), count * sizeof(T), cudaMemcpyDeviceToHost), "cudaMemcpy");
+  return out;
+}
+}  // namespace
+
+std::vector<float> matmul(GgmlType type, int64_t n, int64_t rows, const std::vector<uint8_t>& w,
+                          const std::vector<uint8_t>& act, int64_t ntok) {
+  select_device(0);
+  DeviceBuffer dw, da, dy;
+  dw.upload(w.data(), w.size());
+  da.upload(act.data(), act.size());
+  dy.reserve(size_t(rows * ntok) * sizeof(float));
+  const DevWeight dev{type, n, rows, w.size() / size_t(rows), dw.get<uint8_t>()};
+  run_matmul(dev, da.get(), act.size() / size_t(ntok), ntok, dy.get<float>(), nullptr);
+  return download<float>(dy, size_t(rows * ntok));
+}
+
+std::vector<uint8_t> quantize(GgmlType type, const std::vector<float>& x, int64_t n, int64_t ntok) {
+  select_device(0);
+  DeviceBuffer dx, dq;
+  dx.upload(x.data(), x.size() * sizeof(float));
+  const size_t bytes = kern::act_row_bytes(type, n) * size_t(ntok);
+  dq.reserve(bytes);
+  run_quantize(type, dx.get<float>(), n, ntok, dq.get(), nullptr);
+  return download<uint8_t>(dq, bytes);
+}
+
+std::vector<float> map(int op, const std::vector<float>& x) {
+  select_device(0);
+  DeviceBuffer dx, ones;
+  const int64_t total = int64_t(x.size());
+  dx.upload(x.data(), x.size() * sizeof(float));
+  if (op == 0) {
+    expf_kernel<<<blocks_for(total, 256), 256>>>(dx.get<float>(), total);
+  } else {
+    const std::vector<float> one(x.size(), 1.0f);
+    ones.upload(one.data(), one.size() * sizeof(float));
+    silu_mul_kernel<<<blocks_for(total, 256), 256>>>(dx.get<float>(), ones.get<float>(), total);
+  }
+  check_launch("map kernel");
+  return download<float>(dx, x.size());
+}
+
+}  // namespace testing
 
 }  // namespace galleon::cuda
