@@ -4,6 +4,7 @@
 // Runs in every build; the GPU itself is checked by cuda_test (GALLEON_CUDA builds).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -12,6 +13,7 @@
 #include <vector>
 
 #include "runtime/canon_math.h"
+#include "runtime/cuda/attention.h"
 #include "runtime/cuda/canon_device.h"
 #include "runtime/ggml_type.h"
 #include "runtime/kernels.h"
@@ -173,15 +175,23 @@ TEST(CudaEmu, F32DotAndSumOfSquares) {
   }
 }
 
-// One attention head the way runtime/session.cpp computes it.
-std::vector<float> cpu_attention(const std::vector<float>& e, const std::vector<float>& v,
-                                 int64_t n_kv, int64_t hd) {
-  float sum_lanes[32] = {0};
-  std::vector<float> acc(size_t(32 * hd), 0.0f), out(static_cast<size_t>(hd));
+// One (token, head) of the attention the way runtime/session.cpp computes it.
+std::vector<float> cpu_attention(const float* q, const float* kc, const float* vc, int64_t n_kv,
+                                 int64_t hd, int64_t kv_dim, float kq_scale) {
+  const kern::Ops& ops = kern::ops(kern::Isa::Scalar);
+  std::vector<float> scores(static_cast<size_t>(n_kv)), acc(static_cast<size_t>(32 * hd), 0.0f),
+      out(static_cast<size_t>(hd));
+  float mx = -INFINITY;
   for (int64_t j = 0; j < n_kv; ++j) {
-    sum_lanes[j % 32] = sum_lanes[j % 32] + e[size_t(j)];
+    scores[size_t(j)] = ops.dot_f32(q, kc + j * kv_dim, hd) * kq_scale;
+    mx = std::max(mx, scores[size_t(j)]);
+  }
+  float sum_lanes[32] = {0};
+  for (int64_t j = 0; j < n_kv; ++j) {
+    const float e = canon::expf(scores[size_t(j)] - mx);
+    sum_lanes[j % 32] = sum_lanes[j % 32] + e;
     for (int64_t d = 0; d < hd; ++d)
-      acc[size_t((j % 32) * hd + d)] = acc[size_t((j % 32) * hd + d)] + e[size_t(j)] * v[size_t(j * hd + d)];
+      acc[size_t((j % 32) * hd + d)] = acc[size_t((j % 32) * hd + d)] + e * vc[j * kv_dim + d];
   }
   const float sum = canon::reduce_lanes(sum_lanes);
   for (int64_t d = 0; d < hd; ++d) {
@@ -192,26 +202,50 @@ std::vector<float> cpu_attention(const std::vector<float>& e, const std::vector<
   return out;
 }
 
-TEST(CudaEmu, AttentionLaneSums) {
+// The CUDA attention kernel's steps for one block (runtime/cuda/attention.h). Within a step
+// the cells are independent, so running them in sequence is what the threads compute.
+std::vector<float> emulate_attention_kernel(const float* q, const float* kc, const float* vc,
+                                            int64_t n_kv, int64_t hd, int64_t kv_dim,
+                                            float kq_scale) {
+  std::vector<float> e(static_cast<size_t>(n_kv)),
+      lanes(static_cast<size_t>(cdev::attn::lane_floats(hd))), out(static_cast<size_t>(hd));
+  for (int64_t j = 0; j < n_kv; ++j)
+    e[size_t(j)] = emulate_warp_dot([&](int l) {
+                     return cdev::lane_dot_f32(q, kc + j * kv_dim, hd, l);
+                   }) * kq_scale;
+  const float mx = cdev::attn::max_score(e.data(), n_kv);
+  for (auto& x : e) x = cdev::expf(x - mx);
+  for (int64_t c = 0; c < 32 * (hd + 1); ++c)
+    cdev::attn::lane_cell(c, hd, e.data(), vc, kv_dim, n_kv, lanes.data());
+  for (int s = 16; s >= 1; s >>= 1)
+    for (int64_t c = 0; c < int64_t(s) * (hd + 1); ++c) cdev::attn::tree_cell(s, c, hd, lanes.data());
+  for (int64_t d = 0; d < hd; ++d) out[size_t(d)] = cdev::attn::output(lanes.data(), hd, d);
+  return out;
+}
+
+TEST(CudaEmu, AttentionKernelMatchesSession) {
   std::mt19937 rng(9);
-  const int64_t hd = 48;
-  for (int64_t n_kv : {1, 2, 31, 32, 33, 65, 200}) {
-    std::vector<float> s = make_activations(rng, n_kv, false), e(static_cast<size_t>(n_kv));
-    const std::vector<float> v = make_activations(rng, n_kv * hd, n_kv == 65);
-    float mx = -INFINITY;
-    for (float x : s) mx = mx < x ? x : mx;
-    for (int64_t j = 0; j < n_kv; ++j) e[size_t(j)] = cdev::expf(s[size_t(j)] - mx);
-    const std::vector<float> want = cpu_attention(e, v, n_kv, hd);
-    float lanes[32];
-    for (int l = 0; l < 32; ++l) lanes[l] = cdev::lane_sum(e.data(), n_kv, l);
-    const float sum = emulate_warp_tree(lanes);
-    for (int64_t d = 0; d < hd; ++d) {
-      for (int l = 0; l < 32; ++l)
-        lanes[l] = cdev::lane_weighted_sum(e.data(), v.data() + d, hd, n_kv, l);
-      ASSERT_EQ(bits(emulate_warp_tree(lanes) / sum), bits(want[size_t(d)]))
-          << "n_kv " << n_kv << " d " << d;
+  for (int64_t hd : {8, 48, 64, 128})
+    for (int64_t n_kv : {1, 2, 31, 32, 33, 65, 300}) {
+      const int64_t n_head_kv = 2, kv_dim = n_head_kv * hd, head_off = hd;  // kv head 1
+      const float kq_scale = 1.0f / std::sqrt(float(hd));
+      const bool specials = n_kv == 65;
+      const std::vector<float> q = make_activations(rng, hd, false);
+      const std::vector<float> k = make_activations(rng, n_kv * kv_dim, specials);
+      const std::vector<float> v = make_activations(rng, n_kv * kv_dim, specials);
+      const std::vector<float> want =
+          cpu_attention(q.data(), k.data() + head_off, v.data() + head_off, n_kv, hd, kv_dim, kq_scale);
+      const std::vector<float> got = emulate_attention_kernel(
+          q.data(), k.data() + head_off, v.data() + head_off, n_kv, hd, kv_dim, kq_scale);
+      for (int64_t d = 0; d < hd; ++d) {
+        const float w = want[size_t(d)], g = got[size_t(d)];
+        if (w != w) {  // NaN payloads are only canonical for dot products (section 2)
+          EXPECT_NE(g, g) << "hd " << hd << " n_kv " << n_kv << " d " << d;
+          continue;
+        }
+        ASSERT_EQ(bits(g), bits(w)) << "hd " << hd << " n_kv " << n_kv << " d " << d;
+      }
     }
-  }
 }
 
 // The comparisons above can fail: a sequential sum (another reduction order) differs.

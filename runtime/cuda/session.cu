@@ -16,6 +16,7 @@
 #include <utility>
 #include <vector>
 
+#include "runtime/cuda/attention.h"
 #include "runtime/cuda/canon_device.h"
 #include "runtime/cuda/cuda_backend.h"
 #include "runtime/cuda/cuda_testing.h"
@@ -197,14 +198,15 @@ __global__ void expf_kernel(float* x, int64_t total) {  // cuda::testing::map on
 
 constexpr int kAttnThreads = 256;
 
-// One block per (token, head). scratch holds n_ctx floats per (token, head).
-// 1. s_j = dot_f32(q, k_j) * scale (one warp per j);  2. m = max s_j in order (one thread);
-// 3. e_j = expf(s_j - m);  4. lanes L[l][d] = sum over j = l mod 32 of e_j * v_j[d] in
-// increasing j, and L[l] of e_j, one thread per (l, d);  5. the canonical tree over l.
+// One block per (token, head); scratch holds n_ctx floats per (token, head). The steps are
+// those of runtime/cuda/attention.h (emulated on the CPU by cuda_emu_test):
+// 1. s_j = dot_f32(q, k_j) * scale, one warp per j;  2. m = max s_j in j order, one thread;
+// 3. e_j = expf(s_j - m);  4. the 32 lanes (j mod 32) of e_j * v_j[d] and of e_j, one thread
+// per (lane, d);  5. the canonical tree over the lanes in shared memory;  6. o_d = L[0][d] / sum.
 __global__ void attention_kernel(const float* q, const float* kc, const float* vc, int64_t n_head,
                                  int64_t group, int64_t hd, int64_t kv_dim, int64_t n_past,
                                  int64_t n_ctx, float kq_scale, float* scratch, float* out) {
-  extern __shared__ float lanes[];  // [32][hd] the e*v lanes, then the 32 e lanes
+  extern __shared__ float lanes[];  // attn::lane_floats(hd)
   __shared__ float s_max;
   const int64_t t = blockIdx.x, h = blockIdx.y;
   const int64_t n_kv = n_past + t + 1;
@@ -219,38 +221,21 @@ __global__ void attention_kernel(const float* q, const float* kc, const float* v
     if (lane == 0) e[j] = cdev::canonical_nan(v) * kq_scale;
   }
   __syncthreads();
-  if (threadIdx.x == 0) {
-    float mx = -INFINITY;
-    for (int64_t j = 0; j < n_kv; ++j) mx = mx < e[j] ? e[j] : mx;  // std::max(mx, s_j)
-    s_max = mx;
-  }
+  if (threadIdx.x == 0) s_max = cdev::attn::max_score(e, n_kv);
   __syncthreads();
   const float mx = s_max;
   for (int64_t j = threadIdx.x; j < n_kv; j += blockDim.x) e[j] = cdev::expf(e[j] - mx);
   __syncthreads();
-  for (int64_t c = threadIdx.x; c < 32 * (hd + 1); c += blockDim.x) {
-    const int l = int(c / (hd + 1));
-    const int64_t d = c % (hd + 1);
-    if (d == hd)
-      lanes[32 * hd + l] = cdev::lane_sum(e, n_kv, l);
-    else
-      lanes[l * hd + d] = cdev::lane_weighted_sum(e, vc + off + d, kv_dim, n_kv, l);
-  }
+  for (int64_t c = threadIdx.x; c < 32 * (hd + 1); c += blockDim.x)
+    cdev::attn::lane_cell(c, hd, e, vc + off, kv_dim, n_kv, lanes);
   __syncthreads();
-  // The canonical tree, L[i] = L[i] + L[i + s], for every d and for the e lanes.
   for (int s = 16; s >= 1; s >>= 1) {
-    for (int64_t c = threadIdx.x; c < int64_t(s) * (hd + 1); c += blockDim.x) {
-      const int i = int(c / (hd + 1));
-      const int64_t d = c % (hd + 1);
-      if (d == hd)
-        lanes[32 * hd + i] = lanes[32 * hd + i] + lanes[32 * hd + i + s];
-      else
-        lanes[i * hd + d] = lanes[i * hd + d] + lanes[(i + s) * hd + d];
-    }
+    for (int64_t c = threadIdx.x; c < int64_t(s) * (hd + 1); c += blockDim.x)
+      cdev::attn::tree_cell(s, c, hd, lanes);
     __syncthreads();
   }
-  const float sum = lanes[32 * hd];
-  for (int64_t d = threadIdx.x; d < hd; d += blockDim.x) out[t * q_dim + h * hd + d] = lanes[d] / sum;
+  for (int64_t d = threadIdx.x; d < hd; d += blockDim.x)
+    out[t * q_dim + h * hd + d] = cdev::attn::output(lanes, hd, d);
 }
 
 // ---------------------------------------------------------------- the session
@@ -493,7 +478,7 @@ void CudaSession::layer_forward(const DevLayer& L, int64_t il, int64_t ntok) {
   check(cudaMemcpyAsync(v_cache_.get<float>() + cache_off, v, kv_bytes, cudaMemcpyDeviceToDevice, st),
         "cudaMemcpyAsync (V cache)");
   const float kq_scale = 1.0f / std::sqrt(float(hd));
-  const size_t shared = size_t(32 * hd + 32) * sizeof(float);
+  const size_t shared = size_t(cdev::attn::lane_floats(hd)) * sizeof(float);
   attention_kernel<<<dim3(unsigned(ntok), unsigned(hp.n_head)), kAttnThreads, shared, st>>>(
       q, kc, vc, hp.n_head, hp.n_head / hp.n_head_kv, hd, kv_dim, n_past_, n_ctx_, kq_scale,
       scores_.get<float>(), att);
