@@ -220,4 +220,12 @@ void rope_table_rows(const Model& m, int64_t from, int64_t to, std::vector<float
     }
 }
 
+void embed_tokens(const Model& m, const std::vector<int32_t>& tokens, std::vector<float>& rows) {
+  const Weight& emb = m.token_embd();
+  const int64_t d = m.hparams().n_embd;
+  rows.resize(tokens.size() * size_t(d));
+  for (size_t t = 0; t < tokens.size(); ++t)
+    dequantize_row(emb.type, emb.data + size_t(tokens[t]) * emb.row_bytes, &rows[t * size_t(d)], d);
+}
+
 }  // namespace galleon

@@ -88,6 +88,9 @@ void check_eval_tokens(const HParams& hp, int64_t n_past, int64_t n_ctx,
 void rope_table_rows(const Model& m, int64_t from, int64_t to, std::vector<float>& cos_t,
                      std::vector<float>& sin_t);
 
+// The embedding rows of `tokens`, dequantized exactly: rows.size() = tokens.size() * n_embd.
+void embed_tokens(const Model& m, const std::vector<int32_t>& tokens, std::vector<float>& rows);
+
 struct SessionOptions {
   int64_t n_ctx = 0;     // 0: the model's training context
   int n_threads = 1;

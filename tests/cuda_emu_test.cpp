@@ -16,8 +16,15 @@
 #include "runtime/cuda/attention.h"
 #include "runtime/cuda/canon_device.h"
 #include "runtime/ggml_type.h"
+#include "runtime/cuda/forward.h"
+#include "runtime/cuda/steps.h"
+#include "runtime/engine.h"
+#include "runtime/gguf.h"
+#include "runtime/synth.h"
 #include "runtime/kernels.h"
 #include "tests/kernel_data.h"
+#include "tests/synth_cases.h"
+#include "tests/test_support.h"
 
 namespace galleon {
 namespace {
@@ -246,6 +253,149 @@ TEST(CudaEmu, AttentionKernelMatchesSession) {
         ASSERT_EQ(bits(g), bits(w)) << "hd " << hd << " n_kv " << n_kv << " d " << d;
       }
     }
+}
+
+// ------------------------------------------------------------ the whole forward pass
+
+// forward()'s executor on the CPU (runtime/cuda/forward.h): each step runs the CUDA kernels'
+// step functions in plain loops, the warp steps through the warp emulation above.
+class EmuExec {
+ public:
+  const void* quantize(GgmlType t, const float* x, int64_t n, int64_t ntok, int slot) {
+    std::vector<uint8_t>& a = act_[slot];
+    a.resize(kern::act_row_bytes(t, n) * size_t(ntok));
+    if (kern::act_format(t) == kern::ActFormat::A8)
+      for (int64_t i = 0; i < n / 32 * ntok; ++i)
+        cdev::step::quantize<32>(x, n, i, reinterpret_cast<kern::A8Block*>(a.data()));
+    else
+      for (int64_t i = 0; i < n / 256 * ntok; ++i)
+        cdev::step::quantize<256>(x, n, i, reinterpret_cast<kern::A8KBlock*>(a.data()));
+    return a.data();
+  }
+  // The matmul kernel: one warp per row and group of kMatmulTokens tokens.
+  void matmul(const cuda::DevWeight& w, const void* act, size_t arb, int64_t ntok, float* y) {
+    constexpr int kTok = cdev::step::kMatmulTokens;
+    static_assert(kTok <= 4);  // emulate_dots' lanes
+    const uint8_t* a = static_cast<const uint8_t*>(act);
+    for (int64_t r = 0; r < w.n_out; ++r)
+      for (int64_t t0 = 0; t0 < ntok; t0 += kTok) {
+        const int nt = int(std::min<int64_t>(kTok, ntok - t0));
+        const std::vector<float> v =
+            emulate_dots(w.type, w.n_in, w.data + size_t(r) * w.row_bytes, a + size_t(t0) * arb, arb, nt);
+        for (int k = 0; k < nt; ++k) y[(t0 + k) * w.n_out + r] = v[size_t(k)];
+      }
+  }
+  void rms_norm(const float* x, const float* w, int64_t n, float eps, int64_t ntok, float* y) {
+    for (int64_t t = 0; t < ntok; ++t) {
+      const float* xr = x + t * n;
+      const float ss = emulate_warp_dot([&](int l) { return cdev::lane_dot_f32(xr, xr, n, l); });
+      const float scale = cdev::step::rms_scale(ss, n, eps);
+      for (int64_t i = 0; i < n; ++i) y[t * n + i] = cdev::step::rms_apply(xr[i], scale, w[i]);
+    }
+  }
+  void add(float* x, const float* b, int64_t dim, int64_t total, bool broadcast) {
+    for (int64_t i = 0; i < total; ++i) cdev::step::add(x, b, dim, i, broadcast);
+  }
+  void rope(float* x, int64_t n_heads, int64_t hd, int64_t n_rot, bool neox, int64_t ntok,
+            int64_t n_past, const float* cos_t, const float* sin_t) {
+    for (int64_t k = 0; k < ntok * n_heads * (n_rot / 2); ++k)
+      cdev::step::rope(x, k, n_heads, hd, n_rot, neox, n_past, cos_t, sin_t);
+  }
+  void copy(float* dst, const float* src, int64_t count) {
+    std::memcpy(dst, src, size_t(count) * sizeof(float));
+  }
+  void attention(const float* q, const float* kc, const float* vc, int64_t n_head, int64_t group,
+                 int64_t hd, int64_t kv_dim, int64_t ntok, int64_t n_past, int64_t,
+                 float kq_scale, float*, float* out) {
+    for (int64_t t = 0; t < ntok; ++t)
+      for (int64_t h = 0; h < n_head; ++h) {
+        const int64_t off = (h / group) * hd;
+        const std::vector<float> o = emulate_attention_kernel(
+            q + (t * n_head + h) * hd, kc + off, vc + off, n_past + t + 1, hd, kv_dim, kq_scale);
+        std::memcpy(out + (t * n_head + h) * hd, o.data(), o.size() * sizeof(float));
+      }
+  }
+  void silu_mul(float* g, const float* u, int64_t total) {
+    for (int64_t i = 0; i < total; ++i) cdev::step::silu_mul(g, u, i);
+  }
+
+ private:
+  std::vector<uint8_t> act_[3];
+};
+
+// The CUDA session's eval, emulated: all logits rows of toks, `batch` tokens per call.
+std::vector<float> emulate_cuda_session(const Model& m, const std::vector<int32_t>& toks,
+                                        size_t batch) {
+  const HParams& hp = m.hparams();
+  auto view = [](const Weight& w) {
+    return cuda::DevWeight{w.type, w.n_in, w.n_out, w.row_bytes, w.data};
+  };
+  const std::vector<cuda::DevLayer> layers =
+      cuda::make_layers(m, view, [](const std::vector<float>& v) { return v.data(); });
+  const cuda::DevWeight output = view(m.output());
+  const int64_t n_ctx = hp.n_ctx_train, kv_dim = hp.n_head_kv * hp.head_dim;
+  std::vector<float> k_cache(size_t(hp.n_layer * n_ctx * kv_dim)), v_cache(k_cache.size());
+  std::vector<float> cos_t, sin_t, x, rows;
+  rope_table_rows(m, 0, int64_t(toks.size()), cos_t, sin_t);
+  EmuExec exec;
+  int64_t n_past = 0;
+  for (size_t i = 0; i < toks.size(); i += batch) {
+    const std::vector<int32_t> b(toks.begin() + long(i), toks.begin() + long(std::min(toks.size(), i + batch)));
+    const size_t T = b.size();
+    embed_tokens(m, b, x);
+    auto buf = [&](int64_t per_token) { return std::vector<float>(T * size_t(per_token)); };
+    std::vector<float> xn = buf(hp.n_embd), tmp = buf(hp.n_embd), q = buf(hp.n_head * hp.head_dim),
+                       att = buf(hp.n_head * hp.head_dim), k = buf(kv_dim), v = buf(kv_dim),
+                       gate = buf(hp.n_ff), up = buf(hp.n_ff), logits = buf(hp.n_vocab);
+    const cuda::Buffers bufs{x.data(),    xn.data(),     q.data(),       k.data(),
+                             v.data(),    att.data(),    tmp.data(),     gate.data(),
+                             up.data(),   logits.data(), nullptr,        k_cache.data(),
+                             v_cache.data(), cos_t.data(), sin_t.data()};
+    cuda::forward(exec, hp, layers, output, m.output_norm().data(), bufs, int64_t(T), n_past, n_ctx);
+    rows.insert(rows.end(), logits.begin(), logits.end());
+    n_past += int64_t(T);
+  }
+  return rows;
+}
+
+void expect_emulation_equals_session(const Model& m, const std::vector<int32_t>& toks,
+                                     const std::string& what) {
+  ComputeOptions cpu;
+  cpu.n_threads = 1;
+  auto ev = make_evaluator(m, cpu, 0);
+  std::vector<float> want, logits;
+  ev->eval(toks, logits);
+  want = logits;
+  for (size_t batch : {toks.size(), size_t(1), size_t(7)}) {
+    const std::vector<float> got = emulate_cuda_session(m, toks, batch);
+    ASSERT_EQ(got.size(), want.size());
+    size_t first = 0;
+    while (first < want.size() && bits(got[first]) == bits(want[first])) ++first;
+    EXPECT_EQ(first, want.size()) << what << " batch " << batch << ": first differing logit "
+                                  << first << " (row " << first / size_t(m.hparams().n_vocab) << ")";
+  }
+}
+
+class CudaEmuForward : public ::testing::TestWithParam<testing::SynthCase> {};
+
+TEST_P(CudaEmuForward, MatchesSession) {
+  testing::TempDir dir;
+  const SynthSpec spec = testing::synth_case_spec(GetParam());
+  LoadedModel m = testing::write_and_load(spec, dir);
+  const std::vector<int32_t> toks = testing::synth_tokens(40, spec.n_vocab);
+  expect_emulation_equals_session(*m.model, toks, type_name(spec.type));
+}
+
+INSTANTIATE_TEST_SUITE_P(AllTypes, CudaEmuForward, testing::all_synth_cases(),
+                         testing::synth_case_name);
+
+TEST(CudaEmu, Stories260KForwardMatchesSession) {
+  const std::string model = testing::shared_path("models/stories260K/stories260K.gguf");
+  GALLEON_REQUIRE_SHARED(model);
+  LoadedModel m = load_model(model);
+  std::vector<int32_t> toks = m.tokenizer->encode("Once upon a time, there was a little girl", true, false);
+  for (int i = 0; i < 40; ++i) toks.push_back(int32_t((i * 97 + 5) % m.model->hparams().n_vocab));
+  expect_emulation_equals_session(*m.model, toks, "stories260K");
 }
 
 // The comparisons above can fail: a sequential sum (another reduction order) differs.

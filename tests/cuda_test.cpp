@@ -189,12 +189,8 @@ TEST_P(CudaSynth, MatchesCpu) {
   const SynthCase c = GetParam();
   testing::TempDir dir;
   const SynthSpec spec = testing::synth_case_spec(c);
-  GgufWriter w;
-  make_synthetic_model(spec, w);
-  w.write_file(dir.file("m.gguf"));
-  LoadedModel m = load_model(dir.file("m.gguf"));
-  std::vector<int32_t> toks;
-  for (int i = 0; i < 70; ++i) toks.push_back(int32_t((i * 37 + 11) % spec.n_vocab));
+  LoadedModel m = testing::write_and_load(spec, dir);
+  const std::vector<int32_t> toks = testing::synth_tokens(70, spec.n_vocab);
   expect_cuda_equals_cpu(m, toks, std::string(c.arch) + " " + type_name(c.type));
 }
 

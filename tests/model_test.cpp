@@ -321,12 +321,8 @@ TEST_P(SynthModels, BitIdenticalAcrossIsaThreadsAndBatches) {
   testing::TempDir dir;
   SynthSpec spec = testing::synth_case_spec(c);
   spec.n_layer = 2;
-  GgufWriter w;
-  make_synthetic_model(spec, w);
-  w.write_file(dir.file("m.gguf"));
-  LoadedModel m = load_model(dir.file("m.gguf"));
-  std::vector<int32_t> toks;
-  for (int i = 0; i < 40; ++i) toks.push_back(int32_t((i * 37 + 11) % spec.n_vocab));
+  LoadedModel m = testing::write_and_load(spec, dir);
+  const std::vector<int32_t> toks = testing::synth_tokens(40, spec.n_vocab);
   const std::string ref = logits_hash(m, toks, kern::Isa::Scalar, 1, 64);
   for (kern::Isa isa : available_isas())
     for (int threads : {1, 3})

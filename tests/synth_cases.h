@@ -5,9 +5,13 @@
 #include <gtest/gtest.h>
 
 #include <string>
+#include <vector>
 
+#include "runtime/engine.h"
 #include "runtime/ggml_type.h"
+#include "runtime/gguf.h"
 #include "runtime/synth.h"
+#include "tests/test_support.h"
 
 namespace galleon::testing {
 
@@ -39,6 +43,21 @@ inline SynthSpec synth_case_spec(const SynthCase& c) {
   spec.embd_type = c.type;
   spec.tied_output = c.type == GgmlType::Q8_0;
   return spec;
+}
+
+// Writes the model of `spec` into dir (m.gguf) and loads it.
+inline LoadedModel write_and_load(const SynthSpec& spec, const TempDir& dir) {
+  GgufWriter w;
+  make_synthetic_model(spec, w);
+  w.write_file(dir.file("m.gguf"));
+  return load_model(dir.file("m.gguf"));
+}
+
+// n token ids spread over a vocabulary of n_vocab.
+inline std::vector<int32_t> synth_tokens(int n, int64_t n_vocab) {
+  std::vector<int32_t> toks;
+  for (int i = 0; i < n; ++i) toks.push_back(int32_t((i * 37 + 11) % n_vocab));
+  return toks;
 }
 
 }  // namespace galleon::testing

@@ -20,6 +20,8 @@
 #include "runtime/cuda/canon_device.h"
 #include "runtime/cuda/cuda_backend.h"
 #include "runtime/cuda/cuda_testing.h"
+#include "runtime/cuda/forward.h"
+#include "runtime/cuda/steps.h"
 #include "runtime/error.h"
 #include "runtime/model.h"
 #include "runtime/quant.h"
@@ -107,8 +109,12 @@ unsigned blocks_for(int64_t n, int per_block) {
 
 // ---------------------------------------------------------------- kernels
 
+#define GALLEON_GRID_STRIDE(i, total)                                           \
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < (total); \
+       i += int64_t(gridDim.x) * blockDim.x)
+
 constexpr int kMatmulWarps = 8;  // rows per block of the matmul kernel
-constexpr int kMatmulTokens = 4;  // tokens per warp: a weight block is read once for them
+using cdev::step::kMatmulTokens;
 
 // y[t * y_stride + r] = canonical dot of weight row r and activation row t: one warp per row
 // and group of kMatmulTokens tokens (cdev::lane_dots), then the warp tree per token.
@@ -137,15 +143,7 @@ __global__ void matmul_kernel(const uint8_t* W, size_t w_row_bytes, int64_t n, i
 // One thread per activation block (and token): Block is kern::A8Block or kern::A8KBlock.
 template <class Block, int kElems>
 __global__ void quantize_kernel(const float* x, int64_t n, int64_t ntok, Block* out) {
-  const int64_t nb = n / kElems;
-  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < nb * ntok;
-       i += int64_t(gridDim.x) * blockDim.x) {
-    const float* src = x + (i / nb) * n + kElems * (i % nb);
-    if constexpr (kElems == 32)
-      cdev::quantize_a8_block(src, out + i);
-    else
-      cdev::quantize_a8k_block(src, out + i);
-  }
+  GALLEON_GRID_STRIDE(i, n / kElems * ntok) cdev::step::quantize<kElems>(x, n, i, out);
 }
 
 // y = (x * (1 / sqrt(sum_sq(x) / n + eps))) * w, one warp per token.
@@ -153,47 +151,28 @@ __global__ void rms_norm_kernel(const float* x, const float* w, int64_t n, float
   const int lane = int(threadIdx.x);
   const float* xr = x + int64_t(blockIdx.x) * n;
   float* yr = y + int64_t(blockIdx.x) * n;
-  float ss = cdev::warp_tree(cdev::lane_dot_f32(xr, xr, n, lane));
-  ss = cdev::canonical_nan(__shfl_sync(0xffffffffu, ss, 0));
-  const float mean = ss / float(n);
-  const float scale = 1.0f / sqrtf(mean + eps);
-  for (int64_t i = lane; i < n; i += 32) yr[i] = (xr[i] * scale) * w[i];
+  const float ss = cdev::warp_tree(cdev::lane_dot_f32(xr, xr, n, lane));
+  const float scale =
+      cdev::step::rms_scale(cdev::canonical_nan(__shfl_sync(0xffffffffu, ss, 0)), n, eps);
+  for (int64_t i = lane; i < n; i += 32) yr[i] = cdev::step::rms_apply(xr[i], scale, w[i]);
 }
 
-// x[i] = x[i] + b[i % dim] (a bias added to every token's row) or x[i] + b[i] (residual).
 __global__ void add_kernel(float* x, const float* b, int64_t dim, int64_t total, bool broadcast) {
-  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
-       i += int64_t(gridDim.x) * blockDim.x)
-    x[i] = x[i] + b[broadcast ? i % dim : i];
+  GALLEON_GRID_STRIDE(i, total) cdev::step::add(x, b, dim, i, broadcast);
 }
 
-// Rotary pairs of every head of token t (positions n_past + t), from the host's table.
 __global__ void rope_kernel(float* x, int64_t n_heads, int64_t hd, int64_t n_rot, bool neox,
                             int64_t ntok, int64_t n_past, const float* cos_t, const float* sin_t) {
-  const int64_t half = n_rot / 2;
-  const int64_t total = ntok * n_heads * half;
-  for (int64_t k = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; k < total;
-       k += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t i = k % half, h = (k / half) % n_heads, t = k / (half * n_heads);
-    float* v = x + (t * n_heads + h) * hd;
-    const int64_t a = neox ? i : 2 * i, b = neox ? i + half : 2 * i + 1;
-    const float c = cos_t[(n_past + t) * half + i], s = sin_t[(n_past + t) * half + i];
-    const float x0 = v[a], x1 = v[b];
-    v[a] = x0 * c - x1 * s;
-    v[b] = x0 * s + x1 * c;
-  }
+  GALLEON_GRID_STRIDE(k, ntok * n_heads * (n_rot / 2))
+  cdev::step::rope(x, k, n_heads, hd, n_rot, neox, n_past, cos_t, sin_t);
 }
 
 __global__ void silu_mul_kernel(float* g, const float* u, int64_t total) {
-  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
-       i += int64_t(gridDim.x) * blockDim.x)
-    g[i] = cdev::silu(g[i]) * u[i];
+  GALLEON_GRID_STRIDE(i, total) cdev::step::silu_mul(g, u, i);
 }
 
 __global__ void expf_kernel(float* x, int64_t total) {  // cuda::testing::map only
-  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
-       i += int64_t(gridDim.x) * blockDim.x)
-    x[i] = cdev::expf(x[i]);
+  GALLEON_GRID_STRIDE(i, total) x[i] = cdev::expf(x[i]);
 }
 
 constexpr int kAttnThreads = 256;
@@ -240,19 +219,6 @@ __global__ void attention_kernel(const float* q, const float* kc, const float* v
 
 // ---------------------------------------------------------------- the session
 
-struct DevWeight {
-  GgmlType type = GgmlType::F32;
-  int64_t n_in = 0, n_out = 0;
-  size_t row_bytes = 0;
-  const uint8_t* data = nullptr;  // device
-};
-
-struct DevLayer {
-  const float *attn_norm = nullptr, *ffn_norm = nullptr, *bq = nullptr, *bk = nullptr,
-              *bv = nullptr;
-  DevWeight wq, wk, wv, wo, w_gate, w_up, w_down;
-};
-
 void run_matmul(const DevWeight& w, const void* act, size_t arb, int64_t ntok, float* y,
                 cudaStream_t st) {
   const int64_t groups = (ntok + kMatmulTokens - 1) / kMatmulTokens;
@@ -277,6 +243,55 @@ void run_quantize(GgmlType t, const float* x, int64_t n, int64_t ntok, void* dst
   check_launch("activation quantization kernel");
 }
 
+// The executor of forward() (runtime/cuda/forward.h) on the GPU: every step is a kernel launch
+// on one stream.
+class CudaExec {
+ public:
+  explicit CudaExec(cudaStream_t st) : st_(st) {}
+  const void* quantize(GgmlType t, const float* x, int64_t n, int64_t ntok, int slot) {
+    act_[slot].reserve(kern::act_row_bytes(t, n) * size_t(ntok));
+    run_quantize(t, x, n, ntok, act_[slot].get(), st_);
+    return act_[slot].get();
+  }
+  void matmul(const DevWeight& w, const void* act, size_t arb, int64_t ntok, float* y) {
+    run_matmul(w, act, arb, ntok, y, st_);
+  }
+  void rms_norm(const float* x, const float* w, int64_t n, float eps, int64_t ntok, float* y) {
+    rms_norm_kernel<<<unsigned(ntok), 32, 0, st_>>>(x, w, n, eps, y);
+    check_launch("rms_norm kernel");
+  }
+  void add(float* x, const float* b, int64_t dim, int64_t total, bool broadcast) {
+    add_kernel<<<blocks_for(total, 256), 256, 0, st_>>>(x, b, dim, total, broadcast);
+    check_launch("add kernel");
+  }
+  void rope(float* x, int64_t n_heads, int64_t hd, int64_t n_rot, bool neox, int64_t ntok,
+            int64_t n_past, const float* cos_t, const float* sin_t) {
+    rope_kernel<<<blocks_for(ntok * n_heads * (n_rot / 2), 256), 256, 0, st_>>>(
+        x, n_heads, hd, n_rot, neox, ntok, n_past, cos_t, sin_t);
+    check_launch("rope kernel");
+  }
+  void copy(float* dst, const float* src, int64_t count) {
+    check(cudaMemcpyAsync(dst, src, size_t(count) * sizeof(float), cudaMemcpyDeviceToDevice, st_),
+          "cudaMemcpyAsync (KV cache)");
+  }
+  void attention(const float* q, const float* kc, const float* vc, int64_t n_head, int64_t group,
+                 int64_t hd, int64_t kv_dim, int64_t ntok, int64_t n_past, int64_t n_ctx,
+                 float kq_scale, float* scores, float* out) {
+    const size_t shared = size_t(cdev::attn::lane_floats(hd)) * sizeof(float);
+    attention_kernel<<<dim3(unsigned(ntok), unsigned(n_head)), kAttnThreads, shared, st_>>>(
+        q, kc, vc, n_head, group, hd, kv_dim, n_past, n_ctx, kq_scale, scores, out);
+    check_launch("attention kernel");
+  }
+  void silu_mul(float* g, const float* u, int64_t total) {
+    silu_mul_kernel<<<blocks_for(total, 256), 256, 0, st_>>>(g, u, total);
+    check_launch("silu kernel");
+  }
+
+ private:
+  cudaStream_t st_;
+  DeviceBuffer act_[3];
+};
+
 void select_device(int device) {
   int count = 0;
   const cudaError_t e = cudaGetDeviceCount(&count);
@@ -296,16 +311,6 @@ class CudaSession final : public Evaluator {
  private:
   DevWeight upload_weight(const Weight& w);
   const float* upload_floats(const std::vector<float>& v);
-  void launch_matmul(const DevWeight& w, const void* act, size_t act_row_bytes, int64_t ntok,
-                     float* y);
-  // Converts x (ntok rows of n) to the activation format of weight type t into buffer `slot`.
-  const void* prepare_act(const float* x, GgmlType t, int64_t n, int64_t ntok, int slot,
-                          size_t* row_bytes);
-  void matmuls(const float* x, int64_t ntok,
-               std::initializer_list<std::pair<const DevWeight*, float*>> outs);
-  void rms_norm(const float* x, const float* w, int64_t ntok, float* y);
-  void add(float* x, const float* b, int64_t dim, int64_t total, bool broadcast);
-  void layer_forward(const DevLayer& L, int64_t il, int64_t ntok);
   void extend_rope_table(int64_t need);
 
   struct SelectDevice {
@@ -317,6 +322,7 @@ class CudaSession final : public Evaluator {
   SelectDevice selected_;  // before any other CUDA call
   int64_t n_ctx_ = 0, n_past_ = 0;
   Stream stream_;
+  CudaExec exec_{stream_.get()};
   std::vector<std::unique_ptr<DeviceBuffer>> owned_;           // weights and norms
   std::unordered_map<const void*, const uint8_t*> uploaded_;  // host data -> device copy
   std::vector<DevLayer> layers_;
@@ -326,31 +332,15 @@ class CudaSession final : public Evaluator {
   std::vector<float> host_cos_, host_sin_, host_x_;
   int64_t rope_rows_ = 0;
   DeviceBuffer x_, xn_, q_, k_, v_, att_, gate_, up_, tmp_, logits_, scores_;
-  DeviceBuffer act_[3];
 };
 
 CudaSession::CudaSession(const Model& model, int device, int64_t n_ctx)
     : model_(model), device_(device), selected_(device) {
   const HParams& hp = model.hparams();
   n_ctx_ = n_ctx > 0 ? std::min(n_ctx, hp.n_ctx_train) : hp.n_ctx_train;
-  for (const LayerWeights& L : model.layers()) {
-    DevLayer d;
-    d.attn_norm = upload_floats(L.attn_norm);
-    d.ffn_norm = upload_floats(L.ffn_norm);
-    if (!L.bq.empty()) {
-      d.bq = upload_floats(L.bq);
-      d.bk = upload_floats(L.bk);
-      d.bv = upload_floats(L.bv);
-    }
-    d.wq = upload_weight(L.wq);
-    d.wk = upload_weight(L.wk);
-    d.wv = upload_weight(L.wv);
-    d.wo = upload_weight(L.wo);
-    d.w_gate = upload_weight(L.w_gate);
-    d.w_up = upload_weight(L.w_up);
-    d.w_down = upload_weight(L.w_down);
-    layers_.push_back(d);
-  }
+  layers_ = make_layers(
+      model, [&](const Weight& w) { return upload_weight(w); },
+      [&](const std::vector<float>& v) { return upload_floats(v); });
   output_ = upload_weight(model.output());
   output_norm_ = upload_floats(model.output_norm());
   const size_t cache = size_t(hp.n_layer) * size_t(n_ctx_) * size_t(hp.n_head_kv * hp.head_dim);
@@ -383,52 +373,6 @@ const float* CudaSession::upload_floats(const std::vector<float>& v) {
   return owned_.back()->get<float>();
 }
 
-void CudaSession::launch_matmul(const DevWeight& w, const void* act, size_t arb, int64_t ntok,
-                                float* y) {
-  run_matmul(w, act, arb, ntok, y, stream_.get());
-}
-
-const void* CudaSession::prepare_act(const float* x, GgmlType t, int64_t n, int64_t ntok,
-                                     int slot, size_t* row_bytes) {
-  *row_bytes = kern::act_row_bytes(t, n);
-  if (kern::act_format(t) == kern::ActFormat::F32) return x;
-  DeviceBuffer& buf = act_[slot];
-  buf.reserve(*row_bytes * size_t(ntok));
-  run_quantize(t, x, n, ntok, buf.get(), stream_.get());
-  return buf.get();
-}
-
-// Several matmuls of one input; the input is converted once per activation format.
-void CudaSession::matmuls(const float* x, int64_t ntok,
-                          std::initializer_list<std::pair<const DevWeight*, float*>> outs) {
-  kern::ActFormat formats[3];
-  const void* acts[3];
-  size_t arbs[3];
-  int n_slots = 0;
-  for (const auto& [w, y] : outs) {
-    const kern::ActFormat f = kern::act_format(w->type);
-    int s = 0;
-    while (s < n_slots && formats[s] != f) ++s;
-    if (s == n_slots) {
-      formats[s] = f;
-      acts[s] = prepare_act(x, w->type, w->n_in, ntok, s, &arbs[s]);
-      ++n_slots;
-    }
-    launch_matmul(*w, acts[s], arbs[s], ntok, y);
-  }
-}
-
-void CudaSession::rms_norm(const float* x, const float* w, int64_t ntok, float* y) {
-  const HParams& hp = model_.hparams();
-  rms_norm_kernel<<<unsigned(ntok), 32, 0, stream_.get()>>>(x, w, hp.n_embd, hp.rms_eps, y);
-  check_launch("rms_norm kernel");
-}
-
-void CudaSession::add(float* x, const float* b, int64_t dim, int64_t total, bool broadcast) {
-  add_kernel<<<blocks_for(total, 256), 256, 0, stream_.get()>>>(x, b, dim, total, broadcast);
-  check_launch("add kernel");
-}
-
 void CudaSession::extend_rope_table(int64_t need) {
   if (rope_rows_ >= need) return;
   const int64_t half = model_.hparams().n_rot / 2;
@@ -445,56 +389,6 @@ void CudaSession::extend_rope_table(int64_t need) {
   rope_rows_ = need;
 }
 
-void CudaSession::layer_forward(const DevLayer& L, int64_t il, int64_t ntok) {
-  const HParams& hp = model_.hparams();
-  const int64_t d = hp.n_embd, hd = hp.head_dim;
-  const int64_t q_dim = hp.n_head * hd, kv_dim = hp.n_head_kv * hd;
-  cudaStream_t st = stream_.get();
-  float *x = x_.get<float>(), *xn = xn_.get<float>(), *q = q_.get<float>(), *k = k_.get<float>(),
-        *v = v_.get<float>(), *att = att_.get<float>(), *tmp = tmp_.get<float>();
-  rms_norm(x, L.attn_norm, ntok, xn);
-  matmuls(xn, ntok, {{&L.wq, q}, {&L.wk, k}, {&L.wv, v}});
-  if (L.bq) {
-    add(q, L.bq, q_dim, ntok * q_dim, true);
-    add(k, L.bk, kv_dim, ntok * kv_dim, true);
-    add(v, L.bv, kv_dim, ntok * kv_dim, true);
-  }
-  if (hp.n_rot >= 2) {
-    const int64_t half = hp.n_rot / 2;
-    rope_kernel<<<blocks_for(ntok * hp.n_head * half, 256), 256, 0, st>>>(
-        q, hp.n_head, hd, hp.n_rot, hp.rope_neox, ntok, n_past_, rope_cos_.get<float>(),
-        rope_sin_.get<float>());
-    rope_kernel<<<blocks_for(ntok * hp.n_head_kv * half, 256), 256, 0, st>>>(
-        k, hp.n_head_kv, hd, hp.n_rot, hp.rope_neox, ntok, n_past_, rope_cos_.get<float>(),
-        rope_sin_.get<float>());
-    check_launch("rope kernel");
-  }
-  const size_t cache_off = (size_t(il) * size_t(n_ctx_) + size_t(n_past_)) * size_t(kv_dim);
-  float* kc = k_cache_.get<float>() + size_t(il) * size_t(n_ctx_) * size_t(kv_dim);
-  float* vc = v_cache_.get<float>() + size_t(il) * size_t(n_ctx_) * size_t(kv_dim);
-  const size_t kv_bytes = size_t(ntok * kv_dim) * sizeof(float);
-  check(cudaMemcpyAsync(k_cache_.get<float>() + cache_off, k, kv_bytes, cudaMemcpyDeviceToDevice, st),
-        "cudaMemcpyAsync (K cache)");
-  check(cudaMemcpyAsync(v_cache_.get<float>() + cache_off, v, kv_bytes, cudaMemcpyDeviceToDevice, st),
-        "cudaMemcpyAsync (V cache)");
-  const float kq_scale = 1.0f / std::sqrt(float(hd));
-  const size_t shared = size_t(cdev::attn::lane_floats(hd)) * sizeof(float);
-  attention_kernel<<<dim3(unsigned(ntok), unsigned(hp.n_head)), kAttnThreads, shared, st>>>(
-      q, kc, vc, hp.n_head, hp.n_head / hp.n_head_kv, hd, kv_dim, n_past_, n_ctx_, kq_scale,
-      scores_.get<float>(), att);
-  check_launch("attention kernel");
-  matmuls(att, ntok, {{&L.wo, tmp}});
-  add(x, tmp, d, ntok * d, false);
-  rms_norm(x, L.ffn_norm, ntok, xn);
-  matmuls(xn, ntok, {{&L.w_gate, gate_.get<float>()}, {&L.w_up, up_.get<float>()}});
-  const int64_t n_ff_all = ntok * hp.n_ff;
-  silu_mul_kernel<<<blocks_for(n_ff_all, 256), 256, 0, st>>>(gate_.get<float>(),
-                                                             up_.get<float>(), n_ff_all);
-  check_launch("silu kernel");
-  matmuls(gate_.get<float>(), ntok, {{&L.w_down, tmp}});
-  add(x, tmp, d, ntok * d, false);
-}
-
 void CudaSession::eval(const std::vector<int32_t>& tokens, std::vector<float>& logits) {
   const HParams& hp = model_.hparams();
   const int64_t ntok = int64_t(tokens.size());
@@ -505,10 +399,11 @@ void CudaSession::eval(const std::vector<int32_t>& tokens, std::vector<float>& l
   check_eval_tokens(hp, n_past_, n_ctx_, tokens);
   check(cudaSetDevice(device_), "cudaSetDevice");
   const size_t T = size_t(ntok), F = sizeof(float);
-  const int64_t d = hp.n_embd;
+  const size_t d = size_t(hp.n_embd);
   const size_t q_dim = size_t(hp.n_head * hp.head_dim), kv_dim = size_t(hp.n_head_kv * hp.head_dim);
-  xn_.reserve(T * size_t(d) * F);
-  tmp_.reserve(T * size_t(d) * F);
+  x_.reserve(T * d * F);
+  xn_.reserve(T * d * F);
+  tmp_.reserve(T * d * F);
   q_.reserve(T * q_dim * F);
   att_.reserve(T * q_dim * F);
   k_.reserve(T * kv_dim * F);
@@ -519,17 +414,16 @@ void CudaSession::eval(const std::vector<int32_t>& tokens, std::vector<float>& l
   scores_.reserve(T * size_t(hp.n_head) * size_t(n_ctx_) * F);
   extend_rope_table(n_past_ + ntok);
   // The embedding rows, dequantized exactly on the host.
-  const Weight& emb = model_.token_embd();
-  host_x_.resize(T * size_t(d));
-  for (size_t t = 0; t < T; ++t)
-    dequantize_row(emb.type, emb.data + size_t(tokens[t]) * emb.row_bytes, &host_x_[t * size_t(d)], d);
-  x_.reserve(host_x_.size() * F);
+  embed_tokens(model_, tokens, host_x_);
   check(cudaMemcpyAsync(x_.get(), host_x_.data(), host_x_.size() * F, cudaMemcpyHostToDevice,
                         stream_.get()),
         "cudaMemcpyAsync (embeddings)");
-  for (int64_t il = 0; il < hp.n_layer; ++il) layer_forward(layers_[size_t(il)], il, ntok);
-  rms_norm(x_.get<float>(), output_norm_, ntok, xn_.get<float>());
-  matmuls(xn_.get<float>(), ntok, {{&output_, logits_.get<float>()}});
+  const Buffers b{x_.get<float>(),      xn_.get<float>(),     q_.get<float>(),
+                  k_.get<float>(),      v_.get<float>(),      att_.get<float>(),
+                  tmp_.get<float>(),    gate_.get<float>(),   up_.get<float>(),
+                  logits_.get<float>(), scores_.get<float>(), k_cache_.get<float>(),
+                  v_cache_.get<float>(), rope_cos_.get<float>(), rope_sin_.get<float>()};
+  forward(exec_, hp, layers_, output_, output_norm_, b, ntok, n_past_, n_ctx_);
   logits.resize(T * size_t(hp.n_vocab));
   check(cudaMemcpyAsync(logits.data(), logits_.get<float>(), logits.size() * F,
                         cudaMemcpyDeviceToHost, stream_.get()),
