@@ -3,10 +3,12 @@
 // memory bandwidth that decoding uses (measured by a copy benchmark in the same run).
 //
 //   llama_bench [--shape 124m|1.1b|tiny] [--type q4_0,q8_0,...] [--threads 1,2] [-p 128] [-n 64]
-//               [-r 3] [--device cpu,cuda:0] [--arch llama|qwen2]
+//               [-r 3] [--cpu-time] [--save DIR] [--device cpu,cuda:0] [--arch llama|qwen2]
 //   llama_bench --write DIR [--shape ..] [--type ..] [--arch ..]   (writes DIR/ARCH-SHAPE-TYPE.gguf)
 // Like llama-bench: one warm-up run, then -r repetitions (each a fresh session: the prompt from
-// position 0, then the generated tokens after it); the table shows the mean.
+// position 0, then the generated tokens after it); the table shows the mean. The prompt is timed
+// twice: with every position's logits (galleon's fingerprint needs them) and with the last
+// position's only (what llama-bench's prompt test computes).
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -14,6 +16,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <string>
 #include <vector>
 
@@ -94,23 +97,41 @@ uint64_t weight_bytes(const Model& m) {
 }
 
 struct Timing {
-  double pp, tg;  // tok/s
+  double pp, pp_last, tg;  // tok/s
 };
 
+// --cpu-time: seconds of CPU time of the whole process instead of wall time (for comparing
+// 1-thread figures on a machine that other jobs share).
+bool g_cpu_time = false;
+std::string g_save_dir;  // --save DIR: keep the synthetic GGUF files there
+double now_s() {
+  if (!g_cpu_time) return std::chrono::duration<double>(Clock::now().time_since_epoch()).count();
+  timespec ts;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
+}
+
 Timing time_once(const Model& model, const ComputeOptions& o, int n_prompt, int n_gen, int n_vocab) {
-  auto ev = make_evaluator(model, o, 0);
-  Evaluator& s = *ev;
   std::vector<int32_t> prompt;
   for (int i = 0; i < n_prompt; ++i) prompt.push_back(int32_t(3 + (i * 7919) % (n_vocab - 3)));
   std::vector<float> logits;
-  auto t0 = Clock::now();
+  double pp_last;
+  {  // the prompt computing only the last row of logits (one session at a time: peak RSS)
+    auto ev = make_evaluator(model, o, 0);
+    const double t = now_s();
+    ev->eval(prompt, logits, Evaluator::Rows::Last);
+    pp_last = n_prompt / (now_s() - t);
+  }
+  auto ev = make_evaluator(model, o, 0);
+  Evaluator& s = *ev;
+  const double t0 = now_s();
   s.eval(prompt, logits);
-  const double pp = n_prompt / std::chrono::duration<double>(Clock::now() - t0).count();
-  auto t1 = Clock::now();
+  const double pp = n_prompt / (now_s() - t0);
+  const double t1 = now_s();
   int32_t tok = 5;
   for (int i = 0; i < n_gen; ++i) s.eval({tok}, logits), tok = int32_t((tok * 31 + 7) % n_vocab);
-  const double tg = n_gen / std::chrono::duration<double>(Clock::now() - t1).count();
-  return {pp, tg};
+  const double tg = n_gen / (now_s() - t1);
+  return {pp, pp_last, tg};
 }
 
 struct BenchArgs {
@@ -159,23 +180,32 @@ void bench_one(const BenchArgs& a, GgmlType type, double bw) {
       o.n_threads = t;
       o.device = dev;
       const bool cpu = dev.kind == Device::Kind::Cpu;
-      time_once(*m.model, o, a.n_prompt, a.n_gen, int(spec.n_vocab));  // warm-up
-      double pp = 0, tg = 0;
+      const int n_vocab = int(spec.n_vocab);
+      time_once(*m.model, o, a.n_prompt, a.n_gen, n_vocab);  // warm-up
+      double pp = 0, pp_last = 0, tg = 0;
       for (int r = 0; r < a.reps; ++r) {
-        const Timing tm = time_once(*m.model, o, a.n_prompt, a.n_gen, int(spec.n_vocab));
-        pp += tm.pp / a.reps, tg += tm.tg / a.reps;
+        const Timing tm = time_once(*m.model, o, a.n_prompt, a.n_gen, n_vocab);
+        pp += tm.pp / a.reps, pp_last += tm.pp_last / a.reps, tg += tm.tg / a.reps;
       }
-      std::printf("| %-5s | %-6s | %-6s | %7s | %10.1f | %10.1f | %8.0f | %5.1f%% |\n",
+      // GPU rows: the device in the isa column; bw use (of the CPU's copy bandwidth) is 0.
+      std::printf("| %-5s | %-6s | %-6s | %7s | %10.1f | %10.1f | %10.1f | %8.0f | %5.1f%% |\n",
                   a.shape_name.c_str(), type_name(type),
                   cpu ? kern::isa_name(o.isa) : device_name(dev).c_str(),
-                  cpu ? std::to_string(t).c_str() : "-", pp, tg, peak_rss_mib(),
+                  cpu ? std::to_string(t).c_str() : "-", pp, pp_last, tg, peak_rss_mib(),
                   cpu ? 100.0 * gb_per_token * tg / bw : 0.0);
       std::fflush(stdout);
       if (!cpu) break;  // threads do not apply to a GPU
     }
-  unlink(path);
+  if (!g_save_dir.empty()) {
+    const std::string keep = g_save_dir + "/" + a.shape_name + "-" + type_name(type) + ".gguf";
+    if (std::rename(path, keep.c_str()) != 0) fail(ErrorKind::Io, "cannot move the model to " + keep);
+    std::printf("(model kept: %s)\n", keep.c_str());
+  } else {
+    unlink(path);
+  }
 }
 
+// --write DIR: the synthetic models only, no benchmark.
 void write_models(const BenchArgs& a, const std::vector<GgmlType>& types, const std::string& dir) {
   for (GgmlType t : types) {
     GgufWriter w;
@@ -191,7 +221,13 @@ void write_models(const BenchArgs& a, const std::vector<GgmlType>& types, const 
 int main(int argc, char** argv) {
   BenchArgs a;
   std::string types = "f32,f16,q8_0,q4_0,q4_K,q6_K", threads_s = "1,2", devices_s = "cpu", write_dir;
-  for (int i = 1; i + 1 < argc; i += 2) {
+  for (int i = 1; i < argc; i += 2) {
+    if (std::string(argv[i]) == "--cpu-time") {
+      g_cpu_time = true;
+      --i;
+      continue;
+    }
+    if (i + 1 >= argc) { std::fprintf(stderr, "option %s needs a value\n", argv[i]); return 2; }
     std::string k = argv[i], v = argv[i + 1];
     if (k == "--shape") a.shape_name = v;
     else if (k == "--type") types = v;
@@ -202,6 +238,7 @@ int main(int argc, char** argv) {
     else if (k == "-p") a.n_prompt = std::stoi(v);
     else if (k == "-n") a.n_gen = std::stoi(v);
     else if (k == "-r") a.reps = std::max(1, std::stoi(v));
+    else if (k == "--save") g_save_dir = v;
     else { std::fprintf(stderr, "unknown option %s\n", k.c_str()); return 2; }
   }
   try {
@@ -219,8 +256,10 @@ int main(int argc, char** argv) {
     for (auto& d : split(devices_s)) a.devices.push_back(parse_device(d));
     const double bw = copy_bandwidth_gbs();
     std::printf("memory copy bandwidth: %.1f GB/s (read+write)\n", bw);
-    std::printf("| shape | type   | isa    | threads | prompt t/s | gen t/s    | RSS MiB  | bw use |\n");
-    std::printf("|-------|--------|--------|---------|------------|------------|----------|--------|\n");
+    std::printf("prompt t/s: every prompt position's logits (as galleon run computes them for the "
+                "fingerprint); last only: the last position's logits (as llama-bench -p)\n");
+    std::printf("| shape | type   | isa    | threads | prompt t/s | last only  | gen t/s    | RSS MiB  | bw use |\n");
+    std::printf("|-------|--------|--------|---------|------------|------------|------------|----------|--------|\n");
     for (GgmlType t : type_list) bench_one(a, t, bw);
   } catch (const Error& e) {
     std::fprintf(stderr, "llama_bench: %s\n", e.message().c_str());

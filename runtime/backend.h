@@ -22,12 +22,21 @@ Device parse_device(const std::string& text);
 std::string device_name(const Device& d);
 
 // Evaluates tokens against a KV cache (the contract of Session::eval: n rows of n_vocab logits
-// for the positions n_past .. n_past + n - 1; any split into calls gives the same bits).
+// for the positions n_past .. n_past + n - 1, or only the last row with Rows::Last; any split
+// into calls gives the same bits).
 class Evaluator {
  public:
+  enum class Rows { All, Last };
   virtual ~Evaluator() = default;
-  virtual void eval(const std::vector<int32_t>& tokens, std::vector<float>& logits) = 0;
+  void eval(const std::vector<int32_t>& tokens, std::vector<float>& logits,
+            Rows rows = Rows::All) {
+    do_eval(tokens, logits, rows);
+  }
   virtual int64_t n_ctx() const = 0;
+
+ protected:
+  virtual void do_eval(const std::vector<int32_t>& tokens, std::vector<float>& logits,
+                       Rows rows) = 0;
 };
 
 }  // namespace galleon

@@ -29,12 +29,13 @@ SessionOptions session_options(const ComputeOptions& c, int64_t n_ctx) {
 class CpuEvaluator final : public Evaluator {
  public:
   CpuEvaluator(const Model& m, const SessionOptions& o) : s_(m, o) {}
-  void eval(const std::vector<int32_t>& tokens, std::vector<float>& logits) override {
-    s_.eval(tokens, logits);
-  }
   int64_t n_ctx() const override { return s_.n_ctx(); }
 
  private:
+  void do_eval(const std::vector<int32_t>& tokens, std::vector<float>& logits,
+               Rows rows) override {
+    s_.eval(tokens, logits, rows == Rows::Last ? Session::LogitRows::Last : Session::LogitRows::All);
+  }
   Session s_;
 };
 

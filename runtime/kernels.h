@@ -54,6 +54,22 @@ struct Ops {
   // Canonical dot product of two f32 vectors, and canonical sum of squares.
   float (*dot_f32)(const float* a, const float* b, int64_t n);
   float (*sum_sq)(const float* x, int64_t n);
+  // Elementwise (the value of each element is fixed; paths differ in speed only):
+  void (*add)(float* x, const float* y, int64_t n);                              // x += y
+  void (*axpy)(float* y, float a, const float* x, int64_t n);                    // y = y + a*x
+  void (*scale)(float* x, float s, int64_t n);                                   // x = x*s
+  void (*scale_mul)(float* y, const float* x, float s, const float* w, int64_t n);  // y = (x*s)*w
+  void (*exp_sub)(float* e, const float* x, float m, int64_t n);                 // e = expf(x-m)
+  void (*silu_mul)(float* g, const float* u, int64_t n);                         // g = silu(g)*u
+  // Prompt GEMM on activations repacked once per matmul (paths without it leave these null).
+  // panel_bytes(w, n, ntok): bytes of the panel, 0 when this path does not repack that case.
+  // pack_panel packs token group `group` (16 tokens) of the activation rows into the panel;
+  // matmul_panel then computes exactly what matmul computes from the same activation rows.
+  size_t (*panel_bytes)(GgmlType w, int64_t n, int64_t ntok);
+  void (*pack_panel)(GgmlType w, int64_t n, const void* act, size_t act_row_bytes, int64_t ntok,
+                     int64_t group, void* panel);
+  void (*matmul_panel)(GgmlType w, int64_t n, const void* W, size_t w_row_bytes, int64_t r0,
+                       int64_t r1, const void* panel, int64_t ntok, float* y, size_t y_stride);
 };
 
 const Ops& ops(Isa isa);  // Error(Unsupported) when !isa_available(isa)

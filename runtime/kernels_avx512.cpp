@@ -7,6 +7,7 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
 
+#include "runtime/kernels_elem.h"
 #include "runtime/kernels_internal.h"
 #include "runtime/kernels_tiling.h"
 
@@ -546,7 +547,7 @@ void quantize_act(GgmlType wt, const float* x, void* dst, int64_t n) {
 void matmul(GgmlType wt, int64_t n, const void* W, size_t wrb, int64_t r0, int64_t r1,
             const void* act, size_t arb, int64_t ntok, float* y, size_t ys) {
   const Args a{wt, n, static_cast<const uint8_t*>(W), wrb, static_cast<const uint8_t*>(act), arb, y, ys};
-  if (ntok >= 8 && gemm(a, r0, r1, ntok)) return;
+  if (gemm(a, r0, r1, ntok)) return;
   switch (wt) {
     case GgmlType::F32: return drive<KPlain<LoadF32>, 4, 4, 3>(a, r0, r1, ntok);
     case GgmlType::F16: return drive<KPlain<LoadF16>, 4, 4, 3>(a, r0, r1, ntok);
@@ -575,7 +576,10 @@ float sum_sq(const float* x, int64_t n) { return dot_f32(x, x, n); }
 }  // namespace
 
 const Ops& table() {
-  static const Ops t = {Isa::Avx512, quantize_act, matmul, dot_f32, sum_sq};
+  static const Ops t = {Isa::Avx512,     quantize_act,   matmul,         dot_f32,
+                       sum_sq,        elem::add,      elem::axpy,     elem::scale,
+                       elem::scale_mul, elem::exp_sub, elem::silu_mul, panel_bytes,
+                       pack_panel,    matmul_panel};
   return t;
 }
 

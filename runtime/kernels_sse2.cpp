@@ -3,6 +3,7 @@
 // the canonical float combination per block (scalar IEEE ops, the same as the reference).
 #include <emmintrin.h>
 
+#include "runtime/kernels_elem.h"
 #include "runtime/kernels_internal.h"
 #include "runtime/kernels_tiling.h"
 
@@ -327,7 +328,10 @@ float sum_sq(const float* x, int64_t n) { return dot_f32(x, x, n); }
 }  // namespace
 
 const Ops& table() {
-  static const Ops t = {Isa::Sse2, quantize_act, matmul, dot_f32, sum_sq};
+  static const Ops t = {Isa::Sse2,     quantize_act,   matmul,         dot_f32,
+                       sum_sq,        elem::add,      elem::axpy,     elem::scale,
+                       elem::scale_mul, elem::exp_sub, elem::silu_mul, nullptr,
+                       nullptr,       nullptr};
   return t;
 }
 

@@ -55,10 +55,15 @@ inline void drive(const Args& a, int64_t r0, int64_t r1, int64_t ntok) {
   }
 }
 
-// AVX-512 prompt GEMM (kernels_avx512_gemm.cpp): tokens vectorised 16 per register. Returns
-// false (nothing written) for types it does not handle.
+// AVX-512 prompt GEMM (kernels_avx512_gemm.cpp): tokens vectorised 16 per register. gemm()
+// packs the activations itself and returns false (nothing written) for types it does not
+// handle; the others are the Ops panel entries.
 namespace avx512 {
 bool gemm(const Args& a, int64_t r0, int64_t r1, int64_t ntok);
+size_t panel_bytes(GgmlType w, int64_t n, int64_t ntok);
+void pack_panel(GgmlType w, int64_t n, const void* act, size_t arb, int64_t ntok, int64_t group, void* panel);
+void matmul_panel(GgmlType w, int64_t n, const void* W, size_t wrb, int64_t r0, int64_t r1,
+                  const void* panel, int64_t ntok, float* y, size_t ys);
 }
 
 }  // namespace galleon::kern

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <initializer_list>
 #include <utility>
 #include <memory>
@@ -95,6 +96,9 @@ struct SessionOptions {
   int64_t n_ctx = 0;     // 0: the model's training context
   int n_threads = 1;
   kern::Isa isa = kern::Isa::Scalar;
+  // Work (multiply-adds) below which a step runs on the calling thread instead of the pool;
+  // 0 splits everything (tests). Never changes a value.
+  int64_t min_parallel_work = int64_t(1) << 18;
 };
 
 // Evaluates tokens against a KV cache. Any split of a sequence into eval() calls (one batch,
@@ -109,13 +113,20 @@ class Session {
   // Evaluates `tokens` at positions n_past .. n_past + n - 1 and writes n rows of n_vocab logits
   // into `logits` (resized). Error(Invalid) when a token id is out of range, Error(Invalid)
   // when the context limit would be exceeded.
-  void eval(const std::vector<int32_t>& tokens, std::vector<float>& logits);
+  // LogitRows::Last computes only the last token's row (what llama-bench's prompt test does;
+  // galleon's fingerprint needs every row, so the engine always asks for All).
+  enum class LogitRows { All, Last };
+  void eval(const std::vector<int32_t>& tokens, std::vector<float>& logits,
+            LogitRows rows = LogitRows::All);
   void reset() { n_past_ = 0; }
 
  private:
   struct Scratch;
   void layer_forward(int64_t il, int64_t n_tok);
   void attention(int64_t il, int64_t n_tok);
+  template <class F>
+  void per_token(int64_t n_tok, int64_t cost, F&& f);
+  void parallel_for_work(int64_t n_tasks, int64_t work, const std::function<void(int64_t)>& fn);
   void matmul(const Weight& w, const float* x, int64_t n_tok, float* y);
   void matmuls(const float* x, int64_t n_tok,
                std::initializer_list<std::pair<const Weight*, float*>> outs);
@@ -125,6 +136,7 @@ class Session {
   ThreadPool pool_;
   int64_t n_ctx_ = 0;
   int64_t n_past_ = 0;
+  int64_t min_parallel_work_ = 0;
   std::vector<float> k_cache_, v_cache_;  // [layer][pos][n_head_kv * head_dim]
   std::unique_ptr<Scratch> s_;
 };

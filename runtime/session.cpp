@@ -15,6 +15,7 @@ namespace galleon {
 struct Session::Scratch {
   std::vector<float> x, xn, q, k, v, att, gate, up, tmp;
   std::vector<uint8_t> act;              // quantized activations
+  std::vector<uint8_t> panel;            // activations repacked for the prompt GEMM
   std::vector<float> rope_cos, rope_sin; // [pos][n_rot/2], grown on demand
   int64_t rope_rows = 0;
 };
@@ -26,11 +27,7 @@ void rms_norm(const kern::Ops& ops, const float* x, const float* w, int64_t n, f
               float* y) {
   const float mean = ops.sum_sq(x, n) / float(n);
   const float scale = 1.0f / std::sqrt(mean + eps);
-  for (int64_t i = 0; i < n; ++i) y[i] = (x[i] * scale) * w[i];
-}
-
-void add_in_place(float* x, const float* y, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) x[i] = x[i] + y[i];
+  ops.scale_mul(y, x, scale, w, n);
 }
 
 void rotate(float* x, int64_t n_rot, bool neox, const float* c, const float* s) {
@@ -54,7 +51,8 @@ int64_t rows_per_task(int64_t n_rows, int n_threads) {
 }  // namespace
 
 Session::Session(const Model& model, const SessionOptions& opts)
-    : model_(model), ops_(kern::ops(opts.isa)), pool_(opts.n_threads), s_(new Scratch) {
+    : model_(model), ops_(kern::ops(opts.isa)), pool_(opts.n_threads),
+      min_parallel_work_(opts.min_parallel_work), s_(new Scratch) {
   const HParams& hp = model.hparams();
   n_ctx_ = opts.n_ctx > 0 ? std::min(opts.n_ctx, hp.n_ctx_train) : hp.n_ctx_train;
   const size_t kv_dim = size_t(hp.n_head_kv * hp.head_dim);
@@ -78,6 +76,8 @@ void Session::matmuls(const float* x, int64_t n_tok,
     const uint8_t* act;
     size_t arb;
     int64_t per, first_task;
+    const uint8_t* panel;  // when the path repacks the activations for this case
+    size_t panel_bytes;
   };
   Job jobs[4];
   size_t n_jobs = 0;
@@ -86,7 +86,7 @@ void Session::matmuls(const float* x, int64_t n_tok,
   for (const auto& [w, y] : outs) {
     const size_t arb = kern::act_row_bytes(w->type, w->n_in);
     const int64_t per = rows_per_task(w->n_out, pool_.size());
-    jobs[n_jobs++] = {w, y, nullptr, arb, per, n_tasks};
+    jobs[n_jobs++] = {w, y, nullptr, arb, per, n_tasks, nullptr, 0};
     n_tasks += (w->n_out + per - 1) / per;
     act_total += arb * size_t(n_tok);
   }
@@ -102,22 +102,53 @@ void Session::matmuls(const float* x, int64_t n_tok,
     uint8_t* act = s_->act.data() + offset;
     offset += jobs[j].arb * size_t(n_tok);
     const Job& jb = jobs[j];
-    pool_.parallel_for(n_tok, [&](int64_t t) {
+    per_token(n_tok, jb.w->n_in, [&](int64_t t) {
       ops_.quantize_act(jb.w->type, x + t * jb.w->n_in, act + size_t(t) * jb.arb, jb.w->n_in);
     });
     jobs[j].act = act;
   }
-  pool_.parallel_for(n_tasks, [&](int64_t task) {
+  // Repack each distinct activation once for the prompt GEMM when the path does that.
+  size_t panel_total = 0;
+  for (size_t j = 0; j < n_jobs; ++j) {
+    jobs[j].panel_bytes = ops_.panel_bytes ? ops_.panel_bytes(jobs[j].w->type, jobs[j].w->n_in, n_tok) : 0;
+    panel_total += jobs[j].panel_bytes;
+  }
+  if (panel_total > 0) {
+    if (s_->panel.size() < panel_total + 64) s_->panel.resize(panel_total + 64);
+    uint8_t* base = s_->panel.data() + (64 - reinterpret_cast<uintptr_t>(s_->panel.data()) % 64) % 64;
+    for (size_t j = 0; j < n_jobs; ++j) {
+      Job& jb = jobs[j];
+      if (jb.panel_bytes == 0) continue;
+      for (size_t k = 0; k < j && !jb.panel; ++k)
+        if (jobs[k].act == jb.act && jobs[k].panel && jobs[k].w->type == jb.w->type) jb.panel = jobs[k].panel;
+      if (jb.panel) continue;
+      uint8_t* panel = base;
+      base += jb.panel_bytes;
+      parallel_for_work((n_tok + 15) / 16, 8 * n_tok * jb.w->n_in, [&](int64_t g) {
+        ops_.pack_panel(jb.w->type, jb.w->n_in, jb.act, jb.arb, n_tok, g, panel);
+      });
+      jb.panel = panel;
+    }
+  }
+  int64_t work = 0;
+  for (size_t j = 0; j < n_jobs; ++j) work += n_tok * jobs[j].w->n_in * jobs[j].w->n_out;
+  parallel_for_work(n_tasks, work, [&](int64_t task) {
     size_t j = 0;
     while (j + 1 < n_jobs && task >= jobs[j + 1].first_task) ++j;
     const Job& jb = jobs[j];
     const int64_t r0 = (task - jb.first_task) * jb.per;
     const int64_t r1 = std::min(jb.w->n_out, r0 + jb.per);
+    if (jb.panel)
+      return ops_.matmul_panel(jb.w->type, jb.w->n_in, jb.w->data, jb.w->row_bytes, r0, r1, jb.panel,
+                               n_tok, jb.y, size_t(jb.w->n_out));
     ops_.matmul(jb.w->type, jb.w->n_in, jb.w->data, jb.w->row_bytes, r0, r1, jb.act, jb.arb, n_tok,
                 jb.y, size_t(jb.w->n_out));
   });
 }
 
+// Per (token, KV head): the scores of the heads sharing that KV head are one F32 matmul (the
+// canonical dot_f32 of q and each cached k), then per head the softmax and the 32-lane weighted
+// sum of V rows (lane j mod 32 accumulates e_j * v_j in increasing j, then the fixed tree).
 void Session::attention(int64_t il, int64_t n_tok) {
   const HParams& hp = model_.hparams();
   const int64_t hd = hp.head_dim;
@@ -127,37 +158,54 @@ void Session::attention(int64_t il, int64_t n_tok) {
   const float* kc = k_cache_.data() + size_t(il) * size_t(n_ctx_) * size_t(kv_dim);
   const float* vc = v_cache_.data() + size_t(il) * size_t(n_ctx_) * size_t(kv_dim);
   const int64_t q_dim = hp.n_head * hd;
-  pool_.parallel_for(n_tok * hp.n_head, [&](int64_t task) {
-    thread_local std::vector<float> scores, lanes;
-    const int64_t t = task / hp.n_head;
-    const int64_t h = task % hp.n_head;
+  const int64_t work = n_tok * hp.n_head * (n_past_ + n_tok) * hd * 2;
+  parallel_for_work(n_tok * hp.n_head_kv, work, [&](int64_t task) {
+    thread_local std::vector<float> scores, e, lanes, ones;
+    const int64_t t = task / hp.n_head_kv;
+    const int64_t hk = task % hp.n_head_kv;
     const int64_t n_kv = n_past_ + t + 1;
-    const float* q = s_->q.data() + t * q_dim + h * hd;
-    const int64_t off = (h / group) * hd;
-    if (int64_t(scores.size()) < n_kv) scores.resize(size_t(n_kv));
+    const int64_t off = hk * hd;
+    if (int64_t(scores.size()) < group * n_kv) scores.resize(size_t(group * n_kv));
+    if (int64_t(e.size()) < n_kv) e.resize(size_t(n_kv));
+    if (int64_t(ones.size()) < n_kv) ones.assign(size_t(n_kv), 1.0f);
     if (int64_t(lanes.size()) < 32 * hd) lanes.resize(size_t(32 * hd));
-    float mx = -INFINITY;
-    for (int64_t j = 0; j < n_kv; ++j) {
-      scores[size_t(j)] = ops_.dot_f32(q, kc + j * kv_dim + off, hd) * kq_scale;
-      mx = std::max(mx, scores[size_t(j)]);
-    }
-    float sum_lanes[32] = {0};
-    std::fill(lanes.begin(), lanes.begin() + 32 * hd, 0.0f);
-    for (int64_t j = 0; j < n_kv; ++j) {
-      const float e = canon::expf(scores[size_t(j)] - mx);
-      sum_lanes[j % 32] = sum_lanes[j % 32] + e;
-      float* acc = lanes.data() + (j % 32) * hd;
-      const float* v = vc + j * kv_dim + off;
-      for (int64_t d = 0; d < hd; ++d) acc[d] = acc[d] + e * v[d];
-    }
-    const float sum = canon::reduce_lanes(sum_lanes);
-    float* out = s_->att.data() + t * q_dim + h * hd;
-    for (int64_t d = 0; d < hd; ++d) {
-      float l[32];
-      for (int i = 0; i < 32; ++i) l[i] = lanes[size_t(i * hd + d)];
-      out[d] = canon::reduce_lanes(l) / sum;
+    const float* q0 = s_->q.data() + t * q_dim + hk * group * hd;
+    ops_.matmul(GgmlType::F32, hd, kc + off, size_t(kv_dim) * 4, 0, n_kv, q0, size_t(hd) * 4, group,
+                scores.data(), size_t(n_kv));
+    for (int64_t g = 0; g < group; ++g) {
+      float* sc = scores.data() + g * n_kv;
+      ops_.scale(sc, kq_scale, n_kv);
+      float mx = -INFINITY;
+      for (int64_t j = 0; j < n_kv; ++j) mx = std::max(mx, sc[j]);
+      ops_.exp_sub(e.data(), sc, mx, n_kv);
+      const float sum = ops_.dot_f32(e.data(), ones.data(), n_kv);  // e_j * 1 = e_j, lane j mod 32
+      std::fill(lanes.begin(), lanes.begin() + 32 * hd, 0.0f);
+      for (int64_t j = 0; j < n_kv; ++j)
+        ops_.axpy(lanes.data() + (j % 32) * hd, e[size_t(j)], vc + j * kv_dim + off, hd);
+      for (int64_t st = 16; st >= 1; st /= 2)
+        for (int64_t i = 0; i < st; ++i) ops_.add(lanes.data() + i * hd, lanes.data() + (i + st) * hd, hd);
+      float* out = s_->att.data() + t * q_dim + (hk * group + g) * hd;
+      for (int64_t d = 0; d < hd; ++d) out[d] = lanes[size_t(d)] / sum;
     }
   });
+}
+
+// Runs f(t) for every token, in parallel when the batch is large enough (cost: elements
+// touched per token).
+template <class F>
+void Session::per_token(int64_t n_tok, int64_t cost, F&& f) {
+  if (n_tok == 1) return f(int64_t(0));
+  parallel_for_work(n_tok, 8 * n_tok * cost, f);
+}
+
+// fn(task) for every task, across the threads unless `work` (multiply-adds) is too small to
+// pay for the synchronisation. Either way each task computes the same values.
+void Session::parallel_for_work(int64_t n_tasks, int64_t work, const std::function<void(int64_t)>& fn) {
+  if (work < min_parallel_work_) {
+    for (int64_t t = 0; t < n_tasks; ++t) fn(t);
+    return;
+  }
+  pool_.parallel_for(n_tasks, fn);
 }
 
 void Session::layer_forward(int64_t il, int64_t n_tok) {
@@ -166,18 +214,19 @@ void Session::layer_forward(int64_t il, int64_t n_tok) {
   Scratch& s = *s_;
   const int64_t d = hp.n_embd, hd = hp.head_dim;
   const int64_t q_dim = hp.n_head * hd, kv_dim = hp.n_head_kv * hd;
-  for (int64_t t = 0; t < n_tok; ++t)
+  per_token(n_tok, d, [&](int64_t t) {
     rms_norm(ops_, &s.x[size_t(t * d)], L.attn_norm.data(), d, hp.rms_eps, &s.xn[size_t(t * d)]);
+  });
   matmuls(s.xn.data(), n_tok, {{&L.wq, s.q.data()}, {&L.wk, s.k.data()}, {&L.wv, s.v.data()}});
   const int64_t half = hp.n_rot / 2;
-  for (int64_t t = 0; t < n_tok; ++t) {
+  per_token(n_tok, q_dim + 2 * kv_dim, [&](int64_t t) {
     float* q = &s.q[size_t(t * q_dim)];
     float* k = &s.k[size_t(t * kv_dim)];
     float* v = &s.v[size_t(t * kv_dim)];
     if (!L.bq.empty()) {
-      add_in_place(q, L.bq.data(), q_dim);
-      add_in_place(k, L.bk.data(), kv_dim);
-      add_in_place(v, L.bv.data(), kv_dim);
+      ops_.add(q, L.bq.data(), q_dim);
+      ops_.add(k, L.bk.data(), kv_dim);
+      ops_.add(v, L.bv.data(), kv_dim);
     }
     const int64_t pos = n_past_ + t;
     const float* c = &s.rope_cos[size_t(pos * half)];
@@ -187,21 +236,22 @@ void Session::layer_forward(int64_t il, int64_t n_tok) {
     const size_t cache_off = (size_t(il) * size_t(n_ctx_) + size_t(pos)) * size_t(kv_dim);
     std::memcpy(&k_cache_[cache_off], k, size_t(kv_dim) * sizeof(float));
     std::memcpy(&v_cache_[cache_off], v, size_t(kv_dim) * sizeof(float));
-  }
+  });
   attention(il, n_tok);
   matmul(L.wo, s.att.data(), n_tok, s.tmp.data());
-  add_in_place(s.x.data(), s.tmp.data(), n_tok * d);
-  for (int64_t t = 0; t < n_tok; ++t)
+  per_token(n_tok, d, [&](int64_t t) {
+    ops_.add(&s.x[size_t(t * d)], &s.tmp[size_t(t * d)], d);
     rms_norm(ops_, &s.x[size_t(t * d)], L.ffn_norm.data(), d, hp.rms_eps, &s.xn[size_t(t * d)]);
+  });
   matmuls(s.xn.data(), n_tok, {{&L.w_gate, s.gate.data()}, {&L.w_up, s.up.data()}});
-  const int64_t n_ff_all = n_tok * hp.n_ff;
-  for (int64_t i = 0; i < n_ff_all; ++i)
-    s.gate[size_t(i)] = canon::silu(s.gate[size_t(i)]) * s.up[size_t(i)];
+  per_token(n_tok, 4 * hp.n_ff, [&](int64_t t) {
+    ops_.silu_mul(&s.gate[size_t(t * hp.n_ff)], &s.up[size_t(t * hp.n_ff)], hp.n_ff);
+  });
   matmul(L.w_down, s.gate.data(), n_tok, s.tmp.data());
-  add_in_place(s.x.data(), s.tmp.data(), n_tok * d);
+  per_token(n_tok, d, [&](int64_t t) { ops_.add(&s.x[size_t(t * d)], &s.tmp[size_t(t * d)], d); });
 }
 
-void Session::eval(const std::vector<int32_t>& tokens, std::vector<float>& logits) {
+void Session::eval(const std::vector<int32_t>& tokens, std::vector<float>& logits, LogitRows rows) {
   const HParams& hp = model_.hparams();
   const int64_t n_tok = int64_t(tokens.size());
   if (n_tok == 0) {
@@ -231,11 +281,14 @@ void Session::eval(const std::vector<int32_t>& tokens, std::vector<float>& logit
   for (size_t t = 0; t < T; ++t)
     dequantize_row(emb.type, emb.data + size_t(tokens[t]) * emb.row_bytes, &s.x[t * size_t(d)], d);
   for (int64_t il = 0; il < hp.n_layer; ++il) layer_forward(il, n_tok);
-  for (size_t t = 0; t < T; ++t)
+  const int64_t first = rows == LogitRows::Last ? n_tok - 1 : 0;
+  per_token(n_tok - first, d, [&](int64_t i) {
+    const size_t t = size_t(first + i);
     rms_norm(ops_, &s.x[t * size_t(d)], model_.output_norm().data(), d, hp.rms_eps,
              &s.xn[t * size_t(d)]);
-  logits.resize(T * size_t(hp.n_vocab));
-  matmul(model_.output(), s.xn.data(), n_tok, logits.data());
+  });
+  logits.resize(size_t(n_tok - first) * size_t(hp.n_vocab));
+  matmul(model_.output(), s.xn.data() + first * d, n_tok - first, logits.data());
   n_past_ += n_tok;
 }
 

@@ -33,13 +33,22 @@ void futex_wake_all(std::atomic<uint32_t>& word) {
           nullptr, 0);
 }
 
-// Waits until word != value: spin first, then sleep.
-void wait_while_equal(std::atomic<uint32_t>& word, uint32_t value) {
+// Waits until word != value: spin first, then sleep, counted in `sleepers` so that wakers
+// can skip the system call when nobody sleeps. Both sides use sequentially consistent order:
+// a waker stores the word then reads sleepers; a sleeper increments sleepers then reads the
+// word, so at least one of them sees the other.
+void wait_while_equal(std::atomic<uint32_t>& word, uint32_t value, std::atomic<uint32_t>& sleepers) {
   for (int spins = 0; spins < kSpinIterations; ++spins) {
     if (word.load(std::memory_order_acquire) != value) return;
     GALLEON_PAUSE();
   }
-  while (word.load(std::memory_order_acquire) == value) futex_wait(word, value);
+  sleepers.fetch_add(1, std::memory_order_seq_cst);
+  while (word.load(std::memory_order_seq_cst) == value) futex_wait(word, value);
+  sleepers.fetch_sub(1, std::memory_order_seq_cst);
+}
+
+void wake_all_sleepers(std::atomic<uint32_t>& word, std::atomic<uint32_t>& sleepers) {
+  if (sleepers.load(std::memory_order_seq_cst) != 0) futex_wake_all(word);
 }
 
 }  // namespace
@@ -50,7 +59,7 @@ ThreadPool::ThreadPool(int n_threads) : n_threads_(n_threads < 1 ? 1 : n_threads
 
 ThreadPool::~ThreadPool() {
   stop_.store(true, std::memory_order_release);
-  generation_.fetch_add(1, std::memory_order_acq_rel);
+  generation_.fetch_add(1, std::memory_order_seq_cst);
   futex_wake_all(generation_);
   for (auto& t : workers_) t.join();
 }
@@ -66,11 +75,11 @@ void ThreadPool::run_tasks() {
 void ThreadPool::worker_loop() {
   uint32_t seen = 0;
   for (;;) {
-    wait_while_equal(generation_, seen);
+    wait_while_equal(generation_, seen, gen_sleepers_);
     seen = generation_.load(std::memory_order_acquire);
     if (stop_.load(std::memory_order_acquire)) return;
     run_tasks();
-    if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) futex_wake_all(pending_);
+    if (pending_.fetch_sub(1, std::memory_order_seq_cst) == 1) wake_all_sleepers(pending_, pending_sleepers_);
   }
 }
 
@@ -84,11 +93,11 @@ void ThreadPool::parallel_for(int64_t n_tasks, const std::function<void(int64_t)
   n_tasks_ = n_tasks;
   next_.store(0, std::memory_order_relaxed);
   pending_.store(uint32_t(workers_.size()), std::memory_order_relaxed);
-  generation_.fetch_add(1, std::memory_order_acq_rel);  // publishes the fields above
-  futex_wake_all(generation_);
+  generation_.fetch_add(1, std::memory_order_seq_cst);  // publishes the fields above
+  wake_all_sleepers(generation_, gen_sleepers_);
   run_tasks();
   for (uint32_t left; (left = pending_.load(std::memory_order_acquire)) != 0;)
-    wait_while_equal(pending_, left);
+    wait_while_equal(pending_, left, pending_sleepers_);
   fn_ = nullptr;
 }
 

@@ -30,6 +30,8 @@ class ThreadPool {
   std::vector<std::thread> workers_;
   std::atomic<uint32_t> generation_{0};  // bumped to start work; futex word for workers
   std::atomic<uint32_t> pending_{0};     // workers still busy; futex word for the caller
+  std::atomic<uint32_t> gen_sleepers_{0};      // threads asleep on generation_
+  std::atomic<uint32_t> pending_sleepers_{0};  // threads asleep on pending_
   std::atomic<bool> stop_{false};
   const std::function<void(int64_t)>* fn_ = nullptr;
   int64_t n_tasks_ = 0;

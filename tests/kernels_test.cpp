@@ -345,7 +345,7 @@ TEST_P(PerType, MatmulBitIdenticalAcrossIsas) {
   else ns = {256, 512, 768, 256 * 9, 256 * 33, 256 * 40};
   uint32_t seed = 1;
   for (int64_t n : ns)
-    for (int64_t ntok : {1, 2, 3, 5, 8, 17}) check_matmul(t, n, 13, ntok, false, seed++);
+    for (int64_t ntok : {1, 2, 3, 5, 8, 17, 40, 100}) check_matmul(t, n, 13, ntok, false, seed++);
   for (int64_t n : ns) check_matmul(t, n, 9, 5, true, seed++);
   check_matmul(t, blk == 1 ? 96 : blk * 3, 67, 17, false, seed++);
 }
@@ -467,6 +467,63 @@ TEST(Kernels, ActRowBytes) {
   EXPECT_EQ(kern::act_row_bytes(GgmlType::Q4_0, 64), 80u);
   EXPECT_EQ(kern::act_row_bytes(GgmlType::Q6_K, 512), 584u);
   EXPECT_EQ(kern::act_format(GgmlType::Q5_K), kern::ActFormat::A8K);
+}
+
+// Elementwise operations: every path gives the scalar reference's bits (any NaN where it gives
+// NaN), on special values, the expf range edges and random inputs, at lengths that leave SIMD
+// tails.
+std::vector<float> elementwise_inputs() {
+  std::vector<float> x = {0.0f, -0.0f, INFINITY, -INFINITY, NAN, -NAN, 1e-45f, -1e-45f, 1e-38f,
+                          88.72283935546875f, 88.7228394f, 88.72284f, 89.0f, 1e30f,
+                          -103.972084045410156f, -103.97208f, -103.9721f, -104.0f, -1e30f,
+                          0.5f, -0.5f, 0.34657359f, -0.34657359f, 1.0f, -1.0f, 20.0f, -20.0f};
+  std::mt19937 rng(7);
+  for (int i = 0; i < 3000; ++i) x.push_back(std::uniform_real_distribution<float>(-120.0f, 120.0f)(rng));
+  for (int i = 0; i < 1000; ++i) x.push_back(std::normal_distribution<float>(0.0f, 3.0f)(rng));
+  for (int i = 0; i < 200; ++i) x.push_back(from_bits(uint32_t(rng())));
+  return x;
+}
+
+void expect_same(const std::vector<float>& got, const std::vector<float>& want, const char* what, Isa isa) {
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < got.size(); ++i) {
+    if (std::isnan(want[i])) {
+      ASSERT_TRUE(std::isnan(got[i])) << what << " " << kern::isa_name(isa) << " at " << i;
+      continue;
+    }
+    ASSERT_EQ(bits(got[i]), bits(want[i])) << what << " " << kern::isa_name(isa) << " at " << i
+                                           << " want " << want[i] << " got " << got[i];
+  }
+}
+
+TEST(Kernels, ElementwiseBitIdenticalAcrossIsas) {
+  const std::vector<float> x = elementwise_inputs();
+  std::vector<float> y(x.rbegin(), x.rend());
+  const kern::Ops& ref = kern::ops(Isa::Scalar);
+  for (int64_t n : {int64_t(1), int64_t(7), int64_t(16), int64_t(33), int64_t(x.size())}) {
+    auto run = [&](const kern::Ops& o) {
+      std::vector<std::vector<float>> out(6, std::vector<float>(x.begin(), x.begin() + n));
+      o.add(out[0].data(), y.data(), n);
+      o.axpy(out[1].data(), 0.37f, y.data(), n);
+      o.scale(out[2].data(), -1.7f, n);
+      o.scale_mul(out[3].data(), x.data(), 0.81f, y.data(), n);
+      o.exp_sub(out[4].data(), x.data(), 0.25f, n);
+      o.silu_mul(out[5].data(), y.data(), n);
+      return out;
+    };
+    const auto want = run(ref);
+    for (Isa isa : available_isas()) {
+      const auto got = run(kern::ops(isa));
+      const char* names[] = {"add", "axpy", "scale", "scale_mul", "exp_sub", "silu_mul"};
+      for (int k = 0; k < 6; ++k) expect_same(got[size_t(k)], want[size_t(k)], names[k], isa);
+    }
+  }
+  // The reference itself is canon::expf / canon::silu.
+  std::vector<float> e(x.size());
+  ref.exp_sub(e.data(), x.data(), 0.0f, int64_t(x.size()));
+  EXPECT_EQ(bits(e[0]), bits(1.0f));
+  EXPECT_EQ(bits(e[2]), bits(INFINITY));
+  EXPECT_EQ(bits(e[3]), bits(0.0f));
 }
 
 }  // namespace

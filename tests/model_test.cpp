@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <nlohmann/json.hpp>
 
 #include "runtime/cuda/cuda_backend.h"
@@ -268,6 +269,7 @@ std::string logits_hash(const LoadedModel& m, const std::vector<int32_t>& toks, 
   SessionOptions o;
   o.isa = isa;
   o.n_threads = threads;
+  o.min_parallel_work = 0;  // split every step across the threads
   Session s(*m.model, o);
   Sha256 h;
   std::vector<float> logits;
@@ -314,6 +316,33 @@ TEST(Engine, RopeFrequencyFactorsAndLinearScaling) {
   EXPECT_EQ(write("linear1.gguf", 0, 1.0f), plain);
   // Dividing every frequency by 4 and dividing positions by 4 are the same rotation angles.
   EXPECT_EQ(write("linear4.gguf", 0, 4.0f), write("fours2.gguf", 4.0f, 0));
+}
+
+TEST(Engine, LastLogitRowEqualsTheLastRowOfAll) {
+  testing::TempDir dir;
+  SynthSpec spec;
+  spec.type = GgmlType::Q4_0;
+  GgufWriter w;
+  make_synthetic_model(spec, w);
+  w.write_file(dir.file("m.gguf"));
+  LoadedModel m = load_model(dir.file("m.gguf"));
+  std::vector<int32_t> toks;
+  for (int i = 0; i < 20; ++i) toks.push_back(int32_t(3 + i * 7));
+  SessionOptions o;
+  o.isa = kern::best_isa();
+  o.n_threads = 2;
+  Session all(*m.model, o), last(*m.model, o);
+  std::vector<float> a, l;
+  all.eval(toks, a);
+  last.eval(toks, l, Session::LogitRows::Last);
+  const size_t nv = size_t(m.model->hparams().n_vocab);
+  ASSERT_EQ(a.size(), toks.size() * nv);
+  ASSERT_EQ(l.size(), nv);
+  EXPECT_EQ(0, std::memcmp(l.data(), a.data() + a.size() - nv, nv * 4));
+  // Both sessions continue identically.
+  all.eval({5}, a);
+  last.eval({5}, l);
+  EXPECT_EQ(a, l);
 }
 
 TEST_P(SynthModels, BitIdenticalAcrossIsaThreadsAndBatches) {

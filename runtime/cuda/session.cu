@@ -305,10 +305,12 @@ void select_device(int device) {
 class CudaSession final : public Evaluator {
  public:
   CudaSession(const Model& model, int device, int64_t n_ctx);
-  void eval(const std::vector<int32_t>& tokens, std::vector<float>& logits) override;
   int64_t n_ctx() const override { return n_ctx_; }
 
  private:
+  // Rows::Last computes every row and copies back the last one only.
+  void do_eval(const std::vector<int32_t>& tokens, std::vector<float>& logits,
+               Rows rows) override;
   DevWeight upload_weight(const Weight& w);
   const float* upload_floats(const std::vector<float>& v);
   void extend_rope_table(int64_t need);
@@ -389,7 +391,8 @@ void CudaSession::extend_rope_table(int64_t need) {
   rope_rows_ = need;
 }
 
-void CudaSession::eval(const std::vector<int32_t>& tokens, std::vector<float>& logits) {
+void CudaSession::do_eval(const std::vector<int32_t>& tokens, std::vector<float>& logits,
+                          Rows rows) {
   const HParams& hp = model_.hparams();
   const int64_t ntok = int64_t(tokens.size());
   if (ntok == 0) {
@@ -424,9 +427,10 @@ void CudaSession::eval(const std::vector<int32_t>& tokens, std::vector<float>& l
                   logits_.get<float>(), scores_.get<float>(), k_cache_.get<float>(),
                   v_cache_.get<float>(), rope_cos_.get<float>(), rope_sin_.get<float>()};
   forward(exec_, hp, layers_, output_, output_norm_, b, ntok, n_past_, n_ctx_);
-  logits.resize(T * size_t(hp.n_vocab));
-  check(cudaMemcpyAsync(logits.data(), logits_.get<float>(), logits.size() * F,
-                        cudaMemcpyDeviceToHost, stream_.get()),
+  const size_t first_row = rows == Rows::Last ? T - 1 : 0;
+  logits.resize((T - first_row) * size_t(hp.n_vocab));
+  check(cudaMemcpyAsync(logits.data(), logits_.get<float>() + first_row * size_t(hp.n_vocab),
+                        logits.size() * F, cudaMemcpyDeviceToHost, stream_.get()),
         "cudaMemcpyAsync (logits)");
   check(cudaStreamSynchronize(stream_.get()), "cudaStreamSynchronize");
   n_past_ += ntok;
