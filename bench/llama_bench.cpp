@@ -3,7 +3,8 @@
 // memory bandwidth that decoding uses (measured by a copy benchmark in the same run).
 //
 //   llama_bench [--shape 124m|1.1b|tiny] [--type q4_0,q8_0,...] [--threads 1,2] [-p 128] [-n 64]
-//               [-r 3] [--cpu-time] [--save DIR]
+//               [-r 3] [--cpu-time] [--save DIR] [--device cpu,cuda:0] [--arch llama|qwen2]
+//   llama_bench --write DIR [--shape ..] [--type ..] [--arch ..]   (writes DIR/ARCH-SHAPE-TYPE.gguf)
 // Like llama-bench: one warm-up run, then -r repetitions (each a fresh session: the prompt from
 // position 0, then the generated tokens after it); the table shows the mean. The prompt is timed
 // twice: with every position's logits (galleon's fingerprint needs them) and with the last
@@ -110,18 +111,19 @@ double now_s() {
   return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
 }
 
-Timing time_once(const Model& model, const SessionOptions& o, int n_prompt, int n_gen, int n_vocab) {
+Timing time_once(const Model& model, const ComputeOptions& o, int n_prompt, int n_gen, int n_vocab) {
   std::vector<int32_t> prompt;
   for (int i = 0; i < n_prompt; ++i) prompt.push_back(int32_t(3 + (i * 7919) % (n_vocab - 3)));
   std::vector<float> logits;
   double pp_last;
   {  // the prompt computing only the last row of logits (one session at a time: peak RSS)
-    Session s(model, o);
+    auto ev = make_evaluator(model, o, 0);
     const double t = now_s();
-    s.eval(prompt, logits, Session::LogitRows::Last);
+    ev->eval(prompt, logits, Evaluator::Rows::Last);
     pp_last = n_prompt / (now_s() - t);
   }
-  Session s(model, o);
+  auto ev = make_evaluator(model, o, 0);
+  Evaluator& s = *ev;
   const double t0 = now_s();
   s.eval(prompt, logits);
   const double pp = n_prompt / (now_s() - t0);
@@ -132,11 +134,23 @@ Timing time_once(const Model& model, const SessionOptions& o, int n_prompt, int 
   return {pp, pp_last, tg};
 }
 
-void bench_one(const std::string& shape_name, GgmlType type, const std::vector<int>& threads,
-               int n_prompt, int n_gen, int reps, double bw) {
-  SynthSpec spec = shape(shape_name);
+struct BenchArgs {
+  std::string shape_name = "124m", arch = "llama";
+  std::vector<int> threads;
+  std::vector<Device> devices;
+  int n_prompt = 128, n_gen = 64, reps = 3;
+};
+
+SynthSpec spec_for(const BenchArgs& a, GgmlType type) {
+  SynthSpec spec = shape(a.shape_name);
+  spec.arch = a.arch;
   spec.type = type;
   spec.embd_type = type;
+  return spec;
+}
+
+void bench_one(const BenchArgs& a, GgmlType type, double bw) {
+  const SynthSpec spec = spec_for(a, type);
   char path[] = "/tmp/galleon-bench-XXXXXX";
   int fd = mkstemp(path);
   if (fd < 0) fail(ErrorKind::Io, "mkstemp failed");
@@ -160,23 +174,30 @@ void bench_one(const std::string& shape_name, GgmlType type, const std::vector<i
   reset_peak_rss();
   LoadedModel m = load_model(path);
   const double gb_per_token = double(weight_bytes(*m.model)) / 1e9;
-  for (int t : threads) {
-    SessionOptions o;
-    o.n_threads = t;
-    o.isa = kern::isa_from_env();
-    time_once(*m.model, o, n_prompt, n_gen, spec.n_vocab);  // warm-up
-    double pp = 0, pp_last = 0, tg = 0;
-    for (int r = 0; r < reps; ++r) {
-      const Timing tm = time_once(*m.model, o, n_prompt, n_gen, spec.n_vocab);
-      pp += tm.pp / reps, pp_last += tm.pp_last / reps, tg += tm.tg / reps;
+  for (const Device& dev : a.devices)
+    for (int t : a.threads) {
+      ComputeOptions o = default_compute_options();
+      o.n_threads = t;
+      o.device = dev;
+      const bool cpu = dev.kind == Device::Kind::Cpu;
+      const int n_vocab = int(spec.n_vocab);
+      time_once(*m.model, o, a.n_prompt, a.n_gen, n_vocab);  // warm-up
+      double pp = 0, pp_last = 0, tg = 0;
+      for (int r = 0; r < a.reps; ++r) {
+        const Timing tm = time_once(*m.model, o, a.n_prompt, a.n_gen, n_vocab);
+        pp += tm.pp / a.reps, pp_last += tm.pp_last / a.reps, tg += tm.tg / a.reps;
+      }
+      // GPU rows: the device in the isa column; bw use (of the CPU's copy bandwidth) is 0.
+      std::printf("| %-5s | %-6s | %-6s | %7s | %10.1f | %10.1f | %10.1f | %8.0f | %5.1f%% |\n",
+                  a.shape_name.c_str(), type_name(type),
+                  cpu ? kern::isa_name(o.isa) : device_name(dev).c_str(),
+                  cpu ? std::to_string(t).c_str() : "-", pp, pp_last, tg, peak_rss_mib(),
+                  cpu ? 100.0 * gb_per_token * tg / bw : 0.0);
+      std::fflush(stdout);
+      if (!cpu) break;  // threads do not apply to a GPU
     }
-    std::printf("| %-5s | %-6s | %-6s | %7d | %10.1f | %10.1f | %10.1f | %8.0f | %5.1f%% |\n",
-                shape_name.c_str(), type_name(type), kern::isa_name(o.isa), t, pp, pp_last, tg, peak_rss_mib(),
-                100.0 * gb_per_token * tg / bw);
-    std::fflush(stdout);
-  }
   if (!g_save_dir.empty()) {
-    const std::string keep = g_save_dir + "/" + shape_name + "-" + type_name(type) + ".gguf";
+    const std::string keep = g_save_dir + "/" + a.shape_name + "-" + type_name(type) + ".gguf";
     if (std::rename(path, keep.c_str()) != 0) fail(ErrorKind::Io, "cannot move the model to " + keep);
     std::printf("(model kept: %s)\n", keep.c_str());
   } else {
@@ -184,11 +205,22 @@ void bench_one(const std::string& shape_name, GgmlType type, const std::vector<i
   }
 }
 
+// --write DIR: the synthetic models only, no benchmark.
+void write_models(const BenchArgs& a, const std::vector<GgmlType>& types, const std::string& dir) {
+  for (GgmlType t : types) {
+    GgufWriter w;
+    make_synthetic_model(spec_for(a, t), w);
+    const std::string path = dir + "/" + a.arch + "-" + a.shape_name + "-" + type_name(t) + ".gguf";
+    w.write_file(path);
+    std::printf("%s\n", path.c_str());
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string shape_name = "124m", types = "f32,f16,q8_0,q4_0,q4_K,q6_K", threads_s = "1,2";
-  int n_prompt = 128, n_gen = 64, reps = 3;
+  BenchArgs a;
+  std::string types = "f32,f16,q8_0,q4_0,q4_K,q6_K", threads_s = "1,2", devices_s = "cpu", write_dir;
   for (int i = 1; i < argc; i += 2) {
     if (std::string(argv[i]) == "--cpu-time") {
       g_cpu_time = true;
@@ -197,29 +229,38 @@ int main(int argc, char** argv) {
     }
     if (i + 1 >= argc) { std::fprintf(stderr, "option %s needs a value\n", argv[i]); return 2; }
     std::string k = argv[i], v = argv[i + 1];
-    if (k == "--shape") shape_name = v;
+    if (k == "--shape") a.shape_name = v;
     else if (k == "--type") types = v;
     else if (k == "--threads") threads_s = v;
-    else if (k == "-p") n_prompt = std::stoi(v);
-    else if (k == "-n") n_gen = std::stoi(v);
-    else if (k == "-r") reps = std::max(1, std::stoi(v));
+    else if (k == "--device") devices_s = v;
+    else if (k == "--arch") a.arch = v;
+    else if (k == "--write") write_dir = v;
+    else if (k == "-p") a.n_prompt = std::stoi(v);
+    else if (k == "-n") a.n_gen = std::stoi(v);
+    else if (k == "-r") a.reps = std::max(1, std::stoi(v));
     else if (k == "--save") g_save_dir = v;
     else { std::fprintf(stderr, "unknown option %s\n", k.c_str()); return 2; }
   }
   try {
+    std::vector<GgmlType> type_list;
+    for (auto& tn : split(types)) {
+      auto t = type_from_name(tn.c_str());
+      if (!t) fail(ErrorKind::Usage, "unknown type " + tn);
+      type_list.push_back(*t);
+    }
+    if (!write_dir.empty()) {
+      write_models(a, type_list, write_dir);
+      return 0;
+    }
+    for (auto& t : split(threads_s)) a.threads.push_back(std::stoi(t));
+    for (auto& d : split(devices_s)) a.devices.push_back(parse_device(d));
     const double bw = copy_bandwidth_gbs();
     std::printf("memory copy bandwidth: %.1f GB/s (read+write)\n", bw);
     std::printf("prompt t/s: every prompt position's logits (as galleon run computes them for the "
                 "fingerprint); last only: the last position's logits (as llama-bench -p)\n");
     std::printf("| shape | type   | isa    | threads | prompt t/s | last only  | gen t/s    | RSS MiB  | bw use |\n");
     std::printf("|-------|--------|--------|---------|------------|------------|------------|----------|--------|\n");
-    std::vector<int> threads;
-    for (auto& t : split(threads_s)) threads.push_back(std::stoi(t));
-    for (auto& tn : split(types)) {
-      auto t = type_from_name(tn.c_str());
-      if (!t) fail(ErrorKind::Usage, "unknown type " + tn);
-      bench_one(shape_name, *t, threads, n_prompt, n_gen, reps, bw);
-    }
+    for (GgmlType t : type_list) bench_one(a, t, bw);
   } catch (const Error& e) {
     std::fprintf(stderr, "llama_bench: %s\n", e.message().c_str());
     return exit_code(e.kind());

@@ -5,6 +5,7 @@
 #include <thread>
 
 #include "runtime/canon_math.h"
+#include "runtime/cuda/cuda_backend.h"
 #include "runtime/error.h"
 #include "runtime/sha256.h"
 
@@ -25,9 +26,22 @@ SessionOptions session_options(const ComputeOptions& c, int64_t n_ctx) {
   return o;
 }
 
+class CpuEvaluator final : public Evaluator {
+ public:
+  CpuEvaluator(const Model& m, const SessionOptions& o) : s_(m, o) {}
+  int64_t n_ctx() const override { return s_.n_ctx(); }
+
+ private:
+  void do_eval(const std::vector<int32_t>& tokens, std::vector<float>& logits,
+               Rows rows) override {
+    s_.eval(tokens, logits, rows == Rows::Last ? Session::LogitRows::Last : Session::LogitRows::All);
+  }
+  Session s_;
+};
+
 // Evaluates tokens in batches of at most max_batch, hashing and keeping every logits row when
 // `all_rows` is set, else only the last row.
-void eval_batched(Session& s, const std::vector<int32_t>& tokens, int64_t max_batch, Sha256& h,
+void eval_batched(Evaluator& s, const std::vector<int32_t>& tokens, int64_t max_batch, Sha256& h,
                   std::vector<float>& rows, bool all_rows, int64_t n_vocab) {
   std::vector<float> logits;
   rows.clear();
@@ -50,6 +64,12 @@ void hash_logits(Sha256& h, const float* logits, size_t n) {
   static_assert(sizeof(float) == 4);
   // x86-64 and aarch64 Linux are little-endian; the bytes are hashed as they lie.
   h.update(logits, n * 4);
+}
+
+std::unique_ptr<Evaluator> make_evaluator(const Model& model, const ComputeOptions& c,
+                                          int64_t n_ctx) {
+  if (c.device.kind == Device::Kind::Cuda) return cuda::make_session(model, c.device.index, n_ctx);
+  return std::make_unique<CpuEvaluator>(model, session_options(c, n_ctx));
 }
 
 ComputeOptions default_compute_options() {
@@ -80,7 +100,8 @@ GenerateResult generate(const LoadedModel& m, const GenerateRequest& req,
     fail(ErrorKind::Invalid, "the prompt has " + std::to_string(req.prompt_tokens.size()) +
                                  " tokens, more than the model's context_length " +
                                  std::to_string(hp.n_ctx_train));
-  Session s(*m.model, session_options(req.compute, std::min(want, hp.n_ctx_train)));
+  auto ev = make_evaluator(*m.model, req.compute, std::min(want, hp.n_ctx_train));
+  Evaluator& s = *ev;
   Sampler sampler(req.sampling);
   for (int32_t t : req.prompt_tokens) sampler.accept(t);
   GenerateResult r;
@@ -120,7 +141,8 @@ ScoreResult score(const LoadedModel& m, const std::vector<int32_t>& tokens,
     fail(ErrorKind::Invalid, "the text has " + std::to_string(tokens.size()) +
                                  " tokens, more than the model's context_length " +
                                  std::to_string(hp.n_ctx_train));
-  Session s(*m.model, session_options(compute, int64_t(tokens.size())));
+  auto ev = make_evaluator(*m.model, compute, int64_t(tokens.size()));
+  Evaluator& s = *ev;
   Sha256 h;
   std::vector<float> rows;
   eval_batched(s, tokens, compute.max_batch, h, rows, true, hp.n_vocab);

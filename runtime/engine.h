@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "runtime/backend.h"
 #include "runtime/gguf.h"
 #include "runtime/kernels.h"
 #include "runtime/model.h"
@@ -31,9 +32,16 @@ struct ComputeOptions {
   int n_threads = 0;  // 0: all online CPUs
   kern::Isa isa = kern::Isa::Scalar;
   int64_t max_batch = 256;  // prompt tokens evaluated per call (never changes results)
+  Device device;            // cpu (n_threads, isa) or a CUDA GPU; never changes results
 };
 // GALLEON_ISA (or the best path) and the CPU count.
 ComputeOptions default_compute_options();
+
+// A Session on the CPU or a CUDA session, by c.device, with a context of n_ctx tokens (0: the
+// model's). Error(Unsupported) when the device is not available (no CUDA in this build, no GPU,
+// no driver).
+std::unique_ptr<Evaluator> make_evaluator(const Model& model, const ComputeOptions& c,
+                                          int64_t n_ctx);
 
 struct GenerateRequest {
   std::vector<int32_t> prompt_tokens;  // already tokenized (BOS included when wanted)

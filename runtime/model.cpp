@@ -192,4 +192,40 @@ std::unique_ptr<Model> Model::load(const GgufFile& f) {
   return m;
 }
 
+void check_eval_tokens(const HParams& hp, int64_t n_past, int64_t n_ctx,
+                       const std::vector<int32_t>& tokens) {
+  const int64_t n_tok = int64_t(tokens.size());
+  if (n_past + n_tok > n_ctx)
+    fail(ErrorKind::Invalid, "context limit exceeded: " + std::to_string(n_past + n_tok) +
+                                 " tokens, the context holds " + std::to_string(n_ctx) +
+                                 " (the model's context_length is " +
+                                 std::to_string(hp.n_ctx_train) + ")");
+  for (int32_t id : tokens)
+    if (id < 0 || id >= hp.n_vocab)
+      fail(ErrorKind::Invalid, "token id " + std::to_string(id) + " is outside the vocabulary (" +
+                                   std::to_string(hp.n_vocab) + " tokens)");
+}
+
+void rope_table_rows(const Model& m, int64_t from, int64_t to, std::vector<float>& cos_t,
+                     std::vector<float>& sin_t) {
+  const int64_t half = m.hparams().n_rot / 2;
+  cos_t.resize(size_t(to * half));
+  sin_t.resize(size_t(to * half));
+  for (int64_t p = from; p < to; ++p)
+    for (int64_t i = 0; i < half; ++i) {
+      double sn, cs;
+      canon::sincos(double(p) * m.rope_freq()[size_t(i)], &sn, &cs);
+      cos_t[size_t(p * half + i)] = float(cs);
+      sin_t[size_t(p * half + i)] = float(sn);
+    }
+}
+
+void embed_tokens(const Model& m, const std::vector<int32_t>& tokens, std::vector<float>& rows) {
+  const Weight& emb = m.token_embd();
+  const int64_t d = m.hparams().n_embd;
+  rows.resize(tokens.size() * size_t(d));
+  for (size_t t = 0; t < tokens.size(); ++t)
+    dequantize_row(emb.type, emb.data + size_t(tokens[t]) * emb.row_bytes, &rows[t * size_t(d)], d);
+}
+
 }  // namespace galleon

@@ -79,6 +79,19 @@ class Model {
   std::vector<double> rope_freq_;
 };
 
+// Checks a call of eval (Session or another backend, runtime/backend.h): Error(Invalid) when
+// n_past + tokens.size() exceeds n_ctx or a token id is out of range.
+void check_eval_tokens(const HParams& hp, int64_t n_past, int64_t n_ctx,
+                       const std::vector<int32_t>& tokens);
+// The binary32 RoPE table rows of positions [from, to): cos/sin[p * (n_rot/2) + i] of
+// double(p) * rope_freq()[i] (docs/arithmetic.md section 9). The vectors are resized to hold
+// `to` rows; rows below `from` are kept.
+void rope_table_rows(const Model& m, int64_t from, int64_t to, std::vector<float>& cos_t,
+                     std::vector<float>& sin_t);
+
+// The embedding rows of `tokens`, dequantized exactly: rows.size() = tokens.size() * n_embd.
+void embed_tokens(const Model& m, const std::vector<int32_t>& tokens, std::vector<float>& rows);
+
 struct SessionOptions {
   int64_t n_ctx = 0;     // 0: the model's training context
   int n_threads = 1;

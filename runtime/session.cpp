@@ -254,15 +254,7 @@ void Session::eval(const std::vector<int32_t>& tokens, std::vector<float>& logit
     logits.clear();
     return;
   }
-  if (n_past_ + n_tok > n_ctx_)
-    fail(ErrorKind::Invalid, "context limit exceeded: " + std::to_string(n_past_ + n_tok) +
-                                 " tokens, the context holds " + std::to_string(n_ctx_) +
-                                 " (the model's context_length is " +
-                                 std::to_string(hp.n_ctx_train) + ")");
-  for (int32_t id : tokens)
-    if (id < 0 || id >= hp.n_vocab)
-      fail(ErrorKind::Invalid, "token id " + std::to_string(id) + " is outside the vocabulary (" +
-                                   std::to_string(hp.n_vocab) + " tokens)");
+  check_eval_tokens(hp, n_past_, n_ctx_, tokens);
   Scratch& s = *s_;
   const size_t T = size_t(n_tok);
   const int64_t d = hp.n_embd;
@@ -276,18 +268,9 @@ void Session::eval(const std::vector<int32_t>& tokens, std::vector<float>& logit
   s.gate.resize(T * size_t(hp.n_ff));
   s.up.resize(T * size_t(hp.n_ff));
   // RoPE table up to the last position.
-  const int64_t half = hp.n_rot / 2;
   const int64_t need = n_past_ + n_tok;
   if (s.rope_rows < need) {
-    s.rope_cos.resize(size_t(need * half));
-    s.rope_sin.resize(size_t(need * half));
-    for (int64_t p = s.rope_rows; p < need; ++p)
-      for (int64_t i = 0; i < half; ++i) {
-        double sn, cs;
-        canon::sincos(double(p) * model_.rope_freq()[size_t(i)], &sn, &cs);
-        s.rope_cos[size_t(p * half + i)] = float(cs);
-        s.rope_sin[size_t(p * half + i)] = float(sn);
-      }
+    rope_table_rows(model_, s.rope_rows, need, s.rope_cos, s.rope_sin);
     s.rope_rows = need;
   }
   const Weight& emb = model_.token_embd();

@@ -8,10 +8,12 @@
 #include <cstring>
 #include <nlohmann/json.hpp>
 
+#include "runtime/cuda/cuda_backend.h"
 #include "runtime/engine.h"
 #include "runtime/gguf.h"
 #include "runtime/sha256.h"
 #include "runtime/synth.h"
+#include "tests/synth_cases.h"
 #include "tests/test_support.h"
 
 namespace galleon {
@@ -208,6 +210,33 @@ TEST(Engine, InspectAndTokenize) {
   EXPECT_EQ(nb["tokens"], json::parse("[403,407,261,378]"));
 }
 
+// --device: cpu is the default and is named in --json; cuda gives the CPU's logits bits where a
+// GPU is present, else a clear error (exit 8): no CUDA in this build, or no GPU/driver.
+TEST(Engine, DeviceFlag) {
+  const std::string model = shared_path(kStories);
+  GALLEON_REQUIRE_SHARED(model);
+  const std::vector<std::string> args{"run", model, "-p", "Once upon a time", "--temperature",
+                                      "0", "--max-tokens", "8", "--json"};
+  json cpu = run_json(args);
+  EXPECT_EQ(cpu["device"], "cpu");
+  std::vector<std::string> argv{bin_path("galleon")};
+  argv.insert(argv.end(), args.begin(), args.end());
+  argv.insert(argv.end(), {"--device", "cuda"});
+  auto r = run_cmd(argv);
+  std::string why;
+  if (cuda::device_count(&why) > 0) {
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    json gpu = json::parse(r.out);
+    EXPECT_EQ(gpu["device"], "cuda:0");
+    EXPECT_EQ(gpu["logits_sha256"], cpu["logits_sha256"]);
+  } else {
+    EXPECT_EQ(r.exit_code, 8) << r.err;
+    EXPECT_NE(r.err.find(cuda::built() ? "CUDA" : "no CUDA backend"), std::string::npos) << r.err;
+  }
+  argv.back() = "gpu";
+  EXPECT_EQ(run_cmd(argv).exit_code, 2);
+}
+
 TEST(Engine, EngineExecutableIsStatic) {
 #if defined(__SANITIZE_ADDRESS__)
   GTEST_SKIP() << "a sanitizer build (GALLEON_SANITIZE) links the engine dynamically";
@@ -216,6 +245,8 @@ TEST(Engine, EngineExecutableIsStatic) {
   GTEST_SKIP() << "a sanitizer build (GALLEON_SANITIZE) links the engine dynamically";
 #endif
 #endif
+  if (cuda::built())
+    GTEST_SKIP() << "a CUDA build (GALLEON_CUDA) links the engine dynamically (docs/cuda.md)";
   std::string elf = testing::read_file(bin_path("galleon-engine"));
   ASSERT_GT(elf.size(), sizeof(Elf64_Ehdr));
   Elf64_Ehdr eh;
@@ -229,10 +260,7 @@ TEST(Engine, EngineExecutableIsStatic) {
 }
 
 // Synthetic models of every runnable type and both architectures, in process.
-struct SynthCase {
-  const char* arch;
-  GgmlType type;
-};
+using testing::SynthCase;
 
 class SynthModels : public ::testing::TestWithParam<SynthCase> {};
 
@@ -320,18 +348,10 @@ TEST(Engine, LastLogitRowEqualsTheLastRowOfAll) {
 TEST_P(SynthModels, BitIdenticalAcrossIsaThreadsAndBatches) {
   const SynthCase c = GetParam();
   testing::TempDir dir;
-  SynthSpec spec;
-  spec.arch = c.arch;
-  spec.type = c.type;
-  spec.embd_type = c.type;
-  spec.tied_output = c.type == GgmlType::Q8_0;
+  SynthSpec spec = testing::synth_case_spec(c);
   spec.n_layer = 2;
-  GgufWriter w;
-  make_synthetic_model(spec, w);
-  w.write_file(dir.file("m.gguf"));
-  LoadedModel m = load_model(dir.file("m.gguf"));
-  std::vector<int32_t> toks;
-  for (int i = 0; i < 40; ++i) toks.push_back(int32_t((i * 37 + 11) % spec.n_vocab));
+  LoadedModel m = testing::write_and_load(spec, dir);
+  const std::vector<int32_t> toks = testing::synth_tokens(40, spec.n_vocab);
   const std::string ref = logits_hash(m, toks, kern::Isa::Scalar, 1, 64);
   for (kern::Isa isa : available_isas())
     for (int threads : {1, 3})
@@ -341,18 +361,8 @@ TEST_P(SynthModels, BitIdenticalAcrossIsaThreadsAndBatches) {
             << threads << " batch " << batch;
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    AllTypes, SynthModels,
-    ::testing::Values(SynthCase{"llama", GgmlType::F32}, SynthCase{"llama", GgmlType::F16},
-                      SynthCase{"llama", GgmlType::BF16}, SynthCase{"llama", GgmlType::Q8_0},
-                      SynthCase{"llama", GgmlType::Q4_0}, SynthCase{"llama", GgmlType::Q4_1},
-                      SynthCase{"llama", GgmlType::Q5_0}, SynthCase{"llama", GgmlType::Q5_1},
-                      SynthCase{"llama", GgmlType::Q4_K}, SynthCase{"llama", GgmlType::Q5_K},
-                      SynthCase{"llama", GgmlType::Q6_K}, SynthCase{"qwen2", GgmlType::Q8_0},
-                      SynthCase{"qwen2", GgmlType::Q4_K}, SynthCase{"qwen2", GgmlType::F16}),
-    [](const auto& info) {
-      return std::string(info.param.arch) + "_" + type_name(info.param.type);
-    });
+INSTANTIATE_TEST_SUITE_P(AllTypes, SynthModels, testing::all_synth_cases(),
+                         testing::synth_case_name);
 
 }  // namespace
 }  // namespace galleon

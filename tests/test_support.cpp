@@ -15,11 +15,22 @@
 
 namespace galleon::testing {
 
+namespace {
+// The folder configured at build time, or the environment's override (test binaries copied to
+// another machine, bench/gpu-check.sh).
+std::string dir_or_env(const char* env, const char* built_in) {
+  const char* e = std::getenv(env);
+  return e && *e ? e : built_in;
+}
+}  // namespace
+
 std::string shared_path(const std::string& relative) {
-  return std::string(GALLEON_SHARED_DIR) + "/" + relative;
+  return dir_or_env("GALLEON_TEST_SHARED_DIR", GALLEON_SHARED_DIR) + "/" + relative;
 }
 
-std::string bin_path(const std::string& name) { return std::string(GALLEON_BIN_DIR) + "/" + name; }
+std::string bin_path(const std::string& name) {
+  return dir_or_env("GALLEON_TEST_BIN_DIR", GALLEON_BIN_DIR) + "/" + name;
+}
 
 bool under_ci() {
   const char* ci = std::getenv("CI");

@@ -10,9 +10,10 @@
 
 namespace galleon::testing {
 
-// Path of a file under GALLEON_SHARED_DIR (../shared by default).
+// Path of a file under GALLEON_SHARED_DIR (../shared by default; the environment variable
+// GALLEON_TEST_SHARED_DIR overrides it at run time).
 std::string shared_path(const std::string& relative);
-// Path of a built executable (build/bin/NAME).
+// Path of a built executable (build/bin/NAME; GALLEON_TEST_BIN_DIR overrides the folder).
 std::string bin_path(const std::string& name);
 bool under_ci();
 

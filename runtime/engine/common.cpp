@@ -22,12 +22,15 @@ void ComputeArgs::add_to(CLI::App* cmd) {
       ->check(CLI::Range(0, 1024));
   cmd->add_option("--batch", batch, "Prompt tokens evaluated per step; never changes results")
       ->check(CLI::Range(1, 1 << 16));
+  cmd->add_option("--device", device,
+                  "cpu (default), cuda or cuda:N (a CUDA GPU); never changes results");
 }
 
 ComputeOptions ComputeArgs::options() const {
   ComputeOptions c = default_compute_options();
   c.n_threads = threads;
   c.max_batch = batch;
+  c.device = parse_device(device);
   return c;
 }
 

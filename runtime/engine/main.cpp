@@ -1,6 +1,7 @@
 #include <cstdio>
 #include <iostream>
 
+#include "runtime/cuda/cuda_backend.h"
 #include "runtime/engine/verbs.h"
 #include "runtime/engine/run_app.h"
 #include "runtime/error.h"
@@ -21,7 +22,8 @@ int main(int argc, char** argv) {
                      kern::Isa::Neon})
       if (kern::isa_available(isa)) isas.push_back(kern::isa_name(isa));
     engine::print_json({{"abi", engine::kAbi}, {"isa", isas},
-                        {"default_isa", kern::isa_name(kern::best_isa())}});
+                        {"default_isa", kern::isa_name(kern::best_isa())},
+                        {"cuda", cuda::built()}});
   });
   return run_app(app, argc, argv, "galleon-engine");
 }

@@ -41,6 +41,7 @@ void run(const RunArgs& a, bool prompt_given, bool file_given) {
               {"tokens", r.tokens},
               {"text", r.text},
               {"logits_sha256", r.logits_sha256},
+              {"device", device_name(req.compute.device)},
               {"tokens_per_second", {{"prompt", r.prompt_tps}, {"generate", r.generate_tps}}}});
 }
 

@@ -60,6 +60,7 @@ void run_score(const ScoreArgs& a, bool text_given, bool file_given) {
          {"vs", score_json(*o, a.argmax)},
          {"nll_difference", r.nll - o->nll},
          {"more_likely", r.nll <= o->nll ? "model" : "vs"}};
+  j["device"] = device_name(a.compute.options().device);
   print_json(j);
 }
 

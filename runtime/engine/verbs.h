@@ -26,6 +26,7 @@ struct ModelArg {
 struct ComputeArgs {
   int threads = 0;
   int64_t batch = 256;
+  std::string device = "cpu";
   void add_to(CLI::App* cmd);
   ComputeOptions options() const;
 };

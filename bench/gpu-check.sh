@@ -1,0 +1,172 @@
+#!/usr/bin/env bash
+# The GPU check of the CUDA backend (docs/cuda.md), for a machine with an NVIDIA GPU:
+#   1. configure and build with -DGALLEON_CUDA=ON (BUILD_DIR, default build-cuda), or use the
+#      binaries staged by `bench/gpu-check.sh stage` (STAGE_DIR, default build-gpu-stage);
+#   2. run the CUDA tests (cuda_test: CPU vs GPU logits bits; cuda_emu_test; and, when built
+#      here, model_test's Engine.DeviceFlag);
+#   3. compare logits_sha256 of `galleon-engine run --json` on --device cpu and --device cuda
+#      for stories260K and synthetic models of every tensor type, with --batch 1, 7 and 64
+#      (prefill split three ways, then token-by-token decode);
+#   4. print a speed table (CPU and GPU tok/s, 124M and 1.1B shapes, F16 Q8_0 Q4_0 Q4_K).
+# Prints PASS or FAIL per check; exits non-zero when any check fails. Sized for about 5 minutes
+# on a 16-core H100/H200 machine (SPEED_TIMEOUT bounds the table; SKIP_SPEED=1 skips it).
+# GPU_CHECK_DEVICE=cpu is a dry run of this script on a machine without a GPU (it compares the
+# CPU with itself).
+#
+# GPU machines whose image lacks this project's build dependencies (CLI11, GTest, OpenSSL, ...):
+# run `bench/gpu-check.sh stage` on the build machine first. It builds here and copies
+# galleon-engine, cuda_test, cuda_emu_test, llama_bench and stories260K.gguf into STAGE_DIR
+# (ignored by git as build*/; about 20 MB); take that folder along and run
+# `bash bench/gpu-check.sh` from the repository root there. The staged executables need glibc
+# >= 2.34 and libstdc++ >= GCC 11 (GLIBCXX_3.4.29); the CUDA runtime is linked in and loads the
+# driver at run time.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+MODE=${1:-check}
+BUILD=${BUILD_DIR:-build-cuda}
+STAGE=${STAGE_DIR:-build-gpu-stage}
+SHARED=${GALLEON_SHARED_DIR:-$ROOT/../shared}
+JOBS=${JOBS:-$(nproc)}
+NVCC=${CUDACXX:-/usr/local/cuda/bin/nvcc}
+SPEED_TIMEOUT=${SPEED_TIMEOUT:-150}
+DEV=${GPU_CHECK_DEVICE:-cuda}
+START=$(date +%s)
+
+fails=0
+pass() { echo "PASS  $*"; }
+failed() { echo "FAIL  $*"; fails=$((fails + 1)); }
+elapsed() { echo "$(( $(date +%s) - START ))s"; }
+
+build() {
+  echo "== build ($BUILD, -j$JOBS) [$(elapsed)]"
+  cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DGALLEON_CUDA=ON \
+    -DCMAKE_CUDA_COMPILER="$NVCC" -DGALLEON_SHARED_DIR="$SHARED" >/dev/null
+  cmake --build "$BUILD" -j"$JOBS" --target "$@"
+}
+
+STAGED_BINS=(galleon-engine cuda_test cuda_emu_test llama_bench)
+if [[ "$MODE" == stage ]]; then
+  build "${STAGED_BINS[@]}"
+  rm -rf "$STAGE"
+  mkdir -p "$STAGE/bin" "$STAGE/shared/models/stories260K"
+  for b in "${STAGED_BINS[@]}"; do cp "$BUILD/bin/$b" "$STAGE/bin/"; done
+  cp "$SHARED/models/stories260K/stories260K.gguf" "$STAGE/shared/models/stories260K/"
+  du -sh "$STAGE"
+  echo "staged in $STAGE: on the GPU machine, with $STAGE beside the sources, run"
+  echo "  bash bench/gpu-check.sh"
+  exit 0
+fi
+
+echo "== machine"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null ||
+  echo "(nvidia-smi not available)"
+echo "$(nproc) CPUs; $(ldd --version 2>/dev/null | head -1)"
+
+STAGED=0
+if [[ -x "$STAGE/bin/galleon-engine" ]]; then
+  STAGED=1
+  BIN=$ROOT/$STAGE/bin
+  SHARED=$ROOT/$STAGE/shared
+  echo "== using the binaries staged in $STAGE (not building)"
+else
+  build galleon galleon-engine cuda_test cuda_emu_test model_test llama_bench
+  BIN=$ROOT/$BUILD/bin
+fi
+export GALLEON_TEST_SHARED_DIR=$SHARED GALLEON_TEST_BIN_DIR=$BIN
+
+echo "== GPU [$(elapsed)]"
+if probe=$("$BIN/galleon-engine" abi 2>&1) && grep -q '"cuda":true' <<<"$probe"; then
+  pass "galleon-engine has the CUDA backend"
+else
+  failed "galleon-engine has no CUDA backend: $probe"
+fi
+if [[ -f "$SHARED/models/stories260K/stories260K.gguf" ]] &&
+   ! probe=$("$BIN/galleon-engine" run "$SHARED/models/stories260K/stories260K.gguf" -p Once \
+     --max-tokens 1 --device "$DEV" 2>&1 >/dev/null); then
+  failed "no usable GPU: $probe"
+  echo "== stopped: nothing else can be checked without a GPU"
+  exit 1
+fi
+
+echo "== tests [$(elapsed)]"
+if out=$("$BIN/cuda_emu_test" 2>&1); then pass "cuda_emu_test"; else echo "$out"; failed "cuda_emu_test"; fi
+if out=$("$BIN/cuda_test" 2>&1); then
+  if grep -q "SKIPPED" <<<"$out" && [[ $DEV == cpu ]]; then
+    echo "(dry run: cuda_test's GPU comparisons skipped)"
+  elif grep -q "SKIPPED" <<<"$out"; then
+    echo "$out" | grep -E "SKIPPED|no CUDA" | head -5
+    failed "cuda_test: skipped (no usable GPU?)"
+  else
+    pass "cuda_test ($(grep -E '^\[  PASSED' <<<"$out"))"
+  fi
+else
+  echo "$out" | grep -E "Failure|FAILED|first differing|Error|CUDA" | head -40
+  failed "cuda_test"
+  # Name the failing kernel, and look for invalid memory accesses where the tool works.
+  GALLEON_CUDA_SYNC=1 timeout 60 "$BIN/cuda_test" --gtest_filter='Cuda.Stories260KMatchesCpu' \
+    2>&1 | grep -E "CUDA|Failure|first differing" | head -5 || true
+  if command -v compute-sanitizer >/dev/null; then
+    timeout 120 compute-sanitizer --tool memcheck --print-limit 5 "$BIN/cuda_test" \
+      --gtest_filter='Cuda.Stories260KMatchesCpu' 2>&1 | grep -vE "^\[|^$" | head -30 || true
+  fi
+fi
+if [[ $STAGED == 1 ]]; then
+  echo "(model_test Engine.DeviceFlag needs the galleon CLI and its libraries: not staged)"
+elif out=$("$BIN/model_test" --gtest_filter='Engine.DeviceFlag' 2>&1); then
+  pass "model_test Engine.DeviceFlag"
+else
+  echo "$out" | tail -20
+  failed "model_test Engine.DeviceFlag"
+fi
+
+echo "== logits_sha256, --device cpu vs $DEV [$(elapsed)]"
+TMP=$(mktemp -d /tmp/galleon-gpu-check-XXXXXX)
+trap 'rm -rf "$TMP"' EXIT
+PROMPT="Once upon a time, there was a little girl named Lily. She loved to play outside in the\
+ park with her friends. One day, she saw a big red ball under a tree and asked her mom if she\
+ could take it home. Her mom said yes, and Lily was very happy."
+
+sha() {  # MODEL DEVICE BATCH
+  "$BIN/galleon-engine" run "$1" -p "$PROMPT" --temperature 0 --ignore-eos --max-tokens 16 \
+    --json --device "$2" --batch "$3" | grep -o '"logits_sha256":"[0-9a-f]*"' | cut -d'"' -f4
+}
+
+models=()
+if [[ -f "$SHARED/models/stories260K/stories260K.gguf" ]]; then
+  models+=("$SHARED/models/stories260K/stories260K.gguf")
+else
+  failed "stories260K missing under $SHARED/models"
+fi
+"$BIN/llama_bench" --write "$TMP" --shape tiny --arch llama \
+  --type f32,f16,bf16,q8_0,q4_0,q4_1,q5_0,q5_1,q4_K,q5_K,q6_K >/dev/null
+"$BIN/llama_bench" --write "$TMP" --shape tiny --arch qwen2 --type q8_0,q4_K,f16 >/dev/null
+models+=("$TMP"/*.gguf)
+
+for m in "${models[@]}"; do
+  name=$(basename "$m" .gguf)
+  if ! ref=$(sha "$m" cpu 64) || [[ -z "$ref" ]]; then failed "$name: cpu run failed"; continue; fi
+  for b in 1 7 64; do
+    if ! got=$(sha "$m" "$DEV" "$b") || [[ -z "$got" ]]; then
+      failed "$name batch $b: $DEV run failed"
+    elif [[ "$got" == "$ref" ]]; then
+      pass "$name batch $b: ${got:0:16}"
+    else
+      failed "$name batch $b: cpu ${ref:0:16} != $DEV ${got:0:16}"
+    fi
+  done
+done
+
+if [[ "${SKIP_SPEED:-0}" != 1 ]]; then
+  echo "== speed (tok/s; prompt 128 / 64 tokens, generate 32 / 16) [$(elapsed)]"
+  # GPU rows show the device in the isa column; bw use is computed for CPU rows only.
+  timeout "$SPEED_TIMEOUT" bash -c "
+    '$BIN/llama_bench' --shape 124m --type f16,q8_0,q4_0,q4_K --device cpu,$DEV \
+      --threads $JOBS -p 128 -n 32 -r 1 &&
+    '$BIN/llama_bench' --shape 1.1b --type f16,q8_0,q4_0,q4_K --device cpu,$DEV \
+      --threads $JOBS -p 64 -n 16 -r 1 | tail -n +4" ||
+    echo "(speed table stopped after ${SPEED_TIMEOUT}s or failed; not a correctness check)"
+fi
+
+echo "== done in $(elapsed): $fails failed check(s)"
+[[ $fails -eq 0 ]]

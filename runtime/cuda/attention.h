@@ -1,0 +1,51 @@
+// The steps of the CUDA attention kernel (runtime/cuda/session.cu) as __host__ __device__
+// functions of (thread, cell) indices, so that tests/cuda_emu_test.cpp can run the kernel's
+// exact sequence on the CPU. One block per (token, head); e holds the n_kv scores, then the
+// e_j; `lanes` is the block's shared memory: 32 rows of hd e*v lanes, then 32 e lanes.
+#pragma once
+
+#include <cstdint>
+
+#include "runtime/cuda/canon_device.h"
+
+namespace galleon::cdev::attn {
+
+// Shared memory floats of a block.
+GALLEON_HD int64_t lane_floats(int64_t hd) { return 32 * hd + 32; }
+
+// Step 2 (one thread): m = max s_j in j order, as std::max(m, s_j) (NaN never replaces m).
+GALLEON_HD float max_score(const float* e, int64_t n_kv) {
+  float mx = -INFINITY;
+  for (int64_t j = 0; j < n_kv; ++j) mx = mx < e[j] ? e[j] : mx;
+  return mx;
+}
+
+// Step 4, cell c < 32 * (hd + 1): lane l = c / (hd + 1) of column d = c % (hd + 1), d == hd
+// being the e lanes: the sum over j = l mod 32 of e_j * v_j[d] (or of e_j), increasing j.
+GALLEON_HD void lane_cell(int64_t c, int64_t hd, const float* e, const float* v, int64_t kv_dim,
+                          int64_t n_kv, float* lanes) {
+  const int l = int(c / (hd + 1));
+  const int64_t d = c % (hd + 1);
+  if (d == hd)
+    lanes[32 * hd + l] = lane_sum(e, n_kv, l);
+  else
+    lanes[l * hd + d] = lane_weighted_sum(e, v + d, kv_dim, n_kv, l);
+}
+
+// Step 5 at stride s (16, 8, 4, 2, 1), cell c < s * (hd + 1): L[i] = L[i] + L[i + s] for row
+// i = c / (hd + 1) of column c % (hd + 1). Cells of one stride touch disjoint lanes.
+GALLEON_HD void tree_cell(int s, int64_t c, int64_t hd, float* lanes) {
+  const int i = int(c / (hd + 1));
+  const int64_t d = c % (hd + 1);
+  if (d == hd)
+    lanes[32 * hd + i] = lanes[32 * hd + i] + lanes[32 * hd + i + s];
+  else
+    lanes[i * hd + d] = lanes[i * hd + d] + lanes[(i + s) * hd + d];
+}
+
+// Step 6: o_d = L[0][d] / (the e lanes' L[0]).
+GALLEON_HD float output(const float* lanes, int64_t hd, int64_t d) {
+  return lanes[d] / lanes[32 * hd];
+}
+
+}  // namespace galleon::cdev::attn

@@ -1,0 +1,382 @@
+// Canonical arithmetic (docs/arithmetic.md) as functions that compile both for the GPU (nvcc,
+// __host__ __device__) and for the CPU (g++, where the qualifiers vanish). The CUDA kernels in
+// runtime/cuda/ are built from these functions only; tests/cuda_emu_test.cpp compiles this same
+// header with g++, emulates a warp (32 lanes, the __shfl_down_sync tree) and checks every
+// value bit for bit against the scalar reference (kern::ref_dot, quantize_act, canon::expf).
+//
+// This is an independent formulation of the definition, not a copy of kernels.cpp: block
+// fields are read byte by byte (little endian), rounding uses rintf (round-to-nearest-even in
+// the default rounding mode, the same as the reference's 1.5*2^23 trick for |v| < 2^22), and
+// the polynomial constants are hex literals (equal to the reference's 1.0f/5040.0f etc.; a
+// compiler front end that folds such quotients in double would round twice).
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#include "runtime/ggml_type.h"
+#include "runtime/kernels.h"  // A8Block, A8KBlock
+
+#if defined(__CUDACC__)
+#define GALLEON_HD __host__ __device__ inline
+#else
+#define GALLEON_HD inline
+#endif
+
+namespace galleon::cdev {
+
+// ---------------------------------------------------------------- bits
+
+GALLEON_HD float from_bits(uint32_t u) {
+#if defined(__CUDA_ARCH__)
+  return __uint_as_float(u);
+#else
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+#endif
+}
+
+GALLEON_HD uint32_t to_bits(float f) {
+#if defined(__CUDA_ARCH__)
+  return __float_as_uint(f);
+#else
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return u;
+#endif
+}
+
+GALLEON_HD uint32_t le16(const uint8_t* p) { return uint32_t(p[0]) | (uint32_t(p[1]) << 8); }
+GALLEON_HD uint32_t le32(const uint8_t* p) { return le16(p) | (le16(p + 2) << 16); }
+
+// binary16 -> binary32, exact. Subnormals are mant * 2^-24 (an exact product).
+GALLEON_HD float half_to_float(uint32_t h) {
+  const uint32_t sign = (h & 0x8000u) << 16;
+  const uint32_t e = (h >> 10) & 31u, m = h & 0x3ffu;
+  if (e == 31u) return from_bits(sign | 0x7f800000u | (m << 13));
+  if (e != 0u) return from_bits(sign | ((e + 112u) << 23) | (m << 13));
+  const float mag = float(int(m)) * 0x1p-24f;
+  return from_bits(sign | to_bits(mag));
+}
+GALLEON_HD float bf16_to_float(uint32_t h) { return from_bits(h << 16); }
+
+// Any NaN dot product result becomes the quiet NaN 0x7fc00000.
+GALLEON_HD float canonical_nan(float v) { return v != v ? from_bits(0x7fc00000u) : v; }
+
+// 2^k for k in [-126, 127], built from its exponent field.
+GALLEON_HD float exp2i(int k) { return from_bits(uint32_t(k + 127) << 23); }
+
+// ---------------------------------------------------------------- transcendentals
+
+// docs/arithmetic.md section 8 (same constants, same operation order as canon::expf).
+GALLEON_HD float expf(float x) {
+  if (x != x) return x;
+  if (x > 88.72283935546875f) return from_bits(0x7f800000u);
+  if (x < -103.972084045410156f) return 0.0f;
+  const float n = rintf(x * 0x1.715476p+0f);
+  const float r = (x - n * 0x1.62e4p-1f) - n * 0x1.7f7d1cp-20f;
+  const float coef[7] = {0x1.6c16c2p-10f, 0x1.111112p-7f, 0x1.555556p-5f, 0x1.555556p-3f,
+                         0.5f, 1.0f, 1.0f};
+  float p = 0x1.a01a02p-13f;  // 1/7!
+  for (int i = 0; i < 7; ++i) p = p * r + coef[i];
+  const int k = int(n);
+  const int k1 = k >> 1;  // floor(k / 2): arithmetic shift
+  return (p * exp2i(k1)) * exp2i(k - k1);
+}
+
+GALLEON_HD float silu(float x) { return x / (1.0f + expf(-x)); }
+
+// ---------------------------------------------------------------- activation quantization
+
+// Section 4. Returns d and sets *inv to 1/d (0 when d == 0). NaN never compares greater.
+GALLEON_HD float act_scale(const float* x, int n, float* inv) {
+  float amax = 0.0f;
+  for (int j = 0; j < n; ++j) {
+    const float a = fabsf(x[j]);
+    amax = a > amax ? a : amax;
+  }
+  const float d = amax / 127.0f;
+  *inv = d == 0.0f ? 0.0f : 1.0f / d;
+  return d;
+}
+
+GALLEON_HD int act_quant(float x, float inv) {
+  float v = x * inv;
+  if (v != v) return 0;
+  v = v > 127.0f ? 127.0f : v;
+  v = v < -127.0f ? -127.0f : v;
+  return int(rintf(v));
+}
+
+GALLEON_HD void quantize_a8_block(const float* x, kern::A8Block* out) {
+  float inv;
+  out->d = act_scale(x, 32, &inv);
+  int32_t sum = 0;
+  for (int j = 0; j < 32; ++j) {
+    const int q = act_quant(x[j], inv);
+    out->q[j] = int8_t(q);
+    sum += q;
+  }
+  out->sum = sum;
+}
+
+GALLEON_HD void quantize_a8k_block(const float* x, kern::A8KBlock* out) {
+  float inv;
+  out->d = act_scale(x, 256, &inv);
+  for (int g = 0; g < 16; ++g) {
+    int s = 0;
+    for (int j = 16 * g; j < 16 * g + 16; ++j) {
+      const int q = act_quant(x[j], inv);
+      out->q[j] = int8_t(q);
+      s += q;
+    }
+    out->bsums[g] = int16_t(s);
+  }
+}
+
+// ---------------------------------------------------------------- per-block contributions
+
+// How many weight elements one lane contribution covers, and the bytes they occupy.
+template <GgmlType T>
+struct TypeInfo;
+#define GALLEON_TYPE_INFO(T, ELEMS, BYTES)                  \
+  template <>                                               \
+  struct TypeInfo<GgmlType::T> {                            \
+    static constexpr int elems = ELEMS, bytes = BYTES;      \
+  };
+GALLEON_TYPE_INFO(F32, 1, 4)
+GALLEON_TYPE_INFO(F16, 1, 2)
+GALLEON_TYPE_INFO(BF16, 1, 2)
+GALLEON_TYPE_INFO(Q8_0, 32, 34)
+GALLEON_TYPE_INFO(Q4_0, 32, 18)
+GALLEON_TYPE_INFO(Q4_1, 32, 20)
+GALLEON_TYPE_INFO(Q5_0, 32, 22)
+GALLEON_TYPE_INFO(Q5_1, 32, 24)
+GALLEON_TYPE_INFO(Q4_K, 256, 144)
+GALLEON_TYPE_INFO(Q5_K, 256, 176)
+GALLEON_TYPE_INFO(Q6_K, 256, 210)
+#undef GALLEON_TYPE_INFO
+
+// Integer sums are exact, so any way of computing them is allowed (docs/arithmetic.md
+// section 5): they work on 4-byte words, 4 quants at a time, with dp4a on the GPU. Weight
+// blocks are 2-byte aligned (every block size is even), activation quants 4-byte aligned.
+
+// 4 weight bytes at a 2-byte aligned address, little endian.
+GALLEON_HD uint32_t wword(const uint8_t* p) {
+#if defined(__CUDA_ARCH__)
+  const uint16_t* h = reinterpret_cast<const uint16_t*>(p);
+  return uint32_t(h[0]) | (uint32_t(h[1]) << 16);
+#else
+  return le32(p);
+#endif
+}
+// 4 activation quants at a 4-byte aligned address.
+GALLEON_HD uint32_t aword(const int8_t* p) {
+#if defined(__CUDA_ARCH__)
+  return *reinterpret_cast<const uint32_t*>(p);
+#else
+  return le32(reinterpret_cast<const uint8_t*>(p));
+#endif
+}
+// c + sum of the 4 products of the signed bytes of w and a.
+GALLEON_HD int dot4(uint32_t w, uint32_t a, int c) {
+#if defined(__CUDA_ARCH__)
+  return __dp4a(int(w), int(a), c);
+#else
+  for (int k = 0; k < 32; k += 8) c += int(int8_t(uint8_t(w >> k))) * int(int8_t(uint8_t(a >> k)));
+  return c;
+#endif
+}
+// Bits 0..3 of x to bit 4 of bytes 0..3.
+GALLEON_HD uint32_t spread4(uint32_t x) {
+  return ((x & 1u) << 4) | ((x & 2u) << 11) | ((x & 4u) << 18) | ((x & 8u) << 25);
+}
+
+constexpr uint32_t kLowNibbles = 0x0F0F0F0Fu;
+
+// Dot of the 32 unsigned quants of a Q4_0/Q4_1/Q5_0/Q5_1 block (nibbles at qs, with the fifth
+// bits qh when has_qh) with the activation quants: element j < 16 is the low nibble of qs[j]
+// (+16 * bit j of qh), element j + 16 the high nibble (+16 * bit j + 16).
+GALLEON_HD int32_t isum_32(const uint8_t* qs, uint32_t qh, bool has_qh, const int8_t* a) {
+  int32_t s = 0;
+  for (int i = 0; i < 4; ++i) {
+    const uint32_t w = wword(qs + 4 * i);
+    uint32_t lo = w & kLowNibbles, hi = (w >> 4) & kLowNibbles;
+    if (has_qh) {
+      lo |= spread4((qh >> (4 * i)) & 15u);
+      hi |= spread4((qh >> (16 + 4 * i)) & 15u);
+    }
+    s = dot4(lo, aword(a + 4 * i), s);
+    s = dot4(hi, aword(a + 16 + 4 * i), s);
+  }
+  return s;
+}
+
+// (d_w * d_a) * float(isum) [+ m_w * (d_a * float(sum_a))] for the 32-element types. The
+// signed quants q - 8 (Q4_0) and q - 16 (Q5_0) give isum = isum(q) - offset * sum_a.
+template <GgmlType T>
+GALLEON_HD float contrib_a8(const uint8_t* w, const kern::A8Block& a) {
+  const float d = half_to_float(le16(w));
+  if constexpr (T == GgmlType::Q8_0) {
+    int32_t s = 0;
+    for (int i = 0; i < 8; ++i) s = dot4(wword(w + 2 + 4 * i), aword(a.q + 4 * i), s);
+    return (d * a.d) * float(s);
+  } else if constexpr (T == GgmlType::Q4_0) {
+    return (d * a.d) * float(isum_32(w + 2, 0, false, a.q) - 8 * a.sum);
+  } else if constexpr (T == GgmlType::Q5_0) {
+    return (d * a.d) * float(isum_32(w + 6, le32(w + 2), true, a.q) - 16 * a.sum);
+  } else {
+    static_assert(T == GgmlType::Q4_1 || T == GgmlType::Q5_1);
+    const float m = half_to_float(le16(w + 2));
+    const int32_t s = T == GgmlType::Q4_1 ? isum_32(w + 4, 0, false, a.q)
+                                          : isum_32(w + 8, le32(w + 4), true, a.q);
+    return (d * a.d) * float(s) + m * (a.d * float(a.sum));
+  }
+}
+
+// Q4_K / Q5_K (section 5): sub-block j = 2c + h covers elements 32j + l = 64c + 32h + l, the
+// low (h = 0) or high (h = 1) nibbles of qs[32c + l], plus 16 * bit j of qh[l] for Q5_K.
+template <GgmlType T>
+GALLEON_HD float contrib_kmin(const uint8_t* w, const kern::A8KBlock& a) {
+  const uint8_t* sc = w + 4;
+  const uint8_t* qh = w + 16;                                    // Q5_K only
+  const uint8_t* qs = w + (T == GgmlType::Q5_K ? 48 : 16);
+  int32_t sumi = 0, summ = 0;
+  for (int j = 0; j < 8; ++j) {
+    const int c = j >> 1, h = j & 1;
+    int scale, mn;
+    if (j < 4) {
+      scale = sc[j] & 63;
+      mn = sc[j + 4] & 63;
+    } else {
+      scale = (sc[j + 4] & 15) | ((sc[j - 4] >> 6) << 4);
+      mn = (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4);
+    }
+    int32_t is = 0;
+    for (int i = 0; i < 8; ++i) {
+      uint32_t q = (wword(qs + 32 * c + 4 * i) >> (4 * h)) & kLowNibbles;
+      if constexpr (T == GgmlType::Q5_K) q |= ((wword(qh + 4 * i) >> j) & 0x01010101u) << 4;
+      is = dot4(q, aword(a.q + 32 * j + 4 * i), is);
+    }
+    sumi += scale * is;
+    summ += mn * (int(a.bsums[2 * j]) + int(a.bsums[2 * j + 1]));
+  }
+  const float d = half_to_float(le16(w)), dmin = half_to_float(le16(w + 2));
+  return (d * a.d) * float(sumi) - (dmin * a.d) * float(summ);
+}
+
+// Q6_K: sub-block j of 16 elements e = 16j + i = 128h + 32k + l, unsigned 6-bit quants u
+// (q = u - 32, so isum_j = isum_j(u) - 32 * bsums[j]).
+GALLEON_HD float contrib_q6_k(const uint8_t* w, const kern::A8KBlock& a) {
+  const uint8_t* ql = w;
+  const uint8_t* qh = w + 128;
+  int32_t sumi = 0;
+  for (int j = 0; j < 16; ++j) {
+    const int h = j >> 3, k = (j >> 1) & 3, l0 = (j & 1) * 16;
+    int32_t is = 0;
+    for (int i = 0; i < 4; ++i) {
+      const int l = l0 + 4 * i;
+      const uint32_t lw = wword(ql + 64 * h + 32 * (k & 1) + l);
+      const uint32_t lo = (k < 2 ? lw : lw >> 4) & kLowNibbles;
+      const uint32_t hi = ((wword(qh + 32 * h + l) >> (2 * k)) & 0x03030303u) << 4;
+      is = dot4(lo | hi, aword(a.q + 16 * j + 4 * i), is);
+    }
+    sumi += int(int8_t(w[192 + j])) * (is - 32 * int(a.bsums[j]));
+  }
+  return (half_to_float(le16(w + 208)) * a.d) * float(sumi);
+}
+
+// Contribution i of a row dot product (element i for plain types, block i otherwise).
+template <GgmlType T>
+GALLEON_HD float contribution(const uint8_t* wrow, const void* act, int64_t i) {
+  const uint8_t* w = wrow + i * TypeInfo<T>::bytes;
+  if constexpr (T == GgmlType::F32) {
+    return from_bits(le32(w)) * static_cast<const float*>(act)[i];
+  } else if constexpr (T == GgmlType::F16) {
+    return half_to_float(le16(w)) * static_cast<const float*>(act)[i];
+  } else if constexpr (T == GgmlType::BF16) {
+    return bf16_to_float(le16(w)) * static_cast<const float*>(act)[i];
+  } else if constexpr (TypeInfo<T>::elems == 32) {
+    return contrib_a8<T>(w, static_cast<const kern::A8Block*>(act)[i]);
+  } else if constexpr (T == GgmlType::Q6_K) {
+    return contrib_q6_k(w, static_cast<const kern::A8KBlock*>(act)[i]);
+  } else {
+    return contrib_kmin<T>(w, static_cast<const kern::A8KBlock*>(act)[i]);
+  }
+}
+
+// Lane `lane`'s accumulators (section 2) of one weight row with nt <= K activation rows
+// (act_row_bytes apart): v[k] adds the contributions lane, lane + 32, ... of token k in
+// increasing order. The tokens interleave so that a weight block is read once for all of them;
+// each token's order is the definition's.
+template <GgmlType T, int K>
+GALLEON_HD void lane_dots(int64_t n, const void* wrow, const void* act, size_t act_row_bytes,
+                          int nt, int lane, float (&v)[K]) {
+  const int64_t count = n / TypeInfo<T>::elems;
+  const uint8_t* w = static_cast<const uint8_t*>(wrow);
+  const uint8_t* a = static_cast<const uint8_t*>(act);
+  for (int k = 0; k < K; ++k) v[k] = 0.0f;
+  for (int64_t i = lane; i < count; i += 32)
+#if defined(__CUDA_ARCH__)
+#pragma unroll
+#endif
+    for (int k = 0; k < K; ++k)
+      if (k < nt) v[k] = v[k] + contribution<T>(w, a + size_t(k) * act_row_bytes, i);
+}
+
+// Lane accumulator of f32 dot products (dot_f32, sum_sq, attention scores).
+GALLEON_HD float lane_dot_f32(const float* a, const float* b, int64_t n, int lane) {
+  float v = 0.0f;
+  for (int64_t i = lane; i < n; i += 32) v = v + a[i] * b[i];
+  return v;
+}
+
+// Lane accumulators of the attention (section 9): sum of e_j, and of e_j * v_j[d], over the
+// positions j = lane, lane + 32, ... (v rows `stride` floats apart).
+GALLEON_HD float lane_sum(const float* e, int64_t n, int lane) {
+  float v = 0.0f;
+  for (int64_t j = lane; j < n; j += 32) v = v + e[j];
+  return v;
+}
+GALLEON_HD float lane_weighted_sum(const float* e, const float* v, int64_t stride, int64_t n,
+                                   int lane) {
+  float acc = 0.0f;
+  for (int64_t j = lane; j < n; j += 32) acc = acc + e[j] * v[j * stride];
+  return acc;
+}
+
+// Host-side dispatch of a runtime type to f.template operator()<T>() (C++20 template lambda);
+// returns false for a type without a kernel.
+template <class F>
+bool with_type(GgmlType t, F&& f) {
+  switch (t) {
+#define GALLEON_CASE(T) \
+  case GgmlType::T: f.template operator()<GgmlType::T>(); return true;
+    GALLEON_CASE(F32) GALLEON_CASE(F16) GALLEON_CASE(BF16) GALLEON_CASE(Q8_0)
+    GALLEON_CASE(Q4_0) GALLEON_CASE(Q4_1) GALLEON_CASE(Q5_0) GALLEON_CASE(Q5_1)
+    GALLEON_CASE(Q4_K) GALLEON_CASE(Q5_K) GALLEON_CASE(Q6_K)
+#undef GALLEON_CASE
+    default: return false;
+  }
+}
+
+struct NoOpForType {
+  template <GgmlType>
+  void operator()() const {}
+};
+// True when `t` has a kernel (with_type accepts it).
+inline bool has_kernel(GgmlType t) { return with_type(t, NoOpForType{}); }
+
+#if defined(__CUDACC__)
+// The canonical tree on a warp: after s = 16, 8, 4, 2, 1, lane 0 holds
+// L[0] + ... in exactly the order L[i] = L[i] + L[i + s] (lanes i + s >= 32 read themselves;
+// those lanes are never read again). Every lane of the warp must call it.
+__device__ inline float warp_tree(float v) {
+  for (int s = 16; s >= 1; s >>= 1) v = v + __shfl_down_sync(0xffffffffu, v, s);
+  return v;
+}
+#endif
+
+}  // namespace galleon::cdev

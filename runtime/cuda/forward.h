@@ -1,0 +1,128 @@
+// The order of operations of the CUDA forward pass (runtime/session.cpp's, docs/arithmetic.md
+// section 9) as a template over the executor X that runs each step: CudaSession launches the
+// kernels of runtime/cuda/session.cu; tests/cuda_emu_test.cpp runs the same step functions on
+// the CPU, so the orchestration itself is checked bit for bit without a GPU. No CUDA headers.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <initializer_list>
+#include <utility>
+#include <vector>
+
+#include "runtime/kernels.h"
+#include "runtime/model.h"
+
+namespace galleon::cuda {
+
+// A weight matrix where X reads it (GPU memory for CudaSession).
+struct DevWeight {
+  GgmlType type = GgmlType::F32;
+  int64_t n_in = 0, n_out = 0;
+  size_t row_bytes = 0;
+  const uint8_t* data = nullptr;
+};
+
+struct DevLayer {
+  const float *attn_norm = nullptr, *ffn_norm = nullptr, *bq = nullptr, *bk = nullptr,
+              *bv = nullptr;  // bq == nullptr: no biases
+  DevWeight wq, wk, wv, wo, w_gate, w_up, w_down;
+};
+
+// The model's layers with every matrix passed through weight(const Weight&) -> DevWeight and
+// every vector through floats(const std::vector<float>&) -> const float*.
+template <class WeightFn, class FloatsFn>
+std::vector<DevLayer> make_layers(const Model& model, WeightFn weight, FloatsFn floats) {
+  std::vector<DevLayer> out;
+  for (const LayerWeights& L : model.layers()) {
+    DevLayer d;
+    d.attn_norm = floats(L.attn_norm);
+    d.ffn_norm = floats(L.ffn_norm);
+    if (!L.bq.empty()) {
+      d.bq = floats(L.bq);
+      d.bk = floats(L.bk);
+      d.bv = floats(L.bv);
+    }
+    d.wq = weight(L.wq);
+    d.wk = weight(L.wk);
+    d.wv = weight(L.wv);
+    d.wo = weight(L.wo);
+    d.w_gate = weight(L.w_gate);
+    d.w_up = weight(L.w_up);
+    d.w_down = weight(L.w_down);
+    out.push_back(d);
+  }
+  return out;
+}
+
+// The buffers of a forward pass of ntok tokens: x holds the embeddings on entry; logits gets
+// ntok rows of n_vocab. Caches are [layer][n_ctx][kv_dim]; the RoPE table has rows for every
+// position up to n_past + ntok; scores holds ntok * n_head * n_ctx floats.
+struct Buffers {
+  float *x, *xn, *q, *k, *v, *att, *tmp, *gate, *up, *logits, *scores, *k_cache, *v_cache;
+  const float *rope_cos, *rope_sin;
+};
+
+// Several matmuls of one input; the input is converted once per activation format (into X's
+// activation slot s).
+template <class X>
+void matmuls(X& x, const float* in, int64_t ntok,
+             std::initializer_list<std::pair<const DevWeight*, float*>> outs) {
+  kern::ActFormat formats[3];
+  const void* acts[3];
+  size_t arbs[3];
+  int n_slots = 0;
+  for (const auto& [w, y] : outs) {
+    const kern::ActFormat f = kern::act_format(w->type);
+    int s = 0;
+    while (s < n_slots && formats[s] != f) ++s;
+    if (s == n_slots) {
+      formats[s] = f;
+      arbs[s] = kern::act_row_bytes(w->type, w->n_in);
+      acts[s] = f == kern::ActFormat::F32 ? in : x.quantize(w->type, in, w->n_in, ntok, s);
+      ++n_slots;
+    }
+    x.matmul(*w, acts[s], arbs[s], ntok, y);
+  }
+}
+
+template <class X>
+void forward(X& x, const HParams& hp, const std::vector<DevLayer>& layers, const DevWeight& output,
+             const float* output_norm, const Buffers& b, int64_t ntok, int64_t n_past,
+             int64_t n_ctx) {
+  const int64_t d = hp.n_embd, hd = hp.head_dim;
+  const int64_t q_dim = hp.n_head * hd, kv_dim = hp.n_head_kv * hd;
+  const float kq_scale = 1.0f / std::sqrt(float(hd));
+  for (size_t il = 0; il < layers.size(); ++il) {
+    const DevLayer& L = layers[il];
+    x.rms_norm(b.x, L.attn_norm, d, hp.rms_eps, ntok, b.xn);
+    matmuls(x, b.xn, ntok, {{&L.wq, b.q}, {&L.wk, b.k}, {&L.wv, b.v}});
+    if (L.bq) {
+      x.add(b.q, L.bq, q_dim, ntok * q_dim, true);
+      x.add(b.k, L.bk, kv_dim, ntok * kv_dim, true);
+      x.add(b.v, L.bv, kv_dim, ntok * kv_dim, true);
+    }
+    if (hp.n_rot >= 2) {
+      x.rope(b.q, hp.n_head, hd, hp.n_rot, hp.rope_neox, ntok, n_past, b.rope_cos, b.rope_sin);
+      x.rope(b.k, hp.n_head_kv, hd, hp.n_rot, hp.rope_neox, ntok, n_past, b.rope_cos,
+             b.rope_sin);
+    }
+    float* kc = b.k_cache + int64_t(il) * n_ctx * kv_dim;
+    float* vc = b.v_cache + int64_t(il) * n_ctx * kv_dim;
+    x.copy(kc + n_past * kv_dim, b.k, ntok * kv_dim);
+    x.copy(vc + n_past * kv_dim, b.v, ntok * kv_dim);
+    x.attention(b.q, kc, vc, hp.n_head, hp.n_head / hp.n_head_kv, hd, kv_dim, ntok, n_past, n_ctx,
+                kq_scale, b.scores, b.att);
+    matmuls(x, b.att, ntok, {{&L.wo, b.tmp}});
+    x.add(b.x, b.tmp, d, ntok * d, false);
+    x.rms_norm(b.x, L.ffn_norm, d, hp.rms_eps, ntok, b.xn);
+    matmuls(x, b.xn, ntok, {{&L.w_gate, b.gate}, {&L.w_up, b.up}});
+    x.silu_mul(b.gate, b.up, ntok * hp.n_ff);
+    matmuls(x, b.gate, ntok, {{&L.w_down, b.tmp}});
+    x.add(b.x, b.tmp, d, ntok * d, false);
+  }
+  x.rms_norm(b.x, output_norm, d, hp.rms_eps, ntok, b.xn);
+  matmuls(x, b.xn, ntok, {{&output, b.logits}});
+}
+
+}  // namespace galleon::cuda

@@ -1,0 +1,510 @@
+// The CUDA session: the forward pass of runtime/session.cpp (docs/arithmetic.md section 9) with
+// every value computed by the canonical functions of canon_device.h. Parallelism never splits a
+// sum differently: a dot product is one warp (lanes = the 32 canonical lanes, then the shuffle
+// tree), a per-block activation quantization is one thread, the attention's 32-lane sums keep
+// lane j mod 32 and reduce with the canonical tree. docs/cuda.md.
+//
+// Compiled with -fmad=false -prec-div=true -prec-sqrt=true -ftz=false (runtime/CMakeLists.txt).
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "runtime/cuda/attention.h"
+#include "runtime/cuda/canon_device.h"
+#include "runtime/cuda/cuda_backend.h"
+#include "runtime/cuda/cuda_testing.h"
+#include "runtime/cuda/forward.h"
+#include "runtime/cuda/steps.h"
+#include "runtime/error.h"
+#include "runtime/model.h"
+#include "runtime/quant.h"
+
+namespace galleon::cuda {
+namespace {
+
+// ---------------------------------------------------------------- errors and RAII handles
+
+[[noreturn]] void cuda_fail(cudaError_t e, const char* what) {
+  const ErrorKind kind = e == cudaErrorMemoryAllocation ? ErrorKind::Io
+                         : (e == cudaErrorNoDevice || e == cudaErrorInsufficientDriver ||
+                            e == cudaErrorInvalidDevice || e == cudaErrorInitializationError ||
+                            e == cudaErrorSystemDriverMismatch || e == cudaErrorNotSupported ||
+                            e == cudaErrorUnsupportedPtxVersion || e == cudaErrorNoKernelImageForDevice ||
+                            e == cudaErrorSystemNotReady || e == cudaErrorCompatNotSupportedOnDevice)
+                             ? ErrorKind::Unsupported
+                             : ErrorKind::Internal;
+  fail(kind, std::string("CUDA: ") + what + ": " + cudaGetErrorString(e) + " (" +
+                 cudaGetErrorName(e) + ")");
+}
+
+void check(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) cuda_fail(e, what);
+}
+
+// A device allocation, grown on demand (contents are not kept when it grows).
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  ~DeviceBuffer() {
+    if (p_) cudaFree(p_);
+  }
+  void reserve(size_t bytes) {
+    if (bytes <= size_) return;
+    if (p_) {
+      check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");  // work may still use it
+      cudaFree(p_);
+    }
+    p_ = nullptr;
+    size_ = 0;
+    check(cudaMalloc(&p_, std::max<size_t>(bytes, 256)), "cudaMalloc");
+    size_ = bytes;
+  }
+  void upload(const void* src, size_t bytes) {
+    reserve(bytes);
+    check(cudaMemcpy(p_, src, bytes, cudaMemcpyHostToDevice), "cudaMemcpy to the GPU");
+  }
+  template <class T = void>
+  T* get() const { return static_cast<T*>(p_); }
+
+ private:
+  void* p_ = nullptr;
+  size_t size_ = 0;
+};
+
+class Stream {
+ public:
+  // A blocking stream: ordered with the synchronous copies of the legacy default stream.
+  Stream() { check(cudaStreamCreate(&s_), "cudaStreamCreate"); }
+  Stream(const Stream&) = delete;
+  Stream& operator=(const Stream&) = delete;
+  ~Stream() { cudaStreamDestroy(s_); }
+  cudaStream_t get() const { return s_; }
+
+ private:
+  cudaStream_t s_ = nullptr;
+};
+
+// GALLEON_CUDA_SYNC=1 waits for every kernel, so that a failing kernel is the one named.
+void check_launch(const char* kernel) {
+  static const bool sync = [] {
+    const char* e = std::getenv("GALLEON_CUDA_SYNC");
+    return e && *e && std::string(e) != "0";
+  }();
+  check(cudaGetLastError(), kernel);
+  if (sync) check(cudaDeviceSynchronize(), kernel);
+}
+
+unsigned blocks_for(int64_t n, int per_block) {
+  return unsigned(std::min<int64_t>((n + per_block - 1) / per_block, 1 << 30));
+}
+
+// ---------------------------------------------------------------- kernels
+
+#define GALLEON_GRID_STRIDE(i, total)                                           \
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < (total); \
+       i += int64_t(gridDim.x) * blockDim.x)
+
+constexpr int kMatmulWarps = 8;  // rows per block of the matmul kernel
+using cdev::step::kMatmulTokens;
+
+// y[t * y_stride + r] = canonical dot of weight row r and activation row t: one warp per row
+// and group of kMatmulTokens tokens (cdev::lane_dots), then the warp tree per token.
+template <GgmlType T>
+__global__ void matmul_kernel(const uint8_t* W, size_t w_row_bytes, int64_t n, int64_t n_out,
+                              const uint8_t* act, size_t act_row_bytes, int64_t ntok, float* y,
+                              int64_t y_stride) {
+  const int lane = int(threadIdx.x) & 31;
+  const int64_t r = int64_t(blockIdx.x) * kMatmulWarps + int64_t(threadIdx.x >> 5);
+  if (r >= n_out) return;  // whole warps leave together
+  const uint8_t* wrow = W + size_t(r) * w_row_bytes;
+  for (int64_t t0 = int64_t(blockIdx.y) * kMatmulTokens; t0 < ntok;
+       t0 += int64_t(gridDim.y) * kMatmulTokens) {
+    const int nt = int(ntok - t0 < kMatmulTokens ? ntok - t0 : kMatmulTokens);  // warp-uniform
+    float v[kMatmulTokens];
+    cdev::lane_dots<T>(n, wrow, act + size_t(t0) * act_row_bytes, act_row_bytes, nt, lane, v);
+#pragma unroll
+    for (int k = 0; k < kMatmulTokens; ++k) {
+      if (k >= nt) break;
+      const float sum = cdev::warp_tree(v[k]);
+      if (lane == 0) y[(t0 + k) * y_stride + r] = cdev::canonical_nan(sum);
+    }
+  }
+}
+
+// One thread per activation block (and token): Block is kern::A8Block or kern::A8KBlock.
+template <class Block, int kElems>
+__global__ void quantize_kernel(const float* x, int64_t n, int64_t ntok, Block* out) {
+  GALLEON_GRID_STRIDE(i, n / kElems * ntok) cdev::step::quantize<kElems>(x, n, i, out);
+}
+
+// y = (x * (1 / sqrt(sum_sq(x) / n + eps))) * w, one warp per token.
+__global__ void rms_norm_kernel(const float* x, const float* w, int64_t n, float eps, float* y) {
+  const int lane = int(threadIdx.x);
+  const float* xr = x + int64_t(blockIdx.x) * n;
+  float* yr = y + int64_t(blockIdx.x) * n;
+  const float ss = cdev::warp_tree(cdev::lane_dot_f32(xr, xr, n, lane));
+  const float scale =
+      cdev::step::rms_scale(cdev::canonical_nan(__shfl_sync(0xffffffffu, ss, 0)), n, eps);
+  for (int64_t i = lane; i < n; i += 32) yr[i] = cdev::step::rms_apply(xr[i], scale, w[i]);
+}
+
+__global__ void add_kernel(float* x, const float* b, int64_t dim, int64_t total, bool broadcast) {
+  GALLEON_GRID_STRIDE(i, total) cdev::step::add(x, b, dim, i, broadcast);
+}
+
+__global__ void rope_kernel(float* x, int64_t n_heads, int64_t hd, int64_t n_rot, bool neox,
+                            int64_t ntok, int64_t n_past, const float* cos_t, const float* sin_t) {
+  GALLEON_GRID_STRIDE(k, ntok * n_heads * (n_rot / 2))
+  cdev::step::rope(x, k, n_heads, hd, n_rot, neox, n_past, cos_t, sin_t);
+}
+
+__global__ void silu_mul_kernel(float* g, const float* u, int64_t total) {
+  GALLEON_GRID_STRIDE(i, total) cdev::step::silu_mul(g, u, i);
+}
+
+__global__ void expf_kernel(float* x, int64_t total) {  // cuda::testing::map only
+  GALLEON_GRID_STRIDE(i, total) x[i] = cdev::expf(x[i]);
+}
+
+constexpr int kAttnThreads = 256;
+
+// One block per (token, head); scratch holds n_ctx floats per (token, head). The steps are
+// those of runtime/cuda/attention.h (emulated on the CPU by cuda_emu_test):
+// 1. s_j = dot_f32(q, k_j) * scale, one warp per j;  2. m = max s_j in j order, one thread;
+// 3. e_j = expf(s_j - m);  4. the 32 lanes (j mod 32) of e_j * v_j[d] and of e_j, one thread
+// per (lane, d);  5. the canonical tree over the lanes in shared memory;  6. o_d = L[0][d] / sum.
+__global__ void attention_kernel(const float* q, const float* kc, const float* vc, int64_t n_head,
+                                 int64_t group, int64_t hd, int64_t kv_dim, int64_t n_past,
+                                 int64_t n_ctx, float kq_scale, float* scratch, float* out) {
+  extern __shared__ float lanes[];  // attn::lane_floats(hd)
+  __shared__ float s_max;
+  const int64_t t = blockIdx.x, h = blockIdx.y;
+  const int64_t n_kv = n_past + t + 1;
+  const int64_t q_dim = n_head * hd;
+  const int64_t off = (h / group) * hd;
+  const float* qr = q + t * q_dim + h * hd;
+  float* e = scratch + (t * n_head + h) * n_ctx;
+  const int lane = int(threadIdx.x) & 31, warp = int(threadIdx.x) >> 5;
+  const int n_warps = int(blockDim.x) >> 5;
+  for (int64_t j = warp; j < n_kv; j += n_warps) {
+    const float v = cdev::warp_tree(cdev::lane_dot_f32(qr, kc + j * kv_dim + off, hd, lane));
+    if (lane == 0) e[j] = cdev::canonical_nan(v) * kq_scale;
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) s_max = cdev::attn::max_score(e, n_kv);
+  __syncthreads();
+  const float mx = s_max;
+  for (int64_t j = threadIdx.x; j < n_kv; j += blockDim.x) e[j] = cdev::expf(e[j] - mx);
+  __syncthreads();
+  for (int64_t c = threadIdx.x; c < 32 * (hd + 1); c += blockDim.x)
+    cdev::attn::lane_cell(c, hd, e, vc + off, kv_dim, n_kv, lanes);
+  __syncthreads();
+  for (int s = 16; s >= 1; s >>= 1) {
+    for (int64_t c = threadIdx.x; c < int64_t(s) * (hd + 1); c += blockDim.x)
+      cdev::attn::tree_cell(s, c, hd, lanes);
+    __syncthreads();
+  }
+  for (int64_t d = threadIdx.x; d < hd; d += blockDim.x)
+    out[t * q_dim + h * hd + d] = cdev::attn::output(lanes, hd, d);
+}
+
+// ---------------------------------------------------------------- the session
+
+void run_matmul(const DevWeight& w, const void* act, size_t arb, int64_t ntok, float* y,
+                cudaStream_t st) {
+  const int64_t groups = (ntok + kMatmulTokens - 1) / kMatmulTokens;
+  const dim3 grid(blocks_for(w.n_out, kMatmulWarps), unsigned(std::min<int64_t>(groups, 65535)));
+  cdev::with_type(w.type, [&]<GgmlType T>() {
+    matmul_kernel<T><<<grid, 32 * kMatmulWarps, 0, st>>>(w.data, w.row_bytes, w.n_in, w.n_out,
+                                                        static_cast<const uint8_t*>(act), arb,
+                                                        ntok, y, w.n_out);
+  });
+  check_launch("matmul kernel");
+}
+
+// x (ntok rows of n) -> dst in the activation format of weight type t (A8 or A8K).
+void run_quantize(GgmlType t, const float* x, int64_t n, int64_t ntok, void* dst,
+                  cudaStream_t st) {
+  if (kern::act_format(t) == kern::ActFormat::A8)
+    quantize_kernel<kern::A8Block, 32><<<blocks_for(n / 32 * ntok, 128), 128, 0, st>>>(
+        x, n, ntok, static_cast<kern::A8Block*>(dst));
+  else
+    quantize_kernel<kern::A8KBlock, 256><<<blocks_for(n / 256 * ntok, 128), 128, 0, st>>>(
+        x, n, ntok, static_cast<kern::A8KBlock*>(dst));
+  check_launch("activation quantization kernel");
+}
+
+// The executor of forward() (runtime/cuda/forward.h) on the GPU: every step is a kernel launch
+// on one stream.
+class CudaExec {
+ public:
+  explicit CudaExec(cudaStream_t st) : st_(st) {}
+  const void* quantize(GgmlType t, const float* x, int64_t n, int64_t ntok, int slot) {
+    act_[slot].reserve(kern::act_row_bytes(t, n) * size_t(ntok));
+    run_quantize(t, x, n, ntok, act_[slot].get(), st_);
+    return act_[slot].get();
+  }
+  void matmul(const DevWeight& w, const void* act, size_t arb, int64_t ntok, float* y) {
+    run_matmul(w, act, arb, ntok, y, st_);
+  }
+  void rms_norm(const float* x, const float* w, int64_t n, float eps, int64_t ntok, float* y) {
+    rms_norm_kernel<<<unsigned(ntok), 32, 0, st_>>>(x, w, n, eps, y);
+    check_launch("rms_norm kernel");
+  }
+  void add(float* x, const float* b, int64_t dim, int64_t total, bool broadcast) {
+    add_kernel<<<blocks_for(total, 256), 256, 0, st_>>>(x, b, dim, total, broadcast);
+    check_launch("add kernel");
+  }
+  void rope(float* x, int64_t n_heads, int64_t hd, int64_t n_rot, bool neox, int64_t ntok,
+            int64_t n_past, const float* cos_t, const float* sin_t) {
+    rope_kernel<<<blocks_for(ntok * n_heads * (n_rot / 2), 256), 256, 0, st_>>>(
+        x, n_heads, hd, n_rot, neox, ntok, n_past, cos_t, sin_t);
+    check_launch("rope kernel");
+  }
+  void copy(float* dst, const float* src, int64_t count) {
+    check(cudaMemcpyAsync(dst, src, size_t(count) * sizeof(float), cudaMemcpyDeviceToDevice, st_),
+          "cudaMemcpyAsync (KV cache)");
+  }
+  void attention(const float* q, const float* kc, const float* vc, int64_t n_head, int64_t group,
+                 int64_t hd, int64_t kv_dim, int64_t ntok, int64_t n_past, int64_t n_ctx,
+                 float kq_scale, float* scores, float* out) {
+    const size_t shared = size_t(cdev::attn::lane_floats(hd)) * sizeof(float);
+    attention_kernel<<<dim3(unsigned(ntok), unsigned(n_head)), kAttnThreads, shared, st_>>>(
+        q, kc, vc, n_head, group, hd, kv_dim, n_past, n_ctx, kq_scale, scores, out);
+    check_launch("attention kernel");
+  }
+  void silu_mul(float* g, const float* u, int64_t total) {
+    silu_mul_kernel<<<blocks_for(total, 256), 256, 0, st_>>>(g, u, total);
+    check_launch("silu kernel");
+  }
+
+ private:
+  cudaStream_t st_;
+  DeviceBuffer act_[3];
+};
+
+void select_device(int device) {
+  int count = 0;
+  const cudaError_t e = cudaGetDeviceCount(&count);
+  if (e != cudaSuccess) cuda_fail(e, "no usable GPU (cudaGetDeviceCount)");
+  if (device < 0 || device >= count)
+    fail(ErrorKind::Unsupported, "CUDA: there is no GPU cuda:" + std::to_string(device) + " (" +
+                                     std::to_string(count) + " found)");
+  check(cudaSetDevice(device), "cudaSetDevice");
+}
+
+class CudaSession final : public Evaluator {
+ public:
+  CudaSession(const Model& model, int device, int64_t n_ctx);
+  int64_t n_ctx() const override { return n_ctx_; }
+
+ private:
+  // Rows::Last computes every row and copies back the last one only.
+  void do_eval(const std::vector<int32_t>& tokens, std::vector<float>& logits,
+               Rows rows) override;
+  DevWeight upload_weight(const Weight& w);
+  const float* upload_floats(const std::vector<float>& v);
+  void extend_rope_table(int64_t need);
+
+  struct SelectDevice {
+    explicit SelectDevice(int device) { select_device(device); }
+  };
+
+  const Model& model_;
+  int device_;
+  SelectDevice selected_;  // before any other CUDA call
+  int64_t n_ctx_ = 0, n_past_ = 0;
+  Stream stream_;
+  CudaExec exec_{stream_.get()};
+  std::vector<std::unique_ptr<DeviceBuffer>> owned_;           // weights and norms
+  std::unordered_map<const void*, const uint8_t*> uploaded_;  // host data -> device copy
+  std::vector<DevLayer> layers_;
+  DevWeight output_;
+  const float* output_norm_ = nullptr;
+  DeviceBuffer k_cache_, v_cache_, rope_cos_, rope_sin_;
+  std::vector<float> host_cos_, host_sin_, host_x_;
+  int64_t rope_rows_ = 0;
+  DeviceBuffer x_, xn_, q_, k_, v_, att_, gate_, up_, tmp_, logits_, scores_;
+};
+
+CudaSession::CudaSession(const Model& model, int device, int64_t n_ctx)
+    : model_(model), device_(device), selected_(device) {
+  const HParams& hp = model.hparams();
+  n_ctx_ = n_ctx > 0 ? std::min(n_ctx, hp.n_ctx_train) : hp.n_ctx_train;
+  layers_ = make_layers(
+      model, [&](const Weight& w) { return upload_weight(w); },
+      [&](const std::vector<float>& v) { return upload_floats(v); });
+  output_ = upload_weight(model.output());
+  output_norm_ = upload_floats(model.output_norm());
+  const size_t cache = size_t(hp.n_layer) * size_t(n_ctx_) * size_t(hp.n_head_kv * hp.head_dim);
+  k_cache_.reserve(cache * sizeof(float));
+  v_cache_.reserve(cache * sizeof(float));
+  const size_t rope = size_t(n_ctx_) * size_t(std::max<int64_t>(hp.n_rot / 2, 1)) * sizeof(float);
+  rope_cos_.reserve(rope);
+  rope_sin_.reserve(rope);
+}
+
+DevWeight CudaSession::upload_weight(const Weight& w) {
+  DevWeight d{w.type, w.n_in, w.n_out, w.row_bytes, nullptr};
+  if (!cdev::has_kernel(w.type))
+    fail(ErrorKind::Unsupported, "CUDA: no kernel for " + w.name + " of type " + type_name(w.type));
+  auto it = uploaded_.find(w.data);
+  if (it != uploaded_.end()) {
+    d.data = it->second;
+    return d;
+  }
+  owned_.push_back(std::make_unique<DeviceBuffer>());
+  owned_.back()->upload(w.data, w.row_bytes * size_t(w.n_out));
+  d.data = owned_.back()->get<uint8_t>();
+  uploaded_[w.data] = d.data;
+  return d;
+}
+
+const float* CudaSession::upload_floats(const std::vector<float>& v) {
+  owned_.push_back(std::make_unique<DeviceBuffer>());
+  owned_.back()->upload(v.data(), v.size() * sizeof(float));
+  return owned_.back()->get<float>();
+}
+
+void CudaSession::extend_rope_table(int64_t need) {
+  if (rope_rows_ >= need) return;
+  const int64_t half = model_.hparams().n_rot / 2;
+  if (half == 0) {
+    rope_rows_ = need;
+    return;
+  }
+  rope_table_rows(model_, rope_rows_, need, host_cos_, host_sin_);
+  const size_t off = size_t(rope_rows_ * half), count = size_t((need - rope_rows_) * half);
+  check(cudaMemcpy(rope_cos_.get<float>() + off, host_cos_.data() + off, count * 4,
+                   cudaMemcpyHostToDevice), "cudaMemcpy (rope table)");
+  check(cudaMemcpy(rope_sin_.get<float>() + off, host_sin_.data() + off, count * 4,
+                   cudaMemcpyHostToDevice), "cudaMemcpy (rope table)");
+  rope_rows_ = need;
+}
+
+void CudaSession::do_eval(const std::vector<int32_t>& tokens, std::vector<float>& logits,
+                          Rows rows) {
+  const HParams& hp = model_.hparams();
+  const int64_t ntok = int64_t(tokens.size());
+  if (ntok == 0) {
+    logits.clear();
+    return;
+  }
+  check_eval_tokens(hp, n_past_, n_ctx_, tokens);
+  check(cudaSetDevice(device_), "cudaSetDevice");
+  const size_t T = size_t(ntok), F = sizeof(float);
+  const size_t d = size_t(hp.n_embd);
+  const size_t q_dim = size_t(hp.n_head * hp.head_dim), kv_dim = size_t(hp.n_head_kv * hp.head_dim);
+  x_.reserve(T * d * F);
+  xn_.reserve(T * d * F);
+  tmp_.reserve(T * d * F);
+  q_.reserve(T * q_dim * F);
+  att_.reserve(T * q_dim * F);
+  k_.reserve(T * kv_dim * F);
+  v_.reserve(T * kv_dim * F);
+  gate_.reserve(T * size_t(hp.n_ff) * F);
+  up_.reserve(T * size_t(hp.n_ff) * F);
+  logits_.reserve(T * size_t(hp.n_vocab) * F);
+  scores_.reserve(T * size_t(hp.n_head) * size_t(n_ctx_) * F);
+  extend_rope_table(n_past_ + ntok);
+  // The embedding rows, dequantized exactly on the host.
+  embed_tokens(model_, tokens, host_x_);
+  check(cudaMemcpyAsync(x_.get(), host_x_.data(), host_x_.size() * F, cudaMemcpyHostToDevice,
+                        stream_.get()),
+        "cudaMemcpyAsync (embeddings)");
+  const Buffers b{x_.get<float>(),      xn_.get<float>(),     q_.get<float>(),
+                  k_.get<float>(),      v_.get<float>(),      att_.get<float>(),
+                  tmp_.get<float>(),    gate_.get<float>(),   up_.get<float>(),
+                  logits_.get<float>(), scores_.get<float>(), k_cache_.get<float>(),
+                  v_cache_.get<float>(), rope_cos_.get<float>(), rope_sin_.get<float>()};
+  forward(exec_, hp, layers_, output_, output_norm_, b, ntok, n_past_, n_ctx_);
+  const size_t first_row = rows == Rows::Last ? T - 1 : 0;
+  logits.resize((T - first_row) * size_t(hp.n_vocab));
+  check(cudaMemcpyAsync(logits.data(), logits_.get<float>() + first_row * size_t(hp.n_vocab),
+                        logits.size() * F, cudaMemcpyDeviceToHost, stream_.get()),
+        "cudaMemcpyAsync (logits)");
+  check(cudaStreamSynchronize(stream_.get()), "cudaStreamSynchronize");
+  n_past_ += ntok;
+}
+
+}  // namespace
+
+bool built() { return true; }
+
+int device_count(std::string* why) {
+  int count = 0;
+  const cudaError_t e = cudaGetDeviceCount(&count);
+  if (e != cudaSuccess) {
+    if (why) *why = std::string(cudaGetErrorString(e)) + " (" + cudaGetErrorName(e) + ")";
+    cudaGetLastError();  // clear the sticky-free error state
+    return 0;
+  }
+  if (count == 0 && why) *why = "no CUDA GPU found";
+  return count;
+}
+
+std::unique_ptr<Evaluator> make_session(const Model& model, int device, int64_t n_ctx) {
+  return std::make_unique<CudaSession>(model, device, n_ctx);
+}
+
+namespace testing {
+namespace {
+template <class T>
+std::vector<T> download(const DeviceBuffer& b, size_t count) {
+  std::vector<T> out(count);
+  check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
+  check(cudaMemcpy(out.data(), b.get(), count * sizeof(T), cudaMemcpyDeviceToHost), "cudaMemcpy");
+  return out;
+}
+}  // namespace
+
+std::vector<float> matmul(GgmlType type, int64_t n, int64_t rows, const std::vector<uint8_t>& w,
+                          const std::vector<uint8_t>& act, int64_t ntok) {
+  select_device(0);
+  DeviceBuffer dw, da, dy;
+  dw.upload(w.data(), w.size());
+  da.upload(act.data(), act.size());
+  dy.reserve(size_t(rows * ntok) * sizeof(float));
+  const DevWeight dev{type, n, rows, w.size() / size_t(rows), dw.get<uint8_t>()};
+  run_matmul(dev, da.get(), act.size() / size_t(ntok), ntok, dy.get<float>(), nullptr);
+  return download<float>(dy, size_t(rows * ntok));
+}
+
+std::vector<uint8_t> quantize(GgmlType type, const std::vector<float>& x, int64_t n, int64_t ntok) {
+  select_device(0);
+  DeviceBuffer dx, dq;
+  dx.upload(x.data(), x.size() * sizeof(float));
+  const size_t bytes = kern::act_row_bytes(type, n) * size_t(ntok);
+  dq.reserve(bytes);
+  run_quantize(type, dx.get<float>(), n, ntok, dq.get(), nullptr);
+  return download<uint8_t>(dq, bytes);
+}
+
+std::vector<float> map(int op, const std::vector<float>& x) {
+  select_device(0);
+  DeviceBuffer dx, ones;
+  const int64_t total = int64_t(x.size());
+  dx.upload(x.data(), x.size() * sizeof(float));
+  if (op == 0) {
+    expf_kernel<<<blocks_for(total, 256), 256>>>(dx.get<float>(), total);
+  } else {
+    const std::vector<float> one(x.size(), 1.0f);
+    ones.upload(one.data(), one.size() * sizeof(float));
+    silu_mul_kernel<<<blocks_for(total, 256), 256>>>(dx.get<float>(), ones.get<float>(), total);
+  }
+  check_launch("map kernel");
+  return download<float>(dx, x.size());
+}
+
+}  // namespace testing
+
+}  // namespace galleon::cuda

@@ -1,0 +1,201 @@
+// The CUDA backend against the CPU, bit for bit (built only with -DGALLEON_CUDA=ON): the logits
+// of stories260K and of synthetic models of every tensor type, evaluated as one prefill batch,
+// token by token and in batches of 7, must equal the CPU Session's logits exactly. Without a
+// GPU (or driver) the comparisons skip and the error path is checked instead.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "runtime/canon_math.h"
+#include "runtime/cuda/cuda_backend.h"
+#include "runtime/cuda/cuda_testing.h"
+#include "runtime/engine.h"
+#include "runtime/error.h"
+#include "runtime/gguf.h"
+#include "runtime/kernels.h"
+#include "runtime/synth.h"
+#include "tests/kernel_data.h"
+#include "tests/synth_cases.h"
+#include "tests/test_support.h"
+
+namespace galleon {
+namespace {
+
+using testing::bin_path;
+using testing::run_cmd;
+using testing::shared_path;
+
+#define GALLEON_REQUIRE_GPU()                                                   \
+  do {                                                                           \
+    std::string why;                                                             \
+    if (cuda::device_count(&why) == 0)                                           \
+      GTEST_SKIP() << "no CUDA GPU here (" << why << "): GPU comparisons skipped"; \
+  } while (0)
+
+// All logits rows of `toks`, evaluated `batch` tokens per call.
+std::vector<float> all_logits(Evaluator& ev, const std::vector<int32_t>& toks, size_t batch) {
+  std::vector<float> rows, logits;
+  for (size_t i = 0; i < toks.size(); i += batch) {
+    std::vector<int32_t> b(toks.begin() + long(i), toks.begin() + long(std::min(toks.size(), i + batch)));
+    ev.eval(b, logits);
+    rows.insert(rows.end(), logits.begin(), logits.end());
+  }
+  return rows;
+}
+
+// Compares CPU (scalar path, one thread, one batch) and CUDA (whole, 1, 7 per call) bits.
+void expect_cuda_equals_cpu(const LoadedModel& m, const std::vector<int32_t>& toks,
+                            const std::string& what) {
+  ComputeOptions cpu;
+  cpu.n_threads = 1;
+  const std::vector<float> ref = all_logits(*make_evaluator(*m.model, cpu, 0), toks, toks.size());
+  ComputeOptions gpu;
+  gpu.device = parse_device("cuda:0");
+  for (size_t batch : {toks.size(), size_t(1), size_t(7)}) {
+    const std::vector<float> got = all_logits(*make_evaluator(*m.model, gpu, 0), toks, batch);
+    ASSERT_EQ(got.size(), ref.size());
+    size_t first = 0;
+    while (first < ref.size() && std::memcmp(&ref[first], &got[first], 4) == 0) ++first;
+    EXPECT_EQ(first, ref.size()) << what << " batch " << batch << ": first differing logit "
+                                 << first << " (row " << first / size_t(m.model->hparams().n_vocab)
+                                 << "): cpu " << ref[first] << " cuda " << got[first];
+  }
+}
+
+// The kernels alone, on random data with special values (tests/kernel_data.h), against the
+// scalar reference: a mismatch here points at a kernel's arithmetic, one only in the forward
+// pass tests below at the orchestration.
+TEST(CudaKernels, MatmulMatchesRefDot) {
+  GALLEON_REQUIRE_GPU();
+  std::mt19937 rng(21);
+  const kern::Ops& ref = kern::ops(kern::Isa::Scalar);
+  for (GgmlType t : testing::kernel_data::kTypes)
+    for (int64_t blocks : {1, 31, 33, 70}) {
+      const int64_t n = blocks * (type_traits(t)->block_elems == 1 ? 32 : type_traits(t)->block_elems);
+      const int64_t rows = 19, ntok = 6;
+      const std::vector<uint8_t> w = testing::kernel_data::make_weights(rng, t, n, rows);
+      const size_t arb = kern::act_row_bytes(t, n);
+      std::vector<uint8_t> act(arb * size_t(ntok));
+      for (int64_t k = 0; k < ntok; ++k) {
+        const auto x = testing::kernel_data::make_activations(rng, n, k % 2 == 1);
+        ref.quantize_act(t, x.data(), act.data() + size_t(k) * arb, n);
+      }
+      const std::vector<float> got = cuda::testing::matmul(t, n, rows, w, act, ntok);
+      for (int64_t k = 0; k < ntok; ++k)
+        for (int64_t r = 0; r < rows; ++r) {
+          const float want = kern::ref_dot(t, n, w.data() + size_t(r) * (w.size() / size_t(rows)),
+                                           act.data() + size_t(k) * arb);
+          const float g = got[size_t(k * rows + r)];
+          ASSERT_EQ(0, std::memcmp(&want, &g, 4))
+              << type_name(t) << " n " << n << " token " << k << " row " << r << ": cpu " << want
+              << " cuda " << g;
+        }
+    }
+}
+
+TEST(CudaKernels, ActivationQuantizationMatchesScalar) {
+  GALLEON_REQUIRE_GPU();
+  std::mt19937 rng(22);
+  const kern::Ops& ref = kern::ops(kern::Isa::Scalar);
+  for (GgmlType t : {GgmlType::Q8_0, GgmlType::Q4_K}) {
+    const int64_t n = 1024, ntok = 9;
+    std::vector<float> x;
+    for (int64_t k = 0; k < ntok; ++k) {
+      const auto row = testing::kernel_data::make_activations(rng, n, k % 2 == 0);
+      x.insert(x.end(), row.begin(), row.end());
+    }
+    const size_t arb = kern::act_row_bytes(t, n);
+    std::vector<uint8_t> want(arb * size_t(ntok));
+    for (int64_t k = 0; k < ntok; ++k)
+      ref.quantize_act(t, x.data() + k * n, want.data() + size_t(k) * arb, n);
+    EXPECT_EQ(cuda::testing::quantize(t, x, n, ntok), want) << type_name(t);
+  }
+}
+
+TEST(CudaKernels, ExpAndSiluMatchCanon) {
+  GALLEON_REQUIRE_GPU();
+  std::mt19937 rng(23);
+  std::vector<float> x;
+  for (uint32_t s : testing::kernel_data::kSpecial) {
+    float f;
+    std::memcpy(&f, &s, 4);
+    x.push_back(f);
+    x.push_back(-f);
+  }
+  for (int i = 0; i < 100000; ++i) x.push_back(std::uniform_real_distribution<float>(-110, 95)(rng));
+  for (int i = 0; i < 50000; ++i) {
+    const uint32_t u = uint32_t(rng());
+    float f;
+    std::memcpy(&f, &u, 4);
+    x.push_back(f);
+  }
+  const std::vector<float> e = cuda::testing::map(0, x), s = cuda::testing::map(1, x);
+  for (size_t i = 0; i < x.size(); ++i) {
+    const float we = canon::expf(x[i]), ws = canon::silu(x[i]);
+    if (we != we) {  // NaN payloads of non-dot results may differ (docs/arithmetic.md)
+      EXPECT_NE(e[i], e[i]) << x[i];
+    } else {
+      ASSERT_EQ(0, std::memcmp(&we, &e[i], 4)) << "expf(" << x[i] << "): cpu " << we << " cuda " << e[i];
+    }
+    if (ws != ws) {
+      EXPECT_NE(s[i], s[i]) << x[i];
+    } else {
+      ASSERT_EQ(0, std::memcmp(&ws, &s[i], 4)) << "silu(" << x[i] << "): cpu " << ws << " cuda " << s[i];
+    }
+  }
+}
+
+TEST(Cuda, NoGpuIsAClearError) {
+  std::string why;
+  if (cuda::device_count(&why) > 0) GTEST_SKIP() << "a GPU is present";
+  const std::string model = shared_path("models/stories260K/stories260K.gguf");
+  GALLEON_REQUIRE_SHARED(model);
+  LoadedModel m = load_model(model);
+  ComputeOptions gpu;
+  gpu.device = parse_device("cuda");
+  try {
+    make_evaluator(*m.model, gpu, 0);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::Unsupported);
+    EXPECT_NE(e.message().find("CUDA"), std::string::npos) << e.message();
+  }
+  auto r = run_cmd({bin_path("galleon-engine"), "run", model, "-p", "Once", "--device", "cuda"});
+  EXPECT_EQ(r.exit_code, 8) << r.err;
+  EXPECT_NE(r.err.find("CUDA"), std::string::npos) << r.err;
+}
+
+TEST(Cuda, Stories260KMatchesCpu) {
+  GALLEON_REQUIRE_GPU();
+  const std::string model = shared_path("models/stories260K/stories260K.gguf");
+  GALLEON_REQUIRE_SHARED(model);
+  LoadedModel m = load_model(model);
+  std::vector<int32_t> toks = m.tokenizer->encode(
+      "Once upon a time, there was a little girl named Lily. She loved to play outside.", true,
+      false);
+  for (int i = 0; i < 80; ++i) toks.push_back(int32_t((i * 97 + 5) % m.model->hparams().n_vocab));
+  expect_cuda_equals_cpu(m, toks, "stories260K");
+}
+
+using testing::SynthCase;
+
+class CudaSynth : public ::testing::TestWithParam<SynthCase> {};
+
+TEST_P(CudaSynth, MatchesCpu) {
+  GALLEON_REQUIRE_GPU();
+  const SynthCase c = GetParam();
+  testing::TempDir dir;
+  const SynthSpec spec = testing::synth_case_spec(c);
+  LoadedModel m = testing::write_and_load(spec, dir);
+  const std::vector<int32_t> toks = testing::synth_tokens(70, spec.n_vocab);
+  expect_cuda_equals_cpu(m, toks, std::string(c.arch) + " " + type_name(c.type));
+}
+
+INSTANTIATE_TEST_SUITE_P(AllTypes, CudaSynth, testing::all_synth_cases(),
+                         testing::synth_case_name);
+
+}  // namespace
+}  // namespace galleon

@@ -1,0 +1,63 @@
+// The synthetic models every backend is checked with: each runnable tensor type (llama), and
+// qwen2 (Q/K/V biases, NeoX RoPE) for three of them. Used by model_test and cuda_test.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "runtime/engine.h"
+#include "runtime/ggml_type.h"
+#include "runtime/gguf.h"
+#include "runtime/synth.h"
+#include "tests/test_support.h"
+
+namespace galleon::testing {
+
+struct SynthCase {
+  const char* arch;
+  GgmlType type;
+};
+
+inline auto all_synth_cases() {
+  return ::testing::Values(
+      SynthCase{"llama", GgmlType::F32}, SynthCase{"llama", GgmlType::F16},
+      SynthCase{"llama", GgmlType::BF16}, SynthCase{"llama", GgmlType::Q8_0},
+      SynthCase{"llama", GgmlType::Q4_0}, SynthCase{"llama", GgmlType::Q4_1},
+      SynthCase{"llama", GgmlType::Q5_0}, SynthCase{"llama", GgmlType::Q5_1},
+      SynthCase{"llama", GgmlType::Q4_K}, SynthCase{"llama", GgmlType::Q5_K},
+      SynthCase{"llama", GgmlType::Q6_K}, SynthCase{"qwen2", GgmlType::Q8_0},
+      SynthCase{"qwen2", GgmlType::Q4_K}, SynthCase{"qwen2", GgmlType::F16});
+}
+
+inline std::string synth_case_name(const ::testing::TestParamInfo<SynthCase>& info) {
+  return std::string(info.param.arch) + "_" + type_name(info.param.type);
+}
+
+// The spec of a case: all matrices and the embedding of its type, the output tied for Q8_0.
+inline SynthSpec synth_case_spec(const SynthCase& c) {
+  SynthSpec spec;
+  spec.arch = c.arch;
+  spec.type = c.type;
+  spec.embd_type = c.type;
+  spec.tied_output = c.type == GgmlType::Q8_0;
+  return spec;
+}
+
+// Writes the model of `spec` into dir (m.gguf) and loads it.
+inline LoadedModel write_and_load(const SynthSpec& spec, const TempDir& dir) {
+  GgufWriter w;
+  make_synthetic_model(spec, w);
+  w.write_file(dir.file("m.gguf"));
+  return load_model(dir.file("m.gguf"));
+}
+
+// n token ids spread over a vocabulary of n_vocab.
+inline std::vector<int32_t> synth_tokens(int n, int64_t n_vocab) {
+  std::vector<int32_t> toks;
+  for (int i = 0; i < n; ++i) toks.push_back(int32_t((i * 37 + 11) % n_vocab));
+  return toks;
+}
+
+}  // namespace galleon::testing
