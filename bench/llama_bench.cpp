@@ -5,8 +5,8 @@
 //   llama_bench [--shape 124m|1.1b|tiny] [--type q4_0,q8_0,...] [--threads 1,2] [-p 128] [-n 64]
 //               [-r 3] [--cpu-time] [--save DIR] [--device cpu,cuda:0] [--arch llama|qwen2]
 //   llama_bench --write DIR [--shape ..] [--type ..] [--arch ..]   (writes DIR/ARCH-SHAPE-TYPE.gguf)
-// Like llama-bench: one warm-up run, then -r repetitions (each a fresh session: the prompt from
-// position 0, then the generated tokens after it); the table shows the mean. The prompt is timed
+// Like llama-bench: one warm-up run, then -r repetitions (each in fresh sessions: the prompt from
+// position 0; the generated tokens one at a time from position 0); the table shows the mean. The prompt is timed
 // twice: with every position's logits (galleon's fingerprint needs them) and with the last
 // position's only (what llama-bench's prompt test computes).
 #include <sys/wait.h>
@@ -122,14 +122,18 @@ Timing time_once(const Model& model, const ComputeOptions& o, int n_prompt, int 
     ev->eval(prompt, logits, Evaluator::Rows::Last);
     pp_last = n_prompt / (now_s() - t);
   }
+  double pp;
+  {
+    auto ev = make_evaluator(model, o, 0);
+    const double t0 = now_s();
+    ev->eval(prompt, logits);
+    pp = n_prompt / (now_s() - t0);
+  }
+  // Generation from an empty context, as llama-bench's -n test: n_gen tokens one at a time.
   auto ev = make_evaluator(model, o, 0);
-  Evaluator& s = *ev;
-  const double t0 = now_s();
-  s.eval(prompt, logits);
-  const double pp = n_prompt / (now_s() - t0);
   const double t1 = now_s();
   int32_t tok = 5;
-  for (int i = 0; i < n_gen; ++i) s.eval({tok}, logits), tok = int32_t((tok * 31 + 7) % n_vocab);
+  for (int i = 0; i < n_gen; ++i) ev->eval({tok}, logits), tok = int32_t((tok * 31 + 7) % n_vocab);
   const double tg = n_gen / (now_s() - t1);
   return {pp, pp_last, tg};
 }
