@@ -1,5 +1,7 @@
 #include "runtime/canon_math.h"
 
+#include "runtime/canon_expf.h"
+
 #include <cmath>
 #include <cstring>
 
@@ -11,18 +13,6 @@ double round_even(double x) {
   const double magic = 6755399441055744.0;  // 1.5 * 2^52
   return (x + magic) - magic;
 }
-float round_even_f(float x) {
-  const float magic = 12582912.0f;  // 1.5 * 2^23
-  return (x + magic) - magic;
-}
-
-float pow2f(int n) {  // 2^n for n in [-126, 127]
-  uint32_t bits = uint32_t(n + 127) << 23;
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
-}
-
 double pow2(int n) {  // 2^n for n in [-1022, 1023]
   uint64_t bits = uint64_t(n + 1023) << 52;
   double d;
@@ -32,29 +22,7 @@ double pow2(int n) {  // 2^n for n in [-1022, 1023]
 
 }  // namespace
 
-float expf(float x) {
-  if (x != x) return x;
-  if (x > 88.72283935546875f) return INFINITY;
-  if (x < -103.972084045410156f) return 0.0f;
-  const float n = round_even_f(x * 1.44269502162933349609375f);
-  // ln 2 split so that n * ln2_hi is exact for |n| <= 150.
-  float r = x - n * 0.693145751953125f;
-  r = r - n * 1.428606765330187045e-06f;
-  // Taylor polynomial of e^r, |r| <= 0.35, Horner form.
-  float p = 1.0f / 5040.0f;
-  p = p * r + 1.0f / 720.0f;
-  p = p * r + 1.0f / 120.0f;
-  p = p * r + 1.0f / 24.0f;
-  p = p * r + 1.0f / 6.0f;
-  p = p * r + 0.5f;
-  p = p * r + 1.0f;
-  p = p * r + 1.0f;
-  // Scale by 2^n in two exact-exponent steps so that n in [-150, 128] never leaves the range.
-  const int ni = int(n);
-  const int n1 = ni >> 1;  // floor(n / 2)
-  const int n2 = ni - n1;
-  return (p * pow2f(n1)) * pow2f(n2);
-}
+float expf(float x) { return expf_branchless(x); }
 
 float silu(float x) { return x / (1.0f + expf(-x)); }
 

@@ -8,6 +8,7 @@
 
 #include "runtime/canon_math.h"
 #include "runtime/error.h"
+#include "runtime/kernels_elem.h"
 #include "runtime/kernels_internal.h"
 
 #if defined(__x86_64__) || defined(_M_X64)
@@ -277,26 +278,8 @@ void scalar_matmul(GgmlType w, int64_t n, const void* W, size_t w_row_bytes, int
           ref_dot(w, n, wb + size_t(r) * w_row_bytes, ab + size_t(t) * act_row_bytes);
 }
 
-// Elementwise reference: the canonical functions one element at a time.
-void scalar_add(float* x, const float* y, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) x[i] = x[i] + y[i];
-}
-void scalar_axpy(float* y, float a, const float* x, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) y[i] = y[i] + a * x[i];
-}
-void scalar_scale(float* x, float s, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) x[i] = x[i] * s;
-}
-void scalar_scale_mul(float* y, const float* x, float s, const float* w, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) y[i] = (x[i] * s) * w[i];
-}
-void scalar_exp_sub(float* e, const float* x, float m, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) e[i] = canon::expf(x[i] - m);
-}
-void scalar_silu_mul(float* g, const float* u, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) g[i] = canon::silu(g[i]) * u[i];
-}
-
+// Elementwise: the shared loops of kernels_elem.h; lane_rows below is written independently
+// (one output at a time with canon::reduce_lanes) as the reference for the vectorised ones.
 void scalar_lane_rows(const float* e, const float* v, int64_t v_stride, int64_t n, int64_t hd,
                       float* lanes, float* out) {
   (void)lanes;
@@ -308,8 +291,8 @@ void scalar_lane_rows(const float* e, const float* v, int64_t v_stride, int64_t 
 }
 
 const Ops kScalarOps = {Isa::Scalar,    scalar_quantize_act, scalar_matmul,  scalar_dot_f32,
-                        scalar_sum_sq,  scalar_add,          scalar_axpy,    scalar_scale,
-                        scalar_scale_mul, scalar_exp_sub,    scalar_silu_mul, scalar_lane_rows, nullptr,
+                        scalar_sum_sq,  elem::add,           elem::axpy,     elem::scale,
+                        elem::scale_mul, elem::exp_sub,     elem::silu_mul, scalar_lane_rows, nullptr,
                         nullptr,        nullptr};
 
 const Isa kAllIsas[] = {Isa::Scalar, Isa::Sse2, Isa::Avx2, Isa::Avx512, Isa::Neon};

@@ -1,74 +1,45 @@
 // Elementwise operations of the forward pass, written as plain loops with branch-free bodies
 // so that each instruction-set file that includes this header gets them vectorised with its own
 // flags. Every element's value is the one docs/arithmetic.md defines (vectorising elementwise
-// IEEE operations changes nothing; no contraction: -ffp-contract=off). expf_lane is
-// canon::expf (section 8) computed without branches; kernels_test checks every path against it.
+// IEEE operations changes nothing; no contraction: -ffp-contract=off). The scalar path uses
+// these same functions; kernels_test checks every vectorised path against it bit for bit.
 #pragma once
 
 #include <cstdint>
 #include <cstring>
 
+#include "runtime/canon_expf.h"
+
 namespace galleon::kern {
 namespace {
 
-inline float bits_to_float(uint32_t u) {
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
-
-inline float expf_lane(float x) {
-  // Clamp first so that every lane computes finite integers; the range cases are selected last.
-  float xc = x > 89.0f ? 89.0f : x;
-  xc = xc < -104.0f ? -104.0f : xc;
-  xc = xc == xc ? xc : 0.0f;
-  const float n = (xc * 1.44269502162933349609375f + 12582912.0f) - 12582912.0f;
-  float r = xc - n * 0.693145751953125f;
-  r = r - n * 1.428606765330187045e-06f;
-  float p = 1.0f / 5040.0f;
-  p = p * r + 1.0f / 720.0f;
-  p = p * r + 1.0f / 120.0f;
-  p = p * r + 1.0f / 24.0f;
-  p = p * r + 1.0f / 6.0f;
-  p = p * r + 0.5f;
-  p = p * r + 1.0f;
-  p = p * r + 1.0f;
-  const int32_t ni = int32_t(n);
-  const int32_t n1 = ni >> 1;  // floor(n / 2)
-  const int32_t n2 = ni - n1;
-  const float v = (p * bits_to_float(uint32_t(n1 + 127) << 23)) * bits_to_float(uint32_t(n2 + 127) << 23);
-  float out = x < -103.972084045410156f ? 0.0f : v;
-  out = x > 88.72283935546875f ? __builtin_inff() : out;
-  return x == x ? out : x;
-}
-
 namespace elem {
 
-void add(float* x, const float* y, int64_t n) {
+inline void add(float* x, const float* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) x[i] = x[i] + y[i];
 }
-void axpy(float* y, float a, const float* x, int64_t n) {
+inline void axpy(float* y, float a, const float* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] = y[i] + a * x[i];
 }
-void scale(float* x, float s, int64_t n) {
+inline void scale(float* x, float s, int64_t n) {
   for (int64_t i = 0; i < n; ++i) x[i] = x[i] * s;
 }
-void scale_mul(float* y, const float* x, float s, const float* w, int64_t n) {
+inline void scale_mul(float* y, const float* x, float s, const float* w, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] = (x[i] * s) * w[i];
 }
-void exp_sub(float* e, const float* x, float m, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) e[i] = expf_lane(x[i] - m);
+inline void exp_sub(float* e, const float* x, float m, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) e[i] = canon::expf_branchless(x[i] - m);
 }
-void silu_mul(float* g, const float* u, int64_t n) {
+inline void silu_mul(float* g, const float* u, int64_t n) {
   for (int64_t i = 0; i < n; ++i) {
     const float x = g[i];
-    g[i] = (x / (1.0f + expf_lane(-x))) * u[i];
+    g[i] = (x / (1.0f + canon::expf_branchless(-x))) * u[i];
   }
 }
 
 // out[d] = the 32-lane canonical sum over j < n of e[j] * v[j * v_stride + d] (lane j mod 32,
 // increasing j, then the fixed tree), for d < hd. lanes: scratch of 32 * hd floats.
-void lane_rows(const float* e, const float* v, int64_t v_stride, int64_t n, int64_t hd,
+inline void lane_rows(const float* e, const float* v, int64_t v_stride, int64_t n, int64_t hd,
                float* lanes, float* out) {
   for (int64_t i = 0; i < 32 * hd; ++i) lanes[i] = 0.0f;
   for (int64_t j = 0; j < n; ++j) {
