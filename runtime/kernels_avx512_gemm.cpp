@@ -36,7 +36,9 @@ struct AlignedAlloc {  // 64-byte aligned storage for panels read with aligned l
   AlignedAlloc() = default;
   template <class U>
   AlignedAlloc(const AlignedAlloc<U>&) {}
-  T* allocate(size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t(64))); }
+  T* allocate(size_t n) {
+    return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t(64)));
+  }
   void deallocate(T* p, size_t) { ::operator delete(p, std::align_val_t(64)); }
   bool operator==(const AlignedAlloc&) const { return true; }
 };
@@ -62,12 +64,14 @@ static_assert(sizeof(PanelA8) == 640 && sizeof(PanelK) == 4672);
 
 // The panel of token group g: [block] of 16 tokens each; tokens past ntok are zero.
 template <class P, class Fill>
-void pack_blocks(const uint8_t* act, size_t arb, int64_t ntok, int64_t nb, int64_t g, uint8_t* dst, Fill fill) {
+void pack_blocks(const uint8_t* act, size_t arb, int64_t ntok, int64_t nb, int64_t g, uint8_t* dst,
+                 Fill fill) {
   P* out = reinterpret_cast<P*>(dst);
   for (int64_t b = 0; b < nb; ++b) {
     P& p = out[b];
     std::memset(&p, 0, sizeof p);
-    for (int i = 0; i < kTokVec && g * kTokVec + i < ntok; ++i) fill(p, i, act + size_t(g * kTokVec + i) * arb, b);
+    for (int i = 0; i < kTokVec && g * kTokVec + i < ntok; ++i)
+      fill(p, i, act + size_t(g * kTokVec + i) * arb, b);
   }
 }
 
@@ -95,7 +99,9 @@ inline __m256i nibbles16(const uint8_t* p) {
 inline __m256i plus16_where(__m256i v, const uint8_t* qh) {  // bit e of qh: element e += 16
   return _mm256_mask_add_epi8(v, __mmask32(load_u32(qh)), v, _mm256_set1_epi8(16));
 }
-inline void store32(uint8_t* dst, __m256i v) { _mm256_store_si256(reinterpret_cast<__m256i*>(dst), v); }
+inline void store32(uint8_t* dst, __m256i v) {
+  _mm256_store_si256(reinterpret_cast<__m256i*>(dst), v);
+}
 
 // A8 kinds: block bytes, offset of the min (kMin), correction shift (-1: none), decode to 32 u8.
 struct DQ8_0 {
@@ -119,12 +125,16 @@ struct DQ4_1 {
 struct DQ5_0 {
   static constexpr int kBytes = 22, kShift = 4;
   static constexpr bool kMin = false;
-  static void decode(const uint8_t* b, uint8_t* u) { store32(u, plus16_where(nibbles16(b + 6), b + 2)); }
+  static void decode(const uint8_t* b, uint8_t* u) {
+    store32(u, plus16_where(nibbles16(b + 6), b + 2));
+  }
 };
 struct DQ5_1 {
   static constexpr int kBytes = 24, kShift = -1;
   static constexpr bool kMin = true;
-  static void decode(const uint8_t* b, uint8_t* u) { store32(u, plus16_where(nibbles16(b + 8), b + 4)); }
+  static void decode(const uint8_t* b, uint8_t* u) {
+    store32(u, plus16_where(nibbles16(b + 8), b + 4));
+  }
 };
 
 // ------------------------------------------------------------------ lane tree
@@ -149,7 +159,8 @@ void lane_tree(int64_t nb, Lane lane, __m512 (&res)[R][TV]) {
       GALLEON_UNROLL
       for (int r = 0; r < R; ++r)
         GALLEON_UNROLL
-        for (int t = 0; t < TV; ++t) cur[r][t] = valid ? _mm512_add_ps(stk[lvl][r][t], cur[r][t]) : stk[lvl][r][t];
+        for (int t = 0; t < TV; ++t)
+          cur[r][t] = valid ? _mm512_add_ps(stk[lvl][r][t], cur[r][t]) : stk[lvl][r][t];
       valid = true;
       have[lvl] = false;
     }
@@ -183,65 +194,83 @@ inline void lane_sum(int64_t nb, int l, Block block, __m512 (&cur)[R][TV]) {
 
 // ------------------------------------------------------------------ A8 kinds
 
-template <class Q, int R, int TV>
-inline void block_a8(const uint8_t* const* w, const PanelA8* pan, int64_t nb, int64_t b,
-                     __m512 (&c)[R][TV]) {
-  alignas(64) uint8_t u[R][32];
-  GALLEON_UNROLL
-  for (int r = 0; r < R; ++r) Q::decode(w[r] + b * Q::kBytes, u[r]);
-  // Read the decoded bytes back from memory: broadcast loads need no shuffle unit.
-  __asm__ volatile("" : : "r"(u) : "memory");
-  const PanelA8* p[TV];
-  __m512i acc[R][TV], init[TV];
-  GALLEON_UNROLL
-  for (int t = 0; t < TV; ++t) {
-    p[t] = pan + t * nb + b;
-    const __m512i s = _mm512_load_si512(p[t]->sum);
-    init[t] = Q::kShift >= 0 ? _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(s, Q::kShift < 0 ? 0 : Q::kShift))
-                             : _mm512_setzero_si512();
-  }
-  GALLEON_UNROLL
-  for (int k = 0; k < 8; ++k) {
-    __m512i wk[R];
+template <class Q>
+struct BlockA8 {
+  template <int R, int TV>
+  static void run(const uint8_t* const* w, const PanelA8* pan, int64_t nb, int64_t b,
+                  __m512 (&c)[R][TV]) {
+    alignas(64) uint8_t u[R][32];
     GALLEON_UNROLL
-    for (int r = 0; r < R; ++r) wk[r] = bcast(u[r] + 4 * k);
+    for (int r = 0; r < R; ++r) Q::decode(w[r] + b * Q::kBytes, u[r]);
+    // Read the decoded bytes back from memory: broadcast loads need no shuffle unit.
+    __asm__ volatile("" : : "r"(u) : "memory");
+    const PanelA8* p[TV];
+    __m512i acc[R][TV], init[TV];
     GALLEON_UNROLL
     for (int t = 0; t < TV; ++t) {
-      const __m512i av = _mm512_load_si512(p[t]->q[k]);
-      GALLEON_UNROLL
-      for (int r = 0; r < R; ++r) acc[r][t] = _mm512_dpbusd_epi32(k == 0 ? init[t] : acc[r][t], wk[r], av);
+      p[t] = pan + t * nb + b;
+      const __m512i s = _mm512_load_si512(p[t]->sum);
+      init[t] = Q::kShift >= 0
+                    ? _mm512_sub_epi32(_mm512_setzero_si512(),
+                                       _mm512_slli_epi32(s, Q::kShift < 0 ? 0 : Q::kShift))
+                    : _mm512_setzero_si512();
     }
-  }
-  GALLEON_UNROLL
-  for (int t = 0; t < TV; ++t) {
-    const __m512 da = _mm512_load_ps(p[t]->d);
-    __m512 dsa;
-    if constexpr (Q::kMin) dsa = _mm512_mul_ps(da, _mm512_cvtepi32_ps(_mm512_load_si512(p[t]->sum)));
     GALLEON_UNROLL
-    for (int r = 0; r < R; ++r) {
-      const uint8_t* blk = w[r] + b * Q::kBytes;
-      __m512 v = _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(half(blk)), da), _mm512_cvtepi32_ps(acc[r][t]));
-      if constexpr (Q::kMin) v = _mm512_add_ps(v, _mm512_mul_ps(_mm512_set1_ps(half(blk + 2)), dsa));
-      c[r][t] = v;
+    for (int k = 0; k < 8; ++k) {
+      __m512i wk[R];
+      GALLEON_UNROLL
+      for (int r = 0; r < R; ++r) wk[r] = bcast(u[r] + 4 * k);
+      GALLEON_UNROLL
+      for (int t = 0; t < TV; ++t) {
+        const __m512i av = _mm512_load_si512(p[t]->q[k]);
+        GALLEON_UNROLL
+        for (int r = 0; r < R; ++r)
+          acc[r][t] = _mm512_dpbusd_epi32(k == 0 ? init[t] : acc[r][t], wk[r], av);
+      }
     }
-  }
-}
-
-template <class Q>
-struct GA8 {
-  static constexpr int kRows = 4, kTok = 2;
-  static void pack(int64_t n, const uint8_t* act, size_t arb, int64_t ntok, int64_t g, uint8_t* dst) {
-    pack_blocks<PanelA8>(act, arb, ntok, n / 32, g, dst, fill_a8);
-  }
-  static size_t group_bytes(int64_t n) { return size_t(n / 32) * sizeof(PanelA8); }
-  template <int R, int TV>
-  static void tile(const Args& a, const uint8_t* const* w, const uint8_t* pan, size_t, __m512 (&res)[R][TV]) {
-    const int64_t nb = a.n / 32;
-    const auto* p = reinterpret_cast<const PanelA8*>(pan);
-    auto block = [&](int64_t b, __m512(&c)[R][TV]) { block_a8<Q, R, TV>(w, p, nb, b, c); };
-    lane_tree<R, TV>(nb, [&](int l, __m512(&cur)[R][TV]) { lane_sum<R, TV>(nb, l, block, cur); }, res);
+    GALLEON_UNROLL
+    for (int t = 0; t < TV; ++t) {
+      const __m512 da = _mm512_load_ps(p[t]->d);
+      __m512 dsa;
+      if constexpr (Q::kMin)
+        dsa = _mm512_mul_ps(da, _mm512_cvtepi32_ps(_mm512_load_si512(p[t]->sum)));
+      GALLEON_UNROLL
+      for (int r = 0; r < R; ++r) {
+        const uint8_t* blk = w[r] + b * Q::kBytes;
+        __m512 v = _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(half(blk)), da),
+                                 _mm512_cvtepi32_ps(acc[r][t]));
+        if constexpr (Q::kMin)
+          v = _mm512_add_ps(v, _mm512_mul_ps(_mm512_set1_ps(half(blk + 2)), dsa));
+        c[r][t] = v;
+      }
+    }
   }
 };
+
+// A kind of block-quantized weights: panel type P of kBlock-element blocks, tile of kR rows x kT
+// token vectors, and Blk::run<R, TV> computing one block's contributions.
+template <class P, int kBlock, int kR, int kT, void (*Fill)(P&, int, const uint8_t*, int64_t),
+          class Blk>
+struct GBlocks {
+  static constexpr int kRows = kR, kTok = kT;
+  static void pack(int64_t n, const uint8_t* act, size_t arb, int64_t ntok, int64_t g,
+                   uint8_t* dst) {
+    pack_blocks<P>(act, arb, ntok, n / kBlock, g, dst, Fill);
+  }
+  static size_t group_bytes(int64_t n) { return size_t(n / kBlock) * sizeof(P); }
+  template <int R, int TV>
+  static void tile(const Args& a, const uint8_t* const* w, const uint8_t* pan, size_t,
+                   __m512 (&res)[R][TV]) {
+    const int64_t nb = a.n / kBlock;
+    const auto* p = reinterpret_cast<const P*>(pan);
+    auto block = [&](int64_t b, __m512(&c)[R][TV]) { Blk::template run<R, TV>(w, p, nb, b, c); };
+    lane_tree<R, TV>(
+        nb, [&](int l, __m512(&cur)[R][TV]) { lane_sum<R, TV>(nb, l, block, cur); }, res);
+  }
+};
+
+template <class Q>
+using GA8 = GBlocks<PanelA8, 32, 4, 2, fill_a8, BlockA8<Q>>;
 
 // ------------------------------------------------------------------ K kinds
 
@@ -251,11 +280,14 @@ inline void scales_k4(const uint8_t* s, int32_t* sc, int32_t* mpair) {
   const uint32_t a = load_u32(s), b = load_u32(s + 4), c = load_u32(s + 8);
   const uint32_t sc_hi = (c & 0x0F0F0F0Fu) | (((a >> 6) & 0x03030303u) << 4);
   const uint32_t mn_hi = ((c >> 4) & 0x0F0F0F0Fu) | (((b >> 6) & 0x03030303u) << 4);
-  const __m128i scb = _mm_cvtsi64_si128(int64_t(uint64_t(a & 0x3F3F3F3Fu) | (uint64_t(sc_hi) << 32)));
-  const __m128i mnb = _mm_cvtsi64_si128(int64_t(uint64_t(b & 0x3F3F3F3Fu) | (uint64_t(mn_hi) << 32)));
+  const __m128i scb =
+      _mm_cvtsi64_si128(int64_t(uint64_t(a & 0x3F3F3F3Fu) | (uint64_t(sc_hi) << 32)));
+  const __m128i mnb =
+      _mm_cvtsi64_si128(int64_t(uint64_t(b & 0x3F3F3F3Fu) | (uint64_t(mn_hi) << 32)));
   _mm256_store_si256(reinterpret_cast<__m256i*>(sc), _mm256_cvtepu8_epi32(scb));
   const __m256i m = _mm256_cvtepu8_epi32(mnb);
-  _mm256_store_si256(reinterpret_cast<__m256i*>(mpair), _mm256_or_si256(m, _mm256_slli_epi32(m, 16)));
+  _mm256_store_si256(reinterpret_cast<__m256i*>(mpair),
+                     _mm256_or_si256(m, _mm256_slli_epi32(m, 16)));
 }
 inline __m512i nibbles32(const uint8_t* p) {  // 32 bytes -> 64: low nibbles then high nibbles
   const __m256i y = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
@@ -282,13 +314,15 @@ struct DQ5_K {
   static constexpr int kBytes = 176, kSub = 8;
   static void decode(const uint8_t* b, KDec* o) {
     scales_k4(b + 4, o->sc, o->pair);
-    const __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 16)));
+    const __m512i qh =
+        _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 16)));
     for (int c = 0; c < 4; ++c) {
       const __m512i v = nibbles32(b + 48 + 32 * c);
-      const __m512i bit = _mm512_mask_blend_epi8(0xFFFFFFFF00000000ull, _mm512_set1_epi8(char(1 << (2 * c))),
-                                                 _mm512_set1_epi8(char(1 << (2 * c + 1))));
-      _mm512_store_si512(o->u + 64 * c,
-                         _mm512_mask_add_epi8(v, _mm512_test_epi8_mask(qh, bit), v, _mm512_set1_epi8(16)));
+      const __m512i bit =
+          _mm512_mask_blend_epi8(0xFFFFFFFF00000000ull, _mm512_set1_epi8(char(1 << (2 * c))),
+                                 _mm512_set1_epi8(char(1 << (2 * c + 1))));
+      _mm512_store_si512(o->u + 64 * c, _mm512_mask_add_epi8(v, _mm512_test_epi8_mask(qh, bit), v,
+                                                             _mm512_set1_epi8(16)));
     }
   }
 };
@@ -297,106 +331,102 @@ struct DQ6_K {
   static void decode(const uint8_t* b, KDec* o) {
     const __m128i sc = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 192));
     _mm512_store_si512(o->sc, _mm512_cvtepi8_epi32(sc));
-    _mm256_store_si256(reinterpret_cast<__m256i*>(o->pair), _mm256_cvtepi8_epi16(sc));  // (sc[2j], sc[2j+1])
+    _mm256_store_si256(reinterpret_cast<__m256i*>(o->pair),
+                       _mm256_cvtepi8_epi16(sc));  // (sc[2j], sc[2j+1])
     for (int c = 0; c < 4; ++c) {
       const int h = c / 2, odd = c % 2;
       const __m512i L = _mm512_loadu_si512(b + 64 * h);
       const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 128 + 32 * h));
-      const __m512i Qh = _mm512_inserti64x4(_mm512_castsi256_si512(qh), _mm256_srli_epi16(qh, 2), 1);
+      const __m512i Qh =
+          _mm512_inserti64x4(_mm512_castsi256_si512(qh), _mm256_srli_epi16(qh, 2), 1);
       const __m512i lo = odd ? _mm512_srli_epi16(L, 4) : L;
       const __m512i hb = odd ? Qh : _mm512_slli_epi16(Qh, 4);
-      _mm512_store_si512(o->u + 64 * c, _mm512_or_si512(_mm512_and_si512(lo, _mm512_set1_epi8(0x0F)),
-                                                        _mm512_and_si512(hb, _mm512_set1_epi8(0x30))));
+      _mm512_store_si512(o->u + 64 * c,
+                         _mm512_or_si512(_mm512_and_si512(lo, _mm512_set1_epi8(0x0F)),
+                                         _mm512_and_si512(hb, _mm512_set1_epi8(0x30))));
     }
   }
 };
 
-template <class Q, int R, int TV>
-inline void block_k(const uint8_t* const* w, const PanelK* pan, int64_t nb, int64_t b,
-                    __m512 (&c)[R][TV]) {
-  KDec dec[R];
-  GALLEON_UNROLL
-  for (int r = 0; r < R; ++r) Q::decode(w[r] + b * Q::kBytes, &dec[r]);
-  __asm__ volatile("" : : "r"(dec) : "memory");  // broadcast loads, as in block_a8
-  const PanelK* p[TV];
-  GALLEON_UNROLL
-  for (int t = 0; t < TV; ++t) p[t] = pan + t * nb + b;
-  constexpr int kGroups = 64 / Q::kSub;  // 4-byte groups per sub-block
-  __m512i sumi[R][TV];
-  for (int j = 0; j < Q::kSub; ++j) {
-    __m512i acc[R][TV];
+template <class Q>
+struct BlockK {
+  template <int R, int TV>
+  static void run(const uint8_t* const* w, const PanelK* pan, int64_t nb, int64_t b,
+                  __m512 (&c)[R][TV]) {
+    KDec dec[R];
     GALLEON_UNROLL
-    for (int k = 0; k < kGroups; ++k) {
-      const int g = j * kGroups + k;
-      __m512i wk[R];
+    for (int r = 0; r < R; ++r) Q::decode(w[r] + b * Q::kBytes, &dec[r]);
+    __asm__ volatile("" : : "r"(dec) : "memory");  // broadcast loads, as in BlockA8
+    const PanelK* p[TV];
+    GALLEON_UNROLL
+    for (int t = 0; t < TV; ++t) p[t] = pan + t * nb + b;
+    constexpr int kGroups = 64 / Q::kSub;  // 4-byte groups per sub-block
+    __m512i sumi[R][TV];
+    for (int j = 0; j < Q::kSub; ++j) {
+      __m512i acc[R][TV];
       GALLEON_UNROLL
-      for (int r = 0; r < R; ++r) wk[r] = bcast(dec[r].u + 4 * g);
-      GALLEON_UNROLL
-      for (int t = 0; t < TV; ++t) {
-        const __m512i av = _mm512_load_si512(p[t]->q[g]);
+      for (int k = 0; k < kGroups; ++k) {
+        const int g = j * kGroups + k;
+        __m512i wk[R];
         GALLEON_UNROLL
-        for (int r = 0; r < R; ++r)
-          acc[r][t] = _mm512_dpbusd_epi32(k == 0 ? _mm512_setzero_si512() : acc[r][t], wk[r], av);
+        for (int r = 0; r < R; ++r) wk[r] = bcast(dec[r].u + 4 * g);
+        GALLEON_UNROLL
+        for (int t = 0; t < TV; ++t) {
+          const __m512i av = _mm512_load_si512(p[t]->q[g]);
+          GALLEON_UNROLL
+          for (int r = 0; r < R; ++r)
+            acc[r][t] = _mm512_dpbusd_epi32(k == 0 ? _mm512_setzero_si512() : acc[r][t], wk[r], av);
+        }
+      }
+      GALLEON_UNROLL
+      for (int r = 0; r < R; ++r) {
+        const __m512i s = _mm512_set1_epi32(dec[r].sc[j]);
+        GALLEON_UNROLL
+        for (int t = 0; t < TV; ++t) {
+          const __m512i v = _mm512_mullo_epi32(acc[r][t], s);
+          sumi[r][t] = j == 0 ? v : _mm512_add_epi32(sumi[r][t], v);
+        }
       }
     }
+    // pairs: Q4_K/Q5_K summ = sum_j m_j * (bsums 2j + 2j+1); Q6_K corr = sum_j sc_j * bsums_j.
+    __m512i pr[R][TV];
     GALLEON_UNROLL
-    for (int r = 0; r < R; ++r) {
-      const __m512i s = _mm512_set1_epi32(dec[r].sc[j]);
+    for (int r = 0; r < R; ++r)
+      GALLEON_UNROLL
+      for (int t = 0; t < TV; ++t) pr[r][t] = _mm512_setzero_si512();
+    GALLEON_UNROLL
+    for (int j = 0; j < 8; ++j)
       GALLEON_UNROLL
       for (int t = 0; t < TV; ++t) {
-        const __m512i v = _mm512_mullo_epi32(acc[r][t], s);
-        sumi[r][t] = j == 0 ? v : _mm512_add_epi32(sumi[r][t], v);
-      }
-    }
-  }
-  // pairs: Q4_K/Q5_K summ = sum_j m_j * (bsums 2j + 2j+1); Q6_K corr = sum_j sc_j * bsums_j.
-  __m512i pr[R][TV];
-  GALLEON_UNROLL
-  for (int r = 0; r < R; ++r)
-    GALLEON_UNROLL
-    for (int t = 0; t < TV; ++t) pr[r][t] = _mm512_setzero_si512();
-  GALLEON_UNROLL
-  for (int j = 0; j < 8; ++j)
-    GALLEON_UNROLL
-    for (int t = 0; t < TV; ++t) {
       const __m512i bs = _mm512_load_si512(p[t]->bsp[j]);
       GALLEON_UNROLL
       for (int r = 0; r < R; ++r)
         pr[r][t] = _mm512_dpwssd_epi32(pr[r][t], bs, _mm512_set1_epi32(dec[r].pair[j]));
     }
-  GALLEON_UNROLL
-  for (int t = 0; t < TV; ++t) {
-    const __m512 da = _mm512_load_ps(p[t]->d);
     GALLEON_UNROLL
-    for (int r = 0; r < R; ++r) {
-      const uint8_t* blk = w[r] + b * Q::kBytes;
-      if constexpr (Q::kSub == 16) {
-        const __m512i s = _mm512_sub_epi32(sumi[r][t], _mm512_slli_epi32(pr[r][t], 5));
-        c[r][t] = _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(half(blk + 208)), da), _mm512_cvtepi32_ps(s));
-      } else {
-        const __m512 a = _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(half(blk)), da), _mm512_cvtepi32_ps(sumi[r][t]));
-        const __m512 m = _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(half(blk + 2)), da), _mm512_cvtepi32_ps(pr[r][t]));
-        c[r][t] = _mm512_sub_ps(a, m);
+    for (int t = 0; t < TV; ++t) {
+      const __m512 da = _mm512_load_ps(p[t]->d);
+      GALLEON_UNROLL
+      for (int r = 0; r < R; ++r) {
+        const uint8_t* blk = w[r] + b * Q::kBytes;
+        if constexpr (Q::kSub == 16) {
+          const __m512i s = _mm512_sub_epi32(sumi[r][t], _mm512_slli_epi32(pr[r][t], 5));
+          c[r][t] = _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(half(blk + 208)), da),
+                                  _mm512_cvtepi32_ps(s));
+        } else {
+          const __m512 a = _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(half(blk)), da),
+                                         _mm512_cvtepi32_ps(sumi[r][t]));
+          const __m512 m = _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(half(blk + 2)), da),
+                                         _mm512_cvtepi32_ps(pr[r][t]));
+          c[r][t] = _mm512_sub_ps(a, m);
+        }
       }
     }
   }
-}
+};
 
 template <class Q>
-struct GK {
-  static constexpr int kRows = 2, kTok = 4;
-  static void pack(int64_t n, const uint8_t* act, size_t arb, int64_t ntok, int64_t g, uint8_t* dst) {
-    pack_blocks<PanelK>(act, arb, ntok, n / 256, g, dst, fill_k);
-  }
-  static size_t group_bytes(int64_t n) { return size_t(n / 256) * sizeof(PanelK); }
-  template <int R, int TV>
-  static void tile(const Args& a, const uint8_t* const* w, const uint8_t* pan, size_t, __m512 (&res)[R][TV]) {
-    const int64_t nb = a.n / 256;
-    const auto* p = reinterpret_cast<const PanelK*>(pan);
-    auto block = [&](int64_t b, __m512(&c)[R][TV]) { block_k<Q, R, TV>(w, p, nb, b, c); };
-    lane_tree<R, TV>(nb, [&](int l, __m512(&cur)[R][TV]) { lane_sum<R, TV>(nb, l, block, cur); }, res);
-  }
-};
+using GK = GBlocks<PanelK, 256, 2, 4, fill_k, BlockK<Q>>;
 
 // ------------------------------------------------------------------ plain weights (F32, F16, BF16)
 
@@ -405,13 +435,17 @@ struct GK {
 inline int64_t plain_nk(int64_t n) { return (n + 31) / 32; }
 
 struct WF32 {
-  static const float* row(const uint8_t* w, int64_t, float*) { return reinterpret_cast<const float*>(w); }
+  static const float* row(const uint8_t* w, int64_t, float*) {
+    return reinterpret_cast<const float*>(w);
+  }
 };
 struct WF16 {
   static const float* row(const uint8_t* w, int64_t n, float* out) {
     int64_t i = 0;
     for (; i + 16 <= n; i += 16)
-      _mm512_storeu_ps(out + i, _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 2 * i))));
+      _mm512_storeu_ps(
+          out + i,
+          _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 2 * i))));
     for (; i < n; ++i) out[i] = _cvtsh_ss(load_u16(w + 2 * i));
     return out;
   }
@@ -429,12 +463,15 @@ struct WBF16 {
 template <class W>
 struct GPlain {
   static constexpr int kRows = 4, kTok = 4;
-  static void pack(int64_t n, const uint8_t* act, size_t arb, int64_t ntok, int64_t g, uint8_t* dst) {
+  static void pack(int64_t n, const uint8_t* act, size_t arb, int64_t ntok, int64_t g,
+                   uint8_t* dst) {
     const int64_t nk = plain_nk(n);
     float* p = reinterpret_cast<float*>(dst);
     const float* x[kTokVec];
     for (int i = 0; i < kTokVec; ++i)
-      x[i] = g * kTokVec + i < ntok ? reinterpret_cast<const float*>(act + size_t(g * kTokVec + i) * arb) : nullptr;
+      x[i] = g * kTokVec + i < ntok
+                 ? reinterpret_cast<const float*>(act + size_t(g * kTokVec + i) * arb)
+                 : nullptr;
     for (int64_t l = 0; l < 32; ++l)
       for (int64_t k = 0; k < nk; ++k, p += kTokVec) {
         const int64_t e = 32 * k + l;
@@ -485,7 +522,8 @@ struct GPlain {
 
 // One tile: rows [row, row+R) x token groups [g, g+TV); writes the tokens below ntok.
 template <class G, int R, int TV>
-void run_tile(const Args& a, const uint8_t* pan, size_t gbytes, int64_t row, int64_t g, int64_t ntok) {
+void run_tile(const Args& a, const uint8_t* pan, size_t gbytes, int64_t row, int64_t g,
+              int64_t ntok) {
   const uint8_t* w[R];
   GALLEON_UNROLL
   for (int r = 0; r < R; ++r) w[r] = a.w + size_t(row + r) * a.wrb;
@@ -500,12 +538,14 @@ void run_tile(const Args& a, const uint8_t* pan, size_t gbytes, int64_t row, int
     const int n = int(std::min<int64_t>(kTokVec, ntok - t0));
     for (int i = 0; i < n; ++i)
       GALLEON_UNROLL
-      for (int r = 0; r < R; ++r) a.y[size_t(t0 + i) * a.ys + size_t(row + r)] = canonical_nan(out[r][i]);
+      for (int r = 0; r < R; ++r)
+        a.y[size_t(t0 + i) * a.ys + size_t(row + r)] = canonical_nan(out[r][i]);
   }
 }
 
 template <class G, int R, int TV>
-void rows(const Args& a, const uint8_t* pan, size_t gbytes, int64_t r0, int64_t r1, int64_t g, int64_t ntok) {
+void rows(const Args& a, const uint8_t* pan, size_t gbytes, int64_t r0, int64_t r1, int64_t g,
+          int64_t ntok) {
   int64_t r = r0;
   for (; r + R <= r1; r += R) run_tile<G, R, TV>(a, pan, gbytes, r, g, ntok);
   for (; r < r1; ++r) run_tile<G, 1, TV>(a, pan, gbytes, r, g, ntok);
@@ -525,18 +565,30 @@ void run(const Args& a, const uint8_t* pan, int64_t r0, int64_t r1, int64_t ntok
 template <class F>
 bool with_kind(GgmlType t, F&& f) {
   switch (t) {
-    case GgmlType::Q8_0: return f(GA8<DQ8_0>{}), true;
-    case GgmlType::Q4_0: return f(GA8<DQ4_0>{}), true;
-    case GgmlType::Q4_1: return f(GA8<DQ4_1>{}), true;
-    case GgmlType::Q5_0: return f(GA8<DQ5_0>{}), true;
-    case GgmlType::Q5_1: return f(GA8<DQ5_1>{}), true;
-    case GgmlType::Q4_K: return f(GK<DQ4_K>{}), true;
-    case GgmlType::Q5_K: return f(GK<DQ5_K>{}), true;
-    case GgmlType::Q6_K: return f(GK<DQ6_K>{}), true;
-    case GgmlType::F32: return f(GPlain<WF32>{}), true;
-    case GgmlType::F16: return f(GPlain<WF16>{}), true;
-    case GgmlType::BF16: return f(GPlain<WBF16>{}), true;
-    default: return false;
+    case GgmlType::Q8_0:
+      return f(GA8<DQ8_0>{}), true;
+    case GgmlType::Q4_0:
+      return f(GA8<DQ4_0>{}), true;
+    case GgmlType::Q4_1:
+      return f(GA8<DQ4_1>{}), true;
+    case GgmlType::Q5_0:
+      return f(GA8<DQ5_0>{}), true;
+    case GgmlType::Q5_1:
+      return f(GA8<DQ5_1>{}), true;
+    case GgmlType::Q4_K:
+      return f(GK<DQ4_K>{}), true;
+    case GgmlType::Q5_K:
+      return f(GK<DQ5_K>{}), true;
+    case GgmlType::Q6_K:
+      return f(GK<DQ6_K>{}), true;
+    case GgmlType::F32:
+      return f(GPlain<WF32>{}), true;
+    case GgmlType::F16:
+      return f(GPlain<WF16>{}), true;
+    case GgmlType::BF16:
+      return f(GPlain<WBF16>{}), true;
+    default:
+      return false;
   }
 }
 
@@ -547,11 +599,14 @@ constexpr int64_t kMinTokens = 8;  // below this the row-vectorised kernels are 
 size_t panel_bytes(GgmlType w, int64_t n, int64_t ntok) {
   size_t bytes = 0;
   if (ntok >= kMinTokens)
-    with_kind(w, [&](auto k) { bytes = decltype(k)::group_bytes(n) * size_t((ntok + kTokVec - 1) / kTokVec); });
+    with_kind(w, [&](auto k) {
+      bytes = decltype(k)::group_bytes(n) * size_t((ntok + kTokVec - 1) / kTokVec);
+    });
   return bytes;
 }
 
-void pack_panel(GgmlType w, int64_t n, const void* act, size_t arb, int64_t ntok, int64_t group, void* panel) {
+void pack_panel(GgmlType w, int64_t n, const void* act, size_t arb, int64_t ntok, int64_t group,
+                void* panel) {
   with_kind(w, [&](auto k) {
     using G = decltype(k);
     G::pack(n, static_cast<const uint8_t*>(act), arb, ntok, group,
@@ -573,7 +628,8 @@ bool gemm(const Args& a, int64_t r0, int64_t r1, int64_t ntok) {
   if (bytes == 0) return false;
   thread_local std::vector<uint8_t, AlignedAlloc<uint8_t>> panel;
   if (panel.size() < bytes) panel.resize(bytes);
-  for (int64_t g = 0; g * kTokVec < ntok; ++g) pack_panel(a.type, a.n, a.act, a.arb, ntok, g, panel.data());
+  for (int64_t g = 0; g * kTokVec < ntok; ++g)
+    pack_panel(a.type, a.n, a.act, a.arb, ntok, g, panel.data());
   matmul_panel(a.type, a.n, a.w, a.wrb, r0, r1, panel.data(), ntok, a.y, a.ys);
   return true;
 }
