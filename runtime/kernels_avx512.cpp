@@ -30,6 +30,17 @@ inline float reduce_lanes(__m512 lo, __m512 hi) {
   return canonical_nan(_mm_cvtss_f32(s1));
 }
 
+// _mm512_inserti32x4 with a quarter index that is a constant only after unrolling (unoptimised
+// builds need an immediate at every call).
+inline __m512i insert128(__m512i z, __m128i v, int quarter) {
+  switch (quarter) {
+    case 0: return _mm512_inserti32x4(z, v, 0);
+    case 1: return _mm512_inserti32x4(z, v, 1);
+    case 2: return _mm512_inserti32x4(z, v, 2);
+    default: return _mm512_inserti32x4(z, v, 3);
+  }
+}
+
 inline __mmask16 tail_mask16(int64_t left) {
   return left >= 16 ? __mmask16(0xFFFF) : left <= 0 ? __mmask16(0) : __mmask16((1u << left) - 1);
 }
@@ -399,7 +410,7 @@ struct KA8 {
         GALLEON_UNROLL
         for (int k = 0; k < (kHalf ? 2 : 4); ++k) {
           const int64_t b = b0 + i + 4 * k;
-          z = _mm512_inserti32x4(z, ld128(w[r] + b * Q::kBytes + Q::kQs, kFull || b < nb), k);
+          z = insert128(z, ld128(w[r] + b * Q::kBytes + Q::kQs, kFull || b < nb), k);
         }
         const __m512i m4 = _mm512_set1_epi8(0x0F);
         const __m512i lo = _mm512_and_si512(z, m4), hi = _mm512_and_si512(_mm512_srli_epi16(z, 4), m4);
