@@ -3,6 +3,10 @@
 #include <algorithm>
 #include <cstring>
 
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
+
 namespace galleon {
 namespace {
 
@@ -20,7 +24,24 @@ constexpr uint32_t kK[64] = {
 
 inline uint32_t rotr(uint32_t x, int n) { return (x >> n) | (x << (32 - n)); }
 
+#if defined(__x86_64__)
+// The SHA extensions and SSE4.1 (cpuid 7.0 EBX bit 29, cpuid 1 ECX bits 19 and 9).
+bool cpu_has_sha() {
+  unsigned a, b, c, d;
+  if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 19)) || !(c & (1u << 9))) return false;
+  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+  return b & (1u << 29);
+}
+const bool kHaveSha = cpu_has_sha();
+#endif
+
 }  // namespace
+
+#if defined(__x86_64__)
+namespace sha256_shani {
+void blocks(uint32_t h[8], const uint8_t* p, size_t n, const uint32_t k[64]);
+}
+#endif
 
 Sha256::Sha256()
     : h_{0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab,
@@ -56,6 +77,12 @@ void Sha256::update(const void* data, size_t n) {
     block(buf_);
     buf_len_ = 0;
   }
+#if defined(__x86_64__)
+  if (kHaveSha && n >= 64) {
+    sha256_shani::blocks(h_, p, n / 64, kK);
+    p += n / 64 * 64, n %= 64;
+  }
+#endif
   for (; n >= 64; p += 64, n -= 64) block(p);
   std::memcpy(buf_, p, n);
   buf_len_ = n;
