@@ -22,11 +22,11 @@ Device parse_device(const std::string& text);
 std::string device_name(const Device& d);
 
 // Evaluates tokens against a KV cache (the contract of Session::eval: n rows of n_vocab logits
-// for the positions n_past .. n_past + n - 1, or only the last row with Rows::Last; any split
-// into calls gives the same bits).
+// for the positions n_past .. n_past + n - 1, only the last row with Rows::Last, none with
+// Rows::None; any split into calls gives the same bits).
 class Evaluator {
  public:
-  enum class Rows { All, Last };
+  enum class Rows { All, Last, None };
   virtual ~Evaluator() = default;
   void eval(const std::vector<int32_t>& tokens, std::vector<float>& logits,
             Rows rows = Rows::All) {

@@ -34,27 +34,28 @@ class CpuEvaluator final : public Evaluator {
  private:
   void do_eval(const std::vector<int32_t>& tokens, std::vector<float>& logits,
                Rows rows) override {
-    s_.eval(tokens, logits, rows == Rows::Last ? Session::LogitRows::Last : Session::LogitRows::All);
+    s_.eval(tokens, logits,
+            rows == Rows::All    ? Session::LogitRows::All
+            : rows == Rows::Last ? Session::LogitRows::Last
+                                 : Session::LogitRows::None);
   }
   Session s_;
 };
 
-// Evaluates tokens in batches of at most max_batch, hashing and keeping every logits row when
-// `all_rows` is set, else only the last row.
-void eval_batched(Evaluator& s, const std::vector<int32_t>& tokens, int64_t max_batch, Sha256& h,
-                  std::vector<float>& rows, bool all_rows, int64_t n_vocab) {
+// Evaluates tokens in batches of at most max_batch. With Rows::All `out` receives every logits
+// row; with Rows::Last only the last token's row (earlier batches compute no logits).
+void eval_batched(Evaluator& s, const std::vector<int32_t>& tokens, int64_t max_batch,
+                  Evaluator::Rows rows, std::vector<float>& out) {
   std::vector<float> logits;
-  rows.clear();
+  out.clear();
   for (size_t i = 0; i < tokens.size(); i += size_t(max_batch)) {
-    std::vector<int32_t> batch(tokens.begin() + long(i),
-                               tokens.begin() + long(std::min(tokens.size(), i + size_t(max_batch))));
-    s.eval(batch, logits);
-    hash_logits(h, logits.data(), logits.size());
-    if (all_rows) {
-      rows.insert(rows.end(), logits.begin(), logits.end());
-    } else {
-      rows.assign(logits.end() - n_vocab, logits.end());
-    }
+    const size_t end = std::min(tokens.size(), i + size_t(max_batch));
+    std::vector<int32_t> batch(tokens.begin() + long(i), tokens.begin() + long(end));
+    const bool last_batch = end == tokens.size();
+    s.eval(batch, logits, rows == Evaluator::Rows::All ? rows
+                          : last_batch                 ? Evaluator::Rows::Last
+                                                       : Evaluator::Rows::None);
+    out.insert(out.end(), logits.begin(), logits.end());
   }
 }
 
@@ -109,7 +110,8 @@ GenerateResult generate(const LoadedModel& m, const GenerateRequest& req,
   Sha256 h;
   std::vector<float> last;
   auto t0 = Clock::now();
-  eval_batched(s, req.prompt_tokens, req.compute.max_batch, h, last, false, hp.n_vocab);
+  eval_batched(s, req.prompt_tokens, req.compute.max_batch, Evaluator::Rows::Last, last);
+  hash_logits(h, last.data(), last.size());
   double prompt_s = seconds_since(t0);
   r.prompt_tps = prompt_s > 0 ? double(req.prompt_tokens.size()) / prompt_s : 0;
   auto t1 = Clock::now();
@@ -145,7 +147,8 @@ ScoreResult score(const LoadedModel& m, const std::vector<int32_t>& tokens,
   Evaluator& s = *ev;
   Sha256 h;
   std::vector<float> rows;
-  eval_batched(s, tokens, compute.max_batch, h, rows, true, hp.n_vocab);
+  eval_batched(s, tokens, compute.max_batch, Evaluator::Rows::All, rows);
+  hash_logits(h, rows.data(), rows.size());
   ScoreResult r;
   r.n_tokens = int64_t(tokens.size());
   const size_t V = size_t(hp.n_vocab);

@@ -1,6 +1,7 @@
 // High-level engine operations shared by galleon-engine and the galleon CLI: load a model,
-// generate, score. Logits fingerprint: sha256 of the little-endian f32 logits of every
-// evaluated position, in order (docs/arithmetic.md).
+// generate, score. Logits fingerprint: sha256 of the little-endian f32 logits rows the
+// operation evaluates, in order (docs/arithmetic.md section 10): generate evaluates the last
+// prompt position's row, then one row per generated token except the last; score every row.
 #pragma once
 
 #include <cstdint>

@@ -113,9 +113,9 @@ class Session {
   // Evaluates `tokens` at positions n_past .. n_past + n - 1 and writes n rows of n_vocab logits
   // into `logits` (resized). Error(Invalid) when a token id is out of range, Error(Invalid)
   // when the context limit would be exceeded.
-  // LogitRows::Last computes only the last token's row (what llama-bench's prompt test does;
-  // galleon's fingerprint needs every row, so the engine always asks for All).
-  enum class LogitRows { All, Last };
+  // LogitRows::Last computes only the last token's row and LogitRows::None none (`logits` is
+  // left empty): generation needs the last prompt row only, scoring needs all (docs/cli.md).
+  enum class LogitRows { All, Last, None };
   void eval(const std::vector<int32_t>& tokens, std::vector<float>& logits,
             LogitRows rows = LogitRows::All);
   void reset() { n_past_ = 0; }

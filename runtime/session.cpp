@@ -277,6 +277,11 @@ void Session::eval(const std::vector<int32_t>& tokens, std::vector<float>& logit
   for (size_t t = 0; t < T; ++t)
     dequantize_row(emb.type, emb.data + size_t(tokens[t]) * emb.row_bytes, &s.x[t * size_t(d)], d);
   for (int64_t il = 0; il < hp.n_layer; ++il) layer_forward(il, n_tok);
+  if (rows == LogitRows::None) {
+    logits.clear();
+    n_past_ += n_tok;
+    return;
+  }
   const int64_t first = rows == LogitRows::Last ? n_tok - 1 : 0;
   per_token(n_tok - first, d, [&](int64_t i) {
     const size_t t = size_t(first + i);

@@ -343,6 +343,68 @@ TEST(Engine, LastLogitRowEqualsTheLastRowOfAll) {
   all.eval({5}, a);
   last.eval({5}, l);
   EXPECT_EQ(a, l);
+  // LogitRows::None computes no row but caches the positions like the others.
+  Session none(*m.model, o);
+  std::vector<float> n{1.0f};
+  none.eval(toks, n, Session::LogitRows::None);
+  EXPECT_TRUE(n.empty());
+  EXPECT_EQ(none.n_past(), int64_t(toks.size()));
+  none.eval({5}, n);
+  all.eval({9}, a);
+  last.eval({9}, l);
+  none.eval({9}, n);
+  EXPECT_EQ(n, a);
+  EXPECT_EQ(l, a);
+}
+
+// generate's fingerprint (docs/arithmetic.md section 10): the last prompt row, then the row of
+// each generated token but the last, whatever the prompt batch size; score's: every row.
+TEST(Engine, FingerprintsHashTheRowsEachCommandUses) {
+  testing::TempDir dir;
+  SynthSpec spec;
+  spec.type = GgmlType::Q8_0;
+  LoadedModel m = testing::write_and_load(spec, dir);
+  const std::vector<int32_t> prompt = testing::synth_tokens(13, spec.n_vocab);
+  const size_t nv = size_t(m.model->hparams().n_vocab);
+  GenerateRequest req;
+  req.prompt_tokens = prompt;
+  req.max_tokens = 6;
+  req.ignore_eos = true;
+  req.sampling.temperature = 0.8f;
+  req.sampling.seed = 11;
+  req.compute.n_threads = 2;
+  req.compute.isa = kern::best_isa();
+  std::string first;
+  GenerateResult r;
+  for (int64_t batch : {256, 1, 4, 13}) {
+    req.compute.max_batch = batch;
+    r = generate(m, req, nullptr);
+    if (first.empty()) first = r.logits_sha256;
+    EXPECT_EQ(r.logits_sha256, first) << "batch " << batch;
+  }
+  ASSERT_EQ(r.tokens.size(), 6u);
+  // The same rows computed by hand, from a session that evaluates every row.
+  SessionOptions o;
+  o.isa = kern::Isa::Scalar;
+  o.n_threads = 1;
+  Session s(*m.model, o);
+  std::vector<float> logits;
+  s.eval(prompt, logits);
+  Sha256 h;
+  hash_logits(h, logits.data() + logits.size() - nv, nv);
+  std::vector<float> every(logits);
+  for (size_t i = 0; i + 1 < r.tokens.size(); ++i) {
+    s.eval({r.tokens[i]}, logits);
+    hash_logits(h, logits.data(), nv);
+    every.insert(every.end(), logits.begin(), logits.end());
+  }
+  EXPECT_EQ(r.logits_sha256, h.finish_hex());
+  // score over prompt + generated tokens but the last hashes every row.
+  std::vector<int32_t> text = prompt;
+  text.insert(text.end(), r.tokens.begin(), r.tokens.end() - 1);
+  Sha256 all;
+  hash_logits(all, every.data(), every.size());
+  EXPECT_EQ(score(m, text, req.compute).logits_sha256, all.finish_hex());
 }
 
 TEST_P(SynthModels, BitIdenticalAcrossIsaThreadsAndBatches) {

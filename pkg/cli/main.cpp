@@ -24,7 +24,7 @@ int main(int argc, char** argv) {
   using namespace galleon;
   CLI::App app{"galleon: portable, signed, bit-reproducible language models"};
   app.require_subcommand(1);
-  app.set_version_flag("--version", "galleon 0.1.0");
+  app.set_version_flag("--version", "galleon 0.2.0");
   cli::Context ctx;
   auto& verbs = cli::registry();
   std::sort(verbs.begin(), verbs.end(),

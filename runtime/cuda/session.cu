@@ -308,7 +308,7 @@ class CudaSession final : public Evaluator {
   int64_t n_ctx() const override { return n_ctx_; }
 
  private:
-  // Rows::Last computes every row and copies back the last one only.
+  // Rows::Last and Rows::None compute every row and copy back the last one or none.
   void do_eval(const std::vector<int32_t>& tokens, std::vector<float>& logits,
                Rows rows) override;
   DevWeight upload_weight(const Weight& w);
@@ -427,11 +427,12 @@ void CudaSession::do_eval(const std::vector<int32_t>& tokens, std::vector<float>
                   logits_.get<float>(), scores_.get<float>(), k_cache_.get<float>(),
                   v_cache_.get<float>(), rope_cos_.get<float>(), rope_sin_.get<float>()};
   forward(exec_, hp, layers_, output_, output_norm_, b, ntok, n_past_, n_ctx_);
-  const size_t first_row = rows == Rows::Last ? T - 1 : 0;
-  logits.resize((T - first_row) * size_t(hp.n_vocab));
-  check(cudaMemcpyAsync(logits.data(), logits_.get<float>() + first_row * size_t(hp.n_vocab),
-                        logits.size() * F, cudaMemcpyDeviceToHost, stream_.get()),
-        "cudaMemcpyAsync (logits)");
+  const size_t first_row = rows == Rows::All ? 0 : T - 1;
+  logits.resize(rows == Rows::None ? 0 : (T - first_row) * size_t(hp.n_vocab));
+  if (!logits.empty())
+    check(cudaMemcpyAsync(logits.data(), logits_.get<float>() + first_row * size_t(hp.n_vocab),
+                          logits.size() * F, cudaMemcpyDeviceToHost, stream_.get()),
+          "cudaMemcpyAsync (logits)");
   check(cudaStreamSynchronize(stream_.get()), "cudaStreamSynchronize");
   n_past_ += ntok;
 }
