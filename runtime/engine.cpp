@@ -23,6 +23,7 @@ SessionOptions session_options(const ComputeOptions& c, int64_t n_ctx) {
   o.n_ctx = n_ctx;
   o.n_threads = c.n_threads > 0 ? c.n_threads : int(std::max(1u, std::thread::hardware_concurrency()));
   o.isa = c.isa;
+  o.max_batch = c.max_batch;
   return o;
 }
 

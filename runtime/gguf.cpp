@@ -579,6 +579,12 @@ std::unique_ptr<GgufFile> GgufFile::from_memory(const void* data, size_t size, s
   return f;
 }
 
+void GgufFile::prefault() const {
+#ifdef MADV_POPULATE_READ
+  if (map_addr_) ::madvise(map_addr_, map_len_, MADV_POPULATE_READ);
+#endif
+}
+
 GgufFile::~GgufFile() {
   if (map_addr_) ::munmap(map_addr_, map_len_);
 }

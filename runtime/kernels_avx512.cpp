@@ -9,6 +9,7 @@
 
 #include <vector>
 
+#include "runtime/kernels_avx512_lanes.h"
 #include "runtime/kernels_elem.h"
 #include "runtime/kernels_internal.h"
 #include "runtime/kernels_tiling.h"
@@ -841,12 +842,47 @@ float dot_f32(const float* a, const float* b, int64_t n) {
 }
 float sum_sq(const float* x, int64_t n) { return dot_f32(x, x, n); }
 
+// Attention's weighted sum of V rows (docs/arithmetic.md section 9): lane j mod 32 adds e_j * v_j
+// in increasing j; the lanes are combined by the binary counter of kernels_avx512_lanes.h, C
+// registers of 16 columns at once, without a lane array in memory.
+template <int C>
+void lane_rows_c(const float* e, const float* v, int64_t vs, int64_t n, float* out) {
+  __m512 res[1][C];
+  lane_tree<1, C>(n, [&](int l, __m512(&cur)[1][C]) {
+    const __m512 el = _mm512_set1_ps(e[l]);
+    GALLEON_UNROLL
+    for (int c = 0; c < C; ++c) cur[0][c] = _mm512_mul_ps(el, _mm512_loadu_ps(v + l * vs + 16 * c));
+    for (int64_t j = l + 32; j < n; j += 32) {
+      const __m512 ej = _mm512_set1_ps(e[j]);
+      GALLEON_UNROLL
+      for (int c = 0; c < C; ++c)
+        cur[0][c] = _mm512_add_ps(cur[0][c], _mm512_mul_ps(ej, _mm512_loadu_ps(v + j * vs + 16 * c)));
+    }
+  }, res);
+  GALLEON_UNROLL
+  for (int c = 0; c < C; ++c) _mm512_storeu_ps(out + 16 * c, res[0][c]);
+}
+
+void lane_rows(const float* e, const float* v, int64_t vs, int64_t n, int64_t hd, float* lanes,
+               float* out) {
+  switch (hd) {
+    case 16: return lane_rows_c<1>(e, v, vs, n, out);
+    case 32: return lane_rows_c<2>(e, v, vs, n, out);
+    case 48: return lane_rows_c<3>(e, v, vs, n, out);
+    case 64: return lane_rows_c<4>(e, v, vs, n, out);
+    case 80: return lane_rows_c<5>(e, v, vs, n, out);
+    case 96: return lane_rows_c<6>(e, v, vs, n, out);
+    case 128: return lane_rows_c<8>(e, v, vs, n, out);
+    default: return elem::lane_rows(e, v, vs, n, hd, lanes, out);
+  }
+}
+
 }  // namespace
 
 const Ops& table() {
   static const Ops t = {Isa::Avx512,     quantize_act,   matmul,         dot_f32,
                        sum_sq,        elem::add,      elem::axpy,     elem::scale,
-                       elem::scale_mul, elem::exp_sub, elem::silu_mul, elem::lane_rows, panel_bytes,
+                       elem::scale_mul, elem::exp_sub, elem::silu_mul, lane_rows,      panel_bytes,
                        pack_panel,    matmul_panel};
   return t;
 }

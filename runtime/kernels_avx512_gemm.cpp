@@ -20,13 +20,12 @@
 #include <new>
 #include <vector>
 
+#include "runtime/kernels_avx512_lanes.h"
 #include "runtime/kernels_internal.h"
 #include "runtime/kernels_tiling.h"
 
 namespace galleon::kern::avx512 {
 namespace {
-
-#define GALLEON_UNROLL _Pragma("GCC unroll 16")
 
 constexpr int kTokVec = 16;  // tokens per register
 
@@ -136,47 +135,6 @@ struct DQ5_1 {
     store32(u, plus16_where(nibbles16(b + 8), b + 4));
   }
 };
-
-// ------------------------------------------------------------------ lane tree
-
-constexpr int kRev5[32] = {0, 16, 8, 24, 4, 20, 12, 28, 2, 18, 10, 26, 6, 22, 14, 30,
-                           1, 17, 9, 25, 5, 21, 13, 29, 3, 19, 11, 27, 7, 23, 15, 31};
-
-// Sums the 32 canonical lanes of R x TV outputs with the fixed tree. lane(l, out) writes the sum
-// of lane l's contributions (l < nb only).
-template <int R, int TV, class Lane>
-void lane_tree(int64_t nb, Lane lane, __m512 (&res)[R][TV]) {
-  __m512 stk[6][R][TV];
-  bool have[6] = {};
-  for (int j = 0; j < 32; ++j) {
-    const int l = kRev5[j];
-    __m512 cur[R][TV];
-    bool valid = l < nb;
-    if (valid) lane(l, cur);
-    int lvl = 0;
-    for (; (j >> lvl) & 1; ++lvl) {
-      if (!have[lvl]) continue;
-      GALLEON_UNROLL
-      for (int r = 0; r < R; ++r)
-        GALLEON_UNROLL
-        for (int t = 0; t < TV; ++t)
-          cur[r][t] = valid ? _mm512_add_ps(stk[lvl][r][t], cur[r][t]) : stk[lvl][r][t];
-      valid = true;
-      have[lvl] = false;
-    }
-    if (valid) {
-      GALLEON_UNROLL
-      for (int r = 0; r < R; ++r)
-        GALLEON_UNROLL
-        for (int t = 0; t < TV; ++t) stk[lvl][r][t] = cur[r][t];
-    }
-    have[lvl] = valid;
-  }
-  GALLEON_UNROLL
-  for (int r = 0; r < R; ++r)
-    GALLEON_UNROLL
-    for (int t = 0; t < TV; ++t) res[r][t] = _mm512_add_ps(stk[5][r][t], _mm512_setzero_ps());
-}
 
 // Lane l of R x TV outputs: contributions of blocks l, l+32, ... in increasing order.
 template <int R, int TV, class Block>
@@ -467,15 +425,25 @@ struct GPlain {
                    uint8_t* dst) {
     const int64_t nk = plain_nk(n);
     float* p = reinterpret_cast<float*>(dst);
-    const float* x[kTokVec];
-    for (int i = 0; i < kTokVec; ++i)
-      x[i] = g * kTokVec + i < ntok
-                 ? reinterpret_cast<const float*>(act + size_t(g * kTokVec + i) * arb)
-                 : nullptr;
+    // Element e of the group's 16 tokens is two gathers of 8 (rows arb bytes apart, 64-bit
+    // offsets; tokens past ntok masked to zero).
+    const int64_t t0 = g * kTokVec;
+    const auto tokens = uint32_t(std::min<int64_t>(kTokVec, ntok - t0));
+    const auto live = uint32_t((uint32_t(1) << tokens) - 1);
+    const __m512i step = _mm512_set1_epi64(int64_t(arb));
+    const __m512i lo = _mm512_mullo_epi64(_mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7), step);
+    const __m512i hi = _mm512_mullo_epi64(_mm512_setr_epi64(8, 9, 10, 11, 12, 13, 14, 15), step);
+    const uint8_t* x = act + size_t(t0) * arb;
     for (int64_t l = 0; l < 32; ++l)
       for (int64_t k = 0; k < nk; ++k, p += kTokVec) {
         const int64_t e = 32 * k + l;
-        for (int i = 0; i < kTokVec; ++i) p[i] = x[i] && e < n ? x[i][e] : 0.0f;
+        __m512 v = _mm512_setzero_ps();
+        if (e < n) {
+          const __m256 a = _mm512_mask_i64gather_ps(_mm256_setzero_ps(), __mmask8(live), lo, x + 4 * e, 1);
+          const __m256 b = _mm512_mask_i64gather_ps(_mm256_setzero_ps(), __mmask8(live >> 8), hi, x + 4 * e, 1);
+          v = _mm512_insertf32x8(_mm512_castps256_ps512(a), b, 1);
+        }
+        _mm512_store_ps(p, v);
       }
   }
   static size_t group_bytes(int64_t n) { return size_t(32 * plain_nk(n) * kTokVec) * 4; }
@@ -551,14 +519,23 @@ void rows(const Args& a, const uint8_t* pan, size_t gbytes, int64_t r0, int64_t 
   for (; r < r1; ++r) run_tile<G, 1, TV>(a, pan, gbytes, r, g, ntok);
 }
 
+// The last rem (< the tile's width) token groups as one narrower tile.
+template <class G, int R, int T>
+void rows_rem(const Args& a, const uint8_t* pan, size_t gbytes, int64_t r0, int64_t r1, int64_t g,
+              int64_t rem, int64_t ntok) {
+  if constexpr (T >= 1) {
+    if (rem == T) return rows<G, R, T>(a, pan, gbytes, r0, r1, g, ntok);
+    rows_rem<G, R, T - 1>(a, pan, gbytes, r0, r1, g, rem, ntok);
+  }
+}
+
 template <class G, int R, int TV>
 void run(const Args& a, const uint8_t* pan, int64_t r0, int64_t r1, int64_t ntok) {
   const size_t gbytes = G::group_bytes(a.n);
   const int64_t ng = (ntok + kTokVec - 1) / kTokVec;
   int64_t g = 0;
   for (; g + TV <= ng; g += TV) rows<G, R, TV>(a, pan, gbytes, r0, r1, g, ntok);
-  if constexpr (TV > 1)
-    for (; g < ng; ++g) rows<G, R, 1>(a, pan, gbytes, r0, r1, g, ntok);
+  rows_rem<G, R, TV - 1>(a, pan, gbytes, r0, r1, g, ng - g, ntok);
 }
 
 // Every supported weight type with its tile shape: f(kind) with kind a value of the GEMM type.

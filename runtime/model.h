@@ -99,6 +99,9 @@ struct SessionOptions {
   // Work (multiply-adds) below which a step runs on the calling thread instead of the pool;
   // 0 splits everything (tests). Never changes a value.
   int64_t min_parallel_work = int64_t(1) << 18;
+  // Largest batch the caller will evaluate: the scratch buffers for it are allocated (and their
+  // pages touched) by the constructor, not by the first eval. 0: grown on demand.
+  int64_t max_batch = 0;
 };
 
 // Evaluates tokens against a KV cache. Any split of a sequence into eval() calls (one batch,
@@ -122,6 +125,7 @@ class Session {
 
  private:
   struct Scratch;
+  void reserve(int64_t n_tok);
   void layer_forward(int64_t il, int64_t n_tok);
   void attention(int64_t il, int64_t n_tok);
   template <class F>

@@ -18,6 +18,17 @@ struct Session::Scratch {
   std::vector<uint8_t> panel;            // activations repacked for the prompt GEMM
   std::vector<float> rope_cos, rope_sin; // [pos][n_rot/2], grown on demand
   int64_t rope_rows = 0;
+
+  // Per-token rows for a batch of n_tok tokens.
+  void resize_rows(const HParams& hp, int64_t n_tok) {
+    const size_t T = size_t(n_tok);
+    const size_t d = size_t(hp.n_embd), q_dim = size_t(hp.n_head * hp.head_dim);
+    const size_t kv_dim = size_t(hp.n_head_kv * hp.head_dim), ff = size_t(hp.n_ff);
+    for (auto* r : {&x, &xn, &tmp}) r->resize(T * d);
+    for (auto* r : {&q, &att}) r->resize(T * q_dim);
+    for (auto* r : {&k, &v}) r->resize(T * kv_dim);
+    for (auto* r : {&gate, &up}) r->resize(T * ff);
+  }
 };
 
 namespace {
@@ -58,6 +69,32 @@ Session::Session(const Model& model, const SessionOptions& opts)
   const size_t kv_dim = size_t(hp.n_head_kv * hp.head_dim);
   k_cache_.resize(size_t(hp.n_layer) * size_t(n_ctx_) * kv_dim);
   v_cache_.resize(size_t(hp.n_layer) * size_t(n_ctx_) * kv_dim);
+  if (opts.max_batch > 0) reserve(std::min(opts.max_batch, n_ctx_));
+}
+
+// Allocates (zeroed, so the pages are touched) every scratch buffer a batch of n_tok tokens
+// uses: the rows, and for each matmuls() group the activations and panels of its weights.
+void Session::reserve(int64_t n_tok) {
+  s_->resize_rows(model_.hparams(), n_tok);
+  size_t act = 0, panel = 0;
+  auto group = [&](std::initializer_list<const Weight*> ws) {
+    size_t a = 0, p = 0;
+    for (const Weight* w : ws) {
+      a += kern::act_row_bytes(w->type, w->n_in) * size_t(n_tok);
+      p += ops_.panel_bytes ? ops_.panel_bytes(w->type, w->n_in, n_tok) : 0;
+    }
+    act = std::max(act, a);
+    panel = std::max(panel, p);
+  };
+  for (const LayerWeights& L : model_.layers()) {
+    group({&L.wq, &L.wk, &L.wv});
+    group({&L.wo});
+    group({&L.w_gate, &L.w_up});
+    group({&L.w_down});
+  }
+  group({&model_.output()});
+  s_->act.resize(act);
+  s_->panel.resize(panel + 64);
 }
 
 Session::~Session() = default;
@@ -258,15 +295,7 @@ void Session::eval(const std::vector<int32_t>& tokens, std::vector<float>& logit
   Scratch& s = *s_;
   const size_t T = size_t(n_tok);
   const int64_t d = hp.n_embd;
-  s.x.resize(T * size_t(d));
-  s.xn.resize(T * size_t(d));
-  s.tmp.resize(T * size_t(d));
-  s.q.resize(T * size_t(hp.n_head * hp.head_dim));
-  s.att.resize(T * size_t(hp.n_head * hp.head_dim));
-  s.k.resize(T * size_t(hp.n_head_kv * hp.head_dim));
-  s.v.resize(T * size_t(hp.n_head_kv * hp.head_dim));
-  s.gate.resize(T * size_t(hp.n_ff));
-  s.up.resize(T * size_t(hp.n_ff));
+  s.resize_rows(hp, n_tok);
   // RoPE table up to the last position.
   const int64_t need = n_past_ + n_tok;
   if (s.rope_rows < need) {

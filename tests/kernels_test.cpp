@@ -519,17 +519,24 @@ TEST(Kernels, ElementwiseBitIdenticalAcrossIsas) {
       for (int k = 0; k < 6; ++k) expect_same(got[size_t(k)], want[size_t(k)], names[k], isa);
     }
   }
-  // lane_rows: the 32-lane sums of e_j * v_jd for several lengths, rows strided in a larger
-  // buffer (like the KV cache); one case with an infinity and a NaN in single columns.
+  // lane_rows: the 32-lane sums of e_j * v_jd for several lengths and head sizes (the register
+  // paths and the generic loop), rows strided in a larger buffer (like the KV cache); special
+  // cases: an infinity and a NaN in single columns, a column of -0.0 (every product -0.0: the
+  // sum is +0.0) and a column of zeros of both signs.
   std::mt19937 rng(11);
+  for (int64_t hd : {24, 16, 64, 128})
   for (int64_t n : {int64_t(1), int64_t(5), int64_t(32), int64_t(33), int64_t(70), int64_t(200), int64_t(-200)}) {
     const bool special = n < 0;
     n = special ? -n : n;
-    const int64_t hd = 24, stride = 40;
+    const int64_t stride = hd + 16;
     std::vector<float> e(static_cast<size_t>(n)), v(size_t(n * stride));
     for (auto& f : e) f = std::uniform_real_distribution<float>(0.0f, 1.0f)(rng);
     for (auto& f : v) f = std::normal_distribution<float>(0.0f, 10.0f)(rng);
-    if (special) v[size_t(3 * stride + 2)] = INFINITY, v[size_t(7 * stride + 5)] = NAN;
+    if (special) {
+      v[size_t(3 * stride + 2)] = INFINITY, v[size_t(7 * stride + 5)] = NAN;
+      for (int64_t j = 0; j < n; ++j) v[size_t(j * stride + 9)] = -0.0f;
+      for (int64_t j = 0; j < n; ++j) v[size_t(j * stride + 11)] = j % 3 ? -0.0f : 0.0f;
+    }
     std::vector<float> lanes(size_t(32 * hd)), want(static_cast<size_t>(hd)), got(static_cast<size_t>(hd));
     ref.lane_rows(e.data(), v.data(), stride, n, hd, lanes.data(), want.data());
     for (Isa isa : available_isas()) {

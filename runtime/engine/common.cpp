@@ -15,7 +15,13 @@ void ModelArg::add_to(CLI::App* cmd, const char* positional_name) {
   cmd->add_option("--model-size", size, "Byte size of the GGUF inside MODEL (bundles)")->group("");
 }
 
-LoadedModel ModelArg::load() const { return load_model(path, offset, size); }
+// run and score read every weight: map them all now, as llama.cpp does (MAP_POPULATE), rather
+// than page by page during the first evaluation.
+LoadedModel ModelArg::load() const {
+  LoadedModel m = load_model(path, offset, size);
+  m.file->prefault();
+  return m;
+}
 
 void ComputeArgs::add_to(CLI::App* cmd) {
   cmd->add_option("--threads", threads, "Worker threads (default: all CPUs); never changes results")
