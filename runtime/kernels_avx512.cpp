@@ -872,6 +872,7 @@ void lane_rows(const float* e, const float* v, int64_t vs, int64_t n, int64_t hd
     case 64: return lane_rows_c<4>(e, v, vs, n, out);
     case 80: return lane_rows_c<5>(e, v, vs, n, out);
     case 96: return lane_rows_c<6>(e, v, vs, n, out);
+    case 112: return lane_rows_c<7>(e, v, vs, n, out);
     case 128: return lane_rows_c<8>(e, v, vs, n, out);
     default: return elem::lane_rows(e, v, vs, n, hd, lanes, out);
   }

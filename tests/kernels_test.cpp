@@ -524,7 +524,7 @@ TEST(Kernels, ElementwiseBitIdenticalAcrossIsas) {
   // cases: an infinity and a NaN in single columns, a column of -0.0 (every product -0.0: the
   // sum is +0.0) and a column of zeros of both signs.
   std::mt19937 rng(11);
-  for (int64_t hd : {24, 16, 64, 128})
+  for (int64_t hd : {24, 16, 64, 112, 128})
   for (int64_t n : {int64_t(1), int64_t(5), int64_t(32), int64_t(33), int64_t(70), int64_t(200), int64_t(-200)}) {
     const bool special = n < 0;
     n = special ? -n : n;
