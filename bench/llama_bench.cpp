@@ -7,8 +7,8 @@
 //   llama_bench --write DIR [--shape ..] [--type ..] [--arch ..]   (writes DIR/ARCH-SHAPE-TYPE.gguf)
 // Like llama-bench: one warm-up run, then -r repetitions (each in fresh sessions: the prompt from
 // position 0; the generated tokens one at a time from position 0); the table shows the mean. The prompt is timed
-// twice: with every position's logits (galleon's fingerprint needs them) and with the last
-// position's only (what llama-bench's prompt test computes).
+// twice: with every position's logits (what galleon score computes) and with the last
+// position's only (what galleon run and llama-bench's prompt test compute).
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -279,8 +279,8 @@ int main(int argc, char** argv) {
       std::printf(" %.1f GB/s with %d thread%s;", bw[t], t, t == 1 ? "" : "s");
     }
     std::printf(" bw use = weight bytes per token x gen t/s / that\n");
-    std::printf("prompt t/s: every prompt position's logits (as galleon run computes them for the "
-                "fingerprint); last only: the last position's logits (as llama-bench -p)\n");
+    std::printf("prompt t/s: every prompt position's logits (as galleon score computes them); "
+                "last only: the last position's logits (as galleon run and llama-bench -p)\n");
     std::printf("| shape | type   | isa    | threads | prompt t/s | last only  | gen t/s    | RSS MiB  | bw use |\n");
     std::printf("|-------|--------|--------|---------|------------|------------|------------|----------|--------|\n");
     for (GgmlType t : type_list) bench_one(a, t, bw);
