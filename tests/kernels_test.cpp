@@ -349,6 +349,8 @@ TEST_P(PerType, MatmulBitIdenticalAcrossIsas) {
     for (int64_t ntok : {1, 2, 3, 5, 8, 17, 40, 100}) check_matmul(t, n, 13, ntok, false, seed++);
   for (int64_t n : ns) check_matmul(t, n, 9, 5, true, seed++);
   check_matmul(t, blk == 1 ? 96 : blk * 3, 67, 17, false, seed++);
+  // Rows long enough that the prompt GEMM walks them in several chunks (a few rows each).
+  check_matmul(t, blk == 1 ? 8192 : blk == 32 ? 32 * 2000 : 256 * 250, 45, 20, false, seed++);
 }
 
 TEST_P(PerType, QuantizeActSpecialValues) {
