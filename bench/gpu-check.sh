@@ -4,9 +4,10 @@
 #      binaries staged by `bench/gpu-check.sh stage` (STAGE_DIR, default build-gpu-stage);
 #   2. run the CUDA tests (cuda_test: CPU vs GPU logits bits; cuda_emu_test; and, when built
 #      here, model_test's Engine.DeviceFlag);
-#   3. compare logits_sha256 of `galleon-engine run --json` on --device cpu and --device cuda
-#      for stories260K and synthetic models of every tensor type, with --batch 1, 7 and 64
-#      (prefill split three ways, then token-by-token decode);
+#   3. compare logits_sha256 of `galleon-engine run --json` (the last prompt row, then
+#      token-by-token decode) and of `galleon-engine score --json` (every prompt row) on --device
+#      cpu and --device cuda for stories260K and synthetic models of every tensor type, with
+#      --batch 1, 7 and 64 (prefill split three ways);
 #   4. print a speed table (CPU and GPU tok/s, 124M and 1.1B shapes, F16 Q8_0 Q4_0 Q4_K).
 # Prints PASS or FAIL per check; exits non-zero when any check fails. Sized for about 5 minutes
 # on a 16-core H100/H200 machine (SPEED_TIMEOUT bounds the table; SKIP_SPEED=1 skips it).
@@ -127,9 +128,11 @@ PROMPT="Once upon a time, there was a little girl named Lily. She loved to play 
  park with her friends. One day, she saw a big red ball under a tree and asked her mom if she\
  could take it home. Her mom said yes, and Lily was very happy."
 
-sha() {  # MODEL DEVICE BATCH
-  "$BIN/galleon-engine" run "$1" -p "$PROMPT" --temperature 0 --ignore-eos --max-tokens 16 \
-    --json --device "$2" --batch "$3" | grep -o '"logits_sha256":"[0-9a-f]*"' | cut -d'"' -f4
+sha() {  # VERB MODEL DEVICE BATCH
+  local args=(-t "$PROMPT")
+  [[ "$1" == run ]] && args=(-p "$PROMPT" --temperature 0 --ignore-eos --max-tokens 16)
+  "$BIN/galleon-engine" "$1" "$2" "${args[@]}" --json --device "$3" --batch "$4" |
+    grep -o '"logits_sha256":"[0-9a-f]*"' | cut -d'"' -f4
 }
 
 models=()
@@ -145,15 +148,20 @@ models+=("$TMP"/*.gguf)
 
 for m in "${models[@]}"; do
   name=$(basename "$m" .gguf)
-  if ! ref=$(sha "$m" cpu 64) || [[ -z "$ref" ]]; then failed "$name: cpu run failed"; continue; fi
-  for b in 1 7 64; do
-    if ! got=$(sha "$m" "$DEV" "$b") || [[ -z "$got" ]]; then
-      failed "$name batch $b: $DEV run failed"
-    elif [[ "$got" == "$ref" ]]; then
-      pass "$name batch $b: ${got:0:16}"
-    else
-      failed "$name batch $b: cpu ${ref:0:16} != $DEV ${got:0:16}"
+  for verb in run score; do
+    if ! ref=$(sha "$verb" "$m" cpu 64) || [[ -z "$ref" ]]; then
+      failed "$name $verb: cpu failed"
+      continue
     fi
+    for b in 1 7 64; do
+      if ! got=$(sha "$verb" "$m" "$DEV" "$b") || [[ -z "$got" ]]; then
+        failed "$name $verb batch $b: $DEV failed"
+      elif [[ "$got" == "$ref" ]]; then
+        pass "$name $verb batch $b: ${got:0:16}"
+      else
+        failed "$name $verb batch $b: cpu ${ref:0:16} != $DEV ${got:0:16}"
+      fi
+    done
   done
 done
 
