@@ -195,7 +195,10 @@ void Session::attention(int64_t il, int64_t n_tok) {
   const float* kc = k_cache_.data() + size_t(il) * size_t(n_ctx_) * size_t(kv_dim);
   const float* vc = v_cache_.data() + size_t(il) * size_t(n_ctx_) * size_t(kv_dim);
   const int64_t q_dim = hp.n_head * hd;
-  const int64_t work = n_tok * hp.n_head * (n_past_ + n_tok) * hd * 2;
+  // Multiply-adds, weighted 8 times a matmul's: each comes with strided cache reads, its share
+  // of an expf and of the lane trees (with weight 1, decoding ran the attention of a 124M model
+  // on one thread up to 170 positions; split, decoding after 128 positions is 3-5% faster).
+  const int64_t work = 8 * n_tok * hp.n_head * (n_past_ + n_tok) * hd * 2;
   parallel_for_work(n_tok * hp.n_head_kv, work, [&](int64_t task) {
     thread_local std::vector<float> scores, e, lanes, ones;
     const int64_t t = task / hp.n_head_kv;
