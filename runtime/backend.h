@@ -21,12 +21,16 @@ Device parse_device(const std::string& text);
 // "cpu" or "cuda:N".
 std::string device_name(const Device& d);
 
+// Which logits rows an evaluation of n tokens computes: all n, the last token's, or none (the
+// positions are still evaluated and cached).
+enum class LogitRows { All, Last, None };
+
 // Evaluates tokens against a KV cache (the contract of Session::eval: n rows of n_vocab logits
 // for the positions n_past .. n_past + n - 1, only the last row with Rows::Last, none with
 // Rows::None; any split into calls gives the same bits).
 class Evaluator {
  public:
-  enum class Rows { All, Last, None };
+  using Rows = LogitRows;
   virtual ~Evaluator() = default;
   void eval(const std::vector<int32_t>& tokens, std::vector<float>& logits,
             Rows rows = Rows::All) {

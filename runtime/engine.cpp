@@ -35,10 +35,7 @@ class CpuEvaluator final : public Evaluator {
  private:
   void do_eval(const std::vector<int32_t>& tokens, std::vector<float>& logits,
                Rows rows) override {
-    s_.eval(tokens, logits,
-            rows == Rows::All    ? Session::LogitRows::All
-            : rows == Rows::Last ? Session::LogitRows::Last
-                                 : Session::LogitRows::None);
+    s_.eval(tokens, logits, rows);
   }
   Session s_;
 };

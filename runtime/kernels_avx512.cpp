@@ -17,7 +17,6 @@
 namespace galleon::kern::avx512 {
 namespace {
 
-#define GALLEON_UNROLL _Pragma("GCC unroll 16")
 #define GALLEON_INLINE __attribute__((always_inline)) inline
 
 // ------------------------------------------------------------------ helpers

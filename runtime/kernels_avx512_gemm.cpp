@@ -394,33 +394,32 @@ using GK = GBlocks<PanelK, 256, 2, 4, fill_k, BlockK<Q>>;
 // lane's elements are contiguous), nk = ceil(n / 32); padding is zero.
 inline int64_t plain_nk(int64_t n) { return (n + 31) / 32; }
 
+// Weight row formats: convert(w, n, out) writes the row's n values as f32 (exactly).
 struct WF32 {
-  static const float* row(const uint8_t* w, int64_t, float*) {
-    return reinterpret_cast<const float*>(w);
+  static void convert(const uint8_t* w, int64_t n, float* out) {
+    std::memcpy(out, w, size_t(n) * 4);
   }
 };
-// Rows run() has already copied or converted to f32 (see GPlain::kConvertsRows).
-struct WDense : WF32 {};
 struct WF16 {
-  static const float* row(const uint8_t* w, int64_t n, float* out) {
+  static void convert(const uint8_t* w, int64_t n, float* out) {
     int64_t i = 0;
     for (; i + 16 <= n; i += 16)
       _mm512_storeu_ps(
           out + i,
           _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 2 * i))));
     for (; i < n; ++i) out[i] = _cvtsh_ss(load_u16(w + 2 * i));
-    return out;
   }
 };
 struct WBF16 {
-  static const float* row(const uint8_t* w, int64_t n, float* out) {
+  static void convert(const uint8_t* w, int64_t n, float* out) {
     for (int64_t i = 0; i < n; ++i) {
       const uint32_t u = uint32_t(load_u16(w + 2 * i)) << 16;
       std::memcpy(out + i, &u, 4);
     }
-    return out;
   }
 };
+// Rows that run() has already written as f32 (the only rows the tiles read).
+struct WDense {};
 
 // x * (*w in all 16 lanes), the broadcast folded into the multiply's memory operand ({1to16}).
 // Compilers hoist _mm512_set1_ps into a separate vbroadcastss, which takes a vector-pipe slot
@@ -437,9 +436,7 @@ struct GPlain {
   // run() copies (F32) or converts (F16, BF16) a chunk of rows at a time to f32 and multiplies
   // them with GPlain<WDense>.
   static constexpr bool kConvertsRows = !std::is_same_v<W, WDense>;
-  static void convert_row(const uint8_t* w, int64_t n, float* out) {
-    if (W::row(w, n, out) != out) std::memcpy(out, w, size_t(n) * 4);
-  }
+  using Format = W;
   static void pack(int64_t n, const uint8_t* act, size_t arb, int64_t ntok, int64_t g,
                    uint8_t* dst) {
     const int64_t nk = plain_nk(n);
@@ -469,11 +466,10 @@ struct GPlain {
   template <int R, int TV>
   static void tile(const Args& a, const uint8_t* const* w, const uint8_t* pan, size_t gbytes,
                    __m512 (&res)[R][TV]) {
-    thread_local std::vector<float, AlignedAlloc<float>> conv;
-    if (conv.size() < size_t(R * a.n)) conv.resize(size_t(R * a.n));
+    static_assert(std::is_same_v<W, WDense>, "tiles read rows run() has converted");
     const float* wf[R];
     GALLEON_UNROLL
-    for (int r = 0; r < R; ++r) wf[r] = W::row(w[r], a.n, conv.data() + r * a.n);
+    for (int r = 0; r < R; ++r) wf[r] = reinterpret_cast<const float*>(w[r]);
     const int64_t nk = plain_nk(a.n);
     const float* x[TV];
     GALLEON_UNROLL
@@ -553,18 +549,24 @@ constexpr bool converts_rows() {
     return false;
 }
 
+// Rows per chunk: about 256 KB of them, a multiple of the tile's R rows. A chunk is read from
+// memory once and then from L2 for every token group.
+int64_t chunk_rows(size_t row_bytes, int R) {
+  return std::max<int64_t>(int64_t((size_t(1) << 18) / row_bytes) / R * R, R);
+}
+
 template <class G, int R, int TV>
 void run(const Args& a, const uint8_t* pan, int64_t r0, int64_t r1, int64_t ntok) {
   if constexpr (converts_rows<G>()) {
-    // A chunk of rows (up to 256 KB as f32, so that it stays in L2 for every token group) is
-    // copied or converted once, then multiplied by the dense F32 kernel: the same values.
-    const int64_t chunk = std::clamp<int64_t>((int64_t(1) << 16) / a.n / R * R, R, 64);
+    // Each chunk of plain rows is written once as f32, then multiplied by GPlain<WDense>.
+    using W = typename G::Format;
+    const int64_t chunk = chunk_rows(size_t(a.n) * 4, R);
     thread_local std::vector<float, AlignedAlloc<float>> buf;
     if (buf.size() < size_t(chunk * a.n)) buf.resize(size_t(chunk * a.n));
     for (int64_t rc = r0; rc < r1; rc += chunk) {
       const int64_t m = std::min(chunk, r1 - rc);
       for (int64_t r = 0; r < m; ++r)
-        G::convert_row(a.w + size_t(rc + r) * a.wrb, a.n, buf.data() + size_t(r * a.n));
+        W::convert(a.w + size_t(rc + r) * a.wrb, a.n, buf.data() + size_t(r * a.n));
       Args f = a;
       f.type = GgmlType::F32;
       f.w = reinterpret_cast<const uint8_t*>(buf.data());
@@ -572,18 +574,16 @@ void run(const Args& a, const uint8_t* pan, int64_t r0, int64_t r1, int64_t ntok
       f.y = a.y + rc;
       run<GPlain<WDense>, R, TV>(f, pan, 0, m, ntok);
     }
-    return;
-  }
-  // Rows in chunks of up to 256 KB of weights, each read from memory once and then from L2 for
-  // every token group.
-  const size_t gbytes = G::group_bytes(a.n);
-  const int64_t ng = (ntok + kTokVec - 1) / kTokVec;
-  const int64_t chunk = std::max<int64_t>(int64_t((size_t(1) << 18) / a.wrb) / R * R, R);
-  for (int64_t rc = r0; rc < r1; rc += chunk) {
-    const int64_t re = std::min(r1, rc + chunk);
-    int64_t g = 0;
-    for (; g + TV <= ng; g += TV) rows<G, R, TV>(a, pan, gbytes, rc, re, g, ntok);
-    rows_rem<G, R, TV - 1>(a, pan, gbytes, rc, re, g, ng - g, ntok);
+  } else {
+    const size_t gbytes = G::group_bytes(a.n);
+    const int64_t ng = (ntok + kTokVec - 1) / kTokVec;
+    const int64_t chunk = chunk_rows(a.wrb, R);
+    for (int64_t rc = r0; rc < r1; rc += chunk) {
+      const int64_t re = std::min(r1, rc + chunk);
+      int64_t g = 0;
+      for (; g + TV <= ng; g += TV) rows<G, R, TV>(a, pan, gbytes, rc, re, g, ntok);
+      rows_rem<G, R, TV - 1>(a, pan, gbytes, rc, re, g, ng - g, ntok);
+    }
   }
 }
 

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "runtime/backend.h"
 #include "runtime/ggml_type.h"
 #include "runtime/kernels.h"
 #include "runtime/threadpool.h"
@@ -118,7 +119,7 @@ class Session {
   // when the context limit would be exceeded.
   // LogitRows::Last computes only the last token's row and LogitRows::None none (`logits` is
   // left empty): generation needs the last prompt row only, scoring needs all (docs/cli.md).
-  enum class LogitRows { All, Last, None };
+  using LogitRows = galleon::LogitRows;
   void eval(const std::vector<int32_t>& tokens, std::vector<float>& logits,
             LogitRows rows = LogitRows::All);
   void reset() { n_past_ = 0; }
