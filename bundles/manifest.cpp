@@ -1,6 +1,7 @@
 #include "bundles/manifest.h"
 
 #include <algorithm>
+#include <iterator>
 #include <set>
 
 #include "bundles/canonical_json.h"
@@ -15,7 +16,8 @@ using nlohmann::json;
 
 namespace {
 
-constexpr const char* kRoleNames[] = {"engine", "weights", "tokenizer", "recipe", "conformance", "license"};
+constexpr const char* kRoleNames[] = {"engine", "weights", "tokenizer", "recipe", "conformance", "license",
+                                     "engine-cuda"};
 
 [[noreturn]] void invalid(const std::string& field, const std::string& expected) {
   throw Error(ErrorKind::Invalid, field + ": expected " + expected);
@@ -169,7 +171,7 @@ Manifest manifest_from_json(const json& j) {
 const char* role_name(Role role) { return kRoleNames[static_cast<int>(role)]; }
 
 std::optional<Role> parse_role(std::string_view name) {
-  for (int i = 0; i < 6; ++i)
+  for (int i = 0; i < int(std::size(kRoleNames)); ++i)
     if (name == kRoleNames[i]) return static_cast<Role>(i);
   return std::nullopt;
 }

@@ -18,7 +18,12 @@ inline constexpr std::string_view kManifestFormat = "galleon-bundle/1";
 inline constexpr std::string_view kEngineAbi = "galleon-engine/1";
 inline constexpr uint64_t kMaxManifestSize = 1 << 20;
 
-enum class Role { Engine, Weights, Tokenizer, Recipe, Conformance, License };
+// EngineCuda: an optional second engine built with the CUDA backend (docs/cuda.md), run for
+// --device cuda; linked dynamically against glibc, the GPU driver loaded at run time.
+enum class Role { Engine, Weights, Tokenizer, Recipe, Conformance, License, EngineCuda };
+
+// The roles whose members are executables (mode 0755).
+inline bool is_engine(Role r) { return r == Role::Engine || r == Role::EngineCuda; }
 
 const char* role_name(Role role);
 std::optional<Role> parse_role(std::string_view name);

@@ -227,7 +227,7 @@ void check_member_header(const Member& m, const EntryInfo& info) {
   if (info.size != m.size)
     refuse("member " + quote_path(m.path) + ": size in the archive is " + std::to_string(info.size) + ", manifest says " +
            std::to_string(m.size));
-  check_mode(info, m.role == Role::Engine ? 0755 : 0644);
+  check_mode(info, is_engine(m.role) ? 0755 : 0644);
 }
 
 // Walks the members after the head; `handle(member, info)` consumes each one's data.

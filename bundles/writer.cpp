@@ -79,7 +79,7 @@ EntryLocation write_small(TarWriter& tar, const std::string& name, const std::st
 
 // Streams one member from its source, hashing it, and checks it against the manifest.
 EntryLocation write_member(TarWriter& tar, const Member& m, const MemberSource& src) {
-  uint64_t offset = tar.begin_entry(m.path, m.size, m.role == Role::Engine ? 0755 : 0644);
+  uint64_t offset = tar.begin_entry(m.path, m.size, is_engine(m.role) ? 0755 : 0644);
   signing::UniqueFd fd = signing::open_read(src.file);
   signing::Sha256 hash;
   std::vector<char> buf(kCopyChunk);

@@ -261,13 +261,17 @@ std::vector<PlannedMember> plan_members(const BuildOptions& o, const Inputs& in,
   std::string recipe_copy = work.file("recipe.yaml");
   signing::write_file_exclusive(recipe_copy, in.recipe_bytes, 0644);
   std::string weights = produce_weights(in, work);
-  return {
+  std::vector<PlannedMember> members{
       {"engine/galleon-engine", Role::Engine, o.engine_path},
       {"model.gguf", Role::Weights, weights},
       {"recipe.yaml", Role::Recipe, recipe_copy},
       {"conformance.json", Role::Conformance, write_conformance(in, o.engine_path, weights, work)},
       {"LICENSE.txt", Role::License, write_license(in, work)},
   };
+  // The transcript comes from the CPU engine; `galleon check --device cuda` replays it on a GPU.
+  if (!o.cuda_engine_path.empty())
+    members.push_back({"engine/galleon-engine-cuda", Role::EngineCuda, o.cuda_engine_path});
+  return members;
 }
 
 bundles::Manifest make_manifest(const bundles::Recipe& recipe,
@@ -299,6 +303,7 @@ void require_engine(const std::string& path) {
 
 BuildResult build_bundle(const BuildOptions& o, const Home& home) {
   require_engine(o.engine_path);
+  if (!o.cuda_engine_path.empty()) require_engine(o.cuda_engine_path);
   const std::vector<signing::PrivateKey> keys = load_keys(o.key_files);
   ensure_home(home);
   WorkDir work(home.tmp());

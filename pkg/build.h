@@ -17,6 +17,7 @@ struct BuildOptions {
   std::vector<std::string> key_files;    // private keys to sign with
   std::string out_path;                  // empty: NAME-VERSION.galleon in the current folder
   std::string engine_path;               // the galleon-engine to bundle and run
+  std::string cuda_engine_path;          // the galleon-engine-cuda to bundle (empty: none)
   bool progress = false;                 // download progress on stderr
   std::function<void(const std::string&)> note;  // informational lines (may be empty)
 };

@@ -60,7 +60,8 @@ ConformanceEntry parse_entry(const json& e, const std::string& origin, const std
 }
 
 std::vector<std::string> engine_args(const std::string& engine, const ModelLocation& model,
-                                     const std::string& prompt, int32_t max_tokens) {
+                                     const std::string& prompt, int32_t max_tokens,
+                                     const std::vector<std::string>& extra) {
   std::vector<std::string> a{engine, "run", model.path};
   if (model.offset != 0 || model.size != 0) {
     a.insert(a.end(), {"--model-offset", std::to_string(model.offset), "--model-size",
@@ -68,6 +69,7 @@ std::vector<std::string> engine_args(const std::string& engine, const ModelLocat
   }
   a.insert(a.end(), {"--prompt", prompt, "--temperature", "0", "--max-tokens",
                      std::to_string(max_tokens), "--json"});
+  a.insert(a.end(), extra.begin(), extra.end());
   return a;
 }
 
@@ -78,8 +80,9 @@ std::string first_line(const std::string& text) {
 
 // Runs one prompt greedily and reads the engine's JSON answer.
 ConformanceEntry run_prompt(const std::string& engine, const ModelLocation& model,
-                            const std::string& prompt, int32_t max_tokens) {
-  ProcessResult r = run_process(engine_args(engine, model, prompt, max_tokens));
+                            const std::string& prompt, int32_t max_tokens,
+                            const std::vector<std::string>& extra = {}) {
+  ProcessResult r = run_process(engine_args(engine, model, prompt, max_tokens, extra));
   if (r.exit_code != 0)
     invalid(engine, "the engine failed (exit " + std::to_string(r.exit_code) + ") on prompt '" +
                         prompt + "': " + first_line(r.err));
@@ -144,10 +147,10 @@ Transcript run_conformance(const std::string& engine, const ModelLocation& model
 }
 
 ReplayResult replay(const std::string& engine, const ModelLocation& model,
-                    const Transcript& expected) {
+                    const Transcript& expected, const std::vector<std::string>& extra_args) {
   for (size_t i = 0; i < expected.entries.size(); ++i) {
     const ConformanceEntry& want = expected.entries[i];
-    ConformanceEntry got = run_prompt(engine, model, want.prompt, want.max_tokens);
+    ConformanceEntry got = run_prompt(engine, model, want.prompt, want.max_tokens, extra_args);
     std::string where = "prompt " + std::to_string(i) + " ('" + want.prompt + "'): ";
     if (got.tokens != want.tokens) return {false, where + describe_tokens_divergence(want, got)};
     if (got.logits_sha256 != want.logits_sha256)

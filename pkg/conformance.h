@@ -42,8 +42,9 @@ struct ReplayResult {
   std::string detail;  // where it diverged: prompt index, first differing token, or the hash
 };
 
-// Re-runs every prompt of `expected` with `engine` and compares tokens and logits_sha256.
+// Re-runs every prompt of `expected` with `engine` (options `extra_args` appended, such as
+// --device cuda) and compares tokens and logits_sha256.
 ReplayResult replay(const std::string& engine, const ModelLocation& model,
-                    const Transcript& expected);
+                    const Transcript& expected, const std::vector<std::string>& extra_args = {});
 
 }  // namespace galleon::pkg

@@ -23,7 +23,7 @@ constexpr mode_t kBlobMode = 0444;
 constexpr mode_t kEngineBlobMode = 0555;
 
 mode_t blob_mode(bundles::Role role) {
-  return role == bundles::Role::Engine ? kEngineBlobMode : kBlobMode;
+  return bundles::is_engine(role) ? kEngineBlobMode : kBlobMode;
 }
 
 struct KeyBeside {
@@ -129,7 +129,7 @@ class Staging {
 
   bundles::MemberSink* choose(const bundles::Member& m) {
     if (store_.has_blob(m.sha256)) {
-      if (m.role == bundles::Role::Engine) existing_engines_.push_back(m.sha256);
+      if (bundles::is_engine(m.role)) existing_engines_.push_back(m.sha256);
       return nullptr;
     }
     if (sinks_.count(m.sha256)) return nullptr;  // same bytes twice in one bundle
@@ -347,6 +347,29 @@ CheckOutcome check_installed(Store& store, const BundleRow& bundle, const std::s
   }
   store.set_check(bundle.id, out.result, out.detail, engine_sha256);
   return out;
+}
+
+CheckOutcome check_installed_on_gpu(Store& store, const BundleRow& bundle,
+                                    const std::string& device) {
+  bundles::Manifest m = bundles::parse_manifest(bundle.manifest_bytes, bundle.id);
+  const bundles::Member* engine = m.find_role(bundles::Role::EngineCuda);
+  const bundles::Member* weights = m.find_role(bundles::Role::Weights);
+  const bundles::Member* conformance = m.find_role(bundles::Role::Conformance);
+  if (!engine)
+    return {kCheckNone, "the bundle has no CUDA engine (member role engine-cuda); it was built "
+                        "by a galleon without the CUDA backend"};
+  if (!weights || !conformance)
+    return {kCheckNone, "the bundle has no weights or conformance member"};
+  if (m.engine.platform != bundles::host_platform())
+    return {kCheckOtherPlatform, "the engines are built for " + m.engine.platform +
+                                     ", this host is " + bundles::host_platform()};
+  for (const auto* member : {engine, weights, conformance}) verify_blob(store, *member);
+  std::string bytes =
+      signing::read_file_capped(store.blob_path(conformance->sha256), conformance->size);
+  Transcript expected = Transcript::parse(bytes, m.name + " " + conformance->path);
+  ReplayResult r = replay(store.blob_path(engine->sha256), {store.blob_path(weights->sha256), 0, 0},
+                          expected, {"--device", device});
+  return {r.identical ? kCheckIdentical : kCheckMismatch, "on " + device + ": " + r.detail};
 }
 
 }  // namespace galleon::pkg

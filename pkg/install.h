@@ -65,4 +65,11 @@ struct CheckOutcome {
 CheckOutcome check_installed(Store& store, const BundleRow& bundle,
                              const std::string& host_engine = "");
 
+// Replays the transcript of an installed bundle on a GPU: its CUDA engine blob (role
+// engine-cuda, re-hashed first) with `--device device` (cuda or cuda:N). The recorded check,
+// which decides whether the bundle may run, is left as it is. kCheckNone when the bundle has
+// no CUDA engine, kCheckOtherPlatform when its engines are for another platform.
+CheckOutcome check_installed_on_gpu(Store& store, const BundleRow& bundle,
+                                    const std::string& device);
+
 }  // namespace galleon::pkg

@@ -74,8 +74,11 @@ class BuildTest : public ::testing::Test {
   }
 
   std::map<std::string, std::string> env() const {
-    return {{"GALLEON_HOME", home_.file("home")}, {"no_proxy", "127.0.0.1,localhost"},
-            {"NO_PROXY", "127.0.0.1,localhost"}};
+    std::map<std::string, std::string> e{{"GALLEON_HOME", home_.file("home")},
+                                         {"no_proxy", "127.0.0.1,localhost"},
+                                         {"NO_PROXY", "127.0.0.1,localhost"}};
+    e.insert(extra_env_.begin(), extra_env_.end());
+    return e;
   }
 
   CmdResult galleon(std::vector<std::string> args) const {
@@ -102,10 +105,13 @@ class BuildTest : public ::testing::Test {
   }
 
   // Builds the shipped recipe from the shared models, offline; returns the bundle path.
-  std::string build(const std::string& out_name, const std::vector<std::string>& keys) {
+  // `extra`: more build options (--cuda-engine, --cpu-only).
+  std::string build(const std::string& out_name, const std::vector<std::string>& keys,
+                    const std::vector<std::string>& extra = {}) {
     std::vector<std::string> args{"build", recipe_path(), "--source-dir", models_dir(), "--offline",
                                   "--out", work_.file(out_name)};
     for (const auto& k : keys) args.insert(args.end(), {"--key", work_.file(k + ".key")});
+    args.insert(args.end(), extra.begin(), extra.end());
     CmdResult r = galleon(args);
     EXPECT_EQ(r.exit_code, 0) << r.err;
     EXPECT_EQ(r.out.rfind("sha256:", 0), 0u) << r.out;
@@ -121,6 +127,7 @@ class BuildTest : public ::testing::Test {
   }
 
   TempDir home_, work_;
+  std::map<std::string, std::string> extra_env_;
 };
 
 TEST_F(BuildTest, TwoBuildsInOtherFoldersUmasksAndTimeZonesAreIdentical) {
@@ -186,8 +193,11 @@ TEST_F(BuildTest, ManifestListsTheMembersAndModelFacts) {
   json m = json::parse(member_bytes(bundle, "MANIFEST.json"));
   std::vector<std::string> paths;
   for (const auto& e : m["members"]) paths.push_back(e["path"]);
-  EXPECT_EQ(paths, (std::vector<std::string>{"LICENSE.txt", "conformance.json",
-                                             "engine/galleon-engine", "model.gguf", "recipe.yaml"}));
+  // A CUDA build (-DGALLEON_CUDA=ON) also bundles the galleon-engine-cuda beside galleon.
+  std::vector<std::string> want{"LICENSE.txt", "conformance.json", "engine/galleon-engine"};
+  if (fs::exists(bin_path("galleon-engine-cuda"))) want.push_back("engine/galleon-engine-cuda");
+  want.insert(want.end(), {"model.gguf", "recipe.yaml"});
+  EXPECT_EQ(paths, want);
   EXPECT_EQ(m["model"]["architecture"], "llama");
   EXPECT_GT(m["model"]["n_params"].get<uint64_t>(), 200000u);
   EXPECT_EQ(m["name"], "stories260k");
@@ -520,6 +530,66 @@ TEST_F(BuildTest, ReplayInPlaceInsideTheBundleIsIdentical) {
   EXPECT_FALSE(r.identical);
   EXPECT_NE(r.detail.find("prompt 1"), std::string::npos) << r.detail;
   EXPECT_NE(r.detail.find("token 3"), std::string::npos) << r.detail;
+}
+
+TEST_F(BuildTest, CudaEngineIsASecondMemberThatRunAndCheckUseOnCuda) {
+  // A stand-in CUDA engine (tests/fake_cuda_engine.cpp): the CPU engine, logging its calls.
+  const std::string engine = bin_path("fake_cuda_engine");
+  const std::string log = work_.file("cuda-engine.log");
+  extra_env_ = {{"FAKE_CUDA_LOG", log}, {"FAKE_CUDA_ENGINE", bin_path("galleon-engine")}};
+  make_key("alice");
+  ASSERT_EQ(galleon({"trust", "add", work_.file("alice.pub")}).exit_code, 0);
+  std::string bundle = build("s.galleon", {"alice"}, {"--cuda-engine", engine});
+  EXPECT_EQ(member_bytes(bundle, "engine/galleon-engine-cuda"), read_file(engine));
+  json m = json::parse(member_bytes(bundle, "MANIFEST.json"));
+  int cuda_members = 0;
+  for (const auto& e : m["members"]) cuda_members += e["role"] == "engine-cuda";
+  EXPECT_EQ(cuda_members, 1) << m.dump();
+  EXPECT_FALSE(fs::exists(log)) << "the transcript comes from the CPU engine";
+  ASSERT_EQ(galleon({"install", bundle}).exit_code, 0);
+
+  const std::vector<std::string> run{"run", "stories260k", "-p", "Once upon a time",
+                                     "--temperature", "0", "--max-tokens", "12", "--json"};
+  CmdResult cpu = galleon(run);
+  ASSERT_EQ(cpu.exit_code, 0) << cpu.err;
+  EXPECT_FALSE(fs::exists(log)) << "a CPU run used the CUDA engine";
+  std::vector<std::string> on_gpu = run;
+  on_gpu.insert(on_gpu.end(), {"--device", "cuda:0"});
+  CmdResult gpu = galleon(on_gpu);
+  ASSERT_EQ(gpu.exit_code, 0) << gpu.err;
+  EXPECT_EQ(json::parse(gpu.out)["logits_sha256"], json::parse(cpu.out)["logits_sha256"]);
+  EXPECT_NE(read_file(log).find("--device cuda:0"), std::string::npos) << read_file(log);
+
+  fs::remove(log);
+  CmdResult check = galleon({"check", "stories260k", "--device", "cuda"});
+  EXPECT_EQ(check.exit_code, 0) << check.err;
+  EXPECT_NE(check.out.find("identical: on cuda: all 3 prompts identical"), std::string::npos)
+      << check.out;
+  EXPECT_NE(read_file(log).find("--device cuda"), std::string::npos);
+  EXPECT_EQ(galleon({"check", "stories260k", "--device", "gpu"}).exit_code, 2);
+
+  // The bundle file runs its CUDA engine too.
+  fs::remove(log);
+  on_gpu[1] = bundle;
+  gpu = galleon(on_gpu);
+  ASSERT_EQ(gpu.exit_code, 0) << gpu.err;
+  EXPECT_TRUE(fs::exists(log));
+}
+
+TEST_F(BuildTest, BundleWithoutACudaEngineSaysSoOnCuda) {
+  make_key("alice");
+  ASSERT_EQ(galleon({"trust", "add", work_.file("alice.pub")}).exit_code, 0);
+  std::string bundle = build("s.galleon", {"alice"}, {"--cpu-only"});
+  for (const TarEntry& e : tar_entries(read_file(bundle)))
+    EXPECT_NE(e.name, "engine/galleon-engine-cuda");
+  ASSERT_EQ(galleon({"install", bundle}).exit_code, 0);
+  CmdResult r = galleon({"run", "stories260k", "-p", "Once", "--device", "cuda"});
+  EXPECT_EQ(r.exit_code, 8) << r.err;
+  EXPECT_NE(r.err.find("the bundle has no CUDA engine"), std::string::npos) << r.err;
+  r = galleon({"check", "stories260k", "--device", "cuda"});
+  EXPECT_EQ(r.exit_code, 8) << r.out << r.err;
+  EXPECT_NE(r.err.find("no CUDA engine"), std::string::npos) << r.err;
+  EXPECT_EQ(galleon({"check", "stories260k"}).exit_code, 0);
 }
 
 }  // namespace

@@ -245,8 +245,6 @@ TEST(Engine, EngineExecutableIsStatic) {
   GTEST_SKIP() << "a sanitizer build (GALLEON_SANITIZE) links the engine dynamically";
 #endif
 #endif
-  if (cuda::built())
-    GTEST_SKIP() << "a CUDA build (GALLEON_CUDA) links the engine dynamically (docs/cuda.md)";
   std::string elf = testing::read_file(bin_path("galleon-engine"));
   ASSERT_GT(elf.size(), sizeof(Elf64_Ehdr));
   Elf64_Ehdr eh;

@@ -97,6 +97,22 @@ const bundles::Member& need_role(const bundles::Manifest& m, bundles::Role role,
   return *member;
 }
 
+// The engine member that runs `user`'s arguments: the CUDA engine (role engine-cuda) for
+// --device cuda[:N], else the static CPU engine.
+const bundles::Member& engine_member(const bundles::Manifest& m,
+                                     const std::vector<std::string>& user,
+                                     const std::string& who) {
+  const std::string device = device_option(user);
+  if (!is_cuda_device(device)) return need_role(m, bundles::Role::Engine, who);
+  const bundles::Member* member = m.find_role(bundles::Role::EngineCuda);
+  if (!member)
+    fail(ErrorKind::Unsupported,
+         who + ": --device " + device + ": the bundle has no CUDA engine (member role "
+               "engine-cuda): it was built by a galleon without the CUDA backend; run it with "
+               "--device cpu");
+  return *member;
+}
+
 // A bundle run ready to start: the verified engine in memory and its arguments.
 struct PreparedRun {
   std::string who;
@@ -127,12 +143,16 @@ PreparedRun prepare_installed(pkg::Store& store, const pkg::BundleRow& b,
   run.bundle_id = b.id;
   auto m = bundles::parse_manifest(b.manifest_bytes, b.id);
   bool host_engine = m.engine.platform != bundles::host_platform();
+  if (host_engine && is_cuda_device(device_option(user)))
+    fail(ErrorKind::Unsupported, run.who + ": the bundle's engines are built for " +
+                                     m.engine.platform + ", this host is " +
+                                     bundles::host_platform() + "; its CUDA engine cannot run here");
   if (host_engine && b.check_result != pkg::kCheckHostEngine)
     fail(ErrorKind::Unsupported,
          run.who + ": the bundle's engine is built for " + m.engine.platform + ", this host is " +
              bundles::host_platform() + "; this host's engine may run it once it reproduces the "
              "conformance transcript: galleon check " + b.name + "@" + b.version);
-  const auto& engine = need_role(m, bundles::Role::Engine, run.who);
+  const auto& engine = engine_member(m, user, run.who);
   const auto& weights = need_role(m, bundles::Role::Weights, run.who);
   std::string engine_path = host_engine ? sibling_engine_path() : store.blob_path(engine.sha256);
   run.engine = std::make_unique<MemFile>("galleon-engine", inheritable);
@@ -182,7 +202,7 @@ PreparedRun prepare_file(const std::string& path, std::vector<std::string> user,
   run.bundle_id = reader.id();
   check_platform(m, path);
   require_trust(reader, allow_untrusted);
-  const auto& engine = need_role(m, bundles::Role::Engine, path);
+  const auto& engine = engine_member(m, user, path);
   const auto& weights = need_role(m, bundles::Role::Weights, path);
   run.engine = std::make_unique<MemFile>("galleon-engine", inheritable);
   MemFileSink sink(*run.engine);

@@ -18,13 +18,29 @@
 
 namespace galleon::cli {
 
-std::string sibling_engine_path() {
-  if (const char* e = std::getenv("GALLEON_ENGINE"); e && *e) return e;
+std::string sibling_engine_path(bool cuda) {
+  if (const char* e = std::getenv(cuda ? "GALLEON_ENGINE_CUDA" : "GALLEON_ENGINE"); e && *e)
+    return e;
   char buf[PATH_MAX];
   ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
   if (n <= 0) fail(ErrorKind::Internal, "cannot find this executable (/proc/self/exe)");
   std::string self(buf, size_t(n));
-  return self.substr(0, self.rfind('/') + 1) + "galleon-engine";
+  return self.substr(0, self.rfind('/') + 1) + (cuda ? "galleon-engine-cuda" : "galleon-engine");
+}
+
+std::string device_option(const std::vector<std::string>& args) {
+  std::string device = "cpu";
+  for (size_t i = 0; i < args.size(); ++i) {
+    if (args[i] == "--device" && i + 1 < args.size())
+      device = args[++i];
+    else if (args[i].rfind("--device=", 0) == 0)
+      device = args[i].substr(9);
+  }
+  return device;
+}
+
+bool is_cuda_device(const std::string& device) {
+  return device == "cuda" || device.rfind("cuda:", 0) == 0;
 }
 
 void exec_engine(const std::string& engine, const std::vector<std::string>& args) {
@@ -39,6 +55,16 @@ void exec_engine(const std::string& engine, const std::vector<std::string>& args
 
 namespace {
 
+// The sibling engine for these arguments: galleon-engine-cuda for --device cuda[:N].
+std::string engine_for(const std::vector<std::string>& args) {
+  if (!is_cuda_device(device_option(args))) return sibling_engine_path();
+  std::string engine = sibling_engine_path(true);
+  if (access(engine.c_str(), X_OK) != 0)
+    fail(ErrorKind::Unsupported, "this galleon has no CUDA backend: " + engine +
+                                     " is missing (configure with -DGALLEON_CUDA=ON)");
+  return engine;
+}
+
 void forward(CLI::App& root, const char* verb, const char* help) {
   CLI::App* cmd = root.add_subcommand(verb, help);
   cmd->prefix_command();
@@ -49,7 +75,7 @@ void forward(CLI::App& root, const char* verb, const char* help) {
     if (std::string(verb) == "run" && run_bundle_if_named(rest)) return;
     std::vector<std::string> args{verb};
     for (const auto& a : rest) args.push_back(a);
-    exec_engine(sibling_engine_path(), args);
+    exec_engine(engine_for(rest), args);
   });
 }
 

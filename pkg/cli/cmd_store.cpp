@@ -350,12 +350,20 @@ void setup_fsck(CLI::App& root, Context&) {
 
 void setup_check(CLI::App& root, Context&) {
   auto ref = std::make_shared<std::string>();
+  auto device = std::make_shared<std::string>("cpu");
   CLI::App* cmd = root.add_subcommand("check", "Replay an installed bundle's conformance transcript");
   cmd->add_option("NAME|ID", *ref, "NAME[@VERSION], sha256:ID or a unique id prefix")->required();
-  cmd->callback([ref] {
+  cmd->add_option("--device", *device,
+                  "cpu (the bundle's engine), or cuda[:N] (its CUDA engine on GPU N; the "
+                  "recorded check is left as it is)")
+      ->check([](const std::string& d) {
+        return d == "cpu" || is_cuda_device(d) ? std::string() : "expected cpu, cuda or cuda:N";
+      });
+  cmd->callback([ref, device] {
     pkg::Store store(pkg::home_from_env(), pkg::StoreMode::Read);
     auto b = store.resolve(*ref);
-    auto c = pkg::check_installed(store, b, sibling_engine_path());
+    auto c = is_cuda_device(*device) ? pkg::check_installed_on_gpu(store, b, *device)
+                                     : pkg::check_installed(store, b, sibling_engine_path());
     std::string who = b.name + " " + b.version + " (" + b.id + ")";
     if (c.result == pkg::kCheckIdentical || c.result == pkg::kCheckHostEngine) {
       std::cout << who << ": identical: " << c.detail << "\n";
@@ -364,7 +372,8 @@ void setup_check(CLI::App& root, Context&) {
     if (c.result == pkg::kCheckMismatch)
       fail(ErrorKind::Mismatch, who + ": MISMATCH: this machine does not reproduce the "
                                       "conformance transcript: " + c.detail);
-    if (c.result == pkg::kCheckOtherPlatform) fail(ErrorKind::Unsupported, who + ": " + c.detail);
+    if (c.result == pkg::kCheckOtherPlatform || is_cuda_device(*device))
+      fail(ErrorKind::Unsupported, who + ": " + c.detail);
     fail(ErrorKind::NotFound, who + ": " + c.detail);
   });
 }
