@@ -301,8 +301,8 @@ class EmuExec {
     for (int64_t k = 0; k < ntok * n_heads * (n_rot / 2); ++k)
       cdev::step::rope(x, k, n_heads, hd, n_rot, neox, n_past, cos_t, sin_t);
   }
-  void copy(float* dst, const float* src, int64_t count) {
-    std::memcpy(dst, src, size_t(count) * sizeof(float));
+  void store_kv(float* cache, const float* src, int64_t n_past, int64_t kv_dim, int64_t ntok) {
+    std::memcpy(cache + n_past * kv_dim, src, size_t(ntok * kv_dim) * sizeof(float));
   }
   void attention(const float* q, const float* kc, const float* vc, int64_t n_head, int64_t group,
                  int64_t hd, int64_t kv_dim, int64_t ntok, int64_t n_past, int64_t,

@@ -19,6 +19,7 @@
 #include "runtime/kernels.h"  // A8Block, A8KBlock
 
 #if defined(__CUDACC__)
+#include <cuda_fp16.h>
 #define GALLEON_HD __host__ __device__ inline
 #else
 #define GALLEON_HD inline
@@ -61,6 +62,31 @@ GALLEON_HD float half_to_float(uint32_t h) {
   return from_bits(sign | to_bits(mag));
 }
 GALLEON_HD float bf16_to_float(uint32_t h) { return from_bits(h << 16); }
+
+// A plain weight element at p (aligned to its size): the GPU loads it whole and converts
+// binary16 with the hardware (cvt.f32.f16, exact for every value; a NaN stays a NaN, and any
+// NaN dot product becomes the canonical NaN); the CPU reads bytes.
+GALLEON_HD float load_f32(const uint8_t* p) {
+#if defined(__CUDA_ARCH__)
+  return *reinterpret_cast<const float*>(p);
+#else
+  return from_bits(le32(p));
+#endif
+}
+GALLEON_HD float load_f16(const uint8_t* p) {
+#if defined(__CUDA_ARCH__)
+  return __half2float(__ushort_as_half(*reinterpret_cast<const unsigned short*>(p)));
+#else
+  return half_to_float(le16(p));
+#endif
+}
+GALLEON_HD float load_bf16(const uint8_t* p) {
+#if defined(__CUDA_ARCH__)
+  return bf16_to_float(*reinterpret_cast<const unsigned short*>(p));
+#else
+  return bf16_to_float(le16(p));
+#endif
+}
 
 // Any NaN dot product result becomes the quiet NaN 0x7fc00000.
 GALLEON_HD float canonical_nan(float v) { return v != v ? from_bits(0x7fc00000u) : v; }
@@ -236,44 +262,48 @@ GALLEON_HD float contrib_a8(const uint8_t* w, const kern::A8Block& a) {
   }
 }
 
+// The 256-element types split a block's integer sums into kKParts parts (exact in any order
+// and grouping, so the GPU gives each part to its own thread): kpart<T>(w, a, g) is part g,
+// kfinish<T> the block's float contribution from the totals. contribution() is kfinish of the
+// parts summed in order.
+constexpr int kKParts = 8;
+struct KSums {
+  int32_t sumi = 0, summ = 0;  // summ: Q4_K/Q5_K minimums only
+};
+
 // Q4_K / Q5_K (section 5): sub-block j = 2c + h covers elements 32j + l = 64c + 32h + l, the
 // low (h = 0) or high (h = 1) nibbles of qs[32c + l], plus 16 * bit j of qh[l] for Q5_K.
+// Part g is sub-block j = g.
 template <GgmlType T>
-GALLEON_HD float contrib_kmin(const uint8_t* w, const kern::A8KBlock& a) {
+GALLEON_HD KSums kpart_kmin(const uint8_t* w, const kern::A8KBlock& a, int j) {
   const uint8_t* sc = w + 4;
   const uint8_t* qh = w + 16;                                    // Q5_K only
   const uint8_t* qs = w + (T == GgmlType::Q5_K ? 48 : 16);
-  int32_t sumi = 0, summ = 0;
-  for (int j = 0; j < 8; ++j) {
-    const int c = j >> 1, h = j & 1;
-    int scale, mn;
-    if (j < 4) {
-      scale = sc[j] & 63;
-      mn = sc[j + 4] & 63;
-    } else {
-      scale = (sc[j + 4] & 15) | ((sc[j - 4] >> 6) << 4);
-      mn = (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4);
-    }
-    int32_t is = 0;
-    for (int i = 0; i < 8; ++i) {
-      uint32_t q = (wword(qs + 32 * c + 4 * i) >> (4 * h)) & kLowNibbles;
-      if constexpr (T == GgmlType::Q5_K) q |= ((wword(qh + 4 * i) >> j) & 0x01010101u) << 4;
-      is = dot4(q, aword(a.q + 32 * j + 4 * i), is);
-    }
-    sumi += scale * is;
-    summ += mn * (int(a.bsums[2 * j]) + int(a.bsums[2 * j + 1]));
+  const int c = j >> 1, h = j & 1;
+  int scale, mn;
+  if (j < 4) {
+    scale = sc[j] & 63;
+    mn = sc[j + 4] & 63;
+  } else {
+    scale = (sc[j + 4] & 15) | ((sc[j - 4] >> 6) << 4);
+    mn = (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4);
   }
-  const float d = half_to_float(le16(w)), dmin = half_to_float(le16(w + 2));
-  return (d * a.d) * float(sumi) - (dmin * a.d) * float(summ);
+  int32_t is = 0;
+  for (int i = 0; i < 8; ++i) {
+    uint32_t q = (wword(qs + 32 * c + 4 * i) >> (4 * h)) & kLowNibbles;
+    if constexpr (T == GgmlType::Q5_K) q |= ((wword(qh + 4 * i) >> j) & 0x01010101u) << 4;
+    is = dot4(q, aword(a.q + 32 * j + 4 * i), is);
+  }
+  return {scale * is, mn * (int(a.bsums[2 * j]) + int(a.bsums[2 * j + 1]))};
 }
 
 // Q6_K: sub-block j of 16 elements e = 16j + i = 128h + 32k + l, unsigned 6-bit quants u
-// (q = u - 32, so isum_j = isum_j(u) - 32 * bsums[j]).
-GALLEON_HD float contrib_q6_k(const uint8_t* w, const kern::A8KBlock& a) {
+// (q = u - 32, so isum_j = isum_j(u) - 32 * bsums[j]). Part g is sub-blocks 2g and 2g + 1.
+GALLEON_HD KSums kpart_q6_k(const uint8_t* w, const kern::A8KBlock& a, int g) {
   const uint8_t* ql = w;
   const uint8_t* qh = w + 128;
   int32_t sumi = 0;
-  for (int j = 0; j < 16; ++j) {
+  for (int j = 2 * g; j < 2 * g + 2; ++j) {
     const int h = j >> 3, k = (j >> 1) & 3, l0 = (j & 1) * 16;
     int32_t is = 0;
     for (int i = 0; i < 4; ++i) {
@@ -285,7 +315,36 @@ GALLEON_HD float contrib_q6_k(const uint8_t* w, const kern::A8KBlock& a) {
     }
     sumi += int(int8_t(w[192 + j])) * (is - 32 * int(a.bsums[j]));
   }
-  return (half_to_float(le16(w + 208)) * a.d) * float(sumi);
+  return {sumi, 0};
+}
+
+template <GgmlType T>
+GALLEON_HD KSums kpart(const uint8_t* w, const kern::A8KBlock& a, int g) {
+  if constexpr (T == GgmlType::Q6_K)
+    return kpart_q6_k(w, a, g);
+  else
+    return kpart_kmin<T>(w, a, g);
+}
+
+template <GgmlType T>
+GALLEON_HD float kfinish(const uint8_t* w, const kern::A8KBlock& a, KSums s) {
+  if constexpr (T == GgmlType::Q6_K) {
+    return (half_to_float(le16(w + 208)) * a.d) * float(s.sumi);
+  } else {
+    const float d = half_to_float(le16(w)), dmin = half_to_float(le16(w + 2));
+    return (d * a.d) * float(s.sumi) - (dmin * a.d) * float(s.summ);
+  }
+}
+
+template <GgmlType T>
+GALLEON_HD float contrib_k(const uint8_t* w, const kern::A8KBlock& a) {
+  KSums total;
+  for (int g = 0; g < kKParts; ++g) {
+    const KSums p = kpart<T>(w, a, g);
+    total.sumi += p.sumi;
+    total.summ += p.summ;
+  }
+  return kfinish<T>(w, a, total);
 }
 
 // Contribution i of a row dot product (element i for plain types, block i otherwise).
@@ -293,17 +352,15 @@ template <GgmlType T>
 GALLEON_HD float contribution(const uint8_t* wrow, const void* act, int64_t i) {
   const uint8_t* w = wrow + i * TypeInfo<T>::bytes;
   if constexpr (T == GgmlType::F32) {
-    return from_bits(le32(w)) * static_cast<const float*>(act)[i];
+    return load_f32(w) * static_cast<const float*>(act)[i];
   } else if constexpr (T == GgmlType::F16) {
-    return half_to_float(le16(w)) * static_cast<const float*>(act)[i];
+    return load_f16(w) * static_cast<const float*>(act)[i];
   } else if constexpr (T == GgmlType::BF16) {
-    return bf16_to_float(le16(w)) * static_cast<const float*>(act)[i];
+    return load_bf16(w) * static_cast<const float*>(act)[i];
   } else if constexpr (TypeInfo<T>::elems == 32) {
     return contrib_a8<T>(w, static_cast<const kern::A8Block*>(act)[i]);
-  } else if constexpr (T == GgmlType::Q6_K) {
-    return contrib_q6_k(w, static_cast<const kern::A8KBlock*>(act)[i]);
   } else {
-    return contrib_kmin<T>(w, static_cast<const kern::A8KBlock*>(act)[i]);
+    return contrib_k<T>(w, static_cast<const kern::A8KBlock*>(act)[i]);
   }
 }
 
@@ -318,7 +375,32 @@ GALLEON_HD void lane_dots(int64_t n, const void* wrow, const void* act, size_t a
   const uint8_t* w = static_cast<const uint8_t*>(wrow);
   const uint8_t* a = static_cast<const uint8_t*>(act);
   for (int k = 0; k < K; ++k) v[k] = 0.0f;
-  for (int64_t i = lane; i < count; i += 32)
+  // U contributions per token are computed before they are added (in order), so that their
+  // loads are in flight together.
+  constexpr int U = TypeInfo<T>::elems == 1 ? 8 : TypeInfo<T>::elems == 32 ? 2 : 1;
+  int64_t i = lane;
+  for (; i + 32 * (U - 1) < count; i += 32 * U) {
+    float c[U][K];
+#if defined(__CUDA_ARCH__)
+#pragma unroll
+#endif
+    for (int u = 0; u < U; ++u)
+#if defined(__CUDA_ARCH__)
+#pragma unroll
+#endif
+      for (int k = 0; k < K; ++k)
+        c[u][k] = k < nt ? contribution<T>(w, a + size_t(k) * act_row_bytes, i + 32 * u) : 0.0f;
+#if defined(__CUDA_ARCH__)
+#pragma unroll
+#endif
+    for (int u = 0; u < U; ++u)
+#if defined(__CUDA_ARCH__)
+#pragma unroll
+#endif
+      for (int k = 0; k < K; ++k)
+        if (k < nt) v[k] = v[k] + c[u][k];
+  }
+  for (; i < count; i += 32)
 #if defined(__CUDA_ARCH__)
 #pragma unroll
 #endif
@@ -329,7 +411,13 @@ GALLEON_HD void lane_dots(int64_t n, const void* wrow, const void* act, size_t a
 // Lane accumulator of f32 dot products (dot_f32, sum_sq, attention scores).
 GALLEON_HD float lane_dot_f32(const float* a, const float* b, int64_t n, int lane) {
   float v = 0.0f;
-  for (int64_t i = lane; i < n; i += 32) v = v + a[i] * b[i];
+  int64_t i = lane;
+  for (; i + 32 * 7 < n; i += 32 * 8) {  // 8 products in flight, added in order
+    float p[8];
+    for (int u = 0; u < 8; ++u) p[u] = a[i + 32 * u] * b[i + 32 * u];
+    for (int u = 0; u < 8; ++u) v = v + p[u];
+  }
+  for (; i < n; i += 32) v = v + a[i] * b[i];
   return v;
 }
 

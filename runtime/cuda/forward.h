@@ -2,6 +2,8 @@
 // section 9) as a template over the executor X that runs each step: CudaSession launches the
 // kernels of runtime/cuda/session.cu; tests/cuda_emu_test.cpp runs the same step functions on
 // the CPU, so the orchestration itself is checked bit for bit without a GPU. No CUDA headers.
+// X may read the position n_past from elsewhere (CudaExec reads it from GPU memory, so that one
+// captured CUDA graph replays every decoding step); it equals the argument.
 #pragma once
 
 #include <cmath>
@@ -109,8 +111,8 @@ void forward(X& x, const HParams& hp, const std::vector<DevLayer>& layers, const
     }
     float* kc = b.k_cache + int64_t(il) * n_ctx * kv_dim;
     float* vc = b.v_cache + int64_t(il) * n_ctx * kv_dim;
-    x.copy(kc + n_past * kv_dim, b.k, ntok * kv_dim);
-    x.copy(vc + n_past * kv_dim, b.v, ntok * kv_dim);
+    x.store_kv(kc, b.k, n_past, kv_dim, ntok);
+    x.store_kv(vc, b.v, n_past, kv_dim, ntok);
     x.attention(b.q, kc, vc, hp.n_head, hp.n_head / hp.n_head_kv, hd, kv_dim, ntok, n_past, n_ctx,
                 kq_scale, b.scores, b.att);
     matmuls(x, b.att, ntok, {{&L.wo, b.tmp}});

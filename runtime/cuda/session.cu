@@ -93,15 +93,51 @@ class Stream {
   cudaStream_t s_ = nullptr;
 };
 
-// GALLEON_CUDA_SYNC=1 waits for every kernel, so that a failing kernel is the one named.
-void check_launch(const char* kernel) {
-  static const bool sync = [] {
-    const char* e = std::getenv("GALLEON_CUDA_SYNC");
-    return e && *e && std::string(e) != "0";
-  }();
-  check(cudaGetLastError(), kernel);
-  if (sync) check(cudaDeviceSynchronize(), kernel);
+bool env_flag(const char* name, bool fallback) {
+  const char* e = std::getenv(name);
+  return e && *e ? std::string(e) != "0" : fallback;
 }
+
+// GALLEON_CUDA_SYNC=1 waits for every kernel, so that a failing kernel is the one named.
+bool sync_every_kernel() {
+  static const bool sync = env_flag("GALLEON_CUDA_SYNC", false);
+  return sync;
+}
+
+void check_launch(const char* kernel) {
+  check(cudaGetLastError(), kernel);
+  if (sync_every_kernel()) check(cudaDeviceSynchronize(), kernel);
+}
+
+// An instantiated CUDA graph: one decoding step's kernels, replayed with one launch.
+class GraphExec {
+ public:
+  GraphExec() = default;
+  GraphExec(const GraphExec&) = delete;
+  GraphExec& operator=(const GraphExec&) = delete;
+  ~GraphExec() { reset(); }
+  void reset() {
+    if (exec_) cudaGraphExecDestroy(exec_);
+    exec_ = nullptr;
+  }
+  explicit operator bool() const { return exec_ != nullptr; }
+  // Ends the capture on st and instantiates what it recorded.
+  void end_capture(cudaStream_t st) {
+    reset();
+    cudaGraph_t g = nullptr;
+    check(cudaStreamEndCapture(st, &g), "cudaStreamEndCapture");
+    const cudaError_t e = cudaGraphInstantiate(&exec_, g, 0);
+    cudaGraphDestroy(g);
+    if (e != cudaSuccess) {
+      exec_ = nullptr;
+      cuda_fail(e, "cudaGraphInstantiate");
+    }
+  }
+  void launch(cudaStream_t st) { check(cudaGraphLaunch(exec_, st), "cudaGraphLaunch"); }
+
+ private:
+  cudaGraphExec_t exec_ = nullptr;
+};
 
 unsigned blocks_for(int64_t n, int per_block) {
   return unsigned(std::min<int64_t>((n + per_block - 1) / per_block, 1 << 30));
@@ -140,31 +176,163 @@ __global__ void matmul_kernel(const uint8_t* W, size_t w_row_bytes, int64_t n, i
   }
 }
 
-// One thread per activation block (and token): Block is kern::A8Block or kern::A8KBlock.
-template <class Block, int kElems>
-__global__ void quantize_kernel(const float* x, int64_t n, int64_t ntok, Block* out) {
-  GALLEON_GRID_STRIDE(i, n / kElems * ntok) cdev::step::quantize<kElems>(x, n, i, out);
+// The 256-element types (Q4_K, Q5_K, Q6_K): the 8 threads of each quarter of the warp split
+// one block's integer sums (cdev::kpart, exact in any grouping) and sum them with integer
+// shuffles; the warp's 4 blocks then go to their canonical lanes (block i to lane i mod 32),
+// each lane adding its blocks in increasing order, as cdev::lane_dots does.
+template <GgmlType T>
+__global__ void matmul_k_kernel(const uint8_t* W, size_t w_row_bytes, int64_t n, int64_t n_out,
+                                const uint8_t* act, size_t act_row_bytes, int64_t ntok, float* y,
+                                int64_t y_stride) {
+  constexpr int kBytes = cdev::TypeInfo<T>::bytes;
+  const int lane = int(threadIdx.x) & 31, part = lane & 7, quarter = lane >> 3;
+  const int64_t r = int64_t(blockIdx.x) * kMatmulWarps + int64_t(threadIdx.x >> 5);
+  if (r >= n_out) return;  // whole warps leave together
+  const uint8_t* wrow = W + size_t(r) * w_row_bytes;
+  const int64_t count = n / 256;
+  for (int64_t t0 = int64_t(blockIdx.y) * kMatmulTokens; t0 < ntok;
+       t0 += int64_t(gridDim.y) * kMatmulTokens) {
+    const int nt = int(ntok - t0 < kMatmulTokens ? ntok - t0 : kMatmulTokens);  // warp-uniform
+    const uint8_t* a0 = act + size_t(t0) * act_row_bytes;
+    float v[kMatmulTokens];
+#pragma unroll
+    for (int k = 0; k < kMatmulTokens; ++k) v[k] = 0.0f;
+    for (int64_t i0 = 0; i0 < count; i0 += 4) {
+      const int64_t i = i0 + quarter;  // this thread's block
+      const bool have = i < count;
+      const uint8_t* wb = wrow + size_t(i) * kBytes;
+      float c[kMatmulTokens];
+#pragma unroll
+      for (int k = 0; k < kMatmulTokens; ++k) {
+        const kern::A8KBlock* ab =
+            reinterpret_cast<const kern::A8KBlock*>(a0 + size_t(k) * act_row_bytes) + i;
+        cdev::KSums s;
+        if (have && k < nt) s = cdev::kpart<T>(wb, *ab, part);
+        for (int o = 1; o < 8; o <<= 1) {
+          s.sumi += __shfl_xor_sync(0xffffffffu, s.sumi, o);
+          s.summ += __shfl_xor_sync(0xffffffffu, s.summ, o);
+        }
+        c[k] = have && k < nt ? cdev::kfinish<T>(wb, *ab, s) : 0.0f;
+      }
+      // Lane L takes block i0 + q when L == (i0 + q) mod 32, from the quarter q that made it.
+      const int q = (lane - int(i0 & 31)) & 31;
+#pragma unroll
+      for (int k = 0; k < kMatmulTokens; ++k) {
+        const float got = __shfl_sync(0xffffffffu, c[k], 8 * (q & 3));
+        if (q < 4 && i0 + q < count && k < nt) v[k] = v[k] + got;
+      }
+    }
+#pragma unroll
+    for (int k = 0; k < kMatmulTokens; ++k) {
+      if (k >= nt) break;
+      const float sum = cdev::warp_tree(v[k]);
+      if (lane == 0) y[(t0 + k) * y_stride + r] = cdev::canonical_nan(sum);
+    }
+  }
 }
 
-// y = (x * (1 / sqrt(sum_sq(x) / n + eps))) * w, one warp per token.
+// The largest of the lanes' values (each >= 0 and not NaN): exact in any order.
+__device__ inline float warp_max(float m) {
+  for (int o = 16; o >= 1; o >>= 1) {
+    const float other = __shfl_xor_sync(0xffffffffu, m, o);
+    m = other > m ? other : m;
+  }
+  return m;
+}
+__device__ inline int warp_sum(int s, int width) {
+  for (int o = 1; o < width; o <<= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+  return s;
+}
+
+// Activation quantization (docs/arithmetic.md section 4), one warp per block of a token's row:
+// amax is a maximum (exact in any order; NaN never compares greater, as in cdev::act_scale),
+// each quant depends on its element and the scale alone, and the integer sums are exact.
+// A8: lane j quantizes element j.
+__global__ void quantize_a8_kernel(const float* x, int64_t n, int64_t total, kern::A8Block* out) {
+  const int lane = int(threadIdx.x) & 31;
+  const int64_t b = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
+  if (b >= total) return;  // whole warps leave together
+  const int64_t nb = n / 32;
+  const float xv = x[(b / nb) * n + 32 * (b % nb) + lane];
+  const float a = fabsf(xv);
+  const float amax = warp_max(a > 0.0f ? a : 0.0f);
+  const float d = amax / 127.0f;
+  const float inv = d == 0.0f ? 0.0f : 1.0f / d;
+  const int q = cdev::act_quant(xv, inv);
+  out[b].q[lane] = int8_t(q);
+  const int sum = warp_sum(q, 32);
+  if (lane == 0) {
+    out[b].d = d;
+    out[b].sum = sum;
+  }
+}
+
+// A8K: lane l quantizes elements 8l .. 8l + 7; lanes 2g and 2g + 1 make bsums[g].
+__global__ void quantize_a8k_kernel(const float* x, int64_t n, int64_t total, kern::A8KBlock* out) {
+  const int lane = int(threadIdx.x) & 31;
+  const int64_t b = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
+  if (b >= total) return;  // whole warps leave together
+  const int64_t nb = n / 256;
+  const float* src = x + (b / nb) * n + 256 * (b % nb) + 8 * lane;
+  float xv[8];
+  float m = 0.0f;
+#pragma unroll
+  for (int j = 0; j < 8; ++j) {
+    xv[j] = src[j];
+    const float a = fabsf(xv[j]);
+    m = a > m ? a : m;
+  }
+  const float amax = warp_max(m);
+  const float d = amax / 127.0f;
+  const float inv = d == 0.0f ? 0.0f : 1.0f / d;
+  int s = 0;
+#pragma unroll
+  for (int j = 0; j < 8; ++j) {
+    const int q = cdev::act_quant(xv[j], inv);
+    out[b].q[8 * lane + j] = int8_t(q);
+    s += q;
+  }
+  s = warp_sum(s, 2);
+  if ((lane & 1) == 0) out[b].bsums[lane >> 1] = int16_t(s);
+  if (lane == 0) out[b].d = d;
+}
+
+constexpr int kNormThreads = 256;
+
+// y = (x * (1 / sqrt(sum_sq(x) / n + eps))) * w, one block per token: warp 0 makes the
+// canonical sum of squares, every thread applies the scale.
 __global__ void rms_norm_kernel(const float* x, const float* w, int64_t n, float eps, float* y) {
-  const int lane = int(threadIdx.x);
+  __shared__ float s_scale;
   const float* xr = x + int64_t(blockIdx.x) * n;
   float* yr = y + int64_t(blockIdx.x) * n;
-  const float ss = cdev::warp_tree(cdev::lane_dot_f32(xr, xr, n, lane));
-  const float scale =
-      cdev::step::rms_scale(cdev::canonical_nan(__shfl_sync(0xffffffffu, ss, 0)), n, eps);
-  for (int64_t i = lane; i < n; i += 32) yr[i] = cdev::step::rms_apply(xr[i], scale, w[i]);
+  if (threadIdx.x < 32) {
+    const float ss = cdev::warp_tree(cdev::lane_dot_f32(xr, xr, n, int(threadIdx.x)));
+    if (threadIdx.x == 0) s_scale = cdev::step::rms_scale(cdev::canonical_nan(ss), n, eps);
+  }
+  __syncthreads();
+  const float scale = s_scale;
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x)
+    yr[i] = cdev::step::rms_apply(xr[i], scale, w[i]);
 }
 
 __global__ void add_kernel(float* x, const float* b, int64_t dim, int64_t total, bool broadcast) {
   GALLEON_GRID_STRIDE(i, total) cdev::step::add(x, b, dim, i, broadcast);
 }
 
+// The kernels that depend on the position read n_past from GPU memory (CudaExec::pos_).
 __global__ void rope_kernel(float* x, int64_t n_heads, int64_t hd, int64_t n_rot, bool neox,
-                            int64_t ntok, int64_t n_past, const float* cos_t, const float* sin_t) {
+                            int64_t ntok, const int64_t* n_past, const float* cos_t,
+                            const float* sin_t) {
+  const int64_t past = *n_past;
   GALLEON_GRID_STRIDE(k, ntok * n_heads * (n_rot / 2))
-  cdev::step::rope(x, k, n_heads, hd, n_rot, neox, n_past, cos_t, sin_t);
+  cdev::step::rope(x, k, n_heads, hd, n_rot, neox, past, cos_t, sin_t);
+}
+
+// cache rows n_past .. n_past + ntok - 1 (kv_dim floats each) = src.
+__global__ void store_kv_kernel(float* cache, const float* src, const int64_t* n_past,
+                                int64_t total, int64_t kv_dim) {
+  float* dst = cache + *n_past * kv_dim;
+  GALLEON_GRID_STRIDE(i, total) dst[i] = src[i];
 }
 
 __global__ void silu_mul_kernel(float* g, const float* u, int64_t total) {
@@ -183,12 +351,12 @@ constexpr int kAttnThreads = 256;
 // 3. e_j = expf(s_j - m);  4. the 32 lanes (j mod 32) of e_j * v_j[d] and of e_j, one thread
 // per (lane, d);  5. the canonical tree over the lanes in shared memory;  6. o_d = L[0][d] / sum.
 __global__ void attention_kernel(const float* q, const float* kc, const float* vc, int64_t n_head,
-                                 int64_t group, int64_t hd, int64_t kv_dim, int64_t n_past,
+                                 int64_t group, int64_t hd, int64_t kv_dim, const int64_t* n_past,
                                  int64_t n_ctx, float kq_scale, float* scratch, float* out) {
   extern __shared__ float lanes[];  // attn::lane_floats(hd)
   __shared__ float s_max;
   const int64_t t = blockIdx.x, h = blockIdx.y;
-  const int64_t n_kv = n_past + t + 1;
+  const int64_t n_kv = *n_past + t + 1;
   const int64_t q_dim = n_head * hd;
   const int64_t off = (h / group) * hd;
   const float* qr = q + t * q_dim + h * hd;
@@ -224,9 +392,13 @@ void run_matmul(const DevWeight& w, const void* act, size_t arb, int64_t ntok, f
   const int64_t groups = (ntok + kMatmulTokens - 1) / kMatmulTokens;
   const dim3 grid(blocks_for(w.n_out, kMatmulWarps), unsigned(std::min<int64_t>(groups, 65535)));
   cdev::with_type(w.type, [&]<GgmlType T>() {
-    matmul_kernel<T><<<grid, 32 * kMatmulWarps, 0, st>>>(w.data, w.row_bytes, w.n_in, w.n_out,
-                                                        static_cast<const uint8_t*>(act), arb,
-                                                        ntok, y, w.n_out);
+    const auto* a = static_cast<const uint8_t*>(act);
+    if constexpr (cdev::TypeInfo<T>::elems == 256)
+      matmul_k_kernel<T><<<grid, 32 * kMatmulWarps, 0, st>>>(w.data, w.row_bytes, w.n_in,
+                                                            w.n_out, a, arb, ntok, y, w.n_out);
+    else
+      matmul_kernel<T><<<grid, 32 * kMatmulWarps, 0, st>>>(w.data, w.row_bytes, w.n_in, w.n_out,
+                                                          a, arb, ntok, y, w.n_out);
   });
   check_launch("matmul kernel");
 }
@@ -234,20 +406,26 @@ void run_matmul(const DevWeight& w, const void* act, size_t arb, int64_t ntok, f
 // x (ntok rows of n) -> dst in the activation format of weight type t (A8 or A8K).
 void run_quantize(GgmlType t, const float* x, int64_t n, int64_t ntok, void* dst,
                   cudaStream_t st) {
-  if (kern::act_format(t) == kern::ActFormat::A8)
-    quantize_kernel<kern::A8Block, 32><<<blocks_for(n / 32 * ntok, 128), 128, 0, st>>>(
-        x, n, ntok, static_cast<kern::A8Block*>(dst));
-  else
-    quantize_kernel<kern::A8KBlock, 256><<<blocks_for(n / 256 * ntok, 128), 128, 0, st>>>(
-        x, n, ntok, static_cast<kern::A8KBlock*>(dst));
+  constexpr int kWarps = 4;  // blocks per CUDA block, one warp each
+  if (kern::act_format(t) == kern::ActFormat::A8) {
+    const int64_t total = n / 32 * ntok;
+    quantize_a8_kernel<<<blocks_for(total, kWarps), 32 * kWarps, 0, st>>>(
+        x, n, total, static_cast<kern::A8Block*>(dst));
+  } else {
+    const int64_t total = n / 256 * ntok;
+    quantize_a8k_kernel<<<blocks_for(total, kWarps), 32 * kWarps, 0, st>>>(
+        x, n, total, static_cast<kern::A8KBlock*>(dst));
+  }
   check_launch("activation quantization kernel");
 }
 
 // The executor of forward() (runtime/cuda/forward.h) on the GPU: every step is a kernel launch
-// on one stream.
+// on one stream. The position comes from the GPU word `pos` (set before each forward pass), not
+// from forward()'s argument, so that a captured pass replays at any position.
 class CudaExec {
  public:
   explicit CudaExec(cudaStream_t st) : st_(st) {}
+  void set_position(const int64_t* pos) { pos_ = pos; }
   const void* quantize(GgmlType t, const float* x, int64_t n, int64_t ntok, int slot) {
     act_[slot].reserve(kern::act_row_bytes(t, n) * size_t(ntok));
     run_quantize(t, x, n, ntok, act_[slot].get(), st_);
@@ -257,7 +435,7 @@ class CudaExec {
     run_matmul(w, act, arb, ntok, y, st_);
   }
   void rms_norm(const float* x, const float* w, int64_t n, float eps, int64_t ntok, float* y) {
-    rms_norm_kernel<<<unsigned(ntok), 32, 0, st_>>>(x, w, n, eps, y);
+    rms_norm_kernel<<<unsigned(ntok), kNormThreads, 0, st_>>>(x, w, n, eps, y);
     check_launch("rms_norm kernel");
   }
   void add(float* x, const float* b, int64_t dim, int64_t total, bool broadcast) {
@@ -265,23 +443,27 @@ class CudaExec {
     check_launch("add kernel");
   }
   void rope(float* x, int64_t n_heads, int64_t hd, int64_t n_rot, bool neox, int64_t ntok,
-            int64_t n_past, const float* cos_t, const float* sin_t) {
+            int64_t /*n_past: pos_*/, const float* cos_t, const float* sin_t) {
     rope_kernel<<<blocks_for(ntok * n_heads * (n_rot / 2), 256), 256, 0, st_>>>(
-        x, n_heads, hd, n_rot, neox, ntok, n_past, cos_t, sin_t);
+        x, n_heads, hd, n_rot, neox, ntok, pos_, cos_t, sin_t);
     check_launch("rope kernel");
   }
-  void copy(float* dst, const float* src, int64_t count) {
-    check(cudaMemcpyAsync(dst, src, size_t(count) * sizeof(float), cudaMemcpyDeviceToDevice, st_),
-          "cudaMemcpyAsync (KV cache)");
+  void store_kv(float* cache, const float* src, int64_t /*n_past: pos_*/, int64_t kv_dim,
+                int64_t ntok) {
+    store_kv_kernel<<<blocks_for(ntok * kv_dim, 256), 256, 0, st_>>>(cache, src, pos_,
+                                                                     ntok * kv_dim, kv_dim);
+    check_launch("KV cache store kernel");
   }
   void attention(const float* q, const float* kc, const float* vc, int64_t n_head, int64_t group,
-                 int64_t hd, int64_t kv_dim, int64_t ntok, int64_t n_past, int64_t n_ctx,
+                 int64_t hd, int64_t kv_dim, int64_t ntok, int64_t /*n_past: pos_*/, int64_t n_ctx,
                  float kq_scale, float* scores, float* out) {
     const size_t shared = size_t(cdev::attn::lane_floats(hd)) * sizeof(float);
     attention_kernel<<<dim3(unsigned(ntok), unsigned(n_head)), kAttnThreads, shared, st_>>>(
-        q, kc, vc, n_head, group, hd, kv_dim, n_past, n_ctx, kq_scale, scores, out);
+        q, kc, vc, n_head, group, hd, kv_dim, pos_, n_ctx, kq_scale, scores, out);
     check_launch("attention kernel");
   }
+  // The activation buffers, for CudaSession's graph key.
+  const void* act_buffer(int slot) const { return act_[slot].get(); }
   void silu_mul(float* g, const float* u, int64_t total) {
     silu_mul_kernel<<<blocks_for(total, 256), 256, 0, st_>>>(g, u, total);
     check_launch("silu kernel");
@@ -289,6 +471,7 @@ class CudaExec {
 
  private:
   cudaStream_t st_;
+  const int64_t* pos_ = nullptr;
   DeviceBuffer act_[3];
 };
 
@@ -319,12 +502,23 @@ class CudaSession final : public Evaluator {
     explicit SelectDevice(int device) { select_device(device); }
   };
 
+  // forward() for ntok tokens at n_past_ (the position already uploaded): a single-token step
+  // replays a captured graph when the buffers are those it was captured with.
+  void run_forward(const Buffers& b, int64_t ntok);
+  std::vector<const void*> graph_key(const Buffers& b) const;
+
   const Model& model_;
   int device_;
   SelectDevice selected_;  // before any other CUDA call
   int64_t n_ctx_ = 0, n_past_ = 0;
   Stream stream_;
+  DeviceBuffer pos_;  // n_past_ on the GPU (one int64)
   CudaExec exec_{stream_.get()};
+  // Decoding steps run as a CUDA graph (GALLEON_CUDA_GRAPHS=0: never); the kernels and their
+  // order are those of an eager step, so the bits are too.
+  bool use_graphs_ = env_flag("GALLEON_CUDA_GRAPHS", true) && !sync_every_kernel();
+  GraphExec graph_;
+  std::vector<const void*> graph_key_, eager_key_;  // buffers of the graph, of the last eager step
   std::vector<std::unique_ptr<DeviceBuffer>> owned_;           // weights and norms
   std::unordered_map<const void*, const uint8_t*> uploaded_;  // host data -> device copy
   std::vector<DevLayer> layers_;
@@ -338,6 +532,8 @@ class CudaSession final : public Evaluator {
 
 CudaSession::CudaSession(const Model& model, int device, int64_t n_ctx)
     : model_(model), device_(device), selected_(device) {
+  pos_.reserve(sizeof(int64_t));
+  exec_.set_position(pos_.get<int64_t>());
   const HParams& hp = model.hparams();
   n_ctx_ = n_ctx > 0 ? std::min(n_ctx, hp.n_ctx_train) : hp.n_ctx_train;
   layers_ = make_layers(
@@ -426,7 +622,10 @@ void CudaSession::do_eval(const std::vector<int32_t>& tokens, std::vector<float>
                   tmp_.get<float>(),    gate_.get<float>(),   up_.get<float>(),
                   logits_.get<float>(), scores_.get<float>(), k_cache_.get<float>(),
                   v_cache_.get<float>(), rope_cos_.get<float>(), rope_sin_.get<float>()};
-  forward(exec_, hp, layers_, output_, output_norm_, b, ntok, n_past_, n_ctx_);
+  check(cudaMemcpyAsync(pos_.get(), &n_past_, sizeof n_past_, cudaMemcpyHostToDevice,
+                        stream_.get()),
+        "cudaMemcpyAsync (position)");
+  run_forward(b, ntok);
   const size_t first_row = rows == Rows::All ? 0 : T - 1;
   logits.resize(rows == Rows::None ? 0 : (T - first_row) * size_t(hp.n_vocab));
   if (!logits.empty())
@@ -435,6 +634,50 @@ void CudaSession::do_eval(const std::vector<int32_t>& tokens, std::vector<float>
           "cudaMemcpyAsync (logits)");
   check(cudaStreamSynchronize(stream_.get()), "cudaStreamSynchronize");
   n_past_ += ntok;
+}
+
+std::vector<const void*> CudaSession::graph_key(const Buffers& b) const {
+  return {b.x,       b.xn,      b.q,       b.k,          b.v,          b.att,
+          b.tmp,     b.gate,    b.up,      b.logits,     b.scores,     b.k_cache,
+          b.v_cache, b.rope_cos, b.rope_sin, exec_.act_buffer(0), exec_.act_buffer(1),
+          exec_.act_buffer(2)};
+}
+
+void CudaSession::run_forward(const Buffers& b, int64_t ntok) {
+  const HParams& hp = model_.hparams();
+  auto eager = [&] { forward(exec_, hp, layers_, output_, output_norm_, b, ntok, n_past_, n_ctx_); };
+  if (ntok != 1 || !use_graphs_) return eager();
+  const std::vector<const void*> key = graph_key(b);
+  if (graph_ && key == graph_key_) return graph_.launch(stream_.get());
+  if (key != eager_key_) {
+    // The first step with these buffers runs eagerly: it allocates what the activation slots
+    // need, so that a capture allocates nothing.
+    eager();
+    eager_key_ = graph_key(b);
+    return;
+  }
+  try {
+    check(cudaStreamBeginCapture(stream_.get(), cudaStreamCaptureModeThreadLocal),
+          "cudaStreamBeginCapture");
+    eager();  // recorded, not run
+    graph_.end_capture(stream_.get());
+  } catch (const Error&) {
+    // No graph on this driver or GPU: end a capture still open and go on without graphs (an
+    // error that is not the graph's shows again in the eager pass).
+    cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+    if (cudaStreamIsCapturing(stream_.get(), &status) == cudaSuccess &&
+        status != cudaStreamCaptureStatusNone) {
+      cudaGraph_t g = nullptr;
+      cudaStreamEndCapture(stream_.get(), &g);
+      if (g) cudaGraphDestroy(g);
+    }
+    cudaGetLastError();
+    graph_.reset();
+    use_graphs_ = false;
+    return eager();
+  }
+  graph_key_ = key;
+  graph_.launch(stream_.get());
 }
 
 }  // namespace
