@@ -19,9 +19,9 @@
 # GPU machines whose image lacks this project's build dependencies (CLI11, GTest, OpenSSL, ...):
 # run `bench/gpu-check.sh stage` on the build machine first. It builds here and copies
 # galleon-engine, galleon-engine-cuda, cuda_test, cuda_emu_test, llama_bench, stories260K.gguf,
-# the galleon CLI with its shared libraries (lib.tar.xz, all but glibc and libstdc++) and a
-# signed stories260k bundle into STAGE_DIR (ignored by git as build*/; about 45 MB); take that
-# folder along and run `bash bench/gpu-check.sh` from the repository root there. The staged
+# the galleon CLI with its shared libraries (all but glibc and libstdc++) and a signed
+# stories260k bundle into STAGE_DIR/payload.tar.xz (STAGE_DIR is ignored by git as build*/;
+# about 30 MB, unpacked there on first use); take that folder along and run `bash bench/gpu-check.sh` from the repository root there. The staged
 # executables need glibc >= 2.34 and libstdc++ >= GCC 11 (GLIBCXX_3.4.29); the CUDA runtime is
 # linked in and loads the driver at run time.
 set -euo pipefail
@@ -70,7 +70,8 @@ if [[ "$MODE" == stage ]]; then
   ldd "$BUILD/bin/galleon" | awk '$3 ~ /^\// {print $3}' |
     grep -vE '/(libc|libm|libstdc\+\+|libgcc_s|libresolv|ld-linux[^/]*)\.so' |
     xargs -I{} cp -L {} "$STAGE/lib/"
-  tar -C "$STAGE" -cJf "$STAGE/lib.tar.xz" lib && rm -rf "$STAGE/lib"
+  tar -C "$STAGE" -cf - bin bundle lib shared | xz -T0 -6 >"$STAGE/payload.tar.xz"
+  rm -rf "$STAGE/bin" "$STAGE/bundle" "$STAGE/lib" "$STAGE/shared"
   du -sh "$STAGE"
   echo "staged in $STAGE: on the GPU machine, with $STAGE beside the sources, run"
   echo "  bash bench/gpu-check.sh"
@@ -83,6 +84,9 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>
 echo "$(nproc) CPUs; $(ldd --version 2>/dev/null | head -1)"
 
 STAGED=0
+if [[ -f "$STAGE/payload.tar.xz" && ! -x "$STAGE/bin/galleon-engine" ]]; then
+  tar -C "$STAGE" -xJf "$STAGE/payload.tar.xz"
+fi
 if [[ -x "$STAGE/bin/galleon-engine" ]]; then
   STAGED=1
   BIN=$ROOT/$STAGE/bin
@@ -193,12 +197,11 @@ bundle_check() {
   local dir=$TMP/bundle
   mkdir -p "$dir"
   if [[ $STAGED == 1 ]]; then
-    if [[ ! -f "$STAGE/lib.tar.xz" || ! -f "$STAGE/bundle/stories260k.galleon" ]]; then
-      failed "bundle: $STAGE lacks lib.tar.xz or the bundle (run the stage step again)"
+    if [[ ! -d "$STAGE/lib" || ! -f "$STAGE/bundle/stories260k.galleon" ]]; then
+      failed "bundle: $STAGE lacks lib/ or the bundle (run the stage step again)"
       return
     fi
-    tar -C "$TMP" -xJf "$STAGE/lib.tar.xz"
-    export LD_LIBRARY_PATH=$TMP/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+    export LD_LIBRARY_PATH=$ROOT/$STAGE/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
     cp "$STAGE/bundle/"* "$dir/"
   else
     make_bundle "$BIN" "$dir"

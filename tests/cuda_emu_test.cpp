@@ -165,6 +165,41 @@ TEST(CudaEmu, WarpDotMatchesRefDotForEveryType) {
   }
 }
 
+// The prefill kernel's tile (cdev::lane_dots_tile): several rows and tokens per warp, partial
+// tiles included, each (row, token) equal to the reference dot product.
+TEST(CudaEmu, WarpTileMatchesRefDotForEveryType) {
+  constexpr int R = 3, K = 8;
+  const kern::Ops& ref = kern::ops(kern::Isa::Scalar);
+  std::mt19937 rng(13);
+  for (GgmlType t : kTypes) {
+    const int64_t be = type_traits(t)->block_elems;
+    for (int rep = 0; rep < 6; ++rep) {
+      const int64_t nblocks = (rep % 2 == 0 ? 37 : 64) * (be == 1 ? 5 : 1);
+      const int64_t n = nblocks * (be == 1 ? 1 : be);
+      const int nr = 1 + rep % R, nt = 1 + (rep * 3) % K;
+      const std::vector<uint8_t> w = make_weights(rng, t, n, R);
+      const size_t rb = w.size() / size_t(R), arb = kern::act_row_bytes(t, n);
+      std::vector<uint8_t> act(arb * size_t(K));
+      for (int k = 0; k < nt; ++k)
+        ref.quantize_act(t, make_activations(rng, n, k == 2).data(), act.data() + size_t(k) * arb, n);
+      float lanes[32][R][K];
+      ASSERT_TRUE(cdev::with_type(t, [&]<GgmlType T>() {
+        for (int l = 0; l < 32; ++l)
+          cdev::lane_dots_tile<T, R, K>(n, w.data(), rb, nr, act.data(), arb, nt, l, lanes[l]);
+      }));
+      for (int r = 0; r < nr; ++r)
+        for (int k = 0; k < nt; ++k) {
+          float v[32];
+          for (int l = 0; l < 32; ++l) v[l] = lanes[l][r][k];
+          const float want =
+              kern::ref_dot(t, n, w.data() + size_t(r) * rb, act.data() + size_t(k) * arb);
+          ASSERT_EQ(bits(cdev::canonical_nan(emulate_warp_tree(v))), bits(want))
+              << type_name(t) << " n=" << n << " row " << r << " token " << k;
+        }
+    }
+  }
+}
+
 TEST(CudaEmu, F32DotAndSumOfSquares) {
   const kern::Ops& ref = kern::ops(kern::Isa::Scalar);
   std::mt19937 rng(5);
@@ -220,7 +255,10 @@ std::vector<float> emulate_attention_kernel(const float* q, const float* kc, con
     e[size_t(j)] = emulate_warp_dot([&](int l) {
                      return cdev::lane_dot_f32(q, kc + j * kv_dim, hd, l);
                    }) * kq_scale;
-  const float mx = cdev::attn::max_score(e.data(), n_kv);
+  // The kernel's 8 warps' maxima (kAttnThreads = 256), then theirs; the same value as in
+  // j order, up to the sign of a zero maximum, which no e_j depends on.
+  const float mx = cdev::attn::max_score_parts(e.data(), n_kv, 8);
+  EXPECT_EQ(mx == 0.0f ? 0.0f : mx, cdev::attn::max_score(e.data(), n_kv)) << "n_kv " << n_kv;
   for (auto& x : e) x = cdev::expf(x - mx);
   for (int64_t c = 0; c < 32 * (hd + 1); ++c)
     cdev::attn::lane_cell(c, hd, e.data(), vc, kv_dim, n_kv, lanes.data());

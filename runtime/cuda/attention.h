@@ -13,10 +13,23 @@ namespace galleon::cdev::attn {
 // Shared memory floats of a block.
 GALLEON_HD int64_t lane_floats(int64_t hd) { return 32 * hd + 32; }
 
-// Step 2 (one thread): m = max s_j in j order, as std::max(m, s_j) (NaN never replaces m).
+// Step 2: m = max s_j. One step of it is max_step(m, s) = std::max(m, s): NaN never replaces m.
+// The kernel's warp w takes j = w, w + n_warps, ... in order, then one thread the warps' maxima
+// in order (max_score_parts). A maximum is the same in any order, except that of +0 and -0
+// either may win; m is only used in e_j = expf(s_j - m), the same for m = +0 and m = -0.
+GALLEON_HD float max_step(float m, float s) { return m < s ? s : m; }
 GALLEON_HD float max_score(const float* e, int64_t n_kv) {
   float mx = -INFINITY;
-  for (int64_t j = 0; j < n_kv; ++j) mx = mx < e[j] ? e[j] : mx;
+  for (int64_t j = 0; j < n_kv; ++j) mx = max_step(mx, e[j]);
+  return mx;
+}
+GALLEON_HD float max_score_parts(const float* e, int64_t n_kv, int n_parts) {
+  float mx = -INFINITY;
+  for (int w = 0; w < n_parts; ++w) {
+    float part = -INFINITY;
+    for (int64_t j = w; j < n_kv; j += n_parts) part = max_step(part, e[j]);
+    mx = max_step(mx, part);
+  }
   return mx;
 }
 

@@ -364,48 +364,68 @@ GALLEON_HD float contribution(const uint8_t* wrow, const void* act, int64_t i) {
   }
 }
 
-// Lane `lane`'s accumulators (section 2) of one weight row with nt <= K activation rows
-// (act_row_bytes apart): v[k] adds the contributions lane, lane + 32, ... of token k in
-// increasing order. The tokens interleave so that a weight block is read once for all of them;
-// each token's order is the definition's.
+// Unrolled on the GPU (where the loops' bounds are compile-time constants).
+#if defined(__CUDA_ARCH__)
+#define GALLEON_DEVICE_UNROLL _Pragma("unroll")
+#else
+#define GALLEON_DEVICE_UNROLL
+#endif
+
+// Lane `lane`'s accumulators (section 2) of nr <= R weight rows (w_row_bytes apart) with
+// nt <= K activation rows (act_row_bytes apart): v[r][k] adds the contributions lane,
+// lane + 32, ... of row r and token k in increasing order. Rows and tokens interleave so that a
+// weight block is read once for all tokens and an activation block once for all rows; each
+// (row, token)'s order is the definition's.
+template <GgmlType T, int R, int K>
+GALLEON_HD void lane_dots_tile(int64_t n, const void* wrows, size_t w_row_bytes, int nr,
+                               const void* act, size_t act_row_bytes, int nt, int lane,
+                               float (&v)[R][K]) {
+  const int64_t count = n / TypeInfo<T>::elems;
+  const uint8_t* w = static_cast<const uint8_t*>(wrows);
+  const uint8_t* a = static_cast<const uint8_t*>(act);
+  for (int r = 0; r < R; ++r)
+    for (int k = 0; k < K; ++k) v[r][k] = 0.0f;
+  // U contributions per (row, token) are computed before they are added (in order), so that
+  // their loads are in flight together.
+  constexpr int U = R * K > 8 ? 1 : TypeInfo<T>::elems == 1 ? 8 : TypeInfo<T>::elems == 32 ? 2 : 1;
+  int64_t i = lane;
+  for (; i + 32 * (U - 1) < count; i += 32 * U) {
+    float c[U][R][K];
+    GALLEON_DEVICE_UNROLL
+    for (int u = 0; u < U; ++u)
+      GALLEON_DEVICE_UNROLL
+      for (int r = 0; r < R; ++r)
+        GALLEON_DEVICE_UNROLL
+        for (int k = 0; k < K; ++k)
+          c[u][r][k] = r < nr && k < nt ? contribution<T>(w + size_t(r) * w_row_bytes,
+                                                          a + size_t(k) * act_row_bytes,
+                                                          i + 32 * u)
+                                        : 0.0f;
+    GALLEON_DEVICE_UNROLL
+    for (int u = 0; u < U; ++u)
+      GALLEON_DEVICE_UNROLL
+      for (int r = 0; r < R; ++r)
+        GALLEON_DEVICE_UNROLL
+        for (int k = 0; k < K; ++k)
+          if (r < nr && k < nt) v[r][k] = v[r][k] + c[u][r][k];
+  }
+  for (; i < count; i += 32)
+    GALLEON_DEVICE_UNROLL
+    for (int r = 0; r < R; ++r)
+      GALLEON_DEVICE_UNROLL
+      for (int k = 0; k < K; ++k)
+        if (r < nr && k < nt)
+          v[r][k] = v[r][k] + contribution<T>(w + size_t(r) * w_row_bytes,
+                                              a + size_t(k) * act_row_bytes, i);
+}
+
+// One weight row: lane_dots_tile with R = 1.
 template <GgmlType T, int K>
 GALLEON_HD void lane_dots(int64_t n, const void* wrow, const void* act, size_t act_row_bytes,
                           int nt, int lane, float (&v)[K]) {
-  const int64_t count = n / TypeInfo<T>::elems;
-  const uint8_t* w = static_cast<const uint8_t*>(wrow);
-  const uint8_t* a = static_cast<const uint8_t*>(act);
-  for (int k = 0; k < K; ++k) v[k] = 0.0f;
-  // U contributions per token are computed before they are added (in order), so that their
-  // loads are in flight together.
-  constexpr int U = TypeInfo<T>::elems == 1 ? 8 : TypeInfo<T>::elems == 32 ? 2 : 1;
-  int64_t i = lane;
-  for (; i + 32 * (U - 1) < count; i += 32 * U) {
-    float c[U][K];
-#if defined(__CUDA_ARCH__)
-#pragma unroll
-#endif
-    for (int u = 0; u < U; ++u)
-#if defined(__CUDA_ARCH__)
-#pragma unroll
-#endif
-      for (int k = 0; k < K; ++k)
-        c[u][k] = k < nt ? contribution<T>(w, a + size_t(k) * act_row_bytes, i + 32 * u) : 0.0f;
-#if defined(__CUDA_ARCH__)
-#pragma unroll
-#endif
-    for (int u = 0; u < U; ++u)
-#if defined(__CUDA_ARCH__)
-#pragma unroll
-#endif
-      for (int k = 0; k < K; ++k)
-        if (k < nt) v[k] = v[k] + c[u][k];
-  }
-  for (; i < count; i += 32)
-#if defined(__CUDA_ARCH__)
-#pragma unroll
-#endif
-    for (int k = 0; k < K; ++k)
-      if (k < nt) v[k] = v[k] + contribution<T>(w, a + size_t(k) * act_row_bytes, i);
+  float vt[1][K];
+  lane_dots_tile<T, 1, K>(n, wrow, 0, 1, act, act_row_bytes, nt, lane, vt);
+  for (int k = 0; k < K; ++k) v[k] = vt[0][k];
 }
 
 // Lane accumulator of f32 dot products (dot_f32, sum_sq, attention scores).

@@ -149,30 +149,32 @@ unsigned blocks_for(int64_t n, int per_block) {
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < (total); \
        i += int64_t(gridDim.x) * blockDim.x)
 
-constexpr int kMatmulWarps = 8;  // rows per block of the matmul kernel
-using cdev::step::kMatmulTokens;
+constexpr int kMatmulWarps = 8;  // warps per block of the matmul kernels
 
-// y[t * y_stride + r] = canonical dot of weight row r and activation row t: one warp per row
-// and group of kMatmulTokens tokens (cdev::lane_dots), then the warp tree per token.
-template <GgmlType T>
+// y[t * y_stride + r] = canonical dot of weight row r and activation row t: one warp per tile
+// of R rows and K tokens (cdev::lane_dots_tile), then the warp tree per (row, token).
+template <GgmlType T, int R, int K>
 __global__ void matmul_kernel(const uint8_t* W, size_t w_row_bytes, int64_t n, int64_t n_out,
                               const uint8_t* act, size_t act_row_bytes, int64_t ntok, float* y,
                               int64_t y_stride) {
   const int lane = int(threadIdx.x) & 31;
-  const int64_t r = int64_t(blockIdx.x) * kMatmulWarps + int64_t(threadIdx.x >> 5);
-  if (r >= n_out) return;  // whole warps leave together
-  const uint8_t* wrow = W + size_t(r) * w_row_bytes;
-  for (int64_t t0 = int64_t(blockIdx.y) * kMatmulTokens; t0 < ntok;
-       t0 += int64_t(gridDim.y) * kMatmulTokens) {
-    const int nt = int(ntok - t0 < kMatmulTokens ? ntok - t0 : kMatmulTokens);  // warp-uniform
-    float v[kMatmulTokens];
-    cdev::lane_dots<T>(n, wrow, act + size_t(t0) * act_row_bytes, act_row_bytes, nt, lane, v);
+  const int64_t r0 = (int64_t(blockIdx.x) * kMatmulWarps + int64_t(threadIdx.x >> 5)) * R;
+  if (r0 >= n_out) return;  // whole warps leave together
+  const int nr = int(n_out - r0 < R ? n_out - r0 : R);  // warp-uniform
+  const uint8_t* wrows = W + size_t(r0) * w_row_bytes;
+  for (int64_t t0 = int64_t(blockIdx.y) * K; t0 < ntok; t0 += int64_t(gridDim.y) * K) {
+    const int nt = int(ntok - t0 < K ? ntok - t0 : K);  // warp-uniform
+    float v[R][K];
+    cdev::lane_dots_tile<T, R, K>(n, wrows, w_row_bytes, nr, act + size_t(t0) * act_row_bytes,
+                                  act_row_bytes, nt, lane, v);
 #pragma unroll
-    for (int k = 0; k < kMatmulTokens; ++k) {
-      if (k >= nt) break;
-      const float sum = cdev::warp_tree(v[k]);
-      if (lane == 0) y[(t0 + k) * y_stride + r] = cdev::canonical_nan(sum);
-    }
+    for (int r = 0; r < R; ++r)
+#pragma unroll
+      for (int k = 0; k < K; ++k) {
+        if (r >= nr || k >= nt) continue;
+        const float sum = cdev::warp_tree(v[r][k]);
+        if (lane == 0) y[(t0 + k) * y_stride + r0 + r] = cdev::canonical_nan(sum);
+      }
   }
 }
 
@@ -180,7 +182,7 @@ __global__ void matmul_kernel(const uint8_t* W, size_t w_row_bytes, int64_t n, i
 // one block's integer sums (cdev::kpart, exact in any grouping) and sum them with integer
 // shuffles; the warp's 4 blocks then go to their canonical lanes (block i to lane i mod 32),
 // each lane adding its blocks in increasing order, as cdev::lane_dots does.
-template <GgmlType T>
+template <GgmlType T, int kMatmulTokens>
 __global__ void matmul_k_kernel(const uint8_t* W, size_t w_row_bytes, int64_t n, int64_t n_out,
                                 const uint8_t* act, size_t act_row_bytes, int64_t ntok, float* y,
                                 int64_t y_stride) {
@@ -345,30 +347,43 @@ __global__ void expf_kernel(float* x, int64_t total) {  // cuda::testing::map on
 
 constexpr int kAttnThreads = 256;
 
-// One block per (token, head); scratch holds n_ctx floats per (token, head). The steps are
-// those of runtime/cuda/attention.h (emulated on the CPU by cuda_emu_test):
-// 1. s_j = dot_f32(q, k_j) * scale, one warp per j;  2. m = max s_j in j order, one thread;
-// 3. e_j = expf(s_j - m);  4. the 32 lanes (j mod 32) of e_j * v_j[d] and of e_j, one thread
-// per (lane, d);  5. the canonical tree over the lanes in shared memory;  6. o_d = L[0][d] / sum.
+// One block per (token, head); the scores e live in shared memory after the lanes when
+// `shared_scores`, else in scratch (n_ctx floats per (token, head)). The steps are those of
+// runtime/cuda/attention.h (emulated on the CPU by cuda_emu_test):
+// 1. s_j = dot_f32(q, k_j) * scale, one warp per j;  2. m = max s_j (each warp's running
+// maximum in j order, then the warps' in order: a maximum is the same in any order, NaN never
+// replacing it; of +0 and -0 either may win, and e_j is the same for both);  3. e_j =
+// expf(s_j - m);  4. the 32 lanes (j mod 32) of e_j * v_j[d] and of e_j, one thread per
+// (lane, d);  5. the canonical tree over the lanes in shared memory;  6. o_d = L[0][d] / sum.
 __global__ void attention_kernel(const float* q, const float* kc, const float* vc, int64_t n_head,
                                  int64_t group, int64_t hd, int64_t kv_dim, const int64_t* n_past,
-                                 int64_t n_ctx, float kq_scale, float* scratch, float* out) {
-  extern __shared__ float lanes[];  // attn::lane_floats(hd)
-  __shared__ float s_max;
+                                 int64_t n_ctx, float kq_scale, float* scratch, float* out,
+                                 bool shared_scores) {
+  extern __shared__ float lanes[];  // attn::lane_floats(hd) [+ n_ctx scores]
+  __shared__ float s_max, s_warp_max[32];
   const int64_t t = blockIdx.x, h = blockIdx.y;
   const int64_t n_kv = *n_past + t + 1;
   const int64_t q_dim = n_head * hd;
   const int64_t off = (h / group) * hd;
   const float* qr = q + t * q_dim + h * hd;
-  float* e = scratch + (t * n_head + h) * n_ctx;
+  float* e = shared_scores ? lanes + cdev::attn::lane_floats(hd)
+                           : scratch + (t * n_head + h) * n_ctx;
   const int lane = int(threadIdx.x) & 31, warp = int(threadIdx.x) >> 5;
   const int n_warps = int(blockDim.x) >> 5;
+  float warp_max = -INFINITY;
   for (int64_t j = warp; j < n_kv; j += n_warps) {
     const float v = cdev::warp_tree(cdev::lane_dot_f32(qr, kc + j * kv_dim + off, hd, lane));
-    if (lane == 0) e[j] = cdev::canonical_nan(v) * kq_scale;
+    const float s = cdev::canonical_nan(v) * kq_scale;
+    if (lane == 0) e[j] = s;
+    warp_max = cdev::attn::max_step(warp_max, s);
   }
+  if (lane == 0) s_warp_max[warp] = warp_max;
   __syncthreads();
-  if (threadIdx.x == 0) s_max = cdev::attn::max_score(e, n_kv);
+  if (threadIdx.x == 0) {
+    float mx = -INFINITY;
+    for (int w = 0; w < n_warps; ++w) mx = cdev::attn::max_step(mx, s_warp_max[w]);
+    s_max = mx;
+  }
   __syncthreads();
   const float mx = s_max;
   for (int64_t j = threadIdx.x; j < n_kv; j += blockDim.x) e[j] = cdev::expf(e[j] - mx);
@@ -387,18 +402,38 @@ __global__ void attention_kernel(const float* q, const float* kc, const float* v
 
 // ---------------------------------------------------------------- the session
 
+// A warp's tile of the matmul: rows (1 for the 256-element types' kernel) and tokens.
+struct Tile {
+  int rows, tokens;
+};
+// Decoding: one row and token per warp; prompts: one row and 4 tokens. The results do not
+// depend on the tile. On an H100, tiles of 2 or 4 rows and 4 or 8 tokens (an activation block
+// read once for several rows) made no prompt faster and F16 prompts slower (docs/cuda.md).
+constexpr Tile kDecodeTile{1, 1}, kPromptTile{1, 4};
+
+template <GgmlType T, int R, int K>
+void launch_matmul(const DevWeight& w, const uint8_t* a, size_t arb, int64_t ntok, float* y,
+                   cudaStream_t st) {
+  const int64_t groups = (ntok + K - 1) / K;
+  const int rows = cdev::TypeInfo<T>::elems == 256 ? 1 : R;
+  const dim3 grid(blocks_for(w.n_out, kMatmulWarps * rows),
+                  unsigned(std::min<int64_t>(groups, 65535)));
+  if constexpr (cdev::TypeInfo<T>::elems == 256)
+    matmul_k_kernel<T, K><<<grid, 32 * kMatmulWarps, 0, st>>>(w.data, w.row_bytes, w.n_in,
+                                                             w.n_out, a, arb, ntok, y, w.n_out);
+  else
+    matmul_kernel<T, R, K><<<grid, 32 * kMatmulWarps, 0, st>>>(w.data, w.row_bytes, w.n_in,
+                                                              w.n_out, a, arb, ntok, y, w.n_out);
+}
+
 void run_matmul(const DevWeight& w, const void* act, size_t arb, int64_t ntok, float* y,
                 cudaStream_t st) {
-  const int64_t groups = (ntok + kMatmulTokens - 1) / kMatmulTokens;
-  const dim3 grid(blocks_for(w.n_out, kMatmulWarps), unsigned(std::min<int64_t>(groups, 65535)));
+  const auto* a = static_cast<const uint8_t*>(act);
   cdev::with_type(w.type, [&]<GgmlType T>() {
-    const auto* a = static_cast<const uint8_t*>(act);
-    if constexpr (cdev::TypeInfo<T>::elems == 256)
-      matmul_k_kernel<T><<<grid, 32 * kMatmulWarps, 0, st>>>(w.data, w.row_bytes, w.n_in,
-                                                            w.n_out, a, arb, ntok, y, w.n_out);
+    if (ntok == 1)
+      launch_matmul<T, kDecodeTile.rows, kDecodeTile.tokens>(w, a, arb, ntok, y, st);
     else
-      matmul_kernel<T><<<grid, 32 * kMatmulWarps, 0, st>>>(w.data, w.row_bytes, w.n_in, w.n_out,
-                                                          a, arb, ntok, y, w.n_out);
+      launch_matmul<T, kPromptTile.rows, kPromptTile.tokens>(w, a, arb, ntok, y, st);
   });
   check_launch("matmul kernel");
 }
@@ -457,9 +492,13 @@ class CudaExec {
   void attention(const float* q, const float* kc, const float* vc, int64_t n_head, int64_t group,
                  int64_t hd, int64_t kv_dim, int64_t ntok, int64_t /*n_past: pos_*/, int64_t n_ctx,
                  float kq_scale, float* scores, float* out) {
-    const size_t shared = size_t(cdev::attn::lane_floats(hd)) * sizeof(float);
-    attention_kernel<<<dim3(unsigned(ntok), unsigned(n_head)), kAttnThreads, shared, st_>>>(
-        q, kc, vc, n_head, group, hd, kv_dim, pos_, n_ctx, kq_scale, scores, out);
+    // The scores go to shared memory when they fit in the default 48 KiB with the lanes.
+    const size_t lanes = size_t(cdev::attn::lane_floats(hd)) * sizeof(float);
+    const size_t with_scores = lanes + size_t(n_ctx) * sizeof(float);
+    const bool shared_scores = with_scores <= 48 * 1024;
+    attention_kernel<<<dim3(unsigned(ntok), unsigned(n_head)), kAttnThreads,
+                       shared_scores ? with_scores : lanes, st_>>>(
+        q, kc, vc, n_head, group, hd, kv_dim, pos_, n_ctx, kq_scale, scores, out, shared_scores);
     check_launch("attention kernel");
   }
   // The activation buffers, for CudaSession's graph key.
