@@ -371,6 +371,16 @@ GALLEON_HD float contribution(const uint8_t* wrow, const void* act, int64_t i) {
 #define GALLEON_DEVICE_UNROLL
 #endif
 
+// f(r, k) for each row r < nr and token k < nt of an R x K tile.
+template <int R, int K, class F>
+GALLEON_HD void each_cell(int nr, int nt, F&& f) {
+  GALLEON_DEVICE_UNROLL
+  for (int r = 0; r < R; ++r)
+    GALLEON_DEVICE_UNROLL
+    for (int k = 0; k < K; ++k)
+      if (r < nr && k < nt) f(r, k);
+}
+
 // Lane `lane`'s accumulators (section 2) of nr <= R weight rows (w_row_bytes apart) with
 // nt <= K activation rows (act_row_bytes apart): v[r][k] adds the contributions lane,
 // lane + 32, ... of row r and token k in increasing order. Rows and tokens interleave so that a
@@ -385,6 +395,10 @@ GALLEON_HD void lane_dots_tile(int64_t n, const void* wrows, size_t w_row_bytes,
   const uint8_t* a = static_cast<const uint8_t*>(act);
   for (int r = 0; r < R; ++r)
     for (int k = 0; k < K; ++k) v[r][k] = 0.0f;
+  // Contribution i of row r and token k.
+  auto contrib = [&](int r, int k, int64_t i) {
+    return contribution<T>(w + size_t(r) * w_row_bytes, a + size_t(k) * act_row_bytes, i);
+  };
   // U contributions per (row, token) are computed before they are added (in order), so that
   // their loads are in flight together.
   constexpr int U = R * K > 8 ? 1 : TypeInfo<T>::elems == 1 ? 8 : TypeInfo<T>::elems == 32 ? 2 : 1;
@@ -393,30 +407,13 @@ GALLEON_HD void lane_dots_tile(int64_t n, const void* wrows, size_t w_row_bytes,
     float c[U][R][K];
     GALLEON_DEVICE_UNROLL
     for (int u = 0; u < U; ++u)
-      GALLEON_DEVICE_UNROLL
-      for (int r = 0; r < R; ++r)
-        GALLEON_DEVICE_UNROLL
-        for (int k = 0; k < K; ++k)
-          c[u][r][k] = r < nr && k < nt ? contribution<T>(w + size_t(r) * w_row_bytes,
-                                                          a + size_t(k) * act_row_bytes,
-                                                          i + 32 * u)
-                                        : 0.0f;
+      each_cell<R, K>(nr, nt, [&](int r, int k) { c[u][r][k] = contrib(r, k, i + 32 * u); });
     GALLEON_DEVICE_UNROLL
     for (int u = 0; u < U; ++u)
-      GALLEON_DEVICE_UNROLL
-      for (int r = 0; r < R; ++r)
-        GALLEON_DEVICE_UNROLL
-        for (int k = 0; k < K; ++k)
-          if (r < nr && k < nt) v[r][k] = v[r][k] + c[u][r][k];
+      each_cell<R, K>(nr, nt, [&](int r, int k) { v[r][k] = v[r][k] + c[u][r][k]; });
   }
   for (; i < count; i += 32)
-    GALLEON_DEVICE_UNROLL
-    for (int r = 0; r < R; ++r)
-      GALLEON_DEVICE_UNROLL
-      for (int k = 0; k < K; ++k)
-        if (r < nr && k < nt)
-          v[r][k] = v[r][k] + contribution<T>(w + size_t(r) * w_row_bytes,
-                                              a + size_t(k) * act_row_bytes, i);
+    each_cell<R, K>(nr, nt, [&](int r, int k) { v[r][k] = v[r][k] + contrib(r, k, i); });
 }
 
 // One weight row: lane_dots_tile with R = 1.
