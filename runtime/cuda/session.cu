@@ -409,7 +409,7 @@ struct Tile {
 // Decoding: one row and token per warp; prompts: one row and 4 tokens. The results do not
 // depend on the tile. On an H100, tiles of 2 or 4 rows and 4 or 8 tokens (an activation block
 // read once for several rows) made no prompt faster and F16 prompts slower (docs/cuda.md).
-constexpr Tile kDecodeTile{1, 1}, kPromptTile{1, 4};
+constexpr Tile kDecodeTile{1, 1}, kPromptTile{1, cdev::step::kMatmulTokens};
 
 template <GgmlType T, int R, int K>
 void launch_matmul(const DevWeight& w, const uint8_t* a, size_t arb, int64_t ntok, float* y,

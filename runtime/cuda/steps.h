@@ -9,10 +9,12 @@
 
 namespace galleon::cdev::step {
 
-// Tokens per warp in the matmul kernel (cdev::lane_dots): a weight block is read once for them.
+// Tokens per warp in the prompt matmul kernels (cdev::lane_dots_tile): a weight block is read
+// once for them.
 constexpr int kMatmulTokens = 4;
 
 // Item i of the activation quantization of ntok rows of n floats: block i % nb of row i / nb.
+// (The GPU's kernels quantize a block with a warp, giving the same bytes: session.cu.)
 template <int kElems, class Block>
 GALLEON_HD void quantize(const float* x, int64_t n, int64_t i, Block* out) {
   const int64_t nb = n / kElems;
