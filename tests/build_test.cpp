@@ -568,6 +568,7 @@ TEST_F(BuildTest, CudaEngineIsASecondMemberThatRunAndCheckUseOnCuda) {
       << check.out;
   EXPECT_NE(read_file(log).find("--device cuda"), std::string::npos);
   EXPECT_EQ(galleon({"check", "stories260k", "--device", "gpu"}).exit_code, 2);
+  EXPECT_EQ(galleon({"check", "stories260k", "--device", "cuda:x"}).exit_code, 2);
 
   // The bundle file runs its CUDA engine too.
   fs::remove(log);

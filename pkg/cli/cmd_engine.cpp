@@ -4,6 +4,7 @@
 // with the bundle's own engine (bundle_run.h).
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <climits>
 #include <cstdlib>
@@ -40,7 +41,9 @@ std::string device_option(const std::vector<std::string>& args) {
 }
 
 bool is_cuda_device(const std::string& device) {
-  return device == "cuda" || device.rfind("cuda:", 0) == 0;
+  if (device == "cuda") return true;
+  if (device.rfind("cuda:", 0) != 0 || device.size() == 5 || device.size() > 9) return false;
+  return std::all_of(device.begin() + 5, device.end(), [](char c) { return c >= '0' && c <= '9'; });
 }
 
 void exec_engine(const std::string& engine, const std::vector<std::string>& args) {

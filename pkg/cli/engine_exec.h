@@ -13,7 +13,7 @@ std::string sibling_engine_path(bool cuda = false);
 // The value of the engine option --device (`--device X` or `--device=X`) in args; the last one
 // given wins; "cpu" when absent.
 std::string device_option(const std::vector<std::string>& args);
-// True when `device` names a CUDA GPU: "cuda" or "cuda:N".
+// True when `device` names a CUDA GPU: "cuda" or "cuda:N" (N: 1-4 decimal digits).
 bool is_cuda_device(const std::string& device);
 // execv(engine, [engine, args...]); throws Error when it cannot be executed.
 void exec_engine(const std::string& engine, const std::vector<std::string>& args);
