@@ -317,6 +317,22 @@ InstallOutcome install_bundle(Store& store, const std::string& file, const Insta
   return out;
 }
 
+namespace {
+
+// Re-hashes the engine, weights and conformance blobs, then replays the transcript with
+// `runner` (the engine blob, or a host engine) and `extra_args`.
+ReplayResult replay_blobs(Store& store, const bundles::Manifest& m, const bundles::Member& engine,
+                          const bundles::Member& weights, const bundles::Member& conformance,
+                          const std::string& runner, const std::vector<std::string>& extra_args) {
+  for (const auto* member : {&engine, &weights, &conformance}) verify_blob(store, *member);
+  std::string bytes =
+      signing::read_file_capped(store.blob_path(conformance.sha256), conformance.size);
+  Transcript expected = Transcript::parse(bytes, m.name + " " + conformance.path);
+  return replay(runner, {store.blob_path(weights.sha256), 0, 0}, expected, extra_args);
+}
+
+}  // namespace
+
 CheckOutcome check_installed(Store& store, const BundleRow& bundle, const std::string& host_engine) {
   bundles::Manifest m = bundles::parse_manifest(bundle.manifest_bytes, bundle.id);
   const bundles::Member* engine = m.find_role(bundles::Role::Engine);
@@ -332,13 +348,9 @@ CheckOutcome check_installed(Store& store, const BundleRow& bundle, const std::s
   } else if (other_platform && host_engine.empty()) {
     out = {kCheckOtherPlatform, platforms};
   } else {
-    for (const auto* member : {engine, weights, conformance}) verify_blob(store, *member);
-    std::string bytes =
-        signing::read_file_capped(store.blob_path(conformance->sha256), conformance->size);
-    Transcript expected = Transcript::parse(bytes, m.name + " " + conformance->path);
     std::string runner = other_platform ? host_engine : store.blob_path(engine->sha256);
     engine_sha256 = other_platform ? signing::sha256_file(host_engine).sha256 : engine->sha256;
-    ReplayResult r = replay(runner, {store.blob_path(weights->sha256), 0, 0}, expected);
+    ReplayResult r = replay_blobs(store, m, *engine, *weights, *conformance, runner, {});
     if (!other_platform)
       out = {r.identical ? kCheckIdentical : kCheckMismatch, r.detail};
     else
@@ -363,12 +375,8 @@ CheckOutcome check_installed_on_gpu(Store& store, const BundleRow& bundle,
   if (m.engine.platform != bundles::host_platform())
     return {kCheckOtherPlatform, "the engines are built for " + m.engine.platform +
                                      ", this host is " + bundles::host_platform()};
-  for (const auto* member : {engine, weights, conformance}) verify_blob(store, *member);
-  std::string bytes =
-      signing::read_file_capped(store.blob_path(conformance->sha256), conformance->size);
-  Transcript expected = Transcript::parse(bytes, m.name + " " + conformance->path);
-  ReplayResult r = replay(store.blob_path(engine->sha256), {store.blob_path(weights->sha256), 0, 0},
-                          expected, {"--device", device});
+  ReplayResult r = replay_blobs(store, m, *engine, *weights, *conformance,
+                                store.blob_path(engine->sha256), {"--device", device});
   return {r.identical ? kCheckIdentical : kCheckMismatch, "on " + device + ": " + r.detail};
 }
 
