@@ -182,7 +182,7 @@ __global__ void matmul_kernel(const uint8_t* W, size_t w_row_bytes, int64_t n, i
 // one block's integer sums (cdev::kpart, exact in any grouping) and sum them with integer
 // shuffles; the warp's 4 blocks then go to their canonical lanes (block i to lane i mod 32),
 // each lane adding its blocks in increasing order, as cdev::lane_dots does.
-template <GgmlType T, int kMatmulTokens>
+template <GgmlType T, int K>
 __global__ void matmul_k_kernel(const uint8_t* W, size_t w_row_bytes, int64_t n, int64_t n_out,
                                 const uint8_t* act, size_t act_row_bytes, int64_t ntok, float* y,
                                 int64_t y_stride) {
@@ -192,20 +192,20 @@ __global__ void matmul_k_kernel(const uint8_t* W, size_t w_row_bytes, int64_t n,
   if (r >= n_out) return;  // whole warps leave together
   const uint8_t* wrow = W + size_t(r) * w_row_bytes;
   const int64_t count = n / 256;
-  for (int64_t t0 = int64_t(blockIdx.y) * kMatmulTokens; t0 < ntok;
-       t0 += int64_t(gridDim.y) * kMatmulTokens) {
-    const int nt = int(ntok - t0 < kMatmulTokens ? ntok - t0 : kMatmulTokens);  // warp-uniform
+  for (int64_t t0 = int64_t(blockIdx.y) * K; t0 < ntok;
+       t0 += int64_t(gridDim.y) * K) {
+    const int nt = int(ntok - t0 < K ? ntok - t0 : K);  // warp-uniform
     const uint8_t* a0 = act + size_t(t0) * act_row_bytes;
-    float v[kMatmulTokens];
+    float v[K];
 #pragma unroll
-    for (int k = 0; k < kMatmulTokens; ++k) v[k] = 0.0f;
+    for (int k = 0; k < K; ++k) v[k] = 0.0f;
     for (int64_t i0 = 0; i0 < count; i0 += 4) {
       const int64_t i = i0 + quarter;  // this thread's block
       const bool have = i < count;
       const uint8_t* wb = wrow + size_t(i) * kBytes;
-      float c[kMatmulTokens];
+      float c[K];
 #pragma unroll
-      for (int k = 0; k < kMatmulTokens; ++k) {
+      for (int k = 0; k < K; ++k) {
         const kern::A8KBlock* ab =
             reinterpret_cast<const kern::A8KBlock*>(a0 + size_t(k) * act_row_bytes) + i;
         cdev::KSums s;
@@ -219,13 +219,13 @@ __global__ void matmul_k_kernel(const uint8_t* W, size_t w_row_bytes, int64_t n,
       // Lane L takes block i0 + q when L == (i0 + q) mod 32, from the quarter q that made it.
       const int q = (lane - int(i0 & 31)) & 31;
 #pragma unroll
-      for (int k = 0; k < kMatmulTokens; ++k) {
+      for (int k = 0; k < K; ++k) {
         const float got = __shfl_sync(0xffffffffu, c[k], 8 * (q & 3));
         if (q < 4 && i0 + q < count && k < nt) v[k] = v[k] + got;
       }
     }
 #pragma unroll
-    for (int k = 0; k < kMatmulTokens; ++k) {
+    for (int k = 0; k < K; ++k) {
       if (k >= nt) break;
       const float sum = cdev::warp_tree(v[k]);
       if (lane == 0) y[(t0 + k) * y_stride + r] = cdev::canonical_nan(sum);
@@ -675,11 +675,12 @@ void CudaSession::do_eval(const std::vector<int32_t>& tokens, std::vector<float>
   n_past_ += ntok;
 }
 
+// The buffers that grow with the batch (the caches and RoPE tables are allocated once, in the
+// constructor).
 std::vector<const void*> CudaSession::graph_key(const Buffers& b) const {
-  return {b.x,       b.xn,      b.q,       b.k,          b.v,          b.att,
-          b.tmp,     b.gate,    b.up,      b.logits,     b.scores,     b.k_cache,
-          b.v_cache, b.rope_cos, b.rope_sin, exec_.act_buffer(0), exec_.act_buffer(1),
-          exec_.act_buffer(2)};
+  return {b.x,   b.xn,   b.q,   b.k,      b.v,      b.att,
+          b.tmp, b.gate, b.up,  b.logits, b.scores, exec_.act_buffer(0),
+          exec_.act_buffer(1), exec_.act_buffer(2)};
 }
 
 void CudaSession::run_forward(const Buffers& b, int64_t ntok) {
