@@ -7,10 +7,12 @@
 #   3. compare logits_sha256 of `run --json` (the last prompt row, then token-by-token decode)
 #      and of `score --json` (every prompt row) of the static CPU engine (galleon-engine,
 #      --device cpu) and the CUDA engine (galleon-engine-cuda, --device cuda) for stories260K and
-#      synthetic models of every tensor type, with --batch 1, 7 and 64 (prefill split three ways);
+#      synthetic models of every tensor type, with --batch 1, 7 and 64 (prefill split three ways),
+#      and 7 and 64 again with GALLEON_CUDA_MMA=1 (the quantized types' prompts on tensor cores);
 #   4. a bundle of recipes/stories260k.yaml with its CUDA engine member: `galleon install`, then
 #      `galleon check stories260k --device cuda` and `galleon run stories260k --device cuda`;
-#   5. print a speed table (CPU and GPU tok/s, 124M and 1.1B shapes, F16 Q8_0 Q4_0 Q4_K).
+#   5. print a speed table (CPU and GPU tok/s, 124M and 1.1B shapes, F16 Q8_0 Q4_0 Q4_K; GPU rows
+#      for both prompt paths, +mma marking tensor cores; then 512-token prompts on the GPU).
 # Prints PASS or FAIL per check; exits non-zero when any check fails. Sized for about 5 minutes
 # on a 16-core H100/H200 machine (SPEED_TIMEOUT bounds the table; SKIP_SPEED=1 skips it).
 # GPU_CHECK_DEVICE=cpu is a dry run of this script on a machine without a GPU (it compares the
@@ -33,7 +35,7 @@ STAGE=${STAGE_DIR:-build-gpu-stage}
 SHARED=${GALLEON_SHARED_DIR:-$ROOT/../shared}
 JOBS=${JOBS:-$(nproc)}
 NVCC=${CUDACXX:-/usr/local/cuda/bin/nvcc}
-SPEED_TIMEOUT=${SPEED_TIMEOUT:-150}
+SPEED_TIMEOUT=${SPEED_TIMEOUT:-200}
 DEV=${GPU_CHECK_DEVICE:-cuda}
 START=$(date +%s)
 
@@ -180,8 +182,11 @@ for m in "${models[@]}"; do
       failed "$name $verb: cpu failed"
       continue
     fi
-    for b in 1 7 64; do
-      if ! got=$(sha "$verb" "$m" "$DEV" "$b") || [[ -z "$got" ]]; then
+    # mma: the quantized types' prompts on tensor cores (GALLEON_CUDA_MMA=1).
+    for b in 1 7 64 7mma 64mma; do
+      mma=0
+      [[ $b == *mma ]] && mma=1
+      if ! got=$(GALLEON_CUDA_MMA=$mma sha "$verb" "$m" "$DEV" "${b%mma}") || [[ -z "$got" ]]; then
         failed "$name $verb batch $b: $DEV failed"
       elif [[ "$got" == "$ref" ]]; then
         pass "$name $verb batch $b: ${got:0:16}"
@@ -234,11 +239,17 @@ bundle_check
 if [[ "${SKIP_SPEED:-0}" != 1 ]]; then
   echo "== speed (tok/s; prompt 128 / 64 tokens, generate 32 / 16) [$(elapsed)]"
   # GPU rows show the device in the isa column; bw use is computed for CPU rows only.
+  # +mma rows: the quantized types' prompts on tensor cores; then 512-token prompts (as
+  # llama.cpp's figures) for both GPU paths.
   timeout "$SPEED_TIMEOUT" bash -c "
     '$BIN/llama_bench' --shape 124m --type f16,q8_0,q4_0,q4_K --device cpu,$DEV \
-      --threads $JOBS -p 128 -n 32 -r 1 &&
+      --cuda-paths lanes,mma --threads $JOBS -p 128 -n 32 -r 1 &&
     '$BIN/llama_bench' --shape 1.1b --type f16,q8_0,q4_0,q4_K --device cpu,$DEV \
-      --threads $JOBS -p 64 -n 16 -r 1 | tail -n +4" ||
+      --cuda-paths lanes,mma --threads $JOBS -p 64 -n 16 -r 1 | tail -n +4 &&
+    '$BIN/llama_bench' --shape 124m --type q8_0,q4_K --device $DEV --cuda-paths lanes,mma \
+      -p 512 -n 16 -r 1 | tail -n +4 &&
+    '$BIN/llama_bench' --shape 1.1b --type q4_0 --device $DEV --cuda-paths lanes,mma \
+      -p 512 -n 16 -r 1 | tail -n +4" ||
     echo "(speed table stopped after ${SPEED_TIMEOUT}s or failed; not a correctness check)"
 fi
 

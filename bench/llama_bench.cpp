@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <ctime>
 #include <string>
@@ -156,6 +157,7 @@ struct BenchArgs {
   std::string shape_name = "124m", arch = "llama";
   std::vector<int> threads;
   std::vector<Device> devices;
+  std::vector<std::string> cuda_paths{"lanes"};  // GPU prompt matmul paths: lanes, mma
   int n_prompt = 128, n_gen = 64, reps = 3;
 };
 
@@ -192,28 +194,34 @@ void bench_one(const BenchArgs& a, GgmlType type, const std::map<int, double>& b
   reset_peak_rss();
   LoadedModel m = load_model(path);
   const double gb_per_token = double(weight_bytes(*m.model)) / 1e9;
-  for (const Device& dev : a.devices)
-    for (int t : a.threads) {
-      ComputeOptions o = default_compute_options();
-      o.n_threads = t;
-      o.device = dev;
-      const bool cpu = dev.kind == Device::Kind::Cpu;
-      const int n_vocab = int(spec.n_vocab);
-      time_once(*m.model, o, a.n_prompt, a.n_gen, n_vocab);  // warm-up
-      double pp = 0, pp_last = 0, tg = 0;
-      for (int r = 0; r < a.reps; ++r) {
-        const Timing tm = time_once(*m.model, o, a.n_prompt, a.n_gen, n_vocab);
-        pp += tm.pp / a.reps, pp_last += tm.pp_last / a.reps, tg += tm.tg / a.reps;
+  for (const Device& dev : a.devices) {
+    const bool cpu = dev.kind == Device::Kind::Cpu;
+    for (const std::string& cuda_path : cpu ? std::vector<std::string>{""} : a.cuda_paths)
+      for (int t : a.threads) {
+        // The CUDA session reads GALLEON_CUDA_MMA when it is made (runtime/cuda/cuda_testing.h).
+        if (!cuda_path.empty()) setenv("GALLEON_CUDA_MMA", cuda_path == "mma" ? "1" : "0", 1);
+        ComputeOptions o = default_compute_options();
+        o.n_threads = t;
+        o.device = dev;
+        const int n_vocab = int(spec.n_vocab);
+        time_once(*m.model, o, a.n_prompt, a.n_gen, n_vocab);  // warm-up
+        double pp = 0, pp_last = 0, tg = 0;
+        for (int r = 0; r < a.reps; ++r) {
+          const Timing tm = time_once(*m.model, o, a.n_prompt, a.n_gen, n_vocab);
+          pp += tm.pp / a.reps, pp_last += tm.pp_last / a.reps, tg += tm.tg / a.reps;
+        }
+        // GPU rows: the device (+mma: tensor cores) in the isa column; bw use (of the CPU's read
+        // bandwidth) is 0.
+        const std::string where = cpu ? std::string(kern::isa_name(o.isa))
+                                      : device_name(dev) + (cuda_path == "mma" ? "+mma" : "");
+        std::printf("| %-5s | %-6s | %-6s | %7s | %10.1f | %10.1f | %10.1f | %8.0f | %5.1f%% |\n",
+                    a.shape_name.c_str(), type_name(type), where.c_str(),
+                    cpu ? std::to_string(t).c_str() : "-", pp, pp_last, tg, peak_rss_mib(),
+                    cpu ? 100.0 * gb_per_token * tg / bw.at(t) : 0.0);
+        std::fflush(stdout);
+        if (!cpu) break;  // threads do not apply to a GPU
       }
-      // GPU rows: the device in the isa column; bw use (of the CPU's read bandwidth) is 0.
-      std::printf("| %-5s | %-6s | %-6s | %7s | %10.1f | %10.1f | %10.1f | %8.0f | %5.1f%% |\n",
-                  a.shape_name.c_str(), type_name(type),
-                  cpu ? kern::isa_name(o.isa) : device_name(dev).c_str(),
-                  cpu ? std::to_string(t).c_str() : "-", pp, pp_last, tg, peak_rss_mib(),
-                  cpu ? 100.0 * gb_per_token * tg / bw.at(t) : 0.0);
-      std::fflush(stdout);
-      if (!cpu) break;  // threads do not apply to a GPU
-    }
+  }
   if (!g_save_dir.empty()) {
     const std::string keep = g_save_dir + "/" + a.shape_name + "-" + type_name(type) + ".gguf";
     if (std::rename(path, keep.c_str()) != 0) fail(ErrorKind::Io, "cannot move the model to " + keep);
@@ -257,6 +265,7 @@ int main(int argc, char** argv) {
     else if (k == "-n") a.n_gen = std::stoi(v);
     else if (k == "-r") a.reps = std::max(1, std::stoi(v));
     else if (k == "--save") g_save_dir = v;
+    else if (k == "--cuda-paths") a.cuda_paths = split(v);  // lanes, mma (tensor cores)
     else { std::fprintf(stderr, "unknown option %s\n", k.c_str()); return 2; }
   }
   try {
@@ -272,6 +281,9 @@ int main(int argc, char** argv) {
     }
     for (auto& t : split(threads_s)) a.threads.push_back(std::stoi(t));
     for (auto& d : split(devices_s)) a.devices.push_back(parse_device(d));
+    for (auto& path : a.cuda_paths)
+      if (path != "lanes" && path != "mma")
+        fail(ErrorKind::Usage, "--cuda-paths: unknown path " + path + " (expected lanes or mma)");
     std::map<int, double> bw;
     std::printf("memory read bandwidth:");
     for (int t : a.threads) {

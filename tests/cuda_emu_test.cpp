@@ -17,6 +17,7 @@
 #include "runtime/cuda/canon_device.h"
 #include "runtime/ggml_type.h"
 #include "runtime/cuda/forward.h"
+#include "runtime/cuda/mma_tile.h"
 #include "runtime/cuda/steps.h"
 #include "runtime/engine.h"
 #include "runtime/gguf.h"
@@ -200,6 +201,74 @@ TEST(CudaEmu, WarpTileMatchesRefDotForEveryType) {
   }
 }
 
+// The tensor-core prompt tile (cdev::mma::Tile, mma emulated as the PTX ISA lays out its
+// fragments): 16 rows x 16 tokens per warp, partial tiles of rows and tokens, block counts
+// below, at and above 32 and not multiples of it; each (row, token) equal to the reference.
+TEST(CudaEmu, TensorCoreTileMatchesRefDot) {
+  constexpr int NT = 2;
+  const kern::Ops& ref = kern::ops(kern::Isa::Scalar);
+  std::mt19937 rng(17);
+  int types = 0;
+  for (GgmlType t : kTypes) {
+    bool has_path = false;
+    cdev::with_type(t, [&]<GgmlType T>() { has_path = cdev::mma::kHasPath<T>; });
+    if (!has_path) continue;
+    ++types;
+    const int64_t be = type_traits(t)->block_elems;
+    const int64_t counts[] = {1, 5, 33, 70};
+    for (int rep = 0; rep < 4; ++rep) {
+      const int64_t n = counts[rep] * be;
+      if (be == 256 && rep == 3) continue;  // 33 blocks of 256 already cover the lanes
+      const int64_t rows = rep % 2 == 0 ? 19 : 16, ntok = rep % 2 == 0 ? 21 : 3;
+      const std::vector<uint8_t> w = make_weights(rng, t, n, rows);
+      const size_t rb = w.size() / size_t(rows), arb = kern::act_row_bytes(t, n);
+      std::vector<uint8_t> act(arb * size_t(ntok));
+      for (int64_t k = 0; k < ntok; ++k)
+        ref.quantize_act(t, make_activations(rng, n, k % 5 == 2).data(), act.data() + size_t(k) * arb, n);
+      const cdev::mma::Args args{w.data(), rb, n, rows, act.data(), arb, ntok};
+      std::vector<float> got(size_t(rows * ntok), -1.0f);
+      std::vector<int> seen(got.size(), 0);
+      for (int64_t r0 = 0; r0 < rows; r0 += cdev::mma::kRows)
+        for (int64_t t0 = 0; t0 < ntok; t0 += 8 * NT)
+          for (int lane = 0; lane < 32; ++lane) {
+            float out[NT][4];
+            cdev::with_type(t, [&]<GgmlType T>() {
+              if constexpr (cdev::mma::kHasPath<T>) cdev::mma::Tile<T, NT>(args, r0, t0, lane).run(out);
+            });
+            for (int j = 0; j < NT; ++j)
+              for (int e = 0; e < 4; ++e) {
+                const int64_t r = r0 + (lane >> 2) + 8 * (e >> 1);
+                const int64_t k = t0 + 8 * j + 2 * (lane & 3) + (e & 1);
+                if (r >= rows || k >= ntok) continue;
+                got[size_t(k * rows + r)] = cdev::canonical_nan(out[j][e]);
+                ++seen[size_t(k * rows + r)];
+              }
+          }
+      for (int64_t k = 0; k < ntok; ++k)
+        for (int64_t r = 0; r < rows; ++r) {
+          ASSERT_EQ(seen[size_t(k * rows + r)], 1) << "row " << r << " token " << k;
+          const float want = kern::ref_dot(t, n, w.data() + size_t(r) * rb, act.data() + size_t(k) * arb);
+          ASSERT_EQ(bits(got[size_t(k * rows + r)]), bits(want))
+              << type_name(t) << " n=" << n << " row " << r << " token " << k;
+        }
+    }
+  }
+  EXPECT_EQ(types, 8);
+}
+
+// The counter's leaf order: bit-reversed, each index once.
+TEST(CudaEmu, TensorCoreLeafOrderIsBitReversed) {
+  int seen = 0;
+  for (int p = 0; p < 32; ++p) {
+    const int l = cdev::mma::bitrev5(p);
+    EXPECT_EQ(cdev::mma::bitrev5(l), p);
+    seen |= 1 << l;
+  }
+  EXPECT_EQ(uint32_t(seen), 0xffffffffu);
+  EXPECT_EQ(cdev::mma::bitrev5(1), 16);
+  EXPECT_EQ(cdev::mma::bitrev5(2), 8);
+}
+
 TEST(CudaEmu, F32DotAndSumOfSquares) {
   const kern::Ops& ref = kern::ops(kern::Isa::Scalar);
   std::mt19937 rng(5);
@@ -310,8 +379,11 @@ class EmuExec {
         cdev::step::quantize<256>(x, n, i, reinterpret_cast<kern::A8KBlock*>(a.data()));
     return a.data();
   }
-  // The matmul kernel: one warp per row and group of kMatmulTokens tokens.
+  explicit EmuExec(bool tensor_cores) : tensor_cores_(tensor_cores) {}
+  // The matmul kernel: one warp per row and group of kMatmulTokens tokens; with tensor cores,
+  // the quantized types' prompts as matmul_mma_kernel: 16 rows and 16 tokens per warp.
   void matmul(const cuda::DevWeight& w, const void* act, size_t arb, int64_t ntok, float* y) {
+    if (tensor_cores_ && ntok > 1 && matmul_mma(w, act, arb, ntok, y)) return;
     constexpr int kTok = cdev::step::kMatmulTokens;
     static_assert(kTok <= 4);  // emulate_dots' lanes
     const uint8_t* a = static_cast<const uint8_t*>(act);
@@ -322,6 +394,30 @@ class EmuExec {
             emulate_dots(w.type, w.n_in, w.data + size_t(r) * w.row_bytes, a + size_t(t0) * arb, arb, nt);
         for (int k = 0; k < nt; ++k) y[(t0 + k) * w.n_out + r] = v[size_t(k)];
       }
+  }
+  bool matmul_mma(const cuda::DevWeight& w, const void* act, size_t arb, int64_t ntok, float* y) {
+    constexpr int NT = 2;
+    bool done = false;
+    cdev::with_type(w.type, [&]<GgmlType T>() {
+      if constexpr (cdev::mma::kHasPath<T>) {
+        const cdev::mma::Args p{w.data, w.row_bytes, w.n_in, w.n_out,
+                                static_cast<const uint8_t*>(act), arb, ntok};
+        for (int64_t r0 = 0; r0 < w.n_out; r0 += cdev::mma::kRows)
+          for (int64_t t0 = 0; t0 < ntok; t0 += 8 * NT)
+            for (int lane = 0; lane < 32; ++lane) {
+              float out[NT][4];
+              cdev::mma::Tile<T, NT>(p, r0, t0, lane).run(out);
+              for (int j = 0; j < NT; ++j)
+                for (int e = 0; e < 4; ++e) {
+                  const int64_t r = r0 + (lane >> 2) + 8 * (e >> 1);
+                  const int64_t t = t0 + 8 * j + 2 * (lane & 3) + (e & 1);
+                  if (r < w.n_out && t < ntok) y[t * w.n_out + r] = cdev::canonical_nan(out[j][e]);
+                }
+            }
+        done = true;
+      }
+    });
+    return done;
   }
   void rms_norm(const float* x, const float* w, int64_t n, float eps, int64_t ntok, float* y) {
     for (int64_t t = 0; t < ntok; ++t) {
@@ -358,12 +454,13 @@ class EmuExec {
   }
 
  private:
+  bool tensor_cores_;
   std::vector<uint8_t> act_[3];
 };
 
 // The CUDA session's eval, emulated: all logits rows of toks, `batch` tokens per call.
 std::vector<float> emulate_cuda_session(const Model& m, const std::vector<int32_t>& toks,
-                                        size_t batch) {
+                                        size_t batch, bool tensor_cores) {
   const HParams& hp = m.hparams();
   auto view = [](const Weight& w) {
     return cuda::DevWeight{w.type, w.n_in, w.n_out, w.row_bytes, w.data};
@@ -375,7 +472,7 @@ std::vector<float> emulate_cuda_session(const Model& m, const std::vector<int32_
   std::vector<float> k_cache(size_t(hp.n_layer * n_ctx * kv_dim)), v_cache(k_cache.size());
   std::vector<float> cos_t, sin_t, x, rows;
   rope_table_rows(m, 0, int64_t(toks.size()), cos_t, sin_t);
-  EmuExec exec;
+  EmuExec exec(tensor_cores);
   int64_t n_past = 0;
   for (size_t i = 0; i < toks.size(); i += batch) {
     const std::vector<int32_t> b(toks.begin() + long(i), toks.begin() + long(std::min(toks.size(), i + batch)));
@@ -404,14 +501,18 @@ void expect_emulation_equals_session(const Model& m, const std::vector<int32_t>&
   std::vector<float> want, logits;
   ev->eval(toks, logits);
   want = logits;
-  for (size_t batch : {toks.size(), size_t(1), size_t(7)}) {
-    const std::vector<float> got = emulate_cuda_session(m, toks, batch);
-    ASSERT_EQ(got.size(), want.size());
-    size_t first = 0;
-    while (first < want.size() && bits(got[first]) == bits(want[first])) ++first;
-    EXPECT_EQ(first, want.size()) << what << " batch " << batch << ": first differing logit "
-                                  << first << " (row " << first / size_t(m.hparams().n_vocab) << ")";
-  }
+  // Decoding (batch 1) never takes the tensor-core path.
+  for (bool tc : {false, true})
+    for (size_t batch : {toks.size(), size_t(1), size_t(7)}) {
+      if (tc && batch == 1) continue;
+      const std::vector<float> got = emulate_cuda_session(m, toks, batch, tc);
+      ASSERT_EQ(got.size(), want.size());
+      size_t first = 0;
+      while (first < want.size() && bits(got[first]) == bits(want[first])) ++first;
+      EXPECT_EQ(first, want.size())
+          << what << (tc ? " (tensor cores)" : "") << " batch " << batch << ": first differing logit "
+          << first << " (row " << first / size_t(m.hparams().n_vocab) << ")";
+    }
 }
 
 class CudaEmuForward : public ::testing::TestWithParam<testing::SynthCase> {};

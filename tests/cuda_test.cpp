@@ -4,6 +4,7 @@
 // GPU (or driver) the comparisons skip and the error path is checked instead.
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <random>
 #include <string>
@@ -68,33 +69,36 @@ void expect_cuda_equals_cpu(const LoadedModel& m, const std::vector<int32_t>& to
 // The kernels alone, on random data with special values (tests/kernel_data.h), against the
 // scalar reference: a mismatch here points at a kernel's arithmetic, one only in the forward
 // pass tests below at the orchestration.
+// Both prompt paths: one lane per block, and the quantized types' tensor-core tiles.
 TEST(CudaKernels, MatmulMatchesRefDot) {
   GALLEON_REQUIRE_GPU();
   std::mt19937 rng(21);
   const kern::Ops& ref = kern::ops(kern::Isa::Scalar);
-  for (GgmlType t : testing::kernel_data::kTypes)
-    for (int64_t blocks : {1, 31, 33, 70}) {
-      const int64_t n = blocks * (type_traits(t)->block_elems == 1 ? 32 : type_traits(t)->block_elems);
-      // One token (the decoding tile), and partial prompt tiles of rows and tokens.
-      const int64_t rows = 19, ntok = blocks == 1 ? 1 : blocks == 70 ? 37 : 6;
-      const std::vector<uint8_t> w = testing::kernel_data::make_weights(rng, t, n, rows);
-      const size_t arb = kern::act_row_bytes(t, n);
-      std::vector<uint8_t> act(arb * size_t(ntok));
-      for (int64_t k = 0; k < ntok; ++k) {
-        const auto x = testing::kernel_data::make_activations(rng, n, k % 2 == 1);
-        ref.quantize_act(t, x.data(), act.data() + size_t(k) * arb, n);
-      }
-      const std::vector<float> got = cuda::testing::matmul(t, n, rows, w, act, ntok);
-      for (int64_t k = 0; k < ntok; ++k)
-        for (int64_t r = 0; r < rows; ++r) {
-          const float want = kern::ref_dot(t, n, w.data() + size_t(r) * (w.size() / size_t(rows)),
-                                           act.data() + size_t(k) * arb);
-          const float g = got[size_t(k * rows + r)];
-          ASSERT_EQ(0, std::memcmp(&want, &g, 4))
-              << type_name(t) << " n " << n << " token " << k << " row " << r << ": cpu " << want
-              << " cuda " << g;
+  for (cuda::MatmulPath path : {cuda::MatmulPath::Lanes, cuda::MatmulPath::TensorCores})
+    for (GgmlType t : testing::kernel_data::kTypes)
+      for (int64_t blocks : {1, 31, 33, 70}) {
+        const int64_t n = blocks * (type_traits(t)->block_elems == 1 ? 32 : type_traits(t)->block_elems);
+        // One token (the decoding tile), and partial prompt tiles of rows and tokens.
+        const int64_t rows = 19, ntok = blocks == 1 ? 1 : blocks == 70 ? 37 : 6;
+        const std::vector<uint8_t> w = testing::kernel_data::make_weights(rng, t, n, rows);
+        const size_t arb = kern::act_row_bytes(t, n);
+        std::vector<uint8_t> act(arb * size_t(ntok));
+        for (int64_t k = 0; k < ntok; ++k) {
+          const auto x = testing::kernel_data::make_activations(rng, n, k % 2 == 1);
+          ref.quantize_act(t, x.data(), act.data() + size_t(k) * arb, n);
         }
-    }
+        const std::vector<float> got = cuda::testing::matmul(t, n, rows, w, act, ntok, path);
+        for (int64_t k = 0; k < ntok; ++k)
+          for (int64_t r = 0; r < rows; ++r) {
+            const float want = kern::ref_dot(t, n, w.data() + size_t(r) * (w.size() / size_t(rows)),
+                                             act.data() + size_t(k) * arb);
+            const float g = got[size_t(k * rows + r)];
+            ASSERT_EQ(0, std::memcmp(&want, &g, 4))
+                << type_name(t) << (path == cuda::MatmulPath::TensorCores ? " (tensor cores)" : "")
+                << " n " << n << " token " << k << " row " << r << ": cpu " << want
+                << " cuda " << g;
+          }
+      }
 }
 
 TEST(CudaKernels, ActivationQuantizationMatchesScalar) {
@@ -193,6 +197,10 @@ TEST_P(CudaSynth, MatchesCpu) {
   LoadedModel m = testing::write_and_load(spec, dir);
   const std::vector<int32_t> toks = testing::synth_tokens(70, spec.n_vocab);
   expect_cuda_equals_cpu(m, toks, std::string(c.arch) + " " + type_name(c.type));
+  // The sessions' tensor-core path (GALLEON_CUDA_MMA=1, read when a session is made).
+  setenv("GALLEON_CUDA_MMA", "1", 1);
+  expect_cuda_equals_cpu(m, toks, std::string(c.arch) + " " + type_name(c.type) + " tensor cores");
+  unsetenv("GALLEON_CUDA_MMA");
 }
 
 INSTANTIATE_TEST_SUITE_P(AllTypes, CudaSynth, testing::all_synth_cases(),

@@ -222,44 +222,57 @@ GALLEON_HD uint32_t spread4(uint32_t x) {
 
 constexpr uint32_t kLowNibbles = 0x0F0F0F0Fu;
 
-// Dot of the 32 unsigned quants of a Q4_0/Q4_1/Q5_0/Q5_1 block (nibbles at qs, with the fifth
-// bits qh when has_qh) with the activation quants: element j < 16 is the low nibble of qs[j]
-// (+16 * bit j of qh), element j + 16 the high nibble (+16 * bit j + 16).
-GALLEON_HD int32_t isum_32(const uint8_t* qs, uint32_t qh, bool has_qh, const int8_t* a) {
-  int32_t s = 0;
-  for (int i = 0; i < 4; ++i) {
-    const uint32_t w = wword(qs + 4 * i);
-    uint32_t lo = w & kLowNibbles, hi = (w >> 4) & kLowNibbles;
-    if (has_qh) {
-      lo |= spread4((qh >> (4 * i)) & 15u);
-      hi |= spread4((qh >> (16 + 4 * i)) & 15u);
-    }
-    s = dot4(lo, aword(a + 4 * i), s);
-    s = dot4(hi, aword(a + 16 + 4 * i), s);
-  }
-  return s;
-}
-
-// (d_w * d_a) * float(isum) [+ m_w * (d_a * float(sum_a))] for the 32-element types. The
-// signed quants q - 8 (Q4_0) and q - 16 (Q5_0) give isum = isum(q) - offset * sum_a.
+// The float finish of a 32-element block from the integer sum s of its unsigned (Q4/Q5) or
+// signed (Q8_0) quants with the activation quants: (d_w * d_a) * float(isum)
+// [+ m_w * (d_a * float(sum_a))], where the signed quants q - 8 (Q4_0) and q - 16 (Q5_0) give
+// isum = s - offset * sum_a.
 template <GgmlType T>
-GALLEON_HD float contrib_a8(const uint8_t* w, const kern::A8Block& a) {
+GALLEON_HD float finish_a8(const uint8_t* w, const kern::A8Block& a, int32_t s) {
   const float d = half_to_float(le16(w));
   if constexpr (T == GgmlType::Q8_0) {
-    int32_t s = 0;
-    for (int i = 0; i < 8; ++i) s = dot4(wword(w + 2 + 4 * i), aword(a.q + 4 * i), s);
     return (d * a.d) * float(s);
   } else if constexpr (T == GgmlType::Q4_0) {
-    return (d * a.d) * float(isum_32(w + 2, 0, false, a.q) - 8 * a.sum);
+    return (d * a.d) * float(s - 8 * a.sum);
   } else if constexpr (T == GgmlType::Q5_0) {
-    return (d * a.d) * float(isum_32(w + 6, le32(w + 2), true, a.q) - 16 * a.sum);
+    return (d * a.d) * float(s - 16 * a.sum);
   } else {
     static_assert(T == GgmlType::Q4_1 || T == GgmlType::Q5_1);
     const float m = half_to_float(le16(w + 2));
-    const int32_t s = T == GgmlType::Q4_1 ? isum_32(w + 4, 0, false, a.q)
-                                          : isum_32(w + 8, le32(w + 4), true, a.q);
     return (d * a.d) * float(s) + m * (a.d * float(a.sum));
   }
+}
+
+// The weight quants 4i .. 4i + 3 (lo) and 16 + 4i .. 16 + 4i + 3 (hi) of a 32-element block as
+// bytes (i < 4): what contrib_a8 and the tensor-core path (runtime/cuda/mma_tile.h) multiply.
+template <GgmlType T>
+GALLEON_HD void a8_words(const uint8_t* w, int i, uint32_t* lo, uint32_t* hi) {
+  if constexpr (T == GgmlType::Q8_0) {
+    *lo = wword(w + 2 + 4 * i);
+    *hi = wword(w + 18 + 4 * i);
+  } else {
+    constexpr bool kHasQh = T == GgmlType::Q5_0 || T == GgmlType::Q5_1;
+    constexpr int kQs = T == GgmlType::Q4_0 ? 2 : T == GgmlType::Q4_1 ? 4 : T == GgmlType::Q5_0 ? 6 : 8;
+    const uint32_t q = wword(w + kQs + 4 * i);
+    *lo = q & kLowNibbles;
+    *hi = (q >> 4) & kLowNibbles;
+    if constexpr (kHasQh) {
+      const uint32_t qh = wword(w + kQs - 4);
+      *lo |= spread4((qh >> (4 * i)) & 15u);
+      *hi |= spread4((qh >> (16 + 4 * i)) & 15u);
+    }
+  }
+}
+
+template <GgmlType T>
+GALLEON_HD float contrib_a8(const uint8_t* w, const kern::A8Block& a) {
+  int32_t s = 0;
+  for (int i = 0; i < 4; ++i) {
+    uint32_t lo, hi;
+    a8_words<T>(w, i, &lo, &hi);
+    s = dot4(lo, aword(a.q + 4 * i), s);
+    s = dot4(hi, aword(a.q + 16 + 4 * i), s);
+  }
+  return finish_a8<T>(w, a, s);
 }
 
 // The 256-element types split a block's integer sums into kKParts parts (exact in any order
@@ -273,47 +286,61 @@ struct KSums {
 
 // Q4_K / Q5_K (section 5): sub-block j = 2c + h covers elements 32j + l = 64c + 32h + l, the
 // low (h = 0) or high (h = 1) nibbles of qs[32c + l], plus 16 * bit j of qh[l] for Q5_K.
+// Its quants 4i .. 4i + 3 as bytes (i < 8):
+template <GgmlType T>
+GALLEON_HD uint32_t kmin_word(const uint8_t* w, int j, int i) {
+  const uint8_t* qh = w + 16;                                    // Q5_K only
+  const uint8_t* qs = w + (T == GgmlType::Q5_K ? 48 : 16);
+  uint32_t q = (wword(qs + 32 * (j >> 1) + 4 * i) >> (4 * (j & 1))) & kLowNibbles;
+  if constexpr (T == GgmlType::Q5_K) q |= ((wword(qh + 4 * i) >> j) & 0x01010101u) << 4;
+  return q;
+}
+// Its 6-bit scale and minimum.
+GALLEON_HD void kmin_scale(const uint8_t* w, int j, int* scale, int* mn) {
+  const uint8_t* sc = w + 4;
+  if (j < 4) {
+    *scale = sc[j] & 63;
+    *mn = sc[j + 4] & 63;
+  } else {
+    *scale = (sc[j + 4] & 15) | ((sc[j - 4] >> 6) << 4);
+    *mn = (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4);
+  }
+}
+// The part of sub-block j with integer sum `is` of its quants with the activation quants.
+GALLEON_HD KSums kmin_sums(const uint8_t* w, const kern::A8KBlock& a, int j, int32_t is) {
+  int scale, mn;
+  kmin_scale(w, j, &scale, &mn);
+  return {scale * is, mn * (int(a.bsums[2 * j]) + int(a.bsums[2 * j + 1]))};
+}
 // Part g is sub-block j = g.
 template <GgmlType T>
 GALLEON_HD KSums kpart_kmin(const uint8_t* w, const kern::A8KBlock& a, int j) {
-  const uint8_t* sc = w + 4;
-  const uint8_t* qh = w + 16;                                    // Q5_K only
-  const uint8_t* qs = w + (T == GgmlType::Q5_K ? 48 : 16);
-  const int c = j >> 1, h = j & 1;
-  int scale, mn;
-  if (j < 4) {
-    scale = sc[j] & 63;
-    mn = sc[j + 4] & 63;
-  } else {
-    scale = (sc[j + 4] & 15) | ((sc[j - 4] >> 6) << 4);
-    mn = (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4);
-  }
   int32_t is = 0;
-  for (int i = 0; i < 8; ++i) {
-    uint32_t q = (wword(qs + 32 * c + 4 * i) >> (4 * h)) & kLowNibbles;
-    if constexpr (T == GgmlType::Q5_K) q |= ((wword(qh + 4 * i) >> j) & 0x01010101u) << 4;
-    is = dot4(q, aword(a.q + 32 * j + 4 * i), is);
-  }
-  return {scale * is, mn * (int(a.bsums[2 * j]) + int(a.bsums[2 * j + 1]))};
+  for (int i = 0; i < 8; ++i) is = dot4(kmin_word<T>(w, j, i), aword(a.q + 32 * j + 4 * i), is);
+  return kmin_sums(w, a, j, is);
 }
 
 // Q6_K: sub-block j of 16 elements e = 16j + i = 128h + 32k + l, unsigned 6-bit quants u
-// (q = u - 32, so isum_j = isum_j(u) - 32 * bsums[j]). Part g is sub-blocks 2g and 2g + 1.
-GALLEON_HD KSums kpart_q6_k(const uint8_t* w, const kern::A8KBlock& a, int g) {
+// (q = u - 32, so isum_j = isum_j(u) - 32 * bsums[j]). Its quants u 4i .. 4i + 3 (i < 4):
+GALLEON_HD uint32_t q6_word(const uint8_t* w, int j, int i) {
   const uint8_t* ql = w;
   const uint8_t* qh = w + 128;
+  const int h = j >> 3, k = (j >> 1) & 3, l = (j & 1) * 16 + 4 * i;
+  const uint32_t lw = wword(ql + 64 * h + 32 * (k & 1) + l);
+  const uint32_t lo = (k < 2 ? lw : lw >> 4) & kLowNibbles;
+  return lo | (((wword(qh + 32 * h + l) >> (2 * k)) & 0x03030303u) << 4);
+}
+// Sub-block j's term of sumi from the integer sum `is` of its quants u.
+GALLEON_HD int32_t q6_term(const uint8_t* w, const kern::A8KBlock& a, int j, int32_t is) {
+  return int(int8_t(w[192 + j])) * (is - 32 * int(a.bsums[j]));
+}
+// Part g is sub-blocks 2g and 2g + 1.
+GALLEON_HD KSums kpart_q6_k(const uint8_t* w, const kern::A8KBlock& a, int g) {
   int32_t sumi = 0;
   for (int j = 2 * g; j < 2 * g + 2; ++j) {
-    const int h = j >> 3, k = (j >> 1) & 3, l0 = (j & 1) * 16;
     int32_t is = 0;
-    for (int i = 0; i < 4; ++i) {
-      const int l = l0 + 4 * i;
-      const uint32_t lw = wword(ql + 64 * h + 32 * (k & 1) + l);
-      const uint32_t lo = (k < 2 ? lw : lw >> 4) & kLowNibbles;
-      const uint32_t hi = ((wword(qh + 32 * h + l) >> (2 * k)) & 0x03030303u) << 4;
-      is = dot4(lo | hi, aword(a.q + 16 * j + 4 * i), is);
-    }
-    sumi += int(int8_t(w[192 + j])) * (is - 32 * int(a.bsums[j]));
+    for (int i = 0; i < 4; ++i) is = dot4(q6_word(w, j, i), aword(a.q + 16 * j + 4 * i), is);
+    sumi += q6_term(w, a, j, is);
   }
   return {sumi, 0};
 }

@@ -21,6 +21,7 @@
 #include "runtime/cuda/cuda_backend.h"
 #include "runtime/cuda/cuda_testing.h"
 #include "runtime/cuda/forward.h"
+#include "runtime/cuda/mma_tile.h"
 #include "runtime/cuda/steps.h"
 #include "runtime/error.h"
 #include "runtime/model.h"
@@ -233,6 +234,32 @@ __global__ void matmul_k_kernel(const uint8_t* W, size_t w_row_bytes, int64_t n,
   }
 }
 
+// The quantized types' prompt matmul on int8 tensor cores (cdev::mma::Tile): the warps of a
+// block share 16 weight rows (read from L1 after the first warp) and take tiles of 8 * NT
+// tokens in turn.
+constexpr int kMmaWarps = 4, kMmaTokenGroups = 2;
+
+template <GgmlType T, int NT>
+__global__ void __launch_bounds__(32 * kMmaWarps)
+    matmul_mma_kernel(cdev::mma::Args p, float* y, int64_t y_stride) {
+  const int lane = int(threadIdx.x) & 31, warp = int(threadIdx.x) >> 5;
+  const int64_t r0 = int64_t(blockIdx.x) * cdev::mma::kRows;
+  constexpr int kTokens = 8 * NT;
+  for (int64_t t0 = (int64_t(blockIdx.y) * kMmaWarps + warp) * kTokens; t0 < p.ntok;
+       t0 += int64_t(gridDim.y) * kMmaWarps * kTokens) {  // warp-uniform
+    float out[NT][4];
+    cdev::mma::Tile<T, NT>(p, r0, t0, lane).run(out);
+#pragma unroll
+    for (int j = 0; j < NT; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int64_t r = r0 + (lane >> 2) + 8 * (e >> 1);
+        const int64_t t = t0 + 8 * j + 2 * (lane & 3) + (e & 1);
+        if (r < p.n_out && t < p.ntok) y[t * y_stride + r] = cdev::canonical_nan(out[j][e]);
+      }
+  }
+}
+
 // The largest of the lanes' values (each >= 0 and not NaN): exact in any order.
 __device__ inline float warp_max(float m) {
   for (int o = 16; o >= 1; o >>= 1) {
@@ -426,10 +453,37 @@ void launch_matmul(const DevWeight& w, const uint8_t* a, size_t arb, int64_t nto
                                                               w.n_out, a, arb, ntok, y, w.n_out);
 }
 
+template <GgmlType T>
+void launch_matmul_mma(const DevWeight& w, const uint8_t* a, size_t arb, int64_t ntok, float* y,
+                       cudaStream_t st) {
+  constexpr int kTokens = 8 * kMmaTokenGroups * kMmaWarps;  // per block and round
+  const dim3 grid(blocks_for(w.n_out, cdev::mma::kRows),
+                  unsigned(std::min<int64_t>((ntok + kTokens - 1) / kTokens, 65535)));
+  const cdev::mma::Args p{w.data, w.row_bytes, w.n_in, w.n_out, a, arb, ntok};
+  matmul_mma_kernel<T, kMmaTokenGroups><<<grid, 32 * kMmaWarps, 0, st>>>(p, y, w.n_out);
+}
+
+// Tensor cores for prompts where the type has that path and the GPU has int8 mma.sync
+// (compute capability 8.0 or newer).
+bool use_tensor_cores(GgmlType t, int64_t ntok, MatmulPath path) {
+  if (ntok == 1 || path != MatmulPath::TensorCores) return false;
+  bool has = false;
+  cdev::with_type(t, [&]<GgmlType T>() { has = cdev::mma::kHasPath<T>; });
+  if (!has) return false;
+  int device = 0, major = 0;
+  check(cudaGetDevice(&device), "cudaGetDevice");
+  check(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device),
+        "cudaDeviceGetAttribute");
+  return major >= 8;
+}
+
 void run_matmul(const DevWeight& w, const void* act, size_t arb, int64_t ntok, float* y,
-                cudaStream_t st) {
+                cudaStream_t st, MatmulPath path) {
   const auto* a = static_cast<const uint8_t*>(act);
+  const bool tensor_cores = use_tensor_cores(w.type, ntok, path);
   cdev::with_type(w.type, [&]<GgmlType T>() {
+    if constexpr (cdev::mma::kHasPath<T>)
+      if (tensor_cores) return launch_matmul_mma<T>(w, a, arb, ntok, y, st);
     if (ntok == 1)
       launch_matmul<T, kDecodeTile.rows, kDecodeTile.tokens>(w, a, arb, ntok, y, st);
     else
@@ -467,7 +521,7 @@ class CudaExec {
     return act_[slot].get();
   }
   void matmul(const DevWeight& w, const void* act, size_t arb, int64_t ntok, float* y) {
-    run_matmul(w, act, arb, ntok, y, st_);
+    run_matmul(w, act, arb, ntok, y, st_, path_);
   }
   void rms_norm(const float* x, const float* w, int64_t n, float eps, int64_t ntok, float* y) {
     rms_norm_kernel<<<unsigned(ntok), kNormThreads, 0, st_>>>(x, w, n, eps, y);
@@ -512,6 +566,8 @@ class CudaExec {
   cudaStream_t st_;
   const int64_t* pos_ = nullptr;
   DeviceBuffer act_[3];
+  // Not yet the default: the tensor-core path has passed the CPU emulation, not a GPU run.
+  MatmulPath path_ = env_flag("GALLEON_CUDA_MMA", false) ? MatmulPath::TensorCores : MatmulPath::Lanes;
 };
 
 void select_device(int device) {
@@ -752,14 +808,14 @@ std::vector<T> download(const DeviceBuffer& b, size_t count) {
 }  // namespace
 
 std::vector<float> matmul(GgmlType type, int64_t n, int64_t rows, const std::vector<uint8_t>& w,
-                          const std::vector<uint8_t>& act, int64_t ntok) {
+                          const std::vector<uint8_t>& act, int64_t ntok, MatmulPath path) {
   select_device(0);
   DeviceBuffer dw, da, dy;
   dw.upload(w.data(), w.size());
   da.upload(act.data(), act.size());
   dy.reserve(size_t(rows * ntok) * sizeof(float));
   const DevWeight dev{type, n, rows, w.size() / size_t(rows), dw.get<uint8_t>()};
-  run_matmul(dev, da.get(), act.size() / size_t(ntok), ntok, dy.get<float>(), nullptr);
+  run_matmul(dev, da.get(), act.size() / size_t(ntok), ntok, dy.get<float>(), nullptr, path);
   return download<float>(dy, size_t(rows * ntok));
 }
 

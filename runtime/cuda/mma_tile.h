@@ -1,0 +1,306 @@
+// The prompt matmul of the quantized types on int8 tensor cores (docs/cuda.md, "Tensor cores"):
+// one warp computes 16 weight rows x 8 * NT tokens.
+//
+// - Integer block sums come from mma.sync m16n8k32 (32-element blocks and sub-blocks) or
+//   m16n8k16 (Q6_K's 16-element sub-blocks) with s8 operands and s32 results: exact, so they
+//   equal the dp4a sums of the one-lane kernels (docs/arithmetic.md section 5).
+// - Each (row, token)'s float contribution is made from them by the functions the one-lane
+//   kernels use (finish_a8, kmin_sums / q6_term, kfinish).
+// - The contributions go to their canonical lanes in the canonical order: a thread visits the
+//   lanes in bit-reversed order (0, 16, 8, 24, ...), adds each lane's blocks l, l + 32, ... in
+//   increasing order to 0.0f, and combines the lanes with a binary counter whose pairs are
+//   exactly warp_tree's: lanes l and l + 16 first, then those pairs 8 apart, and so on.
+//
+// Compiled for the GPU, and for the CPU test (tests/cuda_emu_test.cpp) with the mma emulated:
+// each lane's results computed from every lane's fragments, placed as the PTX ISA defines them
+// ("Matrix Fragments for mma.m16n8k32" and "... m16n8k16", integer types).
+#pragma once
+
+#include <cstdint>
+#include <type_traits>
+
+#include "runtime/cuda/canon_device.h"
+
+namespace galleon::cdev::mma {
+
+// Inlined on the GPU, so that the tile's arrays stay in registers.
+#if defined(__CUDACC__)
+#define GALLEON_HDI __host__ __device__ __forceinline__
+#else
+#define GALLEON_HDI inline
+#endif
+
+constexpr int kRows = 16;  // weight rows per warp (the mma's M)
+
+template <GgmlType T>
+constexpr bool kHasPath = T == GgmlType::Q8_0 || T == GgmlType::Q4_0 || T == GgmlType::Q4_1 ||
+                          T == GgmlType::Q5_0 || T == GgmlType::Q5_1 || T == GgmlType::Q4_K ||
+                          T == GgmlType::Q5_K || T == GgmlType::Q6_K;
+
+// The leaf visited p-th: bit-reversed p, so that the binary counter over p builds warp_tree.
+GALLEON_HDI constexpr int bitrev5(int p) {
+  return ((p & 1) << 4) | ((p & 2) << 2) | (p & 4) | ((p & 8) >> 2) | ((p & 16) >> 4);
+}
+
+// The matmul's operands: n_out rows of n weights (wrb bytes apart), ntok activation rows in the
+// weight type's activation format (arb bytes apart).
+struct Args {
+  const uint8_t* w;
+  size_t wrb;
+  int64_t n, n_out;
+  const uint8_t* act;
+  size_t arb;
+  int64_t ntok;
+};
+
+// N fragment words per lane. On the GPU a thread holds its own; the emulation holds all 32
+// lanes' (load calls f(lane, words) for each), since each result depends on every lane's.
+template <int N>
+struct WarpWords {
+#if defined(__CUDA_ARCH__)
+  uint32_t w[N];
+  template <class F>
+  __device__ void load(int lane, F&& f) {
+    f(lane, w);
+  }
+  __device__ const uint32_t* at(int) const { return w; }
+#else
+  uint32_t w[32][N];
+  template <class F>
+  void load(int, F&& f) {
+    for (int l = 0; l < 32; ++l) f(l, w[l]);
+  }
+  const uint32_t* at(int l) const { return w[l]; }
+#endif
+};
+
+// Fragment positions for lane = 4g + t (g = groupID, t = threadID_in_group):
+// - m16n8k32: A words a0 (row g, k 4t..4t+3), a1 (row g + 8, same k), a2 (row g, k 16+4t..),
+//   a3 (row g + 8, k 16+4t..); B words b0 (column g, k 4t..4t+3), b1 (column g, k 16+4t..);
+// - m16n8k16: A words a0 (row g), a1 (row g + 8), k 4t..4t+3; B word b0 (column g, k 4t..);
+// - both: C c0, c1 (row g, columns 2t and 2t + 1), c2, c3 (row g + 8, the same columns).
+// Byte b of a word is element k = 4 * (its k group) + b.
+#if !defined(__CUDA_ARCH__)
+template <int KA, int KB, int K>
+void emulate_mma(int lane, const WarpWords<KA>& a, const WarpWords<KB>& b, int32_t (&c)[4]) {
+  const int g = lane >> 2, t = lane & 3;
+  for (int e = 0; e < 4; ++e) {
+    const int row = g + 8 * (e >> 1), col = 2 * t + (e & 1);
+    int32_t s = 0;
+    for (int k = 0; k < K; ++k) {
+      const int q = (k & 15) >> 2, high = k >> 4, shift = 8 * (k & 3);
+      const uint32_t aw = a.at(4 * (row & 7) + q)[(row >> 3) + 2 * high];
+      const uint32_t bw = b.at(4 * col + q)[high];
+      s += int(int8_t(uint8_t(aw >> shift))) * int(int8_t(uint8_t(bw >> shift)));
+    }
+    c[e] = s;
+  }
+}
+#endif
+
+GALLEON_HDI void mma_k32(int lane, const WarpWords<4>& a, const WarpWords<2>& b, int32_t (&c)[4]) {
+#if defined(__CUDA_ARCH__)
+  const uint32_t* x = a.at(lane);
+  const uint32_t* y = b.at(lane);
+  asm("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+      "{%8, %9}, {%10, %10, %10, %10};"
+      : "=r"(c[0]), "=r"(c[1]), "=r"(c[2]), "=r"(c[3])
+      : "r"(x[0]), "r"(x[1]), "r"(x[2]), "r"(x[3]), "r"(y[0]), "r"(y[1]), "r"(0));
+#else
+  emulate_mma<4, 2, 32>(lane, a, b, c);
+#endif
+}
+
+GALLEON_HDI void mma_k16(int lane, const WarpWords<2>& a, const WarpWords<1>& b, int32_t (&c)[4]) {
+#if defined(__CUDA_ARCH__)
+  const uint32_t* x = a.at(lane);
+  const uint32_t* y = b.at(lane);
+  asm("mma.sync.aligned.m16n8k16.row.col.s32.s8.s8.s32 {%0, %1, %2, %3}, {%4, %5}, {%6}, "
+      "{%7, %7, %7, %7};"
+      : "=r"(c[0]), "=r"(c[1]), "=r"(c[2]), "=r"(c[3])
+      : "r"(x[0]), "r"(x[1]), "r"(y[0]), "r"(0));
+#else
+  emulate_mma<2, 1, 16>(lane, a, b, c);
+#endif
+}
+
+// One warp's tile: rows r0 .. r0 + 15 and tokens t0 .. t0 + 8 * NT - 1. Rows and tokens past
+// the ends read the last one (their results are not stored). out[j][e] is the canonical dot
+// product (before canonical_nan) of row r0 + g + 8 * (e >> 1) and token t0 + 8j + 2t + (e & 1).
+template <GgmlType T, int NT>
+class Tile {
+ public:
+  static constexpr int kElems = TypeInfo<T>::elems, kBytes = TypeInfo<T>::bytes;
+  using Block = std::conditional_t<kElems == 32, kern::A8Block, kern::A8KBlock>;
+
+  GALLEON_HDI Tile(const Args& p, int64_t r0, int64_t t0, int lane)
+      : p_(p), r0_(r0), t0_(t0), lane_(lane) {}
+
+  GALLEON_HDI void run(float (&out)[NT][4]) const {
+    float pending[5][NT][4] = {};  // the binary counter's partial sums, level k: 2^k lanes
+    for (int p = 0; p < 32; ++p) {
+      float v[NT][4];
+      leaf(bitrev5(p), v);
+      // Merge with the partial sums of the levels whose bit of p is set (earlier lanes on the
+      // left), then park the result at the first clear bit's level.
+      bool carry = true;  // no break: every level's index stays a constant (registers)
+      GALLEON_DEVICE_UNROLL
+      for (int k = 0; k < 5; ++k) {
+        if (!carry) continue;
+        if (((p >> k) & 1) == 0) {
+          copy(v, pending[k]);
+          carry = false;
+          continue;
+        }
+        GALLEON_DEVICE_UNROLL
+        for (int j = 0; j < NT; ++j)
+          GALLEON_DEVICE_UNROLL
+          for (int e = 0; e < 4; ++e) v[j][e] = pending[k][j][e] + v[j][e];
+      }
+      if (carry) copy(v, out);  // p == 31: all 32 lanes combined
+    }
+  }
+
+ private:
+  GALLEON_HDI static void copy(const float (&from)[NT][4], float (&to)[NT][4]) {
+    GALLEON_DEVICE_UNROLL
+    for (int j = 0; j < NT; ++j)
+      GALLEON_DEVICE_UNROLL
+      for (int e = 0; e < 4; ++e) to[j][e] = from[j][e];
+  }
+
+  // Weight row r0 + g + 8 * half of lane l (the last row past the end).
+  GALLEON_HDI const uint8_t* row(int l, int half) const {
+    int64_t r = r0_ + (l >> 2) + 8 * half;
+    if (r > p_.n_out - 1) r = p_.n_out - 1;
+    return p_.w + size_t(r) * p_.wrb;
+  }
+  // Activation block i of token t0 + k (the last token past the end).
+  GALLEON_HDI const Block& act(int64_t k, int64_t i) const {
+    int64_t t = t0_ + k;
+    if (t > p_.ntok - 1) t = p_.ntok - 1;
+    return reinterpret_cast<const Block*>(p_.act + size_t(t) * p_.arb)[i];
+  }
+  // Token (offset from t0) of lane l's B column in token group j, and of this lane's result e.
+  GALLEON_HDI static int b_token(int l, int j) { return 8 * j + (l >> 2); }
+  GALLEON_HDI int c_token(int j, int e) const { return 8 * j + 2 * (lane_ & 3) + (e & 1); }
+
+  // Canonical lane l of every result: its blocks l, l + 32, ... added in order to 0.0f.
+  GALLEON_HDI void leaf(int l, float (&v)[NT][4]) const {
+    GALLEON_DEVICE_UNROLL
+    for (int j = 0; j < NT; ++j)
+      GALLEON_DEVICE_UNROLL
+      for (int e = 0; e < 4; ++e) v[j][e] = 0.0f;
+    const int64_t count = p_.n / kElems;
+    for (int64_t i = l; i < count; i += 32) {
+      float c[NT][4];
+      if constexpr (kElems == 32)
+        block_a8(i, c);
+      else if constexpr (T == GgmlType::Q6_K)
+        block_q6_k(i, c);
+      else
+        block_kmin(i, c);
+      GALLEON_DEVICE_UNROLL
+      for (int j = 0; j < NT; ++j)
+        GALLEON_DEVICE_UNROLL
+        for (int e = 0; e < 4; ++e) v[j][e] = v[j][e] + c[j][e];
+    }
+  }
+
+  // Contribution of block i of each result: one m16n8k32 per token group.
+  GALLEON_HDI void block_a8(int64_t i, float (&c)[NT][4]) const {
+    WarpWords<4> a;
+    a.load(lane_, [&](int l, uint32_t* w) {
+      a8_words<T>(row(l, 0) + size_t(i) * kBytes, l & 3, &w[0], &w[2]);
+      a8_words<T>(row(l, 1) + size_t(i) * kBytes, l & 3, &w[1], &w[3]);
+    });
+    GALLEON_DEVICE_UNROLL
+    for (int j = 0; j < NT; ++j) {
+      WarpWords<2> b;
+      b.load(lane_, [&](int l, uint32_t* w) {
+        const Block& ab = act(b_token(l, j), i);
+        w[0] = aword(ab.q + 4 * (l & 3));
+        w[1] = aword(ab.q + 16 + 4 * (l & 3));
+      });
+      int32_t s[4];
+      mma_k32(lane_, a, b, s);
+      GALLEON_DEVICE_UNROLL
+      for (int e = 0; e < 4; ++e)
+        c[j][e] = finish_a8<T>(row(lane_, e >> 1) + size_t(i) * kBytes, act(c_token(j, e), i), s[e]);
+    }
+  }
+
+  // Q4_K / Q5_K block i: one m16n8k32 per 32-element sub-block and token group.
+  GALLEON_HDI void block_kmin(int64_t i, float (&c)[NT][4]) const {
+    KSums sums[NT][4];
+    for (int sb = 0; sb < 8; ++sb) {
+      WarpWords<4> a;
+      a.load(lane_, [&](int l, uint32_t* w) {
+        const uint8_t* w0 = row(l, 0) + size_t(i) * kBytes;
+        const uint8_t* w1 = row(l, 1) + size_t(i) * kBytes;
+        w[0] = kmin_word<T>(w0, sb, l & 3);
+        w[1] = kmin_word<T>(w1, sb, l & 3);
+        w[2] = kmin_word<T>(w0, sb, 4 + (l & 3));
+        w[3] = kmin_word<T>(w1, sb, 4 + (l & 3));
+      });
+      GALLEON_DEVICE_UNROLL
+      for (int j = 0; j < NT; ++j) {
+        WarpWords<2> b;
+        b.load(lane_, [&](int l, uint32_t* w) {
+          const Block& ab = act(b_token(l, j), i);
+          w[0] = aword(ab.q + 32 * sb + 4 * (l & 3));
+          w[1] = aword(ab.q + 32 * sb + 16 + 4 * (l & 3));
+        });
+        int32_t s[4];
+        mma_k32(lane_, a, b, s);
+        GALLEON_DEVICE_UNROLL
+        for (int e = 0; e < 4; ++e) {
+          const KSums part =
+              kmin_sums(row(lane_, e >> 1) + size_t(i) * kBytes, act(c_token(j, e), i), sb, s[e]);
+          sums[j][e].sumi += part.sumi;
+          sums[j][e].summ += part.summ;
+        }
+      }
+    }
+    finish_k(i, sums, c);
+  }
+
+  // Q6_K block i: one m16n8k16 per 16-element sub-block and token group.
+  GALLEON_HDI void block_q6_k(int64_t i, float (&c)[NT][4]) const {
+    KSums sums[NT][4];
+    for (int sb = 0; sb < 16; ++sb) {
+      WarpWords<2> a;
+      a.load(lane_, [&](int l, uint32_t* w) {
+        w[0] = q6_word(row(l, 0) + size_t(i) * kBytes, sb, l & 3);
+        w[1] = q6_word(row(l, 1) + size_t(i) * kBytes, sb, l & 3);
+      });
+      GALLEON_DEVICE_UNROLL
+      for (int j = 0; j < NT; ++j) {
+        WarpWords<1> b;
+        b.load(lane_, [&](int l, uint32_t* w) {
+          w[0] = aword(act(b_token(l, j), i).q + 16 * sb + 4 * (l & 3));
+        });
+        int32_t s[4];
+        mma_k16(lane_, a, b, s);
+        GALLEON_DEVICE_UNROLL
+        for (int e = 0; e < 4; ++e)
+          sums[j][e].sumi += q6_term(row(lane_, e >> 1) + size_t(i) * kBytes, act(c_token(j, e), i), sb, s[e]);
+      }
+    }
+    finish_k(i, sums, c);
+  }
+
+  GALLEON_HDI void finish_k(int64_t i, const KSums (&sums)[NT][4], float (&c)[NT][4]) const {
+    GALLEON_DEVICE_UNROLL
+    for (int j = 0; j < NT; ++j)
+      GALLEON_DEVICE_UNROLL
+      for (int e = 0; e < 4; ++e)
+        c[j][e] = kfinish<T>(row(lane_, e >> 1) + size_t(i) * kBytes, act(c_token(j, e), i), sums[j][e]);
+  }
+
+  Args p_;
+  int64_t r0_, t0_;
+  int lane_;
+};
+
+}  // namespace galleon::cdev::mma
