@@ -12,7 +12,8 @@
 #   4. a bundle of recipes/stories260k.yaml with its CUDA engine member: `galleon install`, then
 #      `galleon check stories260k --device cuda` and `galleon run stories260k --device cuda`;
 #   5. print a speed table (CPU and GPU tok/s, 124M and 1.1B shapes, F16 Q8_0 Q4_0 Q4_K; GPU rows
-#      for both prompt paths, +mma marking tensor cores; then 512-token prompts on the GPU).
+#      for both prompt paths, +mma marking tensor cores; then 512-token prompts on the GPU), and
+#      where a ~500-token prompt's GPU time goes, per kind of step (GALLEON_CUDA_PROFILE=1).
 # Prints PASS or FAIL per check; exits non-zero when any check fails. Sized for about 5 minutes
 # on a 16-core H100/H200 machine (SPEED_TIMEOUT bounds the table; SKIP_SPEED=1 skips it).
 # GPU_CHECK_DEVICE=cpu is a dry run of this script on a machine without a GPU (it compares the
@@ -249,8 +250,20 @@ if [[ "${SKIP_SPEED:-0}" != 1 ]]; then
     '$BIN/llama_bench' --shape 124m --type q8_0,q4_K --device $DEV --cuda-paths lanes,mma \
       -p 512 -n 16 -r 1 | tail -n +4 &&
     '$BIN/llama_bench' --shape 1.1b --type q4_0 --device $DEV --cuda-paths lanes,mma \
-      -p 512 -n 16 -r 1 | tail -n +4" ||
+      -p 512 -n 16 -r 1 --save '$TMP' | tail -n +4" ||
     echo "(speed table stopped after ${SPEED_TIMEOUT}s or failed; not a correctness check)"
+  # Where a prompt's GPU time goes (GALLEON_CUDA_PROFILE=1: each step kind's kernel time).
+  long=$PROMPT
+  for _ in 1 2 3 4 5; do long="$long $PROMPT"; done
+  "$BIN/llama_bench" --write "$TMP" --shape 124m --type q4_0,f16 >/dev/null || true
+  for m in "$TMP/llama-124m-q4_0.gguf" "$TMP/llama-124m-f16.gguf" "$TMP/1.1b-q4_0.gguf"; do
+    [[ -f "$m" ]] || continue
+    for mma in 0 1; do
+      echo "-- $(basename "$m" .gguf), GALLEON_CUDA_MMA=$mma"
+      GALLEON_CUDA_PROFILE=1 GALLEON_CUDA_MMA=$mma timeout 60 "$ENGINE_GPU" run "$m" -p "$long" \
+        --max-tokens 1 --device "$DEV" --json 2>&1 >/dev/null | head -20 || true
+    done
+  done
 fi
 
 echo "== done in $(elapsed): $fails failed check(s)"

@@ -459,8 +459,9 @@ class EmuExec {
 };
 
 // The CUDA session's eval, emulated: all logits rows of toks, `batch` tokens per call.
+// last_only: each call's last row only (Rows::Last), as CudaSession computes it.
 std::vector<float> emulate_cuda_session(const Model& m, const std::vector<int32_t>& toks,
-                                        size_t batch, bool tensor_cores) {
+                                        size_t batch, bool tensor_cores, bool last_only = false) {
   const HParams& hp = m.hparams();
   auto view = [](const Weight& w) {
     return cuda::DevWeight{w.type, w.n_in, w.n_out, w.row_bytes, w.data};
@@ -486,7 +487,9 @@ std::vector<float> emulate_cuda_session(const Model& m, const std::vector<int32_
                              v.data(),    att.data(),    tmp.data(),     gate.data(),
                              up.data(),   logits.data(), nullptr,        k_cache.data(),
                              v_cache.data(), cos_t.data(), sin_t.data()};
-    cuda::forward(exec, hp, layers, output, m.output_norm().data(), bufs, int64_t(T), n_past, n_ctx);
+    cuda::forward(exec, hp, layers, output, m.output_norm().data(), bufs, int64_t(T), n_past, n_ctx,
+                  last_only ? int64_t(T) - 1 : 0);
+    if (last_only) logits.resize(size_t(hp.n_vocab));
     rows.insert(rows.end(), logits.begin(), logits.end());
     n_past += int64_t(T);
   }
@@ -501,6 +504,13 @@ void expect_emulation_equals_session(const Model& m, const std::vector<int32_t>&
   std::vector<float> want, logits;
   ev->eval(toks, logits);
   want = logits;
+  // A prompt's last row alone (the output matmul of one token), as `galleon run` asks for it.
+  {
+    const std::vector<float> got = emulate_cuda_session(m, toks, toks.size(), false, true);
+    ASSERT_EQ(got.size(), size_t(m.hparams().n_vocab));
+    EXPECT_EQ(0, std::memcmp(got.data(), want.data() + want.size() - got.size(), got.size() * 4))
+        << what << ": the last row alone differs";
+  }
   // Decoding (batch 1) never takes the tensor-core path.
   for (bool tc : {false, true})
     for (size_t batch : {toks.size(), size_t(1), size_t(7)}) {

@@ -88,10 +88,12 @@ void matmuls(X& x, const float* in, int64_t ntok,
   }
 }
 
+// The logits of tokens first_logit .. ntok - 1 go to rows 0 .. of b.logits (first_logit = 0:
+// all; ntok - 1: the last, as Session's LogitRows::Last; ntok: none).
 template <class X>
 void forward(X& x, const HParams& hp, const std::vector<DevLayer>& layers, const DevWeight& output,
              const float* output_norm, const Buffers& b, int64_t ntok, int64_t n_past,
-             int64_t n_ctx) {
+             int64_t n_ctx, int64_t first_logit) {
   const int64_t d = hp.n_embd, hd = hp.head_dim;
   const int64_t q_dim = hp.n_head * hd, kv_dim = hp.n_head_kv * hd;
   const float kq_scale = 1.0f / std::sqrt(float(hd));
@@ -123,8 +125,10 @@ void forward(X& x, const HParams& hp, const std::vector<DevLayer>& layers, const
     matmuls(x, b.gate, ntok, {{&L.w_down, b.tmp}});
     x.add(b.x, b.tmp, d, ntok * d, false);
   }
-  x.rms_norm(b.x, output_norm, d, hp.rms_eps, ntok, b.xn);
-  matmuls(x, b.xn, ntok, {{&output, b.logits}});
+  const int64_t n_logits = ntok - first_logit;
+  if (n_logits <= 0) return;
+  x.rms_norm(b.x + first_logit * d, output_norm, d, hp.rms_eps, n_logits, b.xn);
+  matmuls(x, b.xn, n_logits, {{&output, b.logits}});
 }
 
 }  // namespace galleon::cuda

@@ -10,7 +10,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <cstdio>
 #include <cstring>
+#include <map>
 #include <string>
 #include <unordered_map>
 #include <utility>
@@ -508,40 +510,108 @@ void run_quantize(GgmlType t, const float* x, int64_t n, int64_t ntok, void* dst
   check_launch("activation quantization kernel");
 }
 
+// GALLEON_CUDA_PROFILE=1: the GPU time of each kind of step of the session's prompt batches
+// (more than one token), printed to stderr when the session ends. Each timed step waits for its
+// kernels, so a profiled prompt is slower than an unprofiled one; decoding steps (and their
+// CUDA graphs) are not timed.
+class StepProfile {
+ public:
+  explicit StepProfile(cudaStream_t st) : st_(st) {
+    if (!on_) return;
+    check(cudaEventCreate(&start_), "cudaEventCreate");
+    check(cudaEventCreate(&stop_), "cudaEventCreate");
+  }
+  StepProfile(const StepProfile&) = delete;
+  StepProfile& operator=(const StepProfile&) = delete;
+  ~StepProfile() {
+    if (!on_) return;
+    if (!steps_.empty()) {
+      double total = 0;
+      for (const auto& [what, st] : steps_) total += st.ms;
+      std::fprintf(stderr, "galleon CUDA profile: %.3f ms of GPU time in prompt batches\n", total);
+      for (const auto& [what, st] : steps_)
+        std::fprintf(stderr, "  %-36s %10.3f ms %5.1f%% %6lld calls\n", what.c_str(), st.ms,
+                     100.0 * st.ms / total, static_cast<long long>(st.calls));
+    }
+    cudaEventDestroy(start_);
+    cudaEventDestroy(stop_);
+  }
+  bool on() const { return on_; }
+  // Runs launch(); times it under `what` when profiling a batch of ntok > 1 tokens.
+  template <class F>
+  void step(const std::string& what, int64_t ntok, F&& launch) {
+    if (!on_ || ntok == 1) return launch();
+    check(cudaEventRecord(start_, st_), "cudaEventRecord");
+    launch();
+    check(cudaEventRecord(stop_, st_), "cudaEventRecord");
+    check(cudaEventSynchronize(stop_), "cudaEventSynchronize");
+    float ms = 0;
+    check(cudaEventElapsedTime(&ms, start_, stop_), "cudaEventElapsedTime");
+    Step& st = steps_[what];
+    st.ms += ms;
+    ++st.calls;
+  }
+
+ private:
+  struct Step {
+    double ms = 0;
+    int64_t calls = 0;
+  };
+  cudaStream_t st_;
+  bool on_ = env_flag("GALLEON_CUDA_PROFILE", false);
+  cudaEvent_t start_ = nullptr, stop_ = nullptr;
+  std::map<std::string, Step> steps_;
+};
+
 // The executor of forward() (runtime/cuda/forward.h) on the GPU: every step is a kernel launch
 // on one stream. The position comes from the GPU word `pos` (set before each forward pass), not
 // from forward()'s argument, so that a captured pass replays at any position.
 class CudaExec {
  public:
-  explicit CudaExec(cudaStream_t st) : st_(st) {}
+  explicit CudaExec(cudaStream_t st) : st_(st), profile_(st) {}
   void set_position(const int64_t* pos) { pos_ = pos; }
+  // The forward pass's batch (GALLEON_CUDA_PROFILE times the steps of batches of several).
+  void set_batch(int64_t ntok) { batch_ = ntok; }
   const void* quantize(GgmlType t, const float* x, int64_t n, int64_t ntok, int slot) {
     act_[slot].reserve(kern::act_row_bytes(t, n) * size_t(ntok));
-    run_quantize(t, x, n, ntok, act_[slot].get(), st_);
+    profile_.step("quantize activations", batch_,
+                  [&] { run_quantize(t, x, n, ntok, act_[slot].get(), st_); });
     return act_[slot].get();
   }
   void matmul(const DevWeight& w, const void* act, size_t arb, int64_t ntok, float* y) {
-    run_matmul(w, act, arb, ntok, y, st_, path_);
+    std::string what;
+    if (profile_.on())
+      what = std::string("matmul ") + type_name(w.type) +
+             (use_tensor_cores(w.type, ntok, path_) ? " (tensor cores)" : "");
+    profile_.step(what, batch_, [&] { run_matmul(w, act, arb, ntok, y, st_, path_); });
   }
   void rms_norm(const float* x, const float* w, int64_t n, float eps, int64_t ntok, float* y) {
-    rms_norm_kernel<<<unsigned(ntok), kNormThreads, 0, st_>>>(x, w, n, eps, y);
-    check_launch("rms_norm kernel");
+    profile_.step("rms_norm", batch_, [&] {
+      rms_norm_kernel<<<unsigned(ntok), kNormThreads, 0, st_>>>(x, w, n, eps, y);
+      check_launch("rms_norm kernel");
+    });
   }
   void add(float* x, const float* b, int64_t dim, int64_t total, bool broadcast) {
-    add_kernel<<<blocks_for(total, 256), 256, 0, st_>>>(x, b, dim, total, broadcast);
-    check_launch("add kernel");
+    profile_.step("add", batch_, [&] {
+      add_kernel<<<blocks_for(total, 256), 256, 0, st_>>>(x, b, dim, total, broadcast);
+      check_launch("add kernel");
+    });
   }
   void rope(float* x, int64_t n_heads, int64_t hd, int64_t n_rot, bool neox, int64_t ntok,
             int64_t /*n_past: pos_*/, const float* cos_t, const float* sin_t) {
-    rope_kernel<<<blocks_for(ntok * n_heads * (n_rot / 2), 256), 256, 0, st_>>>(
-        x, n_heads, hd, n_rot, neox, ntok, pos_, cos_t, sin_t);
-    check_launch("rope kernel");
+    profile_.step("rope", batch_, [&] {
+      rope_kernel<<<blocks_for(ntok * n_heads * (n_rot / 2), 256), 256, 0, st_>>>(
+          x, n_heads, hd, n_rot, neox, ntok, pos_, cos_t, sin_t);
+      check_launch("rope kernel");
+    });
   }
   void store_kv(float* cache, const float* src, int64_t /*n_past: pos_*/, int64_t kv_dim,
                 int64_t ntok) {
-    store_kv_kernel<<<blocks_for(ntok * kv_dim, 256), 256, 0, st_>>>(cache, src, pos_,
-                                                                     ntok * kv_dim, kv_dim);
-    check_launch("KV cache store kernel");
+    profile_.step("store_kv", batch_, [&] {
+      store_kv_kernel<<<blocks_for(ntok * kv_dim, 256), 256, 0, st_>>>(cache, src, pos_,
+                                                                       ntok * kv_dim, kv_dim);
+      check_launch("KV cache store kernel");
+    });
   }
   void attention(const float* q, const float* kc, const float* vc, int64_t n_head, int64_t group,
                  int64_t hd, int64_t kv_dim, int64_t ntok, int64_t /*n_past: pos_*/, int64_t n_ctx,
@@ -550,21 +620,28 @@ class CudaExec {
     const size_t lanes = size_t(cdev::attn::lane_floats(hd)) * sizeof(float);
     const size_t with_scores = lanes + size_t(n_ctx) * sizeof(float);
     const bool shared_scores = with_scores <= 48 * 1024;
-    attention_kernel<<<dim3(unsigned(ntok), unsigned(n_head)), kAttnThreads,
-                       shared_scores ? with_scores : lanes, st_>>>(
-        q, kc, vc, n_head, group, hd, kv_dim, pos_, n_ctx, kq_scale, scores, out, shared_scores);
-    check_launch("attention kernel");
+    profile_.step("attention", batch_, [&] {
+      attention_kernel<<<dim3(unsigned(ntok), unsigned(n_head)), kAttnThreads,
+                         shared_scores ? with_scores : lanes, st_>>>(
+          q, kc, vc, n_head, group, hd, kv_dim, pos_, n_ctx, kq_scale, scores, out,
+          shared_scores);
+      check_launch("attention kernel");
+    });
   }
   // The activation buffers, for CudaSession's graph key.
   const void* act_buffer(int slot) const { return act_[slot].get(); }
   void silu_mul(float* g, const float* u, int64_t total) {
-    silu_mul_kernel<<<blocks_for(total, 256), 256, 0, st_>>>(g, u, total);
-    check_launch("silu kernel");
+    profile_.step("silu_mul", batch_, [&] {
+      silu_mul_kernel<<<blocks_for(total, 256), 256, 0, st_>>>(g, u, total);
+      check_launch("silu kernel");
+    });
   }
 
  private:
   cudaStream_t st_;
   const int64_t* pos_ = nullptr;
+  int64_t batch_ = 1;
+  StepProfile profile_;
   DeviceBuffer act_[3];
   // Not yet the default: the tensor-core path has passed the CPU emulation, not a GPU run.
   MatmulPath path_ = env_flag("GALLEON_CUDA_MMA", false) ? MatmulPath::TensorCores : MatmulPath::Lanes;
@@ -599,7 +676,7 @@ class CudaSession final : public Evaluator {
 
   // forward() for ntok tokens at n_past_ (the position already uploaded): a single-token step
   // replays a captured graph when the buffers are those it was captured with.
-  void run_forward(const Buffers& b, int64_t ntok);
+  void run_forward(const Buffers& b, int64_t ntok, int64_t first_logit);
   std::vector<const void*> graph_key(const Buffers& b) const;
 
   const Model& model_;
@@ -704,7 +781,10 @@ void CudaSession::do_eval(const std::vector<int32_t>& tokens, std::vector<float>
   v_.reserve(T * kv_dim * F);
   gate_.reserve(T * size_t(hp.n_ff) * F);
   up_.reserve(T * size_t(hp.n_ff) * F);
-  logits_.reserve(T * size_t(hp.n_vocab) * F);
+  // Only the rows asked for are computed (a single-token step always makes its row, so that
+  // one CUDA graph serves every decoding step); they start at row 0 of logits_.
+  const int64_t first = ntok == 1 || rows == Rows::All ? 0 : rows == Rows::Last ? ntok - 1 : ntok;
+  logits_.reserve(size_t(std::max<int64_t>(ntok - first, 1)) * size_t(hp.n_vocab) * F);
   scores_.reserve(T * size_t(hp.n_head) * size_t(n_ctx_) * F);
   extend_rope_table(n_past_ + ntok);
   // The embedding rows, dequantized exactly on the host.
@@ -720,12 +800,11 @@ void CudaSession::do_eval(const std::vector<int32_t>& tokens, std::vector<float>
   check(cudaMemcpyAsync(pos_.get(), &n_past_, sizeof n_past_, cudaMemcpyHostToDevice,
                         stream_.get()),
         "cudaMemcpyAsync (position)");
-  run_forward(b, ntok);
-  const size_t first_row = rows == Rows::All ? 0 : T - 1;
-  logits.resize(rows == Rows::None ? 0 : (T - first_row) * size_t(hp.n_vocab));
+  run_forward(b, ntok, first);
+  logits.resize(rows == Rows::None ? 0 : size_t(ntok - first) * size_t(hp.n_vocab));
   if (!logits.empty())
-    check(cudaMemcpyAsync(logits.data(), logits_.get<float>() + first_row * size_t(hp.n_vocab),
-                          logits.size() * F, cudaMemcpyDeviceToHost, stream_.get()),
+    check(cudaMemcpyAsync(logits.data(), logits_.get<float>(), logits.size() * F,
+                          cudaMemcpyDeviceToHost, stream_.get()),
           "cudaMemcpyAsync (logits)");
   check(cudaStreamSynchronize(stream_.get()), "cudaStreamSynchronize");
   n_past_ += ntok;
@@ -739,9 +818,12 @@ std::vector<const void*> CudaSession::graph_key(const Buffers& b) const {
           exec_.act_buffer(1), exec_.act_buffer(2)};
 }
 
-void CudaSession::run_forward(const Buffers& b, int64_t ntok) {
+void CudaSession::run_forward(const Buffers& b, int64_t ntok, int64_t first_logit) {
   const HParams& hp = model_.hparams();
-  auto eager = [&] { forward(exec_, hp, layers_, output_, output_norm_, b, ntok, n_past_, n_ctx_); };
+  exec_.set_batch(ntok);
+  auto eager = [&] {
+    forward(exec_, hp, layers_, output_, output_norm_, b, ntok, n_past_, n_ctx_, first_logit);
+  };
   if (ntok != 1 || !use_graphs_) return eager();
   const std::vector<const void*> key = graph_key(b);
   if (graph_ && key == graph_key_) return graph_.launch(stream_.get());
