@@ -8,11 +8,12 @@
 #      and of `score --json` (every prompt row) of the static CPU engine (galleon-engine,
 #      --device cpu) and the CUDA engine (galleon-engine-cuda, --device cuda) for stories260K and
 #      synthetic models of every tensor type, with --batch 1, 7 and 64 (prefill split three ways),
-#      and 7 and 64 again with GALLEON_CUDA_MMA=1 (the quantized types' prompts on tensor cores);
+#      and all three again with GALLEON_CUDA_MMA=1 GALLEON_CUDA_ATTN_TILES=1 (the paths not yet on
+#      by default: tensor cores for the quantized types' prompts, attention scores from K tiles);
 #   4. a bundle of recipes/stories260k.yaml with its CUDA engine member: `galleon install`, then
 #      `galleon check stories260k --device cuda` and `galleon run stories260k --device cuda`;
 #   5. print a speed table (CPU and GPU tok/s, 124M and 1.1B shapes, F16 Q8_0 Q4_0 Q4_K; GPU rows
-#      for both prompt paths, +mma marking tensor cores; then 512-token prompts on the GPU), and
+#      for the default and the new paths, +mma+tiles; then 512-token prompts on the GPU), and
 #      where a ~500-token prompt's GPU time goes, per kind of step (GALLEON_CUDA_PROFILE=1).
 # Prints PASS or FAIL per check; exits non-zero when any check fails. Sized for about 5 minutes
 # on a 16-core H100/H200 machine (SPEED_TIMEOUT bounds the table; SKIP_SPEED=1 skips it).
@@ -183,11 +184,13 @@ for m in "${models[@]}"; do
       failed "$name $verb: cpu failed"
       continue
     fi
-    # mma: the quantized types' prompts on tensor cores (GALLEON_CUDA_MMA=1).
-    for b in 1 7 64 7mma 64mma; do
-      mma=0
-      [[ $b == *mma ]] && mma=1
-      if ! got=$(GALLEON_CUDA_MMA=$mma sha "$verb" "$m" "$DEV" "${b%mma}") || [[ -z "$got" ]]; then
+    # new: the paths not yet on by default (GALLEON_CUDA_MMA=1: the quantized types' prompts on
+    # tensor cores; GALLEON_CUDA_ATTN_TILES=1: attention scores from K tiles).
+    for b in 1 7 64 1new 7new 64new; do
+      new=0
+      [[ $b == *new ]] && new=1
+      if ! got=$(GALLEON_CUDA_MMA=$new GALLEON_CUDA_ATTN_TILES=$new sha "$verb" "$m" "$DEV" "${b%new}") ||
+         [[ -z "$got" ]]; then
         failed "$name $verb batch $b: $DEV failed"
       elif [[ "$got" == "$ref" ]]; then
         pass "$name $verb batch $b: ${got:0:16}"
@@ -244,12 +247,12 @@ if [[ "${SKIP_SPEED:-0}" != 1 ]]; then
   # llama.cpp's figures) for both GPU paths.
   timeout "$SPEED_TIMEOUT" bash -c "
     '$BIN/llama_bench' --shape 124m --type f16,q8_0,q4_0,q4_K --device cpu,$DEV \
-      --cuda-paths lanes,mma --threads $JOBS -p 128 -n 32 -r 1 &&
+      --cuda-paths lanes,mma+tiles --threads $JOBS -p 128 -n 32 -r 1 &&
     '$BIN/llama_bench' --shape 1.1b --type f16,q8_0,q4_0,q4_K --device cpu,$DEV \
-      --cuda-paths lanes,mma --threads $JOBS -p 64 -n 16 -r 1 | tail -n +4 &&
-    '$BIN/llama_bench' --shape 124m --type q8_0,q4_K --device $DEV --cuda-paths lanes,mma \
+      --cuda-paths lanes,mma+tiles --threads $JOBS -p 64 -n 16 -r 1 | tail -n +4 &&
+    '$BIN/llama_bench' --shape 124m --type q8_0,q4_K --device $DEV --cuda-paths lanes,mma,mma+tiles \
       -p 512 -n 16 -r 1 | tail -n +4 &&
-    '$BIN/llama_bench' --shape 1.1b --type q4_0 --device $DEV --cuda-paths lanes,mma \
+    '$BIN/llama_bench' --shape 1.1b --type q4_0 --device $DEV --cuda-paths lanes,mma,mma+tiles \
       -p 512 -n 16 -r 1 --save '$TMP' | tail -n +4" ||
     echo "(speed table stopped after ${SPEED_TIMEOUT}s or failed; not a correctness check)"
   # Where a prompt's GPU time goes (GALLEON_CUDA_PROFILE=1: each step kind's kernel time).
@@ -258,9 +261,10 @@ if [[ "${SKIP_SPEED:-0}" != 1 ]]; then
   "$BIN/llama_bench" --write "$TMP" --shape 124m --type q4_0,f16 >/dev/null || true
   for m in "$TMP/llama-124m-q4_0.gguf" "$TMP/llama-124m-f16.gguf" "$TMP/1.1b-q4_0.gguf"; do
     [[ -f "$m" ]] || continue
-    for mma in 0 1; do
-      echo "-- $(basename "$m" .gguf), GALLEON_CUDA_MMA=$mma"
-      GALLEON_CUDA_PROFILE=1 GALLEON_CUDA_MMA=$mma timeout 60 "$ENGINE_GPU" run "$m" -p "$long" \
+    for new in 0 1; do
+      echo "-- $(basename "$m" .gguf), GALLEON_CUDA_MMA=$new GALLEON_CUDA_ATTN_TILES=$new"
+      GALLEON_CUDA_PROFILE=1 GALLEON_CUDA_MMA=$new GALLEON_CUDA_ATTN_TILES=$new timeout 60 \
+        "$ENGINE_GPU" run "$m" -p "$long" \
         --max-tokens 1 --device "$DEV" --json 2>&1 >/dev/null | head -20 || true
     done
   done

@@ -157,7 +157,7 @@ struct BenchArgs {
   std::string shape_name = "124m", arch = "llama";
   std::vector<int> threads;
   std::vector<Device> devices;
-  std::vector<std::string> cuda_paths{"lanes"};  // GPU prompt matmul paths: lanes, mma
+  std::vector<std::string> cuda_paths{"lanes"};  // GPU paths (docs/cuda.md): lanes, mma, tiles, mma+tiles
   int n_prompt = 128, n_gen = 64, reps = 3;
 };
 
@@ -198,8 +198,14 @@ void bench_one(const BenchArgs& a, GgmlType type, const std::map<int, double>& b
     const bool cpu = dev.kind == Device::Kind::Cpu;
     for (const std::string& cuda_path : cpu ? std::vector<std::string>{""} : a.cuda_paths)
       for (int t : a.threads) {
-        // The CUDA session reads GALLEON_CUDA_MMA when it is made (runtime/cuda/cuda_testing.h).
-        if (!cuda_path.empty()) setenv("GALLEON_CUDA_MMA", cuda_path == "mma" ? "1" : "0", 1);
+        // The CUDA session reads GALLEON_CUDA_MMA and GALLEON_CUDA_ATTN_TILES when it is made
+        // (docs/cuda.md).
+        const bool mma = cuda_path == "mma" || cuda_path == "mma+tiles";
+        const bool tiles = cuda_path == "tiles" || cuda_path == "mma+tiles";
+        if (!cpu) {
+          setenv("GALLEON_CUDA_MMA", mma ? "1" : "0", 1);
+          setenv("GALLEON_CUDA_ATTN_TILES", tiles ? "1" : "0", 1);
+        }
         ComputeOptions o = default_compute_options();
         o.n_threads = t;
         o.device = dev;
@@ -210,10 +216,10 @@ void bench_one(const BenchArgs& a, GgmlType type, const std::map<int, double>& b
           const Timing tm = time_once(*m.model, o, a.n_prompt, a.n_gen, n_vocab);
           pp += tm.pp / a.reps, pp_last += tm.pp_last / a.reps, tg += tm.tg / a.reps;
         }
-        // GPU rows: the device (+mma: tensor cores) in the isa column; bw use (of the CPU's read
-        // bandwidth) is 0.
+        // GPU rows: the device (+mma: tensor cores, +tiles: attention's K tiles) in the isa
+        // column; bw use (of the CPU's read bandwidth) is 0.
         const std::string where = cpu ? std::string(kern::isa_name(o.isa))
-                                      : device_name(dev) + (cuda_path == "mma" ? "+mma" : "");
+                                      : device_name(dev) + (mma ? "+mma" : "") + (tiles ? "+tiles" : "");
         std::printf("| %-5s | %-6s | %-6s | %7s | %10.1f | %10.1f | %10.1f | %8.0f | %5.1f%% |\n",
                     a.shape_name.c_str(), type_name(type), where.c_str(),
                     cpu ? std::to_string(t).c_str() : "-", pp, pp_last, tg, peak_rss_mib(),
@@ -265,7 +271,7 @@ int main(int argc, char** argv) {
     else if (k == "-n") a.n_gen = std::stoi(v);
     else if (k == "-r") a.reps = std::max(1, std::stoi(v));
     else if (k == "--save") g_save_dir = v;
-    else if (k == "--cuda-paths") a.cuda_paths = split(v);  // lanes, mma (tensor cores)
+    else if (k == "--cuda-paths") a.cuda_paths = split(v);  // lanes, mma, tiles, mma+tiles
     else { std::fprintf(stderr, "unknown option %s\n", k.c_str()); return 2; }
   }
   try {
@@ -282,8 +288,9 @@ int main(int argc, char** argv) {
     for (auto& t : split(threads_s)) a.threads.push_back(std::stoi(t));
     for (auto& d : split(devices_s)) a.devices.push_back(parse_device(d));
     for (auto& path : a.cuda_paths)
-      if (path != "lanes" && path != "mma")
-        fail(ErrorKind::Usage, "--cuda-paths: unknown path " + path + " (expected lanes or mma)");
+      if (path != "lanes" && path != "mma" && path != "tiles" && path != "mma+tiles")
+        fail(ErrorKind::Usage, "--cuda-paths: unknown path " + path +
+                                   " (expected lanes, mma, tiles or mma+tiles)");
     std::map<int, double> bw;
     std::printf("memory read bandwidth:");
     for (int t : a.threads) {

@@ -313,17 +313,28 @@ std::vector<float> cpu_attention(const float* q, const float* kc, const float* v
   return out;
 }
 
+// One score of the attention kernel's quad_scores: 4 threads' parts, then two shuffle steps.
+float emulate_quad_score(const float* q, const float* k, int64_t hd) {
+  float part[4];
+  for (int u = 0; u < 4; ++u) part[u] = cdev::attn::score_quad_part(q, k, hd, u);
+  return cdev::attn::score_quad(part);
+}
+
 // The CUDA attention kernel's steps for one block (runtime/cuda/attention.h). Within a step
 // the cells are independent, so running them in sequence is what the threads compute.
+// tiles: the kernel's quad_scores (GALLEON_CUDA_ATTN_TILES=1), taken where hd allows it.
 std::vector<float> emulate_attention_kernel(const float* q, const float* kc, const float* vc,
                                             int64_t n_kv, int64_t hd, int64_t kv_dim,
-                                            float kq_scale) {
+                                            float kq_scale, bool tiles = false) {
   std::vector<float> e(static_cast<size_t>(n_kv)),
       lanes(static_cast<size_t>(cdev::attn::lane_floats(hd))), out(static_cast<size_t>(hd));
   for (int64_t j = 0; j < n_kv; ++j)
-    e[size_t(j)] = emulate_warp_dot([&](int l) {
-                     return cdev::lane_dot_f32(q, kc + j * kv_dim, hd, l);
-                   }) * kq_scale;
+    e[size_t(j)] = (tiles && hd <= cdev::attn::kQuadMaxHd
+                        ? cdev::canonical_nan(emulate_quad_score(q, kc + j * kv_dim, hd))
+                        : emulate_warp_dot([&](int l) {
+                            return cdev::lane_dot_f32(q, kc + j * kv_dim, hd, l);
+                          })) *
+                   kq_scale;
   // The kernel's 8 warps' maxima (kAttnThreads = 256), then theirs; the same value as in
   // j order, up to the sign of a zero maximum, which no e_j depends on.
   const float mx = cdev::attn::max_score_parts(e.data(), n_kv, 8);
@@ -335,6 +346,19 @@ std::vector<float> emulate_attention_kernel(const float* q, const float* kc, con
     for (int64_t c = 0; c < int64_t(s) * (hd + 1); ++c) cdev::attn::tree_cell(s, c, hd, lanes.data());
   for (int64_t d = 0; d < hd; ++d) out[size_t(d)] = cdev::attn::output(lanes.data(), hd, d);
   return out;
+}
+
+// The K-tile scores (4 threads per score, the tree's last steps across them) = the warp dot.
+TEST(CudaEmu, QuadScoreIsTheWarpDot) {
+  std::mt19937 rng(23);
+  for (int64_t hd : {1, 4, 8, 31, 32, 33, 48, 64})
+    for (int rep = 0; rep < 200; ++rep) {
+      const std::vector<float> q = make_activations(rng, hd, rep % 7 == 3);
+      const std::vector<float> k = make_activations(rng, hd, rep % 5 == 1);
+      const float want = emulate_warp_dot([&](int l) { return cdev::lane_dot_f32(q.data(), k.data(), hd, l); });
+      ASSERT_EQ(bits(cdev::canonical_nan(emulate_quad_score(q.data(), k.data(), hd))), bits(want))
+          << "hd " << hd << " rep " << rep;
+    }
 }
 
 TEST(CudaEmu, AttentionKernelMatchesSession) {
@@ -349,15 +373,18 @@ TEST(CudaEmu, AttentionKernelMatchesSession) {
       const std::vector<float> v = make_activations(rng, n_kv * kv_dim, specials);
       const std::vector<float> want =
           cpu_attention(q.data(), k.data() + head_off, v.data() + head_off, n_kv, hd, kv_dim, kq_scale);
-      const std::vector<float> got = emulate_attention_kernel(
-          q.data(), k.data() + head_off, v.data() + head_off, n_kv, hd, kv_dim, kq_scale);
-      for (int64_t d = 0; d < hd; ++d) {
-        const float w = want[size_t(d)], g = got[size_t(d)];
-        if (w != w) {  // NaN payloads are only canonical for dot products (section 2)
-          EXPECT_NE(g, g) << "hd " << hd << " n_kv " << n_kv << " d " << d;
-          continue;
+      for (bool tiles : {false, true}) {
+        const std::vector<float> got = emulate_attention_kernel(
+            q.data(), k.data() + head_off, v.data() + head_off, n_kv, hd, kv_dim, kq_scale, tiles);
+        for (int64_t d = 0; d < hd; ++d) {
+          const float w = want[size_t(d)], g = got[size_t(d)];
+          if (w != w) {  // NaN payloads are only canonical for dot products (section 2)
+            EXPECT_NE(g, g) << "hd " << hd << " n_kv " << n_kv << " d " << d;
+            continue;
+          }
+          ASSERT_EQ(bits(g), bits(w)) << "hd " << hd << " n_kv " << n_kv << " d " << d
+                                      << (tiles ? " (K tiles)" : "");
         }
-        ASSERT_EQ(bits(g), bits(w)) << "hd " << hd << " n_kv " << n_kv << " d " << d;
       }
     }
 }
@@ -379,7 +406,8 @@ class EmuExec {
         cdev::step::quantize<256>(x, n, i, reinterpret_cast<kern::A8KBlock*>(a.data()));
     return a.data();
   }
-  explicit EmuExec(bool tensor_cores) : tensor_cores_(tensor_cores) {}
+  // new_paths: GALLEON_CUDA_MMA=1 and GALLEON_CUDA_ATTN_TILES=1.
+  explicit EmuExec(bool new_paths) : tensor_cores_(new_paths) {}
   // The matmul kernel: one warp per row and group of kMatmulTokens tokens; with tensor cores,
   // the quantized types' prompts as matmul_mma_kernel: 16 rows and 16 tokens per warp.
   void matmul(const cuda::DevWeight& w, const void* act, size_t arb, int64_t ntok, float* y) {
@@ -445,7 +473,8 @@ class EmuExec {
       for (int64_t h = 0; h < n_head; ++h) {
         const int64_t off = (h / group) * hd;
         const std::vector<float> o = emulate_attention_kernel(
-            q + (t * n_head + h) * hd, kc + off, vc + off, n_past + t + 1, hd, kv_dim, kq_scale);
+            q + (t * n_head + h) * hd, kc + off, vc + off, n_past + t + 1, hd, kv_dim, kq_scale,
+            tensor_cores_);
         std::memcpy(out + (t * n_head + h) * hd, o.data(), o.size() * sizeof(float));
       }
   }
@@ -511,16 +540,15 @@ void expect_emulation_equals_session(const Model& m, const std::vector<int32_t>&
     EXPECT_EQ(0, std::memcmp(got.data(), want.data() + want.size() - got.size(), got.size() * 4))
         << what << ": the last row alone differs";
   }
-  // Decoding (batch 1) never takes the tensor-core path.
+  // tc: the paths not yet on by default (tensor cores for prompts, K tiles in attention).
   for (bool tc : {false, true})
     for (size_t batch : {toks.size(), size_t(1), size_t(7)}) {
-      if (tc && batch == 1) continue;
       const std::vector<float> got = emulate_cuda_session(m, toks, batch, tc);
       ASSERT_EQ(got.size(), want.size());
       size_t first = 0;
       while (first < want.size() && bits(got[first]) == bits(want[first])) ++first;
       EXPECT_EQ(first, want.size())
-          << what << (tc ? " (tensor cores)" : "") << " batch " << batch << ": first differing logit "
+          << what << (tc ? " (tensor cores, K tiles)" : "") << " batch " << batch << ": first differing logit "
           << first << " (row " << first / size_t(m.hparams().n_vocab) << ")";
     }
 }

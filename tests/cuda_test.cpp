@@ -66,6 +66,19 @@ void expect_cuda_equals_cpu(const LoadedModel& m, const std::vector<int32_t>& to
   }
 }
 
+// The default kernels, then each path not yet on by default, alone (read when a session is
+// made): GALLEON_CUDA_MMA=1 (tensor cores for the quantized types' prompts) and
+// GALLEON_CUDA_ATTN_TILES=1 (attention scores from K tiles in shared memory).
+void expect_cuda_equals_cpu_on_every_path(const LoadedModel& m, const std::vector<int32_t>& toks,
+                                          const std::string& what) {
+  expect_cuda_equals_cpu(m, toks, what);
+  for (const char* var : {"GALLEON_CUDA_MMA", "GALLEON_CUDA_ATTN_TILES"}) {
+    setenv(var, "1", 1);
+    expect_cuda_equals_cpu(m, toks, what + " (" + var + "=1)");
+    unsetenv(var);
+  }
+}
+
 // The kernels alone, on random data with special values (tests/kernel_data.h), against the
 // scalar reference: a mismatch here points at a kernel's arithmetic, one only in the forward
 // pass tests below at the orchestration.
@@ -182,7 +195,7 @@ TEST(Cuda, Stories260KMatchesCpu) {
       "Once upon a time, there was a little girl named Lily. She loved to play outside.", true,
       false);
   for (int i = 0; i < 80; ++i) toks.push_back(int32_t((i * 97 + 5) % m.model->hparams().n_vocab));
-  expect_cuda_equals_cpu(m, toks, "stories260K");
+  expect_cuda_equals_cpu_on_every_path(m, toks, "stories260K");
 }
 
 using testing::SynthCase;
@@ -196,11 +209,7 @@ TEST_P(CudaSynth, MatchesCpu) {
   const SynthSpec spec = testing::synth_case_spec(c);
   LoadedModel m = testing::write_and_load(spec, dir);
   const std::vector<int32_t> toks = testing::synth_tokens(70, spec.n_vocab);
-  expect_cuda_equals_cpu(m, toks, std::string(c.arch) + " " + type_name(c.type));
-  // The sessions' tensor-core path (GALLEON_CUDA_MMA=1, read when a session is made).
-  setenv("GALLEON_CUDA_MMA", "1", 1);
-  expect_cuda_equals_cpu(m, toks, std::string(c.arch) + " " + type_name(c.type) + " tensor cores");
-  unsetenv("GALLEON_CUDA_MMA");
+  expect_cuda_equals_cpu_on_every_path(m, toks, std::string(c.arch) + " " + type_name(c.type));
 }
 
 INSTANTIATE_TEST_SUITE_P(AllTypes, CudaSynth, testing::all_synth_cases(),

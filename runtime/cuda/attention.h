@@ -13,6 +13,34 @@ namespace galleon::cdev::attn {
 // Shared memory floats of a block.
 GALLEON_HD int64_t lane_floats(int64_t hd) { return 32 * hd + 32; }
 
+// Step 1 with a shared-memory tile of K rows (head dims hd <= kQuadMaxHd): 4 threads per score,
+// thread u holding the lanes l = u, u + 4, ..., u + 28 of dot_f32(q, k_j) (products q_i * k_i
+// for i = l, l + 32, ... added in order to 0.0f). The tree steps s = 16, 8 and 4 pair lanes of
+// the same thread (s is a multiple of 4), so each thread does them alone; then s = 2 and 1 pair
+// threads: (u0 + u2) + (u1 + u3) = L[0] + L[2], L[1] + L[3], then their sum, as warp_tree.
+constexpr int64_t kQuadMaxHd = 64;
+GALLEON_HD float score_quad_part(const float* q, const float* k, int64_t hd, int u) {
+  float lane[8];
+  for (int m = 0; m < 8; ++m) lane[m] = 0.0f;
+  for (int64_t base = 0; base < hd; base += 32)
+    for (int m = 0; m < 8; ++m) {  // lane u + 4m
+      const int64_t i = base + u + 4 * m;
+      if (i < hd) lane[m] = lane[m] + q[i] * k[i];
+    }
+  for (int m = 0; m < 4; ++m) lane[m] = lane[m] + lane[m + 4];  // s = 16: lanes l, l + 16
+  for (int m = 0; m < 2; ++m) lane[m] = lane[m] + lane[m + 2];  // s = 8
+  return lane[0] + lane[1];                                      // s = 4
+}
+// Steps s = 2 and 1 of the four parts (the kernel does them with two shuffles).
+GALLEON_HD float score_quad(const float (&part)[4]) {
+  const float a = part[0] + part[2], b = part[1] + part[3];
+  return a + b;
+}
+// K tile row stride in floats: a multiple of 32 plus 4, so that the 8 rows x 4 threads of a
+// warp's load hit 32 different banks.
+GALLEON_HD int64_t quad_tile_stride(int64_t hd) { return (hd + 31) / 32 * 32 + 4; }
+constexpr int64_t kQuadTileRows = 64;  // 256 threads / 4
+
 // Step 2: m = max s_j. One step of it is max_step(m, s) = std::max(m, s): NaN never replaces m.
 // The kernel's warp w takes j = w, w + n_warps, ... in order, then one thread the warps' maxima
 // in order (max_score_parts). A maximum is the same in any order, except that of +0 and -0

@@ -262,7 +262,8 @@ __global__ void __launch_bounds__(32 * kMmaWarps)
   }
 }
 
-// The largest of the lanes' values (each >= 0 and not NaN): exact in any order.
+// The largest of the lanes' values (none NaN): the same in any order, except that of +0 and -0
+// either may win (the quantization's values are >= 0; attention's maxima allow either).
 __device__ inline float warp_max(float m) {
   for (int o = 16; o >= 1; o >>= 1) {
     const float other = __shfl_xor_sync(0xffffffffu, m, o);
@@ -379,7 +380,8 @@ constexpr int kAttnThreads = 256;
 // One block per (token, head); the scores e live in shared memory after the lanes when
 // `shared_scores`, else in scratch (n_ctx floats per (token, head)). The steps are those of
 // runtime/cuda/attention.h (emulated on the CPU by cuda_emu_test):
-// 1. s_j = dot_f32(q, k_j) * scale, one warp per j;  2. m = max s_j (each warp's running
+// 1. s_j = dot_f32(q, k_j) * scale, one warp per j (or, with quad_scores, 4 threads per j on
+// K rows staged in shared memory: attn::score_quad_part);  2. m = max s_j (each warp's running
 // maximum in j order, then the warps' in order: a maximum is the same in any order, NaN never
 // replacing it; of +0 and -0 either may win, and e_j is the same for both);  3. e_j =
 // expf(s_j - m);  4. the 32 lanes (j mod 32) of e_j * v_j[d] and of e_j, one thread per
@@ -387,8 +389,9 @@ constexpr int kAttnThreads = 256;
 __global__ void attention_kernel(const float* q, const float* kc, const float* vc, int64_t n_head,
                                  int64_t group, int64_t hd, int64_t kv_dim, const int64_t* n_past,
                                  int64_t n_ctx, float kq_scale, float* scratch, float* out,
-                                 bool shared_scores) {
-  extern __shared__ float lanes[];  // attn::lane_floats(hd) [+ n_ctx scores]
+                                 bool shared_scores, bool quad_scores) {
+  // attn::lane_floats(hd) [+ n_ctx scores] [+ q (hd) + a K tile (quad_scores)]
+  extern __shared__ float lanes[];
   __shared__ float s_max, s_warp_max[32];
   const int64_t t = blockIdx.x, h = blockIdx.y;
   const int64_t n_kv = *n_past + t + 1;
@@ -399,14 +402,41 @@ __global__ void attention_kernel(const float* q, const float* kc, const float* v
                            : scratch + (t * n_head + h) * n_ctx;
   const int lane = int(threadIdx.x) & 31, warp = int(threadIdx.x) >> 5;
   const int n_warps = int(blockDim.x) >> 5;
-  float warp_max = -INFINITY;
-  for (int64_t j = warp; j < n_kv; j += n_warps) {
-    const float v = cdev::warp_tree(cdev::lane_dot_f32(qr, kc + j * kv_dim + off, hd, lane));
-    const float s = cdev::canonical_nan(v) * kq_scale;
-    if (lane == 0) e[j] = s;
-    warp_max = cdev::attn::max_step(warp_max, s);
+  float wmax = -INFINITY;  // this warp's maximum (lane 0's when not quad_scores)
+  if (quad_scores) {
+    // 64 K rows at a time in shared memory (coalesced loads), 4 threads per score
+    // (attn::score_quad_part, then the tree's last two steps by shuffles within the quad).
+    float* qs = lanes + cdev::attn::lane_floats(hd) + (shared_scores ? n_ctx : 0);
+    float* ks = qs + hd;
+    const int64_t stride = cdev::attn::quad_tile_stride(hd);
+    const int u = int(threadIdx.x) & 3, row = int(threadIdx.x) >> 2;
+    for (int64_t d = threadIdx.x; d < hd; d += blockDim.x) qs[d] = qr[d];
+    float thread_max = -INFINITY;
+    for (int64_t j0 = 0; j0 < n_kv; j0 += cdev::attn::kQuadTileRows) {  // block-uniform
+      const int64_t rows = min(cdev::attn::kQuadTileRows, n_kv - j0);
+      __syncthreads();  // q written; the previous tile read
+      for (int64_t c = threadIdx.x; c < rows * hd; c += blockDim.x)
+        ks[(c / hd) * stride + c % hd] = kc[(j0 + c / hd) * kv_dim + off + c % hd];
+      __syncthreads();
+      const float part = row < rows ? cdev::attn::score_quad_part(qs, ks + row * stride, hd, u) : 0.0f;
+      const float a = part + __shfl_down_sync(0xffffffffu, part, 2);  // u = 0, 1: L[u] + L[u + 2]
+      const float sum = a + __shfl_down_sync(0xffffffffu, a, 1);      // u = 0: the tree's L[0]
+      if (u == 0 && row < rows) {
+        const float s = cdev::canonical_nan(sum) * kq_scale;
+        e[j0 + row] = s;
+        thread_max = cdev::attn::max_step(thread_max, s);
+      }
+    }
+    wmax = warp_max(thread_max);
+  } else {
+    for (int64_t j = warp; j < n_kv; j += n_warps) {
+      const float v = cdev::warp_tree(cdev::lane_dot_f32(qr, kc + j * kv_dim + off, hd, lane));
+      const float s = cdev::canonical_nan(v) * kq_scale;
+      if (lane == 0) e[j] = s;
+      wmax = cdev::attn::max_step(wmax, s);
+    }
   }
-  if (lane == 0) s_warp_max[warp] = warp_max;
+  if (lane == 0) s_warp_max[warp] = wmax;
   __syncthreads();
   if (threadIdx.x == 0) {
     float mx = -INFINITY;
@@ -616,15 +646,20 @@ class CudaExec {
   void attention(const float* q, const float* kc, const float* vc, int64_t n_head, int64_t group,
                  int64_t hd, int64_t kv_dim, int64_t ntok, int64_t /*n_past: pos_*/, int64_t n_ctx,
                  float kq_scale, float* scores, float* out) {
-    // The scores go to shared memory when they fit in the default 48 KiB with the lanes.
-    const size_t lanes = size_t(cdev::attn::lane_floats(hd)) * sizeof(float);
-    const size_t with_scores = lanes + size_t(n_ctx) * sizeof(float);
-    const bool shared_scores = with_scores <= 48 * 1024;
-    profile_.step("attention", batch_, [&] {
+    // The scores go to shared memory when they fit in the default 48 KiB with the lanes (and
+    // the q row and K tile of quad_scores).
+    constexpr size_t kF = sizeof(float), kShared = 48 * 1024;
+    const size_t quad = size_t(hd + cdev::attn::kQuadTileRows * cdev::attn::quad_tile_stride(hd)) * kF;
+    const bool quad_scores = attn_tiles_ && hd <= cdev::attn::kQuadMaxHd &&
+                             size_t(cdev::attn::lane_floats(hd)) * kF + quad <= kShared;
+    const size_t base = size_t(cdev::attn::lane_floats(hd)) * kF + (quad_scores ? quad : 0);
+    const size_t with_scores = base + size_t(n_ctx) * kF;
+    const bool shared_scores = with_scores <= kShared;
+    profile_.step(quad_scores ? "attention (K tiles)" : "attention", batch_, [&] {
       attention_kernel<<<dim3(unsigned(ntok), unsigned(n_head)), kAttnThreads,
-                         shared_scores ? with_scores : lanes, st_>>>(
+                         shared_scores ? with_scores : base, st_>>>(
           q, kc, vc, n_head, group, hd, kv_dim, pos_, n_ctx, kq_scale, scores, out,
-          shared_scores);
+          shared_scores, quad_scores);
       check_launch("attention kernel");
     });
   }
@@ -643,8 +678,10 @@ class CudaExec {
   int64_t batch_ = 1;
   StepProfile profile_;
   DeviceBuffer act_[3];
-  // Not yet the default: the tensor-core path has passed the CPU emulation, not a GPU run.
+  // Not yet the defaults: the tensor-core matmul and the attention's K tiles have passed the
+  // CPU emulation, not a GPU run.
   MatmulPath path_ = env_flag("GALLEON_CUDA_MMA", false) ? MatmulPath::TensorCores : MatmulPath::Lanes;
+  bool attn_tiles_ = env_flag("GALLEON_CUDA_ATTN_TILES", false);
 };
 
 void select_device(int device) {
