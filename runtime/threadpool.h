@@ -1,5 +1,8 @@
 // A persistent pool of worker threads. parallel_for hands out task indices; which thread runs a
 // task never changes a result (kernels split output rows, never a reduction).
+// The tasks are split into one contiguous segment per thread: a thread runs its own segment
+// front to back (consecutive tasks are adjacent rows: one sequential stream for the hardware
+// prefetchers), then takes tasks from the back of the other segments until none is left.
 // Workers spin briefly, then sleep on a futex (Linux); no condition variables.
 #pragma once
 
@@ -23,8 +26,14 @@ class ThreadPool {
   void parallel_for(int64_t n_tasks, const std::function<void(int64_t task)>& fn);
 
  private:
-  void worker_loop();
-  void run_tasks();
+  // Tasks [front, back) of a segment, packed as front | back << 32 so that the owner (taking
+  // from the front) and thieves (from the back) claim with one compare-and-swap.
+  struct alignas(64) Segment {
+    std::atomic<uint64_t> range{0};
+  };
+  void worker_loop(int self);
+  void run_tasks(int self);
+  static int64_t claim(Segment& seg, bool front);
 
   int n_threads_;
   std::vector<std::thread> workers_;
@@ -34,8 +43,7 @@ class ThreadPool {
   std::atomic<uint32_t> pending_sleepers_{0};  // threads asleep on pending_
   std::atomic<bool> stop_{false};
   const std::function<void(int64_t)>* fn_ = nullptr;
-  int64_t n_tasks_ = 0;
-  std::atomic<int64_t> next_{0};
+  std::vector<Segment> segments_;  // one per thread
 };
 
 }  // namespace galleon

@@ -2,6 +2,7 @@
 // every instruction-set path must give the scalar reference's bits.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -14,6 +15,7 @@
 #include "runtime/ggml_type.h"
 #include "runtime/kernels.h"
 #include "runtime/quant.h"
+#include "runtime/threadpool.h"
 
 namespace galleon {
 namespace {
@@ -552,6 +554,27 @@ TEST(Kernels, ElementwiseBitIdenticalAcrossIsas) {
   EXPECT_EQ(bits(e[0]), bits(1.0f));
   EXPECT_EQ(bits(e[2]), bits(INFINITY));
   EXPECT_EQ(bits(e[3]), bits(0.0f));
+}
+
+// Every task runs exactly once, whatever the thread and task counts (fewer tasks than threads,
+// uneven segments), also when one thread's segment is slow and the others take from its back.
+TEST(ThreadPool, EveryTaskRunsExactlyOnce) {
+  for (int threads : {1, 2, 3, 5})
+    for (int64_t n : {int64_t(0), int64_t(1), int64_t(2), int64_t(3), int64_t(7), int64_t(64),
+                      int64_t(1001)}) {
+      ThreadPool pool(threads);
+      std::vector<std::atomic<int>> runs(static_cast<size_t>(n));
+      for (int rep = 0; rep < 3; ++rep)
+        pool.parallel_for(n, [&](int64_t t) {
+          if (t == 0) {  // a slow task: the other threads finish first and take from its back
+            volatile uint64_t x = 0;
+            for (int i = 0; i < 200000; ++i) x = x + uint64_t(i);
+          }
+          runs[size_t(t)].fetch_add(1);
+        });
+      for (int64_t t = 0; t < n; ++t)
+        ASSERT_EQ(runs[size_t(t)].load(), 3) << threads << " threads, " << n << " tasks, task " << t;
+    }
 }
 
 }  // namespace
