@@ -63,9 +63,10 @@ GALLEON_HD float half_to_float(uint32_t h) {
 }
 GALLEON_HD float bf16_to_float(uint32_t h) { return from_bits(h << 16); }
 
-// A plain weight element at p (aligned to its size): the GPU loads it whole and converts
-// binary16 with the hardware (cvt.f32.f16, exact for every value; a NaN stays a NaN, and any
-// NaN dot product becomes the canonical NaN); the CPU reads bytes.
+// A plain weight element, or a quantized block's binary16 scale or minimum, at p (aligned to
+// its size: every block size is even): the GPU loads it whole and converts binary16 with the
+// hardware (cvt.f32.f16, exact for every value; a NaN stays a NaN, and any NaN dot product
+// becomes the canonical NaN); the CPU reads bytes.
 GALLEON_HD float load_f32(const uint8_t* p) {
 #if defined(__CUDA_ARCH__)
   return *reinterpret_cast<const float*>(p);
@@ -228,7 +229,7 @@ constexpr uint32_t kLowNibbles = 0x0F0F0F0Fu;
 // isum = s - offset * sum_a.
 template <GgmlType T>
 GALLEON_HD float finish_a8(const uint8_t* w, const kern::A8Block& a, int32_t s) {
-  const float d = half_to_float(le16(w));
+  const float d = load_f16(w);
   if constexpr (T == GgmlType::Q8_0) {
     return (d * a.d) * float(s);
   } else if constexpr (T == GgmlType::Q4_0) {
@@ -237,7 +238,7 @@ GALLEON_HD float finish_a8(const uint8_t* w, const kern::A8Block& a, int32_t s) 
     return (d * a.d) * float(s - 16 * a.sum);
   } else {
     static_assert(T == GgmlType::Q4_1 || T == GgmlType::Q5_1);
-    const float m = half_to_float(le16(w + 2));
+    const float m = load_f16(w + 2);
     return (d * a.d) * float(s) + m * (a.d * float(a.sum));
   }
 }
@@ -356,9 +357,9 @@ GALLEON_HD KSums kpart(const uint8_t* w, const kern::A8KBlock& a, int g) {
 template <GgmlType T>
 GALLEON_HD float kfinish(const uint8_t* w, const kern::A8KBlock& a, KSums s) {
   if constexpr (T == GgmlType::Q6_K) {
-    return (half_to_float(le16(w + 208)) * a.d) * float(s.sumi);
+    return (load_f16(w + 208) * a.d) * float(s.sumi);
   } else {
-    const float d = half_to_float(le16(w)), dmin = half_to_float(le16(w + 2));
+    const float d = load_f16(w), dmin = load_f16(w + 2);
     return (d * a.d) * float(s.sumi) - (dmin * a.d) * float(s.summ);
   }
 }
