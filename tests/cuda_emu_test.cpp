@@ -566,6 +566,27 @@ TEST_P(CudaEmuForward, MatchesSession) {
 INSTANTIATE_TEST_SUITE_P(AllTypes, CudaEmuForward, testing::all_synth_cases(),
                          testing::synth_case_name);
 
+// Query heads per KV head of 1, 3, 4, 6 and 8 and head dims 32, 64 and 96 (cuda_test's
+// Cuda.AttentionGroupShapesMatchCpu runs the same shapes on a GPU).
+TEST(CudaEmu, AttentionGroupShapesMatchSession) {
+  struct Shape {
+    int64_t n_embd, n_head, n_head_kv;
+  };
+  for (const Shape sh : {Shape{128, 2, 2}, Shape{192, 3, 1}, Shape{256, 8, 2}, Shape{384, 6, 1},
+                         Shape{256, 8, 1}, Shape{192, 2, 1}}) {
+    testing::TempDir dir;
+    SynthSpec spec;
+    spec.type = spec.embd_type = GgmlType::Q4_0;
+    spec.n_embd = sh.n_embd;
+    spec.n_head = sh.n_head;
+    spec.n_head_kv = sh.n_head_kv;
+    LoadedModel m = testing::write_and_load(spec, dir);
+    expect_emulation_equals_session(*m.model, testing::synth_tokens(40, spec.n_vocab),
+                                    "heads " + std::to_string(sh.n_head) + "/" +
+                                        std::to_string(sh.n_head_kv));
+  }
+}
+
 TEST(CudaEmu, Stories260KForwardMatchesSession) {
   const std::string model = testing::shared_path("models/stories260K/stories260K.gguf");
   GALLEON_REQUIRE_SHARED(model);

@@ -215,5 +215,30 @@ TEST_P(CudaSynth, MatchesCpu) {
 INSTANTIATE_TEST_SUITE_P(AllTypes, CudaSynth, testing::all_synth_cases(),
                          testing::synth_case_name);
 
+// Query heads per KV head of 1, 3, 4, 6 and 8 (the K-tile attention has a kernel per group
+// size 1, 2, 3, 4 and 8 and falls back to one block per head for the others), head dims 32,
+// 64 and 96 (above 64: no K tiles); the synthetic cases above have groups of 2.
+TEST(Cuda, AttentionGroupShapesMatchCpu) {
+  GALLEON_REQUIRE_GPU();
+  struct Shape {
+    int64_t n_embd, n_head, n_head_kv;
+  };
+  for (const Shape sh : {Shape{128, 2, 2}, Shape{192, 3, 1}, Shape{256, 8, 2}, Shape{384, 6, 1},
+                         Shape{256, 8, 1}, Shape{192, 2, 1}})
+    for (GgmlType type : {GgmlType::F32, GgmlType::Q4_0}) {
+      testing::TempDir dir;
+      SynthSpec spec;
+      spec.type = spec.embd_type = type;
+      spec.n_embd = sh.n_embd;
+      spec.n_head = sh.n_head;
+      spec.n_head_kv = sh.n_head_kv;
+      LoadedModel m = testing::write_and_load(spec, dir);
+      const std::vector<int32_t> toks = testing::synth_tokens(150, spec.n_vocab);
+      expect_cuda_equals_cpu_on_every_path(
+          m, toks, std::string(type_name(type)) + " n_embd " + std::to_string(sh.n_embd) +
+                       " heads " + std::to_string(sh.n_head) + "/" + std::to_string(sh.n_head_kv));
+    }
+}
+
 }  // namespace
 }  // namespace galleon

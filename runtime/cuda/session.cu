@@ -459,6 +459,122 @@ __global__ void attention_kernel(const float* q, const float* kc, const float* v
     out[t * q_dim + h * hd + d] = cdev::attn::output(lanes, hd, d);
 }
 
+// attention_kernel's steps for the G query heads sharing one KV head, in one block per
+// (token, KV head) (GALLEON_CUDA_ATTN_TILES=1, head dims <= 64): each K tile in shared memory
+// serves the G heads' scores, each V element read serves their G lane sums, so K and V come
+// from L2 once per KV head instead of once per query head. Per head, every value is made as in
+// attention_kernel with quad_scores: the same scores (attn::score_quad_part), maximum (any
+// order), e_j, lane sums (positions j = l mod 32 in increasing order, from 0) and tree.
+constexpr int kGroupCells = int((32 * (cdev::attn::kQuadMaxHd + 1) + kAttnThreads - 1) / kAttnThreads);
+
+template <int G>
+__global__ void __launch_bounds__(kAttnThreads)
+    attention_group_kernel(const float* q, const float* kc, const float* vc, int64_t n_head,
+                           int64_t hd, int64_t kv_dim, const int64_t* n_past, int64_t n_ctx,
+                           float kq_scale, float* scratch, float* out, bool shared_scores) {
+  // lanes (attn::lane_floats(hd)) | q rows (G * hd) | K tile | [G * n_ctx scores]
+  extern __shared__ float lanes[];
+  __shared__ float s_warp_max[kAttnThreads / 32][G], s_max[G];
+  const int64_t t = blockIdx.x, hk = blockIdx.y;
+  const int64_t n_kv = *n_past + t + 1;
+  const int64_t q_dim = n_head * hd, off = hk * hd;
+  const int64_t stride = cdev::attn::quad_tile_stride(hd);
+  float* qs = lanes + cdev::attn::lane_floats(hd);
+  float* ks = qs + G * hd;
+  float* es = ks + cdev::attn::kQuadTileRows * stride;
+  auto scores = [&](int g) {
+    return shared_scores ? es + g * n_ctx : scratch + (t * n_head + hk * G + g) * n_ctx;
+  };
+  const int tid = int(threadIdx.x), lane = tid & 31, warp = tid >> 5;
+  for (int64_t c = tid; c < G * hd; c += kAttnThreads)
+    qs[c] = q[t * q_dim + (hk * G + c / hd) * hd + c % hd];
+  // 1. Scores, 64 K rows at a time, 4 threads per score.
+  const int u = tid & 3, row = tid >> 2;
+  float thread_max[G];
+#pragma unroll
+  for (int g = 0; g < G; ++g) thread_max[g] = -INFINITY;
+  for (int64_t j0 = 0; j0 < n_kv; j0 += cdev::attn::kQuadTileRows) {  // block-uniform
+    const int64_t rows = min(cdev::attn::kQuadTileRows, n_kv - j0);
+    __syncthreads();  // q written; the previous tile read
+    for (int64_t c = tid; c < rows * hd; c += kAttnThreads)
+      ks[(c / hd) * stride + c % hd] = kc[(j0 + c / hd) * kv_dim + off + c % hd];
+    __syncthreads();
+#pragma unroll
+    for (int g = 0; g < G; ++g) {
+      const float part =
+          row < rows ? cdev::attn::score_quad_part(qs + g * hd, ks + row * stride, hd, u) : 0.0f;
+      const float a = part + __shfl_down_sync(0xffffffffu, part, 2);
+      const float sum = a + __shfl_down_sync(0xffffffffu, a, 1);
+      if (u == 0 && row < rows) {
+        const float sc = cdev::canonical_nan(sum) * kq_scale;
+        scores(g)[j0 + row] = sc;
+        thread_max[g] = cdev::attn::max_step(thread_max[g], sc);
+      }
+    }
+  }
+  // 2. Each head's maximum: per thread, per warp, then the warps in order.
+#pragma unroll
+  for (int g = 0; g < G; ++g) {
+    const float wm = warp_max(thread_max[g]);
+    if (lane == 0) s_warp_max[warp][g] = wm;
+  }
+  __syncthreads();
+  if (tid < G) {
+    float mx = -INFINITY;
+    for (int w = 0; w < kAttnThreads / 32; ++w) mx = cdev::attn::max_step(mx, s_warp_max[w][tid]);
+    s_max[tid] = mx;
+  }
+  __syncthreads();
+  // 3. e_j = expf(s_j - m).
+#pragma unroll
+  for (int g = 0; g < G; ++g) {
+    float* e = scores(g);
+    for (int64_t j = tid; j < n_kv; j += kAttnThreads) e[j] = cdev::expf(e[j] - s_max[g]);
+  }
+  __syncthreads();
+  // 4. Lane cells (lane l, column d; d == hd: the e lanes) of every head at once.
+  const int64_t n_cells = 32 * (hd + 1);
+  float acc[kGroupCells][G];
+#pragma unroll
+  for (int k = 0; k < kGroupCells; ++k) {
+#pragma unroll
+    for (int g = 0; g < G; ++g) acc[k][g] = 0.0f;
+    const int64_t c = tid + int64_t(k) * kAttnThreads;
+    if (c >= n_cells) continue;
+    const int64_t l = c / (hd + 1), d = c % (hd + 1);
+    for (int64_t j = l; j < n_kv; j += 32) {
+      if (d == hd) {
+#pragma unroll
+        for (int g = 0; g < G; ++g) acc[k][g] = acc[k][g] + scores(g)[j];
+      } else {
+        const float v = vc[j * kv_dim + off + d];
+#pragma unroll
+        for (int g = 0; g < G; ++g) acc[k][g] = acc[k][g] + scores(g)[j] * v;
+      }
+    }
+  }
+  // 5, 6. Per head: its lanes to shared memory, the tree, o_d = L[0][d] / sum.
+#pragma unroll
+  for (int g = 0; g < G; ++g) {
+#pragma unroll
+    for (int k = 0; k < kGroupCells; ++k) {
+      const int64_t c = tid + int64_t(k) * kAttnThreads;
+      if (c >= n_cells) continue;
+      const int64_t l = c / (hd + 1), d = c % (hd + 1);
+      lanes[d == hd ? 32 * hd + l : l * hd + d] = acc[k][g];
+    }
+    __syncthreads();
+    for (int st = 16; st >= 1; st >>= 1) {
+      for (int64_t c = tid; c < int64_t(st) * (hd + 1); c += kAttnThreads)
+        cdev::attn::tree_cell(st, c, hd, lanes);
+      __syncthreads();
+    }
+    for (int64_t d = tid; d < hd; d += kAttnThreads)
+      out[t * q_dim + (hk * G + g) * hd + d] = cdev::attn::output(lanes, hd, d);
+    __syncthreads();  // the lanes are rewritten for the next head
+  }
+}
+
 // ---------------------------------------------------------------- the session
 
 // A warp's tile of the matmul: rows (1 for the 256-element types' kernel) and tokens.
@@ -655,6 +771,9 @@ class CudaExec {
     const size_t base = size_t(cdev::attn::lane_floats(hd)) * kF + (quad_scores ? quad : 0);
     const size_t with_scores = base + size_t(n_ctx) * kF;
     const bool shared_scores = with_scores <= kShared;
+    if (quad_scores && attention_grouped(q, kc, vc, n_head, group, hd, kv_dim, ntok, n_ctx,
+                                         kq_scale, scores, out))
+      return;
     profile_.step(quad_scores ? "attention (K tiles)" : "attention", batch_, [&] {
       attention_kernel<<<dim3(unsigned(ntok), unsigned(n_head)), kAttnThreads,
                          shared_scores ? with_scores : base, st_>>>(
@@ -662,6 +781,33 @@ class CudaExec {
           shared_scores, quad_scores);
       check_launch("attention kernel");
     });
+  }
+  // attention_group_kernel for the group sizes it is built for; false otherwise.
+  bool attention_grouped(const float* q, const float* kc, const float* vc, int64_t n_head,
+                         int64_t group, int64_t hd, int64_t kv_dim, int64_t ntok, int64_t n_ctx,
+                         float kq_scale, float* scores, float* out) {
+    auto launch = [&]<int G>() {
+      constexpr size_t kF = sizeof(float), kShared = 48 * 1024;
+      const size_t base = size_t(cdev::attn::lane_floats(hd) + G * hd +
+                                 cdev::attn::kQuadTileRows * cdev::attn::quad_tile_stride(hd)) * kF;
+      const size_t with_scores = base + size_t(G) * size_t(n_ctx) * kF;
+      const bool shared_scores = with_scores <= kShared;
+      profile_.step("attention (K tiles, KV head groups)", batch_, [&] {
+        attention_group_kernel<G><<<dim3(unsigned(ntok), unsigned(n_head / G)), kAttnThreads,
+                                    shared_scores ? with_scores : base, st_>>>(
+            q, kc, vc, n_head, hd, kv_dim, pos_, n_ctx, kq_scale, scores, out, shared_scores);
+        check_launch("attention kernel (KV head groups)");
+      });
+      return true;
+    };
+    switch (group) {
+      case 1: return launch.template operator()<1>();
+      case 2: return launch.template operator()<2>();
+      case 3: return launch.template operator()<3>();
+      case 4: return launch.template operator()<4>();
+      case 8: return launch.template operator()<8>();
+      default: return false;
+    }
   }
   // The activation buffers, for CudaSession's graph key.
   const void* act_buffer(int slot) const { return act_[slot].get(); }
