@@ -307,11 +307,15 @@ GALLEON_HD void kmin_scale(const uint8_t* w, int j, int* scale, int* mn) {
     *mn = (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4);
   }
 }
-// The part of sub-block j with integer sum `is` of its quants with the activation quants.
+// The part of sub-block j (scale and minimum from kmin_scale) with integer sum `is` of its
+// quants with the activation quants.
+GALLEON_HD KSums kmin_sums(int scale, int mn, const kern::A8KBlock& a, int j, int32_t is) {
+  return {scale * is, mn * (int(a.bsums[2 * j]) + int(a.bsums[2 * j + 1]))};
+}
 GALLEON_HD KSums kmin_sums(const uint8_t* w, const kern::A8KBlock& a, int j, int32_t is) {
   int scale, mn;
   kmin_scale(w, j, &scale, &mn);
-  return {scale * is, mn * (int(a.bsums[2 * j]) + int(a.bsums[2 * j + 1]))};
+  return kmin_sums(scale, mn, a, j, is);
 }
 // Part g is sub-block j = g.
 template <GgmlType T>

@@ -138,8 +138,8 @@ class Tile {
 
   GALLEON_HDI void run(float (&out)[NT][4]) const {
     float pending[5][NT][4] = {};  // the binary counter's partial sums, level k: 2^k lanes
+    float v[NT][4];
     for (int p = 0; p < 32; ++p) {
-      float v[NT][4];
       leaf(bitrev5(p), v);
       // Merge with the partial sums of the levels whose bit of p is set (earlier lanes on the
       // left), then park the result at the first clear bit's level.
@@ -157,8 +157,8 @@ class Tile {
           GALLEON_DEVICE_UNROLL
           for (int e = 0; e < 4; ++e) v[j][e] = pending[k][j][e] + v[j][e];
       }
-      if (carry) copy(v, out);  // p == 31: all 32 lanes combined
     }
+    copy(v, out);  // p = 31 carried through every level: all 32 lanes combined
   }
 
  private:
@@ -243,6 +243,9 @@ class Tile {
         w[2] = kmin_word<T>(w0, sb, 4 + (l & 3));
         w[3] = kmin_word<T>(w1, sb, 4 + (l & 3));
       });
+      int scale[2], mn[2];  // of this thread's two rows
+      kmin_scale(row(lane_, 0) + size_t(i) * kBytes, sb, &scale[0], &mn[0]);
+      kmin_scale(row(lane_, 1) + size_t(i) * kBytes, sb, &scale[1], &mn[1]);
       GALLEON_DEVICE_UNROLL
       for (int j = 0; j < NT; ++j) {
         WarpWords<2> b;
@@ -256,7 +259,7 @@ class Tile {
         GALLEON_DEVICE_UNROLL
         for (int e = 0; e < 4; ++e) {
           const KSums part =
-              kmin_sums(row(lane_, e >> 1) + size_t(i) * kBytes, act(c_token(j, e), i), sb, s[e]);
+              kmin_sums(scale[e >> 1], mn[e >> 1], act(c_token(j, e), i), sb, s[e]);
           sums[j][e].sumi += part.sumi;
           sums[j][e].summ += part.summ;
         }
