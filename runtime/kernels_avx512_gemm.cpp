@@ -430,6 +430,36 @@ inline __m512 mul_bcast(const float* w, __m512 x) {
   return y;
 }
 
+// r[i][j] -> r[j][i] for a 16 x 16 block of floats: pairs, then quads within 128-bit blocks,
+// then the blocks.
+inline void transpose16(__m512 (&r)[16]) {
+  __m512 t[16], u[16];
+  GALLEON_UNROLL
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+  }
+  auto pd = [](__m512 v) { return _mm512_castps_pd(v); };
+  GALLEON_UNROLL
+  for (int i = 0; i < 16; i += 4) {  // u[i + m]: column 4q + m of rows i .. i + 3, block q
+    u[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(pd(t[i]), pd(t[i + 2])));
+    u[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(pd(t[i]), pd(t[i + 2])));
+    u[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(pd(t[i + 1]), pd(t[i + 3])));
+    u[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(pd(t[i + 1]), pd(t[i + 3])));
+  }
+  GALLEON_UNROLL
+  for (int m = 0; m < 4; ++m) {
+    const __m512 v0 = _mm512_shuffle_f32x4(u[m], u[4 + m], _MM_SHUFFLE(2, 0, 2, 0));
+    const __m512 v1 = _mm512_shuffle_f32x4(u[m], u[4 + m], _MM_SHUFFLE(3, 1, 3, 1));
+    const __m512 w0 = _mm512_shuffle_f32x4(u[8 + m], u[12 + m], _MM_SHUFFLE(2, 0, 2, 0));
+    const __m512 w1 = _mm512_shuffle_f32x4(u[8 + m], u[12 + m], _MM_SHUFFLE(3, 1, 3, 1));
+    r[m] = _mm512_shuffle_f32x4(v0, w0, _MM_SHUFFLE(2, 0, 2, 0));
+    r[4 + m] = _mm512_shuffle_f32x4(v1, w1, _MM_SHUFFLE(2, 0, 2, 0));
+    r[8 + m] = _mm512_shuffle_f32x4(v0, w0, _MM_SHUFFLE(3, 1, 3, 1));
+    r[12 + m] = _mm512_shuffle_f32x4(v1, w1, _MM_SHUFFLE(3, 1, 3, 1));
+  }
+}
+
 template <class W>
 struct GPlain {
   static constexpr int kRows = 4, kTok = 4;
@@ -441,26 +471,24 @@ struct GPlain {
                    uint8_t* dst) {
     const int64_t nk = plain_nk(n);
     float* p = reinterpret_cast<float*>(dst);
-    // Element e of the group's 16 tokens is two gathers of 8 (rows arb bytes apart, 64-bit
-    // offsets; tokens past ntok masked to zero).
+    // 16 elements of the group's 16 tokens at a time: 16 row loads (tokens past ntok and
+    // elements past n are zero), a 16 x 16 transpose, then element e's 16 tokens to their
+    // place (lane e mod 32, step e / 32).
     const int64_t t0 = g * kTokVec;
-    const auto tokens = uint32_t(std::min<int64_t>(kTokVec, ntok - t0));
-    const auto live = uint32_t((uint32_t(1) << tokens) - 1);
-    const __m512i step = _mm512_set1_epi64(int64_t(arb));
-    const __m512i lo = _mm512_mullo_epi64(_mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7), step);
-    const __m512i hi = _mm512_mullo_epi64(_mm512_setr_epi64(8, 9, 10, 11, 12, 13, 14, 15), step);
-    const uint8_t* x = act + size_t(t0) * arb;
-    for (int64_t l = 0; l < 32; ++l)
-      for (int64_t k = 0; k < nk; ++k, p += kTokVec) {
-        const int64_t e = 32 * k + l;
-        __m512 v = _mm512_setzero_ps();
-        if (e < n) {
-          const __m256 a = _mm512_mask_i64gather_ps(_mm256_setzero_ps(), __mmask8(live), lo, x + 4 * e, 1);
-          const __m256 b = _mm512_mask_i64gather_ps(_mm256_setzero_ps(), __mmask8(live >> 8), hi, x + 4 * e, 1);
-          v = _mm512_insertf32x8(_mm512_castps256_ps512(a), b, 1);
-        }
-        _mm512_store_ps(p, v);
-      }
+    const int tokens = int(std::min<int64_t>(kTokVec, ntok - t0));
+    for (int64_t e0 = 0; e0 < 32 * nk; e0 += 16) {
+      const int64_t left = n - e0;
+      const __mmask16 m = left >= 16 ? __mmask16(0xFFFF) : left <= 0 ? __mmask16(0) : __mmask16((1u << left) - 1);
+      __m512 r[16];
+      GALLEON_UNROLL
+      for (int i = 0; i < 16; ++i)
+        r[i] = i < tokens ? _mm512_maskz_loadu_ps(m, reinterpret_cast<const float*>(act + size_t(t0 + i) * arb) + e0)
+                          : _mm512_setzero_ps();
+      transpose16(r);
+      const int64_t k = e0 / 32, l0 = e0 % 32;
+      GALLEON_UNROLL
+      for (int j = 0; j < 16; ++j) _mm512_store_ps(p + ((l0 + j) * nk + k) * kTokVec, r[j]);
+    }
   }
   static size_t group_bytes(int64_t n) { return size_t(32 * plain_nk(n) * kTokVec) * 4; }
   template <int R, int TV>
