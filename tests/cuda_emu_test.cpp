@@ -201,11 +201,39 @@ TEST(CudaEmu, WarpTileMatchesRefDotForEveryType) {
   }
 }
 
+// matmul_mma_kernel emulated: every warp tile (cdev::mma::Tile<T, 2>) of the rows and tokens,
+// each lane's results to y[t * n_out + r] (and counted in *writes when given). False when the
+// type has no tensor-core path.
+bool emulate_mma_matmul(GgmlType type, const cdev::mma::Args& p, float* y,
+                        std::vector<int>* writes = nullptr) {
+  constexpr int NT = 2;
+  bool has_path = false;
+  cdev::with_type(type, [&]<GgmlType T>() {
+    if constexpr (cdev::mma::kHasPath<T>) {
+      has_path = true;
+      for (int64_t r0 = 0; r0 < p.n_out; r0 += cdev::mma::kRows)
+        for (int64_t t0 = 0; t0 < p.ntok; t0 += 8 * NT)
+          for (int lane = 0; lane < 32; ++lane) {
+            float out[NT][4];
+            cdev::mma::Tile<T, NT>(p, r0, t0, lane).run(out);
+            for (int j = 0; j < NT; ++j)
+              for (int e = 0; e < 4; ++e) {
+                const int64_t r = r0 + cdev::mma::result_row(lane, e);
+                const int64_t t = t0 + cdev::mma::result_token(lane, j, e);
+                if (r >= p.n_out || t >= p.ntok) continue;
+                y[t * p.n_out + r] = cdev::canonical_nan(out[j][e]);
+                if (writes) ++(*writes)[size_t(t * p.n_out + r)];
+              }
+          }
+    }
+  });
+  return has_path;
+}
+
 // The tensor-core prompt tile (cdev::mma::Tile, mma emulated as the PTX ISA lays out its
 // fragments): 16 rows x 16 tokens per warp, partial tiles of rows and tokens, block counts
 // below, at and above 32 and not multiples of it; each (row, token) equal to the reference.
 TEST(CudaEmu, TensorCoreTileMatchesRefDot) {
-  constexpr int NT = 2;
   const kern::Ops& ref = kern::ops(kern::Isa::Scalar);
   std::mt19937 rng(17);
   int types = 0;
@@ -228,22 +256,7 @@ TEST(CudaEmu, TensorCoreTileMatchesRefDot) {
       const cdev::mma::Args args{w.data(), rb, n, rows, act.data(), arb, ntok};
       std::vector<float> got(size_t(rows * ntok), -1.0f);
       std::vector<int> seen(got.size(), 0);
-      for (int64_t r0 = 0; r0 < rows; r0 += cdev::mma::kRows)
-        for (int64_t t0 = 0; t0 < ntok; t0 += 8 * NT)
-          for (int lane = 0; lane < 32; ++lane) {
-            float out[NT][4];
-            cdev::with_type(t, [&]<GgmlType T>() {
-              if constexpr (cdev::mma::kHasPath<T>) cdev::mma::Tile<T, NT>(args, r0, t0, lane).run(out);
-            });
-            for (int j = 0; j < NT; ++j)
-              for (int e = 0; e < 4; ++e) {
-                const int64_t r = r0 + (lane >> 2) + 8 * (e >> 1);
-                const int64_t k = t0 + 8 * j + 2 * (lane & 3) + (e & 1);
-                if (r >= rows || k >= ntok) continue;
-                got[size_t(k * rows + r)] = cdev::canonical_nan(out[j][e]);
-                ++seen[size_t(k * rows + r)];
-              }
-          }
+      ASSERT_TRUE(emulate_mma_matmul(t, args, got.data(), &seen));
       for (int64_t k = 0; k < ntok; ++k)
         for (int64_t r = 0; r < rows; ++r) {
           ASSERT_EQ(seen[size_t(k * rows + r)], 1) << "row " << r << " token " << k;
@@ -313,7 +326,7 @@ std::vector<float> cpu_attention(const float* q, const float* kc, const float* v
   return out;
 }
 
-// One score of the attention kernel's quad_scores: 4 threads' parts, then two shuffle steps.
+// One score of the K-tile attention kernel: 4 threads' parts, then two shuffle steps.
 float emulate_quad_score(const float* q, const float* k, int64_t hd) {
   float part[4];
   for (int u = 0; u < 4; ++u) part[u] = cdev::attn::score_quad_part(q, k, hd, u);
@@ -322,7 +335,7 @@ float emulate_quad_score(const float* q, const float* k, int64_t hd) {
 
 // The CUDA attention kernel's steps for one block (runtime/cuda/attention.h). Within a step
 // the cells are independent, so running them in sequence is what the threads compute.
-// tiles: the kernel's quad_scores (GALLEON_CUDA_ATTN_TILES=1), taken where hd allows it.
+// tiles: the K-tile kernel's scores (GALLEON_CUDA_ATTN_TILES=1), taken where hd allows it.
 std::vector<float> emulate_attention_kernel(const float* q, const float* kc, const float* vc,
                                             int64_t n_kv, int64_t hd, int64_t kv_dim,
                                             float kq_scale, bool tiles = false) {
@@ -424,28 +437,8 @@ class EmuExec {
       }
   }
   bool matmul_mma(const cuda::DevWeight& w, const void* act, size_t arb, int64_t ntok, float* y) {
-    constexpr int NT = 2;
-    bool done = false;
-    cdev::with_type(w.type, [&]<GgmlType T>() {
-      if constexpr (cdev::mma::kHasPath<T>) {
-        const cdev::mma::Args p{w.data, w.row_bytes, w.n_in, w.n_out,
-                                static_cast<const uint8_t*>(act), arb, ntok};
-        for (int64_t r0 = 0; r0 < w.n_out; r0 += cdev::mma::kRows)
-          for (int64_t t0 = 0; t0 < ntok; t0 += 8 * NT)
-            for (int lane = 0; lane < 32; ++lane) {
-              float out[NT][4];
-              cdev::mma::Tile<T, NT>(p, r0, t0, lane).run(out);
-              for (int j = 0; j < NT; ++j)
-                for (int e = 0; e < 4; ++e) {
-                  const int64_t r = r0 + (lane >> 2) + 8 * (e >> 1);
-                  const int64_t t = t0 + 8 * j + 2 * (lane & 3) + (e & 1);
-                  if (r < w.n_out && t < ntok) y[t * w.n_out + r] = cdev::canonical_nan(out[j][e]);
-                }
-            }
-        done = true;
-      }
-    });
-    return done;
+    return emulate_mma_matmul(w.type, {w.data, w.row_bytes, w.n_in, w.n_out,
+                                       static_cast<const uint8_t*>(act), arb, ntok}, y);
   }
   void rms_norm(const float* x, const float* w, int64_t n, float eps, int64_t ntok, float* y) {
     for (int64_t t = 0; t < ntok; ++t) {

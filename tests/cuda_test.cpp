@@ -215,9 +215,9 @@ TEST_P(CudaSynth, MatchesCpu) {
 INSTANTIATE_TEST_SUITE_P(AllTypes, CudaSynth, testing::all_synth_cases(),
                          testing::synth_case_name);
 
-// Query heads per KV head of 1, 3, 4, 6 and 8 (the K-tile attention has a kernel per group
-// size 1, 2, 3, 4 and 8 and falls back to one block per head for the others), head dims 32,
-// 64 and 96 (above 64: no K tiles); the synthetic cases above have groups of 2.
+// Query heads per KV head of 1, 3, 4, 6 and 8 (the K-tile attention serves 2, 3, 4 or 8 heads
+// per block, and one head per block for the other group sizes), head dims 32, 64 and 96 (above
+// 64: no K tiles); the synthetic cases above have groups of 2.
 TEST(Cuda, AttentionGroupShapesMatchCpu) {
   GALLEON_REQUIRE_GPU();
   struct Shape {

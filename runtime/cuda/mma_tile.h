@@ -80,9 +80,25 @@ struct WarpWords {
 // - m16n8k16: A words a0 (row g), a1 (row g + 8), k 4t..4t+3; B word b0 (column g, k 4t..);
 // - both: C c0, c1 (row g, columns 2t and 2t + 1), c2, c3 (row g + 8, the same columns).
 // Byte b of a word is element k = 4 * (its k group) + b.
-#if !defined(__CUDA_ARCH__)
-template <int KA, int KB, int K>
-void emulate_mma(int lane, const WarpWords<KA>& a, const WarpWords<KB>& b, int32_t (&c)[4]) {
+// c = A x B of an m16n8kK with s8 operands (K = 32 or 16): A has K / 8 words per lane, B K / 16.
+template <int K>
+GALLEON_HDI void mma_s8(int lane, const WarpWords<K / 8>& a, const WarpWords<K / 16>& b,
+                        int32_t (&c)[4]) {
+  static_assert(K == 32 || K == 16);
+#if defined(__CUDA_ARCH__)
+  const uint32_t* x = a.at(lane);
+  const uint32_t* y = b.at(lane);
+  if constexpr (K == 32)
+    asm("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+        "{%8, %9}, {%10, %10, %10, %10};"
+        : "=r"(c[0]), "=r"(c[1]), "=r"(c[2]), "=r"(c[3])
+        : "r"(x[0]), "r"(x[1]), "r"(x[2]), "r"(x[3]), "r"(y[0]), "r"(y[1]), "r"(0));
+  else
+    asm("mma.sync.aligned.m16n8k16.row.col.s32.s8.s8.s32 {%0, %1, %2, %3}, {%4, %5}, {%6}, "
+        "{%7, %7, %7, %7};"
+        : "=r"(c[0]), "=r"(c[1]), "=r"(c[2]), "=r"(c[3])
+        : "r"(x[0]), "r"(x[1]), "r"(y[0]), "r"(0));
+#else
   const int g = lane >> 2, t = lane & 3;
   for (int e = 0; e < 4; ++e) {
     const int row = g + 8 * (e >> 1), col = 2 * t + (e & 1);
@@ -95,38 +111,20 @@ void emulate_mma(int lane, const WarpWords<KA>& a, const WarpWords<KB>& b, int32
     }
     c[e] = s;
   }
-}
-#endif
-
-GALLEON_HDI void mma_k32(int lane, const WarpWords<4>& a, const WarpWords<2>& b, int32_t (&c)[4]) {
-#if defined(__CUDA_ARCH__)
-  const uint32_t* x = a.at(lane);
-  const uint32_t* y = b.at(lane);
-  asm("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
-      "{%8, %9}, {%10, %10, %10, %10};"
-      : "=r"(c[0]), "=r"(c[1]), "=r"(c[2]), "=r"(c[3])
-      : "r"(x[0]), "r"(x[1]), "r"(x[2]), "r"(x[3]), "r"(y[0]), "r"(y[1]), "r"(0));
-#else
-  emulate_mma<4, 2, 32>(lane, a, b, c);
 #endif
 }
 
-GALLEON_HDI void mma_k16(int lane, const WarpWords<2>& a, const WarpWords<1>& b, int32_t (&c)[4]) {
-#if defined(__CUDA_ARCH__)
-  const uint32_t* x = a.at(lane);
-  const uint32_t* y = b.at(lane);
-  asm("mma.sync.aligned.m16n8k16.row.col.s32.s8.s8.s32 {%0, %1, %2, %3}, {%4, %5}, {%6}, "
-      "{%7, %7, %7, %7};"
-      : "=r"(c[0]), "=r"(c[1]), "=r"(c[2]), "=r"(c[3])
-      : "r"(x[0]), "r"(x[1]), "r"(y[0]), "r"(0));
-#else
-  emulate_mma<2, 1, 16>(lane, a, b, c);
-#endif
+// Where result e of token group j of a lane belongs: row r0 + result_row, token t0 +
+// result_token (the C fragment's layout, above).
+GALLEON_HDI constexpr int result_row(int lane, int e) { return (lane >> 2) + 8 * (e >> 1); }
+GALLEON_HDI constexpr int result_token(int lane, int j, int e) {
+  return 8 * j + 2 * (lane & 3) + (e & 1);
 }
 
 // One warp's tile: rows r0 .. r0 + 15 and tokens t0 .. t0 + 8 * NT - 1. Rows and tokens past
 // the ends read the last one (their results are not stored). out[j][e] is the canonical dot
-// product (before canonical_nan) of row r0 + g + 8 * (e >> 1) and token t0 + 8j + 2t + (e & 1).
+// product (before canonical_nan) of row r0 + result_row(lane, e) and token
+// t0 + result_token(lane, j, e).
 template <GgmlType T, int NT>
 class Tile {
  public:
@@ -183,7 +181,7 @@ class Tile {
   }
   // Token (offset from t0) of lane l's B column in token group j, and of this lane's result e.
   GALLEON_HDI static int b_token(int l, int j) { return 8 * j + (l >> 2); }
-  GALLEON_HDI int c_token(int j, int e) const { return 8 * j + 2 * (lane_ & 3) + (e & 1); }
+  GALLEON_HDI int c_token(int j, int e) const { return result_token(lane_, j, e); }
 
   // Canonical lane l of every result: its blocks l, l + 32, ... added in order to 0.0f.
   GALLEON_HDI void leaf(int l, float (&v)[NT][4]) const {
@@ -223,7 +221,7 @@ class Tile {
         w[1] = aword(ab.q + 16 + 4 * (l & 3));
       });
       int32_t s[4];
-      mma_k32(lane_, a, b, s);
+      mma_s8<32>(lane_, a, b, s);
       GALLEON_DEVICE_UNROLL
       for (int e = 0; e < 4; ++e)
         c[j][e] = finish_a8<T>(row(lane_, e >> 1) + size_t(i) * kBytes, act(c_token(j, e), i), s[e]);
@@ -255,7 +253,7 @@ class Tile {
           w[1] = aword(ab.q + 32 * sb + 16 + 4 * (l & 3));
         });
         int32_t s[4];
-        mma_k32(lane_, a, b, s);
+        mma_s8<32>(lane_, a, b, s);
         GALLEON_DEVICE_UNROLL
         for (int e = 0; e < 4; ++e) {
           const KSums part =
@@ -284,7 +282,7 @@ class Tile {
           w[0] = aword(act(b_token(l, j), i).q + 16 * sb + 4 * (l & 3));
         });
         int32_t s[4];
-        mma_k16(lane_, a, b, s);
+        mma_s8<16>(lane_, a, b, s);
         GALLEON_DEVICE_UNROLL
         for (int e = 0; e < 4; ++e)
           sums[j][e].sumi += q6_term(row(lane_, e >> 1) + size_t(i) * kBytes, act(c_token(j, e), i), sb, s[e]);

@@ -255,8 +255,8 @@ __global__ void __launch_bounds__(32 * kMmaWarps)
     for (int j = 0; j < NT; ++j)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        const int64_t r = r0 + (lane >> 2) + 8 * (e >> 1);
-        const int64_t t = t0 + 8 * j + 2 * (lane & 3) + (e & 1);
+        const int64_t r = r0 + cdev::mma::result_row(lane, e);
+        const int64_t t = t0 + cdev::mma::result_token(lane, j, e);
         if (r < p.n_out && t < p.ntok) y[t * y_stride + r] = cdev::canonical_nan(out[j][e]);
       }
   }
@@ -376,12 +376,12 @@ __global__ void expf_kernel(float* x, int64_t total) {  // cuda::testing::map on
 }
 
 constexpr int kAttnThreads = 256;
+constexpr size_t kAttnShared = 48 * 1024;  // the default dynamic shared memory of a block
 
 // One block per (token, head); the scores e live in shared memory after the lanes when
 // `shared_scores`, else in scratch (n_ctx floats per (token, head)). The steps are those of
 // runtime/cuda/attention.h (emulated on the CPU by cuda_emu_test):
-// 1. s_j = dot_f32(q, k_j) * scale, one warp per j (or, with quad_scores, 4 threads per j on
-// K rows staged in shared memory: attn::score_quad_part);  2. m = max s_j (each warp's running
+// 1. s_j = dot_f32(q, k_j) * scale, one warp per j;  2. m = max s_j (each warp's running
 // maximum in j order, then the warps' in order: a maximum is the same in any order, NaN never
 // replacing it; of +0 and -0 either may win, and e_j is the same for both);  3. e_j =
 // expf(s_j - m);  4. the 32 lanes (j mod 32) of e_j * v_j[d] and of e_j, one thread per
@@ -389,9 +389,8 @@ constexpr int kAttnThreads = 256;
 __global__ void attention_kernel(const float* q, const float* kc, const float* vc, int64_t n_head,
                                  int64_t group, int64_t hd, int64_t kv_dim, const int64_t* n_past,
                                  int64_t n_ctx, float kq_scale, float* scratch, float* out,
-                                 bool shared_scores, bool quad_scores) {
-  // attn::lane_floats(hd) [+ n_ctx scores] [+ q (hd) + a K tile (quad_scores)]
-  extern __shared__ float lanes[];
+                                 bool shared_scores) {
+  extern __shared__ float lanes[];  // attn::lane_floats(hd) [+ n_ctx scores]
   __shared__ float s_max, s_warp_max[32];
   const int64_t t = blockIdx.x, h = blockIdx.y;
   const int64_t n_kv = *n_past + t + 1;
@@ -402,39 +401,12 @@ __global__ void attention_kernel(const float* q, const float* kc, const float* v
                            : scratch + (t * n_head + h) * n_ctx;
   const int lane = int(threadIdx.x) & 31, warp = int(threadIdx.x) >> 5;
   const int n_warps = int(blockDim.x) >> 5;
-  float wmax = -INFINITY;  // this warp's maximum (lane 0's when not quad_scores)
-  if (quad_scores) {
-    // 64 K rows at a time in shared memory (coalesced loads), 4 threads per score
-    // (attn::score_quad_part, then the tree's last two steps by shuffles within the quad).
-    float* qs = lanes + cdev::attn::lane_floats(hd) + (shared_scores ? n_ctx : 0);
-    float* ks = qs + hd;
-    const int64_t stride = cdev::attn::quad_tile_stride(hd);
-    const int u = int(threadIdx.x) & 3, row = int(threadIdx.x) >> 2;
-    for (int64_t d = threadIdx.x; d < hd; d += blockDim.x) qs[d] = qr[d];
-    float thread_max = -INFINITY;
-    for (int64_t j0 = 0; j0 < n_kv; j0 += cdev::attn::kQuadTileRows) {  // block-uniform
-      const int64_t rows = min(cdev::attn::kQuadTileRows, n_kv - j0);
-      __syncthreads();  // q written; the previous tile read
-      for (int64_t c = threadIdx.x; c < rows * hd; c += blockDim.x)
-        ks[(c / hd) * stride + c % hd] = kc[(j0 + c / hd) * kv_dim + off + c % hd];
-      __syncthreads();
-      const float part = row < rows ? cdev::attn::score_quad_part(qs, ks + row * stride, hd, u) : 0.0f;
-      const float a = part + __shfl_down_sync(0xffffffffu, part, 2);  // u = 0, 1: L[u] + L[u + 2]
-      const float sum = a + __shfl_down_sync(0xffffffffu, a, 1);      // u = 0: the tree's L[0]
-      if (u == 0 && row < rows) {
-        const float s = cdev::canonical_nan(sum) * kq_scale;
-        e[j0 + row] = s;
-        thread_max = cdev::attn::max_step(thread_max, s);
-      }
-    }
-    wmax = warp_max(thread_max);
-  } else {
-    for (int64_t j = warp; j < n_kv; j += n_warps) {
-      const float v = cdev::warp_tree(cdev::lane_dot_f32(qr, kc + j * kv_dim + off, hd, lane));
-      const float s = cdev::canonical_nan(v) * kq_scale;
-      if (lane == 0) e[j] = s;
-      wmax = cdev::attn::max_step(wmax, s);
-    }
+  float wmax = -INFINITY;  // this warp's maximum (lane 0's)
+  for (int64_t j = warp; j < n_kv; j += n_warps) {
+    const float v = cdev::warp_tree(cdev::lane_dot_f32(qr, kc + j * kv_dim + off, hd, lane));
+    const float s = cdev::canonical_nan(v) * kq_scale;
+    if (lane == 0) e[j] = s;
+    wmax = cdev::attn::max_step(wmax, s);
   }
   if (lane == 0) s_warp_max[warp] = wmax;
   __syncthreads();
@@ -459,35 +431,39 @@ __global__ void attention_kernel(const float* q, const float* kc, const float* v
     out[t * q_dim + h * hd + d] = cdev::attn::output(lanes, hd, d);
 }
 
-// attention_kernel's steps for the G query heads sharing one KV head, in one block per
-// (token, KV head) (GALLEON_CUDA_ATTN_TILES=1, head dims <= 64): each K tile in shared memory
-// serves the G heads' scores, each V element read serves their G lane sums, so K and V come
-// from L2 once per KV head instead of once per query head. Per head, every value is made as in
-// attention_kernel with quad_scores: the same scores (attn::score_quad_part), maximum (any
-// order), e_j, lane sums (positions j = l mod 32 in increasing order, from 0) and tree.
-constexpr int kGroupCells = int((32 * (cdev::attn::kQuadMaxHd + 1) + kAttnThreads - 1) / kAttnThreads);
+// attention_kernel's steps with K tiles (GALLEON_CUDA_ATTN_TILES=1, head dims <= 64), one block
+// per token and G consecutive query heads of one KV head (G = the model's group of query heads
+// per KV head when a kernel is built for it, else 1): 64 K rows at a time are staged in shared
+// memory (coalesced loads) and serve the G heads' scores, 4 threads per score
+// (attn::score_quad_part, then the tree's last two steps by shuffles within the quad); each V
+// element read serves the G heads' lane sums. So K and V come from L2 once per KV head instead
+// of once per query head. Per head the values are attention_kernel's: the same scores, maximum
+// (any order), e_j, lane sums (positions j = l mod 32 in increasing order, from 0) and tree.
+// Lane cells (32 x (hd + 1)) per thread at most.
+constexpr int kTileCells = int((32 * (cdev::attn::kQuadMaxHd + 1) + kAttnThreads - 1) / kAttnThreads);
 
 template <int G>
 __global__ void __launch_bounds__(kAttnThreads)
-    attention_group_kernel(const float* q, const float* kc, const float* vc, int64_t n_head,
-                           int64_t hd, int64_t kv_dim, const int64_t* n_past, int64_t n_ctx,
-                           float kq_scale, float* scratch, float* out, bool shared_scores) {
+    attention_tiles_kernel(const float* q, const float* kc, const float* vc, int64_t n_head,
+                           int64_t group, int64_t hd, int64_t kv_dim, const int64_t* n_past,
+                           int64_t n_ctx, float kq_scale, float* scratch, float* out,
+                           bool shared_scores) {
   // lanes (attn::lane_floats(hd)) | q rows (G * hd) | K tile | [G * n_ctx scores]
   extern __shared__ float lanes[];
   __shared__ float s_warp_max[kAttnThreads / 32][G], s_max[G];
-  const int64_t t = blockIdx.x, hk = blockIdx.y;
+  const int64_t t = blockIdx.x, h0 = int64_t(blockIdx.y) * G;  // query heads h0 .. h0 + G - 1
   const int64_t n_kv = *n_past + t + 1;
-  const int64_t q_dim = n_head * hd, off = hk * hd;
+  const int64_t q_dim = n_head * hd, off = (h0 / group) * hd;
   const int64_t stride = cdev::attn::quad_tile_stride(hd);
   float* qs = lanes + cdev::attn::lane_floats(hd);
   float* ks = qs + G * hd;
   float* es = ks + cdev::attn::kQuadTileRows * stride;
   auto scores = [&](int g) {
-    return shared_scores ? es + g * n_ctx : scratch + (t * n_head + hk * G + g) * n_ctx;
+    return shared_scores ? es + g * n_ctx : scratch + (t * n_head + h0 + g) * n_ctx;
   };
   const int tid = int(threadIdx.x), lane = tid & 31, warp = tid >> 5;
   for (int64_t c = tid; c < G * hd; c += kAttnThreads)
-    qs[c] = q[t * q_dim + (hk * G + c / hd) * hd + c % hd];
+    qs[c] = q[t * q_dim + (h0 + c / hd) * hd + c % hd];
   // 1. Scores, 64 K rows at a time, 4 threads per score.
   const int u = tid & 3, row = tid >> 2;
   float thread_max[G];
@@ -534,9 +510,9 @@ __global__ void __launch_bounds__(kAttnThreads)
   __syncthreads();
   // 4. Lane cells (lane l, column d; d == hd: the e lanes) of every head at once.
   const int64_t n_cells = 32 * (hd + 1);
-  float acc[kGroupCells][G];
+  float acc[kTileCells][G];
 #pragma unroll
-  for (int k = 0; k < kGroupCells; ++k) {
+  for (int k = 0; k < kTileCells; ++k) {
 #pragma unroll
     for (int g = 0; g < G; ++g) acc[k][g] = 0.0f;
     const int64_t c = tid + int64_t(k) * kAttnThreads;
@@ -557,7 +533,7 @@ __global__ void __launch_bounds__(kAttnThreads)
 #pragma unroll
   for (int g = 0; g < G; ++g) {
 #pragma unroll
-    for (int k = 0; k < kGroupCells; ++k) {
+    for (int k = 0; k < kTileCells; ++k) {
       const int64_t c = tid + int64_t(k) * kAttnThreads;
       if (c >= n_cells) continue;
       const int64_t l = c / (hd + 1), d = c % (hd + 1);
@@ -570,7 +546,7 @@ __global__ void __launch_bounds__(kAttnThreads)
       __syncthreads();
     }
     for (int64_t d = tid; d < hd; d += kAttnThreads)
-      out[t * q_dim + (hk * G + g) * hd + d] = cdev::attn::output(lanes, hd, d);
+      out[t * q_dim + (h0 + g) * hd + d] = cdev::attn::output(lanes, hd, d);
     __syncthreads();  // the lanes are rewritten for the next head
   }
 }
@@ -611,18 +587,23 @@ void launch_matmul_mma(const DevWeight& w, const uint8_t* a, size_t arb, int64_t
   matmul_mma_kernel<T, kMmaTokenGroups><<<grid, 32 * kMmaWarps, 0, st>>>(p, y, w.n_out);
 }
 
-// Tensor cores for prompts where the type has that path and the GPU has int8 mma.sync
-// (compute capability 8.0 or newer).
-bool use_tensor_cores(GgmlType t, int64_t ntok, MatmulPath path) {
-  if (ntok == 1 || path != MatmulPath::TensorCores) return false;
-  bool has = false;
-  cdev::with_type(t, [&]<GgmlType T>() { has = cdev::mma::kHasPath<T>; });
-  if (!has) return false;
+// `requested`, unless it asks for tensor cores and the current GPU has no int8 mma.sync
+// (compute capability below 8.0). Asked once per session, not per matmul.
+MatmulPath available_path(MatmulPath requested) {
+  if (requested != MatmulPath::TensorCores) return requested;
   int device = 0, major = 0;
   check(cudaGetDevice(&device), "cudaGetDevice");
   check(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device),
         "cudaDeviceGetAttribute");
-  return major >= 8;
+  return major >= 8 ? requested : MatmulPath::Lanes;
+}
+
+// Tensor cores for the prompts (ntok > 1) of the types that have that path, on `path`
+// (available_path's answer).
+bool use_tensor_cores(GgmlType t, int64_t ntok, MatmulPath path) {
+  bool has = false;
+  cdev::with_type(t, [&]<GgmlType T>() { has = cdev::mma::kHasPath<T>; });
+  return has && ntok > 1 && path == MatmulPath::TensorCores;
 }
 
 void run_matmul(const DevWeight& w, const void* act, size_t arb, int64_t ntok, float* y,
@@ -685,7 +666,7 @@ class StepProfile {
   bool on() const { return on_; }
   // Runs launch(); times it under `what` when profiling a batch of ntok > 1 tokens.
   template <class F>
-  void step(const std::string& what, int64_t ntok, F&& launch) {
+  void step(const char* what, int64_t ntok, F&& launch) {
     if (!on_ || ntok == 1) return launch();
     check(cudaEventRecord(start_, st_), "cudaEventRecord");
     launch();
@@ -725,11 +706,11 @@ class CudaExec {
     return act_[slot].get();
   }
   void matmul(const DevWeight& w, const void* act, size_t arb, int64_t ntok, float* y) {
-    std::string what;
+    std::string what;  // built only when profiling
     if (profile_.on())
       what = std::string("matmul ") + type_name(w.type) +
              (use_tensor_cores(w.type, ntok, path_) ? " (tensor cores)" : "");
-    profile_.step(what, batch_, [&] { run_matmul(w, act, arb, ntok, y, st_, path_); });
+    profile_.step(what.c_str(), batch_, [&] { run_matmul(w, act, arb, ntok, y, st_, path_); });
   }
   void rms_norm(const float* x, const float* w, int64_t n, float eps, int64_t ntok, float* y) {
     profile_.step("rms_norm", batch_, [&] {
@@ -762,51 +743,46 @@ class CudaExec {
   void attention(const float* q, const float* kc, const float* vc, int64_t n_head, int64_t group,
                  int64_t hd, int64_t kv_dim, int64_t ntok, int64_t /*n_past: pos_*/, int64_t n_ctx,
                  float kq_scale, float* scores, float* out) {
-    // The scores go to shared memory when they fit in the default 48 KiB with the lanes (and
-    // the q row and K tile of quad_scores).
-    constexpr size_t kF = sizeof(float), kShared = 48 * 1024;
-    const size_t quad = size_t(hd + cdev::attn::kQuadTileRows * cdev::attn::quad_tile_stride(hd)) * kF;
-    const bool quad_scores = attn_tiles_ && hd <= cdev::attn::kQuadMaxHd &&
-                             size_t(cdev::attn::lane_floats(hd)) * kF + quad <= kShared;
-    const size_t base = size_t(cdev::attn::lane_floats(hd)) * kF + (quad_scores ? quad : 0);
-    const size_t with_scores = base + size_t(n_ctx) * kF;
-    const bool shared_scores = with_scores <= kShared;
-    if (quad_scores && attention_grouped(q, kc, vc, n_head, group, hd, kv_dim, ntok, n_ctx,
-                                         kq_scale, scores, out))
-      return;
-    profile_.step(quad_scores ? "attention (K tiles)" : "attention", batch_, [&] {
+    if (attn_tiles_ && hd <= cdev::attn::kQuadMaxHd)
+      return attention_tiles(q, kc, vc, n_head, group, hd, kv_dim, ntok, n_ctx, kq_scale, scores,
+                             out);
+    // The scores go to shared memory when they fit in the default 48 KiB with the lanes.
+    const size_t lanes = size_t(cdev::attn::lane_floats(hd)) * sizeof(float);
+    const size_t with_scores = lanes + size_t(n_ctx) * sizeof(float);
+    const bool shared_scores = with_scores <= kAttnShared;
+    profile_.step("attention", batch_, [&] {
       attention_kernel<<<dim3(unsigned(ntok), unsigned(n_head)), kAttnThreads,
-                         shared_scores ? with_scores : base, st_>>>(
+                         shared_scores ? with_scores : lanes, st_>>>(
           q, kc, vc, n_head, group, hd, kv_dim, pos_, n_ctx, kq_scale, scores, out,
-          shared_scores, quad_scores);
+          shared_scores);
       check_launch("attention kernel");
     });
   }
-  // attention_group_kernel for the group sizes it is built for; false otherwise.
-  bool attention_grouped(const float* q, const float* kc, const float* vc, int64_t n_head,
-                         int64_t group, int64_t hd, int64_t kv_dim, int64_t ntok, int64_t n_ctx,
-                         float kq_scale, float* scores, float* out) {
+  // attention_tiles_kernel<G>: G = group for the group sizes it is built for, else 1.
+  void attention_tiles(const float* q, const float* kc, const float* vc, int64_t n_head,
+                       int64_t group, int64_t hd, int64_t kv_dim, int64_t ntok, int64_t n_ctx,
+                       float kq_scale, float* scores, float* out) {
     auto launch = [&]<int G>() {
-      constexpr size_t kF = sizeof(float), kShared = 48 * 1024;
+      // hd <= 64: the lanes, G q rows and the K tile take at most 28 KiB.
       const size_t base = size_t(cdev::attn::lane_floats(hd) + G * hd +
-                                 cdev::attn::kQuadTileRows * cdev::attn::quad_tile_stride(hd)) * kF;
-      const size_t with_scores = base + size_t(G) * size_t(n_ctx) * kF;
-      const bool shared_scores = with_scores <= kShared;
-      profile_.step("attention (K tiles, KV head groups)", batch_, [&] {
-        attention_group_kernel<G><<<dim3(unsigned(ntok), unsigned(n_head / G)), kAttnThreads,
+                                 cdev::attn::kQuadTileRows * cdev::attn::quad_tile_stride(hd)) *
+                          sizeof(float);
+      const size_t with_scores = base + size_t(G) * size_t(n_ctx) * sizeof(float);
+      const bool shared_scores = with_scores <= kAttnShared;
+      profile_.step("attention (K tiles)", batch_, [&] {
+        attention_tiles_kernel<G><<<dim3(unsigned(ntok), unsigned(n_head / G)), kAttnThreads,
                                     shared_scores ? with_scores : base, st_>>>(
-            q, kc, vc, n_head, hd, kv_dim, pos_, n_ctx, kq_scale, scores, out, shared_scores);
-        check_launch("attention kernel (KV head groups)");
+            q, kc, vc, n_head, group, hd, kv_dim, pos_, n_ctx, kq_scale, scores, out,
+            shared_scores);
+        check_launch("attention kernel (K tiles)");
       });
-      return true;
     };
     switch (group) {
-      case 1: return launch.template operator()<1>();
       case 2: return launch.template operator()<2>();
       case 3: return launch.template operator()<3>();
       case 4: return launch.template operator()<4>();
       case 8: return launch.template operator()<8>();
-      default: return false;
+      default: return launch.template operator()<1>();
     }
   }
   // The activation buffers, for CudaSession's graph key.
@@ -826,7 +802,8 @@ class CudaExec {
   DeviceBuffer act_[3];
   // Not yet the defaults: the tensor-core matmul and the attention's K tiles have passed the
   // CPU emulation, not a GPU run.
-  MatmulPath path_ = env_flag("GALLEON_CUDA_MMA", false) ? MatmulPath::TensorCores : MatmulPath::Lanes;
+  MatmulPath path_ = available_path(env_flag("GALLEON_CUDA_MMA", false) ? MatmulPath::TensorCores
+                                                                        : MatmulPath::Lanes);
   bool attn_tiles_ = env_flag("GALLEON_CUDA_ATTN_TILES", false);
 };
 
@@ -1080,7 +1057,8 @@ std::vector<float> matmul(GgmlType type, int64_t n, int64_t rows, const std::vec
   da.upload(act.data(), act.size());
   dy.reserve(size_t(rows * ntok) * sizeof(float));
   const DevWeight dev{type, n, rows, w.size() / size_t(rows), dw.get<uint8_t>()};
-  run_matmul(dev, da.get(), act.size() / size_t(ntok), ntok, dy.get<float>(), nullptr, path);
+  run_matmul(dev, da.get(), act.size() / size_t(ntok), ntok, dy.get<float>(), nullptr,
+             available_path(path));
   return download<float>(dy, size_t(rows * ntok));
 }
 
