@@ -157,7 +157,11 @@ struct BenchArgs {
   std::string shape_name = "124m", arch = "llama";
   std::vector<int> threads;
   std::vector<Device> devices;
-  std::vector<std::string> cuda_paths{"lanes"};  // GPU paths (docs/cuda.md): lanes, mma, tiles, mma+tiles
+  // GPU paths (docs/cuda.md): the defaults, GALLEON_CUDA_MMA=1 and/or GALLEON_CUDA_ATTN_TILES=1.
+  struct CudaPath {
+    bool mma = false, tiles = false;
+  };
+  std::vector<CudaPath> cuda_paths;  // from --cuda-paths (default: lanes)
   int n_prompt = 128, n_gen = 64, reps = 3;
 };
 
@@ -196,15 +200,13 @@ void bench_one(const BenchArgs& a, GgmlType type, const std::map<int, double>& b
   const double gb_per_token = double(weight_bytes(*m.model)) / 1e9;
   for (const Device& dev : a.devices) {
     const bool cpu = dev.kind == Device::Kind::Cpu;
-    for (const std::string& cuda_path : cpu ? std::vector<std::string>{""} : a.cuda_paths)
+    for (const BenchArgs::CudaPath& cp : cpu ? std::vector<BenchArgs::CudaPath>{{}} : a.cuda_paths)
       for (int t : a.threads) {
         // The CUDA session reads GALLEON_CUDA_MMA and GALLEON_CUDA_ATTN_TILES when it is made
         // (docs/cuda.md).
-        const bool mma = cuda_path == "mma" || cuda_path == "mma+tiles";
-        const bool tiles = cuda_path == "tiles" || cuda_path == "mma+tiles";
         if (!cpu) {
-          setenv("GALLEON_CUDA_MMA", mma ? "1" : "0", 1);
-          setenv("GALLEON_CUDA_ATTN_TILES", tiles ? "1" : "0", 1);
+          setenv("GALLEON_CUDA_MMA", cp.mma ? "1" : "0", 1);
+          setenv("GALLEON_CUDA_ATTN_TILES", cp.tiles ? "1" : "0", 1);
         }
         ComputeOptions o = default_compute_options();
         o.n_threads = t;
@@ -219,7 +221,7 @@ void bench_one(const BenchArgs& a, GgmlType type, const std::map<int, double>& b
         // GPU rows: the device (+mma: tensor cores, +tiles: attention's K tiles) in the isa
         // column; bw use (of the CPU's read bandwidth) is 0.
         const std::string where = cpu ? std::string(kern::isa_name(o.isa))
-                                      : device_name(dev) + (mma ? "+mma" : "") + (tiles ? "+tiles" : "");
+                                      : device_name(dev) + (cp.mma ? "+mma" : "") + (cp.tiles ? "+tiles" : "");
         std::printf("| %-5s | %-6s | %-6s | %7s | %10.1f | %10.1f | %10.1f | %8.0f | %5.1f%% |\n",
                     a.shape_name.c_str(), type_name(type), where.c_str(),
                     cpu ? std::to_string(t).c_str() : "-", pp, pp_last, tg, peak_rss_mib(),
@@ -252,7 +254,8 @@ void write_models(const BenchArgs& a, const std::vector<GgmlType>& types, const 
 
 int main(int argc, char** argv) {
   BenchArgs a;
-  std::string types = "f32,f16,q8_0,q4_0,q4_K,q6_K", threads_s = "1,2", devices_s = "cpu", write_dir;
+  std::string types = "f32,f16,q8_0,q4_0,q4_K,q6_K", threads_s = "1,2", devices_s = "cpu", write_dir,
+              cuda_paths_s = "lanes";
   for (int i = 1; i < argc; i += 2) {
     if (std::string(argv[i]) == "--cpu-time") {
       g_cpu_time = true;
@@ -271,7 +274,7 @@ int main(int argc, char** argv) {
     else if (k == "-n") a.n_gen = std::stoi(v);
     else if (k == "-r") a.reps = std::max(1, std::stoi(v));
     else if (k == "--save") g_save_dir = v;
-    else if (k == "--cuda-paths") a.cuda_paths = split(v);  // lanes, mma, tiles, mma+tiles
+    else if (k == "--cuda-paths") cuda_paths_s = v;
     else { std::fprintf(stderr, "unknown option %s\n", k.c_str()); return 2; }
   }
   try {
@@ -287,10 +290,13 @@ int main(int argc, char** argv) {
     }
     for (auto& t : split(threads_s)) a.threads.push_back(std::stoi(t));
     for (auto& d : split(devices_s)) a.devices.push_back(parse_device(d));
-    for (auto& path : a.cuda_paths)
+    for (auto& path : split(cuda_paths_s)) {
       if (path != "lanes" && path != "mma" && path != "tiles" && path != "mma+tiles")
         fail(ErrorKind::Usage, "--cuda-paths: unknown path " + path +
                                    " (expected lanes, mma, tiles or mma+tiles)");
+      a.cuda_paths.push_back({path.find("mma") != std::string::npos,
+                              path.find("tiles") != std::string::npos});
+    }
     std::map<int, double> bw;
     std::printf("memory read bandwidth:");
     for (int t : a.threads) {

@@ -81,8 +81,8 @@ void expect_cuda_equals_cpu_on_every_path(const LoadedModel& m, const std::vecto
 
 // The kernels alone, on random data with special values (tests/kernel_data.h), against the
 // scalar reference: a mismatch here points at a kernel's arithmetic, one only in the forward
-// pass tests below at the orchestration.
-// Both prompt paths: one lane per block, and the quantized types' tensor-core tiles.
+// pass tests below at the orchestration. Both matmul paths: one lane per block, and the
+// quantized types' tensor-core tiles.
 TEST(CudaKernels, MatmulMatchesRefDot) {
   GALLEON_REQUIRE_GPU();
   std::mt19937 rng(21);
