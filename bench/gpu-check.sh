@@ -8,12 +8,13 @@
 #      and of `score --json` (every prompt row) of the static CPU engine (galleon-engine,
 #      --device cpu) and the CUDA engine (galleon-engine-cuda, --device cuda) for stories260K and
 #      synthetic models of every tensor type, with --batch 1, 7 and 64 (prefill split three ways),
-#      and all three again with GALLEON_CUDA_MMA=1 GALLEON_CUDA_ATTN_TILES=1 (the paths not yet on
-#      by default: tensor cores for the quantized types' prompts, attention scores from K tiles);
+#      and all three again with GALLEON_CUDA_GEMM=1 GALLEON_CUDA_ATTN_TILES=1 (the paths not yet on
+#      by default: the prompt GEMM tiles, i.e. tensor cores for the quantized types and
+#      shared-memory tiles for F32/F16/BF16; attention scores from K tiles);
 #   4. a bundle of recipes/stories260k.yaml with its CUDA engine member: `galleon install`, then
 #      `galleon check stories260k --device cuda` and `galleon run stories260k --device cuda`;
 #   5. print a speed table (CPU and GPU tok/s, 124M and 1.1B shapes, F16 Q8_0 Q4_0 Q4_K; GPU rows
-#      for the default and the new paths, +mma+tiles; then 512-token prompts on the GPU), and
+#      for the default and the new paths, +gemm+tiles; then 512-token prompts on the GPU), and
 #      where a ~500-token prompt's GPU time goes, per kind of step (GALLEON_CUDA_PROFILE=1).
 # Prints PASS or FAIL per check; exits non-zero when any check fails. Sized for about 5 minutes
 # on a 16-core H100/H200 machine (SPEED_TIMEOUT bounds the table; SKIP_SPEED=1 skips it).
@@ -184,12 +185,12 @@ for m in "${models[@]}"; do
       failed "$name $verb: cpu failed"
       continue
     fi
-    # new: the paths not yet on by default (GALLEON_CUDA_MMA=1: the quantized types' prompts on
-    # tensor cores; GALLEON_CUDA_ATTN_TILES=1: attention scores from K tiles).
+    # new: the paths not yet on by default (GALLEON_CUDA_GEMM=1: the prompt GEMM tiles;
+    # GALLEON_CUDA_ATTN_TILES=1: attention scores from K tiles).
     for b in 1 7 64 1new 7new 64new; do
       new=0
       [[ $b == *new ]] && new=1
-      if ! got=$(GALLEON_CUDA_MMA=$new GALLEON_CUDA_ATTN_TILES=$new sha "$verb" "$m" "$DEV" "${b%new}") ||
+      if ! got=$(GALLEON_CUDA_GEMM=$new GALLEON_CUDA_ATTN_TILES=$new sha "$verb" "$m" "$DEV" "${b%new}") ||
          [[ -z "$got" ]]; then
         failed "$name $verb batch $b: $DEV failed"
       elif [[ "$got" == "$ref" ]]; then
@@ -243,16 +244,16 @@ bundle_check
 if [[ "${SKIP_SPEED:-0}" != 1 ]]; then
   echo "== speed (tok/s; prompt 128 / 64 tokens, generate 32 / 16) [$(elapsed)]"
   # GPU rows show the device in the isa column; bw use is computed for CPU rows only.
-  # +mma rows: the quantized types' prompts on tensor cores; then 512-token prompts (as
-  # llama.cpp's figures) for both GPU paths.
+  # +gemm rows: the prompt GEMM tiles (tensor cores for the quantized types, shared-memory
+  # tiles for F16); then 512-token prompts (as llama.cpp's figures) for each GPU path.
   timeout "$SPEED_TIMEOUT" bash -c "
     '$BIN/llama_bench' --shape 124m --type f16,q8_0,q4_0,q4_K --device cpu,$DEV \
-      --cuda-paths lanes,mma+tiles --threads $JOBS -p 128 -n 32 -r 1 &&
+      --cuda-paths lanes,gemm+tiles --threads $JOBS -p 128 -n 32 -r 1 &&
     '$BIN/llama_bench' --shape 1.1b --type f16,q8_0,q4_0,q4_K --device cpu,$DEV \
-      --cuda-paths lanes,mma+tiles --threads $JOBS -p 64 -n 16 -r 1 | tail -n +4 &&
-    '$BIN/llama_bench' --shape 124m --type q8_0,q4_K --device $DEV --cuda-paths lanes,mma,mma+tiles \
+      --cuda-paths lanes,gemm+tiles --threads $JOBS -p 64 -n 16 -r 1 | tail -n +4 &&
+    '$BIN/llama_bench' --shape 124m --type f16,q8_0,q4_K --device $DEV --cuda-paths lanes,gemm,gemm+tiles \
       -p 512 -n 16 -r 1 | tail -n +4 &&
-    '$BIN/llama_bench' --shape 1.1b --type q4_0 --device $DEV --cuda-paths lanes,mma,mma+tiles \
+    '$BIN/llama_bench' --shape 1.1b --type q4_0,f16 --device $DEV --cuda-paths lanes,gemm,gemm+tiles \
       -p 512 -n 16 -r 1 --save '$TMP' | tail -n +4" ||
     echo "(speed table stopped after ${SPEED_TIMEOUT}s or failed; not a correctness check)"
   # Where a prompt's GPU time goes (GALLEON_CUDA_PROFILE=1: each step kind's kernel time).
@@ -262,8 +263,8 @@ if [[ "${SKIP_SPEED:-0}" != 1 ]]; then
   for m in "$TMP/llama-124m-q4_0.gguf" "$TMP/llama-124m-f16.gguf" "$TMP/1.1b-q4_0.gguf"; do
     [[ -f "$m" ]] || continue
     for new in 0 1; do
-      echo "-- $(basename "$m" .gguf), GALLEON_CUDA_MMA=$new GALLEON_CUDA_ATTN_TILES=$new"
-      GALLEON_CUDA_PROFILE=1 GALLEON_CUDA_MMA=$new GALLEON_CUDA_ATTN_TILES=$new timeout 60 \
+      echo "-- $(basename "$m" .gguf), GALLEON_CUDA_GEMM=$new GALLEON_CUDA_ATTN_TILES=$new"
+      GALLEON_CUDA_PROFILE=1 GALLEON_CUDA_GEMM=$new GALLEON_CUDA_ATTN_TILES=$new timeout 60 \
         "$ENGINE_GPU" run "$m" -p "$long" \
         --max-tokens 1 --device "$DEV" --json 2>&1 >/dev/null | head -20 || true
     done

@@ -157,9 +157,9 @@ struct BenchArgs {
   std::string shape_name = "124m", arch = "llama";
   std::vector<int> threads;
   std::vector<Device> devices;
-  // GPU paths (docs/cuda.md): the defaults, GALLEON_CUDA_MMA=1 and/or GALLEON_CUDA_ATTN_TILES=1.
+  // GPU paths (docs/cuda.md): the defaults, GALLEON_CUDA_GEMM=1 and/or GALLEON_CUDA_ATTN_TILES=1.
   struct CudaPath {
-    bool mma = false, tiles = false;
+    bool gemm = false, tiles = false;
   };
   std::vector<CudaPath> cuda_paths;  // from --cuda-paths (default: lanes)
   int n_prompt = 128, n_gen = 64, reps = 3;
@@ -202,10 +202,10 @@ void bench_one(const BenchArgs& a, GgmlType type, const std::map<int, double>& b
     const bool cpu = dev.kind == Device::Kind::Cpu;
     for (const BenchArgs::CudaPath& cp : cpu ? std::vector<BenchArgs::CudaPath>{{}} : a.cuda_paths)
       for (int t : a.threads) {
-        // The CUDA session reads GALLEON_CUDA_MMA and GALLEON_CUDA_ATTN_TILES when it is made
+        // The CUDA session reads GALLEON_CUDA_GEMM and GALLEON_CUDA_ATTN_TILES when it is made
         // (docs/cuda.md).
         if (!cpu) {
-          setenv("GALLEON_CUDA_MMA", cp.mma ? "1" : "0", 1);
+          setenv("GALLEON_CUDA_GEMM", cp.gemm ? "1" : "0", 1);
           setenv("GALLEON_CUDA_ATTN_TILES", cp.tiles ? "1" : "0", 1);
         }
         ComputeOptions o = default_compute_options();
@@ -218,10 +218,10 @@ void bench_one(const BenchArgs& a, GgmlType type, const std::map<int, double>& b
           const Timing tm = time_once(*m.model, o, a.n_prompt, a.n_gen, n_vocab);
           pp += tm.pp / a.reps, pp_last += tm.pp_last / a.reps, tg += tm.tg / a.reps;
         }
-        // GPU rows: the device (+mma: tensor cores, +tiles: attention's K tiles) in the isa
+        // GPU rows: the device (+gemm: the prompt GEMM tiles, +tiles: attention's K tiles) in the isa
         // column; bw use (of the CPU's read bandwidth) is 0.
         const std::string where = cpu ? std::string(kern::isa_name(o.isa))
-                                      : device_name(dev) + (cp.mma ? "+mma" : "") + (cp.tiles ? "+tiles" : "");
+                                      : device_name(dev) + (cp.gemm ? "+gemm" : "") + (cp.tiles ? "+tiles" : "");
         std::printf("| %-5s | %-6s | %-6s | %7s | %10.1f | %10.1f | %10.1f | %8.0f | %5.1f%% |\n",
                     a.shape_name.c_str(), type_name(type), where.c_str(),
                     cpu ? std::to_string(t).c_str() : "-", pp, pp_last, tg, peak_rss_mib(),
@@ -291,10 +291,10 @@ int main(int argc, char** argv) {
     for (auto& t : split(threads_s)) a.threads.push_back(std::stoi(t));
     for (auto& d : split(devices_s)) a.devices.push_back(parse_device(d));
     for (auto& path : split(cuda_paths_s)) {
-      if (path != "lanes" && path != "mma" && path != "tiles" && path != "mma+tiles")
+      if (path != "lanes" && path != "gemm" && path != "tiles" && path != "gemm+tiles")
         fail(ErrorKind::Usage, "--cuda-paths: unknown path " + path +
-                                   " (expected lanes, mma, tiles or mma+tiles)");
-      a.cuda_paths.push_back({path.find("mma") != std::string::npos,
+                                   " (expected lanes, gemm, tiles or gemm+tiles)");
+      a.cuda_paths.push_back({path.find("gemm") != std::string::npos,
                               path.find("tiles") != std::string::npos});
     }
     std::map<int, double> bw;

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -18,6 +19,7 @@
 #include "runtime/ggml_type.h"
 #include "runtime/cuda/forward.h"
 #include "runtime/cuda/mma_tile.h"
+#include "runtime/cuda/plain_tile.h"
 #include "runtime/cuda/steps.h"
 #include "runtime/engine.h"
 #include "runtime/gguf.h"
@@ -230,6 +232,113 @@ bool emulate_mma_matmul(GgmlType type, const cdev::mma::Args& p, float* y,
   return has_path;
 }
 
+// matmul_plain_kernel on the CPU: for each block, round by round, every thread's staging
+// (cdev::plain::Stager: fetch, then store, in the kernel's order) and every lane's accumulate;
+// then each warp's paired tree in lock step (a lane's sends are made before any lane's v[k]
+// changes, as a shuffle does). Counts each output written in *writes.
+bool emulate_plain_matmul(GgmlType type, const cdev::GemmArgs& p, float* y,
+                          std::vector<int>* writes = nullptr) {
+  namespace pl = cdev::plain;
+  bool has_path = false;
+  cdev::with_type(type, [&]<GgmlType T>() {
+    if constexpr (pl::kHasPath<T>) {
+      has_path = true;
+      struct Thread {
+        pl::Quad q[pl::kPieces];
+      };
+      struct Warp {
+        float v[32][pl::kOut];
+      };
+      auto stage = std::make_unique<pl::Stage>();
+      std::vector<Thread> th(pl::kThreads);
+      std::vector<Warp> v(pl::kWarps);
+      const int64_t rounds = (p.n + pl::kChunk - 1) / pl::kChunk;
+      for (int64_t r0 = 0; r0 < p.n_out; r0 += pl::kRows)
+        for (int64_t t0 = 0; t0 < p.ntok; t0 += pl::kTokens) {
+          auto stager = [&](int tid) { return pl::Stager<T>(p, r0, t0, tid); };
+          for (int tid = 0; tid < pl::kThreads; ++tid)
+            stager(tid).fetch(0, th[size_t(tid)].q);
+          for (Warp& w : v) std::fill(&w.v[0][0], &w.v[0][0] + 32 * pl::kOut, 0.0f);
+          for (int64_t c = 0; c < rounds; ++c) {
+            for (int tid = 0; tid < pl::kThreads; ++tid)
+              stager(tid).store(th[size_t(tid)].q, *stage);
+            for (int tid = 0; tid < pl::kThreads; ++tid)
+              if (c + 1 < rounds) stager(tid).fetch(c + 1, th[size_t(tid)].q);
+            for (int warp = 0; warp < pl::kWarps; ++warp)
+              for (int lane = 0; lane < 32; ++lane)
+                pl::accumulate(*stage, warp, lane, v[size_t(warp)].v[lane]);
+          }
+          for (int warp = 0; warp < pl::kWarps; ++warp) {
+            auto& L = v[size_t(warp)].v;
+            for (int s = 16, count = pl::kOut; s >= 1; s >>= 1, count >>= 1)
+              for (int k = 0; k < count / 2; ++k) {
+                float sent[32];
+                for (int l = 0; l < 32; ++l)
+                  sent[l] = pl::pair_send(L[l][2 * k], L[l][2 * k + 1], l, s);
+                for (int l = 0; l < 32; ++l)
+                  L[l][k] = pl::pair_sum(L[l][2 * k], L[l][2 * k + 1], l, s, sent[l ^ s]);
+              }
+            for (int lane = 0; lane < 32; ++lane)
+              for (int k = 0; k < pl::kOut / 32; ++k) {
+                const int o = pl::tree_output(lane, k);
+                const int64_t r = r0 + pl::warp_row(warp) + o / pl::kWarpTokens;
+                const int64_t t = t0 + pl::warp_token(warp) + o % pl::kWarpTokens;
+                if (r >= p.n_out || t >= p.ntok) continue;
+                y[t * p.n_out + r] = cdev::canonical_nan(L[lane][k]);
+                if (writes) ++(*writes)[size_t(t * p.n_out + r)];
+              }
+          }
+        }
+    }
+  });
+  return has_path;
+}
+
+// The plain types' prompt tile (cdev::plain): partial blocks of rows and tokens, row lengths
+// below, at and above a round (128) and not multiples of 4 or 32, special values; each
+// (row, token) written once and equal to the reference.
+TEST(CudaEmu, PlainTileMatchesRefDot) {
+  std::mt19937 rng(23);
+  int types = 0;
+  for (GgmlType t : kTypes) {
+    bool has_path = false;
+    cdev::with_type(t, [&]<GgmlType T>() { has_path = cdev::plain::kHasPath<T>; });
+    if (!has_path) continue;
+    ++types;
+    for (int64_t n : {1, 5, 32, 128, 172, 300, 1024}) {
+      const int64_t rows = n % 2 == 0 ? 37 : 32, ntok = n == 300 ? 17 : n % 2 == 0 ? 3 : 16;
+      const std::vector<uint8_t> w = make_weights(rng, t, n, rows);
+      const size_t rb = w.size() / size_t(rows), arb = size_t(n) * sizeof(float);
+      std::vector<float> act;
+      for (int64_t k = 0; k < ntok; ++k) {
+        const std::vector<float> x = make_activations(rng, n, k % 5 == 2);
+        act.insert(act.end(), x.begin(), x.end());
+      }
+      const auto* a = reinterpret_cast<const uint8_t*>(act.data());
+      const cdev::GemmArgs args{w.data(), rb, n, rows, a, arb, ntok};
+      std::vector<float> got(size_t(rows * ntok), -1.0f);
+      std::vector<int> seen(got.size(), 0);
+      ASSERT_TRUE(emulate_plain_matmul(t, args, got.data(), &seen));
+      for (int64_t k = 0; k < ntok; ++k)
+        for (int64_t r = 0; r < rows; ++r) {
+          ASSERT_EQ(seen[size_t(k * rows + r)], 1) << "row " << r << " token " << k;
+          const float want = kern::ref_dot(t, n, w.data() + size_t(r) * rb, a + size_t(k) * arb);
+          ASSERT_EQ(bits(got[size_t(k * rows + r)]), bits(want))
+              << type_name(t) << " n=" << n << " row " << r << " token " << k;
+        }
+    }
+  }
+  EXPECT_EQ(types, 3);
+}
+
+// The paired tree's outputs: each of the 64 once, over the lanes' two slots.
+TEST(CudaEmu, PairedTreeOutputsEachOnce) {
+  std::vector<int> seen(cdev::plain::kOut, 0);
+  for (int lane = 0; lane < 32; ++lane)
+    for (int k = 0; k < cdev::plain::kOut / 32; ++k) ++seen[size_t(cdev::plain::tree_output(lane, k))];
+  for (int o = 0; o < cdev::plain::kOut; ++o) EXPECT_EQ(seen[size_t(o)], 1) << o;
+}
+
 // The tensor-core prompt tile (cdev::mma::Tile, mma emulated as the PTX ISA lays out its
 // fragments): 16 rows x 16 tokens per warp, partial tiles of rows and tokens, block counts
 // below, at and above 32 and not multiples of it; each (row, token) equal to the reference.
@@ -419,12 +528,12 @@ class EmuExec {
         cdev::step::quantize<256>(x, n, i, reinterpret_cast<kern::A8KBlock*>(a.data()));
     return a.data();
   }
-  // new_paths: GALLEON_CUDA_MMA=1 and GALLEON_CUDA_ATTN_TILES=1.
+  // new_paths: GALLEON_CUDA_GEMM=1 and GALLEON_CUDA_ATTN_TILES=1.
   explicit EmuExec(bool new_paths) : tensor_cores_(new_paths) {}
   // The matmul kernel: one warp per row and group of kMatmulTokens tokens; with tensor cores,
   // the quantized types' prompts as matmul_mma_kernel: 16 rows and 16 tokens per warp.
   void matmul(const cuda::DevWeight& w, const void* act, size_t arb, int64_t ntok, float* y) {
-    if (tensor_cores_ && ntok > 1 && matmul_mma(w, act, arb, ntok, y)) return;
+    if (tensor_cores_ && ntok > 1 && matmul_tiles(w, act, arb, ntok, y)) return;
     constexpr int kTok = cdev::step::kMatmulTokens;
     static_assert(kTok <= 4);  // emulate_dots' lanes
     const uint8_t* a = static_cast<const uint8_t*>(act);
@@ -436,9 +545,9 @@ class EmuExec {
         for (int k = 0; k < nt; ++k) y[(t0 + k) * w.n_out + r] = v[size_t(k)];
       }
   }
-  bool matmul_mma(const cuda::DevWeight& w, const void* act, size_t arb, int64_t ntok, float* y) {
-    return emulate_mma_matmul(w.type, {w.data, w.row_bytes, w.n_in, w.n_out,
-                                       static_cast<const uint8_t*>(act), arb, ntok}, y);
+  bool matmul_tiles(const cuda::DevWeight& w, const void* act, size_t arb, int64_t ntok, float* y) {
+    const cdev::GemmArgs p{w.data, w.row_bytes, w.n_in, w.n_out, static_cast<const uint8_t*>(act), arb, ntok};
+    return emulate_mma_matmul(w.type, p, y) || emulate_plain_matmul(w.type, p, y);
   }
   void rms_norm(const float* x, const float* w, int64_t n, float eps, int64_t ntok, float* y) {
     for (int64_t t = 0; t < ntok; ++t) {

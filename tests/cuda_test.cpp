@@ -67,12 +67,12 @@ void expect_cuda_equals_cpu(const LoadedModel& m, const std::vector<int32_t>& to
 }
 
 // The default kernels, then each path not yet on by default, alone (read when a session is
-// made): GALLEON_CUDA_MMA=1 (tensor cores for the quantized types' prompts) and
+// made): GALLEON_CUDA_GEMM=1 (the prompt tiles: tensor cores, shared-memory tiles) and
 // GALLEON_CUDA_ATTN_TILES=1 (attention scores from K tiles in shared memory).
 void expect_cuda_equals_cpu_on_every_path(const LoadedModel& m, const std::vector<int32_t>& toks,
                                           const std::string& what) {
   expect_cuda_equals_cpu(m, toks, what);
-  for (const char* var : {"GALLEON_CUDA_MMA", "GALLEON_CUDA_ATTN_TILES"}) {
+  for (const char* var : {"GALLEON_CUDA_GEMM", "GALLEON_CUDA_ATTN_TILES"}) {
     setenv(var, "1", 1);
     expect_cuda_equals_cpu(m, toks, what + " (" + var + "=1)");
     unsetenv(var);
@@ -81,16 +81,18 @@ void expect_cuda_equals_cpu_on_every_path(const LoadedModel& m, const std::vecto
 
 // The kernels alone, on random data with special values (tests/kernel_data.h), against the
 // scalar reference: a mismatch here points at a kernel's arithmetic, one only in the forward
-// pass tests below at the orchestration. Both matmul paths: one lane per block, and the
-// quantized types' tensor-core tiles.
+// pass tests below at the orchestration. Both matmul paths: the lanes, and the prompt tiles
+// (tensor cores for the quantized types, shared-memory tiles for the plain ones).
 TEST(CudaKernels, MatmulMatchesRefDot) {
   GALLEON_REQUIRE_GPU();
   std::mt19937 rng(21);
   const kern::Ops& ref = kern::ops(kern::Isa::Scalar);
-  for (cuda::MatmulPath path : {cuda::MatmulPath::Lanes, cuda::MatmulPath::TensorCores})
+  for (cuda::MatmulPath path : {cuda::MatmulPath::Lanes, cuda::MatmulPath::Tiles})
     for (GgmlType t : testing::kernel_data::kTypes)
       for (int64_t blocks : {1, 31, 33, 70}) {
-        const int64_t n = blocks * (type_traits(t)->block_elems == 1 ? 32 : type_traits(t)->block_elems);
+        // Plain types: also a row length that is no multiple of 4 (rows without vector loads).
+        const int64_t be = type_traits(t)->block_elems;
+        const int64_t n = be == 1 ? 32 * blocks + (blocks == 33 ? 5 : 0) : blocks * be;
         // One token (the decoding tile), and partial prompt tiles of rows and tokens.
         const int64_t rows = 19, ntok = blocks == 1 ? 1 : blocks == 70 ? 37 : 6;
         const std::vector<uint8_t> w = testing::kernel_data::make_weights(rng, t, n, rows);
@@ -107,7 +109,7 @@ TEST(CudaKernels, MatmulMatchesRefDot) {
                                              act.data() + size_t(k) * arb);
             const float g = got[size_t(k * rows + r)];
             ASSERT_EQ(0, std::memcmp(&want, &g, 4))
-                << type_name(t) << (path == cuda::MatmulPath::TensorCores ? " (tensor cores)" : "")
+                << type_name(t) << (path == cuda::MatmulPath::Tiles ? " (tiles)" : "")
                 << " n " << n << " token " << k << " row " << r << ": cpu " << want
                 << " cuda " << g;
           }

@@ -10,10 +10,11 @@
 
 namespace galleon::cuda {
 
-// The prompt matmul's kernels for the quantized types: one lane per block (dp4a), or int8
-// tensor cores (cdev::mma::Tile; compute capability 8.0 or newer, else the lanes). Both give
-// the canonical bits. Sessions take TensorCores when GALLEON_CUDA_MMA=1.
-enum class MatmulPath { Lanes, TensorCores };
+// The prompt matmul's kernels: the lanes (a warp per row and a few tokens, one lane per
+// element or block), or the tiles: int8 tensor cores for the quantized types (cdev::mma::Tile)
+// and shared-memory tiles for F32/F16/BF16 (cdev::plain), on compute capability 8.0 or newer
+// (else the lanes). All give the canonical bits. Sessions take Tiles when GALLEON_CUDA_GEMM=1.
+enum class MatmulPath { Lanes, Tiles };
 
 }  // namespace galleon::cuda
 

@@ -20,15 +20,9 @@
 #include <type_traits>
 
 #include "runtime/cuda/canon_device.h"
+#include "runtime/cuda/tile_common.h"
 
 namespace galleon::cdev::mma {
-
-// Inlined on the GPU, so that the tile's arrays stay in registers.
-#if defined(__CUDACC__)
-#define GALLEON_HDI __host__ __device__ __forceinline__
-#else
-#define GALLEON_HDI inline
-#endif
 
 constexpr int kRows = 16;  // weight rows per warp (the mma's M)
 
@@ -37,21 +31,9 @@ constexpr bool kHasPath = T == GgmlType::Q8_0 || T == GgmlType::Q4_0 || T == Ggm
                           T == GgmlType::Q5_0 || T == GgmlType::Q5_1 || T == GgmlType::Q4_K ||
                           T == GgmlType::Q5_K || T == GgmlType::Q6_K;
 
-// The leaf visited p-th: bit-reversed p, so that the binary counter over p builds warp_tree.
-GALLEON_HDI constexpr int bitrev5(int p) {
-  return ((p & 1) << 4) | ((p & 2) << 2) | (p & 4) | ((p & 8) >> 2) | ((p & 16) >> 4);
-}
-
-// The matmul's operands: n_out rows of n weights (wrb bytes apart), ntok activation rows in the
-// weight type's activation format (arb bytes apart).
-struct Args {
-  const uint8_t* w;
-  size_t wrb;
-  int64_t n, n_out;
-  const uint8_t* act;
-  size_t arb;
-  int64_t ntok;
-};
+// The leaf visited p-th is bitrev5(p), so that the binary counter over p builds warp_tree.
+using cdev::bitrev5;
+using Args = GemmArgs;
 
 // N fragment words per lane. On the GPU a thread holds its own; the emulation holds all 32
 // lanes' (load calls f(lane, words) for each), since each result depends on every lane's.

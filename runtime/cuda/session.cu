@@ -24,6 +24,7 @@
 #include "runtime/cuda/cuda_testing.h"
 #include "runtime/cuda/forward.h"
 #include "runtime/cuda/mma_tile.h"
+#include "runtime/cuda/plain_tile.h"
 #include "runtime/cuda/steps.h"
 #include "runtime/error.h"
 #include "runtime/model.h"
@@ -259,6 +260,43 @@ __global__ void __launch_bounds__(32 * kMmaWarps)
         const int64_t t = t0 + cdev::mma::result_token(lane, j, e);
         if (r < p.n_out && t < p.ntok) y[t * y_stride + r] = cdev::canonical_nan(out[j][e]);
       }
+  }
+}
+
+// The plain types' prompt matmul (cdev::plain): a block stages kChunk elements of kRows
+// weight rows and kTokens tokens per round (the next round's pieces are loaded into registers
+// while this one is computed); each warp then reduces its kOut dot products with the paired tree.
+template <GgmlType T>
+__global__ void __launch_bounds__(cdev::plain::kThreads)
+    matmul_plain_kernel(cdev::GemmArgs p, float* y, int64_t y_stride) {
+  namespace pl = cdev::plain;
+  __shared__ pl::Stage stage;
+  const int tid = int(threadIdx.x), lane = tid & 31, warp = tid >> 5;
+  const int64_t r0 = int64_t(blockIdx.x) * pl::kRows;
+  const int64_t rounds = (p.n + pl::kChunk - 1) / pl::kChunk;
+  for (int64_t t0 = int64_t(blockIdx.y) * pl::kTokens; t0 < p.ntok;
+       t0 += int64_t(gridDim.y) * pl::kTokens) {  // block-uniform
+    const pl::Stager<T> stager(p, r0, t0, tid);
+    pl::Quad q[pl::kPieces];
+    float v[pl::kOut];
+#pragma unroll
+    for (int o = 0; o < pl::kOut; ++o) v[o] = 0.0f;
+    stager.fetch(0, q);
+    for (int64_t c = 0; c < rounds; ++c) {
+      __syncthreads();  // every warp is done with the previous round's stage
+      stager.store(q, stage);
+      __syncthreads();
+      if (c + 1 < rounds) stager.fetch(c + 1, q);
+      pl::accumulate(stage, warp, lane, v);
+    }
+    pl::paired_tree(v, lane);
+#pragma unroll
+    for (int k = 0; k < pl::kOut / 32; ++k) {
+      const int o = pl::tree_output(lane, k);
+      const int64_t r = r0 + pl::warp_row(warp) + o / pl::kWarpTokens;
+      const int64_t t = t0 + pl::warp_token(warp) + o % pl::kWarpTokens;
+      if (r < p.n_out && t < p.ntok) y[t * y_stride + r] = cdev::canonical_nan(v[k]);
+    }
   }
 }
 
@@ -587,10 +625,20 @@ void launch_matmul_mma(const DevWeight& w, const uint8_t* a, size_t arb, int64_t
   matmul_mma_kernel<T, kMmaTokenGroups><<<grid, 32 * kMmaWarps, 0, st>>>(p, y, w.n_out);
 }
 
-// `requested`, unless it asks for tensor cores and the current GPU has no int8 mma.sync
+template <GgmlType T>
+void launch_matmul_plain(const DevWeight& w, const uint8_t* a, size_t arb, int64_t ntok, float* y,
+                         cudaStream_t st) {
+  namespace pl = cdev::plain;
+  const dim3 grid(blocks_for(w.n_out, pl::kRows),
+                  unsigned(std::min<int64_t>((ntok + pl::kTokens - 1) / pl::kTokens, 65535)));
+  const cdev::GemmArgs p{w.data, w.row_bytes, w.n_in, w.n_out, a, arb, ntok};
+  matmul_plain_kernel<T><<<grid, pl::kThreads, 0, st>>>(p, y, w.n_out);
+}
+
+// `requested`, unless it asks for the prompt tiles and the current GPU has no int8 mma.sync
 // (compute capability below 8.0). Asked once per session, not per matmul.
 MatmulPath available_path(MatmulPath requested) {
-  if (requested != MatmulPath::TensorCores) return requested;
+  if (requested != MatmulPath::Tiles) return requested;
   int device = 0, major = 0;
   check(cudaGetDevice(&device), "cudaGetDevice");
   check(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device),
@@ -598,21 +646,24 @@ MatmulPath available_path(MatmulPath requested) {
   return major >= 8 ? requested : MatmulPath::Lanes;
 }
 
-// Tensor cores for the prompts (ntok > 1) of the types that have that path, on `path`
-// (available_path's answer).
-bool use_tensor_cores(GgmlType t, int64_t ntok, MatmulPath path) {
+// The prompt tiles (tensor cores for the quantized types, shared-memory tiles for the plain
+// ones) for the prompts (ntok > 1) of every type that has them, on `path` (available_path's
+// answer).
+bool use_tiles(GgmlType t, int64_t ntok, MatmulPath path) {
   bool has = false;
-  cdev::with_type(t, [&]<GgmlType T>() { has = cdev::mma::kHasPath<T>; });
-  return has && ntok > 1 && path == MatmulPath::TensorCores;
+  cdev::with_type(t, [&]<GgmlType T>() { has = cdev::mma::kHasPath<T> || cdev::plain::kHasPath<T>; });
+  return has && ntok > 1 && path == MatmulPath::Tiles;
 }
 
 void run_matmul(const DevWeight& w, const void* act, size_t arb, int64_t ntok, float* y,
                 cudaStream_t st, MatmulPath path) {
   const auto* a = static_cast<const uint8_t*>(act);
-  const bool tensor_cores = use_tensor_cores(w.type, ntok, path);
+  const bool tiles = use_tiles(w.type, ntok, path);
   cdev::with_type(w.type, [&]<GgmlType T>() {
     if constexpr (cdev::mma::kHasPath<T>)
-      if (tensor_cores) return launch_matmul_mma<T>(w, a, arb, ntok, y, st);
+      if (tiles) return launch_matmul_mma<T>(w, a, arb, ntok, y, st);
+    if constexpr (cdev::plain::kHasPath<T>)
+      if (tiles) return launch_matmul_plain<T>(w, a, arb, ntok, y, st);
     if (ntok == 1)
       launch_matmul<T, kDecodeTile.rows, kDecodeTile.tokens>(w, a, arb, ntok, y, st);
     else
@@ -709,7 +760,7 @@ class CudaExec {
     std::string what;  // built only when profiling
     if (profile_.on())
       what = std::string("matmul ") + type_name(w.type) +
-             (use_tensor_cores(w.type, ntok, path_) ? " (tensor cores)" : "");
+             (use_tiles(w.type, ntok, path_) ? " (tiles)" : "");
     profile_.step(what.c_str(), batch_, [&] { run_matmul(w, act, arb, ntok, y, st_, path_); });
   }
   void rms_norm(const float* x, const float* w, int64_t n, float eps, int64_t ntok, float* y) {
@@ -802,7 +853,7 @@ class CudaExec {
   DeviceBuffer act_[3];
   // Not yet the defaults: the tensor-core matmul and the attention's K tiles have passed the
   // CPU emulation, not a GPU run.
-  MatmulPath path_ = available_path(env_flag("GALLEON_CUDA_MMA", false) ? MatmulPath::TensorCores
+  MatmulPath path_ = available_path(env_flag("GALLEON_CUDA_GEMM", false) ? MatmulPath::Tiles
                                                                         : MatmulPath::Lanes);
   bool attn_tiles_ = env_flag("GALLEON_CUDA_ATTN_TILES", false);
 };
