@@ -651,7 +651,9 @@ MatmulPath available_path(MatmulPath requested) {
 // answer).
 bool use_tiles(GgmlType t, int64_t ntok, MatmulPath path) {
   bool has = false;
-  cdev::with_type(t, [&]<GgmlType T>() { has = cdev::mma::kHasPath<T> || cdev::plain::kHasPath<T>; });
+  cdev::with_type(t, [&]<GgmlType T>() {
+    has = cdev::mma::kHasPath<T> || cdev::plain::kHasPath<T>;
+  });
   return has && ntok > 1 && path == MatmulPath::Tiles;
 }
 
@@ -851,10 +853,10 @@ class CudaExec {
   int64_t batch_ = 1;
   StepProfile profile_;
   DeviceBuffer act_[3];
-  // Not yet the defaults: the tensor-core matmul and the attention's K tiles have passed the
+  // Not yet the defaults: the prompt GEMM tiles and the attention's K tiles have passed the
   // CPU emulation, not a GPU run.
   MatmulPath path_ = available_path(env_flag("GALLEON_CUDA_GEMM", false) ? MatmulPath::Tiles
-                                                                        : MatmulPath::Lanes);
+                                                                         : MatmulPath::Lanes);
   bool attn_tiles_ = env_flag("GALLEON_CUDA_ATTN_TILES", false);
 };
 
