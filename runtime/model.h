@@ -142,7 +142,10 @@ class Session {
   int64_t n_ctx_ = 0;
   int64_t n_past_ = 0;
   int64_t min_parallel_work_ = 0;
-  std::vector<float> k_cache_, v_cache_;  // [layer][pos][n_head_kv * head_dim]
+  // [layer][KV head][pos][head_dim]: a head's cached rows are one sequential stream for the
+  // attention (rows of all heads interleaved made decoding's attention wait on memory).
+  std::vector<float> k_cache_, v_cache_;
+  size_t cache_row(int64_t layer, int64_t kv_head, int64_t pos) const;  // index of a cached row
   std::unique_ptr<Scratch> s_;
 };
 

@@ -99,6 +99,12 @@ void Session::reserve(int64_t n_tok) {
 
 Session::~Session() = default;
 
+size_t Session::cache_row(int64_t layer, int64_t kv_head, int64_t pos) const {
+  const HParams& hp = model_.hparams();
+  return ((size_t(layer) * size_t(hp.n_head_kv) + size_t(kv_head)) * size_t(n_ctx_) + size_t(pos)) *
+         size_t(hp.head_dim);
+}
+
 void Session::matmul(const Weight& w, const float* x, int64_t n_tok, float* y) {
   matmuls(x, n_tok, {{&w, y}});
 }
@@ -189,13 +195,10 @@ void Session::matmuls(const float* x, int64_t n_tok,
 void Session::attention(int64_t il, int64_t n_tok) {
   const HParams& hp = model_.hparams();
   const int64_t hd = hp.head_dim;
-  const int64_t kv_dim = hp.n_head_kv * hd;
   const int64_t group = hp.n_head / hp.n_head_kv;
   const float kq_scale = 1.0f / std::sqrt(float(hd));
-  const float* kc = k_cache_.data() + size_t(il) * size_t(n_ctx_) * size_t(kv_dim);
-  const float* vc = v_cache_.data() + size_t(il) * size_t(n_ctx_) * size_t(kv_dim);
   const int64_t q_dim = hp.n_head * hd;
-  // Multiply-adds, weighted 8 times a matmul's: each comes with strided cache reads, its share
+  // Multiply-adds, weighted 8 times a matmul's: each comes with cache reads, its share
   // of an expf and of the lane trees (with weight 1, decoding ran the attention of a 124M model
   // on one thread up to 170 positions; split, decoding after 128 positions is 3-5% faster).
   const int64_t work = 8 * n_tok * hp.n_head * (n_past_ + n_tok) * hd * 2;
@@ -204,13 +207,14 @@ void Session::attention(int64_t il, int64_t n_tok) {
     const int64_t t = task / hp.n_head_kv;
     const int64_t hk = task % hp.n_head_kv;
     const int64_t n_kv = n_past_ + t + 1;
-    const int64_t off = hk * hd;
+    const float* kc = &k_cache_[cache_row(il, hk, 0)];
+    const float* vc = &v_cache_[cache_row(il, hk, 0)];
     if (int64_t(scores.size()) < group * n_kv) scores.resize(size_t(group * n_kv));
     if (int64_t(e.size()) < n_kv) e.resize(size_t(n_kv));
     if (int64_t(ones.size()) < n_kv) ones.assign(size_t(n_kv), 1.0f);
     if (int64_t(lanes.size()) < 32 * hd) lanes.resize(size_t(32 * hd));
     const float* q0 = s_->q.data() + t * q_dim + hk * group * hd;
-    ops_.matmul(GgmlType::F32, hd, kc + off, size_t(kv_dim) * 4, 0, n_kv, q0, size_t(hd) * 4, group,
+    ops_.matmul(GgmlType::F32, hd, kc, size_t(hd) * 4, 0, n_kv, q0, size_t(hd) * 4, group,
                 scores.data(), size_t(n_kv));
     for (int64_t g = 0; g < group; ++g) {
       float* sc = scores.data() + g * n_kv;
@@ -220,7 +224,7 @@ void Session::attention(int64_t il, int64_t n_tok) {
       ops_.exp_sub(e.data(), sc, mx, n_kv);
       const float sum = ops_.dot_f32(e.data(), ones.data(), n_kv);  // e_j * 1 = e_j, lane j mod 32
       float* out = s_->att.data() + t * q_dim + (hk * group + g) * hd;
-      ops_.lane_rows(e.data(), vc + off, kv_dim, n_kv, hd, lanes.data(), out);
+      ops_.lane_rows(e.data(), vc, hd, n_kv, hd, lanes.data(), out);
       for (int64_t d = 0; d < hd; ++d) out[d] = out[d] / sum;
     }
   });
@@ -269,9 +273,10 @@ void Session::layer_forward(int64_t il, int64_t n_tok) {
     const float* sn = &s.rope_sin[size_t(pos * half)];
     for (int64_t h = 0; h < hp.n_head; ++h) rotate(q + h * hd, hp.n_rot, hp.rope_neox, c, sn);
     for (int64_t h = 0; h < hp.n_head_kv; ++h) rotate(k + h * hd, hp.n_rot, hp.rope_neox, c, sn);
-    const size_t cache_off = (size_t(il) * size_t(n_ctx_) + size_t(pos)) * size_t(kv_dim);
-    std::memcpy(&k_cache_[cache_off], k, size_t(kv_dim) * sizeof(float));
-    std::memcpy(&v_cache_[cache_off], v, size_t(kv_dim) * sizeof(float));
+    for (int64_t h = 0; h < hp.n_head_kv; ++h) {
+      std::memcpy(&k_cache_[cache_row(il, h, pos)], k + h * hd, size_t(hd) * sizeof(float));
+      std::memcpy(&v_cache_[cache_row(il, h, pos)], v + h * hd, size_t(hd) * sizeof(float));
+    }
   });
   attention(il, n_tok);
   matmul(L.wo, s.att.data(), n_tok, s.tmp.data());
