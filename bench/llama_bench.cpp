@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "runtime/engine.h"
+#include "runtime/huge_memory.h"
 #include "runtime/error.h"
 #include "runtime/synth.h"
 
@@ -61,10 +62,13 @@ SynthSpec shape(const std::string& name) {
 }
 
 // Memory read bandwidth with `threads` threads, each summing its own slice of a 1 GiB buffer
-// (best of 3): what decoding, which reads every weight once per token, can at most use.
+// (best of 3): what decoding, which reads every weight once per token, can at most use. The
+// buffer is memory of the kind the weights are read into (HugeMemory, as `galleon run`).
 double read_bandwidth_gbs(int threads) {
   const size_t n = (size_t(1) << 30) / sizeof(uint64_t);
-  std::vector<uint64_t> buf(n, 1);
+  HugeMemory mem(n * sizeof(uint64_t), "the bandwidth check's buffer");
+  uint64_t* buf = reinterpret_cast<uint64_t*>(mem.data());
+  std::fill(buf, buf + n, uint64_t(1));
   double best = 0;
   for (int rep = 0; rep < 3; ++rep) {
     std::vector<uint64_t> sums(size_t(threads) * 8);
@@ -196,7 +200,7 @@ void bench_one(const BenchArgs& a, GgmlType type, const std::map<int, double>& b
   if (pid < 0 || waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
     fail(ErrorKind::Internal, "synthesizing the model failed");
   reset_peak_rss();
-  LoadedModel m = load_model(path);
+  LoadedModel m = load_model(path, 0, 0, Residence::Memory);  // as galleon run (default)
   const double gb_per_token = double(weight_bytes(*m.model)) / 1e9;
   for (const Device& dev : a.devices) {
     const bool cpu = dev.kind == Device::Kind::Cpu;

@@ -77,9 +77,9 @@ ComputeOptions default_compute_options() {
   return c;
 }
 
-LoadedModel load_model(const std::string& path, uint64_t offset, uint64_t size) {
+LoadedModel load_model(const std::string& path, uint64_t offset, uint64_t size, Residence where) {
   LoadedModel m;
-  m.file = GgufFile::open(path, offset, size);
+  m.file = GgufFile::open(path, offset, size, where);
   m.model = Model::load(*m.file);
   m.tokenizer = Tokenizer::from_gguf(*m.file);
   if (m.tokenizer->n_vocab() != m.model->hparams().n_vocab)

@@ -26,8 +26,10 @@ struct LoadedModel {
 };
 
 // Opens a GGUF file (or a GGUF stored at [offset, offset+size) inside another file) and builds
-// model and tokenizer. Errors name the file.
-LoadedModel load_model(const std::string& path, uint64_t offset = 0, uint64_t size = 0);
+// model and tokenizer, with the image mapped or read into memory (Residence). Errors name the
+// file.
+LoadedModel load_model(const std::string& path, uint64_t offset = 0, uint64_t size = 0,
+                       Residence where = Residence::Mapped);
 
 struct ComputeOptions {
   int n_threads = 0;  // 0: all online CPUs

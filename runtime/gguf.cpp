@@ -16,6 +16,7 @@
 #include <numeric>
 
 #include "runtime/error.h"
+#include "runtime/huge_memory.h"
 
 namespace galleon {
 namespace {
@@ -536,8 +537,32 @@ GgufValue GgufValue::make_array(GgufValueType elem, std::vector<GgufValue> elems
 // ---------------------------------------------------------------------------------------------
 // GgufFile
 
+namespace {
+
+// [offset, offset + size) of fd, read into HugeMemory.
+std::unique_ptr<HugeMemory> read_into_memory(int fd, const std::string& path, uint64_t offset,
+                                             uint64_t size) {
+  if (size > std::numeric_limits<size_t>::max())
+    fail(ErrorKind::Io, path + ": GGUF of " + num(size) + " bytes cannot be read into memory");
+  auto mem = std::make_unique<HugeMemory>(size_t(size), path);
+  uint64_t done = 0;
+  while (done < size) {
+    const size_t want = size_t(std::min<uint64_t>(size - done, uint64_t(1) << 30));
+    const ssize_t got = ::pread(fd, mem->data() + done, want, off_t(offset + done));
+    if (got < 0 && errno == EINTR) continue;
+    if (got < 0) os_error(path, "read", errno);
+    if (got == 0)
+      fail(ErrorKind::Io, path + ": ended at byte " + num(offset + done) + " while reading the GGUF (" +
+                              num(size) + " bytes from offset " + num(offset) + ")");
+    done += uint64_t(got);
+  }
+  return mem;
+}
+
+}  // namespace
+
 std::unique_ptr<GgufFile> GgufFile::open(const std::string& path, uint64_t offset,
-                                         uint64_t size) {
+                                         uint64_t size, Residence where) {
   std::unique_ptr<GgufFile> f(new GgufFile());
   f->name_ = path;
   Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
@@ -555,6 +580,11 @@ std::unique_ptr<GgufFile> GgufFile::open(const std::string& path, uint64_t offse
             " bytes] runs past the end of the file (" + num(file_size) + " bytes)");
   if (size == 0) {
     f->parse(nullptr, 0);  // fails: no magic
+    return f;
+  }
+  if (where == Residence::Memory) {
+    f->memory_ = read_into_memory(fd.get(), path, offset, size);
+    f->parse(f->memory_->data(), size);
     return f;
   }
   uint64_t page = uint64_t(::sysconf(_SC_PAGESIZE));

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "runtime/ggml_type.h"
+#include "runtime/huge_memory.h"
 
 namespace galleon {
 
@@ -63,15 +64,21 @@ struct GgufTensorInfo {
   uint64_t n_bytes = 0;
 };
 
-// An opened GGUF file. The data section is memory-mapped read-only (or, for from_memory, a
-// caller-owned buffer that must outlive the object).
+// Where an opened GGUF's bytes live: the file's pages mapped read-only (Mapped), or a copy read
+// into anonymous memory on 2 MiB pages where the kernel gives them (Memory: decoding reads every
+// weight per token, and on a virtual machine it read them 30-45% faster from such memory than
+// from the page cache's 4 KiB pages; docs/performance.md).
+enum class Residence { Mapped, Memory };
+
+// An opened GGUF file. The image is memory-mapped read-only or read into memory (Residence),
+// or, for from_memory, a caller-owned buffer that must outlive the object.
 class GgufFile {
  public:
   // Opens and validates `path`. `data_offset_in_file` lets a GGUF embedded at a 512-byte-aligned
   // offset inside another file (a bundle member) be read in place: the GGUF occupies
   // [offset, offset + size) of the file; size 0 means "to the end".
   static std::unique_ptr<GgufFile> open(const std::string& path, uint64_t offset = 0,
-                                        uint64_t size = 0);
+                                        uint64_t size = 0, Residence where = Residence::Mapped);
   // Parses a GGUF image held in memory (tests, fuzzing). `name` is used in error messages.
   static std::unique_ptr<GgufFile> from_memory(const void* data, size_t size, std::string name);
   ~GgufFile();
@@ -105,7 +112,8 @@ class GgufFile {
   // Pointer to the tensor's bytes (n_bytes long, inside the mapping).
   const uint8_t* tensor_data(const GgufTensorInfo& t) const;
   // Maps every page of the file now (reading it from disk when it is not cached), so that
-  // evaluation does not take page faults; a hint: nothing happens where the kernel cannot.
+  // evaluation does not take page faults; a hint: nothing happens where the kernel cannot (or
+  // when the image was read into memory).
   void prefault() const;
 
  private:
@@ -124,6 +132,7 @@ class GgufFile {
   uint64_t size_ = 0;
   void* map_addr_ = nullptr;  // mmap bookkeeping (whole-page mapping)
   size_t map_len_ = 0;
+  std::unique_ptr<HugeMemory> memory_;  // the image, for Residence::Memory
 };
 
 // Writes GGUF v3. Same inputs give the same bytes: metadata and tensors are written in the order

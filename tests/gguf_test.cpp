@@ -304,28 +304,51 @@ TEST(GgufFileIo, WriteFileThenOpenMapsSameBytes) {
   EXPECT_EQ(x[7], -7.0f);
 }
 
+// Both residences: the file's pages mapped, and the image read into (huge-page) memory.
 TEST(GgufFileIo, OpenEmbeddedAtOffset) {
   TempDir dir;
   std::string path = dir.file("bundle.bin");
   Bytes img = small_image();
-  for (uint64_t offset : {uint64_t(512), uint64_t(4096 + 100)}) {
-    std::string bytes(size_t(offset), 'x');
-    bytes.append(img.begin(), img.end());
-    bytes.append(777, 'y');
-    testing::write_file(path, bytes);
-    auto f = GgufFile::open(path, offset, img.size());
-    EXPECT_EQ(f->tensors().size(), 3u);
-    EXPECT_EQ(f->tensor_data(*f->find_tensor("q.weight"))[0], 0x11);
-    // Without a size the trailing bytes belong to the image (allowed after the data).
-    EXPECT_EQ(GgufFile::open(path, offset)->tensors().size(), 3u);
-    try {
-      GgufFile::open(path, offset, bytes.size());
-      ADD_FAILURE() << "region past the end accepted";
-    } catch (const Error& e) {
-      EXPECT_EQ(e.kind(), ErrorKind::Invalid);
-      EXPECT_NE(e.message().find(path), std::string::npos) << e.message();
+  for (Residence where : {Residence::Mapped, Residence::Memory})
+    for (uint64_t offset : {uint64_t(512), uint64_t(4096 + 100)}) {
+      std::string bytes(size_t(offset), 'x');
+      bytes.append(img.begin(), img.end());
+      bytes.append(777, 'y');
+      testing::write_file(path, bytes);
+      auto f = GgufFile::open(path, offset, img.size(), where);
+      EXPECT_EQ(f->tensors().size(), 3u);
+      EXPECT_EQ(f->tensor_data(*f->find_tensor("q.weight"))[0], 0x11);
+      const GgufTensorInfo* t = f->find_tensor("out.weight");
+      EXPECT_EQ(0, std::memcmp(f->tensor_data(*t), img.data() + f->data_offset() + t->offset, 32));
+      // Without a size the trailing bytes belong to the image (allowed after the data).
+      EXPECT_EQ(GgufFile::open(path, offset, 0, where)->tensors().size(), 3u);
+      try {
+        GgufFile::open(path, offset, bytes.size(), where);
+        ADD_FAILURE() << "region past the end accepted";
+      } catch (const Error& e) {
+        EXPECT_EQ(e.kind(), ErrorKind::Invalid);
+        EXPECT_NE(e.message().find(path), std::string::npos) << e.message();
+      }
     }
+}
+
+// Read into memory, the image is the bytes of the moment it was opened: a later write to the
+// file changes nothing of it.
+TEST(GgufFileIo, MemoryResidenceIsASnapshot) {
+  TempDir dir;
+  std::string path = dir.file("m.gguf");
+  small_writer().write_file(path);
+  auto f = GgufFile::open(path, 0, 0, Residence::Memory);
+  const GgufTensorInfo* t = f->find_tensor("q.weight");
+  const uint8_t before = f->tensor_data(*t)[0];
+  std::string bytes = testing::read_file(path);
+  bytes[size_t(f->data_offset() + t->offset)] = char(before ^ 0xff);
+  {
+    std::fstream out(path, std::ios::in | std::ios::out | std::ios::binary);
+    out.write(bytes.data(), std::streamsize(bytes.size()));
   }
+  EXPECT_EQ(f->tensor_data(*t)[0], before);
+  EXPECT_NE(GgufFile::open(path, 0, 0, Residence::Memory)->tensor_data(*t)[0], before);
 }
 
 TEST(GgufFileIo, MissingFileIsNotFound) {
@@ -342,20 +365,33 @@ TEST(GgufFileIo, MissingFileIsNotFound) {
 
 TEST(GgufFileIo, DirectoryAndEmptyFile) {
   TempDir dir;
-  try {
-    GgufFile::open(dir.path().string());
-    FAIL() << "opened a directory";
-  } catch (const Error& e) {
-    EXPECT_EQ(e.kind(), ErrorKind::Io);
-  }
-  std::string empty = dir.file("empty.gguf");
-  testing::write_file(empty, "");
-  try {
-    GgufFile::open(empty);
-    FAIL() << "parsed an empty file";
-  } catch (const Error& e) {
-    EXPECT_EQ(e.kind(), ErrorKind::Invalid);
-    EXPECT_NE(e.message().find("magic"), std::string::npos) << e.message();
+  for (Residence where : {Residence::Mapped, Residence::Memory}) {
+    try {
+      GgufFile::open(dir.path().string(), 0, 0, where);
+      ADD_FAILURE() << "opened a directory";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::Io);
+    }
+    std::string empty = dir.file("empty.gguf");
+    testing::write_file(empty, "");
+    try {
+      GgufFile::open(empty, 0, 0, where);
+      ADD_FAILURE() << "parsed an empty file";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::Invalid);
+      EXPECT_NE(e.message().find("magic"), std::string::npos) << e.message();
+    }
+    // A truncated image: an error naming the file, whichever residence.
+    std::string cut = dir.file("cut.gguf");
+    Bytes img = small_image();
+    testing::write_file(cut, std::string(img.begin(), img.begin() + long(img.size() / 2)));
+    try {
+      GgufFile::open(cut, 0, 0, where);
+      ADD_FAILURE() << "parsed a truncated file";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::Invalid);
+      EXPECT_NE(e.message().find(cut), std::string::npos) << e.message();
+    }
   }
 }
 

@@ -87,6 +87,25 @@ TEST(Engine, LogitsAreIdenticalAcrossThreadsIsaAndBatching) {
       }
 }
 
+// The weights read into memory (the default) or mapped from the file (--mmap): the same bits,
+// for run and score.
+TEST(Engine, MmapFlagNeverChangesResults) {
+  const std::string model = shared_path(kStories);
+  GALLEON_REQUIRE_SHARED(model);
+  for (const char* verb : {"run", "score"}) {
+    std::vector<std::string> args = {verb, model, "--json"};
+    if (std::string(verb) == "run")
+      args.insert(args.end(), {"--prompt", "Lily and Tom", "--max-tokens", "16", "--temperature", "0"});
+    else
+      args.insert(args.end(), {"--text", "Lily and Tom went to the park."});
+    const json in_memory = run_json(args);
+    args.push_back("--mmap");
+    const json mapped = run_json(args);
+    EXPECT_EQ(in_memory["logits_sha256"], mapped["logits_sha256"]) << verb;
+    EXPECT_FALSE(std::string(in_memory["logits_sha256"]).empty()) << verb;
+  }
+}
+
 TEST(Engine, UnknownOrMissingIsaIsAClearError) {
   const std::string model = shared_path(kStories);
   GALLEON_REQUIRE_SHARED(model);

@@ -19,6 +19,7 @@ struct ModelArg {
   std::string path;
   uint64_t offset = 0;
   uint64_t size = 0;
+  bool mmap = false;  // --mmap: map the weights from the file instead of reading them in
   void add_to(CLI::App* cmd, const char* positional_name = "MODEL");
   LoadedModel load() const;
 };
