@@ -582,7 +582,9 @@ std::unique_ptr<GgufFile> GgufFile::open(const std::string& path, uint64_t offse
     f->parse(nullptr, 0);  // fails: no magic
     return f;
   }
-  if (where == Residence::Memory) {
+  // A copy would have to fit beside the page cache's: images larger than half the available
+  // memory stay mapped (paged from the file, never running the machine out of memory).
+  if (where == Residence::Memory && size <= available_memory_bytes() / 2) {
     f->memory_ = read_into_memory(fd.get(), path, offset, size);
     f->parse(f->memory_->data(), size);
     return f;

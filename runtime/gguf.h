@@ -67,7 +67,8 @@ struct GgufTensorInfo {
 // Where an opened GGUF's bytes live: the file's pages mapped read-only (Mapped), or a copy read
 // into anonymous memory on 2 MiB pages where the kernel gives them (Memory: decoding reads every
 // weight per token, and on a virtual machine it read them 30-45% faster from such memory than
-// from the page cache's 4 KiB pages; docs/performance.md).
+// from the page cache's 4 KiB pages; docs/performance.md). Memory maps instead when the image
+// is larger than half the available memory.
 enum class Residence { Mapped, Memory };
 
 // An opened GGUF file. The image is memory-mapped read-only or read into memory (Residence),

@@ -11,6 +11,10 @@
 
 namespace galleon {
 
+// Bytes of memory the kernel could give without swapping (MemAvailable of /proc/meminfo; the
+// free pages where that cannot be read).
+uint64_t available_memory_bytes();
+
 class HugeMemory {
  public:
   // `bytes` of zeroed memory; `what` names the data in the error when there is no memory.
