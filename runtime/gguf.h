@@ -110,7 +110,7 @@ class GgufFile {
 
   const std::vector<GgufTensorInfo>& tensors() const { return tensors_; }
   const GgufTensorInfo* find_tensor(std::string_view name) const;
-  // Pointer to the tensor's bytes (n_bytes long, inside the mapping).
+  // Pointer to the tensor's bytes (n_bytes long, inside the image: mapping or memory).
   const uint8_t* tensor_data(const GgufTensorInfo& t) const;
   // Maps every page of the file now (reading it from disk when it is not cached), so that
   // evaluation does not take page faults; a hint: nothing happens where the kernel cannot (or

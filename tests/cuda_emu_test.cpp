@@ -294,6 +294,19 @@ bool emulate_plain_matmul(GgmlType type, const cdev::GemmArgs& p, float* y,
   return has_path;
 }
 
+// Each (row, token) of an emulated matmul (y: token-major, rows per token) written exactly once
+// (seen) and bit-equal to the scalar reference of its weight row and activation row.
+void expect_matmul_is_ref(GgmlType t, const cdev::GemmArgs& p, const std::vector<float>& got,
+                          const std::vector<int>& seen) {
+  for (int64_t k = 0; k < p.ntok; ++k)
+    for (int64_t r = 0; r < p.n_out; ++r) {
+      ASSERT_EQ(seen[size_t(k * p.n_out + r)], 1) << "row " << r << " token " << k;
+      const float want = kern::ref_dot(t, p.n, p.w + size_t(r) * p.wrb, p.act + size_t(k) * p.arb);
+      ASSERT_EQ(bits(got[size_t(k * p.n_out + r)]), bits(want))
+          << type_name(t) << " n=" << p.n << " row " << r << " token " << k;
+    }
+}
+
 // The plain types' prompt tile (cdev::plain): partial blocks of rows and tokens, row lengths
 // below, at and above a round (128) and not multiples of 4 or 32, special values; each
 // (row, token) written once and equal to the reference.
@@ -319,13 +332,7 @@ TEST(CudaEmu, PlainTileMatchesRefDot) {
       std::vector<float> got(size_t(rows * ntok), -1.0f);
       std::vector<int> seen(got.size(), 0);
       ASSERT_TRUE(emulate_plain_matmul(t, args, got.data(), &seen));
-      for (int64_t k = 0; k < ntok; ++k)
-        for (int64_t r = 0; r < rows; ++r) {
-          ASSERT_EQ(seen[size_t(k * rows + r)], 1) << "row " << r << " token " << k;
-          const float want = kern::ref_dot(t, n, w.data() + size_t(r) * rb, a + size_t(k) * arb);
-          ASSERT_EQ(bits(got[size_t(k * rows + r)]), bits(want))
-              << type_name(t) << " n=" << n << " row " << r << " token " << k;
-        }
+      expect_matmul_is_ref(t, args, got, seen);
     }
   }
   EXPECT_EQ(types, 3);
@@ -366,13 +373,7 @@ TEST(CudaEmu, TensorCoreTileMatchesRefDot) {
       std::vector<float> got(size_t(rows * ntok), -1.0f);
       std::vector<int> seen(got.size(), 0);
       ASSERT_TRUE(emulate_mma_matmul(t, args, got.data(), &seen));
-      for (int64_t k = 0; k < ntok; ++k)
-        for (int64_t r = 0; r < rows; ++r) {
-          ASSERT_EQ(seen[size_t(k * rows + r)], 1) << "row " << r << " token " << k;
-          const float want = kern::ref_dot(t, n, w.data() + size_t(r) * rb, act.data() + size_t(k) * arb);
-          ASSERT_EQ(bits(got[size_t(k * rows + r)]), bits(want))
-              << type_name(t) << " n=" << n << " row " << r << " token " << k;
-        }
+      expect_matmul_is_ref(t, args, got, seen);
     }
   }
   EXPECT_EQ(types, 8);
@@ -529,11 +530,11 @@ class EmuExec {
     return a.data();
   }
   // new_paths: GALLEON_CUDA_GEMM=1 and GALLEON_CUDA_ATTN_TILES=1.
-  explicit EmuExec(bool new_paths) : tensor_cores_(new_paths) {}
+  explicit EmuExec(bool new_paths) : new_paths_(new_paths) {}
   // The matmul kernel: one warp per row and group of kMatmulTokens tokens; with tensor cores,
   // the quantized types' prompts as matmul_mma_kernel: 16 rows and 16 tokens per warp.
   void matmul(const cuda::DevWeight& w, const void* act, size_t arb, int64_t ntok, float* y) {
-    if (tensor_cores_ && ntok > 1 && matmul_tiles(w, act, arb, ntok, y)) return;
+    if (new_paths_ && ntok > 1 && matmul_tiles(w, act, arb, ntok, y)) return;
     constexpr int kTok = cdev::step::kMatmulTokens;
     static_assert(kTok <= 4);  // emulate_dots' lanes
     const uint8_t* a = static_cast<const uint8_t*>(act);
@@ -576,7 +577,7 @@ class EmuExec {
         const int64_t off = (h / group) * hd;
         const std::vector<float> o = emulate_attention_kernel(
             q + (t * n_head + h) * hd, kc + off, vc + off, n_past + t + 1, hd, kv_dim, kq_scale,
-            tensor_cores_);
+            new_paths_);
         std::memcpy(out + (t * n_head + h) * hd, o.data(), o.size() * sizeof(float));
       }
   }
@@ -585,14 +586,14 @@ class EmuExec {
   }
 
  private:
-  bool tensor_cores_;
+  bool new_paths_;
   std::vector<uint8_t> act_[3];
 };
 
 // The CUDA session's eval, emulated: all logits rows of toks, `batch` tokens per call.
 // last_only: each call's last row only (Rows::Last), as CudaSession computes it.
 std::vector<float> emulate_cuda_session(const Model& m, const std::vector<int32_t>& toks,
-                                        size_t batch, bool tensor_cores, bool last_only = false) {
+                                        size_t batch, bool new_paths, bool last_only = false) {
   const HParams& hp = m.hparams();
   auto view = [](const Weight& w) {
     return cuda::DevWeight{w.type, w.n_in, w.n_out, w.row_bytes, w.data};
@@ -604,7 +605,7 @@ std::vector<float> emulate_cuda_session(const Model& m, const std::vector<int32_
   std::vector<float> k_cache(size_t(hp.n_layer * n_ctx * kv_dim)), v_cache(k_cache.size());
   std::vector<float> cos_t, sin_t, x, rows;
   rope_table_rows(m, 0, int64_t(toks.size()), cos_t, sin_t);
-  EmuExec exec(tensor_cores);
+  EmuExec exec(new_paths);
   int64_t n_past = 0;
   for (size_t i = 0; i < toks.size(); i += batch) {
     const std::vector<int32_t> b(toks.begin() + long(i), toks.begin() + long(std::min(toks.size(), i + batch)));

@@ -19,12 +19,13 @@ void ModelArg::add_to(CLI::App* cmd, const char* positional_name) {
 }
 
 // run and score read every weight per token. By default they are read into memory on 2 MiB
-// pages where the kernel gives them (Residence::Memory: faster decoding); with --mmap they are
-// mapped, all pages now, as llama.cpp does (MAP_POPULATE), rather than page by page during the
-// first evaluation.
+// pages where the kernel gives them (Residence::Memory: faster decoding); with --mmap, or for an
+// image too large for memory, they are mapped, all pages now (prefault; nothing to do for an
+// image in memory), as llama.cpp does (MAP_POPULATE), rather than page by page during the first
+// evaluation.
 LoadedModel ModelArg::load() const {
   LoadedModel m = load_model(path, offset, size, mmap ? Residence::Mapped : Residence::Memory);
-  if (mmap) m.file->prefault();
+  m.file->prefault();
   return m;
 }
 
