@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <memory>
 #include <random>
 #include <string>
@@ -443,6 +444,31 @@ float emulate_quad_score(const float* q, const float* k, int64_t hd) {
   return cdev::attn::score_quad(part);
 }
 
+// The attention kernels' threads per block (kAttnThreads in session.cu).
+constexpr int kEmuAttnThreads = 256;
+
+// CellWalk visits cells first, first + step, ... in order, and the threads 0 .. step - 1
+// together visit every cell of the table once.
+TEST(CudaEmu, CellWalkVisitsEveryCellOnce) {
+  for (int width : {1, 2, 3, 31, 32, 33, 64, 65, 97, 129, 300})
+    for (int step : {1, 4, 31, 32, 255, 256})
+      for (int rows : {0, 1, 5, 32, 64}) {
+        std::vector<int> seen(size_t(width) * size_t(rows), 0);
+        for (int first = 0; first < step; ++first) {
+          int c = first;
+          cdev::attn::for_cells(first, step, width, rows, [&](int r, int d) {
+            ASSERT_EQ(r, c / width) << "width " << width << " step " << step << " first " << first;
+            ASSERT_EQ(d, c % width) << "width " << width << " step " << step << " first " << first;
+            ++seen[size_t(c)];
+            c += step;
+          });
+          EXPECT_GE(c, width * rows) << "stopped early: width " << width << " step " << step;
+        }
+        for (size_t c = 0; c < seen.size(); ++c)
+          ASSERT_EQ(seen[c], 1) << "cell " << c << " width " << width << " step " << step;
+      }
+}
+
 // The CUDA attention kernel's steps for one block (runtime/cuda/attention.h). Within a step
 // the cells are independent, so running them in sequence is what the threads compute.
 // tiles: the K-tile kernel's scores (GALLEON_CUDA_ATTN_TILES=1), taken where hd allows it.
@@ -451,22 +477,47 @@ std::vector<float> emulate_attention_kernel(const float* q, const float* kc, con
                                             float kq_scale, bool tiles = false) {
   std::vector<float> e(static_cast<size_t>(n_kv)),
       lanes(static_cast<size_t>(cdev::attn::lane_floats(hd))), out(static_cast<size_t>(hd));
-  for (int64_t j = 0; j < n_kv; ++j)
-    e[size_t(j)] = (tiles && hd <= cdev::attn::kQuadMaxHd
-                        ? cdev::canonical_nan(emulate_quad_score(q, kc + j * kv_dim, hd))
-                        : emulate_warp_dot([&](int l) {
-                            return cdev::lane_dot_f32(q, kc + j * kv_dim, hd, l);
-                          })) *
-                   kq_scale;
+  if (tiles && hd <= cdev::attn::kQuadMaxHd) {
+    // The K rows go through the kernel's tile, staged by every thread's share; NaN marks what
+    // no thread wrote.
+    const int64_t rows_per_tile = cdev::attn::kQuadTileRows;
+    const int64_t stride = cdev::attn::quad_tile_stride(hd);
+    std::vector<float> tile(size_t(rows_per_tile * stride));
+    for (int64_t j0 = 0; j0 < n_kv; j0 += rows_per_tile) {
+      const int rows = int(std::min(rows_per_tile, n_kv - j0));
+      std::fill(tile.begin(), tile.end(), std::numeric_limits<float>::quiet_NaN());
+      for (int tid = 0; tid < kEmuAttnThreads; ++tid)
+        cdev::attn::stage_k_rows(tid, kEmuAttnThreads, kc + j0 * kv_dim, kv_dim, int(hd), rows,
+                                 stride, tile.data());
+      for (int r = 0; r < rows; ++r)
+        e[size_t(j0 + r)] =
+            cdev::canonical_nan(emulate_quad_score(q, tile.data() + r * stride, hd)) * kq_scale;
+    }
+  } else {
+    for (int64_t j = 0; j < n_kv; ++j)
+      e[size_t(j)] = emulate_warp_dot([&](int l) {
+                       return cdev::lane_dot_f32(q, kc + j * kv_dim, hd, l);
+                     }) *
+                     kq_scale;
+  }
   // The kernel's 8 warps' maxima (kAttnThreads = 256), then theirs; the same value as in
   // j order, up to the sign of a zero maximum, which no e_j depends on.
   const float mx = cdev::attn::max_score_parts(e.data(), n_kv, 8);
   EXPECT_EQ(mx == 0.0f ? 0.0f : mx, cdev::attn::max_score(e.data(), n_kv)) << "n_kv " << n_kv;
   for (auto& x : e) x = cdev::expf(x - mx);
-  for (int64_t c = 0; c < 32 * (hd + 1); ++c)
-    cdev::attn::lane_cell(c, hd, e.data(), vc, kv_dim, n_kv, lanes.data());
+  // Every thread's cells (a step's cells are independent; the steps are separated by barriers).
+  // NaN marks a lane no thread wrote.
+  const int width = int(hd) + 1;
+  std::fill(lanes.begin(), lanes.end(), std::numeric_limits<float>::quiet_NaN());
+  for (int tid = 0; tid < kEmuAttnThreads; ++tid)
+    cdev::attn::for_cells(tid, kEmuAttnThreads, width, 32, [&](int l, int d) {
+      cdev::attn::lane_cell(l, d, hd, e.data(), vc, kv_dim, n_kv, lanes.data());
+    });
   for (int s = 16; s >= 1; s >>= 1)
-    for (int64_t c = 0; c < int64_t(s) * (hd + 1); ++c) cdev::attn::tree_cell(s, c, hd, lanes.data());
+    for (int tid = 0; tid < kEmuAttnThreads; ++tid)
+      cdev::attn::for_cells(tid, kEmuAttnThreads, width, s, [&](int i, int d) {
+        cdev::attn::tree_cell(s, i, d, hd, lanes.data());
+      });
   for (int64_t d = 0; d < hd; ++d) out[size_t(d)] = cdev::attn::output(lanes.data(), hd, d);
   return out;
 }

@@ -13,6 +13,35 @@ namespace galleon::cdev::attn {
 // Shared memory floats of a block.
 GALLEON_HD int64_t lane_floats(int64_t hd) { return 32 * hd + 32; }
 
+// A thread's cells of a table of `width` columns: cells c = first, first + step, ... as
+// (row c / width, column c % width), with no division per cell (a division of 64-bit integers
+// is a long instruction sequence on the GPU, more than a cell's work). The kernels walk their
+// cells so: thread t of n takes first = t, step = n.
+class CellWalk {
+ public:
+  GALLEON_HD CellWalk(int first, int step, int width)
+      : row_(first / width), col_(first % width), drow_(step / width), dcol_(step % width),
+        width_(width) {}
+  GALLEON_HD int row() const { return row_; }
+  GALLEON_HD int col() const { return col_; }
+  GALLEON_HD void next() {
+    row_ += drow_;
+    col_ += dcol_;
+    if (col_ >= width_) {
+      col_ -= width_;
+      ++row_;
+    }
+  }
+
+ private:
+  int row_, col_, drow_, dcol_, width_;
+};
+// f(row, column) for each of the thread's cells with row < rows.
+template <class F>
+GALLEON_HD void for_cells(int first, int step, int width, int rows, F&& f) {
+  for (CellWalk w(first, step, width); w.row() < rows; w.next()) f(w.row(), w.col());
+}
+
 // Step 1 with a shared-memory tile of K rows (head dims hd <= kQuadMaxHd): 4 threads per score,
 // thread u holding the lanes l = u, u + 4, ..., u + 28 of dot_f32(q, k_j) (products q_i * k_i
 // for i = l, l + 32, ... added in order to 0.0f). The tree steps s = 16, 8 and 4 pair lanes of
@@ -40,6 +69,12 @@ GALLEON_HD float score_quad(const float (&part)[4]) {
 // warp's load hit 32 different banks.
 GALLEON_HD int64_t quad_tile_stride(int64_t hd) { return (hd + 31) / 32 * 32 + 4; }
 constexpr int64_t kQuadTileRows = 64;  // 256 threads / 4
+// A thread's share (first, step) of staging `rows` K rows (kv_dim floats apart from k, hd used)
+// in the tile (rows `stride` floats apart).
+GALLEON_HD void stage_k_rows(int first, int step, const float* k, int64_t kv_dim, int hd,
+                             int rows, int64_t stride, float* tile) {
+  for_cells(first, step, hd, rows, [&](int r, int d) { tile[r * stride + d] = k[r * kv_dim + d]; });
+}
 
 // Step 2: m = max s_j. One step of it is max_step(m, s) = std::max(m, s): NaN never replaces m.
 // The kernel's warp w takes j = w, w + n_warps, ... in order, then one thread the warps' maxima
@@ -61,23 +96,21 @@ GALLEON_HD float max_score_parts(const float* e, int64_t n_kv, int n_parts) {
   return mx;
 }
 
-// Step 4, cell c < 32 * (hd + 1): lane l = c / (hd + 1) of column d = c % (hd + 1), d == hd
-// being the e lanes: the sum over j = l mod 32 of e_j * v_j[d] (or of e_j), increasing j.
-GALLEON_HD void lane_cell(int64_t c, int64_t hd, const float* e, const float* v, int64_t kv_dim,
+// Step 4, cell (lane l < 32, column d <= hd), d == hd being the e lanes: the sum over
+// j = l mod 32 of e_j * v_j[d] (or of e_j), increasing j.
+// Its place in `lanes`: 32 rows of hd e*v lanes, then the 32 e lanes.
+GALLEON_HD int lane_index(int l, int d, int64_t hd) {
+  return d == hd ? 32 * int(hd) + l : l * int(hd) + d;
+}
+GALLEON_HD void lane_cell(int l, int d, int64_t hd, const float* e, const float* v, int64_t kv_dim,
                           int64_t n_kv, float* lanes) {
-  const int l = int(c / (hd + 1));
-  const int64_t d = c % (hd + 1);
-  if (d == hd)
-    lanes[32 * hd + l] = lane_sum(e, n_kv, l);
-  else
-    lanes[l * hd + d] = lane_weighted_sum(e, v + d, kv_dim, n_kv, l);
+  lanes[lane_index(l, d, hd)] =
+      d == hd ? lane_sum(e, n_kv, l) : lane_weighted_sum(e, v + d, kv_dim, n_kv, l);
 }
 
-// Step 5 at stride s (16, 8, 4, 2, 1), cell c < s * (hd + 1): L[i] = L[i] + L[i + s] for row
-// i = c / (hd + 1) of column c % (hd + 1). Cells of one stride touch disjoint lanes.
-GALLEON_HD void tree_cell(int s, int64_t c, int64_t hd, float* lanes) {
-  const int i = int(c / (hd + 1));
-  const int64_t d = c % (hd + 1);
+// Step 5 at stride s (16, 8, 4, 2, 1), cell (row i < s, column d <= hd): L[i] = L[i] + L[i + s]
+// in column d (d == hd: the e lanes). Cells of one stride touch disjoint lanes.
+GALLEON_HD void tree_cell(int s, int i, int d, int64_t hd, float* lanes) {
   if (d == hd)
     lanes[32 * hd + i] = lanes[32 * hd + i] + lanes[32 * hd + i + s];
   else

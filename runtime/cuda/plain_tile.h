@@ -41,8 +41,8 @@ static_assert(kOut % 32 == 0, "the paired tree ends with whole sums in every lan
 template <GgmlType T>
 constexpr bool kHasPath = T == GgmlType::F32 || T == GgmlType::F16 || T == GgmlType::BF16;
 
-// One round's operands, as f32.
-struct Stage {
+// One round's operands, as f32 (16-byte aligned: a piece is stored with one vector store).
+struct alignas(16) Stage {
   float w[kRows][kChunk];
   float x[kTokens][kChunk];
 };
@@ -118,8 +118,13 @@ class Stager {
     for (int j = 0; j < kPieces; ++j) {
       const Piece at = piece(j);
       float* to = at.weight ? &s.w[at.row][4 * at.quad] : &s.x[at.row][4 * at.quad];
-      GALLEON_DEVICE_UNROLL
+#if defined(__CUDA_ARCH__)
+      // One 16-byte store: a quarter warp's 8 pieces fill the 32 banks (4 stores each would
+      // put lanes 8 apart on the same bank).
+      *reinterpret_cast<float4*>(to) = make_float4(q[j].v[0], q[j].v[1], q[j].v[2], q[j].v[3]);
+#else
       for (int i = 0; i < 4; ++i) to[i] = q[j].v[i];
+#endif
     }
   }
 

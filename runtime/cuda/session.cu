@@ -457,12 +457,14 @@ __global__ void attention_kernel(const float* q, const float* kc, const float* v
   const float mx = s_max;
   for (int64_t j = threadIdx.x; j < n_kv; j += blockDim.x) e[j] = cdev::expf(e[j] - mx);
   __syncthreads();
-  for (int64_t c = threadIdx.x; c < 32 * (hd + 1); c += blockDim.x)
-    cdev::attn::lane_cell(c, hd, e, vc + off, kv_dim, n_kv, lanes);
+  const int tid = int(threadIdx.x), n_threads = int(blockDim.x), width = int(hd) + 1;
+  cdev::attn::for_cells(tid, n_threads, width, 32, [&](int l, int d) {
+    cdev::attn::lane_cell(l, d, hd, e, vc + off, kv_dim, n_kv, lanes);
+  });
   __syncthreads();
   for (int s = 16; s >= 1; s >>= 1) {
-    for (int64_t c = threadIdx.x; c < int64_t(s) * (hd + 1); c += blockDim.x)
-      cdev::attn::tree_cell(s, c, hd, lanes);
+    cdev::attn::for_cells(tid, n_threads, width, s,
+                          [&](int i, int d) { cdev::attn::tree_cell(s, i, d, hd, lanes); });
     __syncthreads();
   }
   for (int64_t d = threadIdx.x; d < hd; d += blockDim.x)
@@ -510,8 +512,8 @@ __global__ void __launch_bounds__(kAttnThreads)
   for (int64_t j0 = 0; j0 < n_kv; j0 += cdev::attn::kQuadTileRows) {  // block-uniform
     const int64_t rows = min(cdev::attn::kQuadTileRows, n_kv - j0);
     __syncthreads();  // q written; the previous tile read
-    for (int64_t c = tid; c < rows * hd; c += kAttnThreads)
-      ks[(c / hd) * stride + c % hd] = kc[(j0 + c / hd) * kv_dim + off + c % hd];
+    cdev::attn::stage_k_rows(tid, kAttnThreads, kc + j0 * kv_dim + off, kv_dim, int(hd), int(rows),
+                             stride, ks);
     __syncthreads();
 #pragma unroll
     for (int g = 0; g < G; ++g) {
@@ -547,15 +549,17 @@ __global__ void __launch_bounds__(kAttnThreads)
   }
   __syncthreads();
   // 4. Lane cells (lane l, column d; d == hd: the e lanes) of every head at once.
-  const int64_t n_cells = 32 * (hd + 1);
+  const int width = int(hd) + 1;
   float acc[kTileCells][G];
+  int at[kTileCells];  // each cell's place in `lanes` (-1: no cell)
+  cdev::attn::CellWalk cell(tid, kAttnThreads, width);
 #pragma unroll
-  for (int k = 0; k < kTileCells; ++k) {
+  for (int k = 0; k < kTileCells; ++k, cell.next()) {
 #pragma unroll
     for (int g = 0; g < G; ++g) acc[k][g] = 0.0f;
-    const int64_t c = tid + int64_t(k) * kAttnThreads;
-    if (c >= n_cells) continue;
-    const int64_t l = c / (hd + 1), d = c % (hd + 1);
+    const int l = cell.row(), d = cell.col();
+    at[k] = l >= 32 ? -1 : cdev::attn::lane_index(l, d, hd);
+    if (l >= 32) continue;
     for (int64_t j = l; j < n_kv; j += 32) {
       if (d == hd) {
 #pragma unroll
@@ -571,16 +575,12 @@ __global__ void __launch_bounds__(kAttnThreads)
 #pragma unroll
   for (int g = 0; g < G; ++g) {
 #pragma unroll
-    for (int k = 0; k < kTileCells; ++k) {
-      const int64_t c = tid + int64_t(k) * kAttnThreads;
-      if (c >= n_cells) continue;
-      const int64_t l = c / (hd + 1), d = c % (hd + 1);
-      lanes[d == hd ? 32 * hd + l : l * hd + d] = acc[k][g];
-    }
+    for (int k = 0; k < kTileCells; ++k)
+      if (at[k] >= 0) lanes[at[k]] = acc[k][g];
     __syncthreads();
     for (int st = 16; st >= 1; st >>= 1) {
-      for (int64_t c = tid; c < int64_t(st) * (hd + 1); c += kAttnThreads)
-        cdev::attn::tree_cell(st, c, hd, lanes);
+      cdev::attn::for_cells(tid, kAttnThreads, width, st,
+                            [&](int i, int d) { cdev::attn::tree_cell(st, i, d, hd, lanes); });
       __syncthreads();
     }
     for (int64_t d = tid; d < hd; d += kAttnThreads)
