@@ -64,6 +64,12 @@ make_bundle() {  # BIN DIR
 }
 
 STAGED_BINS=(galleon-engine galleon-engine-cuda cuda_test cuda_emu_test llama_bench galleon)
+# One digest of the sources the staged binaries are built from (scripts and docs excluded), so
+# that a check never runs binaries staged from other sources without saying so.
+sources_digest() {
+  find CMakeLists.txt runtime pkg signing tests bench recipes -type f ! -name '*.sh' ! -name '*.md' \
+    -print0 | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -c1-64
+}
 if [[ "$MODE" == stage ]]; then
   build "${STAGED_BINS[@]}"
   rm -rf "$STAGE"
@@ -76,6 +82,7 @@ if [[ "$MODE" == stage ]]; then
     grep -vE '/(libc|libm|libstdc\+\+|libgcc_s|libresolv|ld-linux[^/]*)\.so' |
     xargs -I{} cp -L {} "$STAGE/lib/"
   tar -C "$STAGE" -cf - bin bundle lib shared | xz -T0 -6 >"$STAGE/payload.tar.xz"
+  sources_digest >"$STAGE/sources.sha256"
   rm -rf "$STAGE/bin" "$STAGE/bundle" "$STAGE/lib" "$STAGE/shared"
   du -sh "$STAGE"
   echo "staged in $STAGE: on the GPU machine, with $STAGE beside the sources, run"
@@ -97,6 +104,11 @@ if [[ -x "$STAGE/bin/galleon-engine" ]]; then
   BIN=$ROOT/$STAGE/bin
   SHARED=$ROOT/$STAGE/shared
   echo "== using the binaries staged in $STAGE (not building)"
+  if [[ "$(cat "$STAGE/sources.sha256" 2>/dev/null)" == "$(sources_digest)" ]]; then
+    pass "the staged binaries were built from these sources"
+  else
+    failed "the staged binaries were built from other sources: run \`bench/gpu-check.sh stage\` again"
+  fi
 else
   build galleon galleon-engine galleon-engine-cuda cuda_test cuda_emu_test model_test llama_bench
   BIN=$ROOT/$BUILD/bin
