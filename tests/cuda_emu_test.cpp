@@ -444,8 +444,8 @@ float emulate_quad_score(const float* q, const float* k, int64_t hd) {
   return cdev::attn::score_quad(part);
 }
 
-// The attention kernels' threads per block (kAttnThreads in session.cu).
-constexpr int kEmuAttnThreads = 256;
+// The attention kernels' threads per block.
+constexpr int kEmuAttnThreads = cdev::attn::kThreads;
 
 // CellWalk visits cells first, first + step, ... in order, and the threads 0 .. step - 1
 // together visit every cell of the table once.
@@ -500,9 +500,9 @@ std::vector<float> emulate_attention_kernel(const float* q, const float* kc, con
                      }) *
                      kq_scale;
   }
-  // The kernel's 8 warps' maxima (kAttnThreads = 256), then theirs; the same value as in
-  // j order, up to the sign of a zero maximum, which no e_j depends on.
-  const float mx = cdev::attn::max_score_parts(e.data(), n_kv, 8);
+  // The kernel's warps' maxima, then theirs; the same value as in j order, up to the sign of
+  // a zero maximum, which no e_j depends on.
+  const float mx = cdev::attn::max_score_parts(e.data(), n_kv, kEmuAttnThreads / 32);
   EXPECT_EQ(mx == 0.0f ? 0.0f : mx, cdev::attn::max_score(e.data(), n_kv)) << "n_kv " << n_kv;
   for (auto& x : e) x = cdev::expf(x - mx);
   // Every thread's cells (a step's cells are independent; the steps are separated by barriers).

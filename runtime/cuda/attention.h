@@ -10,6 +10,9 @@
 
 namespace galleon::cdev::attn {
 
+// Threads of an attention kernel's block (8 warps).
+constexpr int kThreads = 256;
+
 // Shared memory floats of a block.
 GALLEON_HD int64_t lane_floats(int64_t hd) { return 32 * hd + 32; }
 
@@ -68,7 +71,7 @@ GALLEON_HD float score_quad(const float (&part)[4]) {
 // K tile row stride in floats: a multiple of 32 plus 4, so that the 8 rows x 4 threads of a
 // warp's load hit 32 different banks.
 GALLEON_HD int64_t quad_tile_stride(int64_t hd) { return (hd + 31) / 32 * 32 + 4; }
-constexpr int64_t kQuadTileRows = 64;  // 256 threads / 4
+constexpr int64_t kQuadTileRows = kThreads / 4;  // a score per 4 threads
 // A thread's share (first, step) of staging `rows` K rows (kv_dim floats apart from k, hd used)
 // in the tile (rows `stride` floats apart).
 GALLEON_HD void stage_k_rows(int first, int step, const float* k, int64_t kv_dim, int hd,
@@ -96,12 +99,13 @@ GALLEON_HD float max_score_parts(const float* e, int64_t n_kv, int n_parts) {
   return mx;
 }
 
-// Step 4, cell (lane l < 32, column d <= hd), d == hd being the e lanes: the sum over
-// j = l mod 32 of e_j * v_j[d] (or of e_j), increasing j.
-// Its place in `lanes`: 32 rows of hd e*v lanes, then the 32 e lanes.
+// Lane l of column d <= hd in `lanes`: 32 rows of hd e*v lanes, then the 32 e lanes (d == hd).
 GALLEON_HD int lane_index(int l, int d, int64_t hd) {
   return d == hd ? 32 * int(hd) + l : l * int(hd) + d;
 }
+
+// Step 4, cell (lane l < 32, column d <= hd), d == hd being the e lanes: the sum over
+// j = l mod 32 of e_j * v_j[d] (or of e_j), increasing j.
 GALLEON_HD void lane_cell(int l, int d, int64_t hd, const float* e, const float* v, int64_t kv_dim,
                           int64_t n_kv, float* lanes) {
   lanes[lane_index(l, d, hd)] =
@@ -111,10 +115,8 @@ GALLEON_HD void lane_cell(int l, int d, int64_t hd, const float* e, const float*
 // Step 5 at stride s (16, 8, 4, 2, 1), cell (row i < s, column d <= hd): L[i] = L[i] + L[i + s]
 // in column d (d == hd: the e lanes). Cells of one stride touch disjoint lanes.
 GALLEON_HD void tree_cell(int s, int i, int d, int64_t hd, float* lanes) {
-  if (d == hd)
-    lanes[32 * hd + i] = lanes[32 * hd + i] + lanes[32 * hd + i + s];
-  else
-    lanes[i * hd + d] = lanes[i * hd + d] + lanes[(i + s) * hd + d];
+  const int at = lane_index(i, d, hd);
+  lanes[at] = lanes[at] + lanes[lane_index(i + s, d, hd)];
 }
 
 // Step 6: o_d = L[0][d] / (the e lanes' L[0]).

@@ -413,7 +413,7 @@ __global__ void expf_kernel(float* x, int64_t total) {  // cuda::testing::map on
   GALLEON_GRID_STRIDE(i, total) x[i] = cdev::expf(x[i]);
 }
 
-constexpr int kAttnThreads = 256;
+constexpr int kAttnThreads = cdev::attn::kThreads;
 constexpr size_t kAttnShared = 48 * 1024;  // the default dynamic shared memory of a block
 
 // One block per (token, head); the scores e live in shared memory after the lanes when
