@@ -36,6 +36,18 @@ using testing::shared_path;
       GTEST_SKIP() << "no CUDA GPU here (" << why << "): GPU comparisons skipped"; \
   } while (0)
 
+// Token counts and the attention shapes' weight types: on a GPU; on the host CUDA runtime
+// (cuda_host_test, docs/cuda.md: every GPU thread a fiber on one CPU core) shorter sequences,
+// that still fill more than one 64-row K tile and more than one prompt tile of each matmul
+// path, and one weight type for the attention shapes (the synthetic cases cover every type).
+#if defined(GALLEON_CUDA_HOST_TEST)
+constexpr int kStoryTokens = 30, kSynthTokens = 48, kGroupTokens = 70;
+constexpr GgmlType kGroupTypes[] = {GgmlType::Q4_0};
+#else
+constexpr int kStoryTokens = 80, kSynthTokens = 70, kGroupTokens = 150;
+constexpr GgmlType kGroupTypes[] = {GgmlType::F32, GgmlType::Q4_0};
+#endif
+
 // All logits rows of `toks`, evaluated `batch` tokens per call.
 std::vector<float> all_logits(Evaluator& ev, const std::vector<int32_t>& toks, size_t batch) {
   std::vector<float> rows, logits;
@@ -196,7 +208,8 @@ TEST(Cuda, Stories260KMatchesCpu) {
   std::vector<int32_t> toks = m.tokenizer->encode(
       "Once upon a time, there was a little girl named Lily. She loved to play outside.", true,
       false);
-  for (int i = 0; i < 80; ++i) toks.push_back(int32_t((i * 97 + 5) % m.model->hparams().n_vocab));
+  const int64_t n_vocab = m.model->hparams().n_vocab;
+  for (int i = 0; i < kStoryTokens; ++i) toks.push_back(int32_t((i * 97 + 5) % n_vocab));
   expect_cuda_equals_cpu_on_every_path(m, toks, "stories260K");
 }
 
@@ -210,7 +223,7 @@ TEST_P(CudaSynth, MatchesCpu) {
   testing::TempDir dir;
   const SynthSpec spec = testing::synth_case_spec(c);
   LoadedModel m = testing::write_and_load(spec, dir);
-  const std::vector<int32_t> toks = testing::synth_tokens(70, spec.n_vocab);
+  const std::vector<int32_t> toks = testing::synth_tokens(kSynthTokens, spec.n_vocab);
   expect_cuda_equals_cpu_on_every_path(m, toks, std::string(c.arch) + " " + type_name(c.type));
 }
 
@@ -227,7 +240,7 @@ TEST(Cuda, AttentionGroupShapesMatchCpu) {
   };
   for (const Shape sh : {Shape{128, 2, 2}, Shape{192, 3, 1}, Shape{256, 8, 2}, Shape{384, 6, 1},
                          Shape{256, 8, 1}, Shape{192, 2, 1}})
-    for (GgmlType type : {GgmlType::F32, GgmlType::Q4_0}) {
+    for (GgmlType type : kGroupTypes) {
       testing::TempDir dir;
       SynthSpec spec;
       spec.type = spec.embd_type = type;
@@ -235,7 +248,7 @@ TEST(Cuda, AttentionGroupShapesMatchCpu) {
       spec.n_head = sh.n_head;
       spec.n_head_kv = sh.n_head_kv;
       LoadedModel m = testing::write_and_load(spec, dir);
-      const std::vector<int32_t> toks = testing::synth_tokens(150, spec.n_vocab);
+      const std::vector<int32_t> toks = testing::synth_tokens(kGroupTokens, spec.n_vocab);
       expect_cuda_equals_cpu_on_every_path(
           m, toks, std::string(type_name(type)) + " n_embd " + std::to_string(sh.n_embd) +
                        " heads " + std::to_string(sh.n_head) + "/" + std::to_string(sh.n_head_kv));

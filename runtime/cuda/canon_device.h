@@ -506,7 +506,8 @@ struct NoOpForType {
 // True when `t` has a kernel (with_type accepts it).
 inline bool has_kernel(GgmlType t) { return with_type(t, NoOpForType{}); }
 
-#if defined(__CUDACC__)
+// (GALLEON_CUDA_HOST: session.cu compiled for the CPU by the tests, tests/cuda_host.)
+#if defined(__CUDACC__) || defined(GALLEON_CUDA_HOST)
 // The canonical tree on a warp: after s = 16, 8, 4, 2, 1, lane 0 holds
 // L[0] + ... in exactly the order L[i] = L[i] + L[i + s] (lanes i + s >= 32 read themselves;
 // those lanes are never read again). Every lane of the warp must call it.

@@ -177,7 +177,8 @@ GALLEON_HDI float pair_sum(float a, float b, int lane, int s, float got) {
 // After the tree, lane's v[k] (k < kOut / 32) is output 32 k + bitrev5(lane) of the 64.
 GALLEON_HDI constexpr int tree_output(int lane, int k) { return 32 * k + bitrev5(lane); }
 
-#if defined(__CUDACC__)
+// (GALLEON_CUDA_HOST: session.cu compiled for the CPU by the tests, tests/cuda_host.)
+#if defined(__CUDACC__) || defined(GALLEON_CUDA_HOST)
 // One step of the paired tree: the first kCount values of v -> the first kCount / 2.
 template <int kCount>
 __device__ __forceinline__ void paired_step(float (&v)[kOut], int lane, int s) {

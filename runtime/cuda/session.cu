@@ -30,6 +30,15 @@
 #include "runtime/model.h"
 #include "runtime/quant.h"
 
+// kernel<<<grid, block, shared_bytes, st>>>(args) is written GALLEON_LAUNCH(grid, block,
+// shared_bytes, st, kernel)(args), and a kernel's dynamic shared memory GALLEON_DYNAMIC_SHARED:
+// the host runtime of the tests (tests/cuda_host/cuda_runtime.h) defines both its own way.
+#if !defined(GALLEON_LAUNCH)
+#define GALLEON_LAUNCH(grid, block, shared_bytes, st, ...) \
+  __VA_ARGS__<<<grid, block, shared_bytes, st>>>
+#define GALLEON_DYNAMIC_SHARED(type, name) extern __shared__ type name[]
+#endif
+
 namespace galleon::cuda {
 namespace {
 
@@ -428,7 +437,7 @@ __global__ void attention_kernel(const float* q, const float* kc, const float* v
                                  int64_t group, int64_t hd, int64_t kv_dim, const int64_t* n_past,
                                  int64_t n_ctx, float kq_scale, float* scratch, float* out,
                                  bool shared_scores) {
-  extern __shared__ float lanes[];  // attn::lane_floats(hd) [+ n_ctx scores]
+  GALLEON_DYNAMIC_SHARED(float, lanes);  // attn::lane_floats(hd) [+ n_ctx scores]
   __shared__ float s_max, s_warp_max[32];
   const int64_t t = blockIdx.x, h = blockIdx.y;
   const int64_t n_kv = *n_past + t + 1;
@@ -489,7 +498,7 @@ __global__ void __launch_bounds__(kAttnThreads)
                            int64_t n_ctx, float kq_scale, float* scratch, float* out,
                            bool shared_scores) {
   // lanes (attn::lane_floats(hd)) | q rows (G * hd) | K tile | [G * n_ctx scores]
-  extern __shared__ float lanes[];
+  GALLEON_DYNAMIC_SHARED(float, lanes);
   __shared__ float s_warp_max[kAttnThreads / 32][G], s_max[G];
   const int64_t t = blockIdx.x, h0 = int64_t(blockIdx.y) * G;  // query heads h0 .. h0 + G - 1
   const int64_t n_kv = *n_past + t + 1;
@@ -510,7 +519,8 @@ __global__ void __launch_bounds__(kAttnThreads)
 #pragma unroll
   for (int g = 0; g < G; ++g) thread_max[g] = -INFINITY;
   for (int64_t j0 = 0; j0 < n_kv; j0 += cdev::attn::kQuadTileRows) {  // block-uniform
-    const int64_t rows = min(cdev::attn::kQuadTileRows, n_kv - j0);
+    const int64_t left = n_kv - j0,
+                  rows = left < cdev::attn::kQuadTileRows ? left : cdev::attn::kQuadTileRows;
     __syncthreads();  // q written; the previous tile read
     cdev::attn::stage_k_rows(tid, kAttnThreads, kc + j0 * kv_dim + off, kv_dim, int(hd), int(rows),
                              stride, ks);
@@ -608,11 +618,11 @@ void launch_matmul(const DevWeight& w, const uint8_t* a, size_t arb, int64_t nto
   const dim3 grid(blocks_for(w.n_out, kMatmulWarps * rows),
                   unsigned(std::min<int64_t>(groups, 65535)));
   if constexpr (cdev::TypeInfo<T>::elems == 256)
-    matmul_k_kernel<T, K><<<grid, 32 * kMatmulWarps, 0, st>>>(w.data, w.row_bytes, w.n_in,
-                                                             w.n_out, a, arb, ntok, y, w.n_out);
+    GALLEON_LAUNCH(grid, 32 * kMatmulWarps, 0, st, matmul_k_kernel<T, K>)(
+        w.data, w.row_bytes, w.n_in, w.n_out, a, arb, ntok, y, w.n_out);
   else
-    matmul_kernel<T, R, K><<<grid, 32 * kMatmulWarps, 0, st>>>(w.data, w.row_bytes, w.n_in,
-                                                              w.n_out, a, arb, ntok, y, w.n_out);
+    GALLEON_LAUNCH(grid, 32 * kMatmulWarps, 0, st, matmul_kernel<T, R, K>)(
+        w.data, w.row_bytes, w.n_in, w.n_out, a, arb, ntok, y, w.n_out);
 }
 
 template <GgmlType T>
@@ -622,7 +632,7 @@ void launch_matmul_mma(const DevWeight& w, const uint8_t* a, size_t arb, int64_t
   const dim3 grid(blocks_for(w.n_out, cdev::mma::kRows),
                   unsigned(std::min<int64_t>((ntok + kTokens - 1) / kTokens, 65535)));
   const cdev::mma::Args p{w.data, w.row_bytes, w.n_in, w.n_out, a, arb, ntok};
-  matmul_mma_kernel<T, kMmaTokenGroups><<<grid, 32 * kMmaWarps, 0, st>>>(p, y, w.n_out);
+  GALLEON_LAUNCH(grid, 32 * kMmaWarps, 0, st, matmul_mma_kernel<T, kMmaTokenGroups>)(p, y, w.n_out);
 }
 
 template <GgmlType T>
@@ -632,7 +642,7 @@ void launch_matmul_plain(const DevWeight& w, const uint8_t* a, size_t arb, int64
   const dim3 grid(blocks_for(w.n_out, pl::kRows),
                   unsigned(std::min<int64_t>((ntok + pl::kTokens - 1) / pl::kTokens, 65535)));
   const cdev::GemmArgs p{w.data, w.row_bytes, w.n_in, w.n_out, a, arb, ntok};
-  matmul_plain_kernel<T><<<grid, pl::kThreads, 0, st>>>(p, y, w.n_out);
+  GALLEON_LAUNCH(grid, pl::kThreads, 0, st, matmul_plain_kernel<T>)(p, y, w.n_out);
 }
 
 // `requested`, unless it asks for the prompt tiles and the current GPU has no int8 mma.sync
@@ -680,11 +690,11 @@ void run_quantize(GgmlType t, const float* x, int64_t n, int64_t ntok, void* dst
   constexpr int kWarps = 4;  // blocks per CUDA block, one warp each
   if (kern::act_format(t) == kern::ActFormat::A8) {
     const int64_t total = n / 32 * ntok;
-    quantize_a8_kernel<<<blocks_for(total, kWarps), 32 * kWarps, 0, st>>>(
+    GALLEON_LAUNCH(blocks_for(total, kWarps), 32 * kWarps, 0, st, quantize_a8_kernel)(
         x, n, total, static_cast<kern::A8Block*>(dst));
   } else {
     const int64_t total = n / 256 * ntok;
-    quantize_a8k_kernel<<<blocks_for(total, kWarps), 32 * kWarps, 0, st>>>(
+    GALLEON_LAUNCH(blocks_for(total, kWarps), 32 * kWarps, 0, st, quantize_a8k_kernel)(
         x, n, total, static_cast<kern::A8KBlock*>(dst));
   }
   check_launch("activation quantization kernel");
@@ -767,20 +777,20 @@ class CudaExec {
   }
   void rms_norm(const float* x, const float* w, int64_t n, float eps, int64_t ntok, float* y) {
     profile_.step("rms_norm", batch_, [&] {
-      rms_norm_kernel<<<unsigned(ntok), kNormThreads, 0, st_>>>(x, w, n, eps, y);
+      GALLEON_LAUNCH(unsigned(ntok), kNormThreads, 0, st_, rms_norm_kernel)(x, w, n, eps, y);
       check_launch("rms_norm kernel");
     });
   }
   void add(float* x, const float* b, int64_t dim, int64_t total, bool broadcast) {
     profile_.step("add", batch_, [&] {
-      add_kernel<<<blocks_for(total, 256), 256, 0, st_>>>(x, b, dim, total, broadcast);
+      GALLEON_LAUNCH(blocks_for(total, 256), 256, 0, st_, add_kernel)(x, b, dim, total, broadcast);
       check_launch("add kernel");
     });
   }
   void rope(float* x, int64_t n_heads, int64_t hd, int64_t n_rot, bool neox, int64_t ntok,
             int64_t /*n_past: pos_*/, const float* cos_t, const float* sin_t) {
     profile_.step("rope", batch_, [&] {
-      rope_kernel<<<blocks_for(ntok * n_heads * (n_rot / 2), 256), 256, 0, st_>>>(
+      GALLEON_LAUNCH(blocks_for(ntok * n_heads * (n_rot / 2), 256), 256, 0, st_, rope_kernel)(
           x, n_heads, hd, n_rot, neox, ntok, pos_, cos_t, sin_t);
       check_launch("rope kernel");
     });
@@ -788,8 +798,8 @@ class CudaExec {
   void store_kv(float* cache, const float* src, int64_t /*n_past: pos_*/, int64_t kv_dim,
                 int64_t ntok) {
     profile_.step("store_kv", batch_, [&] {
-      store_kv_kernel<<<blocks_for(ntok * kv_dim, 256), 256, 0, st_>>>(cache, src, pos_,
-                                                                       ntok * kv_dim, kv_dim);
+      GALLEON_LAUNCH(blocks_for(ntok * kv_dim, 256), 256, 0, st_, store_kv_kernel)(
+          cache, src, pos_, ntok * kv_dim, kv_dim);
       check_launch("KV cache store kernel");
     });
   }
@@ -804,8 +814,8 @@ class CudaExec {
     const size_t with_scores = lanes + size_t(n_ctx) * sizeof(float);
     const bool shared_scores = with_scores <= kAttnShared;
     profile_.step("attention", batch_, [&] {
-      attention_kernel<<<dim3(unsigned(ntok), unsigned(n_head)), kAttnThreads,
-                         shared_scores ? with_scores : lanes, st_>>>(
+      GALLEON_LAUNCH(dim3(unsigned(ntok), unsigned(n_head)), kAttnThreads,
+                     shared_scores ? with_scores : lanes, st_, attention_kernel)(
           q, kc, vc, n_head, group, hd, kv_dim, pos_, n_ctx, kq_scale, scores, out,
           shared_scores);
       check_launch("attention kernel");
@@ -823,8 +833,8 @@ class CudaExec {
       const size_t with_scores = base + size_t(G) * size_t(n_ctx) * sizeof(float);
       const bool shared_scores = with_scores <= kAttnShared;
       profile_.step("attention (K tiles)", batch_, [&] {
-        attention_tiles_kernel<G><<<dim3(unsigned(ntok), unsigned(n_head / G)), kAttnThreads,
-                                    shared_scores ? with_scores : base, st_>>>(
+        GALLEON_LAUNCH(dim3(unsigned(ntok), unsigned(n_head / G)), kAttnThreads,
+                       shared_scores ? with_scores : base, st_, attention_tiles_kernel<G>)(
             q, kc, vc, n_head, group, hd, kv_dim, pos_, n_ctx, kq_scale, scores, out,
             shared_scores);
         check_launch("attention kernel (K tiles)");
@@ -842,7 +852,7 @@ class CudaExec {
   const void* act_buffer(int slot) const { return act_[slot].get(); }
   void silu_mul(float* g, const float* u, int64_t total) {
     profile_.step("silu_mul", batch_, [&] {
-      silu_mul_kernel<<<blocks_for(total, 256), 256, 0, st_>>>(g, u, total);
+      GALLEON_LAUNCH(blocks_for(total, 256), 256, 0, st_, silu_mul_kernel)(g, u, total);
       check_launch("silu kernel");
     });
   }
@@ -1131,11 +1141,12 @@ std::vector<float> map(int op, const std::vector<float>& x) {
   const int64_t total = int64_t(x.size());
   dx.upload(x.data(), x.size() * sizeof(float));
   if (op == 0) {
-    expf_kernel<<<blocks_for(total, 256), 256>>>(dx.get<float>(), total);
+    GALLEON_LAUNCH(blocks_for(total, 256), 256, 0, 0, expf_kernel)(dx.get<float>(), total);
   } else {
     const std::vector<float> one(x.size(), 1.0f);
     ones.upload(one.data(), one.size() * sizeof(float));
-    silu_mul_kernel<<<blocks_for(total, 256), 256>>>(dx.get<float>(), ones.get<float>(), total);
+    GALLEON_LAUNCH(blocks_for(total, 256), 256, 0, 0, silu_mul_kernel)(
+        dx.get<float>(), ones.get<float>(), total);
   }
   check_launch("map kernel");
   return download<float>(dx, x.size());
