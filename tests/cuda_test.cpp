@@ -1,9 +1,11 @@
-// The CUDA backend against the CPU, bit for bit (built only with -DGALLEON_CUDA=ON): the logits
-// of stories260K and of synthetic models of every tensor type, evaluated as one prefill batch,
-// token by token and in batches of 7, must equal the CPU Session's logits exactly. Without a
-// GPU (or driver) the comparisons skip and the error path is checked instead.
+// The CUDA backend against the CPU, bit for bit: the logits of stories260K and of synthetic
+// models of every tensor type, evaluated as one prefill batch, token by token and in batches of
+// 7, must equal the CPU Session's logits exactly. Built as cuda_test with -DGALLEON_CUDA=ON
+// (without a GPU or driver the comparisons skip and the error path is checked instead), and in
+// every build as cuda_host_test, on session.cu compiled for the CPU (tests/cuda_host).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <random>
@@ -78,12 +80,43 @@ void expect_cuda_equals_cpu(const LoadedModel& m, const std::vector<int32_t>& to
   }
 }
 
+// The rows `galleon run` asks for: the first part of the tokens with no row (Rows::None), then
+// calls of 5 tokens with the last row only (Rows::Last), then single tokens; CPU and CUDA
+// must give the same rows. (Which rows are computed is the session's choice, the same for
+// every kernel path: the defaults check it.)
+std::vector<float> asked_rows(Evaluator& ev, const std::vector<int32_t>& toks) {
+  std::vector<float> rows, logits;
+  const size_t none = toks.size() / 3, last_end = toks.size() - toks.size() / 4;
+  ev.eval({toks.begin(), toks.begin() + long(none)}, logits, Evaluator::Rows::None);
+  EXPECT_TRUE(logits.empty());
+  for (size_t i = none; i < toks.size();) {
+    const size_t n = i < last_end ? std::min<size_t>(5, last_end - i) : 1;
+    ev.eval({toks.begin() + long(i), toks.begin() + long(i + n)}, logits, Evaluator::Rows::Last);
+    rows.insert(rows.end(), logits.begin(), logits.end());
+    i += n;
+  }
+  return rows;
+}
+
+void expect_asked_rows_equal_cpu(const LoadedModel& m, const std::vector<int32_t>& toks,
+                                 const std::string& what) {
+  ComputeOptions cpu;
+  cpu.n_threads = 1;
+  const std::vector<float> ref = asked_rows(*make_evaluator(*m.model, cpu, 0), toks);
+  ComputeOptions gpu;
+  gpu.device = parse_device("cuda:0");
+  const std::vector<float> got = asked_rows(*make_evaluator(*m.model, gpu, 0), toks);
+  ASSERT_EQ(got.size(), ref.size()) << what;
+  EXPECT_EQ(0, std::memcmp(ref.data(), got.data(), ref.size() * 4)) << what << ": asked rows differ";
+}
+
 // The default kernels, then each path not yet on by default, alone (read when a session is
 // made): GALLEON_CUDA_GEMM=1 (the prompt tiles: tensor cores, shared-memory tiles) and
 // GALLEON_CUDA_ATTN_TILES=1 (attention scores from K tiles in shared memory).
 void expect_cuda_equals_cpu_on_every_path(const LoadedModel& m, const std::vector<int32_t>& toks,
                                           const std::string& what) {
   expect_cuda_equals_cpu(m, toks, what);
+  expect_asked_rows_equal_cpu(m, toks, what);
   for (const char* var : {"GALLEON_CUDA_GEMM", "GALLEON_CUDA_ATTN_TILES"}) {
     setenv(var, "1", 1);
     expect_cuda_equals_cpu(m, toks, what + " (" + var + "=1)");

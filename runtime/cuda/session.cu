@@ -886,7 +886,7 @@ class CudaSession final : public Evaluator {
   int64_t n_ctx() const override { return n_ctx_; }
 
  private:
-  // Rows::Last and Rows::None compute every row and copy back the last one or none.
+  // Rows::Last and Rows::None compute the last row or none (a single token's row always).
   void do_eval(const std::vector<int32_t>& tokens, std::vector<float>& logits,
                Rows rows) override;
   DevWeight upload_weight(const Weight& w);
