@@ -263,6 +263,20 @@ TEST_P(CudaSynth, MatchesCpu) {
 INSTANTIATE_TEST_SUITE_P(AllTypes, CudaSynth, testing::all_synth_cases(),
                          testing::synth_case_name);
 
+// A context too long for the attention scores to stay in shared memory with the lanes (48 KiB):
+// both attention kernels keep them in global scratch then, as the K-tile kernel does for
+// TinyLlama's 2048 positions and 8 heads per KV head. The other tests' contexts (512) fit.
+TEST(Cuda, LongContextScoresInGlobalMemoryMatchCpu) {
+  GALLEON_REQUIRE_GPU();
+  testing::TempDir dir;
+  SynthSpec spec;
+  spec.type = spec.embd_type = GgmlType::Q4_0;
+  spec.n_ctx = 16384;  // 64 KiB of scores per head (head dim 64, 2 query heads per KV head)
+  LoadedModel m = testing::write_and_load(spec, dir);
+  const std::vector<int32_t> toks = testing::synth_tokens(kGroupTokens, spec.n_vocab);
+  expect_cuda_equals_cpu_on_every_path(m, toks, "Q4_0, n_ctx 16384");
+}
+
 // Query heads per KV head of 1, 3, 4, 6 and 8 (the K-tile attention serves 2, 3, 4 or 8 heads
 // per block, and one head per block for the other group sizes), head dims 32, 64 and 96 (above
 // 64: no K tiles); the synthetic cases above have groups of 2.
