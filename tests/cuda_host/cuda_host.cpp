@@ -193,11 +193,19 @@ std::vector<std::unique_ptr<Stack>>& stacks() {
 }
 Block* g_block = nullptr;
 
+std::string dims(uint3 d) {
+  std::string s(1, '(');
+  s += std::to_string(d.x) + ',' + std::to_string(d.y) + ',' + std::to_string(d.z) + ')';
+  return s;
+}
+std::string dims(dim3 d) { return dims(uint3{d.x, d.y, d.z}); }
+
+// "kernel block (x,y,z)", and " thread t" for a fiber.
+std::string block_name(const Block& b) {
+  return std::string(b.kernel) + " block " + dims(b.fibers[0].coords.block_idx);
+}
 std::string where(const Fiber& f) {
-  const ThreadCoords& c = f.coords;
-  return std::string(g_block->kernel) + " block (" + std::to_string(c.block_idx.x) + "," +
-         std::to_string(c.block_idx.y) + "," + std::to_string(c.block_idx.z) + ") thread " +
-         std::to_string(c.thread_idx.x);
+  return block_name(*g_block) + " thread " + std::to_string(f.coords.thread_idx.x);
 }
 
 void fiber_main();
@@ -334,9 +342,7 @@ bool run_block(Block& b, std::string* why) {
     return false;
   }
   if (b.live > 0) {
-    *why = std::string(b.kernel) + " block (" + std::to_string(b.fibers[0].coords.block_idx.x) +
-           "," + std::to_string(b.fibers[0].coords.block_idx.y) +
-           "): a barrier that cannot complete: " + stuck(b);
+    *why = block_name(b) + ": a barrier that cannot complete: " + stuck(b);
     return false;
   }
   return true;
@@ -344,11 +350,6 @@ bool run_block(Block& b, std::string* why) {
 
 // ---------------------------------------------------------------- kernels
 
-std::string dims(dim3 d) {
-  std::string s(1, '(');
-  s += std::to_string(d.x) + ',' + std::to_string(d.y) + ',' + std::to_string(d.z) + ')';
-  return s;
-}
 
 bool valid_config(dim3 grid, dim3 block, size_t shared_bytes, const char* name) {
   const uint64_t threads = uint64_t(block.x) * block.y * block.z;
