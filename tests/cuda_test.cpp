@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -50,6 +51,18 @@ constexpr int kStoryTokens = 80, kSynthTokens = 70, kGroupTokens = 150;
 constexpr GgmlType kGroupTypes[] = {GgmlType::F32, GgmlType::Q4_0};
 #endif
 
+// The two sides of every comparison: the CPU (scalar path, one thread) and GPU 0.
+std::unique_ptr<Evaluator> cpu_evaluator(const LoadedModel& m) {
+  ComputeOptions cpu;
+  cpu.n_threads = 1;
+  return make_evaluator(*m.model, cpu, 0);
+}
+std::unique_ptr<Evaluator> gpu_evaluator(const LoadedModel& m) {
+  ComputeOptions gpu;
+  gpu.device = parse_device("cuda:0");
+  return make_evaluator(*m.model, gpu, 0);
+}
+
 // All logits rows of `toks`, evaluated `batch` tokens per call.
 std::vector<float> all_logits(Evaluator& ev, const std::vector<int32_t>& toks, size_t batch) {
   std::vector<float> rows, logits;
@@ -64,13 +77,9 @@ std::vector<float> all_logits(Evaluator& ev, const std::vector<int32_t>& toks, s
 // Compares CPU (scalar path, one thread, one batch) and CUDA (whole, 1, 7 per call) bits.
 void expect_cuda_equals_cpu(const LoadedModel& m, const std::vector<int32_t>& toks,
                             const std::string& what) {
-  ComputeOptions cpu;
-  cpu.n_threads = 1;
-  const std::vector<float> ref = all_logits(*make_evaluator(*m.model, cpu, 0), toks, toks.size());
-  ComputeOptions gpu;
-  gpu.device = parse_device("cuda:0");
+  const std::vector<float> ref = all_logits(*cpu_evaluator(m), toks, toks.size());
   for (size_t batch : {toks.size(), size_t(1), size_t(7)}) {
-    const std::vector<float> got = all_logits(*make_evaluator(*m.model, gpu, 0), toks, batch);
+    const std::vector<float> got = all_logits(*gpu_evaluator(m), toks, batch);
     ASSERT_EQ(got.size(), ref.size());
     size_t first = 0;
     while (first < ref.size() && std::memcmp(&ref[first], &got[first], 4) == 0) ++first;
@@ -100,12 +109,8 @@ std::vector<float> asked_rows(Evaluator& ev, const std::vector<int32_t>& toks) {
 
 void expect_asked_rows_equal_cpu(const LoadedModel& m, const std::vector<int32_t>& toks,
                                  const std::string& what) {
-  ComputeOptions cpu;
-  cpu.n_threads = 1;
-  const std::vector<float> ref = asked_rows(*make_evaluator(*m.model, cpu, 0), toks);
-  ComputeOptions gpu;
-  gpu.device = parse_device("cuda:0");
-  const std::vector<float> got = asked_rows(*make_evaluator(*m.model, gpu, 0), toks);
+  const std::vector<float> ref = asked_rows(*cpu_evaluator(m), toks);
+  const std::vector<float> got = asked_rows(*gpu_evaluator(m), toks);
   ASSERT_EQ(got.size(), ref.size()) << what;
   EXPECT_EQ(0, std::memcmp(ref.data(), got.data(), ref.size() * 4)) << what << ": asked rows differ";
 }

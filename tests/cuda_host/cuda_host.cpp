@@ -370,41 +370,49 @@ bool valid_config(dim3 grid, dim3 block, size_t shared_bytes, const char* name) 
   return true;
 }
 
+// Block block_idx of the launch, threads in increasing order or (`reverse`) decreasing; false
+// (with *why) when it cannot finish.
+bool run_one_block(dim3 grid, dim3 block, uint3 block_idx, size_t shared_bytes, const char* name,
+                   const std::function<void()>& body, bool reverse, std::string* why) {
+  const int threads = int(block.x * block.y * block.z);
+  Block b;
+  b.kernel = name;
+  b.body = &body;
+  b.reverse = reverse;
+  b.fibers.resize(size_t(threads));
+  b.warps.resize(size_t((threads + 31) / 32));
+  for (int t = 0; t < threads; ++t) {
+    Fiber& f = b.fibers[size_t(t)];
+    f.coords.thread_idx = {unsigned(t) % block.x, unsigned(t) / block.x % block.y,
+                           unsigned(t) / (block.x * block.y)};
+    f.coords.block_idx = block_idx;
+    f.coords.block_dim = block;
+    f.coords.grid_dim = grid;
+    f.lane = t % 32;
+    f.warp = t / 32;
+    ++b.warps[size_t(f.warp)].threads;
+  }
+  b.live = threads;
+  b.shared.reset(new unsigned char[shared_bytes > 0 ? shared_bytes : 1]);
+  std::memset(b.shared.get(), 0xff, shared_bytes);
+  g_block = &b;
+  const bool ok = run_block(b, why);
+  g_block = nullptr;
+  return ok;
+}
+
 void run_kernel(dim3 grid, dim3 block, size_t shared_bytes, const char* name,
                 const std::function<void()>& body) {
   if (errors().sticky != cudaSuccess) return;
-  const int threads = int(block.x * block.y * block.z);
-  while (stacks().size() < size_t(threads))
-    stacks().push_back(std::make_unique<Stack>(stacks().size()));
+  const size_t threads = size_t(block.x) * block.y * block.z;
+  while (stacks().size() < threads) stacks().push_back(std::make_unique<Stack>(stacks().size()));
   uint64_t index = 0;
   for (unsigned bz = 0; bz < grid.z; ++bz)
     for (unsigned by = 0; by < grid.y; ++by)
       for (unsigned bx = 0; bx < grid.x; ++bx, ++index) {
-        Block b;
-        b.kernel = name;
-        b.body = &body;
-        b.fibers.resize(size_t(threads));
-        b.warps.resize(size_t((threads + 31) / 32));
-        for (int t = 0; t < threads; ++t) {
-          Fiber& f = b.fibers[size_t(t)];
-          f.coords.thread_idx = {unsigned(t) % block.x, unsigned(t) / block.x % block.y,
-                                 unsigned(t) / (block.x * block.y)};
-          f.coords.block_idx = {bx, by, bz};
-          f.coords.block_dim = block;
-          f.coords.grid_dim = grid;
-          f.lane = t % 32;
-          f.warp = t / 32;
-          ++b.warps[size_t(f.warp)].threads;
-        }
-        b.live = threads;
-        b.shared.reset(new unsigned char[shared_bytes > 0 ? shared_bytes : 1]);
-        std::memset(b.shared.get(), 0xff, shared_bytes);
-        g_block = &b;
         std::string why;
-        b.reverse = index % 2 == 1;
-        const bool ok = run_block(b, &why);
-        g_block = nullptr;
-        if (!ok) {
+        if (!run_one_block(grid, block, {bx, by, bz}, shared_bytes, name, body, index % 2 == 1,
+                           &why)) {
           fault(why);
           return;
         }
