@@ -18,8 +18,12 @@
 #      where a ~500-token prompt's GPU time goes, per kind of step (GALLEON_CUDA_PROFILE=1).
 # Prints PASS or FAIL per check; exits non-zero when any check fails. Sized for about 5 minutes
 # on a 16-core H100/H200 machine (SPEED_TIMEOUT bounds the table; SKIP_SPEED=1 skips it).
-# GPU_CHECK_DEVICE=cpu is a dry run of this script on a machine without a GPU (it compares the
-# CPU with itself).
+# GPU_CHECK_DEVICE=host is a dry run of this script on a machine without a GPU: the GPU side is
+# galleon-engine-cuda-host, session.cu compiled for the host CUDA runtime of tests/cuda_host (its
+# kernels run on the CPU, a fiber per GPU thread), so every step runs session.cu's code as the
+# GPU would, only slower: cuda_host_test with a subset of its tests stands in for cuda_test, the
+# logits checks take stories260K and five of the synthetic models, the bundle's CUDA engine member
+# is the host engine, and the speed table is left out (the profile runs on stories260K).
 #
 # GPU machines whose image lacks this project's build dependencies (CLI11, GTest, OpenSSL, ...):
 # run `bench/gpu-check.sh stage` on the build machine first. It builds here and copies
@@ -33,13 +37,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 MODE=${1:-check}
+HOST=0
+[[ ${GPU_CHECK_DEVICE:-cuda} == host ]] && HOST=1
+[[ ${GPU_CHECK_DEVICE:-cuda} =~ ^(cuda|host)$ ]] || { echo "GPU_CHECK_DEVICE: cuda or host" >&2; exit 2; }
 BUILD=${BUILD_DIR:-build-cuda}
+[[ $HOST == 1 ]] && BUILD=${BUILD_DIR:-build}
 STAGE=${STAGE_DIR:-build-gpu-stage}
 SHARED=${GALLEON_SHARED_DIR:-$ROOT/../shared}
 JOBS=${JOBS:-$(nproc)}
 NVCC=${CUDACXX:-/usr/local/cuda/bin/nvcc}
 SPEED_TIMEOUT=${SPEED_TIMEOUT:-200}
-DEV=${GPU_CHECK_DEVICE:-cuda}
+DEV=cuda
 START=$(date +%s)
 
 fails=0
@@ -49,17 +57,22 @@ elapsed() { echo "$(( $(date +%s) - START ))s"; }
 
 build() {
   echo "== build ($BUILD, -j$JOBS) [$(elapsed)]"
-  cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DGALLEON_CUDA=ON \
-    -DCMAKE_CUDA_COMPILER="$NVCC" -DGALLEON_SHARED_DIR="$SHARED" >/dev/null
+  local cuda=(-DGALLEON_CUDA=ON -DCMAKE_CUDA_COMPILER="$NVCC")
+  [[ $HOST == 1 ]] && cuda=(-DGALLEON_CUDA=OFF)
+  cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release "${cuda[@]}" \
+    -DGALLEON_SHARED_DIR="$SHARED" >/dev/null
   cmake --build "$BUILD" -j"$JOBS" --target "$@"
 }
 
-# A signed bundle of recipes/stories260k.yaml built by BIN/galleon into DIR (with DIR/gpu.pub).
+# A signed bundle of recipes/stories260k.yaml built by BIN/galleon into DIR (with DIR/gpu.pub);
+# its CUDA engine member is BIN/galleon-engine-cuda (BIN/galleon-engine-cuda-host in a dry run).
 make_bundle() {  # BIN DIR
+  local engine=galleon-engine-cuda
+  [[ $HOST == 1 ]] && engine=galleon-engine-cuda-host
   GALLEON_HOME="$2/build-home" "$1/galleon" key generate gpu --dir "$2" >/dev/null
   GALLEON_HOME="$2/build-home" "$1/galleon" build recipes/stories260k.yaml --offline \
     --source-dir "$SHARED/models/stories260K" --key "$2/gpu.key" --out "$2/stories260k.galleon" \
-    >/dev/null
+    --cuda-engine "$1/$engine" >/dev/null
   rm -rf "$2/build-home" "$2/gpu.key"
 }
 
@@ -70,7 +83,10 @@ sources_digest() {
   find CMakeLists.txt runtime pkg signing tests bench recipes -type f ! -name '*.sh' ! -name '*.md' \
     -print0 | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -c1-64
 }
-if [[ "$MODE" == stage ]]; then
+if [[ "$MODE" == stage && $HOST == 1 ]]; then
+  echo "a dry run (GPU_CHECK_DEVICE=host) builds here; there is nothing to stage" >&2
+  exit 2
+elif [[ "$MODE" == stage ]]; then
   build "${STAGED_BINS[@]}"
   rm -rf "$STAGE"
   mkdir -p "$STAGE/bin" "$STAGE/shared/models/stories260K" "$STAGE/bundle" "$STAGE/lib"
@@ -96,10 +112,15 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>
 echo "$(nproc) CPUs; $(ldd --version 2>/dev/null | head -1)"
 
 STAGED=0
-if [[ -f "$STAGE/payload.tar.xz" && ! -x "$STAGE/bin/galleon-engine" ]]; then
+CUDA_TEST=cuda_test ENGINE_CUDA=galleon-engine-cuda
+if [[ $HOST == 1 ]]; then
+  # The dry run: session.cu on the host runtime, built here (never the staged binaries).
+  CUDA_TEST=cuda_host_test ENGINE_CUDA=galleon-engine-cuda-host
+  echo "== dry run: the GPU side is session.cu on the host CUDA runtime (tests/cuda_host)"
+elif [[ -f "$STAGE/payload.tar.xz" && ! -x "$STAGE/bin/galleon-engine" ]]; then
   tar -C "$STAGE" -xJf "$STAGE/payload.tar.xz"
 fi
-if [[ -x "$STAGE/bin/galleon-engine" ]]; then
+if [[ $HOST == 0 && -x "$STAGE/bin/galleon-engine" ]]; then
   STAGED=1
   BIN=$ROOT/$STAGE/bin
   SHARED=$ROOT/$STAGE/shared
@@ -110,18 +131,18 @@ if [[ -x "$STAGE/bin/galleon-engine" ]]; then
     failed "the staged binaries were built from other sources: run \`bench/gpu-check.sh stage\` again"
   fi
 else
-  build galleon galleon-engine galleon-engine-cuda cuda_test cuda_emu_test model_test llama_bench
+  build galleon galleon-engine "$ENGINE_CUDA" "$CUDA_TEST" cuda_emu_test model_test llama_bench
   BIN=$ROOT/$BUILD/bin
 fi
 # The reference runs on the static CPU engine; the GPU runs on the CUDA engine.
-ENGINE_CPU=$BIN/galleon-engine ENGINE_GPU=$BIN/galleon-engine-cuda
+ENGINE_CPU=$BIN/galleon-engine ENGINE_GPU=$BIN/$ENGINE_CUDA
 export GALLEON_TEST_SHARED_DIR=$SHARED GALLEON_TEST_BIN_DIR=$BIN
 
 echo "== GPU [$(elapsed)]"
 if probe=$("$ENGINE_GPU" abi 2>&1) && grep -q '"cuda":true' <<<"$probe"; then
-  pass "galleon-engine-cuda has the CUDA backend"
+  pass "$ENGINE_CUDA has the CUDA backend"
 else
-  failed "galleon-engine-cuda has no CUDA backend: $probe"
+  failed "$ENGINE_CUDA has no CUDA backend: $probe"
 fi
 if [[ -f "$SHARED/models/stories260K/stories260K.gguf" ]] &&
    ! probe=$("$ENGINE_GPU" run "$SHARED/models/stories260K/stories260K.gguf" -p Once \
@@ -133,35 +154,42 @@ fi
 
 echo "== tests [$(elapsed)]"
 if out=$("$BIN/cuda_emu_test" 2>&1); then pass "cuda_emu_test"; else echo "$out"; failed "cuda_emu_test"; fi
-if out=$("$BIN/cuda_test" 2>&1); then
+# On the host runtime the whole of cuda_host_test takes minutes (CTest runs it): the dry run takes
+# the kernels, stories260K and one type of each prompt tile family.
+filter='*'
+[[ $HOST == 1 ]] && filter='CudaKernels.*:Cuda.Stories260KMatchesCpu:AllTypes/CudaSynth.MatchesCpu/llama_f16:AllTypes/CudaSynth.MatchesCpu/llama_q4_K'
+if out=$("$BIN/$CUDA_TEST" --gtest_filter="$filter" 2>&1); then
   # Cuda.NoGpuIsAClearError runs only where there is no GPU; any other skip is a failure.
   skipped=$(grep -E '^\[  SKIPPED \] [A-Za-z]' <<<"$out" | grep -v NoGpuIsAClearError | sort -u || true)
-  if [[ -n "$skipped" && $DEV == cpu ]]; then
-    echo "(dry run: cuda_test's GPU comparisons skipped)"
-  elif [[ -n "$skipped" ]]; then
+  if [[ -n "$skipped" ]]; then
     echo "$skipped" | head -5
-    failed "cuda_test: tests skipped (no usable GPU, or no test data?)"
+    failed "$CUDA_TEST: tests skipped (no usable GPU, or no test data?)"
   else
-    pass "cuda_test ($(grep -E '^\[  PASSED' <<<"$out"))"
+    pass "$CUDA_TEST ($(grep -E '^\[  PASSED' <<<"$out"))"
   fi
 else
   echo "$out" | grep -E "Failure|FAILED|first differing|Error|CUDA" | head -40
-  failed "cuda_test"
+  failed "$CUDA_TEST"
   # Name the failing kernel, and look for invalid memory accesses where the tool works.
-  GALLEON_CUDA_SYNC=1 timeout 60 "$BIN/cuda_test" --gtest_filter='Cuda.Stories260KMatchesCpu' \
+  GALLEON_CUDA_SYNC=1 timeout 60 "$BIN/$CUDA_TEST" --gtest_filter='Cuda.Stories260KMatchesCpu' \
     2>&1 | grep -E "CUDA|Failure|first differing" | head -5 || true
-  if command -v compute-sanitizer >/dev/null; then
+  if [[ $HOST == 0 ]] && command -v compute-sanitizer >/dev/null; then
     timeout 120 compute-sanitizer --tool memcheck --print-limit 5 "$BIN/cuda_test" \
       --gtest_filter='Cuda.Stories260KMatchesCpu' 2>&1 | grep -vE "^\[|^$" | head -30 || true
   fi
 fi
 if [[ $STAGED == 1 ]]; then
   echo "(model_test Engine.DeviceFlag needs the galleon CLI and its libraries: not staged)"
-elif out=$("$BIN/model_test" --gtest_filter='Engine.DeviceFlag' 2>&1); then
-  pass "model_test Engine.DeviceFlag"
 else
-  echo "$out" | tail -20
-  failed "model_test Engine.DeviceFlag"
+  # The dry run adds the host CUDA engine against the CPU engine through their command lines.
+  tests=Engine.DeviceFlag
+  [[ $HOST == 1 ]] && tests=$tests:Engine.CudaEngineOnTheHostRuntimeMatchesTheCpuEngine
+  if out=$("$BIN/model_test" --gtest_filter="$tests" 2>&1); then
+    pass "model_test $tests"
+  else
+    echo "$out" | tail -20
+    failed "model_test $tests"
+  fi
 fi
 
 echo "== logits_sha256, --device cpu vs $DEV [$(elapsed)]"
@@ -185,9 +213,12 @@ if [[ -f "$SHARED/models/stories260K/stories260K.gguf" ]]; then
 else
   failed "stories260K missing under $SHARED/models"
 fi
-"$BIN/llama_bench" --write "$TMP" --shape tiny --arch llama \
-  --type f32,f16,bf16,q8_0,q4_0,q4_1,q5_0,q5_1,q4_K,q5_K,q6_K >/dev/null
-"$BIN/llama_bench" --write "$TMP" --shape tiny --arch qwen2 --type q8_0,q4_K,f16 >/dev/null
+llama_types=f32,f16,bf16,q8_0,q4_0,q4_1,q5_0,q5_1,q4_K,q5_K,q6_K qwen2_types=q8_0,q4_K,f16
+# The dry run (minutes per model on the host runtime): one type of each prompt tile family and
+# one model of the other architecture; cuda_host_test (CTest) compares every type in process.
+[[ $HOST == 1 ]] && llama_types=f16,q4_K qwen2_types=q8_0
+"$BIN/llama_bench" --write "$TMP" --shape tiny --arch llama --type $llama_types >/dev/null
+"$BIN/llama_bench" --write "$TMP" --shape tiny --arch qwen2 --type $qwen2_types >/dev/null
 models+=("$TMP"/*.gguf)
 
 for m in "${models[@]}"; do
@@ -253,7 +284,16 @@ bundle_check() {
 }
 bundle_check
 
-if [[ "${SKIP_SPEED:-0}" != 1 ]]; then
+if [[ $HOST == 1 && "${SKIP_SPEED:-0}" != 1 ]]; then
+  # No speed table (llama_bench has no CUDA backend here): the profile's path only.
+  echo "== the profile's output on the host runtime [$(elapsed)]"
+  for new in 0 1; do
+    echo "-- stories260K, GALLEON_CUDA_GEMM=$new GALLEON_CUDA_ATTN_TILES=$new"
+    GALLEON_CUDA_PROFILE=1 GALLEON_CUDA_GEMM=$new GALLEON_CUDA_ATTN_TILES=$new "$ENGINE_GPU" run \
+      "$SHARED/models/stories260K/stories260K.gguf" -p "$PROMPT" --max-tokens 1 --device "$DEV" \
+      --json 2>&1 >/dev/null | head -20 || true
+  done
+elif [[ "${SKIP_SPEED:-0}" != 1 ]]; then
   echo "== speed (tok/s; prompt 128 / 64 tokens, generate 32 / 16) [$(elapsed)]"
   # GPU rows show the device in the isa column; bw use is computed for CPU rows only.
   # +gemm rows: the prompt GEMM tiles (tensor cores for the quantized types, shared-memory

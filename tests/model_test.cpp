@@ -256,6 +256,42 @@ TEST(Engine, DeviceFlag) {
   EXPECT_EQ(run_cmd(argv).exit_code, 2);
 }
 
+// session.cu behind the engine's own command line: the CUDA engine built on the host runtime
+// (galleon-engine-cuda-host, tests/CMakeLists.txt) against the static CPU engine. `run` hashes
+// the last prompt row and the decoded rows, `score` every prompt row; batches 1 and 7, with the
+// defaults and with the opt-in paths. What bench/gpu-check.sh compares on a GPU.
+TEST(Engine, CudaEngineOnTheHostRuntimeMatchesTheCpuEngine) {
+  const std::string model = shared_path(kStories);
+  GALLEON_REQUIRE_SHARED(model);
+  const std::string text =
+      "Once upon a time, there was a little girl named Lily. She loved to play outside.";
+  for (const std::string verb : {"run", "score"}) {
+    auto engine = [&](const std::string& bin, const std::string& device, const std::string& batch,
+                      const std::map<std::string, std::string>& env) {
+      std::vector<std::string> argv{bin_path(bin), verb, model, "--json", "--device", device,
+                                    "--batch", batch};
+      if (verb == "run")
+        argv.insert(argv.end(), {"-p", text, "--temperature", "0", "--ignore-eos",
+                                 "--max-tokens", "6"});
+      else
+        argv.insert(argv.end(), {"-t", text});
+      auto r = run_cmd(argv, env);
+      EXPECT_EQ(r.exit_code, 0) << bin << " " << verb << ": " << r.err;
+      return r.exit_code == 0 ? json::parse(r.out) : json::object();
+    };
+    const json cpu = engine("galleon-engine", "cpu", "64", {});
+    ASSERT_TRUE(cpu.contains("logits_sha256")) << cpu.dump();
+    for (const std::string batch : {"1", "7"})
+      for (const std::string paths : {"0", "1"}) {
+        const json gpu = engine("galleon-engine-cuda-host", "cuda", batch,
+                                {{"GALLEON_CUDA_GEMM", paths}, {"GALLEON_CUDA_ATTN_TILES", paths}});
+        EXPECT_EQ(gpu.value("device", ""), "cuda:0");
+        EXPECT_EQ(gpu.value("logits_sha256", ""), cpu["logits_sha256"])
+            << verb << " --batch " << batch << ", opt-in paths " << paths;
+      }
+  }
+}
+
 TEST(Engine, EngineExecutableIsStatic) {
 #if defined(__SANITIZE_ADDRESS__)
   GTEST_SKIP() << "a sanitizer build (GALLEON_SANITIZE) links the engine dynamically";
