@@ -133,7 +133,8 @@ int torrent_piece_size(uint64_t file_size) {
   return piece;
 }
 
-TorrentMeta make_torrent(const std::string& file, const std::vector<std::string>& web_seeds) {
+TorrentMeta make_torrent(const std::string& file, const std::vector<std::string>& web_seeds,
+                         TorrentFormat format) {
   std::error_code fec;
   const uint64_t size = fsys::file_size(file, fec);
   if (fec) fail(ErrorKind::NotFound, file + ": " + fec.message());
@@ -141,7 +142,9 @@ TorrentMeta make_torrent(const std::string& file, const std::vector<std::string>
   const fsys::path path = fsys::absolute(file);
   lt::file_storage fs;
   fs.add_file(path.filename().string(), std::int64_t(size));
-  lt::create_torrent ct(fs, torrent_piece_size(size));
+  lt::create_torrent ct(fs, torrent_piece_size(size),
+                        format == TorrentFormat::V1 ? lt::create_torrent::v1_only
+                                                    : lt::create_flags_t{});
   ct.set_creation_date(0);
   for (const auto& url : web_seeds) ct.add_url_seed(url);
   lt::error_code ec;

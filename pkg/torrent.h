@@ -17,7 +17,7 @@ struct TorrentMeta {
   uint64_t size = 0;   // bytes of that file
   int piece_size = 0;
   std::string btih;    // v1 infohash, 40 hex digits
-  std::string btmh;    // v2 infohash, "1220" + 64 hex digits (multihash sha2-256)
+  std::string btmh;    // v2 infohash, "1220" + 64 hex digits (multihash sha2-256); empty for v1
   std::string magnet;  // magnet:?xt=urn:btih:..&xt=urn:btmh:..&dn=..[&ws=..]
 };
 
@@ -25,10 +25,18 @@ struct TorrentMeta {
 // 1024 pieces, capped at 16 MiB. Depends on the size only.
 int torrent_piece_size(uint64_t file_size);
 
-// Hashes `file` and returns its torrent: hybrid v1+v2, no creation date, no creator, no
-// comment, no trackers, the file's base name, `web_seeds` as url-list (BEP 19). The same bytes,
-// name and web seeds always give the same .torrent bytes. Error(NotFound/Io) for the file.
-TorrentMeta make_torrent(const std::string& file, const std::vector<std::string>& web_seeds = {});
+// Hybrid: BEP 3 and BEP 52 in one torrent, the default (v1 and v2 clients join one swarm).
+// V1: BEP 3 only, for clients that cannot read a BEP 52 file tree (Debian 12's Transmission
+// 3.00 refuses the torrent, its aria2 1.36 computes another infohash); it has its own infohash,
+// so it is a swarm of its own.
+enum class TorrentFormat { Hybrid, V1 };
+
+// Hashes `file` and returns its torrent: hybrid v1+v2 (or v1 only), no creation date, no
+// creator, no comment, no trackers, the file's base name, `web_seeds` as url-list (BEP 19). The
+// same bytes, name, web seeds and format always give the same .torrent bytes.
+// Error(NotFound/Io) for the file.
+TorrentMeta make_torrent(const std::string& file, const std::vector<std::string>& web_seeds = {},
+                         TorrentFormat format = TorrentFormat::Hybrid);
 
 // Parses .torrent bytes (Error(Invalid) naming `origin` when they are not a torrent). Refuses a
 // torrent of several files: a bundle is one file.

@@ -182,7 +182,8 @@ class DistributionTest : public ::testing::Test {
     EXPECT_EQ(r.exit_code, 0) << r.err;
     return r.exit_code == 0 ? json::parse(r.out) : json::array();
   }
-  // Starts `galleon seed FILES` on 127.0.0.1 and waits for its address and magnet links.
+  // Starts `galleon seed FILES` on 127.0.0.1 and waits for its address and magnet links (two
+  // per bundle with --v1: the hybrid's, then the v1-only torrent's).
   void start_seeder(const std::vector<std::string>& refs, std::vector<std::string> extra = {},
                     const std::string& home = "") {
     std::vector<std::string> argv{bin_path("galleon"), "seed"};
@@ -200,7 +201,8 @@ class DistributionTest : public ::testing::Test {
         << (line ? *line : "no output") << read_file(tmp_.file("seed.err"));
     peer_ = line->substr(std::string("listening on ").size());
     magnets_.clear();
-    for (size_t i = 0; i < refs.size(); ++i) {
+    const bool v1 = std::find(extra.begin(), extra.end(), "--v1") != extra.end();
+    for (size_t i = 0; i < refs.size() * (v1 ? 2 : 1); ++i) {
       auto m = seeder_->read_line(deadline);
       ASSERT_TRUE(m && m->rfind("magnet:?", 0) == 0) << (m ? *m : "no magnet");
       magnets_.push_back(*m);
@@ -403,6 +405,151 @@ TEST_F(DistributionTest, CorruptSeederNeverLeadsToAnInstall) {
   EXPECT_EQ(r.exit_code, 7) << r.err;
   EXPECT_NE(r.err.find("failed their hash check"), std::string::npos) << r.err;
   EXPECT_TRUE(installed(home).empty());
+}
+
+// ---- third-party BitTorrent clients ----
+// Debian's aria2 (its own BitTorrent implementation) downloads from galleon and seeds to it;
+// Transmission's tools make and read torrents. Both predate BitTorrent v2 support: Transmission
+// 3.00 refuses a hybrid torrent's file tree and aria2 1.36 computes another v1 infohash for it,
+// so they take the v1-only torrent (`torrent --v1`, `seed --v1`). .ci/deps installs them.
+
+class ThirdPartyClientTest : public DistributionTest {
+ protected:
+  // The tool's path on PATH; empty when it is not installed.
+  static std::string tool(const std::string& name) {
+    const char* path = std::getenv("PATH");
+    std::string dirs = path ? path : "/usr/bin";
+    for (size_t at = 0; at <= dirs.size();) {
+      const size_t colon = std::min(dirs.find(':', at), dirs.size());
+      const std::string candidate = dirs.substr(at, colon - at) + "/" + name;
+      if (access(candidate.c_str(), X_OK) == 0) return candidate;
+      at = colon + 1;
+    }
+    return "";
+  }
+  // aria2c confined to 127.0.0.1: no DHT, local discovery or peer exchange, no config file.
+  static std::vector<std::string> aria2(const std::string& exe, const std::string& dir) {
+    return {exe, "--no-conf", "--interface=127.0.0.1", "--disable-ipv6=true",
+            "--enable-dht=false", "--enable-dht6=false", "--bt-enable-lpd=false",
+            "--enable-peer-exchange=false", "--bt-stop-timeout=60", "--summary-interval=0",
+            "--dir=" + dir};
+  }
+  static int free_loopback_port() {
+    const int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof addr;
+    int port = 0;
+    if (bind(fd, reinterpret_cast<sockaddr*>(&addr), len) == 0 &&
+        getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0)
+      port = ntohs(addr.sin_port);
+    close(fd);
+    return port;
+  }
+  // An HTTP tracker's answer (BEP 3 with compact peers, BEP 23) naming one peer "ADDR:PORT".
+  static std::string tracker_answer(const std::string& peer) {
+    const int port = std::stoi(peer.substr(peer.rfind(':') + 1));
+    const std::string compact{'\x7f', '\0', '\0', '\x01', char(port >> 8), char(port & 0xff)};
+    return "d8:intervali60e5:peers6:" + compact + "e";
+  }
+  // The value after `key` on the line of `text` that holds it.
+  static std::string field(const std::string& text, const std::string& key) {
+    const size_t at = text.find(key);
+    if (at == std::string::npos) return "";
+    return text.substr(at + key.size(), text.find('\n', at) - at - key.size());
+  }
+};
+
+#define REQUIRE_TOOL(path, name)                                                          \
+  do {                                                                                    \
+    if ((path).empty()) {                                                                 \
+      if (::galleon::testing::under_ci()) FAIL() << (name) << " missing under CI (.ci/deps)"; \
+      GTEST_SKIP() << (name) << " is not installed (apt-get install aria2 transmission-cli)"; \
+    }                                                                                     \
+  } while (0)
+
+TEST_F(ThirdPartyClientTest, TheirToolsReadOurV1TorrentWithOurInfohash) {
+  const std::string show = tool("transmission-show"), aria = tool("aria2c");
+  REQUIRE_TOOL(show, "transmission-show");
+  REQUIRE_TOOL(aria, "aria2c");
+  const std::string torrent = tmp_.file("tiny-v1.torrent");
+  CmdResult t = galleon(tmp_.file("h"), {"torrent", small_.path, "--v1", "--out", torrent});
+  ASSERT_EQ(t.exit_code, 0) << t.err;
+  EXPECT_EQ(t.out.find("urn:btmh:"), std::string::npos) << t.out;
+  const std::string btih = field(t.out, "urn:btih:").substr(0, 40);
+  ASSERT_EQ(btih.size(), 40u) << t.out;
+  CmdResult again = galleon(tmp_.file("h"), {"torrent", small_.path, "--v1", "--out", torrent + "2"});
+  ASSERT_EQ(again.exit_code, 0) << again.err;
+  EXPECT_EQ(again.out, t.out);
+  EXPECT_EQ(read_file(torrent + "2"), read_file(torrent));
+  CmdResult s = run_cmd({show, torrent});
+  ASSERT_EQ(s.exit_code, 0) << s.out << s.err;
+  EXPECT_EQ(field(s.out, "Hash: "), btih) << s.out;
+  CmdResult a = run_cmd({aria, "--no-conf", "-S", torrent});
+  ASSERT_EQ(a.exit_code, 0) << a.out << a.err;
+  EXPECT_EQ(field(a.out, "Info Hash: "), btih) << a.out;
+}
+
+TEST_F(ThirdPartyClientTest, Aria2DownloadsFromGalleonSeedByV1TorrentAndMagnet) {
+  const std::string aria = tool("aria2c");
+  REQUIRE_TOOL(aria, "aria2c");
+  const std::string torrent = tmp_.file("tiny-v1.torrent");
+  CmdResult t = galleon(tmp_.file("h"), {"torrent", small_.path, "--v1", "--out", torrent});
+  ASSERT_EQ(t.exit_code, 0) << t.err;
+  start_seeder({small_.path}, {"--v1"});
+  ASSERT_EQ(magnets_.size(), 2u);
+  EXPECT_NE(magnets_[0].find("urn:btmh:1220"), std::string::npos) << "the hybrid comes first";
+  EXPECT_EQ(t.out, magnets_[1] + "\n");
+  // aria2 needs a tracker to learn of a peer: this one names the seeder.
+  HttpServer tracker({{"/announce", {tracker_answer(peer_)}}});
+  for (const std::string& source : {torrent, magnets_[1]}) {
+    const std::string dir = tmp_.file(source == torrent ? "by-torrent" : "by-magnet");
+    std::vector<std::string> argv = aria2(aria, dir);
+    argv.insert(argv.end(), {"--seed-time=0", "--bt-tracker=" + tracker.url("/announce"),
+                             "--listen-port=" + std::to_string(free_loopback_port()), source});
+    CmdResult r = run_cmd(argv);
+    ASSERT_EQ(r.exit_code, 0) << source << "\n" << r.out << r.err;
+    EXPECT_EQ(read_file(dir + "/tiny-1.galleon"), read_file(small_.path)) << source;
+  }
+  EXPECT_FALSE(tracker.requests().empty());
+}
+
+TEST_F(ThirdPartyClientTest, GalleonFetchesFromAria2SeedingTransmissionsTorrent) {
+  const std::string aria = tool("aria2c"), create = tool("transmission-create"),
+                    show = tool("transmission-show");
+  REQUIRE_TOOL(aria, "aria2c");
+  REQUIRE_TOOL(create, "transmission-create");
+  REQUIRE_TOOL(show, "transmission-show");
+  // Their torrent: v1, Transmission's piece size, a creator and a date; aria2 seeds it.
+  const std::string torrent = tmp_.file("theirs.torrent");
+  CmdResult c = run_cmd({create, "-o", torrent, small_.path});
+  ASSERT_EQ(c.exit_code, 0) << c.out << c.err;
+  const std::string btih = field(run_cmd({show, torrent}).out, "Hash: ");
+  ASSERT_EQ(btih.size(), 40u);
+  const std::string port = std::to_string(free_loopback_port());
+  std::vector<std::string> argv = aria2(aria, fsys::path(small_.path).parent_path().string());
+  argv.insert(argv.end(), {"--check-integrity=true", "--seed-ratio=0.0", "--listen-port=" + port,
+                           torrent});
+  Child seeder(argv, {}, tmp_.file("aria2.err"));
+  const auto deadline = Clock::now() + std::chrono::seconds(30);
+  for (;;) {  // aria2 checks the file, then listens
+    auto line = seeder.read_line(deadline);
+    ASSERT_TRUE(line) << "aria2 did not start seeding: " << read_file(tmp_.file("aria2.err"));
+    if (line->find("listening on TCP port " + port) != std::string::npos) break;
+  }
+  const std::string home = trusting_home("fetchhome");
+  CmdResult r = galleon(home, {"fetch", torrent, "--peer", "127.0.0.1:" + port, "--listen",
+                               "127.0.0.1:0", "--timeout", "30", "--install"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(installed(home)[0]["id"], small_.id);
+  // A magnet with their infohash alone: the metadata comes from aria2 (BEP 9).
+  const std::string out = tmp_.file("by-magnet");
+  r = galleon(tmp_.file("h2"), {"fetch", "magnet:?xt=urn:btih:" + btih + "&dn=tiny-1.galleon",
+                                "--peer", "127.0.0.1:" + port, "--listen", "127.0.0.1:0",
+                                "--timeout", "30", "--out", out});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(read_file(out + "/tiny-1.galleon"), read_file(small_.path));
 }
 
 // ---- HTTP mirrors ----

@@ -20,7 +20,7 @@
 
 namespace galleon::testing {
 
-// Serves fixed bodies by path (404 otherwise). It honours "Range: bytes=N-" and "bytes=N-M"
+// Serves fixed bodies by path, the query ignored (404 otherwise). It honours "Range: bytes=N-" and "bytes=N-M"
 // with a 206 answer; a resource marked cut_first sends only half its bytes the first time it is
 // asked for (a dropped connection).
 struct Resource {
@@ -101,6 +101,7 @@ class HttpServer {
       requests_.push_back(req);
     }
     std::string path = req.substr(4, req.find(' ', 4) - 4);
+    path = path.substr(0, path.find('?'));
     auto it = files_.find(path);
     if (it == files_.end())
       return send_all(c, "HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n");

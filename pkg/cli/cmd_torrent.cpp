@@ -109,11 +109,14 @@ struct TorrentArgs {
   std::string ref;
   std::string out;
   std::vector<std::string> web_seeds;
+  bool v1 = false;
 };
 
 void run_torrent(const TorrentArgs& a) {
   ScratchDir scratch = scratch_for_exports();
-  pkg::TorrentMeta meta = pkg::make_torrent(bundle_file_for(a.ref, scratch), a.web_seeds);
+  pkg::TorrentMeta meta =
+      pkg::make_torrent(bundle_file_for(a.ref, scratch), a.web_seeds,
+                        a.v1 ? pkg::TorrentFormat::V1 : pkg::TorrentFormat::Hybrid);
   if (!a.out.empty()) signing::write_file_atomic(a.out, meta.bytes, 0644);
   std::cout << meta.magnet << "\n";
 }
@@ -128,6 +131,9 @@ void setup_torrent(CLI::App& root, Context&) {
   cmd->add_option("--out", a->out, "Write the .torrent file here");
   cmd->add_option("--web-seed", a->web_seeds,
                   "HTTP mirror of the bundle file (BEP 19), repeatable");
+  cmd->add_flag("--v1", a->v1,
+                "A v1-only torrent (BEP 3) instead of the hybrid, for clients without BitTorrent "
+                "v2 (Transmission 3, aria2 1.36); its own infohash");
   cmd->callback([a] { run_torrent(*a); });
 }
 
@@ -137,6 +143,7 @@ struct SeedArgs {
   std::vector<std::string> refs;
   std::vector<std::string> web_seeds;
   pkg::PeerOptions peer;
+  bool v1 = false;
 };
 
 void show_seed_status(pkg::TorrentSession& session, size_t count) {
@@ -176,8 +183,13 @@ void run_seed(const SeedArgs& a) {
   std::vector<std::string> dirs;
   for (const auto& ref : a.refs) {
     const std::string file = bundle_file_for(ref, scratch);
+    const std::string dir = fsys::absolute(file).parent_path().string();
     metas.push_back(pkg::make_torrent(file, a.web_seeds));
-    dirs.push_back(fsys::absolute(file).parent_path().string());
+    dirs.push_back(dir);
+    if (a.v1) {  // the v1-only torrent of the same file, seeded beside the hybrid
+      metas.push_back(pkg::make_torrent(file, a.web_seeds, pkg::TorrentFormat::V1));
+      dirs.push_back(dir);
+    }
   }
   pkg::TorrentSession session(a.peer);
   const std::string addr = session.listen_address();
@@ -209,6 +221,9 @@ void setup_seed(CLI::App& root, Context&) {
   cmd->add_option("--web-seed", a->web_seeds,
                   "HTTP mirror of the bundle file (BEP 19), repeatable");
   cmd->add_option("--max-upload-rate", a->peer.max_upload_rate, "Bytes per second, 0: unlimited");
+  cmd->add_flag("--v1", a->v1,
+                "Also seed each bundle's v1-only torrent (galleon torrent --v1), for clients "
+                "without BitTorrent v2; its magnet follows the hybrid's");
   cmd->callback([a] { run_seed(*a); });
 }
 
