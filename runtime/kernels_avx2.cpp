@@ -4,6 +4,14 @@
 // (one block per lane), then the canonical float combination. No FMA is ever used.
 #include <immintrin.h>
 
+#include <cstdint>
+#include <cstring>
+
+#include "runtime/isa_region.h"
+#include "runtime/kernels.h"
+
+// Only what follows is compiled for AVX2 (runtime/isa_region.h).
+GALLEON_ISA_BEGIN("avx2,f16c,fma")
 #include "runtime/kernels_elem.h"
 #include "runtime/kernels_internal.h"
 #include "runtime/kernels_tiling.h"
@@ -573,3 +581,4 @@ const Ops& table() {
 }
 
 }  // namespace galleon::kern::avx2
+GALLEON_ISA_END

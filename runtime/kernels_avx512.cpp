@@ -7,8 +7,15 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
 
+#include <cstdint>
+#include <cstring>
 #include <vector>
 
+#include "runtime/isa_region.h"
+#include "runtime/kernels.h"
+
+// Only what follows is compiled for AVX-512 (runtime/isa_region.h).
+GALLEON_ISA_BEGIN("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,f16c,fma")
 #include "runtime/kernels_avx512_lanes.h"
 #include "runtime/kernels_elem.h"
 #include "runtime/kernels_internal.h"
@@ -630,7 +637,9 @@ struct KLanes {
 };
 template <>
 struct KLanes<true> {
-  __m512 l = _mm512_setzero_ps(), h = _mm512_setzero_ps();
+  // An explicit constructor: an implicit one would not be compiled for AVX-512.
+  KLanes() : l(_mm512_setzero_ps()), h(_mm512_setzero_ps()) {}
+  __m512 l, h;
   void add(int64_t b, float c) {
     const __mmask16 m = __mmask16(1u << (b & 15));
     if (b & 16) h = _mm512_mask_add_ps(h, m, h, _mm512_set1_ps(c));
@@ -888,3 +897,4 @@ const Ops& table() {
 }
 
 }  // namespace galleon::kern::avx512
+GALLEON_ISA_END

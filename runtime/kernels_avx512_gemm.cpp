@@ -22,6 +22,11 @@
 #include <new>
 #include <vector>
 
+#include "runtime/isa_region.h"
+#include "runtime/kernels.h"
+
+// Only what follows is compiled for AVX-512 (runtime/isa_region.h).
+GALLEON_ISA_BEGIN("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,f16c,fma")
 #include "runtime/kernels_avx512_lanes.h"
 #include "runtime/kernels_internal.h"
 #include "runtime/kernels_tiling.h"
@@ -432,6 +437,8 @@ inline __m512 mul_bcast(const float* w, __m512 x) {
 
 // r[i][j] -> r[j][i] for a 16 x 16 block of floats: pairs, then quads within 128-bit blocks,
 // then the blocks.
+inline __m512d pd(__m512 v) { return _mm512_castps_pd(v); }
+
 inline void transpose16(__m512 (&r)[16]) {
   __m512 t[16], u[16];
   GALLEON_UNROLL
@@ -439,7 +446,6 @@ inline void transpose16(__m512 (&r)[16]) {
     t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
     t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
   }
-  auto pd = [](__m512 v) { return _mm512_castps_pd(v); };
   GALLEON_UNROLL
   for (int i = 0; i < 16; i += 4) {  // u[i + m]: column 4q + m of rows i .. i + 3, block q
     u[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(pd(t[i]), pd(t[i + 2])));
@@ -689,3 +695,4 @@ bool gemm(const Args& a, int64_t r0, int64_t r1, int64_t ntok) {
 }
 
 }  // namespace galleon::kern::avx512
+GALLEON_ISA_END

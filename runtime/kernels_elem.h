@@ -1,6 +1,6 @@
 // Elementwise operations of the forward pass, written as plain loops with branch-free bodies
-// so that each instruction-set file that includes this header gets them vectorised with its own
-// flags. Every element's value is the one docs/arithmetic.md defines (vectorising elementwise
+// so that each instruction-set file that includes this header (inside its region,
+// runtime/isa_region.h) gets its own copy, vectorised for its instruction set. Every element's value is the one docs/arithmetic.md defines (vectorising elementwise
 // IEEE operations changes nothing; no contraction: -ffp-contract=off). The scalar path uses
 // these same functions; kernels_test checks every vectorised path against it bit for bit.
 #pragma once

@@ -1,11 +1,14 @@
-// SHA-256 compression with the x86 SHA extensions (compiled with -msha -msse4.1; called only
-// when the CPU has them, see sha256.cpp). Same results as Sha256::block, several times faster:
+// SHA-256 compression with the x86 SHA extensions (compiled for SHA, SSE4.1 and SSSE3 alone,
+// runtime/isa_region.h; called only when the CPU has them, see sha256.cpp). Same results as Sha256::block, several times faster:
 // logits_sha256 hashes every logits row (tens of MB for a long prompt).
 #include <immintrin.h>
 
 #include <cstddef>
 #include <cstdint>
 
+#include "runtime/isa_region.h"
+
+GALLEON_ISA_BEGIN("sha,sse4.1,ssse3")
 namespace galleon::sha256_shani {
 
 void blocks(uint32_t h[8], const uint8_t* p, size_t n, const uint32_t k[64]) {
@@ -43,3 +46,4 @@ void blocks(uint32_t h[8], const uint8_t* p, size_t n, const uint32_t k[64]) {
 }
 
 }  // namespace galleon::sha256_shani
+GALLEON_ISA_END
