@@ -28,6 +28,7 @@
 #include "bench/bench_bundle.h"
 #include "pkg/process.h"
 #include "runtime/error.h"
+#include "tests/http_server.h"
 
 namespace fsys = std::filesystem;
 using namespace galleon;
@@ -81,18 +82,6 @@ class Background {
   pid_t pid_ = -1;
   FILE* file_ = nullptr;
 };
-
-int free_port() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof a;
-  bind(fd, reinterpret_cast<sockaddr*>(&a), len);
-  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  close(fd);
-  return ntohs(a.sin_port);
-}
 
 bool can_connect(int port) {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -152,7 +141,7 @@ int main(int argc, char** argv) {
       report("torrent fetch (transfer + verify)", s, size, base);
     }
     {
-      const int port = free_port();
+      const int port = galleon::testing::free_loopback_port();
       Background server({"/usr/bin/python3", "-m", "http.server", std::to_string(port), "--bind",
                          "127.0.0.1", "--directory", dir + "/src"});
       for (int i = 0; i < 100 && !can_connect(port); ++i)

@@ -435,9 +435,10 @@ inline __m512 mul_bcast(const float* w, __m512 x) {
   return y;
 }
 
+inline __m512d pd(__m512 v) { return _mm512_castps_pd(v); }
+
 // r[i][j] -> r[j][i] for a 16 x 16 block of floats: pairs, then quads within 128-bit blocks,
 // then the blocks.
-inline __m512d pd(__m512 v) { return _mm512_castps_pd(v); }
 
 inline void transpose16(__m512 (&r)[16]) {
   __m512 t[16], u[16];

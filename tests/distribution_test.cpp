@@ -434,19 +434,6 @@ class ThirdPartyClientTest : public DistributionTest {
             "--enable-peer-exchange=false", "--bt-stop-timeout=60", "--summary-interval=0",
             "--dir=" + dir};
   }
-  static int free_loopback_port() {
-    const int fd = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof addr;
-    int port = 0;
-    if (bind(fd, reinterpret_cast<sockaddr*>(&addr), len) == 0 &&
-        getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0)
-      port = ntohs(addr.sin_port);
-    close(fd);
-    return port;
-  }
   // An HTTP tracker's answer (BEP 3 with compact peers, BEP 23) naming one peer "ADDR:PORT".
   static std::string tracker_answer(const std::string& peer) {
     const int port = std::stoi(peer.substr(peer.rfind(':') + 1));

@@ -30,6 +30,21 @@ struct Resource {
   int status = 200;    // another value: answers with that status and no body
 };
 
+// A TCP port on 127.0.0.1 that was free a moment ago (for a program that takes a fixed port).
+inline int free_loopback_port() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  int port = 0;
+  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), len) == 0 &&
+      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0)
+    port = ntohs(addr.sin_port);
+  close(fd);
+  return port;
+}
+
 class HttpServer {
  public:
   explicit HttpServer(std::map<std::string, Resource> files) : files_(std::move(files)) {
