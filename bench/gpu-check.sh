@@ -8,14 +8,17 @@
 #      and of `score --json` (every prompt row) of the static CPU engine (galleon-engine,
 #      --device cpu) and the CUDA engine (galleon-engine-cuda, --device cuda) for stories260K and
 #      synthetic models of every tensor type, with --batch 1, 7 and 64 (prefill split three ways),
-#      and all three again with GALLEON_CUDA_GEMM=1 GALLEON_CUDA_ATTN_TILES=1 (the paths not yet on
-#      by default: the prompt GEMM tiles, i.e. tensor cores for the quantized types and
-#      shared-memory tiles for F32/F16/BF16; attention scores from K tiles);
+#      and all three again with GALLEON_CUDA_GEMM=0 GALLEON_CUDA_ATTN_TILES=0 (the one-lane
+#      kernels, without the prompt paths on by default: the prompt GEMM tiles, i.e. tensor cores
+#      for the quantized types and shared-memory tiles for F32/F16/BF16; attention scores from
+#      K tiles); cuda_test's matmul kernels and two models once more with each tensor-core
+#      variant that is not the default (GALLEON_CUDA_MMA=r2, s2);
 #   4. a bundle of recipes/stories260k.yaml with its CUDA engine member: `galleon install`, then
 #      `galleon check stories260k --device cuda` and `galleon run stories260k --device cuda`;
 #   5. print a speed table (CPU and GPU tok/s, 124M and 1.1B shapes, F16 Q8_0 Q4_0 Q4_K; GPU rows
-#      for the default and the new paths, +gemm+tiles; then 512-token prompts on the GPU), and
-#      where a ~500-token prompt's GPU time goes, per kind of step (GALLEON_CUDA_PROFILE=1).
+#      for the defaults, +gemm+tiles, and the one-lane kernels; then 512-token prompts on the GPU
+#      with each tensor-core variant, /r2 /s2 /s4), and where a ~500-token prompt's GPU time
+#      goes, per kind of step (GALLEON_CUDA_PROFILE=1).
 # Prints PASS or FAIL per check; exits non-zero when any check fails. Sized for about 5 minutes
 # on a 16-core H100/H200 machine (SPEED_TIMEOUT bounds the table; SKIP_SPEED=1 skips it).
 # GPU_CHECK_DEVICE=host is a dry run of this script on a machine without a GPU: the GPU side is
@@ -178,6 +181,17 @@ else
       --gtest_filter='Cuda.Stories260KMatchesCpu' 2>&1 | grep -vE "^\[|^$" | head -30 || true
   fi
 fi
+# The tensor-core variants other than the default: the kernels and two models' forward passes
+# (the dry run leaves them to cuda_emu_test and CTest's cuda_host_test).
+for v in r2 s2; do
+  [[ $HOST == 1 ]] && break
+  if out=$(GALLEON_CUDA_MMA=$v "$BIN/$CUDA_TEST" --gtest_filter='CudaKernels.MatmulMatchesRefDot:AllTypes/CudaSynth.MatchesCpu/llama_q4_K:AllTypes/CudaSynth.MatchesCpu/llama_q6_K' 2>&1); then
+    pass "$CUDA_TEST with GALLEON_CUDA_MMA=$v ($(grep -E '^\[  PASSED' <<<"$out"))"
+  else
+    echo "$out" | grep -E "Failure|FAILED|first differing" | head -10
+    failed "$CUDA_TEST with GALLEON_CUDA_MMA=$v"
+  fi
+done
 if [[ $STAGED == 1 ]]; then
   echo "(model_test Engine.DeviceFlag needs the galleon CLI and its libraries: not staged)"
 else
@@ -228,12 +242,12 @@ for m in "${models[@]}"; do
       failed "$name $verb: cpu failed"
       continue
     fi
-    # new: the paths not yet on by default (GALLEON_CUDA_GEMM=1: the prompt GEMM tiles;
-    # GALLEON_CUDA_ATTN_TILES=1: attention scores from K tiles).
-    for b in 1 7 64 1new 7new 64new; do
-      new=0
-      [[ $b == *new ]] && new=1
-      if ! got=$(GALLEON_CUDA_GEMM=$new GALLEON_CUDA_ATTN_TILES=$new sha "$verb" "$m" "$DEV" "${b%new}") ||
+    # lanes: without the prompt paths on by default (GALLEON_CUDA_GEMM=0: no prompt GEMM tiles;
+    # GALLEON_CUDA_ATTN_TILES=0: no K tiles in the attention).
+    for b in 1 7 64 1lanes 7lanes 64lanes; do
+      on=1
+      [[ $b == *lanes ]] && on=0
+      if ! got=$(GALLEON_CUDA_GEMM=$on GALLEON_CUDA_ATTN_TILES=$on sha "$verb" "$m" "$DEV" "${b%lanes}") ||
          [[ -z "$got" ]]; then
         failed "$name $verb batch $b: $DEV failed"
       elif [[ "$got" == "$ref" ]]; then
@@ -287,39 +301,35 @@ bundle_check
 if [[ $HOST == 1 && "${SKIP_SPEED:-0}" != 1 ]]; then
   # No speed table (llama_bench has no CUDA backend here): the profile's path only.
   echo "== the profile's output on the host runtime [$(elapsed)]"
-  for new in 0 1; do
-    echo "-- stories260K, GALLEON_CUDA_GEMM=$new GALLEON_CUDA_ATTN_TILES=$new"
-    GALLEON_CUDA_PROFILE=1 GALLEON_CUDA_GEMM=$new GALLEON_CUDA_ATTN_TILES=$new "$ENGINE_GPU" run \
+  for on in 1 0; do
+    echo "-- stories260K, GALLEON_CUDA_GEMM=$on GALLEON_CUDA_ATTN_TILES=$on"
+    GALLEON_CUDA_PROFILE=1 GALLEON_CUDA_GEMM=$on GALLEON_CUDA_ATTN_TILES=$on "$ENGINE_GPU" run \
       "$SHARED/models/stories260K/stories260K.gguf" -p "$PROMPT" --max-tokens 1 --device "$DEV" \
       --json 2>&1 >/dev/null | head -20 || true
   done
 elif [[ "${SKIP_SPEED:-0}" != 1 ]]; then
   echo "== speed (tok/s; prompt 128 / 64 tokens, generate 32 / 16) [$(elapsed)]"
-  # GPU rows show the device in the isa column; bw use is computed for CPU rows only.
-  # +gemm rows: the prompt GEMM tiles (tensor cores for the quantized types, shared-memory
-  # tiles for F16); then 512-token prompts (as llama.cpp's figures) for each GPU path.
+  # GPU rows show the device in the isa column (+gemm+tiles: the defaults; plain cuda:0: the
+  # one-lane kernels); bw use is computed for CPU rows only. Then 512-token prompts (as
+  # llama.cpp's figures) with each tensor-core variant (/r2 /s2 /s4; F16 has none).
   timeout "$SPEED_TIMEOUT" bash -c "
     '$BIN/llama_bench' --shape 124m --type f16,q8_0,q4_0,q4_K --device cpu,$DEV \
-      --cuda-paths lanes,gemm+tiles --threads $JOBS -p 128 -n 32 -r 1 &&
+      --cuda-paths gemm+tiles,lanes --threads $JOBS -p 128 -n 32 -r 1 &&
     '$BIN/llama_bench' --shape 1.1b --type f16,q8_0,q4_0,q4_K --device cpu,$DEV \
-      --cuda-paths lanes,gemm+tiles --threads $JOBS -p 64 -n 16 -r 1 | tail -n +4 &&
-    '$BIN/llama_bench' --shape 124m --type f16,q8_0,q4_K --device $DEV --cuda-paths lanes,gemm,gemm+tiles \
+      --cuda-paths gemm+tiles,lanes --threads $JOBS -p 64 -n 16 -r 1 | tail -n +4 &&
+    '$BIN/llama_bench' --shape 124m --type q8_0,q4_0,q4_K --device $DEV --cuda-mma r2,s2,s4 \
       -p 512 -n 16 -r 1 | tail -n +4 &&
-    '$BIN/llama_bench' --shape 1.1b --type q4_0,f16 --device $DEV --cuda-paths lanes,gemm,gemm+tiles \
+    '$BIN/llama_bench' --shape 1.1b --type q4_0,q8_0,q4_K --device $DEV --cuda-mma r2,s2,s4 \
       -p 512 -n 16 -r 1 --save '$TMP' | tail -n +4" ||
     echo "(speed table stopped after ${SPEED_TIMEOUT}s or failed; not a correctness check)"
   # Where a prompt's GPU time goes (GALLEON_CUDA_PROFILE=1: each step kind's kernel time).
   long=$PROMPT
   for _ in 1 2 3 4 5; do long="$long $PROMPT"; done
-  "$BIN/llama_bench" --write "$TMP" --shape 124m --type q4_0,f16 >/dev/null || true
-  for m in "$TMP/llama-124m-q4_0.gguf" "$TMP/llama-124m-f16.gguf" "$TMP/1.1b-q4_0.gguf"; do
+  for m in "$TMP/1.1b-q4_0.gguf" "$TMP/1.1b-q4_K.gguf"; do
     [[ -f "$m" ]] || continue
-    for new in 0 1; do
-      echo "-- $(basename "$m" .gguf), GALLEON_CUDA_GEMM=$new GALLEON_CUDA_ATTN_TILES=$new"
-      GALLEON_CUDA_PROFILE=1 GALLEON_CUDA_GEMM=$new GALLEON_CUDA_ATTN_TILES=$new timeout 60 \
-        "$ENGINE_GPU" run "$m" -p "$long" \
-        --max-tokens 1 --device "$DEV" --json 2>&1 >/dev/null | head -20 || true
-    done
+    echo "-- $(basename "$m" .gguf), the defaults"
+    GALLEON_CUDA_PROFILE=1 timeout 60 "$ENGINE_GPU" run "$m" -p "$long" \
+      --max-tokens 1 --device "$DEV" --json 2>&1 >/dev/null | head -20 || true
   done
 fi
 

@@ -4,6 +4,7 @@
 //
 //   llama_bench [--shape 124m|1.1b|tiny] [--type q4_0,q8_0,...] [--threads 1,2] [-p 128] [-n 64]
 //               [-r 3] [--cpu-time] [--save DIR] [--device cpu,cuda:0] [--arch llama|qwen2]
+//               [--cuda-paths lanes,gemm,tiles,gemm+tiles] [--cuda-mma r2,s2,s4]
 //   llama_bench --write DIR [--shape ..] [--type ..] [--arch ..]   (writes DIR/ARCH-SHAPE-TYPE.gguf)
 // Like llama-bench: one warm-up run, then -r repetitions (each in fresh sessions: the prompt from
 // position 0; the generated tokens one at a time from position 0); the table shows the mean. The prompt is timed
@@ -165,7 +166,8 @@ struct BenchArgs {
   struct CudaPath {
     bool gemm = false, tiles = false;
   };
-  std::vector<CudaPath> cuda_paths;  // from --cuda-paths (default: lanes)
+  std::vector<CudaPath> cuda_paths;  // from --cuda-paths (default: the defaults)
+  std::vector<std::string> cuda_mma;  // GALLEON_CUDA_MMA variants, from --cuda-mma (default: s4)
   int n_prompt = 128, n_gen = 64, reps = 3;
 };
 
@@ -205,12 +207,14 @@ void bench_one(const BenchArgs& a, GgmlType type, const std::map<int, double>& b
   for (const Device& dev : a.devices) {
     const bool cpu = dev.kind == Device::Kind::Cpu;
     for (const BenchArgs::CudaPath& cp : cpu ? std::vector<BenchArgs::CudaPath>{{}} : a.cuda_paths)
+      for (const std::string& mma : cpu ? std::vector<std::string>{""} : a.cuda_mma)
       for (int t : a.threads) {
-        // The CUDA session reads GALLEON_CUDA_GEMM and GALLEON_CUDA_ATTN_TILES when it is made
-        // (docs/cuda.md).
+        // The CUDA session reads GALLEON_CUDA_GEMM, GALLEON_CUDA_ATTN_TILES and GALLEON_CUDA_MMA
+        // when it is made (docs/cuda.md).
         if (!cpu) {
           setenv("GALLEON_CUDA_GEMM", cp.gemm ? "1" : "0", 1);
           setenv("GALLEON_CUDA_ATTN_TILES", cp.tiles ? "1" : "0", 1);
+          setenv("GALLEON_CUDA_MMA", mma.c_str(), 1);
         }
         ComputeOptions o = default_compute_options();
         o.n_threads = t;
@@ -222,10 +226,13 @@ void bench_one(const BenchArgs& a, GgmlType type, const std::map<int, double>& b
           const Timing tm = time_once(*m.model, o, a.n_prompt, a.n_gen, n_vocab);
           pp += tm.pp / a.reps, pp_last += tm.pp_last / a.reps, tg += tm.tg / a.reps;
         }
-        // GPU rows: the device (+gemm: the prompt GEMM tiles, +tiles: attention's K tiles) in the isa
-        // column; bw use (of the CPU's read bandwidth) is 0.
-        const std::string where = cpu ? std::string(kern::isa_name(o.isa))
-                                      : device_name(dev) + (cp.gemm ? "+gemm" : "") + (cp.tiles ? "+tiles" : "");
+        // GPU rows: the device (+gemm: the prompt GEMM tiles, +tiles: attention's K tiles, /v:
+        // tensor-core variant v when several are compared) in the isa column; bw use (of the
+        // CPU's read bandwidth) is 0.
+        const std::string where =
+            cpu ? std::string(kern::isa_name(o.isa))
+                : device_name(dev) + (cp.gemm ? "+gemm" : "") + (cp.tiles ? "+tiles" : "") +
+                      (a.cuda_mma.size() > 1 ? "/" + mma : "");
         std::printf("| %-5s | %-6s | %-6s | %7s | %10.1f | %10.1f | %10.1f | %8.0f | %5.1f%% |\n",
                     a.shape_name.c_str(), type_name(type), where.c_str(),
                     cpu ? std::to_string(t).c_str() : "-", pp, pp_last, tg, peak_rss_mib(),
@@ -259,7 +266,7 @@ void write_models(const BenchArgs& a, const std::vector<GgmlType>& types, const 
 int main(int argc, char** argv) {
   BenchArgs a;
   std::string types = "f32,f16,q8_0,q4_0,q4_K,q6_K", threads_s = "1,2", devices_s = "cpu", write_dir,
-              cuda_paths_s = "lanes";
+              cuda_paths_s = "gemm+tiles", cuda_mma_s = "s4";
   for (int i = 1; i < argc; i += 2) {
     if (std::string(argv[i]) == "--cpu-time") {
       g_cpu_time = true;
@@ -279,6 +286,7 @@ int main(int argc, char** argv) {
     else if (k == "-r") a.reps = std::max(1, std::stoi(v));
     else if (k == "--save") g_save_dir = v;
     else if (k == "--cuda-paths") cuda_paths_s = v;
+    else if (k == "--cuda-mma") cuda_mma_s = v;
     else { std::fprintf(stderr, "unknown option %s\n", k.c_str()); return 2; }
   }
   try {
@@ -300,6 +308,11 @@ int main(int argc, char** argv) {
                                    " (expected lanes, gemm, tiles or gemm+tiles)");
       a.cuda_paths.push_back({path.find("gemm") != std::string::npos,
                               path.find("tiles") != std::string::npos});
+    }
+    for (auto& v : split(cuda_mma_s)) {
+      if (v != "r2" && v != "s2" && v != "s4")
+        fail(ErrorKind::Usage, "--cuda-mma: unknown variant " + v + " (expected r2, s2 or s4)");
+      a.cuda_mma.push_back(v);
     }
     std::map<int, double> bw;
     std::printf("memory read bandwidth:");

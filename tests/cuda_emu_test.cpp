@@ -204,12 +204,14 @@ TEST(CudaEmu, WarpTileMatchesRefDotForEveryType) {
   }
 }
 
-// matmul_mma_kernel emulated: every warp tile (cdev::mma::Tile<T, 2>) of the rows and tokens,
-// each lane's results to y[t * n_out + r] (and counted in *writes when given). False when the
-// type has no tensor-core path.
+// matmul_mma_kernel emulated: every warp tile (cdev::mma::Tile<T, NT>) of the rows and tokens,
+// each lane's results to y[t * n_out + r] (and counted in *writes when given), the counter's
+// partial sums in registers or (Shared) in a warp's shared-memory store. False when the type
+// has no tensor-core path.
+template <int NT = 2, bool Shared = false>
 bool emulate_mma_matmul(GgmlType type, const cdev::mma::Args& p, float* y,
                         std::vector<int>* writes = nullptr) {
-  constexpr int NT = 2;
+  std::vector<float> store(cdev::mma::SharedPending<NT>::kFloats, 0.0f);
   bool has_path = false;
   cdev::with_type(type, [&]<GgmlType T>() {
     if constexpr (cdev::mma::kHasPath<T>) {
@@ -218,7 +220,13 @@ bool emulate_mma_matmul(GgmlType type, const cdev::mma::Args& p, float* y,
         for (int64_t t0 = 0; t0 < p.ntok; t0 += 8 * NT)
           for (int lane = 0; lane < 32; ++lane) {
             float out[NT][4];
-            cdev::mma::Tile<T, NT>(p, r0, t0, lane).run(out);
+            const cdev::mma::Tile<T, NT> tile(p, r0, t0, lane);
+            if constexpr (Shared) {
+              cdev::mma::SharedPending<NT> pending{store.data(), lane};
+              tile.run(out, pending);
+            } else {
+              tile.run(out);
+            }
             for (int j = 0; j < NT; ++j)
               for (int e = 0; e < 4; ++e) {
                 const int64_t r = r0 + cdev::mma::result_row(lane, e);
@@ -371,10 +379,17 @@ TEST(CudaEmu, TensorCoreTileMatchesRefDot) {
       for (int64_t k = 0; k < ntok; ++k)
         ref.quantize_act(t, make_activations(rng, n, k % 5 == 2).data(), act.data() + size_t(k) * arb, n);
       const cdev::mma::Args args{w.data(), rb, n, rows, act.data(), arb, ntok};
-      std::vector<float> got(size_t(rows * ntok), -1.0f);
-      std::vector<int> seen(got.size(), 0);
-      ASSERT_TRUE(emulate_mma_matmul(t, args, got.data(), &seen));
-      expect_matmul_is_ref(t, args, got, seen);
+      // The kernel's variants (session.cu, GALLEON_CUDA_MMA): r2, s2 and s4.
+      for (int variant = 0; variant < 3; ++variant) {
+        std::vector<float> got(size_t(rows * ntok), -1.0f);
+        std::vector<int> seen(got.size(), 0);
+        const bool ran = variant == 0   ? emulate_mma_matmul<2, false>(t, args, got.data(), &seen)
+                         : variant == 1 ? emulate_mma_matmul<2, true>(t, args, got.data(), &seen)
+                                        : emulate_mma_matmul<4, true>(t, args, got.data(), &seen);
+        ASSERT_TRUE(ran);
+        SCOPED_TRACE("variant " + std::to_string(variant));
+        expect_matmul_is_ref(t, args, got, seen);
+      }
     }
   }
   EXPECT_EQ(types, 8);
@@ -580,7 +595,8 @@ class EmuExec {
         cdev::step::quantize<256>(x, n, i, reinterpret_cast<kern::A8KBlock*>(a.data()));
     return a.data();
   }
-  // new_paths: GALLEON_CUDA_GEMM=1 and GALLEON_CUDA_ATTN_TILES=1.
+  // new_paths: the prompt paths on by default (GALLEON_CUDA_GEMM, GALLEON_CUDA_ATTN_TILES), else
+  // both off.
   explicit EmuExec(bool new_paths) : new_paths_(new_paths) {}
   // The matmul kernel: one warp per row and group of kMatmulTokens tokens; with tensor cores,
   // the quantized types' prompts as matmul_mma_kernel: 16 rows and 16 tokens per warp.
@@ -599,7 +615,7 @@ class EmuExec {
   }
   bool matmul_tiles(const cuda::DevWeight& w, const void* act, size_t arb, int64_t ntok, float* y) {
     const cdev::GemmArgs p{w.data, w.row_bytes, w.n_in, w.n_out, static_cast<const uint8_t*>(act), arb, ntok};
-    return emulate_mma_matmul(w.type, p, y) || emulate_plain_matmul(w.type, p, y);
+    return emulate_mma_matmul<4, true>(w.type, p, y) || emulate_plain_matmul(w.type, p, y);
   }
   void rms_norm(const float* x, const float* w, int64_t n, float eps, int64_t ntok, float* y) {
     for (int64_t t = 0; t < ntok; ++t) {
@@ -628,7 +644,7 @@ class EmuExec {
         const int64_t off = (h / group) * hd;
         const std::vector<float> o = emulate_attention_kernel(
             q + (t * n_head + h) * hd, kc + off, vc + off, n_past + t + 1, hd, kv_dim, kq_scale,
-            new_paths_);
+            new_paths_ && ntok > 1);  // K tiles for prompts only, as session.cu
         std::memcpy(out + (t * n_head + h) * hd, o.data(), o.size() * sizeof(float));
       }
   }
@@ -694,7 +710,7 @@ void expect_emulation_equals_session(const Model& m, const std::vector<int32_t>&
     EXPECT_EQ(0, std::memcmp(got.data(), want.data() + want.size() - got.size(), got.size() * 4))
         << what << ": the last row alone differs";
   }
-  // tc: the paths not yet on by default (tensor cores for prompts, K tiles in attention).
+  // tc: the prompt paths on by default (tensor cores for prompts, K tiles in attention).
   for (bool tc : {false, true})
     for (size_t batch : {toks.size(), size_t(1), size_t(7)}) {
       const std::vector<float> got = emulate_cuda_session(m, toks, batch, tc);

@@ -115,16 +115,16 @@ void expect_asked_rows_equal_cpu(const LoadedModel& m, const std::vector<int32_t
   EXPECT_EQ(0, std::memcmp(ref.data(), got.data(), ref.size() * 4)) << what << ": asked rows differ";
 }
 
-// The default kernels, then each path not yet on by default, alone (read when a session is
-// made): GALLEON_CUDA_GEMM=1 (the prompt tiles: tensor cores, shared-memory tiles) and
-// GALLEON_CUDA_ATTN_TILES=1 (attention scores from K tiles in shared memory).
+// The default kernels, then each with one of its prompt paths off (read when a session is
+// made): GALLEON_CUDA_GEMM=0 (no prompt tiles: the one-lane kernels) and
+// GALLEON_CUDA_ATTN_TILES=0 (attention scores without K tiles).
 void expect_cuda_equals_cpu_on_every_path(const LoadedModel& m, const std::vector<int32_t>& toks,
                                           const std::string& what) {
   expect_cuda_equals_cpu(m, toks, what);
   expect_asked_rows_equal_cpu(m, toks, what);
   for (const char* var : {"GALLEON_CUDA_GEMM", "GALLEON_CUDA_ATTN_TILES"}) {
-    setenv(var, "1", 1);
-    expect_cuda_equals_cpu(m, toks, what + " (" + var + "=1)");
+    setenv(var, "0", 1);
+    expect_cuda_equals_cpu(m, toks, what + " (" + var + "=0)");
     unsetenv(var);
   }
 }

@@ -259,7 +259,7 @@ TEST(Engine, DeviceFlag) {
 // session.cu behind the engine's own command line: the CUDA engine built on the host runtime
 // (galleon-engine-cuda-host, tests/CMakeLists.txt) against the static CPU engine. `run` hashes
 // the last prompt row and the decoded rows, `score` every prompt row; batches 1 and 7, with the
-// defaults and with the opt-in paths. What bench/gpu-check.sh compares on a GPU.
+// defaults and with the prompt paths off. What bench/gpu-check.sh compares on a GPU.
 TEST(Engine, CudaEngineOnTheHostRuntimeMatchesTheCpuEngine) {
   const std::string model = shared_path(kStories);
   GALLEON_REQUIRE_SHARED(model);
@@ -287,7 +287,7 @@ TEST(Engine, CudaEngineOnTheHostRuntimeMatchesTheCpuEngine) {
                                 {{"GALLEON_CUDA_GEMM", paths}, {"GALLEON_CUDA_ATTN_TILES", paths}});
         EXPECT_EQ(gpu.value("device", ""), "cuda:0");
         EXPECT_EQ(gpu.value("logits_sha256", ""), cpu["logits_sha256"])
-            << verb << " --batch " << batch << ", opt-in paths " << paths;
+            << verb << " --batch " << batch << ", prompt paths " << paths;
       }
   }
 }

@@ -13,7 +13,8 @@ namespace galleon::cuda {
 // The prompt matmul's kernels: the lanes (a warp per row and a few tokens, one lane per
 // element or block), or the tiles: int8 tensor cores for the quantized types (cdev::mma::Tile)
 // and shared-memory tiles for F32/F16/BF16 (cdev::plain), on compute capability 8.0 or newer
-// (else the lanes). All give the canonical bits. Sessions take Tiles when GALLEON_CUDA_GEMM=1.
+// (else the lanes). All give the canonical bits. Sessions take Tiles unless GALLEON_CUDA_GEMM=0;
+// the tensor-core kernel's variant is GALLEON_CUDA_MMA's (session.cu), here as in a session.
 enum class MatmulPath { Lanes, Tiles };
 
 }  // namespace galleon::cuda

@@ -103,6 +103,23 @@ GALLEON_HDI constexpr int result_token(int lane, int j, int e) {
   return 8 * j + 2 * (lane & 3) + (e & 1);
 }
 
+// Where Tile::run's binary counter keeps its partial sums (level k < 5, token group j, result e):
+// in registers, or in shared memory (a warp's 5 * NT * 4 floats per lane, lanes interleaved so
+// that a warp's access touches 32 banks), which leaves the registers to the operands and lets
+// more warps share an SM. The sums and their order are the same.
+template <int NT>
+struct RegPending {
+  float v[5][NT][4];
+  GALLEON_HDI float& at(int k, int j, int e) { return v[k][j][e]; }
+};
+template <int NT>
+struct SharedPending {
+  static constexpr int kFloats = 5 * NT * 4 * 32;  // per warp
+  float* warp_base;  // kFloats floats of this warp
+  int lane;
+  GALLEON_HDI float& at(int k, int j, int e) { return warp_base[((k * NT + j) * 4 + e) * 32 + lane]; }
+};
+
 // One warp's tile: rows r0 .. r0 + 15 and tokens t0 .. t0 + 8 * NT - 1. Rows and tokens past
 // the ends read the last one (their results are not stored). out[j][e] is the canonical dot
 // product (before canonical_nan) of row r0 + result_row(lane, e) and token
@@ -117,7 +134,12 @@ class Tile {
       : p_(p), r0_(r0), t0_(t0), lane_(lane) {}
 
   GALLEON_HDI void run(float (&out)[NT][4]) const {
-    float pending[5][NT][4] = {};  // the binary counter's partial sums, level k: 2^k lanes
+    RegPending<NT> pending{};
+    run(out, pending);
+  }
+  // pending: the binary counter's partial sums (level k: 2^k lanes), each written before read.
+  template <class Pending>
+  GALLEON_HDI void run(float (&out)[NT][4], Pending& pending) const {
     float v[NT][4];
     for (int p = 0; p < 32; ++p) {
       leaf(bitrev5(p), v);
@@ -128,14 +150,17 @@ class Tile {
       for (int k = 0; k < 5; ++k) {
         if (!carry) continue;
         if (((p >> k) & 1) == 0) {
-          copy(v, pending[k]);
+          GALLEON_DEVICE_UNROLL
+          for (int j = 0; j < NT; ++j)
+            GALLEON_DEVICE_UNROLL
+            for (int e = 0; e < 4; ++e) pending.at(k, j, e) = v[j][e];
           carry = false;
           continue;
         }
         GALLEON_DEVICE_UNROLL
         for (int j = 0; j < NT; ++j)
           GALLEON_DEVICE_UNROLL
-          for (int e = 0; e < 4; ++e) v[j][e] = pending[k][j][e] + v[j][e];
+          for (int e = 0; e < 4; ++e) v[j][e] = pending.at(k, j, e) + v[j][e];
       }
     }
     copy(v, out);  // p = 31 carried through every level: all 32 lanes combined

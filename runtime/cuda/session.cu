@@ -248,19 +248,28 @@ __global__ void matmul_k_kernel(const uint8_t* W, size_t w_row_bytes, int64_t n,
 
 // The quantized types' prompt matmul on int8 tensor cores (cdev::mma::Tile): the warps of a
 // block share 16 weight rows (read from L1 after the first warp) and take tiles of 8 * NT
-// tokens in turn.
-constexpr int kMmaWarps = 4, kMmaTokenGroups = 2;
+// tokens in turn. Shared: the tile's binary counter in shared memory (cdev::mma::SharedPending),
+// not in registers, so that kMinBlocks blocks fit an SM.
+constexpr int kMmaWarps = 4;
 
-template <GgmlType T, int NT>
-__global__ void __launch_bounds__(32 * kMmaWarps)
+template <GgmlType T, int NT, bool Shared, int kMinBlocks>
+__global__ void __launch_bounds__(32 * kMmaWarps, kMinBlocks)
     matmul_mma_kernel(cdev::mma::Args p, float* y, int64_t y_stride) {
+  using Pending = cdev::mma::SharedPending<NT>;
+  __shared__ float pending_store[Shared ? kMmaWarps * Pending::kFloats : 1];
   const int lane = int(threadIdx.x) & 31, warp = int(threadIdx.x) >> 5;
   const int64_t r0 = int64_t(blockIdx.x) * cdev::mma::kRows;
   constexpr int kTokens = 8 * NT;
   for (int64_t t0 = (int64_t(blockIdx.y) * kMmaWarps + warp) * kTokens; t0 < p.ntok;
        t0 += int64_t(gridDim.y) * kMmaWarps * kTokens) {  // warp-uniform
     float out[NT][4];
-    cdev::mma::Tile<T, NT>(p, r0, t0, lane).run(out);
+    const cdev::mma::Tile<T, NT> tile(p, r0, t0, lane);
+    if constexpr (Shared) {
+      Pending pending{pending_store + warp * Pending::kFloats, lane};
+      tile.run(out, pending);
+    } else {
+      tile.run(out);
+    }
 #pragma unroll
     for (int j = 0; j < NT; ++j)
 #pragma unroll
@@ -625,14 +634,37 @@ void launch_matmul(const DevWeight& w, const uint8_t* a, size_t arb, int64_t nto
         w.data, w.row_bytes, w.n_in, w.n_out, a, arb, ntok, y, w.n_out);
 }
 
+// The tensor-core kernel's variant, GALLEON_CUDA_MMA (read when a session is made): s4 (the
+// default: 4 token groups per warp, counter in shared memory), s2 (2 token groups, counter in
+// shared memory) or r2 (2 token groups, counter in registers: the first version). Every
+// variant gives the same bits; they differ in speed only.
+enum class MmaVariant { R2, S2, S4 };
+MmaVariant mma_variant_from_env() {
+  const char* e = std::getenv("GALLEON_CUDA_MMA");
+  const std::string s = e ? e : "";
+  if (s == "r2") return MmaVariant::R2;
+  if (s == "s2") return MmaVariant::S2;
+  return MmaVariant::S4;
+}
+
+template <GgmlType T, int NT, bool Shared, int kMinBlocks>
+void launch_mma_variant(const cdev::mma::Args& p, float* y, cudaStream_t st) {
+  constexpr int kTokens = 8 * NT * kMmaWarps;  // per block and round
+  const dim3 grid(blocks_for(p.n_out, cdev::mma::kRows),
+                  unsigned(std::min<int64_t>((p.ntok + kTokens - 1) / kTokens, 65535)));
+  GALLEON_LAUNCH(grid, 32 * kMmaWarps, 0, st, matmul_mma_kernel<T, NT, Shared, kMinBlocks>)(
+      p, y, p.n_out);
+}
+
 template <GgmlType T>
 void launch_matmul_mma(const DevWeight& w, const uint8_t* a, size_t arb, int64_t ntok, float* y,
-                       cudaStream_t st) {
-  constexpr int kTokens = 8 * kMmaTokenGroups * kMmaWarps;  // per block and round
-  const dim3 grid(blocks_for(w.n_out, cdev::mma::kRows),
-                  unsigned(std::min<int64_t>((ntok + kTokens - 1) / kTokens, 65535)));
+                       cudaStream_t st, MmaVariant variant) {
   const cdev::mma::Args p{w.data, w.row_bytes, w.n_in, w.n_out, a, arb, ntok};
-  GALLEON_LAUNCH(grid, 32 * kMmaWarps, 0, st, matmul_mma_kernel<T, kMmaTokenGroups>)(p, y, w.n_out);
+  switch (variant) {
+    case MmaVariant::R2: return launch_mma_variant<T, 2, false, 1>(p, y, st);
+    case MmaVariant::S2: return launch_mma_variant<T, 2, true, 4>(p, y, st);
+    case MmaVariant::S4: return launch_mma_variant<T, 4, true, 3>(p, y, st);
+  }
 }
 
 template <GgmlType T>
@@ -668,12 +700,12 @@ bool use_tiles(GgmlType t, int64_t ntok, MatmulPath path) {
 }
 
 void run_matmul(const DevWeight& w, const void* act, size_t arb, int64_t ntok, float* y,
-                cudaStream_t st, MatmulPath path) {
+                cudaStream_t st, MatmulPath path, MmaVariant variant) {
   const auto* a = static_cast<const uint8_t*>(act);
   const bool tiles = use_tiles(w.type, ntok, path);
   cdev::with_type(w.type, [&]<GgmlType T>() {
     if constexpr (cdev::mma::kHasPath<T>)
-      if (tiles) return launch_matmul_mma<T>(w, a, arb, ntok, y, st);
+      if (tiles) return launch_matmul_mma<T>(w, a, arb, ntok, y, st, variant);
     if constexpr (cdev::plain::kHasPath<T>)
       if (tiles) return launch_matmul_plain<T>(w, a, arb, ntok, y, st);
     if (ntok == 1)
@@ -773,7 +805,8 @@ class CudaExec {
     if (profile_.on())
       what = std::string("matmul ") + type_name(w.type) +
              (use_tiles(w.type, ntok, path_) ? " (tiles)" : "");
-    profile_.step(what.c_str(), batch_, [&] { run_matmul(w, act, arb, ntok, y, st_, path_); });
+    profile_.step(what.c_str(), batch_,
+                  [&] { run_matmul(w, act, arb, ntok, y, st_, path_, mma_); });
   }
   void rms_norm(const float* x, const float* w, int64_t n, float eps, int64_t ntok, float* y) {
     profile_.step("rms_norm", batch_, [&] {
@@ -806,7 +839,10 @@ class CudaExec {
   void attention(const float* q, const float* kc, const float* vc, int64_t n_head, int64_t group,
                  int64_t hd, int64_t kv_dim, int64_t ntok, int64_t /*n_past: pos_*/, int64_t n_ctx,
                  float kq_scale, float* scores, float* out) {
-    if (attn_tiles_ && hd <= cdev::attn::kQuadMaxHd)
+    // K tiles for prompts only: a block takes G heads of a token, so that a decoding step's
+    // n_head / G blocks leave most of the GPU idle (an H200 decoded 1.1B F16 at 303 tok/s
+    // with them, 383 without).
+    if (attn_tiles_ && ntok > 1 && hd <= cdev::attn::kQuadMaxHd)
       return attention_tiles(q, kc, vc, n_head, group, hd, kv_dim, ntok, n_ctx, kq_scale, scores,
                              out);
     // The scores go to shared memory when they fit in the default 48 KiB with the lanes.
@@ -863,11 +899,12 @@ class CudaExec {
   int64_t batch_ = 1;
   StepProfile profile_;
   DeviceBuffer act_[3];
-  // Not yet the defaults: the prompt GEMM tiles and the attention's K tiles have passed the
-  // CPU emulation, not a GPU run.
-  MatmulPath path_ = available_path(env_flag("GALLEON_CUDA_GEMM", false) ? MatmulPath::Tiles
-                                                                         : MatmulPath::Lanes);
-  bool attn_tiles_ = env_flag("GALLEON_CUDA_ATTN_TILES", false);
+  // The prompt GEMM tiles and the attention's K tiles (GALLEON_CUDA_GEMM=0 and
+  // GALLEON_CUDA_ATTN_TILES=0 turn them off; docs/cuda.md).
+  MatmulPath path_ = available_path(env_flag("GALLEON_CUDA_GEMM", true) ? MatmulPath::Tiles
+                                                                        : MatmulPath::Lanes);
+  bool attn_tiles_ = env_flag("GALLEON_CUDA_ATTN_TILES", true);
+  MmaVariant mma_ = mma_variant_from_env();
 };
 
 void select_device(int device) {
@@ -1121,7 +1158,7 @@ std::vector<float> matmul(GgmlType type, int64_t n, int64_t rows, const std::vec
   dy.reserve(size_t(rows * ntok) * sizeof(float));
   const DevWeight dev{type, n, rows, w.size() / size_t(rows), dw.get<uint8_t>()};
   run_matmul(dev, da.get(), act.size() / size_t(ntok), ntok, dy.get<float>(), nullptr,
-             available_path(path));
+             available_path(path), mma_variant_from_env());
   return download<float>(dy, size_t(rows * ntok));
 }
 
