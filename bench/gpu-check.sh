@@ -12,12 +12,12 @@
 #      kernels, without the prompt paths on by default: the prompt GEMM tiles, i.e. tensor cores
 #      for the quantized types and shared-memory tiles for F32/F16/BF16; attention scores from
 #      K tiles); cuda_test's matmul kernels and two models once more with each tensor-core
-#      variant that is not the default (GALLEON_CUDA_MMA=r2, s2);
+#      variant that is not the default (GALLEON_CUDA_MMA=r2, s2, t4);
 #   4. a bundle of recipes/stories260k.yaml with its CUDA engine member: `galleon install`, then
 #      `galleon check stories260k --device cuda` and `galleon run stories260k --device cuda`;
 #   5. print a speed table (CPU and GPU tok/s, 124M and 1.1B shapes, F16 Q8_0 Q4_0 Q4_K; GPU rows
 #      for the defaults, +gemm+tiles, and the one-lane kernels; then 512-token prompts on the GPU
-#      with each tensor-core variant, /r2 /s2 /s4), and where a ~500-token prompt's GPU time
+#      with each tensor-core variant, /r2 /s2 /s4 /t4), and where a ~500-token prompt's GPU time
 #      goes, per kind of step (GALLEON_CUDA_PROFILE=1).
 # Prints PASS or FAIL per check; exits non-zero when any check fails. Sized for about 5 minutes
 # on a 16-core H100/H200 machine (SPEED_TIMEOUT bounds the table; SKIP_SPEED=1 skips it).
@@ -183,7 +183,7 @@ else
 fi
 # The tensor-core variants other than the default: the kernels and two models' forward passes
 # (the dry run leaves them to cuda_emu_test and CTest's cuda_host_test).
-for v in r2 s2; do
+for v in r2 s2 t4; do
   [[ $HOST == 1 ]] && break
   if out=$(GALLEON_CUDA_MMA=$v "$BIN/$CUDA_TEST" --gtest_filter='CudaKernels.MatmulMatchesRefDot:AllTypes/CudaSynth.MatchesCpu/llama_q4_K:AllTypes/CudaSynth.MatchesCpu/llama_q6_K' 2>&1); then
     pass "$CUDA_TEST with GALLEON_CUDA_MMA=$v ($(grep -E '^\[  PASSED' <<<"$out"))"
@@ -311,15 +311,15 @@ elif [[ "${SKIP_SPEED:-0}" != 1 ]]; then
   echo "== speed (tok/s; prompt 128 / 64 tokens, generate 32 / 16) [$(elapsed)]"
   # GPU rows show the device in the isa column (+gemm+tiles: the defaults; plain cuda:0: the
   # one-lane kernels); bw use is computed for CPU rows only. Then 512-token prompts (as
-  # llama.cpp's figures) with each tensor-core variant (/r2 /s2 /s4; F16 has none).
+  # llama.cpp's figures) with each tensor-core variant (/r2 /s2 /s4 /t4; F16 has none).
   timeout "$SPEED_TIMEOUT" bash -c "
     '$BIN/llama_bench' --shape 124m --type f16,q8_0,q4_0,q4_K --device cpu,$DEV \
       --cuda-paths gemm+tiles,lanes --threads $JOBS -p 128 -n 32 -r 1 &&
     '$BIN/llama_bench' --shape 1.1b --type f16,q8_0,q4_0,q4_K --device cpu,$DEV \
       --cuda-paths gemm+tiles,lanes --threads $JOBS -p 64 -n 16 -r 1 | tail -n +4 &&
-    '$BIN/llama_bench' --shape 124m --type q8_0,q4_0,q4_K --device $DEV --cuda-mma r2,s2,s4 \
+    '$BIN/llama_bench' --shape 124m --type q8_0,q4_0,q4_K --device $DEV --cuda-mma r2,s2,s4,t4 \
       -p 512 -n 16 -r 1 | tail -n +4 &&
-    '$BIN/llama_bench' --shape 1.1b --type q4_0,q8_0,q4_K --device $DEV --cuda-mma r2,s2,s4 \
+    '$BIN/llama_bench' --shape 1.1b --type q4_0,q8_0,q4_K --device $DEV --cuda-mma r2,s2,s4,t4 \
       -p 512 -n 16 -r 1 --save '$TMP' | tail -n +4" ||
     echo "(speed table stopped after ${SPEED_TIMEOUT}s or failed; not a correctness check)"
   # Where a prompt's GPU time goes (GALLEON_CUDA_PROFILE=1: each step kind's kernel time).

@@ -204,11 +204,39 @@ TEST(CudaEmu, WarpTileMatchesRefDotForEveryType) {
   }
 }
 
+// session.cu's staged activations (variant t4) for one lane: begin(i, next) copies block i of
+// the tile's tokens (the last token past the end) to a buffer that at() then reads, and checks
+// that i is the block announced as next by the begin() before (block 0 first).
+template <class Block>
+class CopiedActs {
+ public:
+  CopiedActs(const cdev::GemmArgs& p, int64_t t0, int64_t tokens) : p_(p), t0_(t0), copy_(size_t(tokens)) {}
+  void begin(int64_t i, int64_t next) {
+    EXPECT_EQ(i, expected_) << "a block other than the one fetched";
+    for (size_t k = 0; k < copy_.size(); ++k) {
+      const int64_t t = std::min<int64_t>(t0_ + int64_t(k), p_.ntok - 1);
+      std::memcpy(&copy_[k], p_.act + size_t(t) * p_.arb + size_t(i) * sizeof(Block), sizeof(Block));
+    }
+    current_ = i;
+    expected_ = next;
+  }
+  const Block& at(int64_t k, int64_t i) const {
+    EXPECT_EQ(i, current_);
+    return copy_[size_t(k)];
+  }
+
+ private:
+  cdev::GemmArgs p_;
+  int64_t t0_, current_ = -1, expected_ = 0;
+  std::vector<Block> copy_;
+};
+
 // matmul_mma_kernel emulated: every warp tile (cdev::mma::Tile<T, NT>) of the rows and tokens,
 // each lane's results to y[t * n_out + r] (and counted in *writes when given), the counter's
-// partial sums in registers or (Shared) in a warp's shared-memory store. False when the type
-// has no tensor-core path.
-template <int NT = 2, bool Shared = false>
+// partial sums in registers or (Shared) in a warp's shared-memory store, the activations read
+// from their rows or (Staged) from a copy of each block (as matmul_mma_staged_kernel, with
+// level 0 of the counter in registers). False when the type has no tensor-core path.
+template <int NT = 2, bool Shared = false, bool Staged = false>
 bool emulate_mma_matmul(GgmlType type, const cdev::mma::Args& p, float* y,
                         std::vector<int>* writes = nullptr) {
   std::vector<float> store(cdev::mma::SharedPending<NT>::kFloats, 0.0f);
@@ -220,11 +248,17 @@ bool emulate_mma_matmul(GgmlType type, const cdev::mma::Args& p, float* y,
         for (int64_t t0 = 0; t0 < p.ntok; t0 += 8 * NT)
           for (int lane = 0; lane < 32; ++lane) {
             float out[NT][4];
-            const cdev::mma::Tile<T, NT> tile(p, r0, t0, lane);
-            if constexpr (Shared) {
-              cdev::mma::SharedPending<NT> pending{store.data(), lane};
+            if constexpr (Staged) {
+              using Acts = CopiedActs<cdev::mma::ActBlock<T>>;
+              const cdev::mma::Tile<T, NT, Acts> tile(p, r0, lane, Acts(p, t0, 8 * NT));
+              cdev::mma::SharedPending<NT, 1> pending{store.data(), lane, {}};
+              tile.run(out, pending);
+            } else if constexpr (Shared) {
+              const cdev::mma::Tile<T, NT> tile(p, r0, t0, lane);
+              cdev::mma::SharedPending<NT> pending{store.data(), lane, {}};
               tile.run(out, pending);
             } else {
+              const cdev::mma::Tile<T, NT> tile(p, r0, t0, lane);
               tile.run(out);
             }
             for (int j = 0; j < NT; ++j)
@@ -379,13 +413,14 @@ TEST(CudaEmu, TensorCoreTileMatchesRefDot) {
       for (int64_t k = 0; k < ntok; ++k)
         ref.quantize_act(t, make_activations(rng, n, k % 5 == 2).data(), act.data() + size_t(k) * arb, n);
       const cdev::mma::Args args{w.data(), rb, n, rows, act.data(), arb, ntok};
-      // The kernel's variants (session.cu, GALLEON_CUDA_MMA): r2, s2 and s4.
-      for (int variant = 0; variant < 3; ++variant) {
+      // The kernel's variants (session.cu, GALLEON_CUDA_MMA): r2, s2, s4 and t4.
+      for (int variant = 0; variant < 4; ++variant) {
         std::vector<float> got(size_t(rows * ntok), -1.0f);
         std::vector<int> seen(got.size(), 0);
         const bool ran = variant == 0   ? emulate_mma_matmul<2, false>(t, args, got.data(), &seen)
                          : variant == 1 ? emulate_mma_matmul<2, true>(t, args, got.data(), &seen)
-                                        : emulate_mma_matmul<4, true>(t, args, got.data(), &seen);
+                         : variant == 2 ? emulate_mma_matmul<4, true>(t, args, got.data(), &seen)
+                                        : emulate_mma_matmul<4, true, true>(t, args, got.data(), &seen);
         ASSERT_TRUE(ran);
         SCOPED_TRACE("variant " + std::to_string(variant));
         expect_matmul_is_ref(t, args, got, seen);
@@ -393,6 +428,27 @@ TEST(CudaEmu, TensorCoreTileMatchesRefDot) {
     }
   }
   EXPECT_EQ(types, 8);
+}
+
+// next_block walks the blocks in the tiles' order (leaf p = 0..31, lane bitrev5(p), its blocks
+// l, l + 32, ...), each block once, from block 0, and ends with -1: a staged tile fetches
+// exactly the blocks it uses.
+TEST(CudaEmu, TensorCoreNextBlockIsTheLeafOrder) {
+  for (int64_t count : {1, 2, 5, 31, 32, 33, 64, 70, 176}) {
+    std::vector<int64_t> want;
+    for (int p = 0; p < 32; ++p)
+      for (int64_t i = cdev::mma::bitrev5(p); i < count; i += 32) want.push_back(i);
+    std::vector<int64_t> got;
+    int p = 0;
+    for (int64_t i = 0; i != -1;) {
+      while (p < 32 && (i - cdev::mma::bitrev5(p)) % 32 != 0) ++p;  // the leaf of i
+      ASSERT_LT(p, 32) << "count " << count << ": block " << i << " has no leaf";
+      ASSERT_LT(i, count) << "count " << count;
+      got.push_back(i);
+      i = cdev::mma::next_block(p, i, count);
+    }
+    EXPECT_EQ(got, want) << "count " << count;
+  }
 }
 
 // The counter's leaf order: bit-reversed, each index once.

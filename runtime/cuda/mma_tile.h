@@ -112,26 +112,67 @@ struct RegPending {
   float v[5][NT][4];
   GALLEON_HDI float& at(int k, int j, int e) { return v[k][j][e]; }
 };
-template <int NT>
+// kRegLevels: the lowest levels in registers all the same (level 0 is written at every even
+// leaf and read at the next one), the others in shared memory.
+template <int NT, int kRegLevels = 0>
 struct SharedPending {
-  static constexpr int kFloats = 5 * NT * 4 * 32;  // per warp
+  static constexpr int kFloats = (5 - kRegLevels) * NT * 4 * 32;  // per warp
   float* warp_base;  // kFloats floats of this warp
   int lane;
-  GALLEON_HDI float& at(int k, int j, int e) { return warp_base[((k * NT + j) * 4 + e) * 32 + lane]; }
+  float regs[kRegLevels > 0 ? kRegLevels : 1][NT][4];
+  GALLEON_HDI float& at(int k, int j, int e) {
+    if (k < kRegLevels) return regs[k][j][e];
+    return warp_base[(((k - kRegLevels) * NT + j) * 4 + e) * 32 + lane];
+  }
 };
+
+// A tile visits its blocks i in this order: leaf p = 0, 1, ..., 31 (lane bitrev5(p)), and
+// within a leaf l, the blocks l, l + 32, ... below count. next_block is the block after
+// block i of leaf p, or -1 after the last.
+GALLEON_HDI int64_t next_block(int p, int64_t i, int64_t count) {
+  if (i + 32 < count) return i + 32;
+  for (int q = p + 1; q < 32; ++q)
+    if (bitrev5(q) < count) return bitrev5(q);
+  return -1;
+}
+
+// Where a tile's activation blocks come from: GlobalActs reads them from the activation rows;
+// session.cu's staged source copies block i of all the tile's tokens to shared memory at
+// begin(i, next_block) (the block's threads together, the next block's words fetched while
+// this one is used). at(k, i) is block i of token t0 + k (the last token past the end).
+template <class Block>
+class GlobalActs {
+ public:
+  GALLEON_HDI GlobalActs(const GemmArgs& p, int64_t t0) : p_(p), t0_(t0) {}
+  GALLEON_HDI void begin(int64_t, int64_t) {}
+  GALLEON_HDI const Block& at(int64_t k, int64_t i) const {
+    int64_t t = t0_ + k;
+    if (t > p_.ntok - 1) t = p_.ntok - 1;
+    return reinterpret_cast<const Block*>(p_.act + size_t(t) * p_.arb)[i];
+  }
+
+ private:
+  GemmArgs p_;
+  int64_t t0_;
+};
+
+template <GgmlType T>
+using ActBlock = std::conditional_t<TypeInfo<T>::elems == 32, kern::A8Block, kern::A8KBlock>;
 
 // One warp's tile: rows r0 .. r0 + 15 and tokens t0 .. t0 + 8 * NT - 1. Rows and tokens past
 // the ends read the last one (their results are not stored). out[j][e] is the canonical dot
 // product (before canonical_nan) of row r0 + result_row(lane, e) and token
 // t0 + result_token(lane, j, e).
-template <GgmlType T, int NT>
+template <GgmlType T, int NT, class Acts = GlobalActs<ActBlock<T>>>
 class Tile {
  public:
   static constexpr int kElems = TypeInfo<T>::elems, kBytes = TypeInfo<T>::bytes;
-  using Block = std::conditional_t<kElems == 32, kern::A8Block, kern::A8KBlock>;
+  using Block = ActBlock<T>;
 
   GALLEON_HDI Tile(const Args& p, int64_t r0, int64_t t0, int lane)
-      : p_(p), r0_(r0), t0_(t0), lane_(lane) {}
+      : Tile(p, r0, lane, Acts(p, t0)) {}
+  GALLEON_HDI Tile(const Args& p, int64_t r0, int lane, const Acts& acts)
+      : p_(p), r0_(r0), lane_(lane), acts_(acts) {}
 
   GALLEON_HDI void run(float (&out)[NT][4]) const {
     RegPending<NT> pending{};
@@ -142,7 +183,7 @@ class Tile {
   GALLEON_HDI void run(float (&out)[NT][4], Pending& pending) const {
     float v[NT][4];
     for (int p = 0; p < 32; ++p) {
-      leaf(bitrev5(p), v);
+      leaf(p, v);
       // Merge with the partial sums of the levels whose bit of p is set (earlier lanes on the
       // left), then park the result at the first clear bit's level.
       bool carry = true;  // no break: every level's index stays a constant (registers)
@@ -181,23 +222,22 @@ class Tile {
     return p_.w + size_t(r) * p_.wrb;
   }
   // Activation block i of token t0 + k (the last token past the end).
-  GALLEON_HDI const Block& act(int64_t k, int64_t i) const {
-    int64_t t = t0_ + k;
-    if (t > p_.ntok - 1) t = p_.ntok - 1;
-    return reinterpret_cast<const Block*>(p_.act + size_t(t) * p_.arb)[i];
-  }
+  GALLEON_HDI const Block& act(int64_t k, int64_t i) const { return acts_.at(k, i); }
   // Token (offset from t0) of lane l's B column in token group j, and of this lane's result e.
   GALLEON_HDI static int b_token(int l, int j) { return 8 * j + (l >> 2); }
   GALLEON_HDI int c_token(int j, int e) const { return result_token(lane_, j, e); }
 
-  // Canonical lane l of every result: its blocks l, l + 32, ... added in order to 0.0f.
-  GALLEON_HDI void leaf(int l, float (&v)[NT][4]) const {
+  // Canonical lane l = bitrev5(p) of every result: its blocks l, l + 32, ... added in order to
+  // 0.0f.
+  GALLEON_HDI void leaf(int p, float (&v)[NT][4]) const {
+    const int l = bitrev5(p);
     GALLEON_DEVICE_UNROLL
     for (int j = 0; j < NT; ++j)
       GALLEON_DEVICE_UNROLL
       for (int e = 0; e < 4; ++e) v[j][e] = 0.0f;
     const int64_t count = p_.n / kElems;
     for (int64_t i = l; i < count; i += 32) {
+      acts_.begin(i, next_block(p, i, count));
       float c[NT][4];
       if constexpr (kElems == 32)
         block_a8(i, c);
@@ -307,8 +347,9 @@ class Tile {
   }
 
   Args p_;
-  int64_t r0_, t0_;
+  int64_t r0_;
   int lane_;
+  mutable Acts acts_;  // begin() moves a staged source on
 };
 
 }  // namespace galleon::cdev::mma

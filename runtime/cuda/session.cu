@@ -252,6 +252,20 @@ __global__ void matmul_k_kernel(const uint8_t* W, size_t w_row_bytes, int64_t n,
 // not in registers, so that kMinBlocks blocks fit an SM.
 constexpr int kMmaWarps = 4;
 
+// A warp tile's results (cdev::mma::Tile::run) to y, those of rows and tokens past the ends left.
+template <int NT>
+__device__ void store_mma_tile(const cdev::mma::Args& p, int64_t r0, int64_t t0, int lane,
+                               const float (&out)[NT][4], float* y, int64_t y_stride) {
+#pragma unroll
+  for (int j = 0; j < NT; ++j)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int64_t r = r0 + cdev::mma::result_row(lane, e);
+      const int64_t t = t0 + cdev::mma::result_token(lane, j, e);
+      if (r < p.n_out && t < p.ntok) y[t * y_stride + r] = cdev::canonical_nan(out[j][e]);
+    }
+}
+
 template <GgmlType T, int NT, bool Shared, int kMinBlocks>
 __global__ void __launch_bounds__(32 * kMmaWarps, kMinBlocks)
     matmul_mma_kernel(cdev::mma::Args p, float* y, int64_t y_stride) {
@@ -265,19 +279,84 @@ __global__ void __launch_bounds__(32 * kMmaWarps, kMinBlocks)
     float out[NT][4];
     const cdev::mma::Tile<T, NT> tile(p, r0, t0, lane);
     if constexpr (Shared) {
-      Pending pending{pending_store + warp * Pending::kFloats, lane};
+      Pending pending{pending_store + warp * Pending::kFloats, lane, {}};
       tile.run(out, pending);
     } else {
       tile.run(out);
     }
+    store_mma_tile(p, r0, t0, lane, out, y, y_stride);
+  }
+}
+
+// Variant t4 (GALLEON_CUDA_MMA=t4; not yet timed on a GPU): the 4 warps of a block take 4 x 16
+// rows of the same 32 tokens, whose activation block i the block stages in shared memory once
+// for its 4 warps (StagedActs), fetching the next block's words while this one is used; the
+// counter keeps level 0 in registers and the others in shared memory (41 KiB in all).
+template <class Block, int kTokens, int kThreads>
+class StagedActs {
+ public:
+  __device__ StagedActs(const cdev::GemmArgs& p, int64_t t0, Block* stage, int tid)
+      : p_(p), t0_(t0), stage_(stage), tid_(tid) {
+    fetch(0);  // the first block of every tile (cdev::mma::next_block's order)
+  }
+  __device__ void begin(int64_t /*i: fetched before*/, int64_t next) {
+    __syncthreads();  // every warp is done with the previous block (or tile)
+    store();
+    __syncthreads();
+    if (next >= 0) fetch(next);
+  }
+  __device__ const Block& at(int64_t k, int64_t /*i*/) const { return stage_[k]; }
+
+ private:
+  static constexpr int kWords = int(sizeof(Block) / 4), kTotal = kTokens * kWords;
+  static constexpr int kPerThread = (kTotal + kThreads - 1) / kThreads;
+  static_assert(sizeof(Block) % 4 == 0);
+  __device__ void fetch(int64_t i) {
 #pragma unroll
-    for (int j = 0; j < NT; ++j)
+    for (int r = 0; r < kPerThread; ++r) {
+      const int w = tid_ + r * kThreads;
+      if (w >= kTotal) break;
+      const int k = w / kWords;
+      int64_t t = t0_ + k;
+      if (t > p_.ntok - 1) t = p_.ntok - 1;
+      const auto* block = p_.act + size_t(t) * p_.arb + size_t(i) * sizeof(Block);
+      words_[r] = reinterpret_cast<const uint32_t*>(block)[w - k * kWords];
+    }
+  }
+  __device__ void store() const {
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int64_t r = r0 + cdev::mma::result_row(lane, e);
-        const int64_t t = t0 + cdev::mma::result_token(lane, j, e);
-        if (r < p.n_out && t < p.ntok) y[t * y_stride + r] = cdev::canonical_nan(out[j][e]);
-      }
+    for (int r = 0; r < kPerThread; ++r) {
+      const int w = tid_ + r * kThreads;
+      if (w >= kTotal) break;
+      reinterpret_cast<uint32_t*>(stage_)[w] = words_[r];
+    }
+  }
+  cdev::GemmArgs p_;
+  int64_t t0_;
+  Block* stage_;
+  int tid_;
+  uint32_t words_[kPerThread];
+};
+
+constexpr int kStagedTokens = 32;  // 4 token groups
+
+template <GgmlType T>
+__global__ void __launch_bounds__(32 * kMmaWarps, 2)
+    matmul_mma_staged_kernel(cdev::mma::Args p, float* y, int64_t y_stride) {
+  using Block = cdev::mma::ActBlock<T>;
+  using Acts = StagedActs<Block, kStagedTokens, 32 * kMmaWarps>;
+  using Pending = cdev::mma::SharedPending<4, 1>;
+  __shared__ float pending_store[kMmaWarps * Pending::kFloats];
+  __shared__ Block stage[kStagedTokens];
+  const int tid = int(threadIdx.x), lane = tid & 31, warp = tid >> 5;
+  const int64_t r0 = (int64_t(blockIdx.x) * kMmaWarps + warp) * cdev::mma::kRows;
+  for (int64_t t0 = int64_t(blockIdx.y) * kStagedTokens; t0 < p.ntok;
+       t0 += int64_t(gridDim.y) * kStagedTokens) {  // block-uniform
+    float out[4][4];
+    const cdev::mma::Tile<T, 4, Acts> tile(p, r0, lane, Acts(p, t0, stage, tid));
+    Pending pending{pending_store + warp * Pending::kFloats, lane, {}};
+    tile.run(out, pending);
+    store_mma_tile(p, r0, t0, lane, out, y, y_stride);
   }
 }
 
@@ -636,14 +715,16 @@ void launch_matmul(const DevWeight& w, const uint8_t* a, size_t arb, int64_t nto
 
 // The tensor-core kernel's variant, GALLEON_CUDA_MMA (read when a session is made): s4 (the
 // default: 4 token groups per warp, counter in shared memory), s2 (2 token groups, counter in
-// shared memory) or r2 (2 token groups, counter in registers: the first version). Every
-// variant gives the same bits; they differ in speed only.
-enum class MmaVariant { R2, S2, S4 };
+// shared memory), r2 (2 token groups, counter in registers: the first version) or t4 (staged
+// activations, above; not yet timed). Every variant gives the same bits; they differ in speed
+// only.
+enum class MmaVariant { R2, S2, S4, T4 };
 MmaVariant mma_variant_from_env() {
   const char* e = std::getenv("GALLEON_CUDA_MMA");
   const std::string s = e ? e : "";
   if (s == "r2") return MmaVariant::R2;
   if (s == "s2") return MmaVariant::S2;
+  if (s == "t4") return MmaVariant::T4;
   return MmaVariant::S4;
 }
 
@@ -664,6 +745,12 @@ void launch_matmul_mma(const DevWeight& w, const uint8_t* a, size_t arb, int64_t
     case MmaVariant::R2: return launch_mma_variant<T, 2, false, 1>(p, y, st);
     case MmaVariant::S2: return launch_mma_variant<T, 2, true, 4>(p, y, st);
     case MmaVariant::S4: return launch_mma_variant<T, 4, true, 3>(p, y, st);
+    case MmaVariant::T4: {
+      const dim3 grid(blocks_for(p.n_out, cdev::mma::kRows * kMmaWarps),
+                      unsigned(std::min<int64_t>((ntok + kStagedTokens - 1) / kStagedTokens, 65535)));
+      GALLEON_LAUNCH(grid, 32 * kMmaWarps, 0, st, matmul_mma_staged_kernel<T>)(p, y, w.n_out);
+      return;
+    }
   }
 }
 
