@@ -208,38 +208,38 @@ void bench_one(const BenchArgs& a, GgmlType type, const std::map<int, double>& b
     const bool cpu = dev.kind == Device::Kind::Cpu;
     for (const BenchArgs::CudaPath& cp : cpu ? std::vector<BenchArgs::CudaPath>{{}} : a.cuda_paths)
       for (const std::string& mma : cpu ? std::vector<std::string>{""} : a.cuda_mma)
-      for (int t : a.threads) {
-        // The CUDA session reads GALLEON_CUDA_GEMM, GALLEON_CUDA_ATTN_TILES and GALLEON_CUDA_MMA
-        // when it is made (docs/cuda.md).
-        if (!cpu) {
-          setenv("GALLEON_CUDA_GEMM", cp.gemm ? "1" : "0", 1);
-          setenv("GALLEON_CUDA_ATTN_TILES", cp.tiles ? "1" : "0", 1);
-          setenv("GALLEON_CUDA_MMA", mma.c_str(), 1);
+        for (int t : a.threads) {
+          // The CUDA session reads GALLEON_CUDA_GEMM, GALLEON_CUDA_ATTN_TILES and GALLEON_CUDA_MMA
+          // when it is made (docs/cuda.md).
+          if (!cpu) {
+            setenv("GALLEON_CUDA_GEMM", cp.gemm ? "1" : "0", 1);
+            setenv("GALLEON_CUDA_ATTN_TILES", cp.tiles ? "1" : "0", 1);
+            setenv("GALLEON_CUDA_MMA", mma.c_str(), 1);
+          }
+          ComputeOptions o = default_compute_options();
+          o.n_threads = t;
+          o.device = dev;
+          const int n_vocab = int(spec.n_vocab);
+          time_once(*m.model, o, a.n_prompt, a.n_gen, n_vocab);  // warm-up
+          double pp = 0, pp_last = 0, tg = 0;
+          for (int r = 0; r < a.reps; ++r) {
+            const Timing tm = time_once(*m.model, o, a.n_prompt, a.n_gen, n_vocab);
+            pp += tm.pp / a.reps, pp_last += tm.pp_last / a.reps, tg += tm.tg / a.reps;
+          }
+          // GPU rows: the device (+gemm: the prompt GEMM tiles, +tiles: attention's K tiles, /v:
+          // tensor-core variant v when several are compared) in the isa column; bw use (of the
+          // CPU's read bandwidth) is 0.
+          const std::string where =
+              cpu ? std::string(kern::isa_name(o.isa))
+                  : device_name(dev) + (cp.gemm ? "+gemm" : "") + (cp.tiles ? "+tiles" : "") +
+                        (a.cuda_mma.size() > 1 ? "/" + mma : "");
+          std::printf("| %-5s | %-6s | %-6s | %7s | %10.1f | %10.1f | %10.1f | %8.0f | %5.1f%% |\n",
+                      a.shape_name.c_str(), type_name(type), where.c_str(),
+                      cpu ? std::to_string(t).c_str() : "-", pp, pp_last, tg, peak_rss_mib(),
+                      cpu ? 100.0 * gb_per_token * tg / bw.at(t) : 0.0);
+          std::fflush(stdout);
+          if (!cpu) break;  // threads do not apply to a GPU
         }
-        ComputeOptions o = default_compute_options();
-        o.n_threads = t;
-        o.device = dev;
-        const int n_vocab = int(spec.n_vocab);
-        time_once(*m.model, o, a.n_prompt, a.n_gen, n_vocab);  // warm-up
-        double pp = 0, pp_last = 0, tg = 0;
-        for (int r = 0; r < a.reps; ++r) {
-          const Timing tm = time_once(*m.model, o, a.n_prompt, a.n_gen, n_vocab);
-          pp += tm.pp / a.reps, pp_last += tm.pp_last / a.reps, tg += tm.tg / a.reps;
-        }
-        // GPU rows: the device (+gemm: the prompt GEMM tiles, +tiles: attention's K tiles, /v:
-        // tensor-core variant v when several are compared) in the isa column; bw use (of the
-        // CPU's read bandwidth) is 0.
-        const std::string where =
-            cpu ? std::string(kern::isa_name(o.isa))
-                : device_name(dev) + (cp.gemm ? "+gemm" : "") + (cp.tiles ? "+tiles" : "") +
-                      (a.cuda_mma.size() > 1 ? "/" + mma : "");
-        std::printf("| %-5s | %-6s | %-6s | %7s | %10.1f | %10.1f | %10.1f | %8.0f | %5.1f%% |\n",
-                    a.shape_name.c_str(), type_name(type), where.c_str(),
-                    cpu ? std::to_string(t).c_str() : "-", pp, pp_last, tg, peak_rss_mib(),
-                    cpu ? 100.0 * gb_per_token * tg / bw.at(t) : 0.0);
-        std::fflush(stdout);
-        if (!cpu) break;  // threads do not apply to a GPU
-      }
   }
   if (!g_save_dir.empty()) {
     const std::string keep = g_save_dir + "/" + a.shape_name + "-" + type_name(type) + ".gguf";

@@ -155,6 +155,12 @@ class GraphExec {
 unsigned blocks_for(int64_t n, int per_block) {
   return unsigned(std::min<int64_t>((n + per_block - 1) / per_block, 1 << 30));
 }
+// The grid of a matmul kernel whose blocks take `rows` weight rows and `tokens` tokens per
+// round (blocks along y loop over the tokens past 65535 rounds).
+dim3 matmul_grid(int64_t n_out, int rows, int64_t ntok, int tokens) {
+  return dim3(blocks_for(n_out, rows),
+              unsigned(std::min<int64_t>((ntok + tokens - 1) / tokens, 65535)));
+}
 
 // ---------------------------------------------------------------- kernels
 
@@ -701,10 +707,8 @@ constexpr Tile kDecodeTile{1, 1}, kPromptTile{1, cdev::step::kMatmulTokens};
 template <GgmlType T, int R, int K>
 void launch_matmul(const DevWeight& w, const uint8_t* a, size_t arb, int64_t ntok, float* y,
                    cudaStream_t st) {
-  const int64_t groups = (ntok + K - 1) / K;
   const int rows = cdev::TypeInfo<T>::elems == 256 ? 1 : R;
-  const dim3 grid(blocks_for(w.n_out, kMatmulWarps * rows),
-                  unsigned(std::min<int64_t>(groups, 65535)));
+  const dim3 grid = matmul_grid(w.n_out, kMatmulWarps * rows, ntok, K);
   if constexpr (cdev::TypeInfo<T>::elems == 256)
     GALLEON_LAUNCH(grid, 32 * kMatmulWarps, 0, st, matmul_k_kernel<T, K>)(
         w.data, w.row_bytes, w.n_in, w.n_out, a, arb, ntok, y, w.n_out);
@@ -730,9 +734,7 @@ MmaVariant mma_variant_from_env() {
 
 template <GgmlType T, int NT, bool Shared, int kMinBlocks>
 void launch_mma_variant(const cdev::mma::Args& p, float* y, cudaStream_t st) {
-  constexpr int kTokens = 8 * NT * kMmaWarps;  // per block and round
-  const dim3 grid(blocks_for(p.n_out, cdev::mma::kRows),
-                  unsigned(std::min<int64_t>((p.ntok + kTokens - 1) / kTokens, 65535)));
+  const dim3 grid = matmul_grid(p.n_out, cdev::mma::kRows, p.ntok, 8 * NT * kMmaWarps);
   GALLEON_LAUNCH(grid, 32 * kMmaWarps, 0, st, matmul_mma_kernel<T, NT, Shared, kMinBlocks>)(
       p, y, p.n_out);
 }
@@ -745,12 +747,10 @@ void launch_matmul_mma(const DevWeight& w, const uint8_t* a, size_t arb, int64_t
     case MmaVariant::R2: return launch_mma_variant<T, 2, false, 1>(p, y, st);
     case MmaVariant::S2: return launch_mma_variant<T, 2, true, 4>(p, y, st);
     case MmaVariant::S4: return launch_mma_variant<T, 4, true, 3>(p, y, st);
-    case MmaVariant::T4: {
-      const dim3 grid(blocks_for(p.n_out, cdev::mma::kRows * kMmaWarps),
-                      unsigned(std::min<int64_t>((ntok + kStagedTokens - 1) / kStagedTokens, 65535)));
-      GALLEON_LAUNCH(grid, 32 * kMmaWarps, 0, st, matmul_mma_staged_kernel<T>)(p, y, w.n_out);
+    case MmaVariant::T4:
+      GALLEON_LAUNCH(matmul_grid(w.n_out, cdev::mma::kRows * kMmaWarps, ntok, kStagedTokens),
+                     32 * kMmaWarps, 0, st, matmul_mma_staged_kernel<T>)(p, y, w.n_out);
       return;
-    }
   }
 }
 
@@ -758,10 +758,9 @@ template <GgmlType T>
 void launch_matmul_plain(const DevWeight& w, const uint8_t* a, size_t arb, int64_t ntok, float* y,
                          cudaStream_t st) {
   namespace pl = cdev::plain;
-  const dim3 grid(blocks_for(w.n_out, pl::kRows),
-                  unsigned(std::min<int64_t>((ntok + pl::kTokens - 1) / pl::kTokens, 65535)));
   const cdev::GemmArgs p{w.data, w.row_bytes, w.n_in, w.n_out, a, arb, ntok};
-  GALLEON_LAUNCH(grid, pl::kThreads, 0, st, matmul_plain_kernel<T>)(p, y, w.n_out);
+  GALLEON_LAUNCH(matmul_grid(w.n_out, pl::kRows, ntok, pl::kTokens), pl::kThreads, 0, st,
+                 matmul_plain_kernel<T>)(p, y, w.n_out);
 }
 
 // `requested`, unless it asks for the prompt tiles and the current GPU has no int8 mma.sync
