@@ -4,7 +4,7 @@
 //
 //   llama_bench [--shape 124m|1.1b|tiny] [--type q4_0,q8_0,...] [--threads 1,2] [-p 128] [-n 64]
 //               [-r 3] [--cpu-time] [--save DIR] [--device cpu,cuda:0] [--arch llama|qwen2]
-//               [--cuda-paths lanes,gemm,tiles,gemm+tiles] [--cuda-mma r2,s2,s4,t4]
+//               [--cuda-paths lanes,gemm,tiles,gemm+tiles] [--cuda-mma r2,s2,s4,t4,k4,k8]
 //   llama_bench --write DIR [--shape ..] [--type ..] [--arch ..]   (writes DIR/ARCH-SHAPE-TYPE.gguf)
 // Like llama-bench: one warm-up run, then -r repetitions (each in fresh sessions: the prompt from
 // position 0; the generated tokens one at a time from position 0); the table shows the mean. The prompt is timed
@@ -123,7 +123,7 @@ struct Timing {
 // --cpu-time: seconds of CPU time of the whole process instead of wall time (for comparing
 // 1-thread figures on a machine that other jobs share).
 bool g_cpu_time = false;
-std::string g_save_dir;  // --save DIR: keep the synthetic GGUF files there
+std::string g_save_dir;  // --save DIR: keep the synthetic GGUF files there (ARCH-SHAPE-TYPE.gguf)
 double now_s() {
   if (!g_cpu_time) return std::chrono::duration<double>(Clock::now().time_since_epoch()).count();
   timespec ts;
@@ -179,14 +179,10 @@ SynthSpec spec_for(const BenchArgs& a, GgmlType type) {
   return spec;
 }
 
-void bench_one(const BenchArgs& a, GgmlType type, const std::map<int, double>& bw) {
-  const SynthSpec spec = spec_for(a, type);
-  char path[] = "/tmp/galleon-bench-XXXXXX";
-  int fd = mkstemp(path);
-  if (fd < 0) fail(ErrorKind::Io, "mkstemp failed");
-  close(fd);
-  // Synthesize in a child process so that its memory does not count in the peak RSS below.
-  pid_t pid = fork();
+// Writes the synthetic model to path, in a child process so that its memory does not count in
+// the peak RSS that the benchmark reports.
+void synthesize(const SynthSpec& spec, const char* path) {
+  const pid_t pid = fork();
   if (pid == 0) {
     try {
       GgufWriter w;
@@ -201,6 +197,21 @@ void bench_one(const BenchArgs& a, GgmlType type, const std::map<int, double>& b
   int status = 0;
   if (pid < 0 || waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
     fail(ErrorKind::Internal, "synthesizing the model failed");
+}
+
+void bench_one(const BenchArgs& a, GgmlType type, const std::map<int, double>& bw) {
+  const SynthSpec spec = spec_for(a, type);
+  char path[] = "/tmp/galleon-bench-XXXXXX";
+  int fd = mkstemp(path);
+  if (fd < 0) fail(ErrorKind::Io, "mkstemp failed");
+  close(fd);
+  // A model kept by an earlier run with the same --save DIR has the same seeded weights: taken
+  // from there instead of synthesized again.
+  const std::string keep = g_save_dir.empty() ? std::string()
+                                              : g_save_dir + "/" + a.arch + "-" + a.shape_name +
+                                                    "-" + type_name(type) + ".gguf";
+  const bool kept = !keep.empty() && std::rename(keep.c_str(), path) == 0;
+  if (!kept) synthesize(spec, path);
   reset_peak_rss();
   LoadedModel m = load_model(path, 0, 0, Residence::Memory);  // as galleon run (default)
   const double gb_per_token = double(weight_bytes(*m.model)) / 1e9;
@@ -241,8 +252,7 @@ void bench_one(const BenchArgs& a, GgmlType type, const std::map<int, double>& b
           if (!cpu) break;  // threads do not apply to a GPU
         }
   }
-  if (!g_save_dir.empty()) {
-    const std::string keep = g_save_dir + "/" + a.shape_name + "-" + type_name(type) + ".gguf";
+  if (!keep.empty()) {
     if (std::rename(path, keep.c_str()) != 0) fail(ErrorKind::Io, "cannot move the model to " + keep);
     std::printf("(model kept: %s)\n", keep.c_str());
   } else {
@@ -310,8 +320,9 @@ int main(int argc, char** argv) {
                               path.find("tiles") != std::string::npos});
     }
     for (auto& v : split(cuda_mma_s)) {
-      if (v != "r2" && v != "s2" && v != "s4" && v != "t4")
-        fail(ErrorKind::Usage, "--cuda-mma: unknown variant " + v + " (expected r2, s2, s4 or t4)");
+      if (v != "r2" && v != "s2" && v != "s4" && v != "t4" && v != "k4" && v != "k8")
+        fail(ErrorKind::Usage,
+             "--cuda-mma: unknown variant " + v + " (expected r2, s2, s4, t4, k4 or k8)");
       a.cuda_mma.push_back(v);
     }
     std::map<int, double> bw;

@@ -275,6 +275,49 @@ bool emulate_mma_matmul(GgmlType type, const cdev::mma::Args& p, float* y,
   return has_path;
 }
 
+// matmul_mma_split_kernel emulated: for each tile, warp w's subtree (Tile::run_leaves over the
+// leaves w * 32 / S ..) for every lane, then each result's S subtrees joined
+// (cdev::mma::join_subtrees) and written to y[t * n_out + r] (counted in *writes).
+template <int NT, int S>
+bool emulate_mma_split(GgmlType type, const cdev::mma::Args& p, float* y,
+                       std::vector<int>* writes = nullptr) {
+  constexpr int kLevels = S == 2 ? 4 : S == 4 ? 3 : S == 8 ? 2 : 1;
+  using Pending = cdev::mma::SharedPending<NT, 0, kLevels>;
+  std::vector<float> store(Pending::kFloats, 0.0f);
+  bool has_path = false;
+  cdev::with_type(type, [&]<GgmlType T>() {
+    if constexpr (cdev::mma::kHasPath<T>) {
+      has_path = true;
+      for (int64_t r0 = 0; r0 < p.n_out; r0 += cdev::mma::kRows)
+        for (int64_t t0 = 0; t0 < p.ntok; t0 += 8 * NT) {
+          std::vector<float> parts(static_cast<size_t>(S * 32 * NT * 4));  // [warp][lane][j][e]
+          for (int w = 0; w < S; ++w)
+            for (int lane = 0; lane < 32; ++lane) {
+              float out[NT][4];
+              const cdev::mma::Tile<T, NT> tile(p, r0, t0, lane);
+              Pending pending{store.data(), lane, {}};
+              tile.template run_leaves<kLevels>(w << kLevels, out, pending);
+              for (int c = 0; c < NT * 4; ++c)
+                parts[(size_t(w) * 32 + size_t(lane)) * NT * 4 + size_t(c)] = out[c / 4][c % 4];
+            }
+          for (int lane = 0; lane < 32; ++lane)
+            for (int j = 0; j < NT; ++j)
+              for (int e = 0; e < 4; ++e) {
+                float x[S];
+                for (int w = 0; w < S; ++w)
+                  x[w] = parts[(size_t(w) * 32 + size_t(lane)) * NT * 4 + size_t(j * 4 + e)];
+                const int64_t r = r0 + cdev::mma::result_row(lane, e);
+                const int64_t t = t0 + cdev::mma::result_token(lane, j, e);
+                if (r >= p.n_out || t >= p.ntok) continue;
+                y[t * p.n_out + r] = cdev::canonical_nan(cdev::mma::join_subtrees<S>(x));
+                if (writes) ++(*writes)[size_t(t * p.n_out + r)];
+              }
+        }
+    }
+  });
+  return has_path;
+}
+
 // matmul_plain_kernel on the CPU: for each block, round by round, every thread's staging
 // (cdev::plain::Stager: fetch, then store, in the kernel's order) and every lane's accumulate;
 // then each warp's paired tree in lock step (a lane's sends are made before any lane's v[k]
@@ -413,14 +456,20 @@ TEST(CudaEmu, TensorCoreTileMatchesRefDot) {
       for (int64_t k = 0; k < ntok; ++k)
         ref.quantize_act(t, make_activations(rng, n, k % 5 == 2).data(), act.data() + size_t(k) * arb, n);
       const cdev::mma::Args args{w.data(), rb, n, rows, act.data(), arb, ntok};
-      // The kernel's variants (session.cu, GALLEON_CUDA_MMA): r2, s2, s4 and t4.
-      for (int variant = 0; variant < 4; ++variant) {
+      // The kernel's variants (session.cu, GALLEON_CUDA_MMA): r2, s2, s4, t4, k4 and k8; and
+      // the dot products split across 2 and 16 warps.
+      for (int variant = 0; variant < 8; ++variant) {
         std::vector<float> got(size_t(rows * ntok), -1.0f);
         std::vector<int> seen(got.size(), 0);
-        const bool ran = variant == 0   ? emulate_mma_matmul<2, false>(t, args, got.data(), &seen)
-                         : variant == 1 ? emulate_mma_matmul<2, true>(t, args, got.data(), &seen)
-                         : variant == 2 ? emulate_mma_matmul<4, true>(t, args, got.data(), &seen)
-                                        : emulate_mma_matmul<4, true, true>(t, args, got.data(), &seen);
+        float* y = got.data();
+        const bool ran = variant == 0   ? emulate_mma_matmul<2, false>(t, args, y, &seen)
+                         : variant == 1 ? emulate_mma_matmul<2, true>(t, args, y, &seen)
+                         : variant == 2 ? emulate_mma_matmul<4, true>(t, args, y, &seen)
+                         : variant == 3 ? emulate_mma_matmul<4, true, true>(t, args, y, &seen)
+                         : variant == 4 ? emulate_mma_split<4, 4>(t, args, y, &seen)
+                         : variant == 5 ? emulate_mma_split<4, 8>(t, args, y, &seen)
+                         : variant == 6 ? emulate_mma_split<2, 2>(t, args, y, &seen)
+                                        : emulate_mma_split<1, 16>(t, args, y, &seen);
         ASSERT_TRUE(ran);
         SCOPED_TRACE("variant " + std::to_string(variant));
         expect_matmul_is_ref(t, args, got, seen);

@@ -114,9 +114,10 @@ struct RegPending {
 };
 // kRegLevels: the lowest levels in registers all the same (level 0 is written at every even
 // leaf and read at the next one), the others in shared memory.
-template <int NT, int kRegLevels = 0>
+// kLevels: the levels the counter uses (5 for all 32 leaves; fewer for a subtree, run_leaves).
+template <int NT, int kRegLevels = 0, int kLevels = 5>
 struct SharedPending {
-  static constexpr int kFloats = (5 - kRegLevels) * NT * 4 * 32;  // per warp
+  static constexpr int kFloats = (kLevels - kRegLevels) * NT * 4 * 32;  // per warp
   float* warp_base;  // kFloats floats of this warp
   int lane;
   float regs[kRegLevels > 0 ? kRegLevels : 1][NT][4];
@@ -125,6 +126,18 @@ struct SharedPending {
     return warp_base[(((k - kRegLevels) * NT + j) * 4 + e) * 32 + lane];
   }
 };
+
+// The levels of warp_tree above S subtrees (x[w]: the leaves w * 32 / S .. (w + 1) * 32 / S - 1,
+// Tile::run_leaves): neighbours first, the earlier on the left, as the binary counter joins them.
+template <int S>
+GALLEON_HDI float join_subtrees(float (&x)[S]) {
+  static_assert(S >= 1 && S <= 32 && (S & (S - 1)) == 0);
+  GALLEON_DEVICE_UNROLL
+  for (int h = 1; h < S; h *= 2)
+    GALLEON_DEVICE_UNROLL
+    for (int w = 0; w + h < S; w += 2 * h) x[w] = x[w] + x[w + h];
+  return x[0];
+}
 
 // A tile visits its blocks i in this order: leaf p = 0, 1, ..., 31 (lane bitrev5(p)), and
 // within a leaf l, the blocks l, l + 32, ... below count. next_block is the block after
@@ -181,16 +194,24 @@ class Tile {
   // pending: the binary counter's partial sums (level k: 2^k lanes), each written before read.
   template <class Pending>
   GALLEON_HDI void run(float (&out)[NT][4], Pending& pending) const {
+    run_leaves<5>(0, out, pending);
+  }
+  // The leaves p0 .. p0 + 2^kLevels - 1 (p0 a multiple of 2^kLevels) combined as warp_tree
+  // combines their lanes: the subtree above them (all 32 leaves: the whole tree). The subtrees
+  // of 32 / S warps that share a tile are joined by join_subtrees.
+  template <int kLevels, class Pending>
+  GALLEON_HDI void run_leaves(int p0, float (&out)[NT][4], Pending& pending) const {
+    static_assert(kLevels >= 0 && kLevels <= 5);
     float v[NT][4];
-    for (int p = 0; p < 32; ++p) {
-      leaf(p, v);
-      // Merge with the partial sums of the levels whose bit of p is set (earlier lanes on the
+    for (int q = 0; q < (1 << kLevels); ++q) {
+      leaf(p0 + q, v);
+      // Merge with the partial sums of the levels whose bit of q is set (earlier lanes on the
       // left), then park the result at the first clear bit's level.
       bool carry = true;  // no break: every level's index stays a constant (registers)
       GALLEON_DEVICE_UNROLL
-      for (int k = 0; k < 5; ++k) {
+      for (int k = 0; k < kLevels; ++k) {
         if (!carry) continue;
-        if (((p >> k) & 1) == 0) {
+        if (((q >> k) & 1) == 0) {
           GALLEON_DEVICE_UNROLL
           for (int j = 0; j < NT; ++j)
             GALLEON_DEVICE_UNROLL
@@ -204,7 +225,7 @@ class Tile {
           for (int e = 0; e < 4; ++e) v[j][e] = pending.at(k, j, e) + v[j][e];
       }
     }
-    copy(v, out);  // p = 31 carried through every level: all 32 lanes combined
+    copy(v, out);  // the last leaf carried through every level: the subtree's lanes combined
   }
 
  private:

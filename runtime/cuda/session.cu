@@ -258,18 +258,21 @@ __global__ void matmul_k_kernel(const uint8_t* W, size_t w_row_bytes, int64_t n,
 // not in registers, so that kMinBlocks blocks fit an SM.
 constexpr int kMmaWarps = 4;
 
-// A warp tile's results (cdev::mma::Tile::run) to y, those of rows and tokens past the ends left.
+// Result e of token group j of a warp tile to y, unless its row or token is past the end.
+__device__ void store_mma_result(const cdev::mma::Args& p, int64_t r0, int64_t t0, int lane, int j,
+                                 int e, float v, float* y, int64_t y_stride) {
+  const int64_t r = r0 + cdev::mma::result_row(lane, e);
+  const int64_t t = t0 + cdev::mma::result_token(lane, j, e);
+  if (r < p.n_out && t < p.ntok) y[t * y_stride + r] = cdev::canonical_nan(v);
+}
+// A warp tile's results (cdev::mma::Tile::run) to y.
 template <int NT>
 __device__ void store_mma_tile(const cdev::mma::Args& p, int64_t r0, int64_t t0, int lane,
                                const float (&out)[NT][4], float* y, int64_t y_stride) {
 #pragma unroll
   for (int j = 0; j < NT; ++j)
 #pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      const int64_t r = r0 + cdev::mma::result_row(lane, e);
-      const int64_t t = t0 + cdev::mma::result_token(lane, j, e);
-      if (r < p.n_out && t < p.ntok) y[t * y_stride + r] = cdev::canonical_nan(out[j][e]);
-    }
+    for (int e = 0; e < 4; ++e) store_mma_result(p, r0, t0, lane, j, e, out[j][e], y, y_stride);
 }
 
 template <GgmlType T, int NT, bool Shared, int kMinBlocks>
@@ -363,6 +366,49 @@ __global__ void __launch_bounds__(32 * kMmaWarps, 2)
     Pending pending{pending_store + warp * Pending::kFloats, lane, {}};
     tile.run(out, pending);
     store_mma_tile(p, r0, t0, lane, out, y, y_stride);
+  }
+}
+
+// Variants k4 and k8 (GALLEON_CUDA_MMA=k4|k8; not yet run on a GPU): the dot products split
+// across the S warps of a block. They take the same 16 rows x 8 * NT tokens, warp w the leaves
+// w * 32 / S .. (w + 1) * 32 / S - 1 (a subtree of the warp tree, cdev::mma::Tile::run_leaves,
+// its counter in shared memory); then the block joins the S subtrees of each result as the
+// tree's upper levels (cdev::mma::join_subtrees), each warp some of the results. So a matmul
+// has S times the warps of s4, each with 1/S of the blocks of a dot product in turn.
+template <int S>
+constexpr int kSplitLevels = S == 2 ? 4 : S == 4 ? 3 : S == 8 ? 2 : S == 16 ? 1 : -1;
+
+template <GgmlType T, int NT, int S, int kMinBlocks>
+__global__ void __launch_bounds__(32 * S, kMinBlocks)
+    matmul_mma_split_kernel(cdev::mma::Args p, float* y, int64_t y_stride) {
+  constexpr int kLevels = kSplitLevels<S>;
+  static_assert(kLevels >= 1, "S: 2, 4, 8 or 16 warps");
+  using Pending = cdev::mma::SharedPending<NT, 0, kLevels>;
+  // A warp's counter; at the end its results, where level 0 was (read by the other warps).
+  __shared__ float pending_store[S * Pending::kFloats];
+  const int lane = int(threadIdx.x) & 31, warp = int(threadIdx.x) >> 5;
+  float* mine = pending_store + warp * Pending::kFloats;
+  const int64_t r0 = int64_t(blockIdx.x) * cdev::mma::kRows;
+  constexpr int kTokens = 8 * NT;
+  for (int64_t t0 = int64_t(blockIdx.y) * kTokens; t0 < p.ntok;
+       t0 += int64_t(gridDim.y) * kTokens) {  // block-uniform
+    float out[NT][4];
+    const cdev::mma::Tile<T, NT> tile(p, r0, t0, lane);
+    Pending pending{mine, lane, {}};
+    tile.template run_leaves<kLevels>(warp * (1 << kLevels), out, pending);
+#pragma unroll
+    for (int j = 0; j < NT; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) mine[(j * 4 + e) * 32 + lane] = out[j][e];
+    __syncthreads();
+    for (int c = warp; c < NT * 4; c += S) {  // warp-uniform
+      float x[S];
+#pragma unroll
+      for (int w = 0; w < S; ++w) x[w] = pending_store[w * Pending::kFloats + c * 32 + lane];
+      store_mma_result(p, r0, t0, lane, c / 4, c % 4, cdev::mma::join_subtrees<S>(x), y,
+                       y_stride);
+    }
+    __syncthreads();  // the results are read before the next tile's counter overwrites them
   }
 }
 
@@ -720,15 +766,17 @@ void launch_matmul(const DevWeight& w, const uint8_t* a, size_t arb, int64_t nto
 // The tensor-core kernel's variant, GALLEON_CUDA_MMA (read when a session is made): s4 (the
 // default: 4 token groups per warp, counter in shared memory), s2 (2 token groups, counter in
 // shared memory), r2 (2 token groups, counter in registers: the first version) or t4 (staged
-// activations, above; not yet timed). Every variant gives the same bits; they differ in speed
-// only.
-enum class MmaVariant { R2, S2, S4, T4 };
+// activations, above; not yet timed), k4 or k8 (the dot products split across 4 or 8 warps,
+// above; not yet run on a GPU). Every variant gives the same bits; they differ in speed only.
+enum class MmaVariant { R2, S2, S4, T4, K4, K8 };
 MmaVariant mma_variant_from_env() {
   const char* e = std::getenv("GALLEON_CUDA_MMA");
   const std::string s = e ? e : "";
   if (s == "r2") return MmaVariant::R2;
   if (s == "s2") return MmaVariant::S2;
   if (s == "t4") return MmaVariant::T4;
+  if (s == "k4") return MmaVariant::K4;
+  if (s == "k8") return MmaVariant::K8;
   return MmaVariant::S4;
 }
 
@@ -737,6 +785,12 @@ void launch_mma_variant(const cdev::mma::Args& p, float* y, cudaStream_t st) {
   const dim3 grid = matmul_grid(p.n_out, cdev::mma::kRows, p.ntok, 8 * NT * kMmaWarps);
   GALLEON_LAUNCH(grid, 32 * kMmaWarps, 0, st, matmul_mma_kernel<T, NT, Shared, kMinBlocks>)(
       p, y, p.n_out);
+}
+
+template <GgmlType T, int NT, int S, int kMinBlocks>
+void launch_mma_split(const cdev::mma::Args& p, float* y, cudaStream_t st) {
+  GALLEON_LAUNCH(matmul_grid(p.n_out, cdev::mma::kRows, p.ntok, 8 * NT), 32 * S, 0, st,
+                 matmul_mma_split_kernel<T, NT, S, kMinBlocks>)(p, y, p.n_out);
 }
 
 template <GgmlType T>
@@ -751,6 +805,8 @@ void launch_matmul_mma(const DevWeight& w, const uint8_t* a, size_t arb, int64_t
       GALLEON_LAUNCH(matmul_grid(w.n_out, cdev::mma::kRows * kMmaWarps, ntok, kStagedTokens),
                      32 * kMmaWarps, 0, st, matmul_mma_staged_kernel<T>)(p, y, w.n_out);
       return;
+    case MmaVariant::K4: return launch_mma_split<T, 4, 4, 4>(p, y, st);
+    case MmaVariant::K8: return launch_mma_split<T, 4, 8, 2>(p, y, st);
   }
 }
 
