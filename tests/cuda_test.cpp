@@ -268,9 +268,10 @@ TEST_P(CudaSynth, MatchesCpu) {
 INSTANTIATE_TEST_SUITE_P(AllTypes, CudaSynth, testing::all_synth_cases(),
                          testing::synth_case_name);
 
-// A context too long for the attention scores to stay in shared memory with the lanes (48 KiB):
-// both attention kernels keep them in global scratch then, as the K-tile kernel does for
-// TinyLlama's 2048 positions and 8 heads per KV head. The other tests' contexts (512) fit.
+// Attention scores in global scratch: the one-head kernel keeps them there when n_ctx of them
+// do not fit in shared memory with the lanes (48 KiB), the K-tile kernel when the prompt's
+// do not (TinyLlama: 8 query heads per KV head, more than 668 positions) or with
+// GALLEON_CUDA_ATTN_SCRATCH=1, which gives its scratch path the short prompts of this test.
 TEST(Cuda, LongContextScoresInGlobalMemoryMatchCpu) {
   GALLEON_REQUIRE_GPU();
   testing::TempDir dir;
@@ -280,6 +281,9 @@ TEST(Cuda, LongContextScoresInGlobalMemoryMatchCpu) {
   LoadedModel m = testing::write_and_load(spec, dir);
   const std::vector<int32_t> toks = testing::synth_tokens(kGroupTokens, spec.n_vocab);
   expect_cuda_equals_cpu_on_every_path(m, toks, "Q4_0, n_ctx 16384");
+  setenv("GALLEON_CUDA_ATTN_SCRATCH", "1", 1);
+  expect_cuda_equals_cpu(m, toks, "Q4_0, n_ctx 16384, GALLEON_CUDA_ATTN_SCRATCH=1");
+  unsetenv("GALLEON_CUDA_ATTN_SCRATCH");
 }
 
 // Query heads per KV head of 1, 2, 3, 4, 6 and 8 (the K-tile attention serves 2, 3, 4 or 8 heads

@@ -636,8 +636,8 @@ __global__ void __launch_bounds__(kAttnThreads)
     attention_tiles_kernel(const float* q, const float* kc, const float* vc, int64_t n_head,
                            int64_t group, int64_t hd, int64_t kv_dim, const int64_t* n_past,
                            int64_t n_ctx, float kq_scale, float* scratch, float* out,
-                           bool shared_scores) {
-  // lanes (attn::lane_floats(hd)) | q rows (G * hd) | K tile | [G * n_ctx scores]
+                           bool shared_scores, int64_t score_stride) {
+  // lanes (attn::lane_floats(hd)) | q rows (G * hd) | K tile | [G * score_stride scores]
   GALLEON_DYNAMIC_SHARED(float, lanes);
   __shared__ float s_warp_max[kAttnThreads / 32][G], s_max[G];
   const int64_t t = blockIdx.x, h0 = int64_t(blockIdx.y) * G;  // query heads h0 .. h0 + G - 1
@@ -648,7 +648,7 @@ __global__ void __launch_bounds__(kAttnThreads)
   float* ks = qs + G * hd;
   float* es = ks + cdev::attn::kQuadTileRows * stride;
   auto scores = [&](int g) {
-    return shared_scores ? es + g * n_ctx : scratch + (t * n_head + h0 + g) * n_ctx;
+    return shared_scores ? es + g * score_stride : scratch + (t * n_head + h0 + g) * n_ctx;
   };
   const int tid = int(threadIdx.x), lane = tid & 31, warp = tid >> 5;
   for (int64_t c = tid; c < G * hd; c += kAttnThreads)
@@ -979,15 +979,16 @@ class CudaExec {
     });
   }
   void attention(const float* q, const float* kc, const float* vc, int64_t n_head, int64_t group,
-                 int64_t hd, int64_t kv_dim, int64_t ntok, int64_t /*n_past: pos_*/, int64_t n_ctx,
+                 int64_t hd, int64_t kv_dim, int64_t ntok, int64_t n_past, int64_t n_ctx,
                  float kq_scale, float* scores, float* out) {
     // K tiles for prompts only: a block takes G heads of a token, so that a decoding step's
     // n_head / G blocks leave most of the GPU idle (an H200 decoded 1.1B F16 at 303 tok/s
     // with them, 383 without).
     if (attn_tiles_ && ntok > 1 && hd <= cdev::attn::kQuadMaxHd)
-      return attention_tiles(q, kc, vc, n_head, group, hd, kv_dim, ntok, n_ctx, kq_scale, scores,
-                             out);
-    // The scores go to shared memory when they fit in the default 48 KiB with the lanes.
+      return attention_tiles(q, kc, vc, n_head, group, hd, kv_dim, ntok, n_past, n_ctx, kq_scale,
+                             scores, out);
+    // The scores go to shared memory when they fit in the default 48 KiB with the lanes (n_ctx
+    // of them: a decoding step's graph serves every position; the kernel reads it from pos_).
     const size_t lanes = size_t(cdev::attn::lane_floats(hd)) * sizeof(float);
     const size_t with_scores = lanes + size_t(n_ctx) * sizeof(float);
     const bool shared_scores = with_scores <= kAttnShared;
@@ -1001,20 +1002,24 @@ class CudaExec {
   }
   // attention_tiles_kernel<G>: G = group for the group sizes it is built for, else 1.
   void attention_tiles(const float* q, const float* kc, const float* vc, int64_t n_head,
-                       int64_t group, int64_t hd, int64_t kv_dim, int64_t ntok, int64_t n_ctx,
-                       float kq_scale, float* scores, float* out) {
+                       int64_t group, int64_t hd, int64_t kv_dim, int64_t ntok, int64_t n_past,
+                       int64_t n_ctx, float kq_scale, float* scores, float* out) {
+    // A prompt (never in a graph) knows its positions: the last token's n_kv scores per head.
+    const int64_t n_kv = n_past + ntok;
     auto launch = [&]<int G>() {
-      // hd <= 64: the lanes, G q rows and the K tile take at most 28 KiB.
+      // hd <= 64: the lanes, G q rows and the K tile take at most 28 KiB; then G * n_kv scores
+      // when they fit in the default 48 KiB (TinyLlama, G = 8: prompts up to 668 positions),
+      // unless GALLEON_CUDA_ATTN_SCRATCH=1 (tests: the scratch path with short prompts).
       const size_t base = size_t(cdev::attn::lane_floats(hd) + G * hd +
                                  cdev::attn::kQuadTileRows * cdev::attn::quad_tile_stride(hd)) *
                           sizeof(float);
-      const size_t with_scores = base + size_t(G) * size_t(n_ctx) * sizeof(float);
-      const bool shared_scores = with_scores <= kAttnShared;
+      const size_t with_scores = base + size_t(G) * size_t(n_kv) * sizeof(float);
+      const bool shared_scores = with_scores <= kAttnShared && !attn_scratch_;
       profile_.step("attention (K tiles)", batch_, [&] {
         GALLEON_LAUNCH(dim3(unsigned(ntok), unsigned(n_head / G)), kAttnThreads,
                        shared_scores ? with_scores : base, st_, attention_tiles_kernel<G>)(
             q, kc, vc, n_head, group, hd, kv_dim, pos_, n_ctx, kq_scale, scores, out,
-            shared_scores);
+            shared_scores, n_kv);
         check_launch("attention kernel (K tiles)");
       });
     };
@@ -1046,6 +1051,7 @@ class CudaExec {
   MatmulPath path_ = available_path(env_flag("GALLEON_CUDA_GEMM", true) ? MatmulPath::Tiles
                                                                         : MatmulPath::Lanes);
   bool attn_tiles_ = env_flag("GALLEON_CUDA_ATTN_TILES", true);
+  bool attn_scratch_ = env_flag("GALLEON_CUDA_ATTN_SCRATCH", false);
   MmaVariant mma_ = mma_variant_from_env();
 };
 
