@@ -567,6 +567,39 @@ float emulate_quad_score(const float* q, const float* k, int64_t hd) {
 // The attention kernels' threads per block.
 constexpr int kEmuAttnThreads = cdev::attn::kThreads;
 
+// The K-tile kernel's lane cell of G heads (kVLoads V elements loaded at a time, then the rest)
+// adds what lane_weighted_sum adds, in its order: position counts below, at and past the
+// batches of kVLoads rows of 32, for every lane; scores with zeros, negatives and infinities.
+template <int G>
+void expect_weighted_lane_cells_are_lane_sums(std::mt19937& rng) {
+  const int64_t kv_dim = 24, hd = 16;
+  for (int64_t n_kv : {1, 5, 31, 32, 33, 96, 97, 127, 128, 129, 160, 300, 1000}) {
+    std::vector<float> e(size_t(G * n_kv)), v(size_t(n_kv * kv_dim));
+    std::uniform_real_distribution<float> u(-2.0f, 2.0f);
+    for (float& x : e) x = u(rng);
+    for (float& x : v) x = u(rng) * 1e3f;
+    e[size_t(n_kv / 2)] = 0.0f;
+    if (n_kv > 40) e[40] = std::numeric_limits<float>::infinity();
+    auto scores = [&](int g) { return e.data() + g * n_kv; };
+    for (int l = 0; l < 32; ++l)
+      for (int64_t d = 0; d < hd; d += 5) {
+        float acc[G];
+        for (int g = 0; g < G; ++g) acc[g] = 0.0f;
+        cdev::attn::weighted_lane_cell<G>(l, v.data() + d, kv_dim, n_kv, scores, acc);
+        for (int g = 0; g < G; ++g)
+          ASSERT_EQ(bits(acc[g]), bits(cdev::lane_weighted_sum(scores(g), v.data() + d, kv_dim,
+                                                               n_kv, l)))
+              << "G " << G << " n_kv " << n_kv << " lane " << l << " d " << d << " head " << g;
+      }
+  }
+}
+TEST(CudaEmu, WeightedLaneCellIsTheLaneSum) {
+  std::mt19937 rng(23);
+  expect_weighted_lane_cells_are_lane_sums<1>(rng);
+  expect_weighted_lane_cells_are_lane_sums<3>(rng);
+  expect_weighted_lane_cells_are_lane_sums<8>(rng);
+}
+
 // CellWalk visits cells first, first + step, ... in order, and the threads 0 .. step - 1
 // together visit every cell of the table once.
 TEST(CudaEmu, CellWalkVisitsEveryCellOnce) {
@@ -607,8 +640,8 @@ std::vector<float> emulate_attention_kernel(const float* q, const float* kc, con
       const int rows = int(std::min(rows_per_tile, n_kv - j0));
       std::fill(tile.begin(), tile.end(), std::numeric_limits<float>::quiet_NaN());
       for (int tid = 0; tid < kEmuAttnThreads; ++tid)
-        cdev::attn::stage_k_rows(tid, kEmuAttnThreads, kc + j0 * kv_dim, kv_dim, int(hd), rows,
-                                 stride, tile.data());
+        cdev::attn::stage_k_rows(tid, kc + j0 * kv_dim, kv_dim, int(hd), rows, stride,
+                                 tile.data());
       for (int r = 0; r < rows; ++r)
         e[size_t(j0 + r)] =
             cdev::canonical_nan(emulate_quad_score(q, tile.data() + r * stride, hd)) * kq_scale;
@@ -657,7 +690,7 @@ TEST(CudaEmu, QuadScoreIsTheWarpDot) {
 
 TEST(CudaEmu, AttentionKernelMatchesSession) {
   std::mt19937 rng(9);
-  for (int64_t hd : {8, 48, 64, 128})
+  for (int64_t hd : {8, 31, 48, 64, 128})
     for (int64_t n_kv : {1, 2, 31, 32, 33, 65, 300}) {
       const int64_t n_head_kv = 2, kv_dim = n_head_kv * hd, head_off = hd;  // kv head 1
       const float kq_scale = 1.0f / std::sqrt(float(hd));

@@ -72,11 +72,50 @@ GALLEON_HD float score_quad(const float (&part)[4]) {
 // warp's load hit 32 different banks.
 GALLEON_HD int64_t quad_tile_stride(int64_t hd) { return (hd + 31) / 32 * 32 + 4; }
 constexpr int64_t kQuadTileRows = kThreads / 4;  // a score per 4 threads
-// A thread's share (first, step) of staging `rows` K rows (kv_dim floats apart from k, hd used)
-// in the tile (rows `stride` floats apart).
-GALLEON_HD void stage_k_rows(int first, int step, const float* k, int64_t kv_dim, int hd,
-                             int rows, int64_t stride, float* tile) {
-  for_cells(first, step, hd, rows, [&](int r, int d) { tile[r * stride + d] = k[r * kv_dim + d]; });
+// Four floats from p to q (one 16-byte load or store on the GPU where p is aligned to it).
+GALLEON_HD void load_quad(const float* p, float (&q)[4]) {
+#if defined(__CUDA_ARCH__)
+  if (reinterpret_cast<uintptr_t>(p) % 16 == 0) {
+    const float4 f = *reinterpret_cast<const float4*>(p);
+    q[0] = f.x, q[1] = f.y, q[2] = f.z, q[3] = f.w;
+    return;
+  }
+#endif
+  for (int i = 0; i < 4; ++i) q[i] = p[i];
+}
+GALLEON_HD void store_quad(const float (&q)[4], float* p) {
+#if defined(__CUDA_ARCH__)
+  if (reinterpret_cast<uintptr_t>(p) % 16 == 0) {
+    *reinterpret_cast<float4*>(p) = make_float4(q[0], q[1], q[2], q[3]);
+    return;
+  }
+#endif
+  for (int i = 0; i < 4; ++i) p[i] = q[i];
+}
+// The most quads (4 floats of a row) a thread of kThreads stages: a full tile of rows x head
+// dims.
+constexpr int kStageQuads = int(kQuadTileRows * kQuadMaxHd / 4 / kThreads);
+// Thread `first` of kThreads's share of staging `rows` <= kQuadTileRows K rows (kv_dim floats
+// apart from k, hd <= kQuadMaxHd used) in the tile (rows `stride` floats apart). Where hd and
+// kv_dim are multiples of 4, its quads first, first + kThreads, ... of the rows, all loaded
+// before the first is stored (a load and its store in turn would wait for memory once per
+// quad); else its cells first, first + kThreads, ..., one at a time.
+GALLEON_HD void stage_k_rows(int first, const float* k, int64_t kv_dim, int hd, int rows,
+                             int64_t stride, float* tile) {
+  if (hd % 4 != 0 || kv_dim % 4 != 0 || stride % 4 != 0) {
+    for_cells(first, kThreads, hd, rows,
+              [&](int r, int d) { tile[r * stride + d] = k[r * kv_dim + d]; });
+    return;
+  }
+  float staged[kStageQuads][4] = {};
+  CellWalk load(first, kThreads, hd / 4);
+  GALLEON_DEVICE_UNROLL
+  for (int c = 0; c < kStageQuads; ++c, load.next())
+    if (load.row() < rows) load_quad(k + load.row() * kv_dim + 4 * load.col(), staged[c]);
+  CellWalk store(first, kThreads, hd / 4);
+  GALLEON_DEVICE_UNROLL
+  for (int c = 0; c < kStageQuads; ++c, store.next())
+    if (store.row() < rows) store_quad(staged[c], tile + store.row() * stride + 4 * store.col());
 }
 
 // Step 2: m = max s_j. One step of it is max_step(m, s) = std::max(m, s): NaN never replaces m.
@@ -110,6 +149,34 @@ GALLEON_HD void lane_cell(int l, int d, int64_t hd, const float* e, const float*
                           int64_t n_kv, float* lanes) {
   lanes[lane_index(l, d, hd)] =
       d == hd ? lane_sum(e, n_kv, l) : lane_weighted_sum(e, v + d, kv_dim, n_kv, l);
+}
+
+// Step 4 of the K-tile kernel, cell (lane l < 32, column d < hd) of G heads: acc[g] plus, in
+// increasing j = l mod 32, scores(g)[j] * v_j[d] (vd: v_0[d], rows kv_dim floats apart), each
+// acc[g] as lane_weighted_sum adds. The V elements of kVLoads positions are loaded first, so
+// that their loads wait for memory together rather than one after the other (fewer for 8
+// heads, whose 72 accumulators of a thread's cells already take most of its registers).
+template <int G>
+constexpr int kVLoads = G >= 8 ? 2 : 4;
+template <int G, class Scores>
+GALLEON_HD void weighted_lane_cell(int l, const float* vd, int64_t kv_dim, int64_t n_kv,
+                                   Scores&& scores, float (&acc)[G]) {
+  int64_t j = l;
+  constexpr int kLoads = kVLoads<G>;
+  for (; j + 32 * (kLoads - 1) < n_kv; j += 32 * kLoads) {
+    float v[kLoads];
+    GALLEON_DEVICE_UNROLL
+    for (int i = 0; i < kLoads; ++i) v[i] = vd[(j + 32 * i) * kv_dim];
+    GALLEON_DEVICE_UNROLL
+    for (int i = 0; i < kLoads; ++i)
+      GALLEON_DEVICE_UNROLL
+      for (int g = 0; g < G; ++g) acc[g] = acc[g] + scores(g)[j + 32 * i] * v[i];
+  }
+  for (; j < n_kv; j += 32) {
+    const float v = vd[j * kv_dim];
+    GALLEON_DEVICE_UNROLL
+    for (int g = 0; g < G; ++g) acc[g] = acc[g] + scores(g)[j] * v;
+  }
 }
 
 // Step 5 at stride s (16, 8, 4, 2, 1), cell (row i < s, column d <= hd): L[i] = L[i] + L[i + s]

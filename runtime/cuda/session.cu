@@ -632,7 +632,7 @@ __global__ void attention_kernel(const float* q, const float* kc, const float* v
 constexpr int kTileCells = int((32 * (cdev::attn::kQuadMaxHd + 1) + kAttnThreads - 1) / kAttnThreads);
 
 template <int G>
-__global__ void __launch_bounds__(kAttnThreads)
+__global__ void __launch_bounds__(kAttnThreads, 2)  // 2 blocks per SM: at most 128 registers
     attention_tiles_kernel(const float* q, const float* kc, const float* vc, int64_t n_head,
                            int64_t group, int64_t hd, int64_t kv_dim, const int64_t* n_past,
                            int64_t n_ctx, float kq_scale, float* scratch, float* out,
@@ -662,8 +662,7 @@ __global__ void __launch_bounds__(kAttnThreads)
     const int64_t left = n_kv - j0,
                   rows = left < cdev::attn::kQuadTileRows ? left : cdev::attn::kQuadTileRows;
     __syncthreads();  // q written; the previous tile read
-    cdev::attn::stage_k_rows(tid, kAttnThreads, kc + j0 * kv_dim + off, kv_dim, int(hd), int(rows),
-                             stride, ks);
+    cdev::attn::stage_k_rows(tid, kc + j0 * kv_dim + off, kv_dim, int(hd), int(rows), stride, ks);
     __syncthreads();
 #pragma unroll
     for (int g = 0; g < G; ++g) {
@@ -710,16 +709,13 @@ __global__ void __launch_bounds__(kAttnThreads)
     const int l = cell.row(), d = cell.col();
     at[k] = l >= 32 ? -1 : cdev::attn::lane_index(l, d, hd);
     if (l >= 32) continue;
-    for (int64_t j = l; j < n_kv; j += 32) {
-      if (d == hd) {
+    if (d == hd) {
+      for (int64_t j = l; j < n_kv; j += 32)
 #pragma unroll
         for (int g = 0; g < G; ++g) acc[k][g] = acc[k][g] + scores(g)[j];
-      } else {
-        const float v = vc[j * kv_dim + off + d];
-#pragma unroll
-        for (int g = 0; g < G; ++g) acc[k][g] = acc[k][g] + scores(g)[j] * v;
-      }
+      continue;
     }
+    cdev::attn::weighted_lane_cell<G>(l, vc + off + d, kv_dim, n_kv, scores, acc[k]);
   }
   // 5, 6. Per head: its lanes to shared memory, the tree, o_d = L[0][d] / sum.
 #pragma unroll
