@@ -640,7 +640,10 @@ __global__ void __launch_bounds__(kAttnThreads, 2)  // 2 blocks per SM: at most 
   // lanes (attn::lane_floats(hd)) | q rows (G * hd) | K tile | [G * score_stride scores]
   GALLEON_DYNAMIC_SHARED(float, lanes);
   __shared__ float s_warp_max[kAttnThreads / 32][G], s_max[G];
-  const int64_t t = blockIdx.x, h0 = int64_t(blockIdx.y) * G;  // query heads h0 .. h0 + G - 1
+  // The last tokens (the most positions) first: the GPU starts the longest blocks first, and
+  // the short ones fill in after them.
+  const int64_t t = int64_t(gridDim.x) - 1 - blockIdx.x;
+  const int64_t h0 = int64_t(blockIdx.y) * G;  // query heads h0 .. h0 + G - 1
   const int64_t n_kv = *n_past + t + 1;
   const int64_t q_dim = n_head * hd, off = (h0 / group) * hd;
   const int64_t stride = cdev::attn::quad_tile_stride(hd);
