@@ -278,7 +278,7 @@ bool emulate_mma_matmul(GgmlType type, const cdev::mma::Args& p, float* y,
 // matmul_mma_split_kernel emulated: for each tile, warp w's subtree (Tile::run_leaves over the
 // leaves w * 32 / S ..) for every lane, then each result's S subtrees joined
 // (cdev::mma::join_subtrees) and written to y[t * n_out + r] (counted in *writes).
-template <int NT, int S>
+template <int NT, int S, bool Pairs = false>
 bool emulate_mma_split(GgmlType type, const cdev::mma::Args& p, float* y,
                        std::vector<int>* writes = nullptr) {
   constexpr int kLevels = S == 2 ? 4 : S == 4 ? 3 : S == 8 ? 2 : 1;
@@ -294,7 +294,8 @@ bool emulate_mma_split(GgmlType type, const cdev::mma::Args& p, float* y,
           for (int w = 0; w < S; ++w)
             for (int lane = 0; lane < 32; ++lane) {
               float out[NT][4];
-              const cdev::mma::Tile<T, NT> tile(p, r0, t0, lane);
+              const cdev::mma::Tile<T, NT, cdev::mma::GlobalActs<cdev::mma::ActBlock<T>>, Pairs>
+                  tile(p, r0, t0, lane);
               Pending pending{store.data(), lane, {}};
               tile.template run_leaves<kLevels>(w << kLevels, out, pending);
               for (int c = 0; c < NT * 4; ++c)
@@ -445,10 +446,11 @@ TEST(CudaEmu, TensorCoreTileMatchesRefDot) {
     if (!has_path) continue;
     ++types;
     const int64_t be = type_traits(t)->block_elems;
-    const int64_t counts[] = {1, 5, 33, 70};
-    for (int rep = 0; rep < 4; ++rep) {
+    // 130 blocks: lanes with 5 blocks (p4 adds two pairs, then one alone).
+    const int64_t counts[] = {1, 5, 33, 70, 130};
+    for (int rep = 0; rep < 5; ++rep) {
       const int64_t n = counts[rep] * be;
-      if (be == 256 && rep == 3) continue;  // 33 blocks of 256 already cover the lanes
+      if (be == 256 && rep >= 3) continue;  // 33 blocks of 256 already cover the lanes
       const int64_t rows = rep % 2 == 0 ? 19 : 16, ntok = rep % 2 == 0 ? 21 : 3;
       const std::vector<uint8_t> w = make_weights(rng, t, n, rows);
       const size_t rb = w.size() / size_t(rows), arb = kern::act_row_bytes(t, n);
@@ -456,9 +458,9 @@ TEST(CudaEmu, TensorCoreTileMatchesRefDot) {
       for (int64_t k = 0; k < ntok; ++k)
         ref.quantize_act(t, make_activations(rng, n, k % 5 == 2).data(), act.data() + size_t(k) * arb, n);
       const cdev::mma::Args args{w.data(), rb, n, rows, act.data(), arb, ntok};
-      // The kernel's variants (session.cu, GALLEON_CUDA_MMA): r2, s2, s4, t4, k4 and k8; and
-      // the dot products split across 2 and 16 warps.
-      for (int variant = 0; variant < 8; ++variant) {
+      // The kernel's variants (session.cu, GALLEON_CUDA_MMA): r2, s2, s4, t4, k4, k8 and p4;
+      // and the dot products split across 2 and 16 warps.
+      for (int variant = 0; variant < 9; ++variant) {
         std::vector<float> got(size_t(rows * ntok), -1.0f);
         std::vector<int> seen(got.size(), 0);
         float* y = got.data();
@@ -469,7 +471,8 @@ TEST(CudaEmu, TensorCoreTileMatchesRefDot) {
                          : variant == 4 ? emulate_mma_split<4, 4>(t, args, y, &seen)
                          : variant == 5 ? emulate_mma_split<4, 8>(t, args, y, &seen)
                          : variant == 6 ? emulate_mma_split<2, 2>(t, args, y, &seen)
-                                        : emulate_mma_split<1, 16>(t, args, y, &seen);
+                         : variant == 7 ? emulate_mma_split<1, 16>(t, args, y, &seen)
+                                        : emulate_mma_split<4, 4, true>(t, args, y, &seen);
         ASSERT_TRUE(ran);
         SCOPED_TRACE("variant " + std::to_string(variant));
         expect_matmul_is_ref(t, args, got, seen);

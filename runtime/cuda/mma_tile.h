@@ -175,8 +175,11 @@ using ActBlock = std::conditional_t<TypeInfo<T>::elems == 32, kern::A8Block, ker
 // One warp's tile: rows r0 .. r0 + 15 and tokens t0 .. t0 + 8 * NT - 1. Rows and tokens past
 // the ends read the last one (their results are not stored). out[j][e] is the canonical dot
 // product (before canonical_nan) of row r0 + result_row(lane, e) and token
-// t0 + result_token(lane, j, e).
-template <GgmlType T, int NT, class Acts = GlobalActs<ActBlock<T>>>
+// t0 + result_token(lane, j, e). kPairs (32-element types, activations read in place): a lane's
+// blocks i and i + 32 are computed together, both blocks' loads with no branch between them so
+// that they are in flight together, then added in order (a lane's last odd block computed
+// twice, its copy not added).
+template <GgmlType T, int NT, class Acts = GlobalActs<ActBlock<T>>, bool kPairs = false>
 class Tile {
  public:
   static constexpr int kElems = TypeInfo<T>::elems, kBytes = TypeInfo<T>::bytes;
@@ -257,6 +260,22 @@ class Tile {
       GALLEON_DEVICE_UNROLL
       for (int e = 0; e < 4; ++e) v[j][e] = 0.0f;
     const int64_t count = p_.n / kElems;
+    if constexpr (kPairs && kElems == 32) {
+      for (int64_t i = l; i < count; i += 64) {
+        const bool second = i + 32 < count;
+        float c[2][NT][4];
+        block_a8(i, c[0]);
+        block_a8(second ? i + 32 : i, c[1]);
+        for (int k = 0; k < 2; ++k) {
+          if (k == 1 && !second) break;
+          GALLEON_DEVICE_UNROLL
+          for (int j = 0; j < NT; ++j)
+            GALLEON_DEVICE_UNROLL
+            for (int e = 0; e < 4; ++e) v[j][e] = v[j][e] + c[k][j][e];
+        }
+      }
+      return;
+    }
     for (int64_t i = l; i < count; i += 32) {
       acts_.begin(i, next_block(p, i, count));
       float c[NT][4];

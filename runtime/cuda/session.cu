@@ -374,11 +374,13 @@ __global__ void __launch_bounds__(32 * kMmaWarps, 2)
 // w * 32 / S .. (w + 1) * 32 / S - 1 (a subtree of the warp tree, cdev::mma::Tile::run_leaves,
 // its counter in shared memory); then the block joins the S subtrees of each result as the
 // tree's upper levels (cdev::mma::join_subtrees), each warp some of the results. So a matmul
-// has S times the warps of s4, each with 1/S of the blocks of a dot product in turn.
+// has S times the warps of s4, each with 1/S of the blocks of a dot product in turn. Variant
+// p4 (GALLEON_CUDA_MMA=p4; not yet run on a GPU) is k4 with two blocks of a lane at a time
+// (Tile's kPairs: both blocks' loads in flight together; the 32-element types).
 template <int S>
 constexpr int kSplitLevels = S == 2 ? 4 : S == 4 ? 3 : S == 8 ? 2 : S == 16 ? 1 : -1;
 
-template <GgmlType T, int NT, int S, int kMinBlocks>
+template <GgmlType T, int NT, int S, int kMinBlocks, bool kPairs>
 __global__ void __launch_bounds__(32 * S, kMinBlocks)
     matmul_mma_split_kernel(cdev::mma::Args p, float* y, int64_t y_stride) {
   constexpr int kLevels = kSplitLevels<S>;
@@ -393,7 +395,8 @@ __global__ void __launch_bounds__(32 * S, kMinBlocks)
   for (int64_t t0 = int64_t(blockIdx.y) * kTokens; t0 < p.ntok;
        t0 += int64_t(gridDim.y) * kTokens) {  // block-uniform
     float out[NT][4];
-    const cdev::mma::Tile<T, NT> tile(p, r0, t0, lane);
+    const cdev::mma::Tile<T, NT, cdev::mma::GlobalActs<cdev::mma::ActBlock<T>>, kPairs> tile(
+        p, r0, t0, lane);
     Pending pending{mine, lane, {}};
     tile.template run_leaves<kLevels>(warp * (1 << kLevels), out, pending);
 #pragma unroll
@@ -766,8 +769,9 @@ void launch_matmul(const DevWeight& w, const uint8_t* a, size_t arb, int64_t nto
 // default: 4 token groups per warp, counter in shared memory), s2 (2 token groups, counter in
 // shared memory), r2 (2 token groups, counter in registers: the first version) or t4 (staged
 // activations, above; not yet timed), k4 or k8 (the dot products split across 4 or 8 warps,
-// above; not yet run on a GPU). Every variant gives the same bits; they differ in speed only.
-enum class MmaVariant { R2, S2, S4, T4, K4, K8 };
+// above; not yet run on a GPU) or p4 (k4 with a lane's blocks two at a time, Tile's kPairs; not
+// yet run on a GPU). Every variant gives the same bits; they differ in speed only.
+enum class MmaVariant { R2, S2, S4, T4, K4, K8, P4 };
 MmaVariant mma_variant_from_env() {
   const char* e = std::getenv("GALLEON_CUDA_MMA");
   const std::string s = e ? e : "";
@@ -776,6 +780,7 @@ MmaVariant mma_variant_from_env() {
   if (s == "t4") return MmaVariant::T4;
   if (s == "k4") return MmaVariant::K4;
   if (s == "k8") return MmaVariant::K8;
+  if (s == "p4") return MmaVariant::P4;
   return MmaVariant::S4;
 }
 
@@ -786,10 +791,10 @@ void launch_mma_variant(const cdev::mma::Args& p, float* y, cudaStream_t st) {
       p, y, p.n_out);
 }
 
-template <GgmlType T, int NT, int S, int kMinBlocks>
+template <GgmlType T, int NT, int S, int kMinBlocks, bool kPairs = false>
 void launch_mma_split(const cdev::mma::Args& p, float* y, cudaStream_t st) {
   GALLEON_LAUNCH(matmul_grid(p.n_out, cdev::mma::kRows, p.ntok, 8 * NT), 32 * S, 0, st,
-                 matmul_mma_split_kernel<T, NT, S, kMinBlocks>)(p, y, p.n_out);
+                 matmul_mma_split_kernel<T, NT, S, kMinBlocks, kPairs>)(p, y, p.n_out);
 }
 
 template <GgmlType T>
@@ -806,6 +811,7 @@ void launch_matmul_mma(const DevWeight& w, const uint8_t* a, size_t arb, int64_t
       return;
     case MmaVariant::K4: return launch_mma_split<T, 4, 4, 4>(p, y, st);
     case MmaVariant::K8: return launch_mma_split<T, 4, 8, 2>(p, y, st);
+    case MmaVariant::P4: return launch_mma_split<T, 4, 4, 4, true>(p, y, st);
   }
 }
 
