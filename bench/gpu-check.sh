@@ -157,8 +157,12 @@ if [[ -f "$SHARED/models/stories260K/stories260K.gguf" ]] &&
   exit 1
 fi
 
+TMP=$(mktemp -d /tmp/galleon-gpu-check-XXXXXX)
+trap 'rm -rf "$TMP"' EXIT
 echo "== tests [$(elapsed)]"
-if out=$("$BIN/cuda_emu_test" 2>&1); then pass "cuda_emu_test"; else echo "$out"; failed "cuda_emu_test"; fi
+# cuda_emu_test (CPU only) beside the GPU tests; its verdict after theirs.
+"$BIN/cuda_emu_test" >"$TMP/cuda_emu_test.log" 2>&1 &
+emu_pid=$!
 # On the host runtime the whole of cuda_host_test takes minutes (CTest runs it): the dry run takes
 # the kernels, stories260K and one type of each prompt tile family.
 filter='*'
@@ -194,6 +198,12 @@ for v in t4 k4 k8 p4; do
     failed "$CUDA_TEST with GALLEON_CUDA_MMA=$v"
   fi
 done
+if wait "$emu_pid"; then
+  pass "cuda_emu_test"
+else
+  tail -30 "$TMP/cuda_emu_test.log"
+  failed "cuda_emu_test"
+fi
 if [[ $STAGED == 1 ]]; then
   echo "(model_test Engine.DeviceFlag needs the galleon CLI and its libraries: not staged)"
 else
@@ -209,8 +219,6 @@ else
 fi
 
 echo "== logits_sha256, --device cpu vs $DEV [$(elapsed)]"
-TMP=$(mktemp -d /tmp/galleon-gpu-check-XXXXXX)
-trap 'rm -rf "$TMP"' EXIT
 PROMPT="Once upon a time, there was a little girl named Lily. She loved to play outside in the\
  park with her friends. One day, she saw a big red ball under a tree and asked her mom if she\
  could take it home. Her mom said yes, and Lily was very happy."
@@ -237,7 +245,8 @@ llama_types=f32,f16,bf16,q8_0,q4_0,q4_1,q5_0,q5_1,q4_K,q5_K,q6_K qwen2_types=q8_
 "$BIN/llama_bench" --write "$TMP" --shape tiny --arch qwen2 --type $qwen2_types >/dev/null
 models+=("$TMP"/*.gguf)
 
-for m in "${models[@]}"; do
+check_model() {  # MODEL: its comparisons, as PASS/FAIL lines (run in a subshell)
+  local m=$1 name verb ref b on got
   name=$(basename "$m" .gguf)
   for verb in run score; do
     if ! ref=$(sha "$verb" "$m" cpu 64) || [[ -z "$ref" ]]; then
@@ -259,6 +268,21 @@ for m in "${models[@]}"; do
       fi
     done
   done
+  return 0
+}
+# LOGITS_JOBS models at a time (each compares its own), their lines then in the models' order.
+par=${LOGITS_JOBS:-4}
+[[ $HOST == 1 ]] && par=${LOGITS_JOBS:-2}
+n=0
+for m in "${models[@]}"; do
+  while (( $(jobs -rp | wc -l) >= par )); do wait -n || true; done
+  check_model "$m" >"$TMP/logits.$n" 2>&1 &
+  n=$((n + 1))
+done
+wait
+for ((k = 0; k < n; ++k)); do
+  cat "$TMP/logits.$k"
+  fails=$((fails + $(grep -c '^FAIL' "$TMP/logits.$k" || true)))
 done
 
 echo "== a bundle with a CUDA engine: install, check and run on $DEV [$(elapsed)]"

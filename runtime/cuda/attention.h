@@ -51,17 +51,38 @@ GALLEON_HD void for_cells(int first, int step, int width, int rows, F&& f) {
 // the same thread (s is a multiple of 4), so each thread does them alone; then s = 2 and 1 pair
 // threads: (u0 + u2) + (u1 + u3) = L[0] + L[2], L[1] + L[3], then their sum, as warp_tree.
 constexpr int64_t kQuadMaxHd = 64;
-GALLEON_HD float score_quad_part(const float* q, const float* k, int64_t hd, int u) {
+// The elements of k that thread u reads: kv[8 * (i / 32) + m] = k[i] for i = u + 4m (mod 32)
+// below hd. The kernel loads a K row's once for the G heads' scores.
+constexpr int kQuadValues = int(kQuadMaxHd / 4);
+GALLEON_HD void quad_k_values(const float* k, int64_t hd, int u, float (&kv)[kQuadValues]) {
+  GALLEON_DEVICE_UNROLL
+  for (int b = 0; b < kQuadValues / 8; ++b)
+    GALLEON_DEVICE_UNROLL
+    for (int m = 0; m < 8; ++m) {
+      const int64_t i = 32 * b + u + 4 * m;
+      kv[8 * b + m] = i < hd ? k[i] : 0.0f;
+    }
+}
+GALLEON_HD float score_quad_part(const float* q, const float (&kv)[kQuadValues], int64_t hd,
+                                 int u) {
   float lane[8];
+  GALLEON_DEVICE_UNROLL
   for (int m = 0; m < 8; ++m) lane[m] = 0.0f;
-  for (int64_t base = 0; base < hd; base += 32)
+  GALLEON_DEVICE_UNROLL
+  for (int b = 0; b < kQuadValues / 8; ++b)
+    GALLEON_DEVICE_UNROLL
     for (int m = 0; m < 8; ++m) {  // lane u + 4m
-      const int64_t i = base + u + 4 * m;
-      if (i < hd) lane[m] = lane[m] + q[i] * k[i];
+      const int64_t i = 32 * b + u + 4 * m;
+      if (i < hd) lane[m] = lane[m] + q[i] * kv[8 * b + m];
     }
   for (int m = 0; m < 4; ++m) lane[m] = lane[m] + lane[m + 4];  // s = 16: lanes l, l + 16
   for (int m = 0; m < 2; ++m) lane[m] = lane[m] + lane[m + 2];  // s = 8
   return lane[0] + lane[1];                                      // s = 4
+}
+GALLEON_HD float score_quad_part(const float* q, const float* k, int64_t hd, int u) {
+  float kv[kQuadValues];
+  quad_k_values(k, hd, u, kv);
+  return score_quad_part(q, kv, hd, u);
 }
 // Steps s = 2 and 1 of the four parts (the kernel does them with two shuffles).
 GALLEON_HD float score_quad(const float (&part)[4]) {

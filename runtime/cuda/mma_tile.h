@@ -254,29 +254,24 @@ class Tile {
   // Canonical lane l = bitrev5(p) of every result: its blocks l, l + 32, ... added in order to
   // 0.0f.
   GALLEON_HDI void leaf(int p, float (&v)[NT][4]) const {
-    const int l = bitrev5(p);
     GALLEON_DEVICE_UNROLL
     for (int j = 0; j < NT; ++j)
       GALLEON_DEVICE_UNROLL
       for (int e = 0; e < 4; ++e) v[j][e] = 0.0f;
+    if constexpr (kPairs && kElems == 32)
+      leaf_pairs(bitrev5(p), v);
+    else
+      leaf_blocks(p, v);
+  }
+  GALLEON_HDI static void add(float (&v)[NT][4], const float (&c)[NT][4]) {
+    GALLEON_DEVICE_UNROLL
+    for (int j = 0; j < NT; ++j)
+      GALLEON_DEVICE_UNROLL
+      for (int e = 0; e < 4; ++e) v[j][e] = v[j][e] + c[j][e];
+  }
+  GALLEON_HDI void leaf_blocks(int p, float (&v)[NT][4]) const {
     const int64_t count = p_.n / kElems;
-    if constexpr (kPairs && kElems == 32) {
-      for (int64_t i = l; i < count; i += 64) {
-        const bool second = i + 32 < count;
-        float c[2][NT][4];
-        block_a8(i, c[0]);
-        block_a8(second ? i + 32 : i, c[1]);
-        for (int k = 0; k < 2; ++k) {
-          if (k == 1 && !second) break;
-          GALLEON_DEVICE_UNROLL
-          for (int j = 0; j < NT; ++j)
-            GALLEON_DEVICE_UNROLL
-            for (int e = 0; e < 4; ++e) v[j][e] = v[j][e] + c[k][j][e];
-        }
-      }
-      return;
-    }
-    for (int64_t i = l; i < count; i += 32) {
+    for (int64_t i = bitrev5(p); i < count; i += 32) {
       acts_.begin(i, next_block(p, i, count));
       float c[NT][4];
       if constexpr (kElems == 32)
@@ -285,10 +280,19 @@ class Tile {
         block_q6_k(i, c);
       else
         block_kmin(i, c);
-      GALLEON_DEVICE_UNROLL
-      for (int j = 0; j < NT; ++j)
-        GALLEON_DEVICE_UNROLL
-        for (int e = 0; e < 4; ++e) v[j][e] = v[j][e] + c[j][e];
+      add(v, c);
+    }
+  }
+  // kPairs: blocks i and i + 32 of lane l at a time (the last odd block twice, added once).
+  GALLEON_HDI void leaf_pairs(int l, float (&v)[NT][4]) const {
+    const int64_t count = p_.n / kElems;
+    for (int64_t i = l; i < count; i += 64) {
+      const bool second = i + 32 < count;
+      float c[NT][4], c2[NT][4];
+      block_a8(i, c);
+      block_a8(second ? i + 32 : i, c2);
+      add(v, c);
+      if (second) add(v, c2);
     }
   }
 

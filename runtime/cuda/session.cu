@@ -670,10 +670,12 @@ __global__ void __launch_bounds__(kAttnThreads, 2)  // 2 blocks per SM: at most 
     __syncthreads();  // q written; the previous tile read
     cdev::attn::stage_k_rows(tid, kc + j0 * kv_dim + off, kv_dim, int(hd), int(rows), stride, ks);
     __syncthreads();
+    // This thread's elements of its K row, read once for the G heads' scores.
+    float kv[cdev::attn::kQuadValues] = {};
+    if (row < rows) cdev::attn::quad_k_values(ks + row * stride, hd, u, kv);
 #pragma unroll
     for (int g = 0; g < G; ++g) {
-      const float part =
-          row < rows ? cdev::attn::score_quad_part(qs + g * hd, ks + row * stride, hd, u) : 0.0f;
+      const float part = row < rows ? cdev::attn::score_quad_part(qs + g * hd, kv, hd, u) : 0.0f;
       const float a = part + __shfl_down_sync(0xffffffffu, part, 2);
       const float sum = a + __shfl_down_sync(0xffffffffu, a, 1);
       if (u == 0 && row < rows) {
