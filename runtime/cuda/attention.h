@@ -52,7 +52,7 @@ GALLEON_HD void for_cells(int first, int step, int width, int rows, F&& f) {
 // threads: (u0 + u2) + (u1 + u3) = L[0] + L[2], L[1] + L[3], then their sum, as warp_tree.
 constexpr int64_t kQuadMaxHd = 64;
 // The elements of k that thread u reads: kv[8 * (i / 32) + m] = k[i] for i = u + 4m (mod 32)
-// below hd. The kernel loads a K row's once for the G heads' scores.
+// below hd. The kernel reads a K row's elements once for the G heads' scores.
 constexpr int kQuadValues = int(kQuadMaxHd / 4);
 GALLEON_HD void quad_k_values(const float* k, int64_t hd, int u, float (&kv)[kQuadValues]) {
   GALLEON_DEVICE_UNROLL
