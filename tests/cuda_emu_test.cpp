@@ -231,6 +231,17 @@ class CopiedActs {
   std::vector<Block> copy_;
 };
 
+// Result e of token group j of the warp tile at (r0, t0), lane `lane`, to y[t * n_out + r]
+// (counted in *writes), unless its row or token is past the end (session.cu's store_mma_result).
+void store_mma_result(const cdev::mma::Args& p, int64_t r0, int64_t t0, int lane, int j, int e,
+                      float v, float* y, std::vector<int>* writes) {
+  const int64_t r = r0 + cdev::mma::result_row(lane, e);
+  const int64_t t = t0 + cdev::mma::result_token(lane, j, e);
+  if (r >= p.n_out || t >= p.ntok) return;
+  y[t * p.n_out + r] = cdev::canonical_nan(v);
+  if (writes) ++(*writes)[size_t(t * p.n_out + r)];
+}
+
 // matmul_mma_kernel emulated: every warp tile (cdev::mma::Tile<T, NT>) of the rows and tokens,
 // each lane's results to y[t * n_out + r] (and counted in *writes when given), the counter's
 // partial sums in registers or (Shared) in a warp's shared-memory store, the activations read
@@ -262,13 +273,8 @@ bool emulate_mma_matmul(GgmlType type, const cdev::mma::Args& p, float* y,
               tile.run(out);
             }
             for (int j = 0; j < NT; ++j)
-              for (int e = 0; e < 4; ++e) {
-                const int64_t r = r0 + cdev::mma::result_row(lane, e);
-                const int64_t t = t0 + cdev::mma::result_token(lane, j, e);
-                if (r >= p.n_out || t >= p.ntok) continue;
-                y[t * p.n_out + r] = cdev::canonical_nan(out[j][e]);
-                if (writes) ++(*writes)[size_t(t * p.n_out + r)];
-              }
+              for (int e = 0; e < 4; ++e)
+                store_mma_result(p, r0, t0, lane, j, e, out[j][e], y, writes);
           }
     }
   });
@@ -281,7 +287,7 @@ bool emulate_mma_matmul(GgmlType type, const cdev::mma::Args& p, float* y,
 template <int NT, int S, bool Pairs = false>
 bool emulate_mma_split(GgmlType type, const cdev::mma::Args& p, float* y,
                        std::vector<int>* writes = nullptr) {
-  constexpr int kLevels = S == 2 ? 4 : S == 4 ? 3 : S == 8 ? 2 : 1;
+  constexpr int kLevels = cdev::mma::kSplitLevels<S>;
   using Pending = cdev::mma::SharedPending<NT, 0, kLevels>;
   std::vector<float> store(Pending::kFloats, 0.0f);
   bool has_path = false;
@@ -307,11 +313,7 @@ bool emulate_mma_split(GgmlType type, const cdev::mma::Args& p, float* y,
                 float x[S];
                 for (int w = 0; w < S; ++w)
                   x[w] = parts[(size_t(w) * 32 + size_t(lane)) * NT * 4 + size_t(j * 4 + e)];
-                const int64_t r = r0 + cdev::mma::result_row(lane, e);
-                const int64_t t = t0 + cdev::mma::result_token(lane, j, e);
-                if (r >= p.n_out || t >= p.ntok) continue;
-                y[t * p.n_out + r] = cdev::canonical_nan(cdev::mma::join_subtrees<S>(x));
-                if (writes) ++(*writes)[size_t(t * p.n_out + r)];
+                store_mma_result(p, r0, t0, lane, j, e, cdev::mma::join_subtrees<S>(x), y, writes);
               }
         }
     }

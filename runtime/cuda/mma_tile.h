@@ -127,6 +127,11 @@ struct SharedPending {
   }
 };
 
+// The counter levels of each of S subtrees of the 32 leaves (S = 2, 4, 8 or 16 warps sharing a
+// tile: 4, 3, 2 or 1); -1 for other S.
+template <int S>
+constexpr int kSplitLevels = S == 2 ? 4 : S == 4 ? 3 : S == 8 ? 2 : S == 16 ? 1 : -1;
+
 // The levels of warp_tree above S subtrees (x[w]: the leaves w * 32 / S .. (w + 1) * 32 / S - 1,
 // Tile::run_leaves): neighbours first, the earlier on the left, as the binary counter joins them.
 template <int S>

@@ -377,13 +377,10 @@ __global__ void __launch_bounds__(32 * kMmaWarps, 2)
 // has S times the warps of s4, each with 1/S of the blocks of a dot product in turn. Variant
 // p4 (GALLEON_CUDA_MMA=p4; not yet run on a GPU) is k4 with two blocks of a lane at a time
 // (Tile's kPairs: both blocks' loads in flight together; the 32-element types).
-template <int S>
-constexpr int kSplitLevels = S == 2 ? 4 : S == 4 ? 3 : S == 8 ? 2 : S == 16 ? 1 : -1;
-
 template <GgmlType T, int NT, int S, int kMinBlocks, bool kPairs>
 __global__ void __launch_bounds__(32 * S, kMinBlocks)
     matmul_mma_split_kernel(cdev::mma::Args p, float* y, int64_t y_stride) {
-  constexpr int kLevels = kSplitLevels<S>;
+  constexpr int kLevels = cdev::mma::kSplitLevels<S>;
   static_assert(kLevels >= 1, "S: 2, 4, 8 or 16 warps");
   using Pending = cdev::mma::SharedPending<NT, 0, kLevels>;
   // A warp's counter; at the end its results, where level 0 was (read by the other warps).
