@@ -562,10 +562,23 @@ std::vector<float> cpu_attention(const float* q, const float* kc, const float* v
   return out;
 }
 
-// One score of the K-tile attention kernel: 4 threads' parts, then two shuffle steps.
-float emulate_quad_score(const float* q, const float* k, int64_t hd) {
+// A row of hd elements in the K-tile kernel's quad layout (as its q rows are staged).
+std::vector<float> quad_row(const float* x, int64_t hd) {
+  std::vector<float> row(size_t(cdev::attn::quad_row_floats(hd)),
+                         std::numeric_limits<float>::quiet_NaN());
+  for (int first = 0; first < 3; ++first) cdev::attn::stage_q_row(first, 3, x, hd, row.data());
+  return row;
+}
+// One score of the K-tile attention kernel from its q row and K row in the quad layout: 4
+// threads' parts, then two shuffle steps.
+float emulate_quad_score(const float* q_row, const float* k_row, int64_t hd) {
   float part[4];
-  for (int u = 0; u < 4; ++u) part[u] = cdev::attn::score_quad_part(q, k, hd, u);
+  for (int u = 0; u < 4; ++u) {
+    float qv[cdev::attn::kQuadValues], kv[cdev::attn::kQuadValues];
+    cdev::attn::quad_values(q_row, hd, u, qv);
+    cdev::attn::quad_values(k_row, hd, u, kv);
+    part[u] = cdev::attn::score_quad_part(qv, kv, hd, u);
+  }
   return cdev::attn::score_quad(part);
 }
 
@@ -640,6 +653,7 @@ std::vector<float> emulate_attention_kernel(const float* q, const float* kc, con
     // no thread wrote.
     const int64_t rows_per_tile = cdev::attn::kQuadTileRows;
     const int64_t stride = cdev::attn::quad_tile_stride(hd);
+    const std::vector<float> q_row = quad_row(q, hd);
     std::vector<float> tile(size_t(rows_per_tile * stride));
     for (int64_t j0 = 0; j0 < n_kv; j0 += rows_per_tile) {
       const int rows = int(std::min(rows_per_tile, n_kv - j0));
@@ -649,7 +663,7 @@ std::vector<float> emulate_attention_kernel(const float* q, const float* kc, con
                                  tile.data());
       for (int r = 0; r < rows; ++r)
         e[size_t(j0 + r)] =
-            cdev::canonical_nan(emulate_quad_score(q, tile.data() + r * stride, hd)) * kq_scale;
+            cdev::canonical_nan(emulate_quad_score(q_row.data(), tile.data() + r * stride, hd)) * kq_scale;
     }
   } else {
     for (int64_t j = 0; j < n_kv; ++j)
@@ -680,6 +694,44 @@ std::vector<float> emulate_attention_kernel(const float* q, const float* kc, con
   return out;
 }
 
+// The quad layout puts each element of a 32-element block at its own place, and thread u's
+// values are the elements u + 4m (+ 32b) of q rows and staged K rows (both ways of staging).
+TEST(CudaEmu, QuadLayoutGivesEachThreadItsLanes) {
+  for (int b = 0; b < 2; ++b) {
+    std::vector<int> seen(32, 0);
+    for (int i = 32 * b; i < 32 * b + 32; ++i) {
+      const int pos = cdev::attn::quad_pos(i);
+      ASSERT_GE(pos, 32 * b);
+      ASSERT_LT(pos, 32 * b + 32);
+      ++seen[size_t(pos - 32 * b)];
+    }
+    for (int c : seen) ASSERT_EQ(c, 1);
+  }
+  for (int64_t hd : {4, 8, 30, 32, 36, 64})
+    for (int64_t kv_dim : {hd, hd + 2, 3 * hd}) {
+      const int rows = 5;
+      std::vector<float> k(size_t(rows * kv_dim));
+      for (size_t i = 0; i < k.size(); ++i) k[i] = float(i) + 0.5f;
+      const int64_t stride = cdev::attn::quad_tile_stride(hd);
+      std::vector<float> tile(size_t(rows * stride), std::numeric_limits<float>::quiet_NaN());
+      for (int tid = 0; tid < cdev::attn::kThreads; ++tid)
+        cdev::attn::stage_k_rows(tid, k.data(), kv_dim, int(hd), rows, stride, tile.data());
+      const std::vector<float> q = quad_row(k.data() + kv_dim, hd);  // row 1 as a q row
+      for (int r = 0; r < rows; ++r)
+        for (int u = 0; u < 4; ++u) {
+          float kv[cdev::attn::kQuadValues], qv[cdev::attn::kQuadValues];
+          cdev::attn::quad_values(tile.data() + r * stride, hd, u, kv);
+          cdev::attn::quad_values(q.data(), hd, u, qv);
+          for (int i = u; i < hd; i += 4) {
+            const int at = 8 * (i / 32) + (i % 32) / 4;
+            ASSERT_EQ(kv[at], k[size_t(r * kv_dim + i)])
+                << "hd " << hd << " kv_dim " << kv_dim << " row " << r << " element " << i;
+            ASSERT_EQ(qv[at], k[size_t(kv_dim + i)]) << "hd " << hd << " element " << i;
+          }
+        }
+    }
+}
+
 // The K-tile scores (4 threads per score, the tree's last steps across them) = the warp dot.
 TEST(CudaEmu, QuadScoreIsTheWarpDot) {
   std::mt19937 rng(23);
@@ -688,7 +740,9 @@ TEST(CudaEmu, QuadScoreIsTheWarpDot) {
       const std::vector<float> q = make_activations(rng, hd, rep % 7 == 3);
       const std::vector<float> k = make_activations(rng, hd, rep % 5 == 1);
       const float want = emulate_warp_dot([&](int l) { return cdev::lane_dot_f32(q.data(), k.data(), hd, l); });
-      ASSERT_EQ(bits(cdev::canonical_nan(emulate_quad_score(q.data(), k.data(), hd))), bits(want))
+      const float got = emulate_quad_score(quad_row(q.data(), hd).data(),
+                                           quad_row(k.data(), hd).data(), hd);
+      ASSERT_EQ(bits(cdev::canonical_nan(got)), bits(want))
           << "hd " << hd << " rep " << rep;
     }
 }

@@ -51,50 +51,19 @@ GALLEON_HD void for_cells(int first, int step, int width, int rows, F&& f) {
 // the same thread (s is a multiple of 4), so each thread does them alone; then s = 2 and 1 pair
 // threads: (u0 + u2) + (u1 + u3) = L[0] + L[2], L[1] + L[3], then their sum, as warp_tree.
 constexpr int64_t kQuadMaxHd = 64;
-// The elements of k that thread u reads: kv[8 * (i / 32) + m] = k[i] for i = u + 4m (mod 32)
-// below hd. The kernel reads a K row's elements once for the G heads' scores.
+// Thread u's elements of q and of a K row: v[8 * (i / 32) + m] = x[i] for i = u + 4m (mod 32).
 constexpr int kQuadValues = int(kQuadMaxHd / 4);
-GALLEON_HD void quad_k_values(const float* k, int64_t hd, int u, float (&kv)[kQuadValues]) {
-  GALLEON_DEVICE_UNROLL
-  for (int b = 0; b < kQuadValues / 8; ++b)
-    GALLEON_DEVICE_UNROLL
-    for (int m = 0; m < 8; ++m) {
-      const int64_t i = 32 * b + u + 4 * m;
-      kv[8 * b + m] = i < hd ? k[i] : 0.0f;
-    }
+// The quad layout of a row in shared memory (the q rows and the K tile): element i = 32b + 4m + u
+// (u = i % 4) at quad_pos(i) = 32b + 16 (m / 4) + 4u + m % 4, so that thread u's elements of a
+// 32-element block are two runs of 4 floats (two 16-byte loads instead of eight 4-byte ones),
+// and the 4 threads of a score read 16 consecutive floats. A row takes quad_row_floats(hd).
+GALLEON_HD int quad_pos(int i) {
+  const int m = (i >> 2) & 7;
+  return (i & ~31) + 16 * (m >> 2) + 4 * (i & 3) + (m & 3);
 }
-GALLEON_HD float score_quad_part(const float* q, const float (&kv)[kQuadValues], int64_t hd,
-                                 int u) {
-  float lane[8];
-  GALLEON_DEVICE_UNROLL
-  for (int m = 0; m < 8; ++m) lane[m] = 0.0f;
-  GALLEON_DEVICE_UNROLL
-  for (int b = 0; b < kQuadValues / 8; ++b)
-    GALLEON_DEVICE_UNROLL
-    for (int m = 0; m < 8; ++m) {  // lane u + 4m
-      const int64_t i = 32 * b + u + 4 * m;
-      if (i < hd) lane[m] = lane[m] + q[i] * kv[8 * b + m];
-    }
-  for (int m = 0; m < 4; ++m) lane[m] = lane[m] + lane[m + 4];  // s = 16: lanes l, l + 16
-  for (int m = 0; m < 2; ++m) lane[m] = lane[m] + lane[m + 2];  // s = 8
-  return lane[0] + lane[1];                                      // s = 4
-}
-GALLEON_HD float score_quad_part(const float* q, const float* k, int64_t hd, int u) {
-  float kv[kQuadValues];
-  quad_k_values(k, hd, u, kv);
-  return score_quad_part(q, kv, hd, u);
-}
-// Steps s = 2 and 1 of the four parts (the kernel does them with two shuffles).
-GALLEON_HD float score_quad(const float (&part)[4]) {
-  const float a = part[0] + part[2], b = part[1] + part[3];
-  return a + b;
-}
-// K tile row stride in floats: a multiple of 32 plus 4, so that the 8 rows x 4 threads of a
-// warp's load hit 32 different banks.
-GALLEON_HD int64_t quad_tile_stride(int64_t hd) { return (hd + 31) / 32 * 32 + 4; }
-constexpr int64_t kQuadTileRows = kThreads / 4;  // a score per 4 threads
+GALLEON_HD int64_t quad_row_floats(int64_t hd) { return (hd + 31) / 32 * 32; }
 // Four floats from p to q (one 16-byte load or store on the GPU where p is aligned to it).
-GALLEON_HD void load_quad(const float* p, float (&q)[4]) {
+GALLEON_HD void load_quad(const float* p, float* q) {
 #if defined(__CUDA_ARCH__)
   if (reinterpret_cast<uintptr_t>(p) % 16 == 0) {
     const float4 f = *reinterpret_cast<const float4*>(p);
@@ -104,28 +73,56 @@ GALLEON_HD void load_quad(const float* p, float (&q)[4]) {
 #endif
   for (int i = 0; i < 4; ++i) q[i] = p[i];
 }
-GALLEON_HD void store_quad(const float (&q)[4], float* p) {
-#if defined(__CUDA_ARCH__)
-  if (reinterpret_cast<uintptr_t>(p) % 16 == 0) {
-    *reinterpret_cast<float4*>(p) = make_float4(q[0], q[1], q[2], q[3]);
-    return;
-  }
-#endif
-  for (int i = 0; i < 4; ++i) p[i] = q[i];
+// Thread u's values v of a row in the quad layout (those past hd: whatever the row holds there).
+GALLEON_HD void quad_values(const float* row, int64_t hd, int u, float (&v)[kQuadValues]) {
+  GALLEON_DEVICE_UNROLL
+  for (int b = 0; b < kQuadValues / 8; ++b)
+    if (32 * b < hd) {
+      load_quad(row + 32 * b + 4 * u, v + 8 * b);
+      load_quad(row + 32 * b + 16 + 4 * u, v + 8 * b + 4);
+    } else {
+      GALLEON_DEVICE_UNROLL
+      for (int m = 0; m < 8; ++m) v[8 * b + m] = 0.0f;
+    }
 }
+GALLEON_HD float score_quad_part(const float (&qv)[kQuadValues], const float (&kv)[kQuadValues],
+                                 int64_t hd, int u) {
+  float lane[8];
+  GALLEON_DEVICE_UNROLL
+  for (int m = 0; m < 8; ++m) lane[m] = 0.0f;
+  GALLEON_DEVICE_UNROLL
+  for (int b = 0; b < kQuadValues / 8; ++b)
+    GALLEON_DEVICE_UNROLL
+    for (int m = 0; m < 8; ++m) {  // lane u + 4m
+      const int64_t i = 32 * b + u + 4 * m;
+      if (i < hd) lane[m] = lane[m] + qv[8 * b + m] * kv[8 * b + m];
+    }
+  for (int m = 0; m < 4; ++m) lane[m] = lane[m] + lane[m + 4];  // s = 16: lanes l, l + 16
+  for (int m = 0; m < 2; ++m) lane[m] = lane[m] + lane[m + 2];  // s = 8
+  return lane[0] + lane[1];                                      // s = 4
+}
+// Steps s = 2 and 1 of the four parts (the kernel does them with two shuffles).
+GALLEON_HD float score_quad(const float (&part)[4]) {
+  const float a = part[0] + part[2], b = part[1] + part[3];
+  return a + b;
+}
+// K tile row stride in floats: a multiple of 32 plus 16, so that the 16-byte loads of a quarter
+// warp (2 rows x 4 threads, the unit a 16-byte shared load is served in) hit 32 different banks.
+GALLEON_HD int64_t quad_tile_stride(int64_t hd) { return quad_row_floats(hd) + 16; }
+constexpr int64_t kQuadTileRows = kThreads / 4;  // a score per 4 threads
 // The most quads (4 floats of a row) a thread of kThreads stages: a full tile of rows x head
 // dims.
 constexpr int kStageQuads = int(kQuadTileRows * kQuadMaxHd / 4 / kThreads);
 // Thread `first` of kThreads's share of staging `rows` <= kQuadTileRows K rows (kv_dim floats
-// apart from k, hd <= kQuadMaxHd used) in the tile (rows `stride` floats apart). Where hd and
-// kv_dim are multiples of 4, its quads first, first + kThreads, ... of the rows, all loaded
-// before the first is stored (a load and its store in turn would wait for memory once per
-// quad); else its cells first, first + kThreads, ..., one at a time.
+// apart from k, hd <= kQuadMaxHd used) in the tile (rows `stride` floats apart, quad layout).
+// Where hd and kv_dim are multiples of 4, its quads first, first + kThreads, ... of the rows,
+// all loaded before the first is stored (a load and its store in turn would wait for memory
+// once per quad); else its cells first, first + kThreads, ..., one at a time.
 GALLEON_HD void stage_k_rows(int first, const float* k, int64_t kv_dim, int hd, int rows,
                              int64_t stride, float* tile) {
-  if (hd % 4 != 0 || kv_dim % 4 != 0 || stride % 4 != 0) {
+  if (hd % 4 != 0 || kv_dim % 4 != 0) {
     for_cells(first, kThreads, hd, rows,
-              [&](int r, int d) { tile[r * stride + d] = k[r * kv_dim + d]; });
+              [&](int r, int d) { tile[r * stride + quad_pos(d)] = k[r * kv_dim + d]; });
     return;
   }
   float staged[kStageQuads][4] = {};
@@ -136,7 +133,17 @@ GALLEON_HD void stage_k_rows(int first, const float* k, int64_t kv_dim, int hd, 
   CellWalk store(first, kThreads, hd / 4);
   GALLEON_DEVICE_UNROLL
   for (int c = 0; c < kStageQuads; ++c, store.next())
-    if (store.row() < rows) store_quad(staged[c], tile + store.row() * stride + 4 * store.col());
+    if (store.row() < rows) {
+      // Elements 4c .. 4c + 3 (c = store.col()): u = 0 .. 3 of one m, 4 floats apart.
+      float* at = tile + store.row() * stride + quad_pos(4 * store.col());
+      GALLEON_DEVICE_UNROLL
+      for (int e = 0; e < 4; ++e) at[4 * e] = staged[c][e];
+    }
+}
+// Staging a q row (hd elements) in the quad layout, quad_row_floats(hd) floats: the cells
+// first, first + step, ...; zeros past hd.
+GALLEON_HD void stage_q_row(int first, int step, const float* q, int64_t hd, float* row) {
+  for (int i = first; i < quad_row_floats(hd); i += step) row[quad_pos(i)] = i < hd ? q[i] : 0.0f;
 }
 
 // Step 2: m = max s_j. One step of it is max_step(m, s) = std::max(m, s): NaN never replaces m.

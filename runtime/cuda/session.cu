@@ -637,7 +637,8 @@ __global__ void __launch_bounds__(kAttnThreads, 2)  // 2 blocks per SM: at most 
                            int64_t group, int64_t hd, int64_t kv_dim, const int64_t* n_past,
                            int64_t n_ctx, float kq_scale, float* scratch, float* out,
                            bool shared_scores, int64_t score_stride) {
-  // lanes (attn::lane_floats(hd)) | q rows (G * hd) | K tile | [G * score_stride scores]
+  // lanes (attn::lane_floats(hd)) | G q rows | K tile | [G * score_stride scores]; the q rows
+  // and the K tile in the quad layout (attn::quad_pos)
   GALLEON_DYNAMIC_SHARED(float, lanes);
   __shared__ float s_warp_max[kAttnThreads / 32][G], s_max[G];
   // The last tokens (the most positions) first: the GPU starts the longest blocks first, and
@@ -648,14 +649,16 @@ __global__ void __launch_bounds__(kAttnThreads, 2)  // 2 blocks per SM: at most 
   const int64_t q_dim = n_head * hd, off = (h0 / group) * hd;
   const int64_t stride = cdev::attn::quad_tile_stride(hd);
   float* qs = lanes + cdev::attn::lane_floats(hd);
-  float* ks = qs + G * hd;
+  const int64_t q_row = cdev::attn::quad_row_floats(hd);
+  float* ks = qs + G * q_row;
   float* es = ks + cdev::attn::kQuadTileRows * stride;
   auto scores = [&](int g) {
     return shared_scores ? es + g * score_stride : scratch + (t * n_head + h0 + g) * n_ctx;
   };
   const int tid = int(threadIdx.x), lane = tid & 31, warp = tid >> 5;
-  for (int64_t c = tid; c < G * hd; c += kAttnThreads)
-    qs[c] = q[t * q_dim + (h0 + c / hd) * hd + c % hd];
+#pragma unroll
+  for (int g = 0; g < G; ++g)
+    cdev::attn::stage_q_row(tid, kAttnThreads, q + t * q_dim + (h0 + g) * hd, hd, qs + g * q_row);
   // 1. Scores, 64 K rows at a time, 4 threads per score.
   const int u = tid & 3, row = tid >> 2;
   float thread_max[G];
@@ -669,10 +672,12 @@ __global__ void __launch_bounds__(kAttnThreads, 2)  // 2 blocks per SM: at most 
     __syncthreads();
     // This thread's elements of its K row, read once for the G heads' scores.
     float kv[cdev::attn::kQuadValues] = {};
-    if (row < rows) cdev::attn::quad_k_values(ks + row * stride, hd, u, kv);
+    if (row < rows) cdev::attn::quad_values(ks + row * stride, hd, u, kv);
 #pragma unroll
     for (int g = 0; g < G; ++g) {
-      const float part = row < rows ? cdev::attn::score_quad_part(qs + g * hd, kv, hd, u) : 0.0f;
+      float qv[cdev::attn::kQuadValues];
+      cdev::attn::quad_values(qs + g * q_row, hd, u, qv);
+      const float part = row < rows ? cdev::attn::score_quad_part(qv, kv, hd, u) : 0.0f;
       const float a = part + __shfl_down_sync(0xffffffffu, part, 2);
       const float sum = a + __shfl_down_sync(0xffffffffu, a, 1);
       if (u == 0 && row < rows) {
@@ -1014,7 +1019,7 @@ class CudaExec {
       // hd <= 64: the lanes, G q rows and the K tile take at most 28 KiB; then G * n_kv scores
       // when they fit in the default 48 KiB (TinyLlama, G = 8: prompts up to 668 positions),
       // unless GALLEON_CUDA_ATTN_SCRATCH=1 (tests: the scratch path with short prompts).
-      const size_t base = size_t(cdev::attn::lane_floats(hd) + G * hd +
+      const size_t base = size_t(cdev::attn::lane_floats(hd) + G * cdev::attn::quad_row_floats(hd) +
                                  cdev::attn::kQuadTileRows * cdev::attn::quad_tile_stride(hd)) *
                           sizeof(float);
       const size_t with_scores = base + size_t(G) * size_t(n_kv) * sizeof(float);
