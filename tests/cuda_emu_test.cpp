@@ -599,15 +599,44 @@ void expect_weighted_lane_cells_are_lane_sums(std::mt19937& rng) {
     e[size_t(n_kv / 2)] = 0.0f;
     if (n_kv > 40) e[40] = std::numeric_limits<float>::infinity();
     auto scores = [&](int g) { return e.data() + g * n_kv; };
-    for (int l = 0; l < 32; ++l)
-      for (int64_t d = 0; d < hd; d += 5) {
-        float acc[G];
-        for (int g = 0; g < G; ++g) acc[g] = 0.0f;
-        cdev::attn::weighted_lane_cell<G>(l, v.data() + d, kv_dim, n_kv, scores, acc);
-        for (int g = 0; g < G; ++g)
-          ASSERT_EQ(bits(acc[g]), bits(cdev::lane_weighted_sum(scores(g), v.data() + d, kv_dim,
-                                                               n_kv, l)))
-              << "G " << G << " n_kv " << n_kv << " lane " << l << " d " << d << " head " << g;
+    // The kernel's two layouts of the same scores: global scratch (n_kv + 3 floats per head)
+    // and lane-major shared memory (NaN where no score is).
+    std::vector<float> linear(size_t(G * (n_kv + 3))),
+        lane_major(size_t(G * 32 * cdev::attn::ScoreLayout::lane_floats(n_kv)),
+                   std::numeric_limits<float>::quiet_NaN());
+    for (const auto& layout : {cdev::attn::ScoreLayout::linear(linear.data(), n_kv + 3),
+                               cdev::attn::ScoreLayout::lane_major(lane_major.data(), n_kv)}) {
+      for (int g = 0; g < G; ++g)
+        for (int64_t j = 0; j < n_kv; ++j) layout.at(g, j) = scores(g)[j];
+      for (int l = 0; l < 32; ++l)
+        for (int64_t d = 0; d < hd; d += 5) {
+          float acc[G];
+          for (int g = 0; g < G; ++g) acc[g] = 0.0f;
+          cdev::attn::weighted_lane_cell<G>(l, v.data() + d, kv_dim, n_kv, layout, acc);
+          for (int g = 0; g < G; ++g)
+            ASSERT_EQ(bits(acc[g]), bits(cdev::lane_weighted_sum(scores(g), v.data() + d, kv_dim,
+                                                                 n_kv, l)))
+                << "G " << G << " n_kv " << n_kv << " lane " << l << " d " << d << " head " << g
+                << " step " << layout.step;
+        }
+    }
+  }
+}
+
+// The lane-major layout gives every position of every head its own float, lanes a multiple
+// of 4 floats apart.
+TEST(CudaEmu, LaneMajorScoresHaveAPlaceEach) {
+  for (int64_t n_kv : {1, 31, 32, 33, 127, 128, 129, 512, 1023, 1024, 1025}) {
+    const int64_t lane = cdev::attn::ScoreLayout::lane_floats(n_kv);
+    ASSERT_EQ(lane % 4, 0);
+    ASSERT_NE(lane % 32, 0);
+    std::vector<int> seen(size_t(3 * 32 * lane), 0);
+    const auto layout = cdev::attn::ScoreLayout::lane_major(nullptr, n_kv);
+    for (int g = 0; g < 3; ++g)
+      for (int64_t j = 0; j < n_kv; ++j) {
+        const auto at = size_t(g * layout.head + (j & 31) * layout.lane + (j >> 5) * layout.step);
+        ASSERT_LT(at, seen.size()) << "n_kv " << n_kv << " head " << g << " position " << j;
+        ASSERT_EQ(seen[at]++, 0) << "n_kv " << n_kv << " head " << g << " position " << j;
       }
   }
 }

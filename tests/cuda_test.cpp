@@ -44,10 +44,10 @@ using testing::shared_path;
 // that still fill more than one 64-row K tile and more than one prompt tile of each matmul
 // path, and one weight type for the attention shapes (the synthetic cases cover every type).
 #if defined(GALLEON_CUDA_HOST_TEST)
-constexpr int kStoryTokens = 30, kSynthTokens = 48, kGroupTokens = 70;
+constexpr int kStoryTokens = 30, kSynthTokens = 48, kGroupTokens = 70, kLongPromptTokens = 530;
 constexpr GgmlType kGroupTypes[] = {GgmlType::Q4_0};
 #else
-constexpr int kStoryTokens = 80, kSynthTokens = 70, kGroupTokens = 150;
+constexpr int kStoryTokens = 80, kSynthTokens = 70, kGroupTokens = 150, kLongPromptTokens = 700;
 constexpr GgmlType kGroupTypes[] = {GgmlType::F32, GgmlType::Q4_0};
 #endif
 
@@ -284,6 +284,32 @@ TEST(Cuda, LongContextScoresInGlobalMemoryMatchCpu) {
   setenv("GALLEON_CUDA_ATTN_SCRATCH", "1", 1);
   expect_cuda_equals_cpu(m, toks, "Q4_0, n_ctx 16384, GALLEON_CUDA_ATTN_SCRATCH=1");
   unsetenv("GALLEON_CUDA_ATTN_SCRATCH");
+}
+
+// A prompt whose scores take more than the default 48 KiB of shared memory: the K-tile kernel
+// keeps them there all the same (cudaFuncSetAttribute, up to half an SM's shared memory) with
+// 8 query heads per KV head and head dim 64 past 512 positions (TinyLlama's attention shape).
+// One batch: the prompt's.
+TEST(Cuda, LongPromptScoresPastTheDefaultSharedMemoryMatchCpu) {
+  GALLEON_REQUIRE_GPU();
+  testing::TempDir dir;
+  SynthSpec spec;
+  spec.type = spec.embd_type = GgmlType::Q8_0;
+  spec.n_embd = 512;
+  spec.n_head = 8;
+  spec.n_head_kv = 1;
+  spec.n_layer = 1;
+  spec.n_ff = 256;
+  spec.n_ctx = 1024;
+  LoadedModel m = testing::write_and_load(spec, dir);
+  const std::vector<int32_t> toks = testing::synth_tokens(kLongPromptTokens, spec.n_vocab);
+  const std::vector<float> ref = all_logits(*cpu_evaluator(m), toks, toks.size());
+  const std::vector<float> got = all_logits(*gpu_evaluator(m), toks, toks.size());
+  ASSERT_EQ(got.size(), ref.size());
+  size_t first = 0;
+  while (first < ref.size() && std::memcmp(&ref[first], &got[first], 4) == 0) ++first;
+  EXPECT_EQ(first, ref.size()) << "first differing logit " << first << " (row "
+                               << first / size_t(spec.n_vocab) << ")";
 }
 
 // Query heads per KV head of 1, 2, 3, 4, 6 and 8 (the K-tile attention serves 2, 3, 4 or 8 heads

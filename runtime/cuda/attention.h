@@ -179,31 +179,80 @@ GALLEON_HD void lane_cell(int l, int d, int64_t hd, const float* e, const float*
       d == hd ? lane_sum(e, n_kv, l) : lane_weighted_sum(e, v + d, kv_dim, n_kv, l);
 }
 
+// Where the K-tile kernel keeps head g's scores (then its e_j): e_j at
+// base[g * head + (j % 32) * lane + (j / 32) * step]. In global scratch positions follow each
+// other (lane 1, step 32); in shared memory a lane's positions j = l, l + 32, ... do (step 1,
+// lane_major), so that step 4 reads the scores of kVLoads of them at once.
+struct ScoreLayout {
+  float* base;
+  int64_t head, lane, step;
+  GALLEON_HD float& at(int g, int64_t j) const {
+    return base[g * head + (j & 31) * lane + (j >> 5) * step];
+  }
+  // A lane's positions after each other: lane floats per lane, a multiple of 4 (16-byte loads),
+  // and not of 32 (the two lanes a warp's cells may read at once in different banks).
+  GALLEON_HD static int64_t lane_floats(int64_t n_kv) {
+    const int64_t n = ((n_kv + 31) / 32 + 3) / 4 * 4;
+    return n % 32 == 0 ? n + 4 : n;
+  }
+  GALLEON_HD static ScoreLayout lane_major(float* base, int64_t n_kv) {
+    const int64_t lane = lane_floats(n_kv);
+    return {base, 32 * lane, lane, 1};
+  }
+  GALLEON_HD static ScoreLayout linear(float* base, int64_t head) { return {base, head, 1, 32}; }
+};
+// N floats from p to q (one 8- or 16-byte load on the GPU where p is aligned to it).
+template <int N>
+GALLEON_HD void load_floats(const float* p, float* q) {
+  if constexpr (N == 4) {
+    load_quad(p, q);
+  } else {
+#if defined(__CUDA_ARCH__)
+    if (N == 2 && reinterpret_cast<uintptr_t>(p) % 8 == 0) {
+      const float2 f = *reinterpret_cast<const float2*>(p);
+      q[0] = f.x, q[1] = f.y;
+      return;
+    }
+#endif
+    for (int i = 0; i < N; ++i) q[i] = p[i];
+  }
+}
+
 // Step 4 of the K-tile kernel, cell (lane l < 32, column d < hd) of G heads: acc[g] plus, in
-// increasing j = l mod 32, scores(g)[j] * v_j[d] (vd: v_0[d], rows kv_dim floats apart), each
+// increasing j = l mod 32, e_j of head g * v_j[d] (vd: v_0[d], rows kv_dim floats apart), each
 // acc[g] as lane_weighted_sum adds. The V elements of kVLoads positions are loaded first, so
 // that their loads wait for memory together rather than one after the other (fewer for 8
-// heads, whose 72 accumulators of a thread's cells already take most of its registers).
+// heads, whose 72 accumulators of a thread's cells already take most of its registers), and
+// in the lane-major layout their scores with one load per head.
 template <int G>
 constexpr int kVLoads = G >= 8 ? 2 : 4;
-template <int G, class Scores>
+template <int G>
 GALLEON_HD void weighted_lane_cell(int l, const float* vd, int64_t kv_dim, int64_t n_kv,
-                                   Scores&& scores, float (&acc)[G]) {
-  int64_t j = l;
+                                   const ScoreLayout& e, float (&acc)[G]) {
+  int64_t k = 0;  // j = l + 32k
   constexpr int kLoads = kVLoads<G>;
-  for (; j + 32 * (kLoads - 1) < n_kv; j += 32 * kLoads) {
+  for (; l + 32 * (k + kLoads - 1) < n_kv; k += kLoads) {
     float v[kLoads];
     GALLEON_DEVICE_UNROLL
-    for (int i = 0; i < kLoads; ++i) v[i] = vd[(j + 32 * i) * kv_dim];
+    for (int i = 0; i < kLoads; ++i) v[i] = vd[(l + 32 * (k + i)) * kv_dim];
     GALLEON_DEVICE_UNROLL
-    for (int i = 0; i < kLoads; ++i)
+    for (int g = 0; g < G; ++g) {
+      const float* eg = e.base + g * e.head + l * e.lane + k * e.step;
+      float s[kLoads];
+      if (e.step == 1) {
+        load_floats<kLoads>(eg, s);
+      } else {
+        GALLEON_DEVICE_UNROLL
+        for (int i = 0; i < kLoads; ++i) s[i] = eg[i * e.step];
+      }
       GALLEON_DEVICE_UNROLL
-      for (int g = 0; g < G; ++g) acc[g] = acc[g] + scores(g)[j + 32 * i] * v[i];
+      for (int i = 0; i < kLoads; ++i) acc[g] = acc[g] + s[i] * v[i];
+    }
   }
-  for (; j < n_kv; j += 32) {
-    const float v = vd[j * kv_dim];
+  for (; l + 32 * k < n_kv; ++k) {
+    const float v = vd[(l + 32 * k) * kv_dim];
     GALLEON_DEVICE_UNROLL
-    for (int g = 0; g < G; ++g) acc[g] = acc[g] + scores(g)[j] * v;
+    for (int g = 0; g < G; ++g) acc[g] = acc[g] + e.at(g, l + 32 * k) * v;
   }
 }
 

@@ -636,9 +636,9 @@ __global__ void __launch_bounds__(kAttnThreads, 2)  // 2 blocks per SM: at most 
     attention_tiles_kernel(const float* q, const float* kc, const float* vc, int64_t n_head,
                            int64_t group, int64_t hd, int64_t kv_dim, const int64_t* n_past,
                            int64_t n_ctx, float kq_scale, float* scratch, float* out,
-                           bool shared_scores, int64_t score_stride) {
-  // lanes (attn::lane_floats(hd)) | G q rows | K tile | [G * score_stride scores]; the q rows
-  // and the K tile in the quad layout (attn::quad_pos)
+                           bool shared_scores, int64_t n_kv_scores) {
+  // lanes (attn::lane_floats(hd)) | G q rows | K tile | [the scores of G heads, n_kv_scores
+  // positions, lane-major]; the q rows and the K tile in the quad layout (attn::quad_pos)
   GALLEON_DYNAMIC_SHARED(float, lanes);
   __shared__ float s_warp_max[kAttnThreads / 32][G], s_max[G];
   // The last tokens (the most positions) first: the GPU starts the longest blocks first, and
@@ -652,9 +652,9 @@ __global__ void __launch_bounds__(kAttnThreads, 2)  // 2 blocks per SM: at most 
   const int64_t q_row = cdev::attn::quad_row_floats(hd);
   float* ks = qs + G * q_row;
   float* es = ks + cdev::attn::kQuadTileRows * stride;
-  auto scores = [&](int g) {
-    return shared_scores ? es + g * score_stride : scratch + (t * n_head + h0 + g) * n_ctx;
-  };
+  const cdev::attn::ScoreLayout scores =
+      shared_scores ? cdev::attn::ScoreLayout::lane_major(es, n_kv_scores)
+                    : cdev::attn::ScoreLayout::linear(scratch + (t * n_head + h0) * n_ctx, n_ctx);
   const int tid = int(threadIdx.x), lane = tid & 31, warp = tid >> 5;
 #pragma unroll
   for (int g = 0; g < G; ++g)
@@ -682,7 +682,7 @@ __global__ void __launch_bounds__(kAttnThreads, 2)  // 2 blocks per SM: at most 
       const float sum = a + __shfl_down_sync(0xffffffffu, a, 1);
       if (u == 0 && row < rows) {
         const float sc = cdev::canonical_nan(sum) * kq_scale;
-        scores(g)[j0 + row] = sc;
+        scores.at(g, j0 + row) = sc;
         thread_max[g] = cdev::attn::max_step(thread_max[g], sc);
       }
     }
@@ -702,10 +702,11 @@ __global__ void __launch_bounds__(kAttnThreads, 2)  // 2 blocks per SM: at most 
   __syncthreads();
   // 3. e_j = expf(s_j - m).
 #pragma unroll
-  for (int g = 0; g < G; ++g) {
-    float* e = scores(g);
-    for (int64_t j = tid; j < n_kv; j += kAttnThreads) e[j] = cdev::expf(e[j] - s_max[g]);
-  }
+  for (int g = 0; g < G; ++g)
+    for (int64_t j = tid; j < n_kv; j += kAttnThreads) {
+      float& e = scores.at(g, j);
+      e = cdev::expf(e - s_max[g]);
+    }
   __syncthreads();
   // 4. Lane cells (lane l, column d; d == hd: the e lanes) of every head at once.
   const int width = int(hd) + 1;
@@ -722,7 +723,7 @@ __global__ void __launch_bounds__(kAttnThreads, 2)  // 2 blocks per SM: at most 
     if (d == hd) {
       for (int64_t j = l; j < n_kv; j += 32)
 #pragma unroll
-        for (int g = 0; g < G; ++g) acc[k][g] = acc[k][g] + scores(g)[j];
+        for (int g = 0; g < G; ++g) acc[k][g] = acc[k][g] + scores.at(g, j);
       continue;
     }
     cdev::attn::weighted_lane_cell<G>(l, vc + off + d, kv_dim, n_kv, scores, acc[k]);
@@ -837,6 +838,21 @@ MatmulPath available_path(MatmulPath requested) {
   check(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device),
         "cudaDeviceGetAttribute");
   return major >= 8 ? requested : MatmulPath::Lanes;
+}
+
+// The dynamic shared memory a K-tile attention block may take: half of an SM's (two blocks per
+// SM, as attention_tiles_kernel's launch bounds ask) less 2 KiB (the 1 KiB the GPU reserves per
+// block, the kernel's static arrays), within the device's opt-in limit; at least the default
+// 48 KiB. Asked once per session.
+size_t attention_shared_limit() {
+  int device = 0, per_sm = 0, optin = 0;
+  check(cudaGetDevice(&device), "cudaGetDevice");
+  check(cudaDeviceGetAttribute(&per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, device),
+        "cudaDeviceGetAttribute");
+  check(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device),
+        "cudaDeviceGetAttribute");
+  const size_t half = size_t(per_sm) / 2, limit = std::min(half, size_t(optin));
+  return limit > kAttnShared + 2048 ? limit - 2048 : kAttnShared;
 }
 
 // The prompt tiles (tensor cores for the quantized types, shared-memory tiles for the plain
@@ -1016,14 +1032,20 @@ class CudaExec {
     // A prompt (never in a graph) knows its positions: the last token's n_kv scores per head.
     const int64_t n_kv = n_past + ntok;
     auto launch = [&]<int G>() {
-      // hd <= 64: the lanes, G q rows and the K tile take at most 28 KiB; then G * n_kv scores
-      // when they fit in the default 48 KiB (TinyLlama, G = 8: prompts up to 668 positions),
-      // unless GALLEON_CUDA_ATTN_SCRATCH=1 (tests: the scratch path with short prompts).
+      // hd <= 64: the lanes, G q rows and the K tile take at most 31 KiB; then the G heads'
+      // scores of n_kv positions when they fit in attn_shared_ (the default 48 KiB: TinyLlama,
+      // G = 8, up to 512 positions; 112 KiB on an H100 or H200: 2560), unless
+      // GALLEON_CUDA_ATTN_SCRATCH=1 (tests: the scratch path with short prompts).
       const size_t base = size_t(cdev::attn::lane_floats(hd) + G * cdev::attn::quad_row_floats(hd) +
                                  cdev::attn::kQuadTileRows * cdev::attn::quad_tile_stride(hd)) *
                           sizeof(float);
-      const size_t with_scores = base + size_t(G) * size_t(n_kv) * sizeof(float);
-      const bool shared_scores = with_scores <= kAttnShared && !attn_scratch_;
+      const size_t with_scores =
+          base + size_t(G * 32 * cdev::attn::ScoreLayout::lane_floats(n_kv)) * sizeof(float);
+      const bool shared_scores = with_scores <= attn_shared_ && !attn_scratch_;
+      if (shared_scores && with_scores > kAttnShared)
+        check(cudaFuncSetAttribute(attention_tiles_kernel<G>,
+                                   cudaFuncAttributeMaxDynamicSharedMemorySize, int(with_scores)),
+              "cudaFuncSetAttribute (attention kernel)");
       profile_.step("attention (K tiles)", batch_, [&] {
         GALLEON_LAUNCH(dim3(unsigned(ntok), unsigned(n_head / G)), kAttnThreads,
                        shared_scores ? with_scores : base, st_, attention_tiles_kernel<G>)(
@@ -1061,6 +1083,7 @@ class CudaExec {
                                                                         : MatmulPath::Lanes);
   bool attn_tiles_ = env_flag("GALLEON_CUDA_ATTN_TILES", true);
   bool attn_scratch_ = env_flag("GALLEON_CUDA_ATTN_SCRATCH", false);
+  size_t attn_shared_ = attention_shared_limit();
   MmaVariant mma_ = mma_variant_from_env();
 };
 

@@ -7,6 +7,8 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <map>
+#include <mutex>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
@@ -29,6 +31,9 @@ namespace cuda_host {
 namespace {
 
 constexpr size_t kDynamicSharedLimit = 48 * 1024;  // without cudaFuncSetAttribute
+// An H100's shared memory: per SM, and the most a block may opt in to.
+constexpr int kSharedPerSm = 228 * 1024;
+constexpr int kSharedOptin = 227 * 1024;
 constexpr unsigned kMaxThreads = 1024;
 constexpr size_t kStackBytes = 512 * 1024;
 
@@ -351,7 +356,24 @@ bool run_block(Block& b, std::string* why) {
 // ---------------------------------------------------------------- kernels
 
 
-bool valid_config(dim3 grid, dim3 block, size_t shared_bytes, const char* name) {
+// The dynamic shared memory limits cudaFuncSetAttribute set, per kernel.
+struct SharedLimits {
+  std::mutex mu;
+  std::map<const void*, size_t> by_kernel;
+};
+SharedLimits& shared_limits() {
+  static SharedLimits l;
+  return l;
+}
+size_t dynamic_shared_limit(const void* kernel) {
+  SharedLimits& l = shared_limits();
+  std::lock_guard<std::mutex> lock(l.mu);
+  const auto it = l.by_kernel.find(kernel);
+  return it == l.by_kernel.end() ? kDynamicSharedLimit : it->second;
+}
+
+bool valid_config(dim3 grid, dim3 block, size_t shared_bytes, const char* name,
+                  const void* kernel) {
   const uint64_t threads = uint64_t(block.x) * block.y * block.z;
   if (grid.x == 0 || grid.y == 0 || grid.z == 0 || grid.x > 0x7fffffffu || grid.y > 65535 ||
       grid.z > 65535 || threads == 0 || threads > kMaxThreads || block.z > 64) {
@@ -360,11 +382,11 @@ bool valid_config(dim3 grid, dim3 block, size_t shared_bytes, const char* name) 
                      " block " + dims(block));
     return false;
   }
-  if (shared_bytes > kDynamicSharedLimit) {
+  if (const size_t limit = dynamic_shared_limit(kernel); shared_bytes > limit) {
     launch_error(cudaErrorInvalidValue, std::string("invalid argument: ") + name + " asks for " +
                                             std::to_string(shared_bytes) +
                                             " bytes of dynamic shared memory (at most " +
-                                            std::to_string(kDynamicSharedLimit) + ")");
+                                            std::to_string(limit) + ")");
     return false;
   }
   return true;
@@ -480,11 +502,21 @@ cudaError_t status() { return errors().sticky; }
 const ThreadCoords& coords() { return g_block->current->coords; }
 
 void launch(dim3 grid, dim3 block, size_t shared_bytes, cudaStream_t st, const char* name,
-            std::function<void()> body) {
-  if (!valid_config(grid, block, shared_bytes, name)) return;
+            const void* kernel, std::function<void()> body) {
+  if (!valid_config(grid, block, shared_bytes, name, kernel)) return;
   submit(st, [grid, block, shared_bytes, name, body = std::move(body)]() {
     run_kernel(grid, block, shared_bytes, name, body);
   });
+}
+
+cudaError_t set_func_attribute(const void* kernel, cudaFuncAttribute attr, int value) {
+  if (kernel == nullptr || attr != cudaFuncAttributeMaxDynamicSharedMemorySize || value < 0 ||
+      value > kSharedOptin)
+    return cudaErrorInvalidValue;
+  SharedLimits& l = shared_limits();
+  std::lock_guard<std::mutex> lock(l.mu);
+  l.by_kernel[kernel] = size_t(value);
+  return cudaSuccess;
 }
 
 void sync_block() {
@@ -588,9 +620,12 @@ cudaError_t cudaGetDevice(int* device) {
 // An sm_90 device (the tensor-core paths are taken).
 cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) {
   if (device != 0) return cudaErrorInvalidDevice;
-  if (attr != cudaDevAttrComputeCapabilityMajor) return cudaErrorInvalidValue;
-  *value = 9;
-  return cudaSuccess;
+  switch (attr) {
+    case cudaDevAttrComputeCapabilityMajor: *value = 9; return cudaSuccess;
+    case cudaDevAttrMaxSharedMemoryPerMultiprocessor: *value = cuda_host::kSharedPerSm; return cudaSuccess;
+    case cudaDevAttrMaxSharedMemoryPerBlockOptin: *value = cuda_host::kSharedOptin; return cudaSuccess;
+  }
+  return cudaErrorInvalidValue;
 }
 
 cudaError_t cudaDeviceSynchronize() {

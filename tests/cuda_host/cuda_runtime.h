@@ -81,7 +81,12 @@ enum cudaStreamCaptureStatus {
   cudaStreamCaptureStatusActive = 1,
   cudaStreamCaptureStatusInvalidated = 2,
 };
-enum cudaDeviceAttr { cudaDevAttrComputeCapabilityMajor = 75 };
+enum cudaDeviceAttr {
+  cudaDevAttrComputeCapabilityMajor = 75,
+  cudaDevAttrMaxSharedMemoryPerMultiprocessor = 81,
+  cudaDevAttrMaxSharedMemoryPerBlockOptin = 97,
+};
+enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize = 8 };
 
 struct CUstream_st;
 struct CUevent_st;
@@ -133,9 +138,12 @@ struct ThreadCoords {
 };
 const ThreadCoords& coords();
 
-// A kernel launch: body runs once per GPU thread (on its fiber).
+// A kernel launch: body runs once per GPU thread (on its fiber). kernel: the kernel function,
+// whose cudaFuncSetAttribute limits its dynamic shared memory.
 void launch(dim3 grid, dim3 block, size_t shared_bytes, cudaStream_t st, const char* name,
-            std::function<void()> body);
+            const void* kernel, std::function<void()> body);
+// cudaFuncSetAttribute's work.
+cudaError_t set_func_attribute(const void* kernel, cudaFuncAttribute attr, int value);
 
 // Where a shuffle is written.
 struct Site {
@@ -162,7 +170,8 @@ class Launcher {
     static_assert(sizeof...(A) == sizeof...(P), "a kernel launch with the wrong argument count");
     std::tuple<std::decay_t<P>...> copied(std::forward<A>(args)...);
     void (*kernel)(P...) = kernel_;
-    launch(grid_, block_, shared_, st_, name_, [kernel, copied]() { std::apply(kernel, copied); });
+    launch(grid_, block_, shared_, st_, name_, reinterpret_cast<const void*>(kernel),
+           [kernel, copied]() { std::apply(kernel, copied); });
   }
 
  private:
@@ -189,6 +198,12 @@ template <class T>
 }
 
 }  // namespace cuda_host
+
+// The kernel's dynamic shared memory may go past 48 KiB up to the device's opt-in limit.
+template <class... P>
+cudaError_t cudaFuncSetAttribute(void (*kernel)(P...), cudaFuncAttribute attr, int value) {
+  return ::cuda_host::set_func_attribute(reinterpret_cast<const void*>(kernel), attr, value);
+}
 
 #define GALLEON_LAUNCH(grid, block, shared_bytes, st, ...) \
   ::cuda_host::make_launcher(grid, block, shared_bytes, st, #__VA_ARGS__, &__VA_ARGS__)

@@ -172,6 +172,34 @@ TEST(CudaHost, BadLaunchConfigurationsAreErrors) {
   cudaFree(out);
 }
 
+// Past 48 KiB of dynamic shared memory a kernel needs cudaFuncSetAttribute first, up to the
+// device's opt-in limit; the attribute is the kernel's own.
+TEST(CudaHost, DynamicSharedMemoryPastTheDefaultNeedsTheAttribute) {
+  int optin = 0;
+  ASSERT_EQ(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, 0), cudaSuccess);
+  ASSERT_GT(optin, 64 * 1024);
+  EXPECT_EQ(cudaFuncSetAttribute(mirror_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                 optin + 1),
+            cudaErrorInvalidValue);
+  ASSERT_EQ(cudaFuncSetAttribute(mirror_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                 64 * 1024),
+            cudaSuccess);
+  const int n = 64;
+  int* out = device_array<int>(n);
+  GALLEON_LAUNCH(1, n, 64 * 1024, nullptr, mirror_kernel)(out, true);
+  ASSERT_EQ(cudaGetLastError(), cudaSuccess);
+  const std::vector<int> got = download(out, n);
+  for (int t = 0; t < n; ++t) EXPECT_EQ(got[size_t(t)], n - 1 - t) << t;
+  GALLEON_LAUNCH(1, n, 64 * 1024 + 4, nullptr, mirror_kernel)(out, true);
+  EXPECT_EQ(cudaGetLastError(), cudaErrorInvalidValue);
+  GALLEON_LAUNCH(1, 64, 49 * 1024, nullptr, add_one_kernel)(out);
+  EXPECT_EQ(cudaGetLastError(), cudaErrorInvalidValue);
+  ASSERT_EQ(cudaFuncSetAttribute(mirror_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                 48 * 1024),
+            cudaSuccess);
+  cudaFree(out);
+}
+
 TEST(CudaHost, DeviceMemoryStartsAsNaN) {
   float* p = device_array<float>(5);
   for (float v : download(p, 5)) EXPECT_NE(v, v);
