@@ -270,7 +270,7 @@ INSTANTIATE_TEST_SUITE_P(AllTypes, CudaSynth, testing::all_synth_cases(),
 
 // Attention scores in global scratch: the one-head kernel keeps them there when n_ctx of them
 // do not fit in shared memory with the lanes (48 KiB), the K-tile kernel when the prompt's
-// do not (TinyLlama: 8 query heads per KV head, more than 668 positions) or with
+// do not (TinyLlama: 8 query heads per KV head, more than 2816 positions on an H100), or with
 // GALLEON_CUDA_ATTN_SCRATCH=1, which gives its scratch path the short prompts of this test.
 TEST(Cuda, LongContextScoresInGlobalMemoryMatchCpu) {
   GALLEON_REQUIRE_GPU();
@@ -286,10 +286,11 @@ TEST(Cuda, LongContextScoresInGlobalMemoryMatchCpu) {
   unsetenv("GALLEON_CUDA_ATTN_SCRATCH");
 }
 
-// A prompt whose scores take more than the default 48 KiB of shared memory: the K-tile kernel
-// keeps them there all the same (cudaFuncSetAttribute, up to half an SM's shared memory) with
-// 8 query heads per KV head and head dim 64 past 512 positions (TinyLlama's attention shape).
-// One batch: the prompt's.
+// The K-tile kernel's shared memory past the default 48 KiB (cudaFuncSetAttribute, up to half an
+// SM's): with 8 query heads per KV head and head dim 64 (TinyLlama's attention shape), the
+// lanes of the 8 heads' trees (67 KiB); then the same with 48 KiB as on GPUs with less shared
+// memory (GALLEON_CUDA_ATTN_SHARED_KIB): the scores of 530 positions (42 KiB with the K tile)
+// still fit, the trees go 5 heads, then 3. One batch: the prompt's.
 TEST(Cuda, LongPromptScoresPastTheDefaultSharedMemoryMatchCpu) {
   GALLEON_REQUIRE_GPU();
   testing::TempDir dir;
@@ -304,12 +305,17 @@ TEST(Cuda, LongPromptScoresPastTheDefaultSharedMemoryMatchCpu) {
   LoadedModel m = testing::write_and_load(spec, dir);
   const std::vector<int32_t> toks = testing::synth_tokens(kLongPromptTokens, spec.n_vocab);
   const std::vector<float> ref = all_logits(*cpu_evaluator(m), toks, toks.size());
-  const std::vector<float> got = all_logits(*gpu_evaluator(m), toks, toks.size());
-  ASSERT_EQ(got.size(), ref.size());
-  size_t first = 0;
-  while (first < ref.size() && std::memcmp(&ref[first], &got[first], 4) == 0) ++first;
-  EXPECT_EQ(first, ref.size()) << "first differing logit " << first << " (row "
-                               << first / size_t(spec.n_vocab) << ")";
+  for (const char* kib : {"", "48"}) {
+    setenv("GALLEON_CUDA_ATTN_SHARED_KIB", kib, 1);
+    const std::vector<float> got = all_logits(*gpu_evaluator(m), toks, toks.size());
+    ASSERT_EQ(got.size(), ref.size());
+    size_t first = 0;
+    while (first < ref.size() && std::memcmp(&ref[first], &got[first], 4) == 0) ++first;
+    EXPECT_EQ(first, ref.size()) << "GALLEON_CUDA_ATTN_SHARED_KIB=" << kib
+                                 << ": first differing logit " << first << " (row "
+                                 << first / size_t(spec.n_vocab) << ")";
+  }
+  unsetenv("GALLEON_CUDA_ATTN_SHARED_KIB");
 }
 
 // Query heads per KV head of 1, 2, 3, 4, 6 and 8 (the K-tile attention serves 2, 3, 4 or 8 heads

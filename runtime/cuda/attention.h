@@ -256,6 +256,15 @@ GALLEON_HD void weighted_lane_cell(int l, const float* vd, int64_t kv_dim, int64
   }
 }
 
+// The K-tile kernel's shared memory in floats: G q rows, then the K tile and `score_floats`
+// (the scores of G heads when kept there: G * 32 * ScoreLayout::lane_floats(n_kv)), overlaid
+// after step 4 (which reads the scores last) by the lanes of `tree_heads` heads at a time.
+GALLEON_HD int64_t tile_k_floats(int64_t hd) { return kQuadTileRows * quad_tile_stride(hd); }
+GALLEON_HD int64_t tile_shared_floats(int g, int64_t hd, int64_t score_floats, int tree_heads) {
+  const int64_t tiles = tile_k_floats(hd) + score_floats, lanes = tree_heads * lane_floats(hd);
+  return g * quad_row_floats(hd) + (tiles > lanes ? tiles : lanes);
+}
+
 // Step 5 at stride s (16, 8, 4, 2, 1), cell (row i < s, column d <= hd): L[i] = L[i] + L[i + s]
 // in column d (d == hd: the e lanes). Cells of one stride touch disjoint lanes.
 GALLEON_HD void tree_cell(int s, int i, int d, int64_t hd, float* lanes) {

@@ -66,14 +66,19 @@ struct Buffers {
 };
 
 // Several matmuls of one input; the input is converted once per activation format (into X's
-// activation slot s).
+// activation slot s). Where X takes several matmuls at once (matmul_group: CudaExec launches
+// them as one grid), consecutive ones of one weight type and input width go together.
 template <class X>
 void matmuls(X& x, const float* in, int64_t ntok,
              std::initializer_list<std::pair<const DevWeight*, float*>> outs) {
-  kern::ActFormat formats[3];
-  const void* acts[3];
-  size_t arbs[3];
+  constexpr int kMax = 3;
+  kern::ActFormat formats[kMax];
+  const void* acts[kMax];
+  size_t arbs[kMax];
   int n_slots = 0;
+  const DevWeight* ws[kMax];
+  float* ys[kMax];
+  int slots[kMax], n = 0;
   for (const auto& [w, y] : outs) {
     const kern::ActFormat f = kern::act_format(w->type);
     int s = 0;
@@ -84,7 +89,21 @@ void matmuls(X& x, const float* in, int64_t ntok,
       acts[s] = f == kern::ActFormat::F32 ? in : x.quantize(w->type, in, w->n_in, ntok, s);
       ++n_slots;
     }
-    x.matmul(*w, acts[s], arbs[s], ntok, y);
+    ws[n] = w;
+    ys[n] = y;
+    slots[n++] = s;
+  }
+  for (int i = 0; i < n;) {
+    int j = i + 1;
+    if constexpr (requires { x.matmul_group(ws, ys, 1, acts[0], arbs[0], ntok); })
+      while (j < n && ws[j]->type == ws[i]->type && ws[j]->n_in == ws[i]->n_in) ++j;
+    if (j - i > 1) {
+      if constexpr (requires { x.matmul_group(ws, ys, 1, acts[0], arbs[0], ntok); })
+        x.matmul_group(ws + i, ys + i, j - i, acts[slots[i]], arbs[slots[i]], ntok);
+    } else {
+      x.matmul(*ws[i], acts[slots[i]], arbs[slots[i]], ntok, ys[i]);
+    }
+    i = j;
   }
 }
 

@@ -277,11 +277,14 @@ __device__ void store_mma_tile(const cdev::mma::Args& p, int64_t r0, int64_t t0,
 
 template <GgmlType T, int NT, bool Shared, int kMinBlocks>
 __global__ void __launch_bounds__(32 * kMmaWarps, kMinBlocks)
-    matmul_mma_kernel(cdev::mma::Args p, float* y, int64_t y_stride) {
+    matmul_mma_kernel(cdev::GemmLaunch l) {
   using Pending = cdev::mma::SharedPending<NT>;
   __shared__ float pending_store[Shared ? kMmaWarps * Pending::kFloats : 1];
   const int lane = int(threadIdx.x) & 31, warp = int(threadIdx.x) >> 5;
-  const int64_t r0 = int64_t(blockIdx.x) * cdev::mma::kRows;
+  const cdev::GemmTask task = cdev::gemm_task(l, blockIdx.x);
+  const cdev::mma::Args& p = task.p;
+  float* y = task.y;
+  const int64_t y_stride = p.n_out, r0 = task.row_block * cdev::mma::kRows;
   constexpr int kTokens = 8 * NT;
   for (int64_t t0 = (int64_t(blockIdx.y) * kMmaWarps + warp) * kTokens; t0 < p.ntok;
        t0 += int64_t(gridDim.y) * kMmaWarps * kTokens) {  // warp-uniform
@@ -351,14 +354,17 @@ constexpr int kStagedTokens = 32;  // 4 token groups
 
 template <GgmlType T>
 __global__ void __launch_bounds__(32 * kMmaWarps, 2)
-    matmul_mma_staged_kernel(cdev::mma::Args p, float* y, int64_t y_stride) {
+    matmul_mma_staged_kernel(cdev::GemmLaunch l) {
   using Block = cdev::mma::ActBlock<T>;
   using Acts = StagedActs<Block, kStagedTokens, 32 * kMmaWarps>;
   using Pending = cdev::mma::SharedPending<4, 1>;
   __shared__ float pending_store[kMmaWarps * Pending::kFloats];
   __shared__ Block stage[kStagedTokens];
   const int tid = int(threadIdx.x), lane = tid & 31, warp = tid >> 5;
-  const int64_t r0 = (int64_t(blockIdx.x) * kMmaWarps + warp) * cdev::mma::kRows;
+  const cdev::GemmTask task = cdev::gemm_task(l, blockIdx.x);
+  const cdev::mma::Args& p = task.p;
+  float* y = task.y;
+  const int64_t y_stride = p.n_out, r0 = (task.row_block * kMmaWarps + warp) * cdev::mma::kRows;
   for (int64_t t0 = int64_t(blockIdx.y) * kStagedTokens; t0 < p.ntok;
        t0 += int64_t(gridDim.y) * kStagedTokens) {  // block-uniform
     float out[4][4];
@@ -379,7 +385,7 @@ __global__ void __launch_bounds__(32 * kMmaWarps, 2)
 // (Tile's kPairs: both blocks' loads in flight together; the 32-element types).
 template <GgmlType T, int NT, int S, int kMinBlocks, bool kPairs>
 __global__ void __launch_bounds__(32 * S, kMinBlocks)
-    matmul_mma_split_kernel(cdev::mma::Args p, float* y, int64_t y_stride) {
+    matmul_mma_split_kernel(cdev::GemmLaunch l) {
   constexpr int kLevels = cdev::mma::kSplitLevels<S>;
   static_assert(kLevels >= 1, "S: 2, 4, 8 or 16 warps");
   using Pending = cdev::mma::SharedPending<NT, 0, kLevels>;
@@ -387,7 +393,10 @@ __global__ void __launch_bounds__(32 * S, kMinBlocks)
   __shared__ float pending_store[S * Pending::kFloats];
   const int lane = int(threadIdx.x) & 31, warp = int(threadIdx.x) >> 5;
   float* mine = pending_store + warp * Pending::kFloats;
-  const int64_t r0 = int64_t(blockIdx.x) * cdev::mma::kRows;
+  const cdev::GemmTask task = cdev::gemm_task(l, blockIdx.x);
+  const cdev::mma::Args& p = task.p;
+  float* y = task.y;
+  const int64_t y_stride = p.n_out, r0 = task.row_block * cdev::mma::kRows;
   constexpr int kTokens = 8 * NT;
   for (int64_t t0 = int64_t(blockIdx.y) * kTokens; t0 < p.ntok;
        t0 += int64_t(gridDim.y) * kTokens) {  // block-uniform
@@ -417,11 +426,14 @@ __global__ void __launch_bounds__(32 * S, kMinBlocks)
 // while this one is computed); each warp then reduces its kOut dot products with the paired tree.
 template <GgmlType T>
 __global__ void __launch_bounds__(cdev::plain::kThreads)
-    matmul_plain_kernel(cdev::GemmArgs p, float* y, int64_t y_stride) {
+    matmul_plain_kernel(cdev::GemmLaunch l) {
   namespace pl = cdev::plain;
   __shared__ pl::Stage stage;
   const int tid = int(threadIdx.x), lane = tid & 31, warp = tid >> 5;
-  const int64_t r0 = int64_t(blockIdx.x) * pl::kRows;
+  const cdev::GemmTask task = cdev::gemm_task(l, blockIdx.x);
+  const cdev::GemmArgs& p = task.p;
+  float* y = task.y;
+  const int64_t y_stride = p.n_out, r0 = task.row_block * pl::kRows;
   const int64_t rounds = (p.n + pl::kChunk - 1) / pl::kChunk;
   for (int64_t t0 = int64_t(blockIdx.y) * pl::kTokens; t0 < p.ntok;
        t0 += int64_t(gridDim.y) * pl::kTokens) {  // block-uniform
@@ -636,10 +648,11 @@ __global__ void __launch_bounds__(kAttnThreads, 2)  // 2 blocks per SM: at most 
     attention_tiles_kernel(const float* q, const float* kc, const float* vc, int64_t n_head,
                            int64_t group, int64_t hd, int64_t kv_dim, const int64_t* n_past,
                            int64_t n_ctx, float kq_scale, float* scratch, float* out,
-                           bool shared_scores, int64_t n_kv_scores) {
-  // lanes (attn::lane_floats(hd)) | G q rows | K tile | [the scores of G heads, n_kv_scores
-  // positions, lane-major]; the q rows and the K tile in the quad layout (attn::quad_pos)
-  GALLEON_DYNAMIC_SHARED(float, lanes);
+                           bool shared_scores, int64_t n_kv_scores, int tree_heads) {
+  // G q rows | K tile | [the scores of G heads, n_kv_scores positions, lane-major], the q rows
+  // and the K tile in the quad layout (attn::quad_pos); after step 4 the lanes of tree_heads
+  // heads over the K tile and the scores (attn::tile_shared_floats).
+  GALLEON_DYNAMIC_SHARED(float, qs);
   __shared__ float s_warp_max[kAttnThreads / 32][G], s_max[G];
   // The last tokens (the most positions) first: the GPU starts the longest blocks first, and
   // the short ones fill in after them.
@@ -648,10 +661,9 @@ __global__ void __launch_bounds__(kAttnThreads, 2)  // 2 blocks per SM: at most 
   const int64_t n_kv = *n_past + t + 1;
   const int64_t q_dim = n_head * hd, off = (h0 / group) * hd;
   const int64_t stride = cdev::attn::quad_tile_stride(hd);
-  float* qs = lanes + cdev::attn::lane_floats(hd);
   const int64_t q_row = cdev::attn::quad_row_floats(hd);
   float* ks = qs + G * q_row;
-  float* es = ks + cdev::attn::kQuadTileRows * stride;
+  float* es = ks + cdev::attn::tile_k_floats(hd);
   const cdev::attn::ScoreLayout scores =
       shared_scores ? cdev::attn::ScoreLayout::lane_major(es, n_kv_scores)
                     : cdev::attn::ScoreLayout::linear(scratch + (t * n_head + h0) * n_ctx, n_ctx);
@@ -728,21 +740,32 @@ __global__ void __launch_bounds__(kAttnThreads, 2)  // 2 blocks per SM: at most 
     }
     cdev::attn::weighted_lane_cell<G>(l, vc + off + d, kv_dim, n_kv, scores, acc[k]);
   }
-  // 5, 6. Per head: its lanes to shared memory, the tree, o_d = L[0][d] / sum.
+  // 5, 6. tree_heads heads at a time (all G where shared memory allows: 7 barriers rather than
+  // 7 per head): their lanes to shared memory, each head's tree, o_d = L[0][d] / sum.
+  float* lanes = ks;
+  const int64_t head_lanes = cdev::attn::lane_floats(hd);
+  for (int g0 = 0; g0 < G; g0 += tree_heads) {  // block-uniform
+    const int heads = G - g0 < tree_heads ? G - g0 : tree_heads;
+    __syncthreads();  // the scores (step 4) or the previous heads' lanes (step 6) read
 #pragma unroll
-  for (int g = 0; g < G; ++g) {
+    for (int g = 0; g < G; ++g)
+      if (g >= g0 && g < g0 + heads)
 #pragma unroll
-    for (int k = 0; k < kTileCells; ++k)
-      if (at[k] >= 0) lanes[at[k]] = acc[k][g];
+        for (int k = 0; k < kTileCells; ++k)
+          if (at[k] >= 0) lanes[(g - g0) * head_lanes + at[k]] = acc[k][g];
     __syncthreads();
-    for (int st = 16; st >= 1; st >>= 1) {
-      cdev::attn::for_cells(tid, kAttnThreads, width, st,
-                            [&](int i, int d) { cdev::attn::tree_cell(st, i, d, hd, lanes); });
+    for (int ls = 4; ls >= 0; --ls) {  // stride 1 << ls; rows (head, i < stride)
+      cdev::attn::for_cells(tid, kAttnThreads, width, heads << ls, [&](int r, int d) {
+        cdev::attn::tree_cell(1 << ls, r & ((1 << ls) - 1), d, hd,
+                              lanes + (r >> ls) * head_lanes);
+      });
       __syncthreads();
     }
-    for (int64_t d = tid; d < hd; d += kAttnThreads)
-      out[t * q_dim + (h0 + g) * hd + d] = cdev::attn::output(lanes, hd, d);
-    __syncthreads();  // the lanes are rewritten for the next head
+    for (int c = tid; c < heads * int(hd); c += kAttnThreads) {
+      const int g = c / int(hd), d = c - g * int(hd);
+      out[t * q_dim + (h0 + g0 + g) * hd + d] =
+          cdev::attn::output(lanes + g * head_lanes, hd, d);
+    }
   }
 }
 
@@ -789,44 +812,75 @@ MmaVariant mma_variant_from_env() {
   return MmaVariant::S4;
 }
 
+// Matmuls of one input for one launch of the prompt tiles: weights of one type and input
+// width, each with its output (forward.h's matmuls of one input; cdev::GemmLaunch).
+struct MatmulGroup {
+  const DevWeight* w[cdev::kMaxGemmParts];
+  float* y[cdev::kMaxGemmParts];
+  int n;
+  const uint8_t* act;
+  size_t arb;
+  int64_t ntok;
+};
+// The launch argument of `g` for a kernel whose blocks take `rows` weight rows each, and its
+// grid (`tokens` tokens per block and round, as matmul_grid).
+struct GroupLaunch {
+  cdev::GemmLaunch args;
+  dim3 grid;
+};
+GroupLaunch group_launch(const MatmulGroup& g, int rows, int tokens) {
+  GroupLaunch out{};
+  out.args.n_parts = g.n;
+  out.args.n = g.w[0]->n_in;
+  out.args.act = g.act;
+  out.args.arb = g.arb;
+  out.args.ntok = g.ntok;
+  int64_t blocks = 0;
+  for (int i = 0; i < g.n; ++i) {
+    out.args.part[i] = {g.w[i]->data, g.w[i]->row_bytes, g.w[i]->n_out, g.y[i], blocks};
+    blocks += blocks_for(g.w[i]->n_out, rows);
+  }
+  out.grid = matmul_grid(1, 1, g.ntok, tokens);
+  out.grid.x = unsigned(blocks);
+  return out;
+}
+
 template <GgmlType T, int NT, bool Shared, int kMinBlocks>
-void launch_mma_variant(const cdev::mma::Args& p, float* y, cudaStream_t st) {
-  const dim3 grid = matmul_grid(p.n_out, cdev::mma::kRows, p.ntok, 8 * NT * kMmaWarps);
-  GALLEON_LAUNCH(grid, 32 * kMmaWarps, 0, st, matmul_mma_kernel<T, NT, Shared, kMinBlocks>)(
-      p, y, p.n_out);
+void launch_mma_variant(const MatmulGroup& g, cudaStream_t st) {
+  const GroupLaunch l = group_launch(g, cdev::mma::kRows, 8 * NT * kMmaWarps);
+  GALLEON_LAUNCH(l.grid, 32 * kMmaWarps, 0, st, matmul_mma_kernel<T, NT, Shared, kMinBlocks>)(
+      l.args);
 }
 
 template <GgmlType T, int NT, int S, int kMinBlocks, bool kPairs = false>
-void launch_mma_split(const cdev::mma::Args& p, float* y, cudaStream_t st) {
-  GALLEON_LAUNCH(matmul_grid(p.n_out, cdev::mma::kRows, p.ntok, 8 * NT), 32 * S, 0, st,
-                 matmul_mma_split_kernel<T, NT, S, kMinBlocks, kPairs>)(p, y, p.n_out);
+void launch_mma_split(const MatmulGroup& g, cudaStream_t st) {
+  const GroupLaunch l = group_launch(g, cdev::mma::kRows, 8 * NT);
+  GALLEON_LAUNCH(l.grid, 32 * S, 0, st, matmul_mma_split_kernel<T, NT, S, kMinBlocks, kPairs>)(
+      l.args);
 }
 
 template <GgmlType T>
-void launch_matmul_mma(const DevWeight& w, const uint8_t* a, size_t arb, int64_t ntok, float* y,
-                       cudaStream_t st, MmaVariant variant) {
-  const cdev::mma::Args p{w.data, w.row_bytes, w.n_in, w.n_out, a, arb, ntok};
+void launch_matmul_mma(const MatmulGroup& g, cudaStream_t st, MmaVariant variant) {
   switch (variant) {
-    case MmaVariant::R2: return launch_mma_variant<T, 2, false, 1>(p, y, st);
-    case MmaVariant::S2: return launch_mma_variant<T, 2, true, 4>(p, y, st);
-    case MmaVariant::S4: return launch_mma_variant<T, 4, true, 3>(p, y, st);
-    case MmaVariant::T4:
-      GALLEON_LAUNCH(matmul_grid(w.n_out, cdev::mma::kRows * kMmaWarps, ntok, kStagedTokens),
-                     32 * kMmaWarps, 0, st, matmul_mma_staged_kernel<T>)(p, y, w.n_out);
+    case MmaVariant::R2: return launch_mma_variant<T, 2, false, 1>(g, st);
+    case MmaVariant::S2: return launch_mma_variant<T, 2, true, 4>(g, st);
+    case MmaVariant::S4: return launch_mma_variant<T, 4, true, 3>(g, st);
+    case MmaVariant::T4: {
+      const GroupLaunch l = group_launch(g, cdev::mma::kRows * kMmaWarps, kStagedTokens);
+      GALLEON_LAUNCH(l.grid, 32 * kMmaWarps, 0, st, matmul_mma_staged_kernel<T>)(l.args);
       return;
-    case MmaVariant::K4: return launch_mma_split<T, 4, 4, 4>(p, y, st);
-    case MmaVariant::K8: return launch_mma_split<T, 4, 8, 2>(p, y, st);
-    case MmaVariant::P4: return launch_mma_split<T, 4, 4, 4, true>(p, y, st);
+    }
+    case MmaVariant::K4: return launch_mma_split<T, 4, 4, 4>(g, st);
+    case MmaVariant::K8: return launch_mma_split<T, 4, 8, 2>(g, st);
+    case MmaVariant::P4: return launch_mma_split<T, 4, 4, 4, true>(g, st);
   }
 }
 
 template <GgmlType T>
-void launch_matmul_plain(const DevWeight& w, const uint8_t* a, size_t arb, int64_t ntok, float* y,
-                         cudaStream_t st) {
+void launch_matmul_plain(const MatmulGroup& g, cudaStream_t st) {
   namespace pl = cdev::plain;
-  const cdev::GemmArgs p{w.data, w.row_bytes, w.n_in, w.n_out, a, arb, ntok};
-  GALLEON_LAUNCH(matmul_grid(w.n_out, pl::kRows, ntok, pl::kTokens), pl::kThreads, 0, st,
-                 matmul_plain_kernel<T>)(p, y, w.n_out);
+  const GroupLaunch l = group_launch(g, pl::kRows, pl::kTokens);
+  GALLEON_LAUNCH(l.grid, pl::kThreads, 0, st, matmul_plain_kernel<T>)(l.args);
 }
 
 // `requested`, unless it asks for the prompt tiles and the current GPU has no int8 mma.sync
@@ -843,8 +897,11 @@ MatmulPath available_path(MatmulPath requested) {
 // The dynamic shared memory a K-tile attention block may take: half of an SM's (two blocks per
 // SM, as attention_tiles_kernel's launch bounds ask) less 2 KiB (the 1 KiB the GPU reserves per
 // block, the kernel's static arrays), within the device's opt-in limit; at least the default
-// 48 KiB. Asked once per session.
+// 48 KiB. GALLEON_CUDA_ATTN_SHARED_KIB=N lowers it to N KiB (at least 32; tests: the limits of
+// GPUs with less shared memory). Asked once per session.
 size_t attention_shared_limit() {
+  const char* e = std::getenv("GALLEON_CUDA_ATTN_SHARED_KIB");
+  const size_t asked = e && *e ? size_t(std::max(32L, std::strtol(e, nullptr, 10))) * 1024 : 0;
   int device = 0, per_sm = 0, optin = 0;
   check(cudaGetDevice(&device), "cudaGetDevice");
   check(cudaDeviceGetAttribute(&per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, device),
@@ -852,7 +909,8 @@ size_t attention_shared_limit() {
   check(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device),
         "cudaDeviceGetAttribute");
   const size_t half = size_t(per_sm) / 2, limit = std::min(half, size_t(optin));
-  return limit > kAttnShared + 2048 ? limit - 2048 : kAttnShared;
+  const size_t fits = limit > kAttnShared + 2048 ? limit - 2048 : kAttnShared;
+  return asked ? std::min(asked, fits) : fits;
 }
 
 // The prompt tiles (tensor cores for the quantized types, shared-memory tiles for the plain
@@ -866,21 +924,27 @@ bool use_tiles(GgmlType t, int64_t ntok, MatmulPath path) {
   return has && ntok > 1 && path == MatmulPath::Tiles;
 }
 
-void run_matmul(const DevWeight& w, const void* act, size_t arb, int64_t ntok, float* y,
-                cudaStream_t st, MatmulPath path, MmaVariant variant) {
-  const auto* a = static_cast<const uint8_t*>(act);
-  const bool tiles = use_tiles(w.type, ntok, path);
-  cdev::with_type(w.type, [&]<GgmlType T>() {
+// The matmuls of one input (weights of one type and input width): one launch of the prompt
+// tiles for all of them where the type has them, else a launch each.
+void run_matmuls(const MatmulGroup& g, cudaStream_t st, MatmulPath path, MmaVariant variant) {
+  const GgmlType type = g.w[0]->type;
+  const bool tiles = use_tiles(type, g.ntok, path);
+  cdev::with_type(type, [&]<GgmlType T>() {
     if constexpr (cdev::mma::kHasPath<T>)
-      if (tiles) return launch_matmul_mma<T>(w, a, arb, ntok, y, st, variant);
+      if (tiles) return launch_matmul_mma<T>(g, st, variant);
     if constexpr (cdev::plain::kHasPath<T>)
-      if (tiles) return launch_matmul_plain<T>(w, a, arb, ntok, y, st);
-    if (ntok == 1)
-      launch_matmul<T, kDecodeTile.rows, kDecodeTile.tokens>(w, a, arb, ntok, y, st);
-    else
-      launch_matmul<T, kPromptTile.rows, kPromptTile.tokens>(w, a, arb, ntok, y, st);
+      if (tiles) return launch_matmul_plain<T>(g, st);
+    for (int i = 0; i < g.n; ++i) {
+      if (g.ntok == 1)
+        launch_matmul<T, kDecodeTile.rows, kDecodeTile.tokens>(*g.w[i], g.act, g.arb, g.ntok,
+                                                                g.y[i], st);
+      else
+        launch_matmul<T, kPromptTile.rows, kPromptTile.tokens>(*g.w[i], g.act, g.arb, g.ntok,
+                                                                g.y[i], st);
+      check_launch("matmul kernel");
+    }
   });
-  check_launch("matmul kernel");
+  check_launch("matmul kernel (tiles)");
 }
 
 // x (ntok rows of n) -> dst in the activation format of weight type t (A8 or A8K).
@@ -972,8 +1036,21 @@ class CudaExec {
     if (profile_.on())
       what = std::string("matmul ") + type_name(w.type) +
              (use_tiles(w.type, ntok, path_) ? " (tiles)" : "");
-    profile_.step(what.c_str(), batch_,
-                  [&] { run_matmul(w, act, arb, ntok, y, st_, path_, mma_); });
+    profile_.step(what.c_str(), batch_, [&] {
+      run_matmuls({{&w}, {y}, 1, static_cast<const uint8_t*>(act), arb, ntok}, st_, path_, mma_);
+    });
+  }
+  // n (at most cdev::kMaxGemmParts) matmuls of one input, weights of one type and input width.
+  void matmul_group(const DevWeight* const* w, float* const* y, int n, const void* act,
+                    size_t arb, int64_t ntok) {
+    MatmulGroup g{{}, {}, n, static_cast<const uint8_t*>(act), arb, ntok};
+    for (int i = 0; i < n; ++i) g.w[i] = w[i], g.y[i] = y[i];
+    std::string what;
+    if (profile_.on())
+      what = std::string("matmul ") + type_name(w[0]->type) +
+             (use_tiles(w[0]->type, ntok, path_) ? " (tiles, " : " (") + std::to_string(n) +
+             " at once)";
+    profile_.step(what.c_str(), batch_, [&] { run_matmuls(g, st_, path_, mma_); });
   }
   void rms_norm(const float* x, const float* w, int64_t n, float eps, int64_t ntok, float* y) {
     profile_.step("rms_norm", batch_, [&] {
@@ -1032,25 +1109,30 @@ class CudaExec {
     // A prompt (never in a graph) knows its positions: the last token's n_kv scores per head.
     const int64_t n_kv = n_past + ntok;
     auto launch = [&]<int G>() {
-      // hd <= 64: the lanes, G q rows and the K tile take at most 31 KiB; then the G heads'
-      // scores of n_kv positions when they fit in attn_shared_ (the default 48 KiB: TinyLlama,
-      // G = 8, up to 512 positions; 112 KiB on an H100 or H200: 2560), unless
-      // GALLEON_CUDA_ATTN_SCRATCH=1 (tests: the scratch path with short prompts).
-      const size_t base = size_t(cdev::attn::lane_floats(hd) + G * cdev::attn::quad_row_floats(hd) +
-                                 cdev::attn::kQuadTileRows * cdev::attn::quad_tile_stride(hd)) *
-                          sizeof(float);
-      const size_t with_scores =
-          base + size_t(G * 32 * cdev::attn::ScoreLayout::lane_floats(n_kv)) * sizeof(float);
-      const bool shared_scores = with_scores <= attn_shared_ && !attn_scratch_;
-      if (shared_scores && with_scores > kAttnShared)
+      // hd <= 64: the G q rows and the K tile take at most 22 KiB; then the G heads' scores of
+      // n_kv positions when they fit in attn_shared_ (the default 48 KiB: TinyLlama, G = 8, up
+      // to 768 positions; 112 KiB on an H100 or H200: 2816), unless GALLEON_CUDA_ATTN_SCRATCH=1
+      // (tests: the scratch path with short prompts); after step 4, over them, the lanes of as
+      // many heads as fit (8 x 8.1 KiB for TinyLlama).
+      auto bytes = [&](int64_t score_floats, int tree_heads) {
+        return size_t(cdev::attn::tile_shared_floats(G, hd, score_floats, tree_heads)) *
+               sizeof(float);
+      };
+      const int64_t score_floats = G * 32 * cdev::attn::ScoreLayout::lane_floats(n_kv);
+      const bool shared_scores = bytes(score_floats, 1) <= attn_shared_ && !attn_scratch_;
+      const int64_t kept = shared_scores ? score_floats : 0;
+      int tree_heads = G;  // as many heads' trees at once as fit
+      while (tree_heads > 1 && bytes(kept, tree_heads) > attn_shared_) --tree_heads;
+      const size_t shared = bytes(kept, tree_heads);
+      if (shared > kAttnShared)
         check(cudaFuncSetAttribute(attention_tiles_kernel<G>,
-                                   cudaFuncAttributeMaxDynamicSharedMemorySize, int(with_scores)),
+                                   cudaFuncAttributeMaxDynamicSharedMemorySize, int(shared)),
               "cudaFuncSetAttribute (attention kernel)");
       profile_.step("attention (K tiles)", batch_, [&] {
-        GALLEON_LAUNCH(dim3(unsigned(ntok), unsigned(n_head / G)), kAttnThreads,
-                       shared_scores ? with_scores : base, st_, attention_tiles_kernel<G>)(
+        GALLEON_LAUNCH(dim3(unsigned(ntok), unsigned(n_head / G)), kAttnThreads, shared, st_,
+                       attention_tiles_kernel<G>)(
             q, kc, vc, n_head, group, hd, kv_dim, pos_, n_ctx, kq_scale, scores, out,
-            shared_scores, n_kv);
+            shared_scores, n_kv, tree_heads);
         check_launch("attention kernel (K tiles)");
       });
     };
@@ -1337,8 +1419,8 @@ std::vector<float> matmul(GgmlType type, int64_t n, int64_t rows, const std::vec
   da.upload(act.data(), act.size());
   dy.reserve(size_t(rows * ntok) * sizeof(float));
   const DevWeight dev{type, n, rows, w.size() / size_t(rows), dw.get<uint8_t>()};
-  run_matmul(dev, da.get(), act.size() / size_t(ntok), ntok, dy.get<float>(), nullptr,
-             available_path(path), mma_variant_from_env());
+  run_matmuls({{&dev}, {dy.get<float>()}, 1, da.get<uint8_t>(), act.size() / size_t(ntok), ntok},
+              nullptr, available_path(path), mma_variant_from_env());
   return download<float>(dy, size_t(rows * ntok));
 }
 
