@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <cstdio>
 #include <cstring>
+#include <initializer_list>
 #include <map>
 #include <string>
 #include <unordered_map>
@@ -260,31 +261,28 @@ constexpr int kMmaWarps = 4;
 
 // Result e of token group j of a warp tile to y, unless its row or token is past the end.
 __device__ void store_mma_result(const cdev::mma::Args& p, int64_t r0, int64_t t0, int lane, int j,
-                                 int e, float v, float* y, int64_t y_stride) {
+                                 int e, float v, const cdev::GemmOut& out) {
   const int64_t r = r0 + cdev::mma::result_row(lane, e);
   const int64_t t = t0 + cdev::mma::result_token(lane, j, e);
-  if (r < p.n_out && t < p.ntok) y[t * y_stride + r] = cdev::canonical_nan(v);
+  if (r < p.n_out && t < p.ntok) *out.at(r, t) = cdev::canonical_nan(v);
 }
 // A warp tile's results (cdev::mma::Tile::run) to y.
 template <int NT>
 __device__ void store_mma_tile(const cdev::mma::Args& p, int64_t r0, int64_t t0, int lane,
-                               const float (&out)[NT][4], float* y, int64_t y_stride) {
+                               const float (&res)[NT][4], const cdev::GemmOut& out) {
 #pragma unroll
   for (int j = 0; j < NT; ++j)
 #pragma unroll
-    for (int e = 0; e < 4; ++e) store_mma_result(p, r0, t0, lane, j, e, out[j][e], y, y_stride);
+    for (int e = 0; e < 4; ++e) store_mma_result(p, r0, t0, lane, j, e, res[j][e], out);
 }
 
 template <GgmlType T, int NT, bool Shared, int kMinBlocks>
 __global__ void __launch_bounds__(32 * kMmaWarps, kMinBlocks)
-    matmul_mma_kernel(cdev::GemmLaunch l) {
+    matmul_mma_kernel(cdev::mma::Args p, cdev::GemmOut y) {
   using Pending = cdev::mma::SharedPending<NT>;
   __shared__ float pending_store[Shared ? kMmaWarps * Pending::kFloats : 1];
   const int lane = int(threadIdx.x) & 31, warp = int(threadIdx.x) >> 5;
-  const cdev::GemmTask task = cdev::gemm_task(l, blockIdx.x);
-  const cdev::mma::Args& p = task.p;
-  float* y = task.y;
-  const int64_t y_stride = p.n_out, r0 = task.row_block * cdev::mma::kRows;
+  const int64_t r0 = int64_t(blockIdx.x) * cdev::mma::kRows;
   constexpr int kTokens = 8 * NT;
   for (int64_t t0 = (int64_t(blockIdx.y) * kMmaWarps + warp) * kTokens; t0 < p.ntok;
        t0 += int64_t(gridDim.y) * kMmaWarps * kTokens) {  // warp-uniform
@@ -296,7 +294,7 @@ __global__ void __launch_bounds__(32 * kMmaWarps, kMinBlocks)
     } else {
       tile.run(out);
     }
-    store_mma_tile(p, r0, t0, lane, out, y, y_stride);
+    store_mma_tile(p, r0, t0, lane, out, y);
   }
 }
 
@@ -354,24 +352,21 @@ constexpr int kStagedTokens = 32;  // 4 token groups
 
 template <GgmlType T>
 __global__ void __launch_bounds__(32 * kMmaWarps, 2)
-    matmul_mma_staged_kernel(cdev::GemmLaunch l) {
+    matmul_mma_staged_kernel(cdev::mma::Args p, cdev::GemmOut y) {
   using Block = cdev::mma::ActBlock<T>;
   using Acts = StagedActs<Block, kStagedTokens, 32 * kMmaWarps>;
   using Pending = cdev::mma::SharedPending<4, 1>;
   __shared__ float pending_store[kMmaWarps * Pending::kFloats];
   __shared__ Block stage[kStagedTokens];
   const int tid = int(threadIdx.x), lane = tid & 31, warp = tid >> 5;
-  const cdev::GemmTask task = cdev::gemm_task(l, blockIdx.x);
-  const cdev::mma::Args& p = task.p;
-  float* y = task.y;
-  const int64_t y_stride = p.n_out, r0 = (task.row_block * kMmaWarps + warp) * cdev::mma::kRows;
+  const int64_t r0 = (int64_t(blockIdx.x) * kMmaWarps + warp) * cdev::mma::kRows;
   for (int64_t t0 = int64_t(blockIdx.y) * kStagedTokens; t0 < p.ntok;
        t0 += int64_t(gridDim.y) * kStagedTokens) {  // block-uniform
     float out[4][4];
     const cdev::mma::Tile<T, 4, Acts> tile(p, r0, lane, Acts(p, t0, stage, tid));
     Pending pending{pending_store + warp * Pending::kFloats, lane, {}};
     tile.run(out, pending);
-    store_mma_tile(p, r0, t0, lane, out, y, y_stride);
+    store_mma_tile(p, r0, t0, lane, out, y);
   }
 }
 
@@ -385,7 +380,7 @@ __global__ void __launch_bounds__(32 * kMmaWarps, 2)
 // (Tile's kPairs: both blocks' loads in flight together; the 32-element types).
 template <GgmlType T, int NT, int S, int kMinBlocks, bool kPairs>
 __global__ void __launch_bounds__(32 * S, kMinBlocks)
-    matmul_mma_split_kernel(cdev::GemmLaunch l) {
+    matmul_mma_split_kernel(cdev::mma::Args p, cdev::GemmOut y) {
   constexpr int kLevels = cdev::mma::kSplitLevels<S>;
   static_assert(kLevels >= 1, "S: 2, 4, 8 or 16 warps");
   using Pending = cdev::mma::SharedPending<NT, 0, kLevels>;
@@ -393,10 +388,7 @@ __global__ void __launch_bounds__(32 * S, kMinBlocks)
   __shared__ float pending_store[S * Pending::kFloats];
   const int lane = int(threadIdx.x) & 31, warp = int(threadIdx.x) >> 5;
   float* mine = pending_store + warp * Pending::kFloats;
-  const cdev::GemmTask task = cdev::gemm_task(l, blockIdx.x);
-  const cdev::mma::Args& p = task.p;
-  float* y = task.y;
-  const int64_t y_stride = p.n_out, r0 = task.row_block * cdev::mma::kRows;
+  const int64_t r0 = int64_t(blockIdx.x) * cdev::mma::kRows;
   constexpr int kTokens = 8 * NT;
   for (int64_t t0 = int64_t(blockIdx.y) * kTokens; t0 < p.ntok;
        t0 += int64_t(gridDim.y) * kTokens) {  // block-uniform
@@ -414,8 +406,7 @@ __global__ void __launch_bounds__(32 * S, kMinBlocks)
       float x[S];
 #pragma unroll
       for (int w = 0; w < S; ++w) x[w] = pending_store[w * Pending::kFloats + c * 32 + lane];
-      store_mma_result(p, r0, t0, lane, c / 4, c % 4, cdev::mma::join_subtrees<S>(x), y,
-                       y_stride);
+      store_mma_result(p, r0, t0, lane, c / 4, c % 4, cdev::mma::join_subtrees<S>(x), y);
     }
     __syncthreads();  // the results are read before the next tile's counter overwrites them
   }
@@ -426,14 +417,11 @@ __global__ void __launch_bounds__(32 * S, kMinBlocks)
 // while this one is computed); each warp then reduces its kOut dot products with the paired tree.
 template <GgmlType T>
 __global__ void __launch_bounds__(cdev::plain::kThreads)
-    matmul_plain_kernel(cdev::GemmLaunch l) {
+    matmul_plain_kernel(cdev::GemmArgs p, cdev::GemmOut y) {
   namespace pl = cdev::plain;
   __shared__ pl::Stage stage;
   const int tid = int(threadIdx.x), lane = tid & 31, warp = tid >> 5;
-  const cdev::GemmTask task = cdev::gemm_task(l, blockIdx.x);
-  const cdev::GemmArgs& p = task.p;
-  float* y = task.y;
-  const int64_t y_stride = p.n_out, r0 = task.row_block * pl::kRows;
+  const int64_t r0 = int64_t(blockIdx.x) * pl::kRows;
   const int64_t rounds = (p.n + pl::kChunk - 1) / pl::kChunk;
   for (int64_t t0 = int64_t(blockIdx.y) * pl::kTokens; t0 < p.ntok;
        t0 += int64_t(gridDim.y) * pl::kTokens) {  // block-uniform
@@ -456,7 +444,7 @@ __global__ void __launch_bounds__(cdev::plain::kThreads)
       const int o = pl::tree_output(lane, k);
       const int64_t r = r0 + pl::warp_row(warp) + o / pl::kWarpTokens;
       const int64_t t = t0 + pl::warp_token(warp) + o % pl::kWarpTokens;
-      if (r < p.n_out && t < p.ntok) y[t * y_stride + r] = cdev::canonical_nan(v[k]);
+      if (r < p.n_out && t < p.ntok) *y.at(r, t) = cdev::canonical_nan(v[k]);
     }
   }
 }
@@ -813,7 +801,9 @@ MmaVariant mma_variant_from_env() {
 }
 
 // Matmuls of one input for one launch of the prompt tiles: weights of one type and input
-// width, each with its output (forward.h's matmuls of one input; cdev::GemmLaunch).
+// width, each with its output (forward.h's matmuls of one input). One launch serves them
+// where their weights lie one after the other in GPU memory (CudaSession uploads a layer's
+// Q, K and V, and its gate and up, so; cdev::GemmOut).
 struct MatmulGroup {
   const DevWeight* w[cdev::kMaxGemmParts];
   float* y[cdev::kMaxGemmParts];
@@ -822,65 +812,68 @@ struct MatmulGroup {
   size_t arb;
   int64_t ntok;
 };
-// The launch argument of `g` for a kernel whose blocks take `rows` weight rows each, and its
-// grid (`tokens` tokens per block and round, as matmul_grid).
+// The operands of g's matmuls as the rows of one matrix, and where its rows' results go.
 struct GroupLaunch {
-  cdev::GemmLaunch args;
-  dim3 grid;
+  cdev::GemmArgs p;
+  cdev::GemmOut out;
 };
-GroupLaunch group_launch(const MatmulGroup& g, int rows, int tokens) {
-  GroupLaunch out{};
-  out.args.n_parts = g.n;
-  out.args.n = g.w[0]->n_in;
-  out.args.act = g.act;
-  out.args.arb = g.arb;
-  out.args.ntok = g.ntok;
-  int64_t blocks = 0;
+GroupLaunch group_launch(const MatmulGroup& g) {
+  const DevWeight& w0 = *g.w[0];
+  GroupLaunch l{{w0.data, w0.row_bytes, w0.n_in, 0, g.act, g.arb, g.ntok}, {}};
+  l.out.n_parts = g.n;
   for (int i = 0; i < g.n; ++i) {
-    out.args.part[i] = {g.w[i]->data, g.w[i]->row_bytes, g.w[i]->n_out, g.y[i], blocks};
-    blocks += blocks_for(g.w[i]->n_out, rows);
+    l.out.y[i] = g.y[i];
+    l.out.first_row[i] = l.p.n_out;
+    l.out.n_out[i] = g.w[i]->n_out;
+    l.p.n_out += g.w[i]->n_out;
   }
-  out.grid = matmul_grid(1, 1, g.ntok, tokens);
-  out.grid.x = unsigned(blocks);
-  return out;
+  return l;
+}
+// Whether the weights of g follow each other in memory (one matrix's rows): one launch.
+bool contiguous(const MatmulGroup& g) {
+  for (int i = 1; i < g.n; ++i) {
+    const DevWeight &a = *g.w[i - 1], &b = *g.w[i];
+    if (b.type != a.type || b.n_in != a.n_in || b.row_bytes != a.row_bytes ||
+        b.data != a.data + a.row_bytes * size_t(a.n_out))
+      return false;
+  }
+  return true;
 }
 
 template <GgmlType T, int NT, bool Shared, int kMinBlocks>
-void launch_mma_variant(const MatmulGroup& g, cudaStream_t st) {
-  const GroupLaunch l = group_launch(g, cdev::mma::kRows, 8 * NT * kMmaWarps);
-  GALLEON_LAUNCH(l.grid, 32 * kMmaWarps, 0, st, matmul_mma_kernel<T, NT, Shared, kMinBlocks>)(
-      l.args);
+void launch_mma_variant(const GroupLaunch& l, cudaStream_t st) {
+  const dim3 grid = matmul_grid(l.p.n_out, cdev::mma::kRows, l.p.ntok, 8 * NT * kMmaWarps);
+  GALLEON_LAUNCH(grid, 32 * kMmaWarps, 0, st, matmul_mma_kernel<T, NT, Shared, kMinBlocks>)(
+      l.p, l.out);
 }
 
 template <GgmlType T, int NT, int S, int kMinBlocks, bool kPairs = false>
-void launch_mma_split(const MatmulGroup& g, cudaStream_t st) {
-  const GroupLaunch l = group_launch(g, cdev::mma::kRows, 8 * NT);
-  GALLEON_LAUNCH(l.grid, 32 * S, 0, st, matmul_mma_split_kernel<T, NT, S, kMinBlocks, kPairs>)(
-      l.args);
+void launch_mma_split(const GroupLaunch& l, cudaStream_t st) {
+  GALLEON_LAUNCH(matmul_grid(l.p.n_out, cdev::mma::kRows, l.p.ntok, 8 * NT), 32 * S, 0, st,
+                 matmul_mma_split_kernel<T, NT, S, kMinBlocks, kPairs>)(l.p, l.out);
 }
 
 template <GgmlType T>
-void launch_matmul_mma(const MatmulGroup& g, cudaStream_t st, MmaVariant variant) {
+void launch_matmul_mma(const GroupLaunch& l, cudaStream_t st, MmaVariant variant) {
   switch (variant) {
-    case MmaVariant::R2: return launch_mma_variant<T, 2, false, 1>(g, st);
-    case MmaVariant::S2: return launch_mma_variant<T, 2, true, 4>(g, st);
-    case MmaVariant::S4: return launch_mma_variant<T, 4, true, 3>(g, st);
-    case MmaVariant::T4: {
-      const GroupLaunch l = group_launch(g, cdev::mma::kRows * kMmaWarps, kStagedTokens);
-      GALLEON_LAUNCH(l.grid, 32 * kMmaWarps, 0, st, matmul_mma_staged_kernel<T>)(l.args);
+    case MmaVariant::R2: return launch_mma_variant<T, 2, false, 1>(l, st);
+    case MmaVariant::S2: return launch_mma_variant<T, 2, true, 4>(l, st);
+    case MmaVariant::S4: return launch_mma_variant<T, 4, true, 3>(l, st);
+    case MmaVariant::T4:
+      GALLEON_LAUNCH(matmul_grid(l.p.n_out, cdev::mma::kRows * kMmaWarps, l.p.ntok, kStagedTokens),
+                     32 * kMmaWarps, 0, st, matmul_mma_staged_kernel<T>)(l.p, l.out);
       return;
-    }
-    case MmaVariant::K4: return launch_mma_split<T, 4, 4, 4>(g, st);
-    case MmaVariant::K8: return launch_mma_split<T, 4, 8, 2>(g, st);
-    case MmaVariant::P4: return launch_mma_split<T, 4, 4, 4, true>(g, st);
+    case MmaVariant::K4: return launch_mma_split<T, 4, 4, 4>(l, st);
+    case MmaVariant::K8: return launch_mma_split<T, 4, 8, 2>(l, st);
+    case MmaVariant::P4: return launch_mma_split<T, 4, 4, 4, true>(l, st);
   }
 }
 
 template <GgmlType T>
-void launch_matmul_plain(const MatmulGroup& g, cudaStream_t st) {
+void launch_matmul_plain(const GroupLaunch& l, cudaStream_t st) {
   namespace pl = cdev::plain;
-  const GroupLaunch l = group_launch(g, pl::kRows, pl::kTokens);
-  GALLEON_LAUNCH(l.grid, pl::kThreads, 0, st, matmul_plain_kernel<T>)(l.args);
+  GALLEON_LAUNCH(matmul_grid(l.p.n_out, pl::kRows, l.p.ntok, pl::kTokens), pl::kThreads, 0, st,
+                 matmul_plain_kernel<T>)(l.p, l.out);
 }
 
 // `requested`, unless it asks for the prompt tiles and the current GPU has no int8 mma.sync
@@ -925,15 +918,21 @@ bool use_tiles(GgmlType t, int64_t ntok, MatmulPath path) {
 }
 
 // The matmuls of one input (weights of one type and input width): one launch of the prompt
-// tiles for all of them where the type has them, else a launch each.
+// tiles for all of them where the type has them and their weights follow each other, else a
+// launch each.
 void run_matmuls(const MatmulGroup& g, cudaStream_t st, MatmulPath path, MmaVariant variant) {
+  if (g.n > 1 && !contiguous(g)) {
+    for (int i = 0; i < g.n; ++i)
+      run_matmuls({{g.w[i]}, {g.y[i]}, 1, g.act, g.arb, g.ntok}, st, path, variant);
+    return;
+  }
   const GgmlType type = g.w[0]->type;
   const bool tiles = use_tiles(type, g.ntok, path);
   cdev::with_type(type, [&]<GgmlType T>() {
     if constexpr (cdev::mma::kHasPath<T>)
-      if (tiles) return launch_matmul_mma<T>(g, st, variant);
+      if (tiles) return launch_matmul_mma<T>(group_launch(g), st, variant);
     if constexpr (cdev::plain::kHasPath<T>)
-      if (tiles) return launch_matmul_plain<T>(g, st);
+      if (tiles) return launch_matmul_plain<T>(group_launch(g), st);
     for (int i = 0; i < g.n; ++i) {
       if (g.ntok == 1)
         launch_matmul<T, kDecodeTile.rows, kDecodeTile.tokens>(*g.w[i], g.act, g.arb, g.ntok,
@@ -1048,8 +1047,9 @@ class CudaExec {
     std::string what;
     if (profile_.on())
       what = std::string("matmul ") + type_name(w[0]->type) +
-             (use_tiles(w[0]->type, ntok, path_) ? " (tiles, " : " (") + std::to_string(n) +
-             " at once)";
+             (!use_tiles(w[0]->type, ntok, path_) ? " (" + std::to_string(n) + " in turn)"
+              : contiguous(g) ? " (tiles, " + std::to_string(n) + " at once)"
+                              : " (tiles, " + std::to_string(n) + " in turn)");
     profile_.step(what.c_str(), batch_, [&] { run_matmuls(g, st_, path_, mma_); });
   }
   void rms_norm(const float* x, const float* w, int64_t n, float eps, int64_t ntok, float* y) {
@@ -1189,6 +1189,7 @@ class CudaSession final : public Evaluator {
   void do_eval(const std::vector<int32_t>& tokens, std::vector<float>& logits,
                Rows rows) override;
   DevWeight upload_weight(const Weight& w);
+  void upload_together(std::initializer_list<const Weight*> ws);
   const float* upload_floats(const std::vector<float>& v);
   void extend_rope_table(int64_t need);
 
@@ -1230,6 +1231,10 @@ CudaSession::CudaSession(const Model& model, int device, int64_t n_ctx)
   exec_.set_position(pos_.get<int64_t>());
   const HParams& hp = model.hparams();
   n_ctx_ = n_ctx > 0 ? std::min(n_ctx, hp.n_ctx_train) : hp.n_ctx_train;
+  for (const LayerWeights& L : model.layers()) {
+    upload_together({&L.wq, &L.wk, &L.wv});
+    upload_together({&L.w_gate, &L.w_up});
+  }
   layers_ = make_layers(
       model, [&](const Weight& w) { return upload_weight(w); },
       [&](const std::vector<float>& v) { return upload_floats(v); });
@@ -1257,6 +1262,31 @@ DevWeight CudaSession::upload_weight(const Weight& w) {
   d.data = owned_.back()->get<uint8_t>();
   uploaded_[w.data] = d.data;
   return d;
+}
+
+// The weights ws in one allocation, one after the other (as the rows of one matrix), where
+// they share a type, input width and row size and none is uploaded yet: then run_matmuls
+// computes their matmuls in one launch. upload_weight finds them.
+void CudaSession::upload_together(std::initializer_list<const Weight*> ws) {
+  const Weight& first = **ws.begin();
+  size_t bytes = 0;
+  for (const Weight* w : ws) {
+    if (w->type != first.type || w->n_in != first.n_in || w->row_bytes != first.row_bytes ||
+        !cdev::has_kernel(w->type) || uploaded_.count(w->data))
+      return;
+    for (const Weight* v : ws)
+      if (v != w && v->data == w->data) return;
+    bytes += w->row_bytes * size_t(w->n_out);
+  }
+  owned_.push_back(std::make_unique<DeviceBuffer>());
+  owned_.back()->reserve(bytes);
+  uint8_t* at = owned_.back()->get<uint8_t>();
+  for (const Weight* w : ws) {
+    const size_t n = w->row_bytes * size_t(w->n_out);
+    check(cudaMemcpy(at, w->data, n, cudaMemcpyHostToDevice), "cudaMemcpy to the GPU");
+    uploaded_[w->data] = at;
+    at += n;
+  }
 }
 
 const float* CudaSession::upload_floats(const std::vector<float>& v) {

@@ -27,44 +27,30 @@ struct GemmArgs {
   int64_t ntok;
 };
 
-// Up to kMaxGemmParts matmuls of one input in one launch (a layer's Q, K and V projections; its
-// gate and up): weights of one type and input width, each with its own rows and output (y,
-// n_out floats per token). The launch's row blocks (x dimension) are the first part's, then
-// the second's, ...: part i's start at block first_block. One launch of all of them keeps the
-// GPU busier than one per part: a 256-row K projection alone gives a 512-token prompt a small
-// part of an H100's warps.
+// Where the prompt tiles' results go. One launch may compute up to kMaxGemmParts matmuls of
+// one input (a layer's Q, K and V projections; its gate and up) whose weights lie one after
+// the other in GPU memory, as the rows of one matrix: rows first_row[i] .. of part i go to
+// y[i], n_out[i] floats per token. One launch of them all keeps the GPU busier than one per
+// part: a 256-row K projection alone gives a 512-token prompt a small part of an H100's warps.
+// The part is picked per result, from the kernel's parameters, so that the tiles hold no more
+// registers than with one output.
 constexpr int kMaxGemmParts = 3;
-struct GemmPart {
-  const uint8_t* w = nullptr;
-  size_t wrb = 0;
-  int64_t n_out = 0;
-  float* y = nullptr;
-  int64_t first_block = 0;
-};
-struct GemmLaunch {
-  GemmPart part[kMaxGemmParts];
+struct GemmOut {
+  float* y[kMaxGemmParts];
+  int64_t first_row[kMaxGemmParts], n_out[kMaxGemmParts];
   int n_parts;
-  int64_t n;
-  const uint8_t* act;
-  size_t arb;
-  int64_t ntok;
-};
-// What row block `block` of a launch computes: its part's operands and output, and its row
-// block within the part.
-struct GemmTask {
-  GemmArgs p;
-  float* y;
-  int64_t row_block;
-};
-GALLEON_HDI GemmTask gemm_task(const GemmLaunch& l, int64_t block) {
-  GemmPart q = l.part[0];
+  // Where the result of row r (of all parts' rows) and token t goes.
+  GALLEON_HDI float* at(int64_t r, int64_t t) const {
+    float* to = y[0];
+    int64_t first = 0, n = n_out[0];
 #if defined(__CUDACC__)
 #pragma unroll
 #endif
-  for (int i = 1; i < kMaxGemmParts; ++i)
-    if (i < l.n_parts && block >= l.part[i].first_block) q = l.part[i];
-  return {{q.w, q.wrb, l.n, q.n_out, l.act, l.arb, l.ntok}, q.y, block - q.first_block};
-}
+    for (int i = 1; i < kMaxGemmParts; ++i)
+      if (i < n_parts && r >= first_row[i]) to = y[i], first = first_row[i], n = n_out[i];
+    return to + t * n + (r - first);
+  }
+};
 
 // Bit-reversed p (5 bits): the lane that warp_tree's pairs put in position p of a binary
 // counter (0, 16, 8, 24, ...); its own inverse.
