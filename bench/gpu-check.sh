@@ -11,16 +11,17 @@
 #      and all three again with GALLEON_CUDA_GEMM=0 GALLEON_CUDA_ATTN_TILES=0 (the one-lane
 #      kernels, without the prompt paths on by default: the prompt GEMM tiles, i.e. tensor cores
 #      for the quantized types and shared-memory tiles for F32/F16/BF16; attention scores from
-#      K tiles); cuda_test's matmul kernels and two models once more with each tensor-core
-#      variant not yet run on a GPU (GALLEON_CUDA_MMA=t4, k4, k8, p4; r2 and s2 passed on the
-#      H200);
+#      K tiles); cuda_test's matmul kernels and two models once more with each tile variant
+#      not yet run on a GPU (GALLEON_CUDA_MMA=t4, k4, k8, p4; r2 and s2 passed on the H200;
+#      GALLEON_CUDA_PLAIN=b2 with the F16 and BF16 models);
 #   4. a bundle of recipes/stories260k.yaml with its CUDA engine member: `galleon install`, then
 #      `galleon check stories260k --device cuda` and `galleon run stories260k --device cuda`;
 #   5. print a speed table (CPU and GPU tok/s, 124M and 1.1B shapes, F16 Q8_0 Q4_0 Q4_K, the GPU
 #      with its defaults; then 512-token prompts on the GPU with the tensor-core variants /s4
-#      (the default) /t4 /k4 /k8 /p4), and where a 1.1B prompt's GPU time goes (three copies of the
-#      logits checks' prompt, one batch of a few hundred tokens), per kind of
-#      step (GALLEON_CUDA_PROFILE=1), with the default variant, k4 and p4.
+#      (the default) /t4 /k4 /k8 /p4, and 1.1B F16 with GALLEON_CUDA_PLAIN unset and b2), and where
+#      a 1.1B prompt's GPU time goes (three copies of the logits checks' prompt, one batch of a
+#      few hundred tokens), per kind of step (GALLEON_CUDA_PROFILE=1), Q4_0 with the default
+#      variant, k4 and p4, Q4_K and F16 with the defaults.
 # Prints PASS or FAIL per check; exits non-zero when any check fails. Sized for about 5 minutes
 # on a 16-core H100/H200 machine (SPEED_TIMEOUT bounds the table; SKIP_SPEED=1 skips it).
 # GPU_CHECK_DEVICE=host is a dry run of this script on a machine without a GPU: the GPU side is
@@ -189,13 +190,15 @@ else
 fi
 # The tensor-core variants other than the default: the kernels and two models' forward passes
 # (the dry run leaves them to cuda_emu_test and CTest's cuda_host_test).
-for v in t4 k4 k8 p4; do
+for v in MMA=t4 MMA=k4 MMA=k8 MMA=p4 PLAIN=b2; do
   [[ $HOST == 1 ]] && break
-  if out=$(GALLEON_CUDA_MMA=$v "$BIN/$CUDA_TEST" --gtest_filter='CudaKernels.MatmulMatchesRefDot:AllTypes/CudaSynth.MatchesCpu/llama_q4_K:AllTypes/CudaSynth.MatchesCpu/llama_q6_K' 2>&1); then
-    pass "$CUDA_TEST with GALLEON_CUDA_MMA=$v ($(grep -E '^\[  PASSED' <<<"$out"))"
+  tests='CudaKernels.MatmulMatchesRefDot:AllTypes/CudaSynth.MatchesCpu/llama_q4_K:AllTypes/CudaSynth.MatchesCpu/llama_q6_K'
+  [[ $v == PLAIN=* ]] && tests='CudaKernels.MatmulMatchesRefDot:AllTypes/CudaSynth.MatchesCpu/llama_f16:AllTypes/CudaSynth.MatchesCpu/llama_bf16'
+  if out=$(env "GALLEON_CUDA_$v" "$BIN/$CUDA_TEST" --gtest_filter="$tests" 2>&1); then
+    pass "$CUDA_TEST with GALLEON_CUDA_$v ($(grep -E '^\[  PASSED' <<<"$out"))"
   else
     echo "$out" | grep -E "Failure|FAILED|first differing" | head -10
-    failed "$CUDA_TEST with GALLEON_CUDA_MMA=$v"
+    failed "$CUDA_TEST with GALLEON_CUDA_$v"
   fi
 done
 if wait "$emu_pid"; then
@@ -346,11 +349,16 @@ elif [[ "${SKIP_SPEED:-0}" != 1 ]]; then
     '$BIN/llama_bench' --shape 124m --type q8_0,q4_0,q4_K --device $DEV --cuda-mma s4,t4,k4,k8,p4 \
       -p 512 -n 16 -r 1 --save '$TMP' | tail -n +4 &&
     '$BIN/llama_bench' --shape 1.1b --type q4_0,q8_0,q4_K --device $DEV --cuda-mma s4,t4,k4,k8,p4 \
-      -p 512 -n 16 -r 1 --save '$TMP' | tail -n +4" | grep -v '^(model kept' ||
+      -p 512 -n 16 -r 1 --save '$TMP' | tail -n +4 &&
+    echo '-- 1.1B F16, 512 tokens: the plain tiles one block per SM, then GALLEON_CUDA_PLAIN=b2' &&
+    '$BIN/llama_bench' --shape 1.1b --type f16 --device $DEV -p 512 -n 16 -r 1 --save '$TMP' |
+      tail -n +4 &&
+    GALLEON_CUDA_PLAIN=b2 '$BIN/llama_bench' --shape 1.1b --type f16 --device $DEV -p 512 -n 16 \
+      -r 1 --save '$TMP' | tail -n +4" | grep -v '^(model kept' ||
     echo "(speed table stopped after ${SPEED_TIMEOUT}s or failed; not a correctness check)"
   # Where a prompt's GPU time goes (GALLEON_CUDA_PROFILE=1: each step kind's kernel time).
   long="$PROMPT $PROMPT $PROMPT"  # one batch, as the 512-token rows: no more than 512 tokens
-  for mv in q4_0/ q4_0/k4 q4_0/p4 q4_K/; do
+  for mv in q4_0/ q4_0/k4 q4_0/p4 q4_K/ f16/; do
     m=$TMP/llama-1.1b-${mv%/*}.gguf v=${mv#*/}
     [[ -f "$m" ]] || continue
     echo "-- $(basename "$m" .gguf), ${v:+GALLEON_CUDA_MMA=$v, }the defaults otherwise"

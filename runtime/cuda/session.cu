@@ -415,8 +415,11 @@ __global__ void __launch_bounds__(32 * S, kMinBlocks)
 // The plain types' prompt matmul (cdev::plain): a block stages kChunk elements of kRows
 // weight rows and kTokens tokens per round (the next round's pieces are loaded into registers
 // while this one is computed); each warp then reduces its kOut dot products with the paired tree.
-template <GgmlType T>
-__global__ void __launch_bounds__(cdev::plain::kThreads)
+// kMinBlocks: 1, or 2 blocks per SM (GALLEON_CUDA_PLAIN=b2; not yet run on a GPU): at most 128
+// registers instead of 179-181, some spilled (28-60 bytes), so that one block's barriers and
+// loads overlap the other's arithmetic.
+template <GgmlType T, int kMinBlocks>
+__global__ void __launch_bounds__(cdev::plain::kThreads, kMinBlocks)
     matmul_plain_kernel(cdev::GemmArgs p, cdev::GemmOut y) {
   namespace pl = cdev::plain;
   __shared__ pl::Stage stage;
@@ -788,6 +791,17 @@ void launch_matmul(const DevWeight& w, const uint8_t* a, size_t arb, int64_t nto
 // above; not yet run on a GPU) or p4 (k4 with a lane's blocks two at a time, Tile's kPairs; not
 // yet run on a GPU). Every variant gives the same bits; they differ in speed only.
 enum class MmaVariant { R2, S2, S4, T4, K4, K8, P4 };
+// The tile kernels' variants (read when a session is made): the tensor-core kernel's, and the
+// plain tiles' blocks per SM (GALLEON_CUDA_PLAIN=b2: 2; else 1).
+struct TileVariant {
+  MmaVariant mma;
+  int plain_blocks;
+};
+MmaVariant mma_variant_from_env();
+TileVariant tile_variant_from_env() {
+  const char* e = std::getenv("GALLEON_CUDA_PLAIN");
+  return {mma_variant_from_env(), e && std::string(e) == "b2" ? 2 : 1};
+}
 MmaVariant mma_variant_from_env() {
   const char* e = std::getenv("GALLEON_CUDA_MMA");
   const std::string s = e ? e : "";
@@ -870,10 +884,13 @@ void launch_matmul_mma(const GroupLaunch& l, cudaStream_t st, MmaVariant variant
 }
 
 template <GgmlType T>
-void launch_matmul_plain(const GroupLaunch& l, cudaStream_t st) {
+void launch_matmul_plain(const GroupLaunch& l, cudaStream_t st, int blocks_per_sm) {
   namespace pl = cdev::plain;
-  GALLEON_LAUNCH(matmul_grid(l.p.n_out, pl::kRows, l.p.ntok, pl::kTokens), pl::kThreads, 0, st,
-                 matmul_plain_kernel<T>)(l.p, l.out);
+  const dim3 grid = matmul_grid(l.p.n_out, pl::kRows, l.p.ntok, pl::kTokens);
+  if (blocks_per_sm == 2)
+    GALLEON_LAUNCH(grid, pl::kThreads, 0, st, matmul_plain_kernel<T, 2>)(l.p, l.out);
+  else
+    GALLEON_LAUNCH(grid, pl::kThreads, 0, st, matmul_plain_kernel<T, 1>)(l.p, l.out);
 }
 
 // `requested`, unless it asks for the prompt tiles and the current GPU has no int8 mma.sync
@@ -920,7 +937,7 @@ bool use_tiles(GgmlType t, int64_t ntok, MatmulPath path) {
 // The matmuls of one input (weights of one type and input width): one launch of the prompt
 // tiles for all of them where the type has them and their weights follow each other, else a
 // launch each.
-void run_matmuls(const MatmulGroup& g, cudaStream_t st, MatmulPath path, MmaVariant variant) {
+void run_matmuls(const MatmulGroup& g, cudaStream_t st, MatmulPath path, TileVariant variant) {
   if (g.n > 1 && !contiguous(g)) {
     for (int i = 0; i < g.n; ++i)
       run_matmuls({{g.w[i]}, {g.y[i]}, 1, g.act, g.arb, g.ntok}, st, path, variant);
@@ -930,9 +947,9 @@ void run_matmuls(const MatmulGroup& g, cudaStream_t st, MatmulPath path, MmaVari
   const bool tiles = use_tiles(type, g.ntok, path);
   cdev::with_type(type, [&]<GgmlType T>() {
     if constexpr (cdev::mma::kHasPath<T>)
-      if (tiles) return launch_matmul_mma<T>(group_launch(g), st, variant);
+      if (tiles) return launch_matmul_mma<T>(group_launch(g), st, variant.mma);
     if constexpr (cdev::plain::kHasPath<T>)
-      if (tiles) return launch_matmul_plain<T>(group_launch(g), st);
+      if (tiles) return launch_matmul_plain<T>(group_launch(g), st, variant.plain_blocks);
     for (int i = 0; i < g.n; ++i) {
       if (g.ntok == 1)
         launch_matmul<T, kDecodeTile.rows, kDecodeTile.tokens>(*g.w[i], g.act, g.arb, g.ntok,
@@ -1036,7 +1053,8 @@ class CudaExec {
       what = std::string("matmul ") + type_name(w.type) +
              (use_tiles(w.type, ntok, path_) ? " (tiles)" : "");
     profile_.step(what.c_str(), batch_, [&] {
-      run_matmuls({{&w}, {y}, 1, static_cast<const uint8_t*>(act), arb, ntok}, st_, path_, mma_);
+      run_matmuls({{&w}, {y}, 1, static_cast<const uint8_t*>(act), arb, ntok}, st_, path_,
+                  tiles_);
     });
   }
   // n (at most cdev::kMaxGemmParts) matmuls of one input, weights of one type and input width.
@@ -1050,7 +1068,7 @@ class CudaExec {
              (!use_tiles(w[0]->type, ntok, path_) ? " (" + std::to_string(n) + " in turn)"
               : contiguous(g) ? " (tiles, " + std::to_string(n) + " at once)"
                               : " (tiles, " + std::to_string(n) + " in turn)");
-    profile_.step(what.c_str(), batch_, [&] { run_matmuls(g, st_, path_, mma_); });
+    profile_.step(what.c_str(), batch_, [&] { run_matmuls(g, st_, path_, tiles_); });
   }
   void rms_norm(const float* x, const float* w, int64_t n, float eps, int64_t ntok, float* y) {
     profile_.step("rms_norm", batch_, [&] {
@@ -1166,7 +1184,7 @@ class CudaExec {
   bool attn_tiles_ = env_flag("GALLEON_CUDA_ATTN_TILES", true);
   bool attn_scratch_ = env_flag("GALLEON_CUDA_ATTN_SCRATCH", false);
   size_t attn_shared_ = attention_shared_limit();
-  MmaVariant mma_ = mma_variant_from_env();
+  TileVariant tiles_ = tile_variant_from_env();
 };
 
 void select_device(int device) {
@@ -1450,7 +1468,7 @@ std::vector<float> matmul(GgmlType type, int64_t n, int64_t rows, const std::vec
   dy.reserve(size_t(rows * ntok) * sizeof(float));
   const DevWeight dev{type, n, rows, w.size() / size_t(rows), dw.get<uint8_t>()};
   run_matmuls({{&dev}, {dy.get<float>()}, 1, da.get<uint8_t>(), act.size() / size_t(ntok), ntok},
-              nullptr, available_path(path), mma_variant_from_env());
+              nullptr, available_path(path), tile_variant_from_env());
   return download<float>(dy, size_t(rows * ntok));
 }
 
