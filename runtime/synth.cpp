@@ -100,12 +100,13 @@ void make_synthetic_model(const SynthSpec& s, GgufWriter& w) {
   add_random(w, rng, "token_embd.weight", s.embd_type, {d, n_vocab}, 1.0f);
   add_random(w, rng, "output_norm.weight", GgmlType::F32, {d}, 0.1f, 1.0f);
   if (!s.tied_output) add_random(w, rng, "output.weight", s.type, {d, n_vocab}, in_scale);
+  const GgmlType v_down = s.v_down_type.value_or(s.type);
   for (int64_t i = 0; i < s.n_layer; ++i) {
     const std::string p = "blk." + std::to_string(i) + ".";
     add_random(w, rng, p + "attn_norm.weight", GgmlType::F32, {d}, 0.1f, 1.0f);
     add_random(w, rng, p + "attn_q.weight", s.type, {d, q_dim}, in_scale);
     add_random(w, rng, p + "attn_k.weight", s.type, {d, kv_dim}, in_scale);
-    add_random(w, rng, p + "attn_v.weight", s.type, {d, kv_dim}, in_scale);
+    add_random(w, rng, p + "attn_v.weight", v_down, {d, kv_dim}, in_scale);
     if (s.arch == "qwen2") {
       add_random(w, rng, p + "attn_q.bias", GgmlType::F32, {q_dim}, 0.1f);
       add_random(w, rng, p + "attn_k.bias", GgmlType::F32, {kv_dim}, 0.1f);
@@ -115,7 +116,7 @@ void make_synthetic_model(const SynthSpec& s, GgufWriter& w) {
     add_random(w, rng, p + "ffn_norm.weight", GgmlType::F32, {d}, 0.1f, 1.0f);
     add_random(w, rng, p + "ffn_gate.weight", s.type, {d, s.n_ff}, in_scale);
     add_random(w, rng, p + "ffn_up.weight", s.type, {d, s.n_ff}, in_scale);
-    add_random(w, rng, p + "ffn_down.weight", s.type, {s.n_ff, d}, ff_scale);
+    add_random(w, rng, p + "ffn_down.weight", v_down, {s.n_ff, d}, ff_scale);
   }
 }
 

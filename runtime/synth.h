@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include "runtime/ggml_type.h"
@@ -23,6 +24,8 @@ struct SynthSpec {
   int64_t n_ctx = 512;
   GgmlType type = GgmlType::F32;      // type of the 2-D weight matrices
   GgmlType embd_type = GgmlType::F32; // token embedding (and output when tied)
+  // attn_v and ffn_down, where set (as llama.cpp's Q4_K_M keeps them in Q6_K); else type.
+  std::optional<GgmlType> v_down_type;
   bool tied_output = false;
   uint64_t seed = 1;
   float rope_base = 10000.0f;

@@ -286,6 +286,20 @@ TEST(Cuda, LongContextScoresInGlobalMemoryMatchCpu) {
   unsetenv("GALLEON_CUDA_ATTN_SCRATCH");
 }
 
+// Weights of two types in a layer, as llama.cpp's Q4_K_M: V and the FFN down projection in
+// Q6_K, the others in Q4_K. Q and K then go through the prompt tiles in one launch (uploaded
+// together), V in its own; gate and up together.
+TEST(Cuda, MixedWeightTypesMatchCpu) {
+  GALLEON_REQUIRE_GPU();
+  testing::TempDir dir;
+  SynthSpec spec;
+  spec.type = spec.embd_type = GgmlType::Q4_K;
+  spec.v_down_type = GgmlType::Q6_K;
+  LoadedModel m = testing::write_and_load(spec, dir);
+  const std::vector<int32_t> toks = testing::synth_tokens(kSynthTokens, spec.n_vocab);
+  expect_cuda_equals_cpu_on_every_path(m, toks, "Q4_K with V and down in Q6_K");
+}
+
 // The K-tile kernel's shared memory past the default 48 KiB (cudaFuncSetAttribute, up to half an
 // SM's): with 8 query heads per KV head and head dim 64 (TinyLlama's attention shape), the
 // lanes of the 8 heads' trees (67 KiB); then the same with 48 KiB as on GPUs with less shared

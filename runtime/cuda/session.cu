@@ -1282,24 +1282,30 @@ DevWeight CudaSession::upload_weight(const Weight& w) {
   return d;
 }
 
-// The weights ws in one allocation, one after the other (as the rows of one matrix), where
-// they share a type, input width and row size and none is uploaded yet: then run_matmuls
-// computes their matmuls in one launch. upload_weight finds them.
+// The weights ws in one allocation, one after the other (as the rows of one matrix): the
+// leading ones that share the first's type, input width and row size, where there are two or
+// more and none is uploaded yet; then run_matmuls computes their matmuls in one launch (a
+// Q4_K_M layer: Q and K together, its Q6_K V alone). upload_weight finds them.
 void CudaSession::upload_together(std::initializer_list<const Weight*> ws) {
   const Weight& first = **ws.begin();
-  size_t bytes = 0;
+  std::vector<const Weight*> run;
   for (const Weight* w : ws) {
-    if (w->type != first.type || w->n_in != first.n_in || w->row_bytes != first.row_bytes ||
-        !cdev::has_kernel(w->type) || uploaded_.count(w->data))
-      return;
-    for (const Weight* v : ws)
+    if (w->type != first.type || w->n_in != first.n_in || w->row_bytes != first.row_bytes)
+      break;
+    run.push_back(w);
+  }
+  size_t bytes = 0;
+  for (const Weight* w : run) {
+    if (!cdev::has_kernel(w->type) || uploaded_.count(w->data)) return;
+    for (const Weight* v : run)
       if (v != w && v->data == w->data) return;
     bytes += w->row_bytes * size_t(w->n_out);
   }
+  if (run.size() < 2) return;
   owned_.push_back(std::make_unique<DeviceBuffer>());
   owned_.back()->reserve(bytes);
   uint8_t* at = owned_.back()->get<uint8_t>();
-  for (const Weight* w : ws) {
+  for (const Weight* w : run) {
     const size_t n = w->row_bytes * size_t(w->n_out);
     check(cudaMemcpy(at, w->data, n, cudaMemcpyHostToDevice), "cudaMemcpy to the GPU");
     uploaded_[w->data] = at;
