@@ -7,7 +7,7 @@
 #   3. compare logits_sha256 of `run --json` (the last prompt row, then token-by-token decode)
 #      and of `score --json` (every prompt row) of the static CPU engine (galleon-engine,
 #      --device cpu) and the CUDA engine (galleon-engine-cuda, --device cuda) for stories260K and
-#      synthetic models of every tensor type, with --batch 1, 7 and 64 (prefill split three ways),
+#      synthetic models of every tensor type (and Q4_K_M), with --batch 1, 7 and 64 (prefill split three ways),
 #      and all three again with GALLEON_CUDA_GEMM=0 GALLEON_CUDA_ATTN_TILES=0 (the one-lane
 #      kernels, without the prompt paths on by default: the prompt GEMM tiles, i.e. tensor cores
 #      for the quantized types and shared-memory tiles for F32/F16/BF16; attention scores from
@@ -18,7 +18,8 @@
 #      `galleon check stories260k --device cuda` and `galleon run stories260k --device cuda`;
 #   5. print a speed table (CPU and GPU tok/s, 124M and 1.1B shapes, F16 Q8_0 Q4_0 Q4_K, the GPU
 #      with its defaults; then 512-token prompts on the GPU with the tensor-core variants /s4
-#      (the default) /t4 /k4 /k8 /p4, and 1.1B F16 with GALLEON_CUDA_PLAIN unset and b2), and where
+#      (the default) /t4 /k4 /k8 /p4; 1.1B Q4_K_M (llama.cpp's: V and down in Q6_K); 1.1B F16
+#      with GALLEON_CUDA_PLAIN unset and b2), and where
 #      a 1.1B prompt's GPU time goes (three copies of the logits checks' prompt, one batch of a
 #      few hundred tokens), per kind of step (GALLEON_CUDA_PROFILE=1), Q4_0 with the default
 #      variant, k4 and p4, Q4_K and F16 with the defaults.
@@ -240,7 +241,7 @@ if [[ -f "$SHARED/models/stories260K/stories260K.gguf" ]]; then
 else
   failed "stories260K missing under $SHARED/models"
 fi
-llama_types=f32,f16,bf16,q8_0,q4_0,q4_1,q5_0,q5_1,q4_K,q5_K,q6_K qwen2_types=q8_0,q4_K,f16
+llama_types=f32,f16,bf16,q8_0,q4_0,q4_1,q5_0,q5_1,q4_K,q5_K,q6_K,q4_K_M qwen2_types=q8_0,q4_K,f16
 # The dry run (minutes per model on the host runtime): one type of each prompt tile family and
 # one model of the other architecture; cuda_host_test (CTest) compares every type in process.
 [[ $HOST == 1 ]] && llama_types=f16,q4_K qwen2_types=q8_0
@@ -350,6 +351,8 @@ elif [[ "${SKIP_SPEED:-0}" != 1 ]]; then
       -p 512 -n 16 -r 1 --save '$TMP' | tail -n +4 &&
     '$BIN/llama_bench' --shape 1.1b --type q4_0,q8_0,q4_K --device $DEV --cuda-mma s4,t4,k4,k8,p4 \
       -p 512 -n 16 -r 1 --save '$TMP' | tail -n +4 &&
+    '$BIN/llama_bench' --shape 1.1b --type q4_K_M --device $DEV -p 512 -n 16 -r 1 --save '$TMP' |
+      tail -n +4 &&
     echo '-- 1.1B F16, 512 tokens: the plain tiles one block per SM, then GALLEON_CUDA_PLAIN=b2' &&
     '$BIN/llama_bench' --shape 1.1b --type f16 --device $DEV -p 512 -n 16 -r 1 --save '$TMP' |
       tail -n +4 &&

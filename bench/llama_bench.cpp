@@ -3,6 +3,7 @@
 // memory read bandwidth that decoding uses (measured with the same thread count in the same run).
 //
 //   llama_bench [--shape 124m|1.1b|tiny] [--type q4_0,q8_0,...] [--threads 1,2] [-p 128] [-n 64]
+//               (types: GGML type names, or q4_K_M: Q4_K with attn_v and ffn_down in Q6_K)
 //               [-r 3] [--cpu-time] [--save DIR] [--device cpu,cuda:0] [--arch llama|qwen2]
 //               [--cuda-paths lanes,gemm,tiles,gemm+tiles] [--cuda-mma r2,s2,s4,t4,k4,k8,p4]
 //   llama_bench --write DIR [--shape ..] [--type ..] [--arch ..]   (writes DIR/ARCH-SHAPE-TYPE.gguf)
@@ -171,11 +172,20 @@ struct BenchArgs {
   int n_prompt = 128, n_gen = 64, reps = 3;
 };
 
-SynthSpec spec_for(const BenchArgs& a, GgmlType type) {
+// A --type: a tensor type for every matrix, or q4_K_M (llama.cpp's: Q4_K, with attn_v and
+// ffn_down in Q6_K).
+struct BenchType {
+  GgmlType type;
+  bool k_m = false;
+  std::string name() const { return k_m ? "q4_K_M" : type_name(type); }
+};
+
+SynthSpec spec_for(const BenchArgs& a, BenchType type) {
   SynthSpec spec = shape(a.shape_name);
   spec.arch = a.arch;
-  spec.type = type;
-  spec.embd_type = type;
+  spec.type = type.type;
+  spec.embd_type = type.type;
+  if (type.k_m) spec.v_down_type = GgmlType::Q6_K;
   return spec;
 }
 
@@ -199,7 +209,7 @@ void synthesize(const SynthSpec& spec, const char* path) {
     fail(ErrorKind::Internal, "synthesizing the model failed");
 }
 
-void bench_one(const BenchArgs& a, GgmlType type, const std::map<int, double>& bw) {
+void bench_one(const BenchArgs& a, BenchType type, const std::map<int, double>& bw) {
   const SynthSpec spec = spec_for(a, type);
   char path[] = "/tmp/galleon-bench-XXXXXX";
   int fd = mkstemp(path);
@@ -209,7 +219,7 @@ void bench_one(const BenchArgs& a, GgmlType type, const std::map<int, double>& b
   // from there instead of synthesized again.
   const std::string keep = g_save_dir.empty() ? std::string()
                                               : g_save_dir + "/" + a.arch + "-" + a.shape_name +
-                                                    "-" + type_name(type) + ".gguf";
+                                                    "-" + type.name() + ".gguf";
   const bool kept = !keep.empty() && std::rename(keep.c_str(), path) == 0;
   if (!kept) synthesize(spec, path);
   reset_peak_rss();
@@ -245,7 +255,7 @@ void bench_one(const BenchArgs& a, GgmlType type, const std::map<int, double>& b
                   : device_name(dev) + (cp.gemm ? "+gemm" : "") + (cp.tiles ? "+tiles" : "") +
                         (a.cuda_mma.size() > 1 ? "/" + mma : "");
           std::printf("| %-5s | %-6s | %-6s | %7s | %10.1f | %10.1f | %10.1f | %8.0f | %5.1f%% |\n",
-                      a.shape_name.c_str(), type_name(type), where.c_str(),
+                      a.shape_name.c_str(), type.name().c_str(), where.c_str(),
                       cpu ? std::to_string(t).c_str() : "-", pp, pp_last, tg, peak_rss_mib(),
                       cpu ? 100.0 * gb_per_token * tg / bw.at(t) : 0.0);
           std::fflush(stdout);
@@ -261,11 +271,11 @@ void bench_one(const BenchArgs& a, GgmlType type, const std::map<int, double>& b
 }
 
 // --write DIR: the synthetic models only, no benchmark.
-void write_models(const BenchArgs& a, const std::vector<GgmlType>& types, const std::string& dir) {
-  for (GgmlType t : types) {
+void write_models(const BenchArgs& a, const std::vector<BenchType>& types, const std::string& dir) {
+  for (BenchType t : types) {
     GgufWriter w;
     make_synthetic_model(spec_for(a, t), w);
-    const std::string path = dir + "/" + a.arch + "-" + a.shape_name + "-" + type_name(t) + ".gguf";
+    const std::string path = dir + "/" + a.arch + "-" + a.shape_name + "-" + t.name() + ".gguf";
     w.write_file(path);
     std::printf("%s\n", path.c_str());
   }
@@ -300,11 +310,15 @@ int main(int argc, char** argv) {
     else { std::fprintf(stderr, "unknown option %s\n", k.c_str()); return 2; }
   }
   try {
-    std::vector<GgmlType> type_list;
+    std::vector<BenchType> type_list;
     for (auto& tn : split(types)) {
+      if (tn == "q4_K_M") {
+        type_list.push_back({GgmlType::Q4_K, true});
+        continue;
+      }
       auto t = type_from_name(tn.c_str());
-      if (!t) fail(ErrorKind::Usage, "unknown type " + tn);
-      type_list.push_back(*t);
+      if (!t) fail(ErrorKind::Usage, "unknown type " + tn + " (a GGML type name, or q4_K_M)");
+      type_list.push_back({*t});
     }
     if (!write_dir.empty()) {
       write_models(a, type_list, write_dir);
@@ -336,7 +350,7 @@ int main(int argc, char** argv) {
                 "last only: the last position's logits (as galleon run and llama-bench -p)\n");
     std::printf("| shape | type   | isa    | threads | prompt t/s | last only  | gen t/s    | RSS MiB  | bw use |\n");
     std::printf("|-------|--------|--------|---------|------------|------------|------------|----------|--------|\n");
-    for (GgmlType t : type_list) bench_one(a, t, bw);
+    for (BenchType t : type_list) bench_one(a, t, bw);
   } catch (const Error& e) {
     std::fprintf(stderr, "llama_bench: %s\n", e.message().c_str());
     return exit_code(e.kind());
