@@ -134,10 +134,18 @@ GALLEON_HD void stage_k_rows(int first, const float* k, int64_t kv_dim, int hd, 
   GALLEON_DEVICE_UNROLL
   for (int c = 0; c < kStageQuads; ++c, store.next())
     if (store.row() < rows) {
-      // Elements 4c .. 4c + 3 (c = store.col()): u = 0 .. 3 of one m, 4 floats apart.
+      // Elements 4c .. 4c + 3 (c = store.col()): u = 0 .. 3 of one m, 4 floats apart. A warp's
+      // threads hold 16 quads of 2 rows (head dim 64; 8 of 4 rows for 32), which the quad
+      // layout puts on 8 banks: each thread stores its four in a turn of its own (`first`),
+      // so that the warp's stores of a step hit 32 banks rather than 8.
       float* at = tile + store.row() * stride + quad_pos(4 * store.col());
+      const float* q = staged[c];
+      const int first = (2 * (store.col() >> 3) + store.row()) & 3;
       GALLEON_DEVICE_UNROLL
-      for (int e = 0; e < 4; ++e) at[4 * e] = staged[c][e];
+      for (int k = 0; k < 4; ++k) {
+        const int e = (first + k) & 3;
+        at[4 * e] = e == 0 ? q[0] : e == 1 ? q[1] : e == 2 ? q[2] : q[3];
+      }
     }
 }
 // Staging a q row (hd elements) in the quad layout, quad_row_floats(hd) floats: the cells
