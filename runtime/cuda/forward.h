@@ -12,6 +12,7 @@
 #include <utility>
 #include <vector>
 
+#include "runtime/error.h"
 #include "runtime/kernels.h"
 #include "runtime/model.h"
 
@@ -67,11 +68,14 @@ struct Buffers {
 
 // Several matmuls of one input; the input is converted once per activation format (into X's
 // activation slot s). Where X takes several matmuls at once (matmul_group: CudaExec launches
-// them as one grid), consecutive ones of one weight type and input width go together.
+// them as one grid), consecutive ones of one weight type and input width go together. At most
+// 3 outputs (forward's calls).
 template <class X>
 void matmuls(X& x, const float* in, int64_t ntok,
              std::initializer_list<std::pair<const DevWeight*, float*>> outs) {
   constexpr int kMax = 3;
+  if (outs.size() > size_t(kMax))
+    fail(ErrorKind::Internal, "CUDA forward: more than 3 matmuls of one input");
   kern::ActFormat formats[kMax];
   const void* acts[kMax];
   size_t arbs[kMax];
@@ -93,16 +97,18 @@ void matmuls(X& x, const float* in, int64_t ntok,
     ys[n] = y;
     slots[n++] = s;
   }
+  constexpr bool kGroups = requires { x.matmul_group(ws, ys, 1, acts[0], arbs[0], ntok); };
   for (int i = 0; i < n;) {
     int j = i + 1;
-    if constexpr (requires { x.matmul_group(ws, ys, 1, acts[0], arbs[0], ntok); })
+    if constexpr (kGroups) {
       while (j < n && ws[j]->type == ws[i]->type && ws[j]->n_in == ws[i]->n_in) ++j;
-    if (j - i > 1) {
-      if constexpr (requires { x.matmul_group(ws, ys, 1, acts[0], arbs[0], ntok); })
+      if (j - i > 1) {
         x.matmul_group(ws + i, ys + i, j - i, acts[slots[i]], arbs[slots[i]], ntok);
-    } else {
-      x.matmul(*ws[i], acts[slots[i]], arbs[slots[i]], ntok, ys[i]);
+        i = j;
+        continue;
+      }
     }
+    x.matmul(*ws[i], acts[slots[i]], arbs[slots[i]], ntok, ys[i]);
     i = j;
   }
 }
