@@ -62,24 +62,33 @@ GALLEON_HD int quad_pos(int i) {
   return (i & ~31) + 16 * (m >> 2) + 4 * (i & 3) + (m & 3);
 }
 GALLEON_HD int64_t quad_row_floats(int64_t hd) { return (hd + 31) / 32 * 32; }
-// Four floats from p to q (one 16-byte load or store on the GPU where p is aligned to it).
-GALLEON_HD void load_quad(const float* p, float* q) {
+// N (4 or 2) floats from p to q: one 16- or 8-byte load on the GPU where p is aligned to it.
+template <int N>
+GALLEON_HD void load_floats(const float* p, float* q) {
 #if defined(__CUDA_ARCH__)
-  if (reinterpret_cast<uintptr_t>(p) % 16 == 0) {
-    const float4 f = *reinterpret_cast<const float4*>(p);
-    q[0] = f.x, q[1] = f.y, q[2] = f.z, q[3] = f.w;
-    return;
+  if constexpr (N == 4) {
+    if (reinterpret_cast<uintptr_t>(p) % 16 == 0) {
+      const float4 f = *reinterpret_cast<const float4*>(p);
+      q[0] = f.x, q[1] = f.y, q[2] = f.z, q[3] = f.w;
+      return;
+    }
+  } else if constexpr (N == 2) {
+    if (reinterpret_cast<uintptr_t>(p) % 8 == 0) {
+      const float2 f = *reinterpret_cast<const float2*>(p);
+      q[0] = f.x, q[1] = f.y;
+      return;
+    }
   }
 #endif
-  for (int i = 0; i < 4; ++i) q[i] = p[i];
+  for (int i = 0; i < N; ++i) q[i] = p[i];
 }
 // Thread u's values v of a row in the quad layout (those past hd: whatever the row holds there).
 GALLEON_HD void quad_values(const float* row, int64_t hd, int u, float (&v)[kQuadValues]) {
   GALLEON_DEVICE_UNROLL
   for (int b = 0; b < kQuadValues / 8; ++b)
     if (32 * b < hd) {
-      load_quad(row + 32 * b + 4 * u, v + 8 * b);
-      load_quad(row + 32 * b + 16 + 4 * u, v + 8 * b + 4);
+      load_floats<4>(row + 32 * b + 4 * u, v + 8 * b);
+      load_floats<4>(row + 32 * b + 16 + 4 * u, v + 8 * b + 4);
     } else {
       GALLEON_DEVICE_UNROLL
       for (int m = 0; m < 8; ++m) v[8 * b + m] = 0.0f;
@@ -129,7 +138,7 @@ GALLEON_HD void stage_k_rows(int first, const float* k, int64_t kv_dim, int hd, 
   CellWalk load(first, kThreads, hd / 4);
   GALLEON_DEVICE_UNROLL
   for (int c = 0; c < kStageQuads; ++c, load.next())
-    if (load.row() < rows) load_quad(k + load.row() * kv_dim + 4 * load.col(), staged[c]);
+    if (load.row() < rows) load_floats<4>(k + load.row() * kv_dim + 4 * load.col(), staged[c]);
   CellWalk store(first, kThreads, hd / 4);
   GALLEON_DEVICE_UNROLL
   for (int c = 0; c < kStageQuads; ++c, store.next())
@@ -209,23 +218,6 @@ struct ScoreLayout {
   }
   GALLEON_HD static ScoreLayout linear(float* base, int64_t head) { return {base, head, 1, 32}; }
 };
-// N floats from p to q (one 8- or 16-byte load on the GPU where p is aligned to it).
-template <int N>
-GALLEON_HD void load_floats(const float* p, float* q) {
-  if constexpr (N == 4) {
-    load_quad(p, q);
-  } else {
-#if defined(__CUDA_ARCH__)
-    if (N == 2 && reinterpret_cast<uintptr_t>(p) % 8 == 0) {
-      const float2 f = *reinterpret_cast<const float2*>(p);
-      q[0] = f.x, q[1] = f.y;
-      return;
-    }
-#endif
-    for (int i = 0; i < N; ++i) q[i] = p[i];
-  }
-}
-
 // Step 4 of the K-tile kernel, cell (lane l < 32, column d < hd) of G heads: acc[g] plus, in
 // increasing j = l mod 32, e_j of head g * v_j[d] (vd: v_0[d], rows kv_dim floats apart), each
 // acc[g] as lane_weighted_sum adds. The V elements of kVLoads positions are loaded first, so

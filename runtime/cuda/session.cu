@@ -791,17 +791,6 @@ void launch_matmul(const DevWeight& w, const uint8_t* a, size_t arb, int64_t nto
 // above; not yet run on a GPU) or p4 (k4 with a lane's blocks two at a time, Tile's kPairs; not
 // yet run on a GPU). Every variant gives the same bits; they differ in speed only.
 enum class MmaVariant { R2, S2, S4, T4, K4, K8, P4 };
-// The tile kernels' variants (read when a session is made): the tensor-core kernel's, and the
-// plain tiles' blocks per SM (GALLEON_CUDA_PLAIN=b2: 2; else 1).
-struct TileVariant {
-  MmaVariant mma;
-  int plain_blocks;
-};
-MmaVariant mma_variant_from_env();
-TileVariant tile_variant_from_env() {
-  const char* e = std::getenv("GALLEON_CUDA_PLAIN");
-  return {mma_variant_from_env(), e && std::string(e) == "b2" ? 2 : 1};
-}
 MmaVariant mma_variant_from_env() {
   const char* e = std::getenv("GALLEON_CUDA_MMA");
   const std::string s = e ? e : "";
@@ -812,6 +801,16 @@ MmaVariant mma_variant_from_env() {
   if (s == "k8") return MmaVariant::K8;
   if (s == "p4") return MmaVariant::P4;
   return MmaVariant::S4;
+}
+// The tile kernels' variants (read when a session is made): the tensor-core kernel's, and the
+// plain tiles' blocks per SM (GALLEON_CUDA_PLAIN=b2: 2; else 1).
+struct TileVariant {
+  MmaVariant mma;
+  int plain_blocks;
+};
+TileVariant tile_variant_from_env() {
+  const char* e = std::getenv("GALLEON_CUDA_PLAIN");
+  return {mma_variant_from_env(), e && std::string(e) == "b2" ? 2 : 1};
 }
 
 // Matmuls of one input for one launch of the prompt tiles: weights of one type and input
@@ -843,13 +842,12 @@ GroupLaunch group_launch(const MatmulGroup& g) {
   }
   return l;
 }
-// Whether the weights of g follow each other in memory (one matrix's rows): one launch.
+// Whether the weights of g (one type and input width, so one row size) follow each other in
+// memory, as one matrix's rows: one launch.
 bool contiguous(const MatmulGroup& g) {
   for (int i = 1; i < g.n; ++i) {
     const DevWeight &a = *g.w[i - 1], &b = *g.w[i];
-    if (b.type != a.type || b.n_in != a.n_in || b.row_bytes != a.row_bytes ||
-        b.data != a.data + a.row_bytes * size_t(a.n_out))
-      return false;
+    if (b.data != a.data + a.row_bytes * size_t(a.n_out)) return false;
   }
   return true;
 }
@@ -874,8 +872,9 @@ void launch_matmul_mma(const GroupLaunch& l, cudaStream_t st, MmaVariant variant
     case MmaVariant::S2: return launch_mma_variant<T, 2, true, 4>(l, st);
     case MmaVariant::S4: return launch_mma_variant<T, 4, true, 3>(l, st);
     case MmaVariant::T4:
-      GALLEON_LAUNCH(matmul_grid(l.p.n_out, cdev::mma::kRows * kMmaWarps, l.p.ntok, kStagedTokens),
-                     32 * kMmaWarps, 0, st, matmul_mma_staged_kernel<T>)(l.p, l.out);
+      GALLEON_LAUNCH(
+          matmul_grid(l.p.n_out, cdev::mma::kRows * kMmaWarps, l.p.ntok, kStagedTokens),
+          32 * kMmaWarps, 0, st, matmul_mma_staged_kernel<T>)(l.p, l.out);
       return;
     case MmaVariant::K4: return launch_mma_split<T, 4, 4, 4>(l, st);
     case MmaVariant::K8: return launch_mma_split<T, 4, 8, 2>(l, st);
@@ -1048,26 +1047,23 @@ class CudaExec {
     return act_[slot].get();
   }
   void matmul(const DevWeight& w, const void* act, size_t arb, int64_t ntok, float* y) {
-    std::string what;  // built only when profiling
-    if (profile_.on())
-      what = std::string("matmul ") + type_name(w.type) +
-             (use_tiles(w.type, ntok, path_) ? " (tiles)" : "");
-    profile_.step(what.c_str(), batch_, [&] {
-      run_matmuls({{&w}, {y}, 1, static_cast<const uint8_t*>(act), arb, ntok}, st_, path_,
-                  tiles_);
-    });
+    const DevWeight* ws = &w;
+    matmul_group(&ws, &y, 1, act, arb, ntok);
   }
   // n (at most cdev::kMaxGemmParts) matmuls of one input, weights of one type and input width.
   void matmul_group(const DevWeight* const* w, float* const* y, int n, const void* act,
                     size_t arb, int64_t ntok) {
     MatmulGroup g{{}, {}, n, static_cast<const uint8_t*>(act), arb, ntok};
     for (int i = 0; i < n; ++i) g.w[i] = w[i], g.y[i] = y[i];
-    std::string what;
-    if (profile_.on())
-      what = std::string("matmul ") + type_name(w[0]->type) +
-             (!use_tiles(w[0]->type, ntok, path_) ? " (" + std::to_string(n) + " in turn)"
-              : contiguous(g) ? " (tiles, " + std::to_string(n) + " at once)"
-                              : " (tiles, " + std::to_string(n) + " in turn)");
+    std::string what;  // built only when profiling: "matmul Q4_0 (tiles, 3 at once)"
+    if (profile_.on()) {
+      const bool tiles = use_tiles(w[0]->type, ntok, path_);
+      std::string how = tiles ? "tiles" : "";
+      if (n > 1)
+        how += (tiles ? ", " : "") + std::to_string(n) +
+               (tiles && contiguous(g) ? " at once" : " in turn");
+      what = std::string("matmul ") + type_name(w[0]->type) + (how.empty() ? "" : " (" + how + ")");
+    }
     profile_.step(what.c_str(), batch_, [&] { run_matmuls(g, st_, path_, tiles_); });
   }
   void rms_norm(const float* x, const float* w, int64_t n, float eps, int64_t ntok, float* y) {
@@ -1142,10 +1138,12 @@ class CudaExec {
       int tree_heads = G;  // as many heads' trees at once as fit
       while (tree_heads > 1 && bytes(kept, tree_heads) > attn_shared_) --tree_heads;
       const size_t shared = bytes(kept, tree_heads);
-      if (shared > kAttnShared)
+      if (shared > kAttnShared && !(attn_raised_ & (1u << G))) {  // once per session and G
         check(cudaFuncSetAttribute(attention_tiles_kernel<G>,
-                                   cudaFuncAttributeMaxDynamicSharedMemorySize, int(shared)),
+                                   cudaFuncAttributeMaxDynamicSharedMemorySize, int(attn_shared_)),
               "cudaFuncSetAttribute (attention kernel)");
+        attn_raised_ |= 1u << G;
+      }
       profile_.step("attention (K tiles)", batch_, [&] {
         GALLEON_LAUNCH(dim3(unsigned(ntok), unsigned(n_head / G)), kAttnThreads, shared, st_,
                        attention_tiles_kernel<G>)(
@@ -1184,6 +1182,7 @@ class CudaExec {
   bool attn_tiles_ = env_flag("GALLEON_CUDA_ATTN_TILES", true);
   bool attn_scratch_ = env_flag("GALLEON_CUDA_ATTN_SCRATCH", false);
   size_t attn_shared_ = attention_shared_limit();
+  unsigned attn_raised_ = 0;  // bit G: attention_tiles_kernel<G> may take attn_shared_
   TileVariant tiles_ = tile_variant_from_env();
 };
 
@@ -1283,15 +1282,14 @@ DevWeight CudaSession::upload_weight(const Weight& w) {
 }
 
 // The weights ws in one allocation, one after the other (as the rows of one matrix): the
-// leading ones that share the first's type, input width and row size, where there are two or
-// more and none is uploaded yet; then run_matmuls computes their matmuls in one launch (a
-// Q4_K_M layer: Q and K together, its Q6_K V alone). upload_weight finds them.
+// leading ones that share the first's type and input width (so its row size), where there are
+// two or more and none is uploaded yet; then run_matmuls computes their matmuls in one launch
+// (a Q4_K_M layer: Q and K together, its Q6_K V alone). upload_weight finds them.
 void CudaSession::upload_together(std::initializer_list<const Weight*> ws) {
   const Weight& first = **ws.begin();
   std::vector<const Weight*> run;
   for (const Weight* w : ws) {
-    if (w->type != first.type || w->n_in != first.n_in || w->row_bytes != first.row_bytes)
-      break;
+    if (w->type != first.type || w->n_in != first.n_in) break;
     run.push_back(w);
   }
   size_t bytes = 0;
