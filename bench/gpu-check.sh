@@ -12,17 +12,17 @@
 #      kernels, without the prompt paths on by default: the prompt GEMM tiles, i.e. tensor cores
 #      for the quantized types and shared-memory tiles for F32/F16/BF16; attention scores from
 #      K tiles); cuda_test's matmul kernels and two models once more with each tile variant
-#      not yet run on a GPU (GALLEON_CUDA_MMA=t4, k4, k8, p4; r2 and s2 passed on the H200;
-#      GALLEON_CUDA_PLAIN=b2 with the F16 and BF16 models);
+#      other than the defaults (GALLEON_CUDA_MMA=s4, k4, k8, p4; r2 and s2 passed on the H200;
+#      GALLEON_CUDA_PLAIN=b1 with the F16 and BF16 models);
 #   4. a bundle of recipes/stories260k.yaml with its CUDA engine member: `galleon install`, then
 #      `galleon check stories260k --device cuda` and `galleon run stories260k --device cuda`;
 #   5. print a speed table (CPU and GPU tok/s, 124M and 1.1B shapes, F16 Q8_0 Q4_0 Q4_K, the GPU
-#      with its defaults; then 512-token prompts on the GPU with the tensor-core variants /s4
-#      (the default) /t4 /k4 /k8 /p4; 1.1B Q4_K_M (llama.cpp's: V and down in Q6_K); 1.1B F16
-#      with GALLEON_CUDA_PLAIN unset and b2), and where
-#      a 1.1B prompt's GPU time goes (three copies of the logits checks' prompt, one batch of a
-#      few hundred tokens), per kind of step (GALLEON_CUDA_PROFILE=1), Q4_0 with the default
-#      variant, k4 and p4, Q4_K and F16 with the defaults.
+#      with its defaults; then 1.1B 512-token prompts on the GPU, 3 runs each, with the
+#      tensor-core variants /t4 (the default) /s4 /k4 /p4; 1.1B Q4_K_M (llama.cpp's: V and down
+#      in Q6_K); 1.1B F16 with GALLEON_CUDA_PLAIN unset and b1), and where a 1.1B prompt's GPU
+#      time goes (six copies of the logits checks' prompt, one batch of about 450 tokens), per
+#      kind of step (GALLEON_CUDA_PROFILE=1, every kernel loaded before: CUDA_MODULE_LOADING=
+#      EAGER), Q4_0 with the default variant, s4 and k4, Q4_K and F16 with the defaults.
 # Prints PASS or FAIL per check; exits non-zero when any check fails. Sized for about 5 minutes
 # on a 16-core H100/H200 machine (SPEED_TIMEOUT bounds the table; SKIP_SPEED=1 skips it).
 # GPU_CHECK_DEVICE=host is a dry run of this script on a machine without a GPU: the GPU side is
@@ -191,7 +191,7 @@ else
 fi
 # The tensor-core variants other than the default: the kernels and two models' forward passes
 # (the dry run leaves them to cuda_emu_test and CTest's cuda_host_test).
-for v in MMA=t4 MMA=k4 MMA=k8 MMA=p4 PLAIN=b2; do
+for v in MMA=s4 MMA=k4 MMA=k8 MMA=p4 PLAIN=b1; do
   [[ $HOST == 1 ]] && break
   tests='CudaKernels.MatmulMatchesRefDot:AllTypes/CudaSynth.MatchesCpu/llama_q4_K:AllTypes/CudaSynth.MatchesCpu/llama_q6_K'
   [[ $v == PLAIN=* ]] && tests='CudaKernels.MatmulMatchesRefDot:AllTypes/CudaSynth.MatchesCpu/llama_f16:AllTypes/CudaSynth.MatchesCpu/llama_bf16'
@@ -341,28 +341,29 @@ elif [[ "${SKIP_SPEED:-0}" != 1 ]]; then
   echo "== speed (tok/s; prompt 128 / 64 tokens, generate 32 / 16) [$(elapsed)]"
   # GPU rows show the device in the isa column (+gemm+tiles: the defaults); bw use is computed
   # for CPU rows only. Then 512-token prompts (as llama.cpp's figures) with the tensor-core
-  # variants (/s4 /t4 /k4 /k8 /p4; F16 has none). The models are synthesized once (--save).
+  # variants (/t4 /s4 /k4 /p4; F16 has none), the mean of 3 runs. The models are synthesized
+  # once (--save).
   timeout "$SPEED_TIMEOUT" bash -c "
     '$BIN/llama_bench' --shape 124m --type f16,q8_0,q4_0,q4_K --device cpu,$DEV \
       --threads $JOBS -p 128 -n 32 -r 1 --save '$TMP' &&
     '$BIN/llama_bench' --shape 1.1b --type f16,q8_0,q4_0,q4_K --device cpu,$DEV \
       --threads $JOBS -p 64 -n 16 -r 1 --save '$TMP' | tail -n +4 &&
-    '$BIN/llama_bench' --shape 124m --type q8_0,q4_0,q4_K --device $DEV --cuda-mma s4,t4,k4,k8,p4 \
-      -p 512 -n 16 -r 1 --save '$TMP' | tail -n +4 &&
-    '$BIN/llama_bench' --shape 1.1b --type q4_0,q8_0,q4_K --device $DEV --cuda-mma s4,t4,k4,k8,p4 \
-      -p 512 -n 16 -r 1 --save '$TMP' | tail -n +4 &&
-    echo '-- 1.1B F16, 512 tokens: the plain tiles one block per SM, then GALLEON_CUDA_PLAIN=b2' &&
-    '$BIN/llama_bench' --shape 1.1b --type f16 --device $DEV -p 512 -n 16 -r 1 --save '$TMP' |
+    '$BIN/llama_bench' --shape 1.1b --type q4_0,q8_0,q4_K --device $DEV --cuda-mma t4,s4,k4,p4 \
+      -p 512 -n 16 -r 3 --save '$TMP' | tail -n +4 &&
+    echo '-- 1.1B F16, 512 tokens: the plain tiles two blocks per SM, then GALLEON_CUDA_PLAIN=b1' &&
+    '$BIN/llama_bench' --shape 1.1b --type f16 --device $DEV -p 512 -n 16 -r 3 --save '$TMP' |
       tail -n +4 &&
-    GALLEON_CUDA_PLAIN=b2 '$BIN/llama_bench' --shape 1.1b --type f16 --device $DEV -p 512 -n 16 \
-      -r 1 --save '$TMP' | tail -n +4 &&
+    GALLEON_CUDA_PLAIN=b1 '$BIN/llama_bench' --shape 1.1b --type f16 --device $DEV -p 512 -n 16 \
+      -r 3 --save '$TMP' | tail -n +4 &&
     echo '-- 1.1B Q4_K_M (synthesized here: the last row)' &&
-    '$BIN/llama_bench' --shape 1.1b --type q4_K_M --device $DEV -p 512 -n 16 -r 1 --save '$TMP' |
+    '$BIN/llama_bench' --shape 1.1b --type q4_K_M --device $DEV -p 512 -n 16 -r 3 --save '$TMP' |
       tail -n +4" | grep -v '^(model kept' ||
     echo "(speed table stopped after ${SPEED_TIMEOUT}s or failed; not a correctness check)"
-  # Where a prompt's GPU time goes (GALLEON_CUDA_PROFILE=1: each step kind's kernel time).
-  long="$PROMPT $PROMPT $PROMPT"  # one batch, as the 512-token rows: no more than 512 tokens
-  for mv in q4_0/ q4_0/k4 q4_0/p4 q4_K/ f16/; do
+  # Where a prompt's GPU time goes (GALLEON_CUDA_PROFILE=1: each step kind's kernel time; the
+  # kernels loaded when the context is made, so that no step's first launch loads its kernel).
+  long="$PROMPT $PROMPT $PROMPT $PROMPT $PROMPT $PROMPT"  # one batch of under 512 tokens
+  export CUDA_MODULE_LOADING=EAGER
+  for mv in q4_0/ q4_0/s4 q4_0/k4 q4_K/ f16/; do
     m=$TMP/llama-1.1b-${mv%/*}.gguf v=${mv#*/}
     [[ -f "$m" ]] || continue
     echo "-- $(basename "$m" .gguf), ${v:+GALLEON_CUDA_MMA=$v, }the defaults otherwise"

@@ -277,10 +277,11 @@ class Tile {
   GALLEON_HDI void leaf_blocks(int p, float (&v)[NT][4]) const {
     const int64_t count = p_.n / kElems;
     for (int64_t i = bitrev5(p); i < count; i += 32) {
-      acts_.begin(i, next_block(p, i, count));
+      const int64_t next = next_block(p, i, count);
+      acts_.begin(i, next);
       float c[NT][4];
       if constexpr (kElems == 32)
-        block_a8(i, c);
+        block_a8(i, next, c);
       else if constexpr (T == GgmlType::Q6_K)
         block_q6_k(i, c);
       else
@@ -294,20 +295,32 @@ class Tile {
     for (int64_t i = l; i < count; i += 64) {
       const bool second = i + 32 < count;
       float c[NT][4], c2[NT][4];
-      block_a8(i, c);
-      block_a8(second ? i + 32 : i, c2);
+      block_a8(i, -1, c);
+      block_a8(second ? i + 32 : i, -1, c2);
       add(v, c);
       if (second) add(v, c2);
     }
   }
 
-  // Contribution of block i of each result: one m16n8k32 per token group.
-  GALLEON_HDI void block_a8(int64_t i, float (&c)[NT][4]) const {
-    WarpWords<4> a;
+  // The weight words of block i (A fragments of rows r0 .. r0 + 15).
+  GALLEON_HDI void load_a8(int64_t i, WarpWords<4>& a) const {
     a.load(lane_, [&](int l, uint32_t* w) {
       a8_words<T>(row(l, 0) + size_t(i) * kBytes, l & 3, &w[0], &w[2]);
       a8_words<T>(row(l, 1) + size_t(i) * kBytes, l & 3, &w[1], &w[3]);
     });
+  }
+  // Contribution of block i of each result: one m16n8k32 per token group. Its weight words
+  // were fetched with the block before (next_a_), unless it is the first; those of block `next`
+  // (the next one visited; -1: none, or not known) are fetched now, so that their loads are in
+  // flight while this block is computed.
+  GALLEON_HDI void block_a8(int64_t i, int64_t next, float (&c)[NT][4]) const {
+    WarpWords<4> a;
+    if (next_i_ == i)
+      a = next_a_;
+    else
+      load_a8(i, a);
+    if (next >= 0) load_a8(next, next_a_);
+    next_i_ = next;
     GALLEON_DEVICE_UNROLL
     for (int j = 0; j < NT; ++j) {
       WarpWords<2> b;
@@ -399,6 +412,9 @@ class Tile {
   int64_t r0_;
   int lane_;
   mutable Acts acts_;  // begin() moves a staged source on
+  // block_a8's prefetch: the weight words of block next_i_ (-1: none).
+  mutable WarpWords<4> next_a_;
+  mutable int64_t next_i_ = -1;
 };
 
 }  // namespace galleon::cdev::mma

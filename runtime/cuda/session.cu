@@ -298,7 +298,7 @@ __global__ void __launch_bounds__(32 * kMmaWarps, kMinBlocks)
   }
 }
 
-// Variant t4 (GALLEON_CUDA_MMA=t4; not yet timed on a GPU): the 4 warps of a block take 4 x 16
+// Variant t4 (the default; GALLEON_CUDA_MMA): the 4 warps of a block take 4 x 16
 // rows of the same 32 tokens, whose activation block i the block stages in shared memory once
 // for its 4 warps (StagedActs), fetching the next block's words while this one is used; the
 // counter keeps level 0 in registers and the others in shared memory (41 KiB in all).
@@ -370,13 +370,13 @@ __global__ void __launch_bounds__(32 * kMmaWarps, 2)
   }
 }
 
-// Variants k4 and k8 (GALLEON_CUDA_MMA=k4|k8; not yet run on a GPU): the dot products split
+// Variants k4 and k8 (GALLEON_CUDA_MMA=k4|k8): the dot products split
 // across the S warps of a block. They take the same 16 rows x 8 * NT tokens, warp w the leaves
 // w * 32 / S .. (w + 1) * 32 / S - 1 (a subtree of the warp tree, cdev::mma::Tile::run_leaves,
 // its counter in shared memory); then the block joins the S subtrees of each result as the
 // tree's upper levels (cdev::mma::join_subtrees), each warp some of the results. So a matmul
 // has S times the warps of s4, each with 1/S of the blocks of a dot product in turn. Variant
-// p4 (GALLEON_CUDA_MMA=p4; not yet run on a GPU) is k4 with two blocks of a lane at a time
+// p4 (GALLEON_CUDA_MMA=p4) is k4 with two blocks of a lane at a time
 // (Tile's kPairs: both blocks' loads in flight together; the 32-element types).
 template <GgmlType T, int NT, int S, int kMinBlocks, bool kPairs>
 __global__ void __launch_bounds__(32 * S, kMinBlocks)
@@ -415,9 +415,9 @@ __global__ void __launch_bounds__(32 * S, kMinBlocks)
 // The plain types' prompt matmul (cdev::plain): a block stages kChunk elements of kRows
 // weight rows and kTokens tokens per round (the next round's pieces are loaded into registers
 // while this one is computed); each warp then reduces its kOut dot products with the paired tree.
-// kMinBlocks: 1, or 2 blocks per SM (GALLEON_CUDA_PLAIN=b2; not yet run on a GPU): at most 128
-// registers instead of 179-181, some spilled (28-60 bytes), so that one block's barriers and
-// loads overlap the other's arithmetic.
+// kMinBlocks: 2 blocks per SM (the default: at most 128 registers, 28-60 bytes spilled, so that
+// one block's barriers and loads overlap the other's arithmetic; 1.1B F16 512-token prompts 25%
+// faster on the H200), or 1 (GALLEON_CUDA_PLAIN=b1: 179-181 registers, no spills).
 template <GgmlType T, int kMinBlocks>
 __global__ void __launch_bounds__(cdev::plain::kThreads, kMinBlocks)
     matmul_plain_kernel(cdev::GemmArgs p, cdev::GemmOut y) {
@@ -519,22 +519,30 @@ __global__ void quantize_a8k_kernel(const float* x, int64_t n, int64_t total, ke
   if (lane == 0) out[b].d = d;
 }
 
-constexpr int kNormThreads = 256;
+constexpr int kNormWarps = 8;
 
-// y = (x * (1 / sqrt(sum_sq(x) / n + eps))) * w, one block per token: warp 0 makes the
-// canonical sum of squares, every thread applies the scale.
-__global__ void rms_norm_kernel(const float* x, const float* w, int64_t n, float eps, float* y) {
-  __shared__ float s_scale;
-  const float* xr = x + int64_t(blockIdx.x) * n;
-  float* yr = y + int64_t(blockIdx.x) * n;
-  if (threadIdx.x < 32) {
-    const float ss = cdev::warp_tree(cdev::lane_dot_f32(xr, xr, n, int(threadIdx.x)));
-    if (threadIdx.x == 0) s_scale = cdev::step::rms_scale(cdev::canonical_nan(ss), n, eps);
+// y = (x * (1 / sqrt(sum_sq(x) / n + eps))) * w for kNormWarps tokens per block: warp w makes
+// the canonical sum of squares of token kNormWarps * block + w, then every thread applies the
+// scales (a token's row at a time).
+__global__ void rms_norm_kernel(const float* x, const float* w, int64_t n, float eps,
+                                int64_t ntok, float* y) {
+  __shared__ float s_scale[kNormWarps];
+  const int warp = int(threadIdx.x) >> 5, lane = int(threadIdx.x) & 31;
+  const int64_t t0 = int64_t(blockIdx.x) * kNormWarps;
+  const int64_t rows = ntok - t0 < kNormWarps ? ntok - t0 : kNormWarps;
+  if (warp < rows) {  // warp-uniform
+    const float* xr = x + (t0 + warp) * n;
+    const float ss = cdev::warp_tree(cdev::lane_dot_f32(xr, xr, n, lane));
+    if (lane == 0) s_scale[warp] = cdev::step::rms_scale(cdev::canonical_nan(ss), n, eps);
   }
   __syncthreads();
-  const float scale = s_scale;
-  for (int64_t i = threadIdx.x; i < n; i += blockDim.x)
-    yr[i] = cdev::step::rms_apply(xr[i], scale, w[i]);
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + (t0 + r) * n;
+    float* yr = y + (t0 + r) * n;
+    const float scale = s_scale[r];
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x)
+      yr[i] = cdev::step::rms_apply(xr[i], scale, w[i]);
+  }
 }
 
 __global__ void add_kernel(float* x, const float* b, int64_t dim, int64_t total, bool broadcast) {
@@ -784,33 +792,33 @@ void launch_matmul(const DevWeight& w, const uint8_t* a, size_t arb, int64_t nto
         w.data, w.row_bytes, w.n_in, w.n_out, a, arb, ntok, y, w.n_out);
 }
 
-// The tensor-core kernel's variant, GALLEON_CUDA_MMA (read when a session is made): s4 (the
-// default: 4 token groups per warp, counter in shared memory), s2 (2 token groups, counter in
-// shared memory), r2 (2 token groups, counter in registers: the first version) or t4 (staged
-// activations, above; not yet timed), k4 or k8 (the dot products split across 4 or 8 warps,
-// above; not yet run on a GPU) or p4 (k4 with a lane's blocks two at a time, Tile's kPairs; not
-// yet run on a GPU). Every variant gives the same bits; they differ in speed only.
+// The tensor-core kernel's variant, GALLEON_CUDA_MMA (read when a session is made): t4 (the
+// default: staged activations, above), s4 (4 token groups per warp, counter in shared memory:
+// the default until the H200 timed t4), s2 (2 token groups, counter in shared memory), r2 (2
+// token groups, counter in registers: the first version), k4 or k8 (the dot products split
+// across 4 or 8 warps, above) or p4 (k4 with a lane's blocks two at a time, Tile's kPairs).
+// Every variant gives the same bits; they differ in speed only (docs/cuda.md).
 enum class MmaVariant { R2, S2, S4, T4, K4, K8, P4 };
 MmaVariant mma_variant_from_env() {
   const char* e = std::getenv("GALLEON_CUDA_MMA");
   const std::string s = e ? e : "";
   if (s == "r2") return MmaVariant::R2;
   if (s == "s2") return MmaVariant::S2;
-  if (s == "t4") return MmaVariant::T4;
+  if (s == "s4") return MmaVariant::S4;
   if (s == "k4") return MmaVariant::K4;
   if (s == "k8") return MmaVariant::K8;
   if (s == "p4") return MmaVariant::P4;
-  return MmaVariant::S4;
+  return MmaVariant::T4;
 }
 // The tile kernels' variants (read when a session is made): the tensor-core kernel's, and the
-// plain tiles' blocks per SM (GALLEON_CUDA_PLAIN=b2: 2; else 1).
+// plain tiles' blocks per SM (2, the default; GALLEON_CUDA_PLAIN=b1: 1).
 struct TileVariant {
   MmaVariant mma;
   int plain_blocks;
 };
 TileVariant tile_variant_from_env() {
   const char* e = std::getenv("GALLEON_CUDA_PLAIN");
-  return {mma_variant_from_env(), e && std::string(e) == "b2" ? 2 : 1};
+  return {mma_variant_from_env(), e && std::string(e) == "b1" ? 1 : 2};
 }
 
 // Matmuls of one input for one launch of the prompt tiles: weights of one type and input
@@ -1068,7 +1076,8 @@ class CudaExec {
   }
   void rms_norm(const float* x, const float* w, int64_t n, float eps, int64_t ntok, float* y) {
     profile_.step("rms_norm", batch_, [&] {
-      GALLEON_LAUNCH(unsigned(ntok), kNormThreads, 0, st_, rms_norm_kernel)(x, w, n, eps, y);
+      GALLEON_LAUNCH(unsigned((ntok + kNormWarps - 1) / kNormWarps), 32 * kNormWarps, 0, st_,
+                     rms_norm_kernel)(x, w, n, eps, ntok, y);
       check_launch("rms_norm kernel");
     });
   }
