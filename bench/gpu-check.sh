@@ -20,7 +20,7 @@
 #      with its defaults; then 1.1B 512-token prompts on the GPU, 3 runs each, with the
 #      tensor-core variants /t4 (the default) /s4 /k4 /p4; 1.1B Q4_K_M (llama.cpp's: V and down
 #      in Q6_K); 1.1B F16 with GALLEON_CUDA_PLAIN unset and b1), and where a 1.1B prompt's GPU
-#      time goes (six copies of the logits checks' prompt, one batch of about 450 tokens), per
+#      time goes (six copies of the logits checks' prompt, one batch of 859 tokens), per
 #      kind of step (GALLEON_CUDA_PROFILE=1, every kernel loaded before: CUDA_MODULE_LOADING=
 #      EAGER), Q4_0 with the default variant, s4 and k4, Q4_K and F16 with the defaults.
 # Prints PASS or FAIL per check; exits non-zero when any check fails. Sized for about 5 minutes
@@ -40,10 +40,13 @@
 # about 30 MB, unpacked there on first use); take that folder along and run `bash bench/gpu-check.sh` from the repository root there. The staged
 # executables need glibc >= 2.34 and libstdc++ >= GCC 11 (GLIBCXX_3.4.29); the CUDA runtime is
 # linked in and loads the driver at run time.
+# `bench/gpu-check.sh ncu` runs no check: Nsight Compute's sections for the prompt attention and
+# the tensor-core matmuls of a 1.1B Q4_0 prompt (below), where the GPU machine has ncu.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 MODE=${1:-check}
+[[ $MODE =~ ^(check|stage|ncu)$ ]] || { echo "usage: bench/gpu-check.sh [check|stage|ncu]" >&2; exit 2; }
 HOST=0
 [[ ${GPU_CHECK_DEVICE:-cuda} == host ]] && HOST=1
 [[ ${GPU_CHECK_DEVICE:-cuda} =~ ^(cuda|host)$ ]] || { echo "GPU_CHECK_DEVICE: cuda or host" >&2; exit 2; }
@@ -90,8 +93,8 @@ sources_digest() {
   find CMakeLists.txt runtime pkg signing tests bench recipes -type f ! -name '*.sh' ! -name '*.md' \
     -print0 | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -c1-64
 }
-if [[ "$MODE" == stage && $HOST == 1 ]]; then
-  echo "a dry run (GPU_CHECK_DEVICE=host) builds here; there is nothing to stage" >&2
+if [[ "$MODE" != check && $HOST == 1 ]]; then
+  echo "a dry run (GPU_CHECK_DEVICE=host) builds here and has no profiler: only the check" >&2
   exit 2
 elif [[ "$MODE" == stage ]]; then
   build "${STAGED_BINS[@]}"
@@ -161,6 +164,35 @@ fi
 
 TMP=$(mktemp -d /tmp/galleon-gpu-check-XXXXXX)
 trap 'rm -rf "$TMP"' EXIT
+# The prompt of the logits checks; six copies of it make the profiles' prompt.
+PROMPT="Once upon a time, there was a little girl named Lily. She loved to play outside in the\
+ park with her friends. One day, she saw a big red ball under a tree and asked her mom if she\
+ could take it home. Her mom said yes, and Lily was very happy."
+
+# `bench/gpu-check.sh ncu`: no checks; Nsight Compute's view (where the machine has ncu) of a
+# 1.1B Q4_0 prompt of 859 tokens in one batch: the first launch of the prompt attention
+# and the first three of the tensor-core matmuls (Q K V, output, gate and up), with their
+# throughput, occupancy and warp stall sections, the full report in NCU_OUT (default $TMP).
+if [[ "$MODE" == ncu ]]; then
+  ncu=$(command -v ncu || ls /usr/local/cuda*/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1 || true)
+  if [[ -z "$ncu" ]]; then
+    echo "no ncu on this machine; $(ls -d /usr/local/cuda* /opt/nvidia 2>/dev/null | tr '\n' ' ')"
+    exit 1
+  fi
+  out=${NCU_OUT:-$TMP}
+  "$BIN/llama_bench" --write "$TMP" --shape 1.1b --type q4_0 >/dev/null
+  long="$PROMPT $PROMPT $PROMPT $PROMPT $PROMPT $PROMPT"
+  for k in attention_tiles:1 matmul_mma:3; do
+    timeout 120 "$ncu" --kernel-name "regex:${k%:*}" --launch-count "${k#*:}" \
+      --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
+      --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis \
+      "$ENGINE_GPU" run "$TMP/llama-1.1b-q4_0.gguf" -p "$long" --max-tokens 1 --batch 1024 \
+      --device "$DEV" >"$out/ncu-${k%:*}.txt" 2>&1 || echo "(ncu ${k%:*}: exit $?)"
+    grep -E "^  [a-z_]+.*\(|Duration|Throughput|Achieved Occupancy|Theoretical Occupancy|Registers Per|Block Limit|Warp Cycles Per Issued|Issue Slots Busy|stall|L1/TEX Hit|L2 Hit|Executed Ipc|ERR|==PROF==|==WARNING==" \
+      "$out/ncu-${k%:*}.txt" | cut -c1-240 | head -80
+  done
+  exit 0
+fi
 echo "== tests [$(elapsed)]"
 # cuda_emu_test (CPU only) beside the GPU tests; its verdict after theirs.
 "$BIN/cuda_emu_test" >"$TMP/cuda_emu_test.log" 2>&1 &
@@ -223,9 +255,6 @@ else
 fi
 
 echo "== logits_sha256, --device cpu vs $DEV [$(elapsed)]"
-PROMPT="Once upon a time, there was a little girl named Lily. She loved to play outside in the\
- park with her friends. One day, she saw a big red ball under a tree and asked her mom if she\
- could take it home. Her mom said yes, and Lily was very happy."
 
 sha() {  # VERB MODEL DEVICE BATCH
   local args=(-t "$PROMPT") engine=$ENGINE_GPU
@@ -361,7 +390,7 @@ elif [[ "${SKIP_SPEED:-0}" != 1 ]]; then
     echo "(speed table stopped after ${SPEED_TIMEOUT}s or failed; not a correctness check)"
   # Where a prompt's GPU time goes (GALLEON_CUDA_PROFILE=1: each step kind's kernel time; the
   # kernels loaded when the context is made, so that no step's first launch loads its kernel).
-  long="$PROMPT $PROMPT $PROMPT $PROMPT $PROMPT $PROMPT"  # one batch of under 512 tokens
+  long="$PROMPT $PROMPT $PROMPT $PROMPT $PROMPT $PROMPT"  # one batch (--batch 1024) of 859 tokens
   export CUDA_MODULE_LOADING=EAGER
   for mv in q4_0/ q4_0/s4 q4_0/k4 q4_K/ f16/; do
     m=$TMP/llama-1.1b-${mv%/*}.gguf v=${mv#*/}
