@@ -396,11 +396,14 @@ GALLEON_HD float contribution(const uint8_t* wrow, const void* act, int64_t i) {
   }
 }
 
-// Unrolled on the GPU (where the loops' bounds are compile-time constants).
+// Unrolled on the GPU (where the loops' bounds are compile-time constants); GALLEON_DEVICE_ROLLED
+// keeps a loop of a few iterations rolled (code size: nvcc unrolls loops of unknown bounds too).
 #if defined(__CUDA_ARCH__)
 #define GALLEON_DEVICE_UNROLL _Pragma("unroll")
+#define GALLEON_DEVICE_ROLLED _Pragma("unroll 1")
 #else
 #define GALLEON_DEVICE_UNROLL
+#define GALLEON_DEVICE_ROLLED
 #endif
 
 // f(r, k) for each row r < nr and token k < nt of an R x K tile.

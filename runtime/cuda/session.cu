@@ -732,9 +732,7 @@ __global__ void __launch_bounds__(kAttnThreads, 2)  // 2 blocks per SM: at most 
     at[k] = l >= 32 ? -1 : cdev::attn::lane_index(l, d, hd);
     if (l >= 32) continue;
     if (d == hd) {
-      for (int64_t j = l; j < n_kv; j += 32)
-#pragma unroll
-        for (int g = 0; g < G; ++g) acc[k][g] = acc[k][g] + scores.at(g, j);
+      cdev::attn::score_lane_sums<G>(l, n_kv, scores, acc[k]);
       continue;
     }
     cdev::attn::weighted_lane_cell<G>(l, vc + off + d, kv_dim, n_kv, scores, acc[k]);
