@@ -164,10 +164,13 @@ fi
 
 TMP=$(mktemp -d /tmp/galleon-gpu-check-XXXXXX)
 trap 'rm -rf "$TMP"' EXIT
-# The prompt of the logits checks; six copies of it make the profiles' prompt.
+# The prompt of the logits checks.
 PROMPT="Once upon a time, there was a little girl named Lily. She loved to play outside in the\
  park with her friends. One day, she saw a big red ball under a tree and asked her mom if she\
  could take it home. Her mom said yes, and Lily was very happy."
+# The profiles' prompt (GALLEON_CUDA_PROFILE=1 and the ncu mode): one batch (--batch 1024) of
+# 859 tokens of the 1.1B models.
+LONG_PROMPT="$PROMPT $PROMPT $PROMPT $PROMPT $PROMPT $PROMPT"
 
 # `bench/gpu-check.sh ncu`: no checks; Nsight Compute's view (where the machine has ncu) of a
 # 1.1B Q4_0 prompt of 859 tokens in one batch: the first launch of the prompt attention
@@ -181,12 +184,11 @@ if [[ "$MODE" == ncu ]]; then
   fi
   out=${NCU_OUT:-$TMP}
   "$BIN/llama_bench" --write "$TMP" --shape 1.1b --type q4_0 >/dev/null
-  long="$PROMPT $PROMPT $PROMPT $PROMPT $PROMPT $PROMPT"
   for k in attention_tiles:1 matmul_mma:3; do
     timeout 120 "$ncu" --kernel-name "regex:${k%:*}" --launch-count "${k#*:}" \
       --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
       --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis \
-      "$ENGINE_GPU" run "$TMP/llama-1.1b-q4_0.gguf" -p "$long" --max-tokens 1 --batch 1024 \
+      "$ENGINE_GPU" run "$TMP/llama-1.1b-q4_0.gguf" -p "$LONG_PROMPT" --max-tokens 1 --batch 1024 \
       --device "$DEV" >"$out/ncu-${k%:*}.txt" 2>&1 || echo "(ncu ${k%:*}: exit $?)"
     grep -E "^  [a-z_]+.*\(|Duration|Throughput|Achieved Occupancy|Theoretical Occupancy|Registers Per|Block Limit|Warp Cycles Per Issued|Issue Slots Busy|stall|L1/TEX Hit|L2 Hit|Executed Ipc|ERR|==PROF==|==WARNING==" \
       "$out/ncu-${k%:*}.txt" | cut -c1-240 | head -80
@@ -390,13 +392,12 @@ elif [[ "${SKIP_SPEED:-0}" != 1 ]]; then
     echo "(speed table stopped after ${SPEED_TIMEOUT}s or failed; not a correctness check)"
   # Where a prompt's GPU time goes (GALLEON_CUDA_PROFILE=1: each step kind's kernel time; the
   # kernels loaded when the context is made, so that no step's first launch loads its kernel).
-  long="$PROMPT $PROMPT $PROMPT $PROMPT $PROMPT $PROMPT"  # one batch (--batch 1024) of 859 tokens
   export CUDA_MODULE_LOADING=EAGER
   for mv in q4_0/ q4_0/s4 q4_0/k4 q4_K/ f16/; do
     m=$TMP/llama-1.1b-${mv%/*}.gguf v=${mv#*/}
     [[ -f "$m" ]] || continue
     echo "-- $(basename "$m" .gguf), ${v:+GALLEON_CUDA_MMA=$v, }the defaults otherwise"
-    GALLEON_CUDA_MMA=$v GALLEON_CUDA_PROFILE=1 timeout 60 "$ENGINE_GPU" run "$m" -p "$long" \
+    GALLEON_CUDA_MMA=$v GALLEON_CUDA_PROFILE=1 timeout 60 "$ENGINE_GPU" run "$m" -p "$LONG_PROMPT" \
       --max-tokens 1 --batch 1024 --device "$DEV" --json 2>&1 >/dev/null | head -20 || true
   done
 fi
