@@ -246,22 +246,40 @@ void store_mma_result(const cdev::mma::Args& p, int64_t r0, int64_t t0, int lane
 // each lane's results to y[t * n_out + r] (and counted in *writes when given), the counter's
 // partial sums in registers or (Shared) in a warp's shared-memory store, the activations read
 // from their rows or (Staged) from a copy of each block (as matmul_mma_staged_kernel, with
-// level 0 of the counter in registers). False when the type has no tensor-core path.
-template <int NT = 2, bool Shared = false, bool Staged = false>
-bool emulate_mma_matmul(GgmlType type, const cdev::mma::Args& p, float* y,
-                        std::vector<int>* writes = nullptr) {
+// level 0 of the counter in registers). Packed (Staged, 32-element types): the weights from
+// their packed copy (cdev::mma::pack_lane, made here) of pack_rows rows (p.n_out's and more: a
+// group's first matrix), as variant u4. False when the type has no tensor-core path.
+template <int NT = 2, bool Shared = false, bool Staged = false, bool Packed = false>
+bool emulate_mma_matmul(GgmlType type, cdev::mma::Args p, float* y,
+                        std::vector<int>* writes = nullptr, int64_t pack_rows = 0) {
   std::vector<float> store(cdev::mma::SharedPending<NT>::kFloats, 0.0f);
   bool has_path = false;
   cdev::with_type(type, [&]<GgmlType T>() {
     if constexpr (cdev::mma::kHasPath<T>) {
       has_path = true;
+      constexpr bool kPack = Packed && cdev::mma::kPacks<T>;
+      std::vector<uint32_t> packed;
+      if constexpr (kPack) {
+        cdev::GemmArgs raw = p;
+        raw.n_out = pack_rows > 0 ? pack_rows : p.n_out;
+        const size_t nq = cdev::mma::pack_quant_words<T>(raw.n_out, p.n);
+        packed.assign(nq + cdev::mma::pack_scale_words<T>(raw.n_out, p.n), 0xDEADBEEFu);
+        for (int64_t gr = 0; gr < cdev::mma::pack_groups(raw.n_out); ++gr)
+          for (int64_t i = 0; i < p.n / 32; ++i)
+            for (int lane = 0; lane < 32; ++lane)
+              cdev::mma::pack_lane<T>(raw, gr, i, lane, packed.data(), packed.data() + nq);
+        p.pq = packed.data();
+        p.ps = packed.data() + nq;
+        EXPECT_EQ(std::count(packed.begin(), packed.end(), 0xDEADBEEFu), 0) << "words not packed";
+      }
       for (int64_t r0 = 0; r0 < p.n_out; r0 += cdev::mma::kRows)
         for (int64_t t0 = 0; t0 < p.ntok; t0 += 8 * NT)
           for (int lane = 0; lane < 32; ++lane) {
             float out[NT][4];
             if constexpr (Staged) {
               using Acts = CopiedActs<cdev::mma::ActBlock<T>>;
-              const cdev::mma::Tile<T, NT, Acts> tile(p, r0, lane, Acts(p, t0, 8 * NT));
+              const cdev::mma::Tile<T, NT, Acts, false, kPack> tile(p, r0, lane,
+                                                                    Acts(p, t0, 8 * NT));
               cdev::mma::SharedPending<NT, 1> pending{store.data(), lane, {}};
               tile.run(out, pending);
             } else if constexpr (Shared) {
@@ -459,11 +477,14 @@ TEST(CudaEmu, TensorCoreTileMatchesRefDot) {
       std::vector<uint8_t> act(arb * size_t(ntok));
       for (int64_t k = 0; k < ntok; ++k)
         ref.quantize_act(t, make_activations(rng, n, k % 5 == 2).data(), act.data() + size_t(k) * arb, n);
-      const cdev::mma::Args args{w.data(), rb, n, rows, act.data(), arb, ntok};
-      // The kernel's variants (session.cu, GALLEON_CUDA_MMA): r2, s2, s4, t4, k4, k8 and p4;
+      const cdev::mma::Args args_all{w.data(), rb, n, rows, act.data(), arb, ntok};
+      // The kernel's variants (session.cu, GALLEON_CUDA_MMA): r2, s2, s4, t4, k4, k8, p4 and u4
+      // (packed weights: the tile's rows, then its first 16 rows of a packed copy of all 19);
       // and the dot products split across 2 and 16 warps.
-      for (int variant = 0; variant < 9; ++variant) {
-        std::vector<float> got(size_t(rows * ntok), -1.0f);
+      for (int variant = 0; variant < 11; ++variant) {
+        cdev::mma::Args args = args_all;
+        if (variant == 10) args.n_out = 16;
+        std::vector<float> got(size_t(args.n_out * ntok), -1.0f);
         std::vector<int> seen(got.size(), 0);
         float* y = got.data();
         const bool ran = variant == 0   ? emulate_mma_matmul<2, false>(t, args, y, &seen)
@@ -474,7 +495,9 @@ TEST(CudaEmu, TensorCoreTileMatchesRefDot) {
                          : variant == 5 ? emulate_mma_split<4, 8>(t, args, y, &seen)
                          : variant == 6 ? emulate_mma_split<2, 2>(t, args, y, &seen)
                          : variant == 7 ? emulate_mma_split<1, 16>(t, args, y, &seen)
-                                        : emulate_mma_split<4, 4, true>(t, args, y, &seen);
+                         : variant == 8 ? emulate_mma_split<4, 4, true>(t, args, y, &seen)
+                                        : emulate_mma_matmul<4, true, true, true>(
+                                              t, args, y, &seen, args_all.n_out);
         ASSERT_TRUE(ran);
         SCOPED_TRACE("variant " + std::to_string(variant));
         expect_matmul_is_ref(t, args, got, seen);

@@ -81,6 +81,14 @@ GALLEON_HD float load_f16(const uint8_t* p) {
   return half_to_float(le16(p));
 #endif
 }
+// A binary16 value's bits (the low 16 of h) as load_f16 converts them.
+GALLEON_HD float f16_bits(uint32_t h) {
+#if defined(__CUDA_ARCH__)
+  return __half2float(__ushort_as_half(static_cast<unsigned short>(h)));
+#else
+  return half_to_float(h & 0xFFFFu);
+#endif
+}
 GALLEON_HD float load_bf16(const uint8_t* p) {
 #if defined(__CUDA_ARCH__)
   return bf16_to_float(*reinterpret_cast<const unsigned short*>(p));
@@ -227,9 +235,9 @@ constexpr uint32_t kLowNibbles = 0x0F0F0F0Fu;
 // signed (Q8_0) quants with the activation quants: (d_w * d_a) * float(isum)
 // [+ m_w * (d_a * float(sum_a))], where the signed quants q - 8 (Q4_0) and q - 16 (Q5_0) give
 // isum = s - offset * sum_a.
+// finish_a8_dm takes the block's scale d and minimum m (Q4_1 / Q5_1; else unused) as floats.
 template <GgmlType T>
-GALLEON_HD float finish_a8(const uint8_t* w, const kern::A8Block& a, int32_t s) {
-  const float d = load_f16(w);
+GALLEON_HD float finish_a8_dm(float d, float m, const kern::A8Block& a, int32_t s) {
   if constexpr (T == GgmlType::Q8_0) {
     return (d * a.d) * float(s);
   } else if constexpr (T == GgmlType::Q4_0) {
@@ -238,9 +246,14 @@ GALLEON_HD float finish_a8(const uint8_t* w, const kern::A8Block& a, int32_t s) 
     return (d * a.d) * float(s - 16 * a.sum);
   } else {
     static_assert(T == GgmlType::Q4_1 || T == GgmlType::Q5_1);
-    const float m = load_f16(w + 2);
     return (d * a.d) * float(s) + m * (a.d * float(a.sum));
   }
+}
+template <GgmlType T>
+constexpr bool kA8HasMin = T == GgmlType::Q4_1 || T == GgmlType::Q5_1;
+template <GgmlType T>
+GALLEON_HD float finish_a8(const uint8_t* w, const kern::A8Block& a, int32_t s) {
+  return finish_a8_dm<T>(load_f16(w), kA8HasMin<T> ? load_f16(w + 2) : 0.0f, a, s);
 }
 
 // The weight quants 4i .. 4i + 3 (lo) and 16 + 4i .. 16 + 4i + 3 (hi) of a 32-element block as

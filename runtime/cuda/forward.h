@@ -24,6 +24,11 @@ struct DevWeight {
   int64_t n_in = 0, n_out = 0;
   size_t row_bytes = 0;
   const uint8_t* data = nullptr;
+  // The packed copy for the prompt tiles (session.cu's variant u4; cdev::mma::pack_lane) of
+  // packed_rows rows from data (more than n_out where the weights after it in one allocation
+  // are packed with it), or none.
+  const uint32_t *pq = nullptr, *ps = nullptr;
+  int64_t packed_rows = 0;
 };
 
 struct DevLayer {

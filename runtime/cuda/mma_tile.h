@@ -177,18 +177,113 @@ class GlobalActs {
 template <GgmlType T>
 using ActBlock = std::conditional_t<TypeInfo<T>::elems == 32, kern::A8Block, kern::A8KBlock>;
 
+// Packed weights (docs/cuda.md, "Packed weights"; variant u4): the 32-element types' weights
+// laid out again for the tiles, once, when they are uploaded. A record per 16 rows and block:
+// record gr * nb + i holds block i (of nb per row) of rows 16 gr .. 16 gr + 15 (the last row
+// repeated past the end). Its quant part is every lane's A fragment words in lane order,
+// kWords per lane, so that a warp reads a record with one aligned 8- or 16-byte load per lane
+// and uses every byte it fetches (the blocks themselves, 18 to 34 bytes, are 2-byte aligned:
+// 16-bit loads): for Q4_0 and Q4_1 lane (g, t)'s quant words at byte 4t of rows g and g + 8 as
+// stored (lo and hi nibbles split in registers), for Q5_0, Q5_1 and Q8_0 its four A words
+// (a8_words: the fifth bit merged in). Its scale part (kScaleWords words): a word per row pair
+// g (rows g and g + 8 of the record, low and high 16 bits) of d's binary16 bits, then for
+// Q4_1 and Q5_1 8 words of m's. The quants and scales are the blocks' own: the same products
+// and finishes, so the same bits.
+template <GgmlType T>
+constexpr bool kPacks = kHasPath<T> && TypeInfo<T>::elems == 32;
+template <GgmlType T>
+struct PackFormat {
+  static constexpr bool kNibbles = T == GgmlType::Q4_0 || T == GgmlType::Q4_1;
+  static constexpr int kWords = kNibbles ? 2 : 4;                // quant words per lane
+  static constexpr int kScaleWords = kA8HasMin<T> ? 16 : 8;  // per record
+};
+GALLEON_HDI int64_t pack_groups(int64_t rows) { return (rows + kRows - 1) / kRows; }
+// The words of the quant and scale parts of `rows` rows of n elements.
+template <GgmlType T>
+GALLEON_HDI size_t pack_quant_words(int64_t rows, int64_t n) {
+  return size_t(pack_groups(rows)) * size_t(n / 32) * 32 * PackFormat<T>::kWords;
+}
+template <GgmlType T>
+GALLEON_HDI size_t pack_scale_words(int64_t rows, int64_t n) {
+  return size_t(pack_groups(rows)) * size_t(n / 32) * PackFormat<T>::kScaleWords;
+}
+GALLEON_HDI uint32_t half_bits(const uint8_t* p) {
+#if defined(__CUDA_ARCH__)
+  return *reinterpret_cast<const uint16_t*>(p);
+#else
+  return le16(p);
+#endif
+}
+// Record gr * nb + i of the rows of raw (raw.pq, raw.ps unused): lane's quant words to
+// pq[32 * kWords * record + kWords * lane ..], and for t == 0 its row pair's scale words.
+template <GgmlType T>
+GALLEON_HDI void pack_lane(const GemmArgs& raw, int64_t gr, int64_t i, int lane, uint32_t* pq,
+                           uint32_t* ps) {
+  using F = PackFormat<T>;
+  constexpr int kBytes = TypeInfo<T>::bytes;
+  const int g = lane >> 2, t = lane & 3;
+  const uint8_t* w[2];
+  for (int h = 0; h < 2; ++h) {
+    int64_t r = kRows * gr + g + 8 * h;
+    if (r > raw.n_out - 1) r = raw.n_out - 1;
+    w[h] = raw.w + size_t(r) * raw.wrb + size_t(i) * kBytes;
+  }
+  const size_t record = size_t(gr) * size_t(raw.n / 32) + size_t(i);
+  uint32_t* q = pq + (record * 32 + size_t(lane)) * F::kWords;
+  if constexpr (F::kNibbles) {
+    constexpr int kQs = T == GgmlType::Q4_0 ? 2 : 4;
+    q[0] = wword(w[0] + kQs + 4 * t);
+    q[1] = wword(w[1] + kQs + 4 * t);
+  } else {
+    a8_words<T>(w[0], t, &q[0], &q[2]);
+    a8_words<T>(w[1], t, &q[1], &q[3]);
+  }
+  if (t != 0) return;
+  uint32_t* sc = ps + record * F::kScaleWords;
+  sc[g] = half_bits(w[0]) | (half_bits(w[1]) << 16);
+  if constexpr (kA8HasMin<T>) sc[8 + g] = half_bits(w[0] + 2) | (half_bits(w[1] + 2) << 16);
+}
+// Lane l's A words of a record whose quant part starts at q (as load_a8 reads them in place).
+template <GgmlType T>
+GALLEON_HDI void packed_a8_words(const uint32_t* q, int l, uint32_t* w) {
+  using F = PackFormat<T>;
+  const uint32_t* p = q + l * F::kWords;
+  if constexpr (F::kNibbles) {
+#if defined(__CUDA_ARCH__)
+    const uint2 v = *reinterpret_cast<const uint2*>(p);
+    const uint32_t x = v.x, y = v.y;
+#else
+    const uint32_t x = p[0], y = p[1];
+#endif
+    w[0] = x & kLowNibbles;
+    w[1] = y & kLowNibbles;
+    w[2] = (x >> 4) & kLowNibbles;
+    w[3] = (y >> 4) & kLowNibbles;
+  } else {
+#if defined(__CUDA_ARCH__)
+    const uint4 v = *reinterpret_cast<const uint4*>(p);
+    w[0] = v.x, w[1] = v.y, w[2] = v.z, w[3] = v.w;
+#else
+    for (int k = 0; k < 4; ++k) w[k] = p[k];
+#endif
+  }
+}
+
 // One warp's tile: rows r0 .. r0 + 15 and tokens t0 .. t0 + 8 * NT - 1. Rows and tokens past
 // the ends read the last one (their results are not stored). out[j][e] is the canonical dot
 // product (before canonical_nan) of row r0 + result_row(lane, e) and token
 // t0 + result_token(lane, j, e). kPairs (32-element types, activations read in place): a lane's
 // blocks i and i + 32 are computed together, both blocks' loads with no branch between them so
 // that they are in flight together, then added in order (a lane's last odd block computed
-// twice, its copy not added).
-template <GgmlType T, int NT, class Acts = GlobalActs<ActBlock<T>>, bool kPairs = false>
+// twice, its copy not added). kPacked (32-element types): the weights are read from p.pq and
+// p.ps (Packed weights, above) instead of their rows.
+template <GgmlType T, int NT, class Acts = GlobalActs<ActBlock<T>>, bool kPairs = false,
+          bool kPacked = false>
 class Tile {
  public:
   static constexpr int kElems = TypeInfo<T>::elems, kBytes = TypeInfo<T>::bytes;
   using Block = ActBlock<T>;
+  static_assert(!kPacked || kPacks<T>);
 
   GALLEON_HDI Tile(const Args& p, int64_t r0, int64_t t0, int lane)
       : Tile(p, r0, lane, Acts(p, t0)) {}
@@ -302,12 +397,39 @@ class Tile {
     }
   }
 
-  // The weight words of block i (A fragments of rows r0 .. r0 + 15).
-  GALLEON_HDI void load_a8(int64_t i, WarpWords<4>& a) const {
-    a.load(lane_, [&](int l, uint32_t* w) {
-      a8_words<T>(row(l, 0) + size_t(i) * kBytes, l & 3, &w[0], &w[2]);
-      a8_words<T>(row(l, 1) + size_t(i) * kBytes, l & 3, &w[1], &w[3]);
-    });
+  // The weight words of block i (A fragments of rows r0 .. r0 + 15); packed, also this lane's
+  // scale words (d, m of its rows g and g + 8).
+  GALLEON_HDI void load_a8(int64_t i, WarpWords<4>& a, uint32_t (&sc)[2]) const {
+    if constexpr (kPacked) {
+      const size_t rec = record(i);
+      const uint32_t* q = p_.pq + rec * 32 * PackFormat<T>::kWords;
+      a.load(lane_, [&](int l, uint32_t* w) { packed_a8_words<T>(q, l, w); });
+      const uint32_t* s = p_.ps + rec * PackFormat<T>::kScaleWords + (lane_ >> 2);
+      sc[0] = s[0];
+      if constexpr (kA8HasMin<T>) sc[1] = s[8];
+    } else {
+      a.load(lane_, [&](int l, uint32_t* w) {
+        a8_words<T>(row(l, 0) + size_t(i) * kBytes, l & 3, &w[0], &w[2]);
+        a8_words<T>(row(l, 1) + size_t(i) * kBytes, l & 3, &w[1], &w[3]);
+      });
+    }
+  }
+  // The packed record of block i of this tile's rows (the last group's past the end: its
+  // results are not stored).
+  GALLEON_HDI size_t record(int64_t i) const {
+    int64_t gr = r0_ / kRows;
+    const int64_t last = pack_groups(p_.n_out) - 1;
+    if (gr > last) gr = last;
+    return size_t(gr) * size_t(p_.n / 32) + size_t(i);
+  }
+  // Block i's contribution to result e's row half h from its integer sum s.
+  GALLEON_HDI float finish_a8_at(int64_t i, int h, const uint32_t (&sc)[2], const Block& a,
+                                 int32_t s) const {
+    if constexpr (kPacked)
+      return finish_a8_dm<T>(f16_bits(sc[0] >> (16 * h)),
+                             kA8HasMin<T> ? f16_bits(sc[1] >> (16 * h)) : 0.0f, a, s);
+    else
+      return finish_a8<T>(row(lane_, h) + size_t(i) * kBytes, a, s);
   }
   // Contribution of block i of each result: one m16n8k32 per token group. Its weight words
   // were fetched with the block before (next_a_), unless it is the first; those of block `next`
@@ -315,11 +437,14 @@ class Tile {
   // flight while this block is computed.
   GALLEON_HDI void block_a8(int64_t i, int64_t next, float (&c)[NT][4]) const {
     WarpWords<4> a;
-    if (next_i_ == i)
+    uint32_t sc[2] = {0, 0};
+    if (next_i_ == i) {
       a = next_a_;
-    else
-      load_a8(i, a);
-    if (next >= 0) load_a8(next, next_a_);
+      sc[0] = next_sc_[0], sc[1] = next_sc_[1];
+    } else {
+      load_a8(i, a, sc);
+    }
+    if (next >= 0) load_a8(next, next_a_, next_sc_);
     next_i_ = next;
     GALLEON_DEVICE_UNROLL
     for (int j = 0; j < NT; ++j) {
@@ -333,7 +458,7 @@ class Tile {
       mma_s8<32>(lane_, a, b, s);
       GALLEON_DEVICE_UNROLL
       for (int e = 0; e < 4; ++e)
-        c[j][e] = finish_a8<T>(row(lane_, e >> 1) + size_t(i) * kBytes, act(c_token(j, e), i), s[e]);
+        c[j][e] = finish_a8_at(i, e >> 1, sc, act(c_token(j, e), i), s[e]);
     }
   }
 
@@ -414,6 +539,7 @@ class Tile {
   mutable Acts acts_;  // begin() moves a staged source on
   // block_a8's prefetch: the weight words of block next_i_ (-1: none).
   mutable WarpWords<4> next_a_;
+  mutable uint32_t next_sc_[2] = {0, 0};
   mutable int64_t next_i_ = -1;
 };
 

@@ -302,10 +302,13 @@ __global__ void __launch_bounds__(32 * kMmaWarps, kMinBlocks)
 // rows of the same 32 tokens, whose activation block i the block stages in shared memory once
 // for its 4 warps (StagedActs), fetching the next block's words while this one is used; the
 // counter keeps level 0 in registers and the others in shared memory (41 KiB in all).
-template <class Block, int kTokens, int kThreads>
+// Token k's block lies at word kStride * k of the stage (kStride: the block's words, or more
+// against bank conflicts: kPaddedStride).
+template <class Block, int kTokens, int kThreads, int kStride = int(sizeof(Block) / 4)>
 class StagedActs {
  public:
-  __device__ StagedActs(const cdev::GemmArgs& p, int64_t t0, Block* stage, int tid)
+  static constexpr int kStageWords = kTokens * kStride;
+  __device__ StagedActs(const cdev::GemmArgs& p, int64_t t0, uint32_t* stage, int tid)
       : p_(p), t0_(t0), stage_(stage), tid_(tid) {
     fetch(0);  // the first block of every tile (cdev::mma::next_block's order)
   }
@@ -315,12 +318,14 @@ class StagedActs {
     __syncthreads();
     if (next >= 0) fetch(next);
   }
-  __device__ const Block& at(int64_t k, int64_t /*i*/) const { return stage_[k]; }
+  __device__ const Block& at(int64_t k, int64_t /*i*/) const {
+    return *reinterpret_cast<const Block*>(stage_ + kStride * k);
+  }
 
  private:
   static constexpr int kWords = int(sizeof(Block) / 4), kTotal = kTokens * kWords;
   static constexpr int kPerThread = (kTotal + kThreads - 1) / kThreads;
-  static_assert(sizeof(Block) % 4 == 0);
+  static_assert(sizeof(Block) % 4 == 0 && alignof(Block) <= 4 && kStride >= kWords);
   __device__ void fetch(int64_t i) {
 #pragma unroll
     for (int r = 0; r < kPerThread; ++r) {
@@ -338,32 +343,54 @@ class StagedActs {
     for (int r = 0; r < kPerThread; ++r) {
       const int w = tid_ + r * kThreads;
       if (w >= kTotal) break;
-      reinterpret_cast<uint32_t*>(stage_)[w] = words_[r];
+      const int k = w / kWords;
+      stage_[kStride * k + (w - k * kWords)] = words_[r];
     }
   }
   cdev::GemmArgs p_;
   int64_t t0_;
-  Block* stage_;
+  uint32_t* stage_;
   int tid_;
   uint32_t words_[kPerThread];
 };
 
 constexpr int kStagedTokens = 32;  // 4 token groups
 
+// The packed copy of raw's rows (cdev::mma::pack_lane): a thread per lane of each record.
 template <GgmlType T>
+__global__ void pack_weights_kernel(cdev::GemmArgs raw, uint32_t* pq, uint32_t* ps) {
+  const int64_t nb = raw.n / 32, records = cdev::mma::pack_groups(raw.n_out) * nb;
+  GALLEON_GRID_STRIDE(k, records * 32) {
+    const int64_t record = k / 32;
+    cdev::mma::pack_lane<T>(raw, record / nb, record % nb, int(k % 32), pq, ps);
+  }
+}
+
+// A stride of s = 4 mod 8 words puts the B fragment words a warp reads at once (word t of
+// tokens 8j + g, g < 8, t < 4: word s g + t) on 32 different banks: s = 8k + 4 gives s g =
+// 4 g (2k + 1) mod 32, 8 different multiples of 4. The blocks' own 9 or 73 words (A8, A8K)
+// put tokens g = 0 and 7 on the same banks.
+template <class Block>
+constexpr int kPaddedStride = int(sizeof(Block) / 4) + (12 - int(sizeof(Block) / 4) % 8) % 8;
+
+// kPacked (variant u4): the weights of the 32-element types from their packed copy (p.pq,
+// p.ps; cdev::mma::Tile's kPacked), and the staged activations at kPaddedStride.
+template <GgmlType T, bool kPacked = false>
 __global__ void __launch_bounds__(32 * kMmaWarps, 2)
     matmul_mma_staged_kernel(cdev::mma::Args p, cdev::GemmOut y) {
   using Block = cdev::mma::ActBlock<T>;
-  using Acts = StagedActs<Block, kStagedTokens, 32 * kMmaWarps>;
+  constexpr int kStride = kPacked ? kPaddedStride<Block> : int(sizeof(Block) / 4);
+  using Acts = StagedActs<Block, kStagedTokens, 32 * kMmaWarps, kStride>;
   using Pending = cdev::mma::SharedPending<4, 1>;
   __shared__ float pending_store[kMmaWarps * Pending::kFloats];
-  __shared__ Block stage[kStagedTokens];
+  __shared__ uint32_t stage[Acts::kStageWords];
   const int tid = int(threadIdx.x), lane = tid & 31, warp = tid >> 5;
   const int64_t r0 = (int64_t(blockIdx.x) * kMmaWarps + warp) * cdev::mma::kRows;
   for (int64_t t0 = int64_t(blockIdx.y) * kStagedTokens; t0 < p.ntok;
        t0 += int64_t(gridDim.y) * kStagedTokens) {  // block-uniform
     float out[4][4];
-    const cdev::mma::Tile<T, 4, Acts> tile(p, r0, lane, Acts(p, t0, stage, tid));
+    const cdev::mma::Tile<T, 4, Acts, false, kPacked && cdev::mma::kPacks<T>> tile(
+        p, r0, lane, Acts(p, t0, stage, tid));
     Pending pending{pending_store + warp * Pending::kFloats, lane, {}};
     tile.run(out, pending);
     store_mma_tile(p, r0, t0, lane, out, y);
@@ -796,7 +823,7 @@ void launch_matmul(const DevWeight& w, const uint8_t* a, size_t arb, int64_t nto
 // token groups, counter in registers: the first version), k4 or k8 (the dot products split
 // across 4 or 8 warps, above) or p4 (k4 with a lane's blocks two at a time, Tile's kPairs).
 // Every variant gives the same bits; they differ in speed only (docs/cuda.md).
-enum class MmaVariant { R2, S2, S4, T4, K4, K8, P4 };
+enum class MmaVariant { R2, S2, S4, T4, K4, K8, P4, U4 };
 MmaVariant mma_variant_from_env() {
   const char* e = std::getenv("GALLEON_CUDA_MMA");
   const std::string s = e ? e : "";
@@ -806,6 +833,7 @@ MmaVariant mma_variant_from_env() {
   if (s == "k4") return MmaVariant::K4;
   if (s == "k8") return MmaVariant::K8;
   if (s == "p4") return MmaVariant::P4;
+  if (s == "u4") return MmaVariant::U4;
   return MmaVariant::T4;
 }
 // The tile kernels' variants (read when a session is made): the tensor-core kernel's, and the
@@ -846,6 +874,7 @@ GroupLaunch group_launch(const MatmulGroup& g) {
     l.out.n_out[i] = g.w[i]->n_out;
     l.p.n_out += g.w[i]->n_out;
   }
+  if (w0.pq && w0.packed_rows >= l.p.n_out) l.p.pq = w0.pq, l.p.ps = w0.ps;
   return l;
 }
 // Whether the weights of g (one type and input width, so one row size) follow each other in
@@ -885,7 +914,41 @@ void launch_matmul_mma(const GroupLaunch& l, cudaStream_t st, MmaVariant variant
     case MmaVariant::K4: return launch_mma_split<T, 4, 4, 4>(l, st);
     case MmaVariant::K8: return launch_mma_split<T, 4, 8, 2>(l, st);
     case MmaVariant::P4: return launch_mma_split<T, 4, 4, 4, true>(l, st);
+    case MmaVariant::U4:
+      if (cdev::mma::kPacks<T> && l.p.pq == nullptr) return launch_matmul_mma<T>(l, st, MmaVariant::T4);
+      GALLEON_LAUNCH(
+          matmul_grid(l.p.n_out, cdev::mma::kRows * kMmaWarps, l.p.ntok, kStagedTokens),
+          32 * kMmaWarps, 0, st, matmul_mma_staged_kernel<T, true>)(l.p, l.out);
+      return;
   }
+}
+
+// Whether sessions of this variant keep a packed copy of the weights of type t for the prompt
+// tiles (cdev::mma::pack_lane), besides the rows the one-lane kernels read.
+bool packs_weights(TileVariant v, MatmulPath path, GgmlType t) {
+  bool packs = false;
+  cdev::with_type(t, [&]<GgmlType T>() { packs = cdev::mma::kPacks<T>; });
+  return packs && v.mma == MmaVariant::U4 && path == MatmulPath::Tiles;
+}
+// The packed copy, in `buf`, of `rows` rows of w's type and input width from `data` (on the
+// GPU); w.pq, w.ps and w.packed_rows are set to it.
+void pack_weights(DevWeight& w, const uint8_t* data, int64_t rows, DeviceBuffer& buf) {
+  cdev::with_type(w.type, [&]<GgmlType T>() {
+    if constexpr (cdev::mma::kPacks<T>) {
+      const size_t nq = cdev::mma::pack_quant_words<T>(rows, w.n_in);
+      const size_t ns = cdev::mma::pack_scale_words<T>(rows, w.n_in);
+      buf.reserve((nq + ns) * sizeof(uint32_t));
+      uint32_t* pq = buf.get<uint32_t>();
+      const cdev::GemmArgs raw{data, w.row_bytes, w.n_in, rows, nullptr, 0, 0};
+      const int64_t threads = int64_t(nq / cdev::mma::PackFormat<T>::kWords);
+      GALLEON_LAUNCH(blocks_for(threads, 256), 256, 0, nullptr, pack_weights_kernel<T>)(
+          raw, pq, pq + nq);
+      check_launch("pack_weights_kernel");
+      w.pq = pq;
+      w.ps = pq + nq;
+      w.packed_rows = rows;
+    }
+  });
 }
 
 template <GgmlType T>
@@ -1046,6 +1109,8 @@ class CudaExec {
   void set_position(const int64_t* pos) { pos_ = pos; }
   // The forward pass's batch (GALLEON_CUDA_PROFILE times the steps of batches of several).
   void set_batch(int64_t ntok) { batch_ = ntok; }
+  // Whether the prompt tiles read weights of type t from a packed copy (packs_weights).
+  bool packs(GgmlType t) const { return packs_weights(tiles_, path_, t); }
   const void* quantize(GgmlType t, const float* x, int64_t n, int64_t ntok, int slot) {
     act_[slot].reserve(kern::act_row_bytes(t, n) * size_t(ntok));
     profile_.step("quantize activations", batch_,
@@ -1214,6 +1279,7 @@ class CudaSession final : public Evaluator {
                Rows rows) override;
   DevWeight upload_weight(const Weight& w);
   void upload_together(std::initializer_list<const Weight*> ws);
+  void pack(const DevWeight& d, int64_t rows);
   const float* upload_floats(const std::vector<float>& v);
   void extend_rope_table(int64_t need);
 
@@ -1240,6 +1306,7 @@ class CudaSession final : public Evaluator {
   std::vector<const void*> graph_key_, eager_key_;  // buffers of the graph, of the last eager step
   std::vector<std::unique_ptr<DeviceBuffer>> owned_;           // weights and norms
   std::unordered_map<const void*, const uint8_t*> uploaded_;  // host data -> device copy
+  std::unordered_map<const uint8_t*, DevWeight> packed_;      // device copy -> its packed copy
   std::vector<DevLayer> layers_;
   DevWeight output_;
   const float* output_norm_ = nullptr;
@@ -1279,13 +1346,26 @@ DevWeight CudaSession::upload_weight(const Weight& w) {
   auto it = uploaded_.find(w.data);
   if (it != uploaded_.end()) {
     d.data = it->second;
-    return d;
+  } else {
+    owned_.push_back(std::make_unique<DeviceBuffer>());
+    owned_.back()->upload(w.data, w.row_bytes * size_t(w.n_out));
+    d.data = owned_.back()->get<uint8_t>();
+    uploaded_[w.data] = d.data;
+    pack(d, w.n_out);
   }
-  owned_.push_back(std::make_unique<DeviceBuffer>());
-  owned_.back()->upload(w.data, w.row_bytes * size_t(w.n_out));
-  d.data = owned_.back()->get<uint8_t>();
-  uploaded_[w.data] = d.data;
+  auto p = packed_.find(d.data);
+  if (p != packed_.end()) d.pq = p->second.pq, d.ps = p->second.ps, d.packed_rows = p->second.packed_rows;
   return d;
+}
+
+// The packed copy of the `rows` rows from d.data, where the session's variant uses one
+// (packs_weights), found by upload_weight.
+void CudaSession::pack(const DevWeight& d, int64_t rows) {
+  if (!exec_.packs(d.type)) return;
+  DevWeight p = d;
+  owned_.push_back(std::make_unique<DeviceBuffer>());
+  pack_weights(p, d.data, rows, *owned_.back());
+  packed_[d.data] = p;
 }
 
 // The weights ws in one allocation, one after the other (as the rows of one matrix): the
@@ -1310,12 +1390,15 @@ void CudaSession::upload_together(std::initializer_list<const Weight*> ws) {
   owned_.push_back(std::make_unique<DeviceBuffer>());
   owned_.back()->reserve(bytes);
   uint8_t* at = owned_.back()->get<uint8_t>();
+  int64_t rows = 0;
   for (const Weight* w : run) {
     const size_t n = w->row_bytes * size_t(w->n_out);
     check(cudaMemcpy(at, w->data, n, cudaMemcpyHostToDevice), "cudaMemcpy to the GPU");
     uploaded_[w->data] = at;
     at += n;
+    rows += w->n_out;
   }
+  pack({first.type, first.n_in, rows, first.row_bytes, uploaded_[first.data]}, rows);
 }
 
 const float* CudaSession::upload_floats(const std::vector<float>& v) {
@@ -1477,9 +1560,12 @@ std::vector<float> matmul(GgmlType type, int64_t n, int64_t rows, const std::vec
   dw.upload(w.data(), w.size());
   da.upload(act.data(), act.size());
   dy.reserve(size_t(rows * ntok) * sizeof(float));
-  const DevWeight dev{type, n, rows, w.size() / size_t(rows), dw.get<uint8_t>()};
+  DevWeight dev{type, n, rows, w.size() / size_t(rows), dw.get<uint8_t>()};
+  const TileVariant variant = tile_variant_from_env();
+  DeviceBuffer packed;
+  if (packs_weights(variant, available_path(path), type)) pack_weights(dev, dev.data, rows, packed);
   run_matmuls({{&dev}, {dy.get<float>()}, 1, da.get<uint8_t>(), act.size() / size_t(ntok), ntok},
-              nullptr, available_path(path), tile_variant_from_env());
+              nullptr, available_path(path), variant);
   return download<float>(dy, size_t(rows * ntok));
 }
 

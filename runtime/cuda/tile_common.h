@@ -17,7 +17,9 @@
 namespace galleon::cdev {
 
 // A matmul's operands: n_out rows of n weights (wrb bytes apart), ntok activation rows in the
-// weight type's activation format (arb bytes apart).
+// weight type's activation format (arb bytes apart). pq and ps: the same weights packed for the
+// tensor-core tiles (runtime/cuda/mma_tile.h, "Packed weights"; null where they are not), whose
+// records may cover more rows than n_out (a group's first matrix).
 struct GemmArgs {
   const uint8_t* w;
   size_t wrb;
@@ -25,6 +27,8 @@ struct GemmArgs {
   const uint8_t* act;
   size_t arb;
   int64_t ntok;
+  const uint32_t* pq = nullptr;  // quant words
+  const uint32_t* ps = nullptr;  // scale words
 };
 
 // Where the prompt tiles' results go. One launch may compute up to kMaxGemmParts matmuls of
