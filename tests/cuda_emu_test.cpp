@@ -625,10 +625,10 @@ void expect_weighted_lane_cells_are_lane_sums(std::mt19937& rng) {
     // The kernel's two layouts of the same scores: global scratch (n_kv + 3 floats per head)
     // and lane-major shared memory (NaN where no score is).
     std::vector<float> linear(size_t(G * (n_kv + 3))),
-        lane_major(size_t(G * 32 * cdev::attn::ScoreLayout::lane_floats(n_kv)),
+        lane_major(size_t(cdev::attn::ScoreLayout::lane_major_floats(n_kv, G)),
                    std::numeric_limits<float>::quiet_NaN());
     for (const auto& layout : {cdev::attn::ScoreLayout::linear(linear.data(), n_kv + 3),
-                               cdev::attn::ScoreLayout::lane_major(lane_major.data(), n_kv)}) {
+                               cdev::attn::ScoreLayout::lane_major(lane_major.data(), n_kv, G)}) {
       for (int g = 0; g < G; ++g)
         for (int64_t j = 0; j < n_kv; ++j) layout.at(g, j) = scores(g)[j];
       for (int l = 0; l < 32; ++l)
@@ -646,22 +646,32 @@ void expect_weighted_lane_cells_are_lane_sums(std::mt19937& rng) {
   }
 }
 
-// The lane-major layout gives every position of every head its own float, lanes a multiple
-// of 4 floats apart.
-TEST(CudaEmu, LaneMajorScoresHaveAPlaceEach) {
+// The lane-major layout gives every position of every head its own float inside
+// lane_major_floats, lanes 4 mod 8 floats apart (16-byte aligned, banks apart), and step 4's
+// batches of kVLoads positions start 16-byte aligned (its vector loads need it).
+template <int G>
+void expect_lane_major_place_each() {
   for (int64_t n_kv : {1, 31, 32, 33, 127, 128, 129, 512, 1023, 1024, 1025}) {
-    const int64_t lane = cdev::attn::ScoreLayout::lane_floats(n_kv);
-    ASSERT_EQ(lane % 4, 0);
-    ASSERT_NE(lane % 32, 0);
-    std::vector<int> seen(size_t(3 * 32 * lane), 0);
-    const auto layout = cdev::attn::ScoreLayout::lane_major(nullptr, n_kv);
-    for (int g = 0; g < 3; ++g)
+    const int64_t lane = cdev::attn::ScoreLayout::lane_floats(n_kv, G);
+    ASSERT_EQ(lane % 8, 4) << "G " << G << " n_kv " << n_kv;
+    ASSERT_EQ(cdev::attn::kVLoads<G> * G % 4, 0) << "G " << G;
+    std::vector<int> seen(size_t(cdev::attn::ScoreLayout::lane_major_floats(n_kv, G)), 0);
+    const auto layout = cdev::attn::ScoreLayout::lane_major(nullptr, n_kv, G);
+    for (int g = 0; g < G; ++g)
       for (int64_t j = 0; j < n_kv; ++j) {
         const auto at = size_t(g * layout.head + (j & 31) * layout.lane + (j >> 5) * layout.step);
         ASSERT_LT(at, seen.size()) << "n_kv " << n_kv << " head " << g << " position " << j;
         ASSERT_EQ(seen[at]++, 0) << "n_kv " << n_kv << " head " << g << " position " << j;
+        if (g == 0 && (j >> 5) % cdev::attn::kVLoads<G> == 0) ASSERT_EQ(at % 4, 0u) << "G " << G;
       }
   }
+}
+TEST(CudaEmu, LaneMajorScoresHaveAPlaceEach) {
+  expect_lane_major_place_each<1>();
+  expect_lane_major_place_each<2>();
+  expect_lane_major_place_each<3>();
+  expect_lane_major_place_each<4>();
+  expect_lane_major_place_each<8>();
 }
 TEST(CudaEmu, WeightedLaneCellIsTheLaneSum) {
   std::mt19937 rng(23);

@@ -204,26 +204,46 @@ GALLEON_HD void lane_cell(int l, int d, int64_t hd, const float* e, const float*
 
 // Where the K-tile kernel keeps head g's scores (then its e_j): e_j at
 // base[g * head + (j % 32) * lane + (j / 32) * step]. In global scratch positions follow each
-// other (lane 1, step 32); in shared memory a lane's positions j = l, l + 32, ... do (step 1,
-// lane_major), so that step 4 reads the scores of kVLoads of them at once.
+// other (lane 1, step 32); in shared memory (lane_major) a lane's positions j = l, l + 32, ...
+// do, and at each position the G heads' scores (head 1, step G), so that step 4 reads the
+// scores of kVLoads positions of all G heads with kVLoads * G / 4 16-byte loads at offsets
+// known when compiled.
 struct ScoreLayout {
   float* base;
   int64_t head, lane, step;
   GALLEON_HD float& at(int g, int64_t j) const {
     return base[g * head + (j & 31) * lane + (j >> 5) * step];
   }
-  // A lane's positions after each other: lane floats per lane, a multiple of 4 (16-byte loads),
-  // and not of 32 (the two lanes a warp's cells may read at once in different banks).
-  GALLEON_HD static int64_t lane_floats(int64_t n_kv) {
-    const int64_t n = ((n_kv + 31) / 32 + 3) / 4 * 4;
-    return n % 32 == 0 ? n + 4 : n;
+  // Floats per lane: the G heads' scores of its positions, a multiple of 4 (16-byte loads) and
+  // 4 mod 8, so that the 8 consecutive lanes whose scores a warp writes at once in step 1 start
+  // on 8 different 4-bank groups (lane s r for r < 8: s = 8k + 4 gives 4 r (2k + 1) mod 32).
+  GALLEON_HD static int64_t lane_floats(int64_t n_kv, int g) {
+    const int64_t n = ((n_kv + 31) / 32 * g + 3) / 4 * 4;
+    return n % 8 == 0 ? n + 4 : n;
   }
-  GALLEON_HD static ScoreLayout lane_major(float* base, int64_t n_kv) {
-    const int64_t lane = lane_floats(n_kv);
-    return {base, 32 * lane, lane, 1};
+  GALLEON_HD static ScoreLayout lane_major(float* base, int64_t n_kv, int g) {
+    return {base, 1, lane_floats(n_kv, g), g};
+  }
+  // The floats of lane_major's layout.
+  GALLEON_HD static int64_t lane_major_floats(int64_t n_kv, int g) {
+    return 32 * lane_floats(n_kv, g);
   }
   GALLEON_HD static ScoreLayout linear(float* base, int64_t head) { return {base, head, 1, 32}; }
 };
+// N floats (a multiple of 4) from p, 16-byte aligned, to q: N / 4 16-byte loads on the GPU.
+template <int N>
+GALLEON_HD void load_aligned_floats(const float* p, float* q) {
+  static_assert(N % 4 == 0);
+#if defined(__CUDA_ARCH__)
+  GALLEON_DEVICE_UNROLL
+  for (int c = 0; c < N / 4; ++c) {
+    const float4 f = reinterpret_cast<const float4*>(p)[c];
+    q[4 * c] = f.x, q[4 * c + 1] = f.y, q[4 * c + 2] = f.z, q[4 * c + 3] = f.w;
+  }
+#else
+  for (int i = 0; i < N; ++i) q[i] = p[i];
+#endif
+}
 // Step 4 of the K-tile kernel, cell (lane l < 32, column d < hd) of G heads: acc[g] plus, in
 // increasing j = l mod 32, e_j of head g * v_j[d] (vd: v_0[d], rows kv_dim floats apart), each
 // acc[g] as lane_weighted_sum adds. The V elements of kVLoads positions are loaded first, so
@@ -232,14 +252,17 @@ struct ScoreLayout {
 // in the lane-major layout their scores with one load per head.
 template <int G>
 constexpr int kVLoads = G >= 8 ? 2 : 4;
-// weighted_lane_cell for a layout whose positions l, l + 32, ... lie kStep floats apart (1:
-// lane-major, 32: linear), `es` at lane l's first: pointers moved on per position rather than
-// 64-bit products per access, and no branch on the layout per head (the PTX of the version
-// before spent about 120 instructions on 32 multiplies and adds).
+// weighted_lane_cell for a layout whose positions l, l + 32, ... lie kStep floats apart (G:
+// lane-major, the heads of a position after each other; 32: linear, heads `head` floats
+// apart), `es` at lane l's first: pointers moved on per position rather than 64-bit products
+// per access, and no branch on the layout per head (the PTX of the version before spent about
+// 120 instructions on 32 multiplies and adds).
 template <int G, int kStep>
 GALLEON_HD void weighted_lane_cell_steps(int l, const float* vd, int64_t kv_dim, int64_t n_kv,
                                          const float* es, int64_t head, float (&acc)[G]) {
   constexpr int kLoads = kVLoads<G>;
+  constexpr bool kLaneMajor = kStep == G && kStep != 32;  // heads 1 float apart
+  static_assert(!kLaneMajor || (kLoads * G) % 4 == 0);  // 16-byte loads: lanes 16-byte aligned
   const int64_t count = l < n_kv ? (n_kv - 1 - l) / 32 + 1 : 0;  // positions l + 32k
   const int64_t vstep = 32 * kv_dim;
   const float* vp = vd + l * kv_dim;
@@ -248,49 +271,63 @@ GALLEON_HD void weighted_lane_cell_steps(int l, const float* vd, int64_t kv_dim,
     float v[kLoads];
     GALLEON_DEVICE_UNROLL
     for (int i = 0; i < kLoads; ++i) v[i] = vp[i * vstep];
-    GALLEON_DEVICE_UNROLL
-    for (int g = 0; g < G; ++g) {
-      const float* eg = es + g * head;
-      float s[kLoads];
-      if constexpr (kStep == 1) {
-        load_floats<kLoads>(eg, s);
-      } else {
+    if constexpr (kLaneMajor) {
+      float s[kLoads * G];  // position i's scores of head g at s[i * G + g]
+      load_aligned_floats<kLoads * G>(es, s);
+      GALLEON_DEVICE_UNROLL
+      for (int g = 0; g < G; ++g)
+        GALLEON_DEVICE_UNROLL
+        for (int i = 0; i < kLoads; ++i) acc[g] = acc[g] + s[i * G + g] * v[i];
+    } else {
+      GALLEON_DEVICE_UNROLL
+      for (int g = 0; g < G; ++g) {
+        const float* eg = es + g * head;
+        float s[kLoads];
         GALLEON_DEVICE_UNROLL
         for (int i = 0; i < kLoads; ++i) s[i] = eg[i * kStep];
+        GALLEON_DEVICE_UNROLL
+        for (int i = 0; i < kLoads; ++i) acc[g] = acc[g] + s[i] * v[i];
       }
-      GALLEON_DEVICE_UNROLL
-      for (int i = 0; i < kLoads; ++i) acc[g] = acc[g] + s[i] * v[i];
     }
   }
+  const int64_t hs = kLaneMajor ? 1 : head;
   GALLEON_DEVICE_ROLLED  // fewer than kLoads positions
   for (; k < count; ++k, vp += vstep, es += kStep) {
     const float v = *vp;
     GALLEON_DEVICE_UNROLL
-    for (int g = 0; g < G; ++g) acc[g] = acc[g] + es[g * head] * v;
+    for (int g = 0; g < G; ++g) acc[g] = acc[g] + es[g * hs] * v;
   }
 }
 template <int G>
 GALLEON_HD void weighted_lane_cell(int l, const float* vd, int64_t kv_dim, int64_t n_kv,
                                    const ScoreLayout& e, float (&acc)[G]) {
   const float* es = e.base + l * e.lane;
-  if (e.step == 1)  // lane_major
-    weighted_lane_cell_steps<G, 1>(l, vd, kv_dim, n_kv, es, e.head, acc);
-  else  // linear: step 32
+  if (e.step == 32)  // linear
     weighted_lane_cell_steps<G, 32>(l, vd, kv_dim, n_kv, es, e.head, acc);
+  else  // lane_major: step G, head 1
+    weighted_lane_cell_steps<G, G>(l, vd, kv_dim, n_kv, es, 1, acc);
 }
 // The e lanes' cell (column hd) of lane l: acc[g] plus, in increasing j = l mod 32, e_j of
 // head g (lane_sum's order).
+template <int G, int kStep>
+GALLEON_HD void score_lane_sums_steps(int l, int64_t n_kv, const float* es, int64_t head,
+                                      float (&acc)[G]) {
+  GALLEON_DEVICE_ROLLED
+  for (int64_t j = l; j < n_kv; j += 32, es += kStep)
+    GALLEON_DEVICE_UNROLL
+    for (int g = 0; g < G; ++g) acc[g] = acc[g] + es[g * head];
+}
 template <int G>
 GALLEON_HD void score_lane_sums(int l, int64_t n_kv, const ScoreLayout& e, float (&acc)[G]) {
   const float* es = e.base + l * e.lane;
-  GALLEON_DEVICE_ROLLED
-  for (int64_t j = l; j < n_kv; j += 32, es += e.step)
-    GALLEON_DEVICE_UNROLL
-    for (int g = 0; g < G; ++g) acc[g] = acc[g] + es[g * e.head];
+  if (e.step == 32)  // linear
+    score_lane_sums_steps<G, 32>(l, n_kv, es, e.head, acc);
+  else  // lane_major
+    score_lane_sums_steps<G, G>(l, n_kv, es, 1, acc);
 }
 
 // The K-tile kernel's shared memory in floats: G q rows, then the K tile and `score_floats`
-// (the scores of G heads when kept there: G * 32 * ScoreLayout::lane_floats(n_kv)), overlaid
+// (the scores of G heads when kept there: ScoreLayout::lane_major_floats(n_kv, G)), overlaid
 // after step 4 (which reads the scores last) by the lanes of `tree_heads` heads at a time.
 GALLEON_HD int64_t tile_k_floats(int64_t hd) { return kQuadTileRows * quad_tile_stride(hd); }
 GALLEON_HD int64_t tile_shared_floats(int g, int64_t hd, int64_t score_floats, int tree_heads) {

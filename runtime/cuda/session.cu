@@ -37,7 +37,7 @@
 #if !defined(GALLEON_LAUNCH)
 #define GALLEON_LAUNCH(grid, block, shared_bytes, st, ...) \
   __VA_ARGS__<<<grid, block, shared_bytes, st>>>
-#define GALLEON_DYNAMIC_SHARED(type, name) extern __shared__ type name[]
+#define GALLEON_DYNAMIC_SHARED(type, name) extern __shared__ __align__(16) type name[]
 #endif
 
 namespace galleon::cuda {
@@ -691,7 +691,7 @@ __global__ void __launch_bounds__(kAttnThreads, 2)  // 2 blocks per SM: at most 
   float* ks = qs + G * q_row;
   float* es = ks + cdev::attn::tile_k_floats(hd);
   const cdev::attn::ScoreLayout scores =
-      shared_scores ? cdev::attn::ScoreLayout::lane_major(es, n_kv_scores)
+      shared_scores ? cdev::attn::ScoreLayout::lane_major(es, n_kv_scores, G)
                     : cdev::attn::ScoreLayout::linear(scratch + (t * n_head + h0) * n_ctx, n_ctx);
   const int tid = int(threadIdx.x), lane = tid & 31, warp = tid >> 5;
 #pragma unroll
@@ -1204,7 +1204,7 @@ class CudaExec {
         return size_t(cdev::attn::tile_shared_floats(G, hd, score_floats, tree_heads)) *
                sizeof(float);
       };
-      const int64_t score_floats = G * 32 * cdev::attn::ScoreLayout::lane_floats(n_kv);
+      const int64_t score_floats = cdev::attn::ScoreLayout::lane_major_floats(n_kv, G);
       const bool shared_scores = bytes(score_floats, 1) <= attn_shared_ && !attn_scratch_;
       const int64_t kept = shared_scores ? score_floats : 0;
       int tree_heads = G;  // as many heads' trees at once as fit
