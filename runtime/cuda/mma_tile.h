@@ -177,7 +177,7 @@ class GlobalActs {
 template <GgmlType T>
 using ActBlock = std::conditional_t<TypeInfo<T>::elems == 32, kern::A8Block, kern::A8KBlock>;
 
-// Packed weights (docs/cuda.md, "Packed weights"; variant u4): the 32-element types' weights
+// Packed weights (docs/cuda.md, "Variant u4"): the 32-element types' weights
 // laid out again for the tiles, once, when they are uploaded. A record per 16 rows and block:
 // record gr * nb + i holds block i (of nb per row) of rows 16 gr .. 16 gr + 15 (the last row
 // repeated past the end). Its quant part is every lane's A fragment words in lane order,
