@@ -74,14 +74,15 @@ GALLEON_HD float load_f32(const uint8_t* p) {
   return from_bits(le32(p));
 #endif
 }
-GALLEON_HD float load_f16(const uint8_t* p) {
+// The 16 bits at p (2-byte aligned): one 16-bit load on the GPU.
+GALLEON_HD uint32_t load_u16(const uint8_t* p) {
 #if defined(__CUDA_ARCH__)
-  return __half2float(__ushort_as_half(*reinterpret_cast<const unsigned short*>(p)));
+  return *reinterpret_cast<const unsigned short*>(p);
 #else
-  return half_to_float(le16(p));
+  return le16(p);
 #endif
 }
-// A binary16 value's bits (the low 16 of h) as load_f16 converts them.
+// A binary16 value's bits (the low 16 of h) as a float.
 GALLEON_HD float f16_bits(uint32_t h) {
 #if defined(__CUDA_ARCH__)
   return __half2float(__ushort_as_half(static_cast<unsigned short>(h)));
@@ -89,13 +90,8 @@ GALLEON_HD float f16_bits(uint32_t h) {
   return half_to_float(h & 0xFFFFu);
 #endif
 }
-GALLEON_HD float load_bf16(const uint8_t* p) {
-#if defined(__CUDA_ARCH__)
-  return bf16_to_float(*reinterpret_cast<const unsigned short*>(p));
-#else
-  return bf16_to_float(le16(p));
-#endif
-}
+GALLEON_HD float load_f16(const uint8_t* p) { return f16_bits(load_u16(p)); }
+GALLEON_HD float load_bf16(const uint8_t* p) { return bf16_to_float(load_u16(p)); }
 
 // Any NaN dot product result becomes the quiet NaN 0x7fc00000.
 GALLEON_HD float canonical_nan(float v) { return v != v ? from_bits(0x7fc00000u) : v; }

@@ -207,13 +207,6 @@ template <GgmlType T>
 GALLEON_HDI size_t pack_scale_words(int64_t rows, int64_t n) {
   return size_t(pack_groups(rows)) * size_t(n / 32) * PackFormat<T>::kScaleWords;
 }
-GALLEON_HDI uint32_t half_bits(const uint8_t* p) {
-#if defined(__CUDA_ARCH__)
-  return *reinterpret_cast<const uint16_t*>(p);
-#else
-  return le16(p);
-#endif
-}
 // Record gr * nb + i of the rows of raw (raw.pq, raw.ps unused): lane's quant words to
 // pq[32 * kWords * record + kWords * lane ..], and for t == 0 its row pair's scale words.
 template <GgmlType T>
@@ -240,8 +233,8 @@ GALLEON_HDI void pack_lane(const GemmArgs& raw, int64_t gr, int64_t i, int lane,
   }
   if (t != 0) return;
   uint32_t* sc = ps + record * F::kScaleWords;
-  sc[g] = half_bits(w[0]) | (half_bits(w[1]) << 16);
-  if constexpr (kA8HasMin<T>) sc[8 + g] = half_bits(w[0] + 2) | (half_bits(w[1] + 2) << 16);
+  sc[g] = load_u16(w[0]) | (load_u16(w[1]) << 16);
+  if constexpr (kA8HasMin<T>) sc[8 + g] = load_u16(w[0] + 2) | (load_u16(w[1] + 2) << 16);
 }
 // Lane l's A words of a record whose quant part starts at q (as load_a8 reads them in place).
 template <GgmlType T>

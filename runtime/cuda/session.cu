@@ -1562,10 +1562,11 @@ std::vector<float> matmul(GgmlType type, int64_t n, int64_t rows, const std::vec
   dy.reserve(size_t(rows * ntok) * sizeof(float));
   DevWeight dev{type, n, rows, w.size() / size_t(rows), dw.get<uint8_t>()};
   const TileVariant variant = tile_variant_from_env();
+  const MatmulPath available = available_path(path);
   DeviceBuffer packed;
-  if (packs_weights(variant, available_path(path), type)) pack_weights(dev, dev.data, rows, packed);
+  if (packs_weights(variant, available, type)) pack_weights(dev, dev.data, rows, packed);
   run_matmuls({{&dev}, {dy.get<float>()}, 1, da.get<uint8_t>(), act.size() / size_t(ntok), ntok},
-              nullptr, available_path(path), variant);
+              nullptr, available, variant);
   return download<float>(dy, size_t(rows * ntok));
 }
 
