@@ -13,16 +13,18 @@
 #      for the quantized types and shared-memory tiles for F32/F16/BF16; attention scores from
 #      K tiles); cuda_test's matmul kernels and two models once more with each tile variant
 #      other than the defaults (GALLEON_CUDA_MMA=s4, k4, k8, p4, u4; r2 and s2 passed on the H200;
-#      GALLEON_CUDA_PLAIN=b1 with the F16 and BF16 models);
+#      GALLEON_CUDA_PLAIN=b1 with the F16 and BF16 models), and the attention tests with
+#      GALLEON_CUDA_ATTN_COLUMNS=1 (steps 4 to 6 by column warps);
 #   4. a bundle of recipes/stories260k.yaml with its CUDA engine member: `galleon install`, then
 #      `galleon check stories260k --device cuda` and `galleon run stories260k --device cuda`;
 #   5. print a speed table (CPU and GPU tok/s, 124M and 1.1B shapes, F16 Q8_0 Q4_0 Q4_K, the GPU
 #      with its defaults; then 1.1B 512-token prompts on the GPU, 3 runs each, with the
-#      tensor-core variants /t4 (the default) /u4 /s4 /k4; 1.1B Q4_K_M (llama.cpp's: V and down
+#      tensor-core variants /t4 (the default) /u4 /k4, Q4_0 and Q4_K again with the attention by
+#      column warps (GALLEON_CUDA_ATTN_COLUMNS=1); 1.1B Q4_K_M (llama.cpp's: V and down
 #      in Q6_K); 1.1B F16 with GALLEON_CUDA_PLAIN unset and b1), and where a 1.1B prompt's GPU
 #      time goes (six copies of the logits checks' prompt, one batch of 859 tokens), per
 #      kind of step (GALLEON_CUDA_PROFILE=1, every kernel loaded before: CUDA_MODULE_LOADING=
-#      EAGER), Q4_0 with the default variant, u4 and k4, Q4_K and F16 with the defaults.
+#      EAGER), Q4_0 with the defaults, u4 and column warps, Q4_K and F16 with the defaults.
 # Prints PASS or FAIL per check; exits non-zero when any check fails. Sized for about 5 minutes
 # on a 16-core H100/H200 machine (SPEED_TIMEOUT bounds the table; SKIP_SPEED=1 skips it).
 # GPU_CHECK_DEVICE=host is a dry run of this script on a machine without a GPU: the GPU side is
@@ -173,8 +175,8 @@ PROMPT="Once upon a time, there was a little girl named Lily. She loved to play 
 LONG_PROMPT="$PROMPT $PROMPT $PROMPT $PROMPT $PROMPT $PROMPT"
 
 # `bench/gpu-check.sh ncu`: no checks; Nsight Compute's view (where the machine has ncu) of a
-# 1.1B Q4_0 prompt of 859 tokens in one batch: the first launch of the prompt attention
-# and the first three of the tensor-core matmuls (Q K V, output, gate and up; the default
+# 1.1B Q4_0 prompt of 859 tokens in one batch: the first launch of the prompt attention (as is,
+# then by column warps) and the first three of the tensor-core matmuls (Q K V, output, gate and up; the default
 # variant, then u4), with their throughput, occupancy and warp stall sections, the full reports
 # in NCU_OUT (default $TMP).
 if [[ "$MODE" == ncu ]]; then
@@ -185,11 +187,13 @@ if [[ "$MODE" == ncu ]]; then
   fi
   out=${NCU_OUT:-$TMP}
   "$BIN/llama_bench" --write "$TMP" --shape 1.1b --type q4_0 >/dev/null
-  for k in attention_tiles:1: matmul_mma:3: matmul_mma:3:u4; do
-    IFS=: read -r kernel count variant <<<"$k"
-    report="$out/ncu-$kernel${variant:+-$variant}.txt"
-    echo "-- $kernel${variant:+, GALLEON_CUDA_MMA=$variant}"
-    GALLEON_CUDA_MMA=$variant timeout 120 "$ncu" --kernel-name "regex:$kernel" --launch-count "$count" \
+  # kernel:launches:GALLEON_CUDA_MMA:GALLEON_CUDA_ATTN_COLUMNS
+  for k in attention_tiles:1:: attention_tiles:1::1 matmul_mma:3:: matmul_mma:3:u4:; do
+    IFS=: read -r kernel count variant columns <<<"$k"
+    report="$out/ncu-$kernel${variant:+-$variant}${columns:+-columns}.txt"
+    echo "-- $kernel${variant:+, GALLEON_CUDA_MMA=$variant}${columns:+, GALLEON_CUDA_ATTN_COLUMNS=1}"
+    GALLEON_CUDA_ATTN_COLUMNS=${columns:-0} GALLEON_CUDA_MMA=$variant timeout 120 "$ncu" \
+      --kernel-name "regex:$kernel" --launch-count "$count" \
       --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
       --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis \
       "$ENGINE_GPU" run "$TMP/llama-1.1b-q4_0.gguf" -p "$LONG_PROMPT" --max-tokens 1 --batch 1024 \
@@ -229,12 +233,15 @@ else
 fi
 # The tensor-core variants other than the default: the kernels and two models' forward passes
 # (the dry run leaves them to cuda_emu_test and CTest's cuda_host_test).
-for v in MMA=s4 MMA=k4 MMA=k8 MMA=p4 MMA=u4 PLAIN=b1; do
+for v in MMA=s4 MMA=k4 MMA=k8 MMA=p4 MMA=u4 PLAIN=b1 ATTN_COLUMNS=1; do
   [[ $HOST == 1 ]] && break
   tests='CudaKernels.MatmulMatchesRefDot:AllTypes/CudaSynth.MatchesCpu/llama_q4_K:AllTypes/CudaSynth.MatchesCpu/llama_q6_K'
   # u4 packs the 32-element types' weights (Q4_0: nibble words, Q5_1: merged bytes and minimums)
   [[ $v == MMA=u4 ]] && tests="$tests:AllTypes/CudaSynth.MatchesCpu/llama_q4_0:AllTypes/CudaSynth.MatchesCpu/llama_q5_1"
   [[ $v == PLAIN=* ]] && tests='CudaKernels.MatmulMatchesRefDot:AllTypes/CudaSynth.MatchesCpu/llama_f16:AllTypes/CudaSynth.MatchesCpu/llama_bf16'
+  # the K-tile attention's steps 4 to 6 by column warps: every group and head dim shape, the
+  # scores in global memory and past the default shared memory
+  [[ $v == ATTN_* ]] && tests='Cuda.Stories260KMatchesCpu:Cuda.AttentionGroupShapesMatchCpu:Cuda.LongContextScoresInGlobalMemoryMatchCpu:Cuda.LongPromptScoresPastTheDefaultSharedMemoryMatchCpu:AllTypes/CudaSynth.MatchesCpu/llama_q4_0'
   if out=$(env "GALLEON_CUDA_$v" "$BIN/$CUDA_TEST" --gtest_filter="$tests" 2>&1); then
     pass "$CUDA_TEST with GALLEON_CUDA_$v ($(grep -E '^\[  PASSED' <<<"$out"))"
   else
@@ -385,8 +392,11 @@ elif [[ "${SKIP_SPEED:-0}" != 1 ]]; then
       --threads $JOBS -p 128 -n 32 -r 1 --save '$TMP' &&
     '$BIN/llama_bench' --shape 1.1b --type f16,q8_0,q4_0,q4_K --device cpu,$DEV \
       --threads $JOBS -p 64 -n 16 -r 1 --save '$TMP' | tail -n +4 &&
-    '$BIN/llama_bench' --shape 1.1b --type q4_0,q8_0,q4_K --device $DEV --cuda-mma t4,u4,s4,k4 \
+    '$BIN/llama_bench' --shape 1.1b --type q4_0,q8_0,q4_K --device $DEV --cuda-mma t4,u4,k4 \
       -p 512 -n 16 -r 3 --save '$TMP' | tail -n +4 &&
+    echo '-- the same with GALLEON_CUDA_ATTN_COLUMNS=1 (the attention by column warps)' &&
+    GALLEON_CUDA_ATTN_COLUMNS=1 '$BIN/llama_bench' --shape 1.1b --type q4_0,q4_K --device $DEV \
+      --cuda-mma t4,u4 -p 512 -n 16 -r 3 --save '$TMP' | tail -n +4 &&
     echo '-- 1.1B F16, 512 tokens: the plain tiles two blocks per SM, then GALLEON_CUDA_PLAIN=b1' &&
     '$BIN/llama_bench' --shape 1.1b --type f16 --device $DEV -p 512 -n 16 -r 3 --save '$TMP' |
       tail -n +4 &&
@@ -399,12 +409,15 @@ elif [[ "${SKIP_SPEED:-0}" != 1 ]]; then
   # Where a prompt's GPU time goes (GALLEON_CUDA_PROFILE=1: each step kind's kernel time; the
   # kernels loaded when the context is made, so that no step's first launch loads its kernel).
   export CUDA_MODULE_LOADING=EAGER
-  for mv in q4_0/ q4_0/u4 q4_0/k4 q4_K/ f16/; do
-    m=$TMP/llama-1.1b-${mv%/*}.gguf v=${mv#*/}
+  # TYPE/MMA variant/ATTN_COLUMNS
+  for mv in q4_0// q4_0/u4/ q4_0//1 q4_K// f16//; do
+    IFS=/ read -r t v c <<<"$mv"
+    m=$TMP/llama-1.1b-$t.gguf
     [[ -f "$m" ]] || continue
-    echo "-- $(basename "$m" .gguf), ${v:+GALLEON_CUDA_MMA=$v, }the defaults otherwise"
-    GALLEON_CUDA_MMA=$v GALLEON_CUDA_PROFILE=1 timeout 60 "$ENGINE_GPU" run "$m" -p "$LONG_PROMPT" \
-      --max-tokens 1 --batch 1024 --device "$DEV" --json 2>&1 >/dev/null | head -20 || true
+    echo "-- $(basename "$m" .gguf), ${v:+GALLEON_CUDA_MMA=$v, }${c:+GALLEON_CUDA_ATTN_COLUMNS=$c, }the defaults otherwise"
+    GALLEON_CUDA_ATTN_COLUMNS=${c:-0} GALLEON_CUDA_MMA=$v GALLEON_CUDA_PROFILE=1 timeout 60 \
+      "$ENGINE_GPU" run "$m" -p "$LONG_PROMPT" --max-tokens 1 --batch 1024 --device "$DEV" \
+      --json 2>&1 >/dev/null | head -20 || true
   done
 fi
 

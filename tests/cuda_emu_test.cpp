@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -662,7 +663,9 @@ void expect_lane_major_place_each() {
         const auto at = size_t(g * layout.head + (j & 31) * layout.lane + (j >> 5) * layout.step);
         ASSERT_LT(at, seen.size()) << "n_kv " << n_kv << " head " << g << " position " << j;
         ASSERT_EQ(seen[at]++, 0) << "n_kv " << n_kv << " head " << g << " position " << j;
-        if (g == 0 && (j >> 5) % cdev::attn::kVLoads<G> == 0) ASSERT_EQ(at % 4, 0u) << "G " << G;
+        if (g == 0 && (j >> 5) % cdev::attn::kVLoads<G> == 0) {
+          ASSERT_EQ(at % 4, 0u) << "G " << G;
+        }
       }
   }
 }
@@ -678,6 +681,148 @@ TEST(CudaEmu, WeightedLaneCellIsTheLaneSum) {
   expect_weighted_lane_cells_are_lane_sums<1>(rng);
   expect_weighted_lane_cells_are_lane_sums<3>(rng);
   expect_weighted_lane_cells_are_lane_sums<8>(rng);
+}
+
+// session.cu's column_tree over the 32 lanes of a warp, each lane's items a row: the shuffle
+// of a step gives each lane what its partner (lane ^ s) sent.
+template <int N>
+void emulate_column_tree(std::vector<std::array<float, N>>& lanes) {
+  int n = N;
+  for (int s = 16; s >= 1; s >>= 1) {
+    const int half = n / 2;
+    for (int k = 0; k < std::max(half, 1); ++k) {
+      float sent[32];
+      for (int l = 0; l < 32; ++l)
+        sent[l] = cdev::attn::butterfly_sent(l, s, half, lanes[size_t(l)].data(), k);
+      for (int l = 0; l < 32; ++l)
+        cdev::attn::butterfly_add(l, s, half, lanes[size_t(l)].data(), k, sent[l ^ s]);
+    }
+    n = std::max(half, 1);
+  }
+}
+// The canonical tree of 32 lanes (tree_cell's L[i] = L[i] + L[i + s]): L[0].
+float lane_tree(std::array<float, 32> l) {
+  for (int s = 16; s >= 1; s >>= 1)
+    for (int i = 0; i < s; ++i) l[size_t(i)] = l[size_t(i)] + l[size_t(i + s)];
+  return l[0];
+}
+// The column warps' steps 4 and 5 (attention.h, "Step 4 by column warps"; session.cu's
+// column_warps_output): V staged a tile at a time by every thread's share, each warp's lanes
+// of its 8 columns of G heads in both score layouts, then the butterfly; every lane cell is
+// lane_weighted_sum's, every column's total and the e lanes' the canonical tree's, and each
+// total is held by the lanes butterfly_first and butterfly_writer name.
+template <int G>
+void expect_column_warps_are_lane_trees(std::mt19937& rng) {
+  namespace attn = cdev::attn;
+  constexpr int kW = attn::kColWidth, kItems = attn::column_items(G);
+  static_assert(kItems >= G * kW && (kItems & (kItems - 1)) == 0);
+  for (int64_t hd : {8, 20, 30, 64})
+    for (int64_t n_kv : {1, 31, 33, 64, 65, 100, 129, 300}) {
+      const int64_t kv_dim = 2 * hd + 4 + hd % 4;  // hd % 4 != 0: odd kv_dim too
+      std::vector<float> e(size_t(G * n_kv)), v(size_t(n_kv * kv_dim));
+      std::uniform_real_distribution<float> u(-2.0f, 2.0f);
+      for (float& x : e) x = u(rng);
+      for (float& x : v) x = u(rng) * 1e3f;
+      e[size_t(n_kv / 2)] = 0.0f;
+      if (n_kv > 40) e[40] = std::numeric_limits<float>::infinity();
+      auto score = [&](int g) { return e.data() + g * n_kv; };
+      std::vector<float> linear(size_t(G * (n_kv + 3))),
+          lane_major(size_t(attn::ScoreLayout::lane_major_floats(n_kv, G)),
+                     std::numeric_limits<float>::quiet_NaN());
+      for (const auto& layout : {attn::ScoreLayout::linear(linear.data(), n_kv + 3),
+                                 attn::ScoreLayout::lane_major(lane_major.data(), n_kv, G)}) {
+        for (int g = 0; g < G; ++g)
+          for (int64_t j = 0; j < n_kv; ++j) layout.at(g, j) = score(g)[j];
+        const std::string what = "G " + std::to_string(G) + " hd " + std::to_string(hd) +
+                                 " n_kv " + std::to_string(n_kv) + " step " +
+                                 std::to_string(layout.step);
+        const int64_t stride = attn::v_tile_stride(hd);
+        ASSERT_LE(attn::kVTileRows * stride, attn::tile_k_floats(hd)) << what;
+        std::vector<float> tile(size_t(attn::kVTileRows * stride));
+        // acc[warp][lane][c][g], as column_warps_output's registers.
+        std::vector<std::array<std::array<float, G>, kW>> acc(static_cast<size_t>(kEmuAttnThreads));
+        for (int64_t j0 = 0; j0 < n_kv; j0 += attn::kVTileRows) {
+          const int64_t rows = std::min(attn::kVTileRows, n_kv - j0);
+          std::fill(tile.begin(), tile.end(), std::numeric_limits<float>::quiet_NaN());
+          for (int tid = 0; tid < kEmuAttnThreads; ++tid)
+            attn::stage_v_rows(tid, v.data() + j0 * kv_dim, kv_dim, int(hd), int(rows), stride,
+                               tile.data());
+          for (int tid = 0; tid < kEmuAttnThreads; ++tid) {
+            const int lane = tid & 31, col0 = (tid >> 5) * kW;
+            if (col0 >= hd) continue;
+            float a[kW][G];
+            for (int c = 0; c < kW; ++c)
+              for (int g = 0; g < G; ++g) a[c][g] = acc[size_t(tid)][size_t(c)][size_t(g)];
+            const float* es = layout.base + lane * layout.lane;
+            if (layout.step == 32)
+              attn::column_tile_cells<G, 32>(lane, tile.data(), stride, col0, rows,
+                                             es + (j0 >> 5) * 32, layout.head, a);
+            else
+              attn::column_tile_cells<G, G>(lane, tile.data(), stride, col0, rows,
+                                            es + (j0 >> 5) * G, 1, a);
+            for (int c = 0; c < kW; ++c)
+              for (int g = 0; g < G; ++g) acc[size_t(tid)][size_t(c)][size_t(g)] = a[c][g];
+          }
+        }
+        std::array<float, 32> e_lanes;
+        for (int g = 0; g < G; ++g) {
+          for (int l = 0; l < 32; ++l) {
+            e_lanes[size_t(l)] = attn::lane_score_sum(l, n_kv, layout, g);
+            ASSERT_EQ(bits(e_lanes[size_t(l)]), bits(cdev::lane_sum(score(g), n_kv, l)))
+                << what << " head " << g << " lane " << l;
+          }
+          std::vector<std::array<float, 1>> one(32);
+          for (int l = 0; l < 32; ++l) one[size_t(l)][0] = e_lanes[size_t(l)];
+          emulate_column_tree<1>(one);
+          for (int l = 0; l < 32; ++l)
+            ASSERT_EQ(bits(one[size_t(l)][0]), bits(lane_tree(e_lanes))) << what << " lane " << l;
+        }
+        for (int w = 0; w * kW < hd; ++w) {
+          std::vector<std::array<float, kItems>> items(32);
+          for (int l = 0; l < 32; ++l)
+            for (int x = 0; x < kItems; ++x)
+              items[size_t(l)][size_t(x)] =
+                  x < G * kW ? acc[size_t(32 * w + l)][size_t(x % kW)][size_t(x / kW)] : 0.0f;
+          // Every cell of a real column is the lane sum.
+          for (int x = 0; x < G * kW; ++x) {
+            const int g = x / kW;
+            const int64_t d = w * kW + x % kW;
+            if (d >= hd) continue;
+            std::array<float, 32> col;
+            for (int l = 0; l < 32; ++l) {
+              col[size_t(l)] = items[size_t(l)][size_t(x)];
+              ASSERT_EQ(bits(col[size_t(l)]),
+                        bits(cdev::lane_weighted_sum(score(g), v.data() + d, kv_dim, n_kv, l)))
+                  << what << " lane " << l << " d " << d << " head " << g;
+            }
+          }
+          std::vector<std::array<float, kItems>> before = items;
+          emulate_column_tree<kItems>(items);
+          std::vector<int> held(size_t(kItems), 0);
+          for (int l = 0; l < 32; ++l) {
+            if (!attn::butterfly_writer(l, kItems)) continue;
+            const int first = attn::butterfly_first(l, kItems);
+            for (int i = 0; i < attn::butterfly_count(kItems); ++i) {
+              const int x = first + i;
+              ASSERT_LT(x, kItems) << what;
+              ++held[size_t(x)];
+              std::array<float, 32> col;
+              for (int k = 0; k < 32; ++k) col[size_t(k)] = before[size_t(k)][size_t(x)];
+              ASSERT_EQ(bits(items[size_t(l)][size_t(i)]), bits(lane_tree(col)))
+                  << what << " warp " << w << " lane " << l << " item " << x;
+            }
+          }
+          for (int x = 0; x < kItems; ++x) ASSERT_EQ(held[size_t(x)], 1) << what << " item " << x;
+        }
+      }
+    }
+}
+TEST(CudaEmu, ColumnWarpsAreTheLaneTrees) {
+  std::mt19937 rng(29);
+  expect_column_warps_are_lane_trees<1>(rng);
+  expect_column_warps_are_lane_trees<2>(rng);
+  expect_column_warps_are_lane_trees<3>(rng);
+  expect_column_warps_are_lane_trees<8>(rng);
 }
 
 // CellWalk visits cells first, first + step, ... in order, and the threads 0 .. step - 1

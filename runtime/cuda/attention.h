@@ -326,6 +326,146 @@ GALLEON_HD void score_lane_sums(int l, int64_t n_kv, const ScoreLayout& e, float
     score_lane_sums_steps<G, G>(l, n_kv, es, 1, acc);
 }
 
+// Step 4 by column warps (GALLEON_CUDA_ATTN_COLUMNS=1): warp w's lane l holds lane l (the
+// positions j = l mod 32) of the columns d = kColWidth w + c (c < kColWidth, d < hd) of the G
+// heads. A position's scores, loaded once, serve the lane's kColWidth G cells (a lane cell
+// above loads them per column), and a column's 32 lanes lie in one warp, so that step 5 is a
+// butterfly of shuffles (column_tree) instead of shared memory and 7 barriers. V goes through
+// shared memory kVTileRows rows at a time, staged with coalesced loads; a lane reads its
+// positions' 8 columns with two 16-byte loads.
+constexpr int kColWidth = 8;
+static_assert(kColWidth * (kThreads / 32) >= kQuadMaxHd, "8 warps of 8 columns cover hd <= 64");
+constexpr int64_t kVTileRows = 64;  // two positions per lane per tile
+// V tile row stride in floats: what the lanes read (hd rounded up to 8 columns, zeros past hd)
+// within a multiple of 32, plus 4, so that the rows of a quarter warp's 16-byte loads (8 lanes,
+// 8 consecutive rows) start on 8 different 4-bank groups. It fits in the K tile's floats.
+GALLEON_HD int64_t v_tile_stride(int64_t hd) { return quad_row_floats(hd) + 4; }
+GALLEON_HD int v_tile_width(int hd) { return (hd + kColWidth - 1) / kColWidth * kColWidth; }
+// N floats (a multiple of 4) from p to q, q 16-byte aligned: N / 4 16-byte stores on the GPU.
+template <int N>
+GALLEON_HD void store_aligned_floats(const float* p, float* q) {
+  static_assert(N % 4 == 0);
+#if defined(__CUDA_ARCH__)
+  GALLEON_DEVICE_UNROLL
+  for (int c = 0; c < N / 4; ++c)
+    reinterpret_cast<float4*>(q)[c] =
+        make_float4(p[4 * c], p[4 * c + 1], p[4 * c + 2], p[4 * c + 3]);
+#else
+  for (int i = 0; i < N; ++i) q[i] = p[i];
+#endif
+}
+// N floats from p, 16-byte aligned where N is a multiple of 4 (then N / 4 16-byte loads).
+template <int N>
+GALLEON_HD void load_floats_of(const float* p, float* q) {
+  if constexpr (N % 4 == 0) {
+    load_aligned_floats<N>(p, q);
+  } else {
+    GALLEON_DEVICE_UNROLL
+    for (int i = 0; i < N; ++i) q[i] = p[i];
+  }
+}
+// Thread `first` of kThreads's share of staging `rows` <= kVTileRows V rows (kv_dim floats
+// apart from v, hd used) in the tile (rows `stride` floats apart, columns in order, zeros from hd
+// to v_tile_width). Where hd and kv_dim are multiples of 4: its quads, all loaded before the
+// first is stored; else its cells one at a time.
+GALLEON_HD void stage_v_rows(int first, const float* v, int64_t kv_dim, int hd, int rows,
+                             int64_t stride, float* tile) {
+  const int width = v_tile_width(hd);
+  if (hd % 4 != 0 || kv_dim % 4 != 0) {
+    for_cells(first, kThreads, width, rows,
+              [&](int r, int d) { tile[r * stride + d] = d < hd ? v[r * kv_dim + d] : 0.0f; });
+    return;
+  }
+  constexpr int kQuads = int(kVTileRows * kQuadMaxHd / 4 / kThreads);
+  float staged[kQuads][4] = {};
+  CellWalk load(first, kThreads, width / 4);
+  GALLEON_DEVICE_UNROLL
+  for (int c = 0; c < kQuads; ++c, load.next())
+    if (load.row() < rows && 4 * load.col() < hd)
+      load_floats<4>(v + load.row() * kv_dim + 4 * load.col(), staged[c]);
+  CellWalk store(first, kThreads, width / 4);
+  GALLEON_DEVICE_UNROLL
+  for (int c = 0; c < kQuads; ++c, store.next())
+    if (store.row() < rows)
+      store_aligned_floats<4>(staged[c], tile + store.row() * stride + 4 * store.col());
+}
+// Step 4 by column warps, one V tile (positions j0 .. j0 + rows - 1, j0 a multiple of
+// kVTileRows): lane l adds, for its positions j0 + l and j0 + l + 32 (those below rows), e_j of
+// head g times v_j[col0 + c] to acc[c][g], in that order (lane_weighted_sum's). es: the lane's
+// score of position j0 + l, head 0; kStep floats to its next position (G: lane-major, heads 1
+// float apart; 32: linear, heads `head` floats apart).
+template <int G, int kStep>
+GALLEON_HD void column_tile_cells(int l, const float* tile, int64_t stride, int col0, int64_t rows,
+                                  const float* es, int64_t head, float (&acc)[kColWidth][G]) {
+  constexpr bool kLaneMajor = kStep == G && kStep != 32;
+  if (l >= rows) return;
+  const int n = l + 32 < rows ? 2 : 1;  // positions of the lane in this tile
+  float v[2][kColWidth] = {}, s[2 * G] = {};
+  if (kLaneMajor && n == 2) {
+    load_floats_of<2 * G>(es, s);  // 16-byte aligned for even G: j0 / 32 is even
+  } else if (kLaneMajor) {
+    load_floats_of<G>(es, s);
+  } else {
+    GALLEON_DEVICE_UNROLL
+    for (int i = 0; i < 2; ++i)
+      GALLEON_DEVICE_UNROLL
+      for (int g = 0; g < G; ++g)
+        if (i < n) s[i * G + g] = es[i * kStep + g * head];
+  }
+  GALLEON_DEVICE_UNROLL
+  for (int i = 0; i < 2; ++i)
+    if (i < n) load_aligned_floats<kColWidth>(tile + (l + 32 * i) * stride + col0, v[i]);
+  GALLEON_DEVICE_UNROLL
+  for (int i = 0; i < 2; ++i)
+    if (i < n)
+      GALLEON_DEVICE_UNROLL
+      for (int c = 0; c < kColWidth; ++c)
+        GALLEON_DEVICE_UNROLL
+        for (int g = 0; g < G; ++g) acc[c][g] = acc[c][g] + s[i * G + g] * v[i][c];
+}
+// The e lanes' cell of lane l of head g: the sum of e_j over j = l mod 32, increasing j
+// (lane_sum's order).
+GALLEON_HD float lane_score_sum(int l, int64_t n_kv, const ScoreLayout& e, int g) {
+  const float* p = e.base + g * e.head + l * e.lane;
+  float acc = 0.0f;
+  for (int64_t j = l; j < n_kv; j += 32, p += e.step) acc = acc + *p;
+  return acc;
+}
+// Step 5 by column warps: the canonical tree (L[i] = L[i] + L[i + s] for s = 16, 8, .., 1) of N
+// items (a power of 2), lane i of a warp holding L[i] of each, as a butterfly of shuffles that
+// halves what a lane holds while it holds more than one item: at stride s, lane i and lane i ^ s
+// hold the same h items each; the lane with bit s clear keeps the lower h / 2 (sending the upper
+// to its partner), the other the upper, and both add (the lower lane's value) + (the upper
+// lane's), the tree's L[i] + L[i + s] for the lower lane's i. Once a lane holds one item, both
+// lanes of a pair add the same two values and keep the sum. With half = h / 2 (0 for one item):
+// what a lane sends for its k-th kept item, and the sum it keeps there given its partner's.
+GALLEON_HD float butterfly_sent(int lane, int s, int half, const float* v, int k) {
+  return (lane & s) ? v[k] : v[k + half];
+}
+GALLEON_HD void butterfly_add(int lane, int s, int half, float* v, int k, float got) {
+  const bool upper = (lane & s) != 0;
+  const float keep = upper ? v[k + half] : v[k];
+  v[k] = upper ? got + keep : keep + got;
+}
+// The items a lane holds after the butterfly of N items: butterfly_first(lane, N) onwards,
+// butterfly_count(N) of them; of the lanes that hold the same ones (N < 32), the lowest writes.
+GALLEON_HD int butterfly_first(int lane, int n) {
+  int first = 0;
+  for (int s = 16; s >= 1 && n >= 2; s >>= 1) {
+    n /= 2;
+    if (lane & s) first += n;
+  }
+  return first;
+}
+GALLEON_HD constexpr int butterfly_count(int n) { return n >= 32 ? n / 32 : 1; }
+GALLEON_HD bool butterfly_writer(int lane, int n) { return n >= 32 || lane % (32 / n) == 0; }
+// The column warps' items: head g's column col0 + c at g * kColWidth + c, padded to a power of 2.
+GALLEON_HD constexpr int column_items(int g) {
+  int n = 1;
+  while (n < g * kColWidth) n *= 2;
+  return n;
+}
+
 // The K-tile kernel's shared memory in floats: G q rows, then the K tile and `score_floats`
 // (the scores of G heads when kept there: ScoreLayout::lane_major_floats(n_kv, G)), overlaid
 // after step 4 (which reads the scores last) by the lanes of `tree_heads` heads at a time.

@@ -658,6 +658,84 @@ __global__ void attention_kernel(const float* q, const float* kc, const float* v
     out[t * q_dim + h * hd + d] = cdev::attn::output(lanes, hd, d);
 }
 
+// The butterfly of runtime/cuda/attention.h's step 5 by column warps over a warp: N items, at
+// stride S, of which a lane holds n.
+template <int N, int S, int n>
+__device__ void column_tree(int lane, float (&v)[N]) {
+  if constexpr (S >= 1) {
+    constexpr int half = n / 2;
+#pragma unroll
+    for (int k = 0; k < (half > 0 ? half : 1); ++k)
+      cdev::attn::butterfly_add(
+          lane, S, half, v, k,
+          __shfl_xor_sync(0xffffffffu, cdev::attn::butterfly_sent(lane, S, half, v, k), S));
+    column_tree<N, S / 2, (half > 0 ? half : 1)>(lane, v);
+  }
+}
+
+// Steps 4 to 6 of attention_tiles_kernel by column warps (runtime/cuda/attention.h, "Step 4 by
+// column warps"): V tiles staged in the block's shared memory from `tile_at` floats on (the K
+// tile's place), each warp's lane sums of its 8 columns of the G heads, their trees by shuffles,
+// warp g < G the e lanes' of head g; then o_d = L[0][d] / (the e lanes' L[0]) to out (the G
+// heads' rows hd floats apart). The scores: `scores`, in shared memory from `scores_at` floats on
+// when lane-major. Shared memory is addressed from the shared array itself, so that the compiler
+// emits shared loads (it did not for pointers passed in). Every thread of the block calls it.
+template <int G>
+__device__ void column_warps_output(const float* v, int64_t kv_dim, int64_t hd, int64_t n_kv,
+                                    const cdev::attn::ScoreLayout& scores, int64_t scores_at,
+                                    int64_t tile_at, float* out) {
+  namespace attn = cdev::attn;
+  GALLEON_DYNAMIC_SHARED(float, shared);
+  float* tile = shared + tile_at;
+  constexpr int kW = attn::kColWidth, kItems = attn::column_items(G);
+  static_assert(G <= kAttnThreads / 32, "a warp per head's e lanes");
+  __shared__ float s_sum[G];
+  const int tid = int(threadIdx.x), lane = tid & 31, warp = tid >> 5, col0 = warp * kW;
+  const int64_t stride = attn::v_tile_stride(hd);
+  const bool lane_major = scores.step != 32;
+  const attn::ScoreLayout kept{shared + scores_at, scores.head, scores.lane, scores.step};
+  float acc[kW][G];
+#pragma unroll
+  for (int c = 0; c < kW; ++c)
+#pragma unroll
+    for (int g = 0; g < G; ++g) acc[c][g] = 0.0f;
+  for (int64_t j0 = 0; j0 < n_kv; j0 += attn::kVTileRows) {  // block-uniform
+    const int64_t left = n_kv - j0, rows = left < attn::kVTileRows ? left : attn::kVTileRows;
+    if (j0 > 0) __syncthreads();  // the previous tile read (the first: step 3's barrier)
+    attn::stage_v_rows(tid, v + j0 * kv_dim, kv_dim, int(hd), int(rows), stride, tile);
+    __syncthreads();
+    if (col0 >= hd) continue;  // warp-uniform
+    const int64_t k = j0 >> 5;  // the lane's k-th position, j0 + lane
+    if (lane_major)
+      attn::column_tile_cells<G, G>(lane, tile, stride, col0, rows,
+                                    kept.base + lane * kept.lane + k * G, 1, acc);
+    else
+      attn::column_tile_cells<G, 32>(lane, tile, stride, col0, rows,
+                                     scores.base + lane * scores.lane + k * 32, scores.head, acc);
+  }
+  if (warp < G) {  // warp-uniform: head warp's e lanes, their tree (every lane gets L[0])
+    float e = lane_major ? attn::lane_score_sum(lane, n_kv, kept, warp)
+                         : attn::lane_score_sum(lane, n_kv, scores, warp);
+#pragma unroll
+    for (int s = 16; s >= 1; s >>= 1)
+      attn::butterfly_add(lane, s, 0, &e, 0,
+                          __shfl_xor_sync(0xffffffffu, attn::butterfly_sent(lane, s, 0, &e, 0), s));
+    if (lane == 0) s_sum[warp] = e;
+  }
+  float items[kItems];
+#pragma unroll
+  for (int x = 0; x < kItems; ++x) items[x] = x < G * kW ? acc[x % kW][x / kW] : 0.0f;
+  if (col0 < hd) column_tree<kItems, 16, kItems>(lane, items);  // warp-uniform
+  __syncthreads();  // s_sum written
+  if (col0 >= hd || !attn::butterfly_writer(lane, kItems)) return;
+  const int first = attn::butterfly_first(lane, kItems);
+#pragma unroll
+  for (int i = 0; i < attn::butterfly_count(kItems); ++i) {
+    const int x = first + i, g = x / kW, d = col0 + x % kW;
+    if (g < G && d < hd) out[g * hd + d] = items[i] / s_sum[g];
+  }
+}
+
 // attention_kernel's steps with K tiles (GALLEON_CUDA_ATTN_TILES=1, head dims <= 64), one block
 // per token and G consecutive query heads of one KV head (G = the model's group of query heads
 // per KV head when a kernel is built for it, else 1): 64 K rows at a time are staged in shared
@@ -669,7 +747,9 @@ __global__ void attention_kernel(const float* q, const float* kc, const float* v
 // Lane cells (32 x (hd + 1)) per thread at most.
 constexpr int kTileCells = int((32 * (cdev::attn::kQuadMaxHd + 1) + kAttnThreads - 1) / kAttnThreads);
 
-template <int G>
+// kColumns (GALLEON_CUDA_ATTN_COLUMNS=1): steps 4 to 6 by column warps (attn::column_tile_cells,
+// then column_warps_output), tree_heads unused.
+template <int G, bool kColumns>
 __global__ void __launch_bounds__(kAttnThreads, 2)  // 2 blocks per SM: at most 128 registers
     attention_tiles_kernel(const float* q, const float* kc, const float* vc, int64_t n_head,
                            int64_t group, int64_t hd, int64_t kv_dim, const int64_t* n_past,
@@ -746,6 +826,11 @@ __global__ void __launch_bounds__(kAttnThreads, 2)  // 2 blocks per SM: at most 
       e = cdev::expf(e - s_max[g]);
     }
   __syncthreads();
+  if constexpr (kColumns) {
+    column_warps_output<G>(vc + off, kv_dim, hd, n_kv, scores, es - qs, ks - qs,
+                           out + t * q_dim + h0 * hd);
+    return;
+  }
   // 4. Lane cells (lane l, column d; d == hd: the e lanes) of every head at once.
   const int width = int(hd) + 1;
   float acc[kTileCells][G];
@@ -1204,25 +1289,36 @@ class CudaExec {
         return size_t(cdev::attn::tile_shared_floats(G, hd, score_floats, tree_heads)) *
                sizeof(float);
       };
+      // Column warps keep no lanes in shared memory (tree_heads 0).
+      const int least_heads = attn_columns_ ? 0 : 1;
       const int64_t score_floats = cdev::attn::ScoreLayout::lane_major_floats(n_kv, G);
-      const bool shared_scores = bytes(score_floats, 1) <= attn_shared_ && !attn_scratch_;
+      const bool shared_scores =
+          bytes(score_floats, least_heads) <= attn_shared_ && !attn_scratch_;
       const int64_t kept = shared_scores ? score_floats : 0;
-      int tree_heads = G;  // as many heads' trees at once as fit
+      int tree_heads = attn_columns_ ? 0 : G;  // as many heads' trees at once as fit
       while (tree_heads > 1 && bytes(kept, tree_heads) > attn_shared_) --tree_heads;
       const size_t shared = bytes(kept, tree_heads);
-      if (shared > kAttnShared && !(attn_raised_ & (1u << G))) {  // once per session and G
-        check(cudaFuncSetAttribute(attention_tiles_kernel<G>,
-                                   cudaFuncAttributeMaxDynamicSharedMemorySize, int(attn_shared_)),
-              "cudaFuncSetAttribute (attention kernel)");
-        attn_raised_ |= 1u << G;
-      }
-      profile_.step("attention (K tiles)", batch_, [&] {
-        GALLEON_LAUNCH(dim3(unsigned(ntok), unsigned(n_head / G)), kAttnThreads, shared, st_,
-                       attention_tiles_kernel<G>)(
-            q, kc, vc, n_head, group, hd, kv_dim, pos_, n_ctx, kq_scale, scores, out,
-            shared_scores, n_kv, tree_heads);
-        check_launch("attention kernel (K tiles)");
-      });
+      auto run = [&]<bool kColumns>() {
+        const unsigned bit = 1u << (G + (kColumns ? 16 : 0));
+        if (shared > kAttnShared && !(attn_raised_ & bit)) {  // once per session and kernel
+          check(cudaFuncSetAttribute(attention_tiles_kernel<G, kColumns>,
+                                     cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                     int(attn_shared_)),
+                "cudaFuncSetAttribute (attention kernel)");
+          attn_raised_ |= bit;
+        }
+        profile_.step("attention (K tiles)", batch_, [&] {
+          GALLEON_LAUNCH(dim3(unsigned(ntok), unsigned(n_head / G)), kAttnThreads, shared, st_,
+                         attention_tiles_kernel<G, kColumns>)(
+              q, kc, vc, n_head, group, hd, kv_dim, pos_, n_ctx, kq_scale, scores, out,
+              shared_scores, n_kv, tree_heads);
+          check_launch("attention kernel (K tiles)");
+        });
+      };
+      if (attn_columns_)
+        run.template operator()<true>();
+      else
+        run.template operator()<false>();
     };
     switch (group) {
       case 2: return launch.template operator()<2>();
@@ -1253,8 +1349,11 @@ class CudaExec {
                                                                         : MatmulPath::Lanes);
   bool attn_tiles_ = env_flag("GALLEON_CUDA_ATTN_TILES", true);
   bool attn_scratch_ = env_flag("GALLEON_CUDA_ATTN_SCRATCH", false);
+  // Steps 4 to 6 of the K-tile kernel by column warps (opt-in until timed on a GPU).
+  bool attn_columns_ = env_flag("GALLEON_CUDA_ATTN_COLUMNS", false);
   size_t attn_shared_ = attention_shared_limit();
-  unsigned attn_raised_ = 0;  // bit G: attention_tiles_kernel<G> may take attn_shared_
+  // Bit G (+ 16 for kColumns): attention_tiles_kernel<G, kColumns> may take attn_shared_.
+  unsigned attn_raised_ = 0;
   TileVariant tiles_ = tile_variant_from_env();
 };
 
