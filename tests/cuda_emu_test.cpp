@@ -716,7 +716,7 @@ void expect_column_warps_are_lane_trees(std::mt19937& rng) {
   namespace attn = cdev::attn;
   constexpr int kW = attn::kColWidth, kItems = attn::column_items(G);
   static_assert(kItems >= G * kW && (kItems & (kItems - 1)) == 0);
-  for (int64_t hd : {8, 20, 30, 64})
+  for (int64_t hd : {8, 12, 20, 30, 32, 64})
     for (int64_t n_kv : {1, 31, 33, 64, 65, 100, 129, 300}) {
       const int64_t kv_dim = 2 * hd + 4 + hd % 4;  // hd % 4 != 0: odd kv_dim too
       std::vector<float> e(size_t(G * n_kv)), v(size_t(n_kv * kv_dim));
@@ -745,8 +745,8 @@ void expect_column_warps_are_lane_trees(std::mt19937& rng) {
           const int64_t rows = std::min(attn::kVTileRows, n_kv - j0);
           std::fill(tile.begin(), tile.end(), std::numeric_limits<float>::quiet_NaN());
           for (int tid = 0; tid < kEmuAttnThreads; ++tid)
-            attn::stage_v_rows(tid, v.data() + j0 * kv_dim, kv_dim, int(hd), int(rows), stride,
-                               tile.data());
+            attn::VTileStager(tid, v.data(), kv_dim, int(hd), stride)
+                .stage(j0, int(rows), tile.data());
           for (int tid = 0; tid < kEmuAttnThreads; ++tid) {
             const int lane = tid & 31, col0 = (tid >> 5) * kW;
             if (col0 >= hd) continue;

@@ -389,6 +389,50 @@ GALLEON_HD void stage_v_rows(int first, const float* v, int64_t kv_dim, int hd, 
     if (store.row() < rows)
       store_aligned_floats<4>(staged[c], tile + store.row() * stride + 4 * store.col());
 }
+// Thread `first` of kThreads's share of staging the V tiles of a block: stage_v_rows's, with
+// what it can work out once. Where hd and kv_dim are multiples of 4, v is 16-byte aligned and
+// kThreads a multiple of the quads of a tile row, the thread's quads are the same cells of
+// every tile (rows row0 + c * rstep, one column), so a tile is its 16-byte loads at fixed
+// offsets, then its stores; else stage_v_rows.
+class VTileStager {
+ public:
+  GALLEON_HD VTileStager(int first, const float* v, int64_t kv_dim, int hd, int64_t stride)
+      : v_(v), kv_dim_(kv_dim), stride_(stride), first_(first), hd_(hd) {
+    const int quads = v_tile_width(hd) / 4;
+    fast_ = hd % 4 == 0 && kv_dim % 4 == 0 && kThreads % quads == 0 &&
+            reinterpret_cast<uintptr_t>(v) % 16 == 0;
+    row0_ = first / quads;
+    rstep_ = kThreads / quads;
+    const int col = 4 * (first % quads);
+    live_ = col < hd;
+    src0_ = row0_ * kv_dim + col;
+    dst0_ = int(row0_ * stride + col);
+  }
+  // Rows j0 .. j0 + rows - 1 (rows <= kVTileRows) into the tile.
+  GALLEON_HD void stage(int64_t j0, int rows, float* tile) const {
+    const float* v = v_ + j0 * kv_dim_;
+    if (!fast_) {
+      stage_v_rows(first_, v, kv_dim_, hd_, rows, stride_, tile);
+      return;
+    }
+    constexpr int kQuads = int(kVTileRows * kQuadMaxHd / 4 / kThreads);
+    float staged[kQuads][4] = {};
+    GALLEON_DEVICE_UNROLL
+    for (int c = 0; c < kQuads; ++c)
+      if (live_ && row0_ + c * rstep_ < rows)
+        load_aligned_floats<4>(v + src0_ + c * rstep_ * kv_dim_, staged[c]);
+    GALLEON_DEVICE_UNROLL
+    for (int c = 0; c < kQuads; ++c)
+      if (row0_ + c * rstep_ < rows)
+        store_aligned_floats<4>(staged[c], tile + dst0_ + c * rstep_ * int(stride_));
+  }
+
+ private:
+  const float* v_;
+  int64_t kv_dim_, stride_, src0_;
+  int first_, hd_, row0_, rstep_, dst0_;
+  bool fast_, live_;
+};
 // Step 4 by column warps, one V tile (positions j0 .. j0 + rows - 1, j0 a multiple of
 // kVTileRows): lane l adds, for its positions j0 + l and j0 + l + 32 (those below rows), e_j of
 // head g times v_j[col0 + c] to acc[c][g], in that order (lane_weighted_sum's). es: the lane's

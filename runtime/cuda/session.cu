@@ -699,10 +699,11 @@ __device__ void column_warps_output(const float* v, int64_t kv_dim, int64_t hd, 
   for (int c = 0; c < kW; ++c)
 #pragma unroll
     for (int g = 0; g < G; ++g) acc[c][g] = 0.0f;
+  const attn::VTileStager stager(tid, v, kv_dim, int(hd), stride);
   for (int64_t j0 = 0; j0 < n_kv; j0 += attn::kVTileRows) {  // block-uniform
     const int64_t left = n_kv - j0, rows = left < attn::kVTileRows ? left : attn::kVTileRows;
     if (j0 > 0) __syncthreads();  // the previous tile read (the first: step 3's barrier)
-    attn::stage_v_rows(tid, v + j0 * kv_dim, kv_dim, int(hd), int(rows), stride, tile);
+    stager.stage(j0, int(rows), tile);
     __syncthreads();
     if (col0 >= hd) continue;  // warp-uniform
     const int64_t k = j0 >> 5;  // the lane's k-th position, j0 + lane
