@@ -82,13 +82,30 @@ GALLEON_HD void load_floats(const float* p, float* q) {
 #endif
   for (int i = 0; i < N; ++i) q[i] = p[i];
 }
+// N floats (a multiple of 4) from p, 16-byte aligned, to q: N / 4 16-byte loads on the GPU.
+template <int N>
+GALLEON_HD void load_aligned_floats(const float* p, float* q) {
+  static_assert(N % 4 == 0);
+#if defined(__CUDA_ARCH__)
+  GALLEON_DEVICE_UNROLL
+  for (int c = 0; c < N / 4; ++c) {
+    const float4 f = reinterpret_cast<const float4*>(p)[c];
+    q[4 * c] = f.x, q[4 * c + 1] = f.y, q[4 * c + 2] = f.z, q[4 * c + 3] = f.w;
+  }
+#else
+  for (int i = 0; i < N; ++i) q[i] = p[i];
+#endif
+}
 // Thread u's values v of a row in the quad layout (those past hd: whatever the row holds there).
+// The row starts 16-byte aligned (the kernel's q rows and K tile rows are multiples of 16
+// floats apart from its aligned shared memory), so its runs of 4 are 16-byte loads without a
+// test of the address.
 GALLEON_HD void quad_values(const float* row, int64_t hd, int u, float (&v)[kQuadValues]) {
   GALLEON_DEVICE_UNROLL
   for (int b = 0; b < kQuadValues / 8; ++b)
     if (32 * b < hd) {
-      load_floats<4>(row + 32 * b + 4 * u, v + 8 * b);
-      load_floats<4>(row + 32 * b + 16 + 4 * u, v + 8 * b + 4);
+      load_aligned_floats<4>(row + 32 * b + 4 * u, v + 8 * b);
+      load_aligned_floats<4>(row + 32 * b + 16 + 4 * u, v + 8 * b + 4);
     } else {
       GALLEON_DEVICE_UNROLL
       for (int m = 0; m < 8; ++m) v[8 * b + m] = 0.0f;
@@ -230,20 +247,6 @@ struct ScoreLayout {
   }
   GALLEON_HD static ScoreLayout linear(float* base, int64_t head) { return {base, head, 1, 32}; }
 };
-// N floats (a multiple of 4) from p, 16-byte aligned, to q: N / 4 16-byte loads on the GPU.
-template <int N>
-GALLEON_HD void load_aligned_floats(const float* p, float* q) {
-  static_assert(N % 4 == 0);
-#if defined(__CUDA_ARCH__)
-  GALLEON_DEVICE_UNROLL
-  for (int c = 0; c < N / 4; ++c) {
-    const float4 f = reinterpret_cast<const float4*>(p)[c];
-    q[4 * c] = f.x, q[4 * c + 1] = f.y, q[4 * c + 2] = f.z, q[4 * c + 3] = f.w;
-  }
-#else
-  for (int i = 0; i < N; ++i) q[i] = p[i];
-#endif
-}
 // Step 4 of the K-tile kernel, cell (lane l < 32, column d < hd) of G heads: acc[g] plus, in
 // increasing j = l mod 32, e_j of head g * v_j[d] (vd: v_0[d], rows kv_dim floats apart), each
 // acc[g] as lane_weighted_sum adds. The V elements of kVLoads positions are loaded first, so

@@ -303,30 +303,65 @@ __global__ void __launch_bounds__(32 * kMmaWarps, kMinBlocks)
 // for its 4 warps (StagedActs), fetching the next block's words while this one is used; the
 // counter keeps level 0 in registers and the others in shared memory (41 KiB in all).
 // Token k's block lies at word kStride * k of the stage (kStride: the block's words, or more
-// against bank conflicts: kPaddedStride).
-template <class Block, int kTokens, int kThreads, int kStride = int(sizeof(Block) / 4)>
+// against bank conflicts: kPaddedStride). kBlocks > 1 (variants v4 and w4): the next kBlocks
+// blocks the tile visits (cdev::mma::next_block's order, across leaves) are staged at once,
+// slot s at word s * kTokens * kStride, so that the block's threads meet at two barriers per
+// kBlocks blocks instead of per block, with kBlocks blocks' loads in flight.
+template <class Block, int kTokens, int kThreads, int kStride = int(sizeof(Block) / 4),
+          int kBlocks = 1>
 class StagedActs {
  public:
-  static constexpr int kStageWords = kTokens * kStride;
+  static constexpr int kStageWords = kBlocks * kTokens * kStride;
   __device__ StagedActs(const cdev::GemmArgs& p, int64_t t0, uint32_t* stage, int tid)
       : p_(p), t0_(t0), stage_(stage), tid_(tid) {
-    fetch(0);  // the first block of every tile (cdev::mma::next_block's order)
+    if constexpr (kBlocks > 1)  // slots past the tile's last block are stored, never read
+#pragma unroll
+      for (int s = 0; s < kBlocks; ++s)
+#pragma unroll
+        for (int r = 0; r < kPerThread; ++r) words_[s][r] = 0;
+    fetch_group(0);  // the first blocks of every tile (cdev::mma::next_block's order)
   }
-  __device__ void begin(int64_t /*i: fetched before*/, int64_t next) {
-    __syncthreads();  // every warp is done with the previous block (or tile)
+  // Block i (the one after the block before, in the tile's order) is used next; `next` comes
+  // after it (-1: none).
+  __device__ void begin(int64_t i, int64_t next) {
+    if (++slot_ < kBlocks) return;  // block i is in the group staged before
+    __syncthreads();  // every warp is done with the previous group (or tile)
     store();
     __syncthreads();
-    if (next >= 0) fetch(next);
+    slot_ = 0;
+    if constexpr (kBlocks == 1) {
+      fetch_group(next);
+    } else {
+      int64_t last = i;  // the group's last block, then the one after it
+      for (int s = 1; s < kBlocks && last >= 0; ++s) last = following(last);
+      if (last >= 0) fetch_group(following(last));
+    }
   }
   __device__ const Block& at(int64_t k, int64_t /*i*/) const {
-    return *reinterpret_cast<const Block*>(stage_ + kStride * k);
+    const int slot = kBlocks == 1 ? 0 : slot_;
+    return *reinterpret_cast<const Block*>(stage_ + kStride * (kTokens * slot + k));
   }
 
  private:
   static constexpr int kWords = int(sizeof(Block) / 4), kTotal = kTokens * kWords;
   static constexpr int kPerThread = (kTotal + kThreads - 1) / kThreads;
   static_assert(sizeof(Block) % 4 == 0 && alignof(Block) <= 4 && kStride >= kWords);
-  __device__ void fetch(int64_t i) {
+  static constexpr int64_t kElems = sizeof(Block) == sizeof(kern::A8Block) ? 32 : 256;
+  static_assert(sizeof(Block) == sizeof(kern::A8Block) || sizeof(Block) == sizeof(kern::A8KBlock));
+  // The block the tile visits after block b (-1: none).
+  __device__ int64_t following(int64_t b) const {
+    return cdev::mma::next_block(cdev::bitrev5(int(b % 32)), b, p_.n / kElems);
+  }
+  // Blocks b, following(b), ... (kBlocks of them, those before the end) into the slots' words.
+  __device__ void fetch_group(int64_t b) {
+#pragma unroll
+    for (int s = 0; s < kBlocks; ++s) {
+      if (b < 0) break;
+      fetch(b, words_[s]);
+      if (s + 1 < kBlocks) b = following(b);
+    }
+  }
+  __device__ void fetch(int64_t i, uint32_t (&words)[kPerThread]) const {
 #pragma unroll
     for (int r = 0; r < kPerThread; ++r) {
       const int w = tid_ + r * kThreads;
@@ -335,23 +370,26 @@ class StagedActs {
       int64_t t = t0_ + k;
       if (t > p_.ntok - 1) t = p_.ntok - 1;
       const auto* block = p_.act + size_t(t) * p_.arb + size_t(i) * sizeof(Block);
-      words_[r] = reinterpret_cast<const uint32_t*>(block)[w - k * kWords];
+      words[r] = reinterpret_cast<const uint32_t*>(block)[w - k * kWords];
     }
   }
   __device__ void store() const {
 #pragma unroll
-    for (int r = 0; r < kPerThread; ++r) {
-      const int w = tid_ + r * kThreads;
-      if (w >= kTotal) break;
-      const int k = w / kWords;
-      stage_[kStride * k + (w - k * kWords)] = words_[r];
-    }
+    for (int s = 0; s < kBlocks; ++s)
+#pragma unroll
+      for (int r = 0; r < kPerThread; ++r) {
+        const int w = tid_ + r * kThreads;
+        if (w >= kTotal) break;
+        const int k = w / kWords;
+        stage_[kStride * (kTokens * s + k) + (w - k * kWords)] = words_[s][r];
+      }
   }
   cdev::GemmArgs p_;
   int64_t t0_;
   uint32_t* stage_;
   int tid_;
-  uint32_t words_[kPerThread];
+  int slot_ = kBlocks - 1;  // the slot of the block in use: the first begin() stores
+  uint32_t words_[kBlocks][kPerThread];
 };
 
 constexpr int kStagedTokens = 32;  // 4 token groups
@@ -374,13 +412,14 @@ template <class Block>
 constexpr int kPaddedStride = int(sizeof(Block) / 4) + (12 - int(sizeof(Block) / 4) % 8) % 8;
 
 // kPacked (variant u4): the weights of the 32-element types from their packed copy (p.pq,
-// p.ps; cdev::mma::Tile's kPacked), and the staged activations at kPaddedStride.
-template <GgmlType T, bool kPacked = false>
+// p.ps; cdev::mma::Tile's kPacked), and the staged activations at kPaddedStride. kBlocks:
+// activation blocks staged at once (StagedActs).
+template <GgmlType T, bool kPacked = false, int kBlocks = 1>
 __global__ void __launch_bounds__(32 * kMmaWarps, 2)
     matmul_mma_staged_kernel(cdev::mma::Args p, cdev::GemmOut y) {
   using Block = cdev::mma::ActBlock<T>;
   constexpr int kStride = kPacked ? kPaddedStride<Block> : int(sizeof(Block) / 4);
-  using Acts = StagedActs<Block, kStagedTokens, 32 * kMmaWarps, kStride>;
+  using Acts = StagedActs<Block, kStagedTokens, 32 * kMmaWarps, kStride, kBlocks>;
   using Pending = cdev::mma::SharedPending<4, 1>;
   __shared__ float pending_store[kMmaWarps * Pending::kFloats];
   __shared__ uint32_t stage[Acts::kStageWords];
@@ -907,9 +946,10 @@ void launch_matmul(const DevWeight& w, const uint8_t* a, size_t arb, int64_t nto
 // default: staged activations, above), s4 (4 token groups per warp, counter in shared memory:
 // the default until the H200 timed t4), s2 (2 token groups, counter in shared memory), r2 (2
 // token groups, counter in registers: the first version), k4 or k8 (the dot products split
-// across 4 or 8 warps, above) or p4 (k4 with a lane's blocks two at a time, Tile's kPairs).
+// across 4 or 8 warps, above), p4 (k4 with a lane's blocks two at a time, Tile's kPairs), u4
+// (t4 with packed weights), v4 and w4 (t4 and u4 with 4 activation blocks staged at once).
 // Every variant gives the same bits; they differ in speed only (docs/cuda.md).
-enum class MmaVariant { R2, S2, S4, T4, K4, K8, P4, U4 };
+enum class MmaVariant { R2, S2, S4, T4, K4, K8, P4, U4, V4, W4 };
 MmaVariant mma_variant_from_env() {
   const char* e = std::getenv("GALLEON_CUDA_MMA");
   const std::string s = e ? e : "";
@@ -920,6 +960,8 @@ MmaVariant mma_variant_from_env() {
   if (s == "k8") return MmaVariant::K8;
   if (s == "p4") return MmaVariant::P4;
   if (s == "u4") return MmaVariant::U4;
+  if (s == "v4") return MmaVariant::V4;
+  if (s == "w4") return MmaVariant::W4;
   return MmaVariant::T4;
 }
 // The tile kernels' variants (read when a session is made): the tensor-core kernel's, and the
@@ -986,26 +1028,33 @@ void launch_mma_split(const GroupLaunch& l, cudaStream_t st) {
                  matmul_mma_split_kernel<T, NT, S, kMinBlocks, kPairs>)(l.p, l.out);
 }
 
+// Variants v4 and w4 stage 4 activation blocks at once for the 32-element types (3 words per
+// thread each); the 256-element types' blocks (19 words per thread) one at a time, as t4.
+template <GgmlType T>
+constexpr int kStageBlocks = cdev::TypeInfo<T>::elems == 32 ? 4 : 1;
+template <GgmlType T, bool kPacked, int kBlocks>
+void launch_mma_staged(const GroupLaunch& l, cudaStream_t st) {
+  GALLEON_LAUNCH(matmul_grid(l.p.n_out, cdev::mma::kRows * kMmaWarps, l.p.ntok, kStagedTokens),
+                 32 * kMmaWarps, 0, st, matmul_mma_staged_kernel<T, kPacked, kBlocks>)(l.p, l.out);
+}
+
 template <GgmlType T>
 void launch_matmul_mma(const GroupLaunch& l, cudaStream_t st, MmaVariant variant) {
   switch (variant) {
     case MmaVariant::R2: return launch_mma_variant<T, 2, false, 1>(l, st);
     case MmaVariant::S2: return launch_mma_variant<T, 2, true, 4>(l, st);
     case MmaVariant::S4: return launch_mma_variant<T, 4, true, 3>(l, st);
-    case MmaVariant::T4:
-      GALLEON_LAUNCH(
-          matmul_grid(l.p.n_out, cdev::mma::kRows * kMmaWarps, l.p.ntok, kStagedTokens),
-          32 * kMmaWarps, 0, st, matmul_mma_staged_kernel<T>)(l.p, l.out);
-      return;
+    case MmaVariant::T4: return launch_mma_staged<T, false, 1>(l, st);
     case MmaVariant::K4: return launch_mma_split<T, 4, 4, 4>(l, st);
     case MmaVariant::K8: return launch_mma_split<T, 4, 8, 2>(l, st);
     case MmaVariant::P4: return launch_mma_split<T, 4, 4, 4, true>(l, st);
+    case MmaVariant::V4: return launch_mma_staged<T, false, kStageBlocks<T>>(l, st);
     case MmaVariant::U4:
-      if (cdev::mma::kPacks<T> && l.p.pq == nullptr) return launch_matmul_mma<T>(l, st, MmaVariant::T4);
-      GALLEON_LAUNCH(
-          matmul_grid(l.p.n_out, cdev::mma::kRows * kMmaWarps, l.p.ntok, kStagedTokens),
-          32 * kMmaWarps, 0, st, matmul_mma_staged_kernel<T, true>)(l.p, l.out);
-      return;
+    case MmaVariant::W4:
+      if (cdev::mma::kPacks<T> && l.p.pq == nullptr)
+        return launch_matmul_mma<T>(l, st, variant == MmaVariant::U4 ? MmaVariant::T4 : MmaVariant::V4);
+      if (variant == MmaVariant::U4) return launch_mma_staged<T, true, 1>(l, st);
+      return launch_mma_staged<T, true, kStageBlocks<T>>(l, st);
   }
 }
 
@@ -1014,7 +1063,7 @@ void launch_matmul_mma(const GroupLaunch& l, cudaStream_t st, MmaVariant variant
 bool packs_weights(TileVariant v, MatmulPath path, GgmlType t) {
   bool packs = false;
   cdev::with_type(t, [&]<GgmlType T>() { packs = cdev::mma::kPacks<T>; });
-  return packs && v.mma == MmaVariant::U4 && path == MatmulPath::Tiles;
+  return packs && (v.mma == MmaVariant::U4 || v.mma == MmaVariant::W4) && path == MatmulPath::Tiles;
 }
 // The packed copy, in `buf`, of `rows` rows of w's type and input width from `data` (on the
 // GPU); w.pq, w.ps and w.packed_rows are set to it.
