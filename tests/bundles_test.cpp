@@ -382,7 +382,9 @@ TEST(Writer, TarHeadersAndAlignedOffsets) {
     EXPECT_EQ(h.magic, std::string("ustar\0" "00", 8));
     EXPECT_EQ(std::stoull(h.size, nullptr, 8), loc.size);
     expected = loc.offset + (loc.size + 511) / 512 * 512 + 512;
-    if (f.contents.count(loc.path)) EXPECT_EQ(bytes.substr(loc.offset, loc.size), f.contents[loc.path]) << loc.path;
+    if (f.contents.count(loc.path)) {
+      EXPECT_EQ(bytes.substr(loc.offset, loc.size), f.contents[loc.path]) << loc.path;
+    }
   }
   EXPECT_EQ(bytes.substr(0, 13), "MANIFEST.json");
   EXPECT_EQ(bytes.substr(r.entries[0].offset, r.entries[0].size), f.manifest.to_bytes());
@@ -473,13 +475,17 @@ TEST(Reader, AddSignatureKeepsIdAndReVerifies) {
 
 // A raw tar entry for crafting hostile archives with libarchive directly.
 struct RawEntry {
+  RawEntry(std::string path_, std::string data_, mode_t type_ = AE_IFREG, int perm_ = 0644,
+           int64_t uid_ = 0, std::string link_ = {}, bool hardlink_ = false)
+      : path(std::move(path_)), data(std::move(data_)), type(type_), perm(perm_), uid(uid_),
+        link(std::move(link_)), hardlink(hardlink_) {}
   std::string path;
   std::string data;
-  mode_t type = AE_IFREG;
-  int perm = 0644;
-  int64_t uid = 0;
+  mode_t type;
+  int perm;
+  int64_t uid;
   std::string link;  // symlink target or hardlink source
-  bool hardlink = false;
+  bool hardlink;
   std::string xattr;
 };
 
