@@ -352,7 +352,7 @@ bool emulate_plain_matmul(GgmlType type, const cdev::GemmArgs& p, float* y,
     if constexpr (pl::kHasPath<T>) {
       has_path = true;
       struct Thread {
-        pl::Quad q[pl::kPieces];
+        typename pl::Stager<T>::Pieces q;
       };
       struct Warp {
         float v[32][pl::kOut];

@@ -4,7 +4,8 @@
 //
 // - A block of kWarps warps computes kRows weight rows x kTokens tokens. Each round, its
 //   threads stage kChunk elements of those rows and tokens in shared memory as f32 (zero past a
-//   row's end, and for rows or tokens past the matrix's).
+//   row's end, and for rows or tokens past the matrix's), fetched into registers as stored
+//   (Fetched: 16-bit weights two to a word) while the round before is computed.
 // - Warp w takes kWarpRows rows and kWarpTokens tokens of the block; thread l is lane l of all
 //   kOut of their dot products: v[o] = v[o] + w * x for elements l, l + 32, ... in increasing
 //   order. The zeros past a row's end add +0 products, which leave a lane unchanged (a lane
@@ -51,92 +52,129 @@ struct Quad {
   float v[4];
 };
 
+// A piece's 4 elements as stored (elements at or past n as +0): F32 4 words of their bits,
+// F16 and BF16 2 words of two elements each (the lower element in the low half). So a 16-bit
+// piece waits for its round in 2 registers, and becomes f32 only when it goes to shared memory.
 template <GgmlType T>
-GALLEON_HDI float weight(const uint8_t* p) {
-  if constexpr (T == GgmlType::F32) return load_f32(p);
-  else if constexpr (T == GgmlType::F16) return load_f16(p);
-  else return load_bf16(p);
-}
+constexpr int kPieceWords = T == GgmlType::F32 ? 4 : 2;
+template <GgmlType T>
+struct RawPiece {
+  uint32_t w[kPieceWords<T>];
+};
 
-// Elements e0 .. e0 + 3 of a row (elements of `size` bytes; those at or past n are 0). The GPU
+// Elements e0 .. e0 + 3 of a row (elements of `size` bytes; those at or past n are +0). The GPU
 // loads a whole piece with one vector load where it lies inside the row and is aligned.
 template <GgmlType T>
-GALLEON_HDI Quad load_piece(const uint8_t* row, int64_t e0, int64_t n) {
+GALLEON_HDI RawPiece<T> load_piece(const uint8_t* row, int64_t e0, int64_t n) {
   constexpr int size = T == GgmlType::F32 ? 4 : 2;
   const uint8_t* p = row + size_t(e0) * size;
-  Quad q;
+  RawPiece<T> q{};
 #if defined(__CUDA_ARCH__)
   if (e0 + 4 <= n && reinterpret_cast<uintptr_t>(p) % (4 * size) == 0) {
     if constexpr (T == GgmlType::F32) {
-      const float4 f = *reinterpret_cast<const float4*>(p);
-      q.v[0] = f.x, q.v[1] = f.y, q.v[2] = f.z, q.v[3] = f.w;
+      const uint4 v = *reinterpret_cast<const uint4*>(p);
+      q.w[0] = v.x, q.w[1] = v.y, q.w[2] = v.z, q.w[3] = v.w;
     } else {
-      const uint2 h = *reinterpret_cast<const uint2*>(p);
-      const uint32_t word[2] = {h.x, h.y};
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const auto e = static_cast<unsigned short>(word[i / 2] >> (16 * (i % 2)));  // little endian
-        q.v[i] = T == GgmlType::F16 ? __half2float(__ushort_as_half(e)) : bf16_to_float(e);
-      }
+      const uint2 v = *reinterpret_cast<const uint2*>(p);
+      q.w[0] = v.x, q.w[1] = v.y;
     }
     return q;
   }
 #endif
   GALLEON_DEVICE_UNROLL
-  for (int i = 0; i < 4; ++i) q.v[i] = e0 + i < n ? weight<T>(p + i * size) : 0.0f;
+  for (int i = 0; i < 4; ++i) {
+    if (e0 + i >= n) continue;
+    if constexpr (T == GgmlType::F32)
+      q.w[i] = to_bits(load_f32(p + 4 * i));
+    else
+      q.w[i / 2] |= load_u16(p + 2 * i) << (16 * (i % 2));
+  }
   return q;
 }
+// The piece's elements as f32 (binary16 and bfloat16 widened exactly).
+template <GgmlType T>
+GALLEON_HDI Quad decode(const RawPiece<T>& q) {
+  Quad f;
+  GALLEON_DEVICE_UNROLL
+  for (int i = 0; i < 4; ++i) {
+    if constexpr (T == GgmlType::F32) {
+      f.v[i] = from_bits(q.w[i]);
+    } else {
+      const uint32_t h = (q.w[i / 2] >> (16 * (i % 2))) & 0xFFFFu;
+      f.v[i] = T == GgmlType::F16 ? f16_bits(h) : bf16_to_float(h);
+    }
+  }
+  return f;
+}
+
+// A thread's pieces of a round as fetched: kW weight pieces as stored, kX activation pieces.
+template <GgmlType T>
+struct Fetched {
+  static constexpr int kW = kWeightPieces / kThreads, kX = kPieces - kW;
+  RawPiece<T> w[kW];
+  RawPiece<GgmlType::F32> x[kX];
+};
 
 // A thread's share of the staging: pieces tid, tid + kThreads, ... of the round's weight rows
-// (first) and activation rows, each 4 elements.
+// and, likewise, of its activation rows, each 4 elements.
 template <GgmlType T>
 class Stager {
  public:
+  using Pieces = Fetched<T>;
   GALLEON_HDI Stager(const GemmArgs& p, int64_t r0, int64_t t0, int tid)
       : p_(p), r0_(r0), t0_(t0), tid_(tid) {}
 
-  // Round c's pieces, from global memory into q: the first kWeightPieces / kThreads are weight
-  // pieces tid, tid + kThreads, ..., the others activation pieces (the same way).
-  GALLEON_HDI void fetch(int64_t c, Quad (&q)[kPieces]) const {
+  // Round c's pieces, from global memory into q (weight pieces zero for rows past the
+  // matrix's, activation pieces for tokens past its).
+  GALLEON_HDI void fetch(int64_t c, Pieces& q) const {
     GALLEON_DEVICE_UNROLL
-    for (int j = 0; j < kPieces; ++j) {
+    for (int j = 0; j < Pieces::kW; ++j) {
       const Piece at = piece(j);
-      const int64_t e0 = c * kChunk + 4 * at.quad;
-      if (at.weight) {
-        const int64_t r = r0_ + at.row;
-        q[j] = r < p_.n_out ? load_piece<T>(p_.w + size_t(r) * p_.wrb, e0, p_.n) : Quad{};
-      } else {
-        const int64_t t = t0_ + at.row;
-        q[j] = t < p_.ntok ? load_piece<GgmlType::F32>(p_.act + size_t(t) * p_.arb, e0, p_.n)
-                           : Quad{};
-      }
+      const int64_t r = r0_ + at.row;
+      q.w[j] = r < p_.n_out ? load_piece<T>(p_.w + size_t(r) * p_.wrb, e0(c, at), p_.n)
+                            : RawPiece<T>{};
+    }
+    GALLEON_DEVICE_UNROLL
+    for (int j = 0; j < Pieces::kX; ++j) {
+      const Piece at = piece(j);
+      const int64_t t = t0_ + at.row;
+      q.x[j] = t < p_.ntok
+                   ? load_piece<GgmlType::F32>(p_.act + size_t(t) * p_.arb, e0(c, at), p_.n)
+                   : RawPiece<GgmlType::F32>{};
     }
   }
-  // q into the shared stage.
-  GALLEON_HDI void store(const Quad (&q)[kPieces], Stage& s) const {
+  // q into the shared stage, as f32.
+  GALLEON_HDI void store(const Pieces& q, Stage& s) const {
     GALLEON_DEVICE_UNROLL
-    for (int j = 0; j < kPieces; ++j) {
+    for (int j = 0; j < Pieces::kW; ++j) {
       const Piece at = piece(j);
-      float* to = at.weight ? &s.w[at.row][4 * at.quad] : &s.x[at.row][4 * at.quad];
-#if defined(__CUDA_ARCH__)
-      // One 16-byte store: a quarter warp's 8 pieces fill the 32 banks (4 stores each would
-      // put lanes 8 apart on the same bank).
-      *reinterpret_cast<float4*>(to) = make_float4(q[j].v[0], q[j].v[1], q[j].v[2], q[j].v[3]);
-#else
-      for (int i = 0; i < 4; ++i) to[i] = q[j].v[i];
-#endif
+      put(decode<T>(q.w[j]), &s.w[at.row][4 * at.quad]);
+    }
+    GALLEON_DEVICE_UNROLL
+    for (int j = 0; j < Pieces::kX; ++j) {
+      const Piece at = piece(j);
+      put(decode<GgmlType::F32>(q.x[j]), &s.x[at.row][4 * at.quad]);
     }
   }
 
  private:
   struct Piece {
-    bool weight;   // a weight row's piece (else an activation row's)
     int row, quad;  // row within the block's rows or tokens; 4-element piece of the round
   };
+  // The j-th piece of this thread among the weight pieces (or, likewise, the activation ones).
   GALLEON_HDI Piece piece(int j) const {
-    constexpr int kW = kWeightPieces / kThreads;
-    const int pc = tid_ + kThreads * (j < kW ? j : j - kW);
-    return {j < kW, pc / kQuads, pc % kQuads};
+    const int pc = tid_ + kThreads * j;
+    return {pc / kQuads, pc % kQuads};
+  }
+  GALLEON_HDI static int64_t e0(int64_t c, Piece at) { return c * kChunk + 4 * at.quad; }
+  GALLEON_HDI static void put(const Quad& q, float* to) {
+#if defined(__CUDA_ARCH__)
+    // One 16-byte store: a quarter warp's 8 pieces fill the 32 banks (4 stores each would
+    // put lanes 8 apart on the same bank).
+    *reinterpret_cast<float4*>(to) = make_float4(q.v[0], q.v[1], q.v[2], q.v[3]);
+#else
+    for (int i = 0; i < 4; ++i) to[i] = q.v[i];
+#endif
   }
 
   GemmArgs p_;

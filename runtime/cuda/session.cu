@@ -495,7 +495,7 @@ __global__ void __launch_bounds__(cdev::plain::kThreads, kMinBlocks)
   for (int64_t t0 = int64_t(blockIdx.y) * pl::kTokens; t0 < p.ntok;
        t0 += int64_t(gridDim.y) * pl::kTokens) {  // block-uniform
     const pl::Stager<T> stager(p, r0, t0, tid);
-    pl::Quad q[pl::kPieces];
+    typename pl::Stager<T>::Pieces q;
     float v[pl::kOut];
 #pragma unroll
     for (int o = 0; o < pl::kOut; ++o) v[o] = 0.0f;
