@@ -86,6 +86,7 @@ GALLEON_HD void load_floats(const float* p, float* q) {
 template <int N>
 GALLEON_HD void load_aligned_floats(const float* p, float* q) {
   static_assert(N % 4 == 0);
+  expect_aligned(p, 16);
 #if defined(__CUDA_ARCH__)
   GALLEON_DEVICE_UNROLL
   for (int c = 0; c < N / 4; ++c) {
@@ -348,6 +349,7 @@ GALLEON_HD int v_tile_width(int hd) { return (hd + kColWidth - 1) / kColWidth * 
 template <int N>
 GALLEON_HD void store_aligned_floats(const float* p, float* q) {
   static_assert(N % 4 == 0);
+  expect_aligned(q, 16);
 #if defined(__CUDA_ARCH__)
   GALLEON_DEVICE_UNROLL
   for (int c = 0; c < N / 4; ++c)

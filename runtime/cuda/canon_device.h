@@ -14,6 +14,8 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <stdexcept>
+#include <string>
 
 #include "runtime/ggml_type.h"
 #include "runtime/kernels.h"  // A8Block, A8KBlock
@@ -46,6 +48,21 @@ GALLEON_HD uint32_t to_bits(float f) {
   uint32_t u;
   std::memcpy(&u, &f, 4);
   return u;
+#endif
+}
+
+// The GPU's vector loads and stores (4, 8 or 16 bytes at once) fault at an address that is
+// not a multiple of their size. The CPU builds of these functions (the emulation in
+// cuda_emu_test, session.cu on the host runtime in cuda_host_test) read bytes either way, so
+// they check each such address instead and throw at a misaligned one: the tests then fail
+// where the GPU would.
+GALLEON_HD void expect_aligned(const void* p, unsigned bytes) {
+#if defined(__CUDA_ARCH__)
+  (void)p, (void)bytes;
+#else
+  if (reinterpret_cast<uintptr_t>(p) % bytes != 0)
+    throw std::logic_error("misaligned " + std::to_string(bytes) + "-byte GPU access at " +
+                           std::to_string(reinterpret_cast<uintptr_t>(p)));
 #endif
 }
 
@@ -207,6 +224,7 @@ GALLEON_HD uint32_t wword(const uint8_t* p) {
 // blocks (144 and 176 bytes) start 4-byte aligned in the GPU's copies of the weights (rows of
 // whole blocks, allocations 256-byte aligned, the weights of one allocation of one type).
 GALLEON_HD uint32_t wword_aligned(const uint8_t* p) {
+  expect_aligned(p, 4);
 #if defined(__CUDA_ARCH__)
   return *reinterpret_cast<const uint32_t*>(p);
 #else
@@ -215,6 +233,7 @@ GALLEON_HD uint32_t wword_aligned(const uint8_t* p) {
 }
 // 4 activation quants at a 4-byte aligned address.
 GALLEON_HD uint32_t aword(const int8_t* p) {
+  expect_aligned(p, 4);
 #if defined(__CUDA_ARCH__)
   return *reinterpret_cast<const uint32_t*>(p);
 #else

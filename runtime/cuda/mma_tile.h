@@ -47,7 +47,7 @@ struct WarpWords {
   }
   __device__ const uint32_t* at(int) const { return w; }
 #else
-  uint32_t w[32][N];
+  uint32_t w[32][N] = {};
   template <class F>
   void load(int, F&& f) {
     for (int l = 0; l < 32; ++l) f(l, w[l]);
@@ -241,6 +241,7 @@ template <GgmlType T>
 GALLEON_HDI void packed_a8_words(const uint32_t* q, int l, uint32_t* w) {
   using F = PackFormat<T>;
   const uint32_t* p = q + l * F::kWords;
+  expect_aligned(p, 4 * F::kWords);
   if constexpr (F::kNibbles) {
 #if defined(__CUDA_ARCH__)
     const uint2 v = *reinterpret_cast<const uint2*>(p);

@@ -168,6 +168,7 @@ class Stager {
   }
   GALLEON_HDI static int64_t e0(int64_t c, Piece at) { return c * kChunk + 4 * at.quad; }
   GALLEON_HDI static void put(const Quad& q, float* to) {
+    expect_aligned(to, 16);
 #if defined(__CUDA_ARCH__)
     // One 16-byte store: a quarter warp's 8 pieces fill the 32 banks (4 stores each would
     // put lanes 8 apart on the same bank).

@@ -291,6 +291,8 @@ void fiber_main() {
 #endif
   try {
     (*b.body)();
+  } catch (const std::exception& e) {
+    if (b.failure.empty()) b.failure = where(*b.current) + ": " + e.what();
   } catch (...) {
     if (b.failure.empty()) b.failure = where(*b.current) + ": the kernel threw an exception";
   }
