@@ -609,6 +609,36 @@ float emulate_quad_score(const float* q_row, const float* k_row, int64_t hd) {
 // The attention kernels' threads per block.
 constexpr int kEmuAttnThreads = cdev::attn::kThreads;
 
+// Scores of G heads at n_kv positions (with a zero and an infinity) and n_kv V rows of kv_dim
+// floats, and the kernels' two layouts of the scores: global scratch (n_kv + 3 floats per head)
+// and lane-major shared memory (NaN where no score is).
+template <int G>
+struct ScoreCase {
+  int64_t n_kv;
+  std::vector<float> e, v, linear, lane_major;
+  ScoreCase(std::mt19937& rng, int64_t n_kv_, int64_t kv_dim)
+      : n_kv(n_kv_), e(size_t(G * n_kv)), v(size_t(n_kv * kv_dim)), linear(size_t(G * (n_kv + 3))),
+        lane_major(size_t(cdev::attn::ScoreLayout::lane_major_floats(n_kv, G)),
+                   std::numeric_limits<float>::quiet_NaN()) {
+    std::uniform_real_distribution<float> u(-2.0f, 2.0f);
+    for (float& x : e) x = u(rng);
+    for (float& x : v) x = u(rng) * 1e3f;
+    e[size_t(n_kv / 2)] = 0.0f;
+    if (n_kv > 40) e[40] = std::numeric_limits<float>::infinity();
+  }
+  const float* score(int g) const { return e.data() + g * n_kv; }
+  // Both layouts, holding the scores.
+  std::array<cdev::attn::ScoreLayout, 2> layouts() {
+    const std::array<cdev::attn::ScoreLayout, 2> all = {
+        cdev::attn::ScoreLayout::linear(linear.data(), n_kv + 3),
+        cdev::attn::ScoreLayout::lane_major(lane_major.data(), n_kv, G)};
+    for (const auto& layout : all)
+      for (int g = 0; g < G; ++g)
+        for (int64_t j = 0; j < n_kv; ++j) layout.at(g, j) = score(g)[j];
+    return all;
+  }
+};
+
 // The K-tile kernel's lane cell of G heads (kVLoads V elements loaded at a time, then the rest)
 // adds what lane_weighted_sum adds, in its order: position counts below, at and past the
 // batches of kVLoads rows of 32, for every lane; scores with zeros, negatives and infinities.
@@ -616,22 +646,10 @@ template <int G>
 void expect_weighted_lane_cells_are_lane_sums(std::mt19937& rng) {
   const int64_t kv_dim = 24, hd = 16;
   for (int64_t n_kv : {1, 5, 31, 32, 33, 96, 97, 127, 128, 129, 160, 300, 1000}) {
-    std::vector<float> e(size_t(G * n_kv)), v(size_t(n_kv * kv_dim));
-    std::uniform_real_distribution<float> u(-2.0f, 2.0f);
-    for (float& x : e) x = u(rng);
-    for (float& x : v) x = u(rng) * 1e3f;
-    e[size_t(n_kv / 2)] = 0.0f;
-    if (n_kv > 40) e[40] = std::numeric_limits<float>::infinity();
-    auto scores = [&](int g) { return e.data() + g * n_kv; };
-    // The kernel's two layouts of the same scores: global scratch (n_kv + 3 floats per head)
-    // and lane-major shared memory (NaN where no score is).
-    std::vector<float> linear(size_t(G * (n_kv + 3))),
-        lane_major(size_t(cdev::attn::ScoreLayout::lane_major_floats(n_kv, G)),
-                   std::numeric_limits<float>::quiet_NaN());
-    for (const auto& layout : {cdev::attn::ScoreLayout::linear(linear.data(), n_kv + 3),
-                               cdev::attn::ScoreLayout::lane_major(lane_major.data(), n_kv, G)}) {
-      for (int g = 0; g < G; ++g)
-        for (int64_t j = 0; j < n_kv; ++j) layout.at(g, j) = scores(g)[j];
+    ScoreCase<G> c(rng, n_kv, kv_dim);
+    const std::vector<float>& v = c.v;
+    auto scores = [&](int g) { return c.score(g); };
+    for (const auto& layout : c.layouts()) {
       for (int l = 0; l < 32; ++l)
         for (int64_t d = 0; d < hd; d += 5) {
           float acc[G];
@@ -719,20 +737,10 @@ void expect_column_warps_are_lane_trees(std::mt19937& rng) {
   for (int64_t hd : {8, 12, 20, 30, 32, 64})
     for (int64_t n_kv : {1, 31, 33, 64, 65, 100, 129, 300}) {
       const int64_t kv_dim = 2 * hd + 4 + hd % 4;  // hd % 4 != 0: odd kv_dim too
-      std::vector<float> e(size_t(G * n_kv)), v(size_t(n_kv * kv_dim));
-      std::uniform_real_distribution<float> u(-2.0f, 2.0f);
-      for (float& x : e) x = u(rng);
-      for (float& x : v) x = u(rng) * 1e3f;
-      e[size_t(n_kv / 2)] = 0.0f;
-      if (n_kv > 40) e[40] = std::numeric_limits<float>::infinity();
-      auto score = [&](int g) { return e.data() + g * n_kv; };
-      std::vector<float> linear(size_t(G * (n_kv + 3))),
-          lane_major(size_t(attn::ScoreLayout::lane_major_floats(n_kv, G)),
-                     std::numeric_limits<float>::quiet_NaN());
-      for (const auto& layout : {attn::ScoreLayout::linear(linear.data(), n_kv + 3),
-                                 attn::ScoreLayout::lane_major(lane_major.data(), n_kv, G)}) {
-        for (int g = 0; g < G; ++g)
-          for (int64_t j = 0; j < n_kv; ++j) layout.at(g, j) = score(g)[j];
+      ScoreCase<G> c(rng, n_kv, kv_dim);
+      const std::vector<float>& v = c.v;
+      auto score = [&](int g) { return c.score(g); };
+      for (const auto& layout : c.layouts()) {
         const std::string what = "G " + std::to_string(G) + " hd " + std::to_string(hd) +
                                  " n_kv " + std::to_string(n_kv) + " step " +
                                  std::to_string(layout.step);
