@@ -82,21 +82,6 @@ GALLEON_HD void load_floats(const float* p, float* q) {
 #endif
   for (int i = 0; i < N; ++i) q[i] = p[i];
 }
-// N floats (a multiple of 4) from p, 16-byte aligned, to q: N / 4 16-byte loads on the GPU.
-template <int N>
-GALLEON_HD void load_aligned_floats(const float* p, float* q) {
-  static_assert(N % 4 == 0);
-  expect_aligned(p, 16);
-#if defined(__CUDA_ARCH__)
-  GALLEON_DEVICE_UNROLL
-  for (int c = 0; c < N / 4; ++c) {
-    const float4 f = reinterpret_cast<const float4*>(p)[c];
-    q[4 * c] = f.x, q[4 * c + 1] = f.y, q[4 * c + 2] = f.z, q[4 * c + 3] = f.w;
-  }
-#else
-  for (int i = 0; i < N; ++i) q[i] = p[i];
-#endif
-}
 // Thread u's values v of a row in the quad layout (those past hd: whatever the row holds there).
 // The row starts 16-byte aligned (the kernel's q rows and K tile rows are multiples of 16
 // floats apart from its aligned shared memory), so its runs of 4 are 16-byte loads without a
@@ -345,20 +330,6 @@ constexpr int64_t kVTileRows = 64;  // two positions per lane per tile
 // 8 consecutive rows) start on 8 different 4-bank groups. It fits in the K tile's floats.
 GALLEON_HD int64_t v_tile_stride(int64_t hd) { return quad_row_floats(hd) + 4; }
 GALLEON_HD int v_tile_width(int hd) { return (hd + kColWidth - 1) / kColWidth * kColWidth; }
-// N floats (a multiple of 4) from p to q, q 16-byte aligned: N / 4 16-byte stores on the GPU.
-template <int N>
-GALLEON_HD void store_aligned_floats(const float* p, float* q) {
-  static_assert(N % 4 == 0);
-  expect_aligned(q, 16);
-#if defined(__CUDA_ARCH__)
-  GALLEON_DEVICE_UNROLL
-  for (int c = 0; c < N / 4; ++c)
-    reinterpret_cast<float4*>(q)[c] =
-        make_float4(p[4 * c], p[4 * c + 1], p[4 * c + 2], p[4 * c + 3]);
-#else
-  for (int i = 0; i < N; ++i) q[i] = p[i];
-#endif
-}
 // N floats from p, 16-byte aligned where N is a multiple of 4 (then N / 4 16-byte loads).
 template <int N>
 GALLEON_HD void load_floats_of(const float* p, float* q) {

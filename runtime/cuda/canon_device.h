@@ -445,6 +445,36 @@ GALLEON_HD float contribution(const uint8_t* wrow, const void* act, int64_t i) {
 #define GALLEON_DEVICE_ROLLED
 #endif
 
+// N floats (a multiple of 4) from p, 16-byte aligned, to q: N / 4 16-byte loads on the GPU.
+template <int N>
+GALLEON_HD void load_aligned_floats(const float* p, float* q) {
+  static_assert(N % 4 == 0);
+  expect_aligned(p, 16);
+#if defined(__CUDA_ARCH__)
+  GALLEON_DEVICE_UNROLL
+  for (int c = 0; c < N / 4; ++c) {
+    const float4 f = reinterpret_cast<const float4*>(p)[c];
+    q[4 * c] = f.x, q[4 * c + 1] = f.y, q[4 * c + 2] = f.z, q[4 * c + 3] = f.w;
+  }
+#else
+  for (int i = 0; i < N; ++i) q[i] = p[i];
+#endif
+}
+// N floats (a multiple of 4) from p to q, q 16-byte aligned: N / 4 16-byte stores on the GPU.
+template <int N>
+GALLEON_HD void store_aligned_floats(const float* p, float* q) {
+  static_assert(N % 4 == 0);
+  expect_aligned(q, 16);
+#if defined(__CUDA_ARCH__)
+  GALLEON_DEVICE_UNROLL
+  for (int c = 0; c < N / 4; ++c)
+    reinterpret_cast<float4*>(q)[c] =
+        make_float4(p[4 * c], p[4 * c + 1], p[4 * c + 2], p[4 * c + 3]);
+#else
+  for (int i = 0; i < N; ++i) q[i] = p[i];
+#endif
+}
+
 // f(r, k) for each row r < nr and token k < nt of an R x K tile.
 template <int R, int K, class F>
 GALLEON_HD void each_cell(int nr, int nt, F&& f) {

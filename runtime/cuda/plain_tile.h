@@ -167,16 +167,9 @@ class Stager {
     return {pc / kQuads, pc % kQuads};
   }
   GALLEON_HDI static int64_t e0(int64_t c, Piece at) { return c * kChunk + 4 * at.quad; }
-  GALLEON_HDI static void put(const Quad& q, float* to) {
-    expect_aligned(to, 16);
-#if defined(__CUDA_ARCH__)
-    // One 16-byte store: a quarter warp's 8 pieces fill the 32 banks (4 stores each would
-    // put lanes 8 apart on the same bank).
-    *reinterpret_cast<float4*>(to) = make_float4(q.v[0], q.v[1], q.v[2], q.v[3]);
-#else
-    for (int i = 0; i < 4; ++i) to[i] = q.v[i];
-#endif
-  }
+  // One 16-byte store: a quarter warp's 8 pieces fill the 32 banks (4 stores each would put
+  // lanes 8 apart on the same bank).
+  GALLEON_HDI static void put(const Quad& q, float* to) { store_aligned_floats<4>(q.v, to); }
 
   GemmArgs p_;
   int64_t r0_, t0_;
