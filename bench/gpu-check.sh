@@ -12,19 +12,20 @@
 #      kernels, without the prompt paths on by default: the prompt GEMM tiles, i.e. tensor cores
 #      for the quantized types and shared-memory tiles for F32/F16/BF16; attention scores from
 #      K tiles); cuda_test's matmul kernels and two models once more with each tile variant
-#      other than the defaults (GALLEON_CUDA_MMA=s4, k4, k8, p4, u4, v4, w4; r2 and s2 passed on the H200;
+#      other than the defaults (GALLEON_CUDA_MMA=s4, k4, k8, p4, u4, v4, w4, x4; r2 and s2 passed on the H200;
 #      GALLEON_CUDA_PLAIN=b1 with the F16 and BF16 models), and the attention tests with
 #      GALLEON_CUDA_ATTN_COLUMNS=1 (steps 4 to 6 by column warps);
 #   4. a bundle of recipes/stories260k.yaml with its CUDA engine member: `galleon install`, then
 #      `galleon check stories260k --device cuda` and `galleon run stories260k --device cuda`;
 #   5. print a speed table (CPU and GPU tok/s, 124M and 1.1B shapes, F16 Q8_0 Q4_0 Q4_K, the GPU
 #      with its defaults; then 1.1B 512-token prompts on the GPU, 3 runs each, with the
-#      tensor-core variants /t4 (the default) /u4 /v4 /w4, Q4_0 and Q4_K again with the attention
-#      by column warps (GALLEON_CUDA_ATTN_COLUMNS=1, /t4 and /w4); 1.1B Q4_K_M (llama.cpp's: V and down
+#      tensor-core variants /t4 (the default) /u4 /v4 /w4 /x4, Q4_0 and Q4_K again with the
+#      attention by column warps (GALLEON_CUDA_ATTN_COLUMNS=1, /t4 /w4 /x4); 1.1B Q4_K_M (llama.cpp's: V and down
 #      in Q6_K); 1.1B F16 with GALLEON_CUDA_PLAIN unset and b1), and where a 1.1B prompt's GPU
 #      time goes (six copies of the logits checks' prompt, one batch of 859 tokens), per
 #      kind of step (GALLEON_CUDA_PROFILE=1, every kernel loaded before: CUDA_MODULE_LOADING=
-#      EAGER), Q4_0 with the defaults, u4, w4 and column warps, Q4_K and F16 with the defaults.
+#      EAGER), Q4_0 with the defaults, u4, w4, x4 and column warps, Q4_K and F16 with the
+#      defaults.
 # Prints PASS or FAIL per check; exits non-zero when any check fails. Sized for about 5 minutes
 # on a 16-core H100/H200 machine (SPEED_TIMEOUT bounds the table; SKIP_SPEED=1 skips it).
 # GPU_CHECK_DEVICE=host is a dry run of this script on a machine without a GPU: the GPU side is
@@ -177,7 +178,7 @@ LONG_PROMPT="$PROMPT $PROMPT $PROMPT $PROMPT $PROMPT $PROMPT"
 # `bench/gpu-check.sh ncu`: no checks; Nsight Compute's view (where the machine has ncu) of a
 # 1.1B Q4_0 prompt of 859 tokens in one batch: the first launch of the prompt attention (as is,
 # then by column warps) and the first three of the tensor-core matmuls (Q K V, output, gate and up; the default
-# variant, then u4 and w4), with their throughput, occupancy and warp stall sections, the full reports
+# variant, then u4, w4 and x4), with their throughput, occupancy and warp stall sections, the full reports
 # in NCU_OUT (default $TMP).
 if [[ "$MODE" == ncu ]]; then
   ncu=$(command -v ncu || ls /usr/local/cuda*/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1 || true)
@@ -188,7 +189,8 @@ if [[ "$MODE" == ncu ]]; then
   out=${NCU_OUT:-$TMP}
   "$BIN/llama_bench" --write "$TMP" --shape 1.1b --type q4_0 >/dev/null
   # kernel:launches:GALLEON_CUDA_MMA:GALLEON_CUDA_ATTN_COLUMNS
-  for k in attention_tiles:1:: attention_tiles:1::1 matmul_mma:3:: matmul_mma:3:u4: matmul_mma:3:w4:; do
+  for k in attention_tiles:1:: attention_tiles:1::1 matmul_mma:3:: matmul_mma:3:u4: matmul_mma:3:w4: \
+    matmul_mma:3:x4:; do
     IFS=: read -r kernel count variant columns <<<"$k"
     report="$out/ncu-$kernel${variant:+-$variant}${columns:+-columns}.txt"
     echo "-- $kernel${variant:+, GALLEON_CUDA_MMA=$variant}${columns:+, GALLEON_CUDA_ATTN_COLUMNS=1}"
@@ -233,12 +235,13 @@ else
 fi
 # The tensor-core variants other than the default: the kernels and two models' forward passes
 # (the dry run leaves them to cuda_emu_test and CTest's cuda_host_test).
-for v in MMA=s4 MMA=k4 MMA=k8 MMA=p4 MMA=u4 MMA=v4 MMA=w4 PLAIN=b1 ATTN_COLUMNS=1; do
+for v in MMA=s4 MMA=k4 MMA=k8 MMA=p4 MMA=u4 MMA=v4 MMA=w4 MMA=x4 PLAIN=b1 ATTN_COLUMNS=1; do
   [[ $HOST == 1 ]] && break
   tests='CudaKernels.MatmulMatchesRefDot:AllTypes/CudaSynth.MatchesCpu/llama_q4_K:AllTypes/CudaSynth.MatchesCpu/llama_q6_K'
-  # u4 and w4 pack the 32-element types' weights (Q4_0: nibble words, Q5_1: merged bytes and
-  # minimums); v4 and w4 stage 4 of their activation blocks at once
-  [[ $v =~ MMA=[uvw]4 ]] && tests="$tests:AllTypes/CudaSynth.MatchesCpu/llama_q4_0:AllTypes/CudaSynth.MatchesCpu/llama_q5_1"
+  # u4, w4 and x4 pack the 32-element types' weights (Q4_0: nibble words, Q5_1: merged bytes and
+  # minimums); v4 and w4 stage 4 of their activation blocks at once; x4 copies weights and
+  # activations to shared memory with cp.async, 3 blocks ahead
+  [[ $v =~ MMA=[uvwx]4 ]] && tests="$tests:AllTypes/CudaSynth.MatchesCpu/llama_q4_0:AllTypes/CudaSynth.MatchesCpu/llama_q5_1"
   [[ $v == PLAIN=* ]] && tests='CudaKernels.MatmulMatchesRefDot:AllTypes/CudaSynth.MatchesCpu/llama_f16:AllTypes/CudaSynth.MatchesCpu/llama_bf16'
   # the K-tile attention's steps 4 to 6 by column warps: every group and head dim shape, the
   # scores in global memory and past the default shared memory
@@ -386,18 +389,18 @@ elif [[ "${SKIP_SPEED:-0}" != 1 ]]; then
   echo "== speed (tok/s; prompt 128 / 64 tokens, generate 32 / 16) [$(elapsed)]"
   # GPU rows show the device in the isa column (+gemm+tiles: the defaults); bw use is computed
   # for CPU rows only. Then 512-token prompts (as llama.cpp's figures) with the tensor-core
-  # variants (/t4 /u4 /v4 /w4; F16 has none), the mean of 3 runs. The models are synthesized
+  # variants (/t4 /u4 /v4 /w4 /x4; F16 has none), the mean of 3 runs. The models are synthesized
   # once (--save).
   timeout "$SPEED_TIMEOUT" bash -c "
     '$BIN/llama_bench' --shape 124m --type f16,q8_0,q4_0,q4_K --device cpu,$DEV \
       --threads $JOBS -p 128 -n 32 -r 1 --save '$TMP' &&
     '$BIN/llama_bench' --shape 1.1b --type f16,q8_0,q4_0,q4_K --device cpu,$DEV \
       --threads $JOBS -p 64 -n 16 -r 1 --save '$TMP' | tail -n +4 &&
-    '$BIN/llama_bench' --shape 1.1b --type q4_0,q8_0,q4_K --device $DEV --cuda-mma t4,u4,v4,w4 \
+    '$BIN/llama_bench' --shape 1.1b --type q4_0,q8_0,q4_K --device $DEV --cuda-mma t4,u4,v4,w4,x4 \
       -p 512 -n 16 -r 3 --save '$TMP' | tail -n +4 &&
     echo '-- the same with GALLEON_CUDA_ATTN_COLUMNS=1 (the attention by column warps)' &&
     GALLEON_CUDA_ATTN_COLUMNS=1 '$BIN/llama_bench' --shape 1.1b --type q4_0,q4_K --device $DEV \
-      --cuda-mma t4,w4 -p 512 -n 16 -r 3 --save '$TMP' | tail -n +4 &&
+      --cuda-mma t4,w4,x4 -p 512 -n 16 -r 3 --save '$TMP' | tail -n +4 &&
     echo '-- 1.1B F16, 512 tokens: the plain tiles two blocks per SM, then GALLEON_CUDA_PLAIN=b1' &&
     '$BIN/llama_bench' --shape 1.1b --type f16 --device $DEV -p 512 -n 16 -r 3 --save '$TMP' |
       tail -n +4 &&
@@ -411,7 +414,7 @@ elif [[ "${SKIP_SPEED:-0}" != 1 ]]; then
   # kernels loaded when the context is made, so that no step's first launch loads its kernel).
   export CUDA_MODULE_LOADING=EAGER
   # TYPE/MMA variant/ATTN_COLUMNS
-  for mv in q4_0// q4_0/u4/ q4_0/w4/ q4_0//1 q4_K// f16//; do
+  for mv in q4_0// q4_0/u4/ q4_0/w4/ q4_0/x4/ q4_0//1 q4_K// f16//; do
     IFS=/ read -r t v c <<<"$mv"
     m=$TMP/llama-1.1b-$t.gguf
     [[ -f "$m" ]] || continue

@@ -5,7 +5,7 @@
 //   llama_bench [--shape 124m|1.1b|tiny] [--type q4_0,q8_0,...] [--threads 1,2] [-p 128] [-n 64]
 //               (types: GGML type names, or q4_K_M: Q4_K with attn_v and ffn_down in Q6_K)
 //               [-r 3] [--cpu-time] [--save DIR] [--device cpu,cuda:0] [--arch llama|qwen2]
-//               [--cuda-paths lanes,gemm,tiles,gemm+tiles] [--cuda-mma r2,s2,s4,t4,k4,k8,p4,u4,v4,w4]
+//               [--cuda-paths lanes,gemm,tiles,gemm+tiles] [--cuda-mma r2,s2,s4,t4,k4,k8,p4,u4,v4,w4,x4]
 //   llama_bench --write DIR [--shape ..] [--type ..] [--arch ..]   (writes DIR/ARCH-SHAPE-TYPE.gguf)
 // Like llama-bench: one warm-up run, then -r repetitions (each in fresh sessions: the prompt from
 // position 0; the generated tokens one at a time from position 0); the table shows the mean. The prompt is timed
@@ -337,10 +337,10 @@ int main(int argc, char** argv) {
     }
     for (auto& v : split(cuda_mma_s)) {
       static const std::set<std::string> kVariants = {"r2", "s2", "s4", "t4", "k4",
-                                                      "k8", "p4", "u4", "v4", "w4"};
+                                                      "k8", "p4", "u4", "v4", "w4", "x4"};
       if (!kVariants.count(v))
         fail(ErrorKind::Usage,
-             "--cuda-mma: unknown variant " + v + " (expected r2, s2, s4, t4, k4, k8, p4, u4, v4 or w4)");
+             "--cuda-mma: unknown variant " + v + " (expected r2, s2, s4, t4, k4, k8, p4, u4, v4, w4 or x4)");
       a.cuda_mma.push_back(v);
     }
     std::map<int, double> bw;

@@ -211,6 +211,7 @@ TEST(CudaEmu, WarpTileMatchesRefDotForEveryType) {
 template <class Block>
 class CopiedActs {
  public:
+  static constexpr bool kStagesWeights = false;
   CopiedActs(const cdev::GemmArgs& p, int64_t t0, int64_t tokens) : p_(p), t0_(t0), copy_(size_t(tokens)) {}
   void begin(int64_t i, int64_t next) {
     EXPECT_EQ(i, expected_) << "a block other than the one fetched";

@@ -158,9 +158,13 @@ GALLEON_HDI int64_t next_block(int p, int64_t i, int64_t count) {
 // session.cu's staged source copies block i of all the tile's tokens to shared memory at
 // begin(i, next_block) (the block's threads together, the next block's words fetched while
 // this one is used). at(k, i) is block i of token t0 + k (the last token past the end).
+// kStagesWeights: the source also holds the packed weight record of block i of the tile's rows
+// (quants(i), scales(i): a record's quant and scale parts), which the tile then reads from
+// there instead of from p.pq and p.ps, and does not fetch ahead itself.
 template <class Block>
 class GlobalActs {
  public:
+  static constexpr bool kStagesWeights = false;
   GALLEON_HDI GlobalActs(const GemmArgs& p, int64_t t0) : p_(p), t0_(t0) {}
   GALLEON_HDI void begin(int64_t, int64_t) {}
   GALLEON_HDI const Block& at(int64_t k, int64_t i) const {
@@ -198,6 +202,14 @@ struct PackFormat {
   static constexpr int kScaleWords = kA8HasMin<T> ? 16 : 8;  // per record
 };
 GALLEON_HDI int64_t pack_groups(int64_t rows) { return (rows + kRows - 1) / kRows; }
+// The packed record of block i of the 16 rows from r0 (the last group's past the end, whose
+// results are not stored).
+GALLEON_HDI size_t packed_record(const GemmArgs& p, int64_t r0, int64_t i) {
+  int64_t gr = r0 / kRows;
+  const int64_t last = pack_groups(p.n_out) - 1;
+  if (gr > last) gr = last;
+  return size_t(gr) * size_t(p.n / 32) + size_t(i);
+}
 // The words of the quant and scale parts of `rows` rows of n elements.
 template <GgmlType T>
 GALLEON_HDI size_t pack_quant_words(int64_t rows, int64_t n) {
@@ -278,6 +290,7 @@ class Tile {
   static constexpr int kElems = TypeInfo<T>::elems, kBytes = TypeInfo<T>::bytes;
   using Block = ActBlock<T>;
   static_assert(!kPacked || kPacks<T>);
+  static_assert(!Acts::kStagesWeights || kPacked, "a source stages packed weight records");
 
   GALLEON_HDI Tile(const Args& p, int64_t r0, int64_t t0, int lane)
       : Tile(p, r0, lane, Acts(p, t0)) {}
@@ -395,10 +408,17 @@ class Tile {
   // scale words (d, m of its rows g and g + 8).
   GALLEON_HDI void load_a8(int64_t i, WarpWords<4>& a, uint32_t (&sc)[2]) const {
     if constexpr (kPacked) {
-      const size_t rec = record(i);
-      const uint32_t* q = p_.pq + rec * 32 * PackFormat<T>::kWords;
+      const uint32_t *q, *s;
+      if constexpr (Acts::kStagesWeights) {
+        q = acts_.quants(i);
+        s = acts_.scales(i);
+      } else {
+        const size_t rec = packed_record(p_, r0_, i);
+        q = p_.pq + rec * 32 * PackFormat<T>::kWords;
+        s = p_.ps + rec * PackFormat<T>::kScaleWords;
+      }
       a.load(lane_, [&](int l, uint32_t* w) { packed_a8_words<T>(q, l, w); });
-      const uint32_t* s = p_.ps + rec * PackFormat<T>::kScaleWords + (lane_ >> 2);
+      s += lane_ >> 2;
       sc[0] = s[0];
       if constexpr (kA8HasMin<T>) sc[1] = s[8];
     } else {
@@ -407,14 +427,6 @@ class Tile {
         a8_words<T>(row(l, 1) + size_t(i) * kBytes, l & 3, &w[1], &w[3]);
       });
     }
-  }
-  // The packed record of block i of this tile's rows (the last group's past the end: its
-  // results are not stored).
-  GALLEON_HDI size_t record(int64_t i) const {
-    int64_t gr = r0_ / kRows;
-    const int64_t last = pack_groups(p_.n_out) - 1;
-    if (gr > last) gr = last;
-    return size_t(gr) * size_t(p_.n / 32) + size_t(i);
   }
   // Block i's contribution to result e's row half h from its integer sum s.
   GALLEON_HDI float finish_a8_at(int64_t i, int h, const uint32_t (&sc)[2], const Block& a,
@@ -428,7 +440,8 @@ class Tile {
   // Contribution of block i of each result: one m16n8k32 per token group. Its weight words
   // were fetched with the block before (next_a_), unless it is the first; those of block `next`
   // (the next one visited; -1: none, or not known) are fetched now, so that their loads are in
-  // flight while this block is computed.
+  // flight while this block is computed. (Weights staged by the source: read when used, never
+  // ahead, since the source fills block `next`'s record while this one is computed.)
   GALLEON_HDI void block_a8(int64_t i, int64_t next, float (&c)[NT][4]) const {
     WarpWords<4> a;
     uint32_t sc[2] = {0, 0};
@@ -438,8 +451,10 @@ class Tile {
     } else {
       load_a8(i, a, sc);
     }
-    if (next >= 0) load_a8(next, next_a_, next_sc_);
-    next_i_ = next;
+    if constexpr (!Acts::kStagesWeights) {
+      if (next >= 0) load_a8(next, next_a_, next_sc_);
+      next_i_ = next;
+    }
     GALLEON_DEVICE_UNROLL
     for (int j = 0; j < NT; ++j) {
       WarpWords<2> b;

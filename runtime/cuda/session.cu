@@ -311,6 +311,7 @@ template <class Block, int kTokens, int kThreads, int kStride = int(sizeof(Block
           int kBlocks = 1>
 class StagedActs {
  public:
+  static constexpr bool kStagesWeights = false;
   static constexpr int kStageWords = kBlocks * kTokens * kStride;
   __device__ StagedActs(const cdev::GemmArgs& p, int64_t t0, uint32_t* stage, int tid)
       : p_(p), t0_(t0), stage_(stage), tid_(tid) {
@@ -430,6 +431,181 @@ __global__ void __launch_bounds__(32 * kMmaWarps, 2)
     float out[4][4];
     const cdev::mma::Tile<T, 4, Acts, false, kPacked && cdev::mma::kPacks<T>> tile(
         p, r0, lane, Acts(p, t0, stage, tid));
+    Pending pending{pending_store + warp * Pending::kFloats, lane, {}};
+    tile.run(out, pending);
+    store_mma_tile(p, r0, t0, lane, out, y);
+  }
+}
+
+// cp.async (sm_80 and later): kBytes (4, 8 or 16, both addresses aligned to it) from global to
+// shared memory, copied by the GPU without passing through registers; async_commit closes the
+// thread's group of copies, async_wait<N> waits until at most its N newest groups are pending.
+// Only the issuing thread may rely on its copies after its wait; the others after a barrier
+// that follows it. (The host runtime makes a group's copies when their thread waits for it:
+// tests/cuda_host/cuda_runtime.h.) Before sm_80, a plain copy.
+template <int kBytes>
+__device__ __forceinline__ void async_copy(void* shared_dst, const void* global_src) {
+  static_assert(kBytes == 4 || kBytes == 8 || kBytes == 16);
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  const unsigned dst = unsigned(__cvta_generic_to_shared(shared_dst));
+  if constexpr (kBytes == 16)
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dst), "l"(global_src)
+                 : "memory");
+  else
+    asm volatile("cp.async.ca.shared.global [%0], [%1], %2;" ::"r"(dst), "l"(global_src),
+                 "n"(kBytes)
+                 : "memory");
+#elif defined(__CUDA_ARCH__)
+  const uint32_t* from = static_cast<const uint32_t*>(global_src);
+  uint32_t* to = static_cast<uint32_t*>(shared_dst);
+#pragma unroll
+  for (int w = 0; w < kBytes / 4; ++w) to[w] = from[w];
+#elif defined(GALLEON_CUDA_HOST)
+  ::cuda_host::async_copy(shared_dst, global_src, kBytes);
+#endif
+}
+__device__ __forceinline__ void async_commit() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.commit_group;" ::: "memory");
+#elif defined(GALLEON_CUDA_HOST)
+  ::cuda_host::async_commit();
+#endif
+}
+template <int N>
+__device__ __forceinline__ void async_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+#elif defined(GALLEON_CUDA_HOST)
+  ::cuda_host::async_wait(N);
+#endif
+}
+
+// Variant x4 (GALLEON_CUDA_MMA=x4; the 32-element types, from their packed weights): the blocks
+// a tile visits (cdev::mma::next_block's order) flow through a ring of kStages slots in shared
+// memory, filled by cp.async kStages - 1 blocks ahead of the block in use, so that several
+// blocks' loads are in flight without holding registers. A slot holds a block's activations of
+// the tile's 32 tokens (kPaddedStride words apart; the block's threads share the copy) and,
+// per warp, the packed record of the block for its 16 rows (cdev::mma::pack_lane's layout:
+// each lane copies the quant words it reads itself, the first lanes the scale words). The
+// block's threads meet at one barrier per block (t4: two), after which the slot of the block
+// before is free for the next copy.
+template <GgmlType T, int kStages>
+class PipelinedBlocks {
+ public:
+  using Block = cdev::mma::ActBlock<T>;
+  using Format = cdev::mma::PackFormat<T>;
+  static_assert(cdev::mma::kPacks<T> && kStages >= 2);
+  static constexpr bool kStagesWeights = true;
+  static constexpr int kStride = kPaddedStride<Block>;
+  static constexpr int kActWords = kStages * kStagedTokens * kStride;  // per block
+  static constexpr int kQuantWords = 32 * Format::kWords;
+  static constexpr int kRecordWords = kQuantWords + Format::kScaleWords;  // 16-byte multiple
+  static constexpr int kWarpWords = kStages * kRecordWords;               // per warp
+  static_assert(kRecordWords % 4 == 0 && Format::kScaleWords % 4 == 0);
+
+  // Before the first block of the tile at token t0 (rows r0 .. r0 + 15 for this warp): acts
+  // and weights are the block's ring and this warp's. Every thread of the block constructs one.
+  __device__ PipelinedBlocks(const cdev::GemmArgs& p, int64_t t0, int64_t r0, uint32_t* acts,
+                             uint32_t* weights, int tid)
+      : p_(p), r0_(r0), acts_(acts), weights_(weights), lane_(tid & 31) {
+#pragma unroll
+    for (int r = 0; r < kPerThread; ++r) {
+      const int w = tid + r * kThreadsPerBlock, k = w / kWords;
+      int64_t t = t0 + k;
+      if (t > p.ntok - 1) t = p.ntok - 1;
+      src_[r] = w < kTotal ? p.act + size_t(t) * p.arb + 4 * size_t(w - k * kWords) : nullptr;
+      dst_[r] = kStride * k + (w - k * kWords);
+    }
+    __syncthreads();  // the tile before is done with every slot
+#pragma unroll
+    for (int s = 0; s + 1 < kStages; ++s) issue();
+  }
+  // Block i (the one after the block before, in the tile's order) is used next.
+  __device__ void begin(int64_t i, int64_t /*next*/) {
+    async_wait<kStages - 2>();  // this thread's copies of block i are done
+    __syncthreads();  // and every thread's; all are done with the block before's slot
+    issue();          // into that slot
+    slot_ = int(used_ % kStages);
+    ++used_;
+#if !defined(__CUDA_ARCH__)
+    if (slot_block_[slot_] != i) throw std::logic_error("PipelinedBlocks: blocks out of order");
+#else
+    (void)i;
+#endif
+  }
+  __device__ const Block& at(int64_t k, int64_t /*i*/) const {
+    return *reinterpret_cast<const Block*>(acts_ + kStride * (kStagedTokens * slot_ + k));
+  }
+  __device__ const uint32_t* quants(int64_t /*i*/) const {
+    return weights_ + kRecordWords * slot_;
+  }
+  __device__ const uint32_t* scales(int64_t /*i*/) const {
+    return weights_ + kRecordWords * slot_ + kQuantWords;
+  }
+
+ private:
+  static constexpr int kThreadsPerBlock = 32 * kMmaWarps;
+  static constexpr int kWords = int(sizeof(Block) / 4), kTotal = kStagedTokens * kWords;
+  static constexpr int kPerThread = (kTotal + kThreadsPerBlock - 1) / kThreadsPerBlock;
+  // Block next_'s copies into slot issued_ % kStages (none after the last block), as a group.
+  __device__ void issue() {
+    const int slot = int(issued_ % kStages);
+    if (next_ >= 0) {
+      const size_t bytes = size_t(next_) * sizeof(Block);
+#pragma unroll
+      for (int r = 0; r < kPerThread; ++r)
+        if (src_[r]) async_copy<4>(acts_ + kStagedTokens * kStride * slot + dst_[r], src_[r] + bytes);
+      const size_t rec = cdev::mma::packed_record(p_, r0_, next_);
+      uint32_t* to = weights_ + kRecordWords * slot;
+      async_copy<4 * Format::kWords>(to + Format::kWords * lane_,
+                                     p_.pq + (rec * 32 + size_t(lane_)) * Format::kWords);
+      if (4 * lane_ < Format::kScaleWords)
+        async_copy<16>(to + kQuantWords + 4 * lane_, p_.ps + rec * Format::kScaleWords + 4 * lane_);
+#if !defined(__CUDA_ARCH__)
+      slot_block_[slot] = next_;
+#endif
+      next_ = cdev::mma::next_block(cdev::bitrev5(int(next_ % 32)), next_, p_.n / 32);
+    }
+    async_commit();  // a group per slot, empty past the last block: async_wait counts them
+    ++issued_;
+  }
+
+  cdev::GemmArgs p_;
+  int64_t r0_;
+  uint32_t* acts_;
+  uint32_t* weights_;
+  int lane_;
+  const uint8_t* src_[kPerThread];  // this thread's activation words of block 0 (null: none)
+  int dst_[kPerThread];             // and where they go in a slot
+  int64_t next_ = 0;                // the next block to copy (-1: none)
+  int64_t issued_ = 0, used_ = 0;   // groups issued, blocks begun
+  int slot_ = 0;                    // of the block in use
+#if !defined(__CUDA_ARCH__)
+  int64_t slot_block_[kStages] = {};  // the block each slot holds (CPU check)
+#endif
+};
+
+constexpr int kPipeStages = 4;
+
+template <GgmlType T, int kStages>
+__global__ void __launch_bounds__(32 * kMmaWarps, 2)
+    matmul_mma_pipelined_kernel(cdev::mma::Args p, cdev::GemmOut y) {
+  using Pipe = PipelinedBlocks<T, kStages>;
+  using Pending = cdev::mma::SharedPending<4, 1>;
+  struct alignas(16) Rings {  // 16-byte copies and loads of the weight records
+    uint32_t weights[kMmaWarps * Pipe::kWarpWords];
+    uint32_t acts[Pipe::kActWords];
+  };
+  __shared__ float pending_store[kMmaWarps * Pending::kFloats];
+  __shared__ Rings rings;
+  static_assert(sizeof(pending_store) + sizeof(Rings) <= 48 * 1024, "static shared memory");
+  const int tid = int(threadIdx.x), lane = tid & 31, warp = tid >> 5;
+  const int64_t r0 = (int64_t(blockIdx.x) * kMmaWarps + warp) * cdev::mma::kRows;
+  for (int64_t t0 = int64_t(blockIdx.y) * kStagedTokens; t0 < p.ntok;
+       t0 += int64_t(gridDim.y) * kStagedTokens) {  // block-uniform
+    float out[4][4];
+    const cdev::mma::Tile<T, 4, Pipe, false, true> tile(
+        p, r0, lane, Pipe(p, t0, r0, rings.acts, rings.weights + warp * Pipe::kWarpWords, tid));
     Pending pending{pending_store + warp * Pending::kFloats, lane, {}};
     tile.run(out, pending);
     store_mma_tile(p, r0, t0, lane, out, y);
@@ -947,9 +1123,10 @@ void launch_matmul(const DevWeight& w, const uint8_t* a, size_t arb, int64_t nto
 // the default until the H200 timed t4), s2 (2 token groups, counter in shared memory), r2 (2
 // token groups, counter in registers: the first version), k4 or k8 (the dot products split
 // across 4 or 8 warps, above), p4 (k4 with a lane's blocks two at a time, Tile's kPairs), u4
-// (t4 with packed weights), v4 and w4 (t4 and u4 with 4 activation blocks staged at once).
+// (t4 with packed weights), v4 and w4 (t4 and u4 with 4 activation blocks staged at once), x4
+// (packed weights and activations through a ring of cp.async copies: PipelinedBlocks).
 // Every variant gives the same bits; they differ in speed only (docs/cuda.md).
-enum class MmaVariant { R2, S2, S4, T4, K4, K8, P4, U4, V4, W4 };
+enum class MmaVariant { R2, S2, S4, T4, K4, K8, P4, U4, V4, W4, X4 };
 MmaVariant mma_variant_from_env() {
   const char* e = std::getenv("GALLEON_CUDA_MMA");
   const std::string s = e ? e : "";
@@ -962,6 +1139,7 @@ MmaVariant mma_variant_from_env() {
   if (s == "u4") return MmaVariant::U4;
   if (s == "v4") return MmaVariant::V4;
   if (s == "w4") return MmaVariant::W4;
+  if (s == "x4") return MmaVariant::X4;
   return MmaVariant::T4;
 }
 // The tile kernels' variants (read when a session is made): the tensor-core kernel's, and the
@@ -1039,6 +1217,12 @@ void launch_mma_staged(const GroupLaunch& l, cudaStream_t st) {
 }
 
 template <GgmlType T>
+void launch_mma_pipelined(const GroupLaunch& l, cudaStream_t st) {
+  GALLEON_LAUNCH(matmul_grid(l.p.n_out, cdev::mma::kRows * kMmaWarps, l.p.ntok, kStagedTokens),
+                 32 * kMmaWarps, 0, st, matmul_mma_pipelined_kernel<T, kPipeStages>)(l.p, l.out);
+}
+
+template <GgmlType T>
 void launch_matmul_mma(const GroupLaunch& l, cudaStream_t st, MmaVariant variant) {
   switch (variant) {
     case MmaVariant::R2: return launch_mma_variant<T, 2, false, 1>(l, st);
@@ -1055,6 +1239,10 @@ void launch_matmul_mma(const GroupLaunch& l, cudaStream_t st, MmaVariant variant
         return launch_matmul_mma<T>(l, st, variant == MmaVariant::U4 ? MmaVariant::T4 : MmaVariant::V4);
       if (variant == MmaVariant::U4) return launch_mma_staged<T, true, 1>(l, st);
       return launch_mma_staged<T, true, kStageBlocks<T>>(l, st);
+    case MmaVariant::X4:  // the K-quants (no packed copy): t4
+      if constexpr (cdev::mma::kPacks<T>)
+        if (l.p.pq != nullptr) return launch_mma_pipelined<T>(l, st);
+      return launch_mma_staged<T, false, 1>(l, st);
   }
 }
 
@@ -1063,7 +1251,8 @@ void launch_matmul_mma(const GroupLaunch& l, cudaStream_t st, MmaVariant variant
 bool packs_weights(TileVariant v, MatmulPath path, GgmlType t) {
   bool packs = false;
   cdev::with_type(t, [&]<GgmlType T>() { packs = cdev::mma::kPacks<T>; });
-  return packs && (v.mma == MmaVariant::U4 || v.mma == MmaVariant::W4) && path == MatmulPath::Tiles;
+  return packs && (v.mma == MmaVariant::U4 || v.mma == MmaVariant::W4 || v.mma == MmaVariant::X4) &&
+         path == MatmulPath::Tiles;
 }
 // The packed copy, in `buf`, of `rows` rows of w's type and input width from `data` (on the
 // GPU); w.pq, w.ps and w.packed_rows are set to it.

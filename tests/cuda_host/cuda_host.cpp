@@ -156,6 +156,13 @@ struct Barrier {
   uint64_t generation = 0;
 };
 
+// A cp.async copy that waits for its thread's wait_group.
+struct AsyncCopy {
+  void* dst;
+  const void* src;
+  size_t bytes;
+};
+
 struct Fiber {
   Context context;
   ThreadCoords coords;
@@ -165,6 +172,8 @@ struct Fiber {
   uint64_t wait_generation = 0;
   uint64_t shuffles = 0;  // shuffles made: which exchange slots the next one uses
   void* fake_stack = nullptr;
+  std::vector<AsyncCopy> async_open;                // issued since the last commit
+  std::vector<std::vector<AsyncCopy>> async_groups;  // committed, not yet waited for, oldest first
 };
 
 struct Warp {
@@ -527,6 +536,34 @@ void sync_block() {
 }
 
 void* dynamic_shared() { return g_block->shared.get(); }
+
+void async_copy(void* shared_dst, const void* global_src, size_t bytes) {
+  Fiber& f = *g_block->current;
+  const auto misaligned = [bytes](const void* p) {
+    return reinterpret_cast<uintptr_t>(p) % bytes != 0;
+  };
+  if ((bytes != 4 && bytes != 8 && bytes != 16) || misaligned(shared_dst) ||
+      misaligned(global_src))
+    fail_block(where(f) + ": a cp.async of " + std::to_string(bytes) +
+               " bytes between addresses not aligned to it (4, 8 or 16 bytes, aligned)");
+  f.async_open.push_back({shared_dst, global_src, bytes});
+}
+
+void async_commit() {
+  Fiber& f = *g_block->current;
+  f.async_groups.push_back(std::move(f.async_open));
+  f.async_open.clear();
+}
+
+void async_wait(int pending) {
+  Fiber& f = *g_block->current;
+  const size_t keep = size_t(pending > 0 ? pending : 0);
+  if (f.async_groups.size() <= keep) return;
+  const size_t done = f.async_groups.size() - keep;
+  for (size_t g = 0; g < done; ++g)
+    for (const AsyncCopy& c : f.async_groups[g]) std::memcpy(c.dst, c.src, c.bytes);
+  f.async_groups.erase(f.async_groups.begin(), f.async_groups.begin() + ptrdiff_t(done));
+}
 
 namespace {
 

@@ -155,6 +155,17 @@ struct Site {
 // (kind: 0 index, 1 xor, 2 down) written at `site`.
 void sync_block();
 void* dynamic_shared();
+
+// cp.async (sm_80 and later: copies from global to shared memory that a thread issues, commits
+// as a group and waits for): here a thread's copies wait, group by group, until the thread
+// waits for their group, and are made then. So a thread that reads its copy before its wait,
+// or another thread's before the barrier after that thread's wait, sees the old bytes, as it
+// may on a GPU. Copies not yet committed, or never waited for, are never made. `bytes` is 4, 8
+// or 16, and both addresses must be aligned to it (else the block fails, as the GPU faults).
+void async_copy(void* shared_dst, const void* global_src, size_t bytes);
+void async_commit();
+// The thread's committed groups, all but the `pending` newest, are done.
+void async_wait(int pending);
 uint32_t shuffle(unsigned mask, uint32_t bits, int kind, int arg, int width, Site site);
 
 // kernel<<<grid, block, shared_bytes, st>>>(args...): the arguments are converted to the
