@@ -21,6 +21,7 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 
 #include "runtime/cuda/canon_device.h"
 #include "runtime/cuda/tile_common.h"
@@ -176,19 +177,45 @@ class Stager {
   int tid_;
 };
 
+// The ring variant's round (GALLEON_CUDA_PLAIN=ring, session.cu): the weights as stored (F16 and
+// BF16 16 bits each, F32 their bits; widened to f32 when read, exactly) and the activations,
+// so that cp.async can copy a piece to its place without passing it through registers. 16 KiB
+// a round for the 16-bit types, 24 KiB for F32, so kRingStages rounds fit in 48 KiB.
+template <GgmlType T>
+struct alignas(16) RawStage {
+  using Word = std::conditional_t<T == GgmlType::F32, uint32_t, uint16_t>;
+  Word w[kRows][kChunk];
+  float x[kTokens][kChunk];
+};
+template <GgmlType T>
+constexpr int kRingStages = T == GgmlType::F32 ? 2 : 3;
+// Weight r of a round's column i, as f32.
+GALLEON_HDI float stage_weight(const Stage& s, int r, int i) { return s.w[r][i]; }
+template <GgmlType T>
+GALLEON_HDI float stage_weight(const RawStage<T>& s, int r, int i) {
+  if constexpr (T == GgmlType::F32)
+    return from_bits(s.w[r][i]);
+  else if constexpr (T == GgmlType::F16)
+    return f16_bits(s.w[r][i]);
+  else
+    return bf16_to_float(s.w[r][i]);
+}
+
 // Warp `warp`'s first row and token within the block.
 GALLEON_HDI constexpr int warp_row(int warp) { return kWarpRows * (warp % kRowWarps); }
 GALLEON_HDI constexpr int warp_token(int warp) { return kWarpTokens * (warp / kRowWarps); }
 
-// One round of lane `lane`: v[r * kWarpTokens + t] for the warp's row r and token t.
-GALLEON_HDI void accumulate(const Stage& s, int warp, int lane, float (&v)[kOut]) {
+// One round of lane `lane`: v[r * kWarpTokens + t] for the warp's row r and token t (S: Stage or
+// RawStage<T>).
+template <class S>
+GALLEON_HDI void accumulate(const S& s, int warp, int lane, float (&v)[kOut]) {
   const int r0 = warp_row(warp), t0 = warp_token(warp);
   GALLEON_DEVICE_UNROLL
   for (int step = 0; step < kSteps; ++step) {
     const int i = 32 * step + lane;
     float wv[kWarpRows], xv[kWarpTokens];
     GALLEON_DEVICE_UNROLL
-    for (int r = 0; r < kWarpRows; ++r) wv[r] = s.w[r0 + r][i];
+    for (int r = 0; r < kWarpRows; ++r) wv[r] = stage_weight(s, r0 + r, i);
     GALLEON_DEVICE_UNROLL
     for (int t = 0; t < kWarpTokens; ++t) xv[t] = s.x[t0 + t][i];
     GALLEON_DEVICE_UNROLL

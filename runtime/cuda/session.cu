@@ -438,17 +438,28 @@ __global__ void __launch_bounds__(32 * kMmaWarps, 2)
 }
 
 // cp.async (sm_80 and later): kBytes (4, 8 or 16, both addresses aligned to it) from global to
-// shared memory, copied by the GPU without passing through registers; async_commit closes the
-// thread's group of copies, async_wait<N> waits until at most its N newest groups are pending.
-// Only the issuing thread may rely on its copies after its wait; the others after a barrier
-// that follows it. (The host runtime makes a group's copies when their thread waits for it:
+// shared memory, copied by the GPU without passing through registers, of which the first
+// src_bytes are read and the rest written as zeros; async_commit closes the thread's group of
+// copies, async_wait<N> waits until at most its N newest groups are pending. Only the issuing
+// thread may rely on its copies after its wait; the others after a barrier that follows it.
+// (The host runtime makes a group's copies when their thread waits for it:
 // tests/cuda_host/cuda_runtime.h.) Before sm_80, a plain copy.
-template <int kBytes>
-__device__ __forceinline__ void async_copy(void* shared_dst, const void* global_src) {
+// (kFill: src_bytes may be less than kBytes.)
+template <int kBytes, bool kFill = false>
+__device__ __forceinline__ void async_copy(void* shared_dst, const void* global_src,
+                                           unsigned src_bytes = kBytes) {
   static_assert(kBytes == 4 || kBytes == 8 || kBytes == 16);
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   const unsigned dst = unsigned(__cvta_generic_to_shared(shared_dst));
-  if constexpr (kBytes == 16)
+  if constexpr (kFill && kBytes == 16)
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(global_src),
+                 "r"(src_bytes)
+                 : "memory");
+  else if constexpr (kFill)
+    asm volatile("cp.async.ca.shared.global [%0], [%1], %2, %3;" ::"r"(dst), "l"(global_src),
+                 "n"(kBytes), "r"(src_bytes)
+                 : "memory");
+  else if constexpr (kBytes == 16)
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dst), "l"(global_src)
                  : "memory");
   else
@@ -456,12 +467,11 @@ __device__ __forceinline__ void async_copy(void* shared_dst, const void* global_
                  "n"(kBytes)
                  : "memory");
 #elif defined(__CUDA_ARCH__)
-  const uint32_t* from = static_cast<const uint32_t*>(global_src);
-  uint32_t* to = static_cast<uint32_t*>(shared_dst);
-#pragma unroll
-  for (int w = 0; w < kBytes / 4; ++w) to[w] = from[w];
+  const unsigned char* from = static_cast<const unsigned char*>(global_src);
+  unsigned char* to = static_cast<unsigned char*>(shared_dst);
+  for (unsigned b = 0; b < unsigned(kBytes); ++b) to[b] = b < src_bytes ? from[b] : 0;
 #elif defined(GALLEON_CUDA_HOST)
-  ::cuda_host::async_copy(shared_dst, global_src, kBytes);
+  ::cuda_host::async_copy(shared_dst, global_src, kBytes, src_bytes);
 #endif
 }
 __device__ __forceinline__ void async_commit() {
@@ -682,6 +692,102 @@ __global__ void __launch_bounds__(cdev::plain::kThreads, kMinBlocks)
       __syncthreads();
       if (c + 1 < rounds) stager.fetch(c + 1, q);
       pl::accumulate(stage, warp, lane, v);
+    }
+    pl::paired_tree(v, lane);
+#pragma unroll
+    for (int k = 0; k < pl::kOut / 32; ++k) {
+      const int o = pl::tree_output(lane, k);
+      const int64_t r = r0 + pl::warp_row(warp) + o / pl::kWarpTokens;
+      const int64_t t = t0 + pl::warp_token(warp) + o % pl::kWarpTokens;
+      if (r < p.n_out && t < p.ntok) *y.at(r, t) = cdev::canonical_nan(v[k]);
+    }
+  }
+}
+
+// The ring variant of the plain tiles (GALLEON_CUDA_PLAIN=ring; written without a GPU, not yet
+// run on one): the rounds flow through kRingStages RawStage slots, copied by cp.async
+// kRingStages - 1 rounds ahead of the round computed (the weights as stored, widened when read),
+// so that no piece waits in registers for its round and nothing is converted or stored by the
+// threads; the block's threads meet at one barrier per round (the default: two). Where a piece
+// lies partly past a row's end, its copy reads the bytes inside and writes zeros for the rest
+// (cp.async's src-size); rows and tokens past the matrix's are zeros. The same products in the
+// same order, so the same bits. For rows and activations aligned to a piece's bytes
+// (plain_ring_fits); else the default kernel.
+// Round c's pieces of thread tid (as cdev::plain::Stager shares them out) of the tile at rows
+// r0 and tokens t0 into s. Rows and tokens are worked out per round rather than kept, which
+// leaves the registers to the arithmetic.
+template <GgmlType T>
+__device__ __forceinline__ void issue_plain_round(const cdev::GemmArgs& p, int64_t r0, int64_t t0,
+                                                  int tid, int64_t c,
+                                                  cdev::plain::RawStage<T>& s) {
+  namespace pl = cdev::plain;
+  constexpr int kSize = T == GgmlType::F32 ? 4 : 2;  // bytes of a weight
+  constexpr int kW = pl::kWeightPieces / pl::kThreads, kX = pl::kPieces - kW;
+  // The bytes of the piece at element e0 of a row inside its n elements (none past the
+  // matrix's rows or tokens: `live` false).
+  auto inside = [&](bool live, int64_t e0, int size) -> unsigned {
+    if (!live || e0 >= p.n) return 0;
+    const int64_t left = p.n - e0;
+    return unsigned(size * (left < 4 ? left : 4));
+  };
+#pragma unroll
+  for (int j = 0; j < kW + kX; ++j) {
+    const bool weight = j < kW;
+    const int pc = tid + pl::kThreads * (weight ? j : j - kW);
+    const int row = pc / pl::kQuads, quad = pc % pl::kQuads;
+    const int64_t e0 = c * pl::kChunk + 4 * quad;
+    if (weight) {
+      const int64_t r = r0 + row;
+      const unsigned bytes = inside(r < p.n_out, e0, kSize);
+      async_copy<4 * kSize, true>(&s.w[row][4 * quad],
+                                  bytes ? p.w + size_t(r) * p.wrb + size_t(e0) * kSize : p.w,
+                                  bytes);
+    } else {
+      const int64_t t = t0 + row;
+      const unsigned bytes = inside(t < p.ntok, e0, 4);
+      async_copy<16, true>(&s.x[row][4 * quad],
+                           bytes ? p.act + size_t(t) * p.arb + size_t(e0) * 4 : p.act, bytes);
+    }
+  }
+}
+
+// Whether the ring variant can copy p's pieces: the weight rows and the activation rows start
+// aligned to a piece's bytes.
+template <GgmlType T>
+bool plain_ring_fits(const cdev::GemmArgs& p) {
+  constexpr size_t w = T == GgmlType::F32 ? 16 : 8;  // a weight piece's bytes
+  return reinterpret_cast<uintptr_t>(p.w) % w == 0 && p.wrb % w == 0 &&
+         reinterpret_cast<uintptr_t>(p.act) % 16 == 0 && p.arb % 16 == 0;
+}
+
+template <GgmlType T>
+__global__ void __launch_bounds__(cdev::plain::kThreads, 2)
+    matmul_plain_ring_kernel(cdev::GemmArgs p, cdev::GemmOut y) {
+  namespace pl = cdev::plain;
+  constexpr int kStages = pl::kRingStages<T>;
+  __shared__ pl::RawStage<T> ring[kStages];
+  static_assert(sizeof(ring) <= 48 * 1024, "static shared memory");
+  const int tid = int(threadIdx.x), lane = tid & 31, warp = tid >> 5;
+  const int64_t r0 = int64_t(blockIdx.x) * pl::kRows;
+  const int64_t rounds = (p.n + pl::kChunk - 1) / pl::kChunk;
+  for (int64_t t0 = int64_t(blockIdx.y) * pl::kTokens; t0 < p.ntok;
+       t0 += int64_t(gridDim.y) * pl::kTokens) {  // block-uniform
+    float v[pl::kOut];
+#pragma unroll
+    for (int o = 0; o < pl::kOut; ++o) v[o] = 0.0f;
+    __syncthreads();  // the tile before is done with every slot
+#pragma unroll
+    for (int c = 0; c + 1 < kStages; ++c) {
+      if (c < rounds) issue_plain_round<T>(p, r0, t0, tid, c, ring[c]);
+      async_commit();  // a group per round, empty past the last: async_wait counts them
+    }
+    for (int64_t c = 0; c < rounds; ++c) {
+      async_wait<kStages - 2>();  // this thread's pieces of round c are in
+      __syncthreads();  // and every thread's; all are done with round c - 1's slot
+      const int64_t ahead = c + kStages - 1;
+      if (ahead < rounds) issue_plain_round<T>(p, r0, t0, tid, ahead, ring[ahead % kStages]);
+      async_commit();
+      pl::accumulate(ring[c % kStages], warp, lane, v);
     }
     pl::paired_tree(v, lane);
 #pragma unroll
@@ -1143,14 +1249,17 @@ MmaVariant mma_variant_from_env() {
   return MmaVariant::T4;
 }
 // The tile kernels' variants (read when a session is made): the tensor-core kernel's, and the
-// plain tiles' blocks per SM (2, the default; GALLEON_CUDA_PLAIN=b1: 1).
+// plain tiles' blocks per SM (2, the default; GALLEON_CUDA_PLAIN=b1: 1) or their ring variant
+// (GALLEON_CUDA_PLAIN=ring: matmul_plain_ring_kernel, 2 blocks per SM).
 struct TileVariant {
   MmaVariant mma;
   int plain_blocks;
+  bool plain_ring;
 };
 TileVariant tile_variant_from_env() {
   const char* e = std::getenv("GALLEON_CUDA_PLAIN");
-  return {mma_variant_from_env(), e && std::string(e) == "b1" ? 1 : 2};
+  const std::string plain = e ? e : "";
+  return {mma_variant_from_env(), plain == "b1" ? 1 : 2, plain == "ring"};
 }
 
 // Matmuls of one input for one launch of the prompt tiles: weights of one type and input
@@ -1276,10 +1385,12 @@ void pack_weights(DevWeight& w, const uint8_t* data, int64_t rows, DeviceBuffer&
 }
 
 template <GgmlType T>
-void launch_matmul_plain(const GroupLaunch& l, cudaStream_t st, int blocks_per_sm) {
+void launch_matmul_plain(const GroupLaunch& l, cudaStream_t st, int blocks_per_sm, bool ring) {
   namespace pl = cdev::plain;
   const dim3 grid = matmul_grid(l.p.n_out, pl::kRows, l.p.ntok, pl::kTokens);
-  if (blocks_per_sm == 2)
+  if (ring && plain_ring_fits<T>(l.p))
+    GALLEON_LAUNCH(grid, pl::kThreads, 0, st, matmul_plain_ring_kernel<T>)(l.p, l.out);
+  else if (blocks_per_sm == 2)
     GALLEON_LAUNCH(grid, pl::kThreads, 0, st, matmul_plain_kernel<T, 2>)(l.p, l.out);
   else
     GALLEON_LAUNCH(grid, pl::kThreads, 0, st, matmul_plain_kernel<T, 1>)(l.p, l.out);
@@ -1341,7 +1452,9 @@ void run_matmuls(const MatmulGroup& g, cudaStream_t st, MatmulPath path, TileVar
     if constexpr (cdev::mma::kHasPath<T>)
       if (tiles) return launch_matmul_mma<T>(group_launch(g), st, variant.mma);
     if constexpr (cdev::plain::kHasPath<T>)
-      if (tiles) return launch_matmul_plain<T>(group_launch(g), st, variant.plain_blocks);
+      if (tiles)
+        return launch_matmul_plain<T>(group_launch(g), st, variant.plain_blocks,
+                                      variant.plain_ring);
     for (int i = 0; i < g.n; ++i) {
       if (g.ntok == 1)
         launch_matmul<T, kDecodeTile.rows, kDecodeTile.tokens>(*g.w[i], g.act, g.arb, g.ntok,

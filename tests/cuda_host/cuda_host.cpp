@@ -160,7 +160,7 @@ struct Barrier {
 struct AsyncCopy {
   void* dst;
   const void* src;
-  size_t bytes;
+  size_t bytes, src_bytes;
 };
 
 struct Fiber {
@@ -537,16 +537,18 @@ void sync_block() {
 
 void* dynamic_shared() { return g_block->shared.get(); }
 
-void async_copy(void* shared_dst, const void* global_src, size_t bytes) {
+void async_copy(void* shared_dst, const void* global_src, size_t bytes, size_t src_bytes) {
   Fiber& f = *g_block->current;
   const auto misaligned = [bytes](const void* p) {
     return reinterpret_cast<uintptr_t>(p) % bytes != 0;
   };
   if ((bytes != 4 && bytes != 8 && bytes != 16) || misaligned(shared_dst) ||
-      misaligned(global_src))
-    fail_block(where(f) + ": a cp.async of " + std::to_string(bytes) +
-               " bytes between addresses not aligned to it (4, 8 or 16 bytes, aligned)");
-  f.async_open.push_back({shared_dst, global_src, bytes});
+      misaligned(global_src) || src_bytes > bytes)
+    fail_block(where(f) + ": a cp.async of " + std::to_string(bytes) + " bytes (" +
+               std::to_string(src_bytes) +
+               " read) between addresses not aligned to it (4, 8 or 16 bytes, aligned; at most "
+               "that many read)");
+  f.async_open.push_back({shared_dst, global_src, bytes, src_bytes});
 }
 
 void async_commit() {
@@ -561,7 +563,10 @@ void async_wait(int pending) {
   if (f.async_groups.size() <= keep) return;
   const size_t done = f.async_groups.size() - keep;
   for (size_t g = 0; g < done; ++g)
-    for (const AsyncCopy& c : f.async_groups[g]) std::memcpy(c.dst, c.src, c.bytes);
+    for (const AsyncCopy& c : f.async_groups[g]) {
+      std::memcpy(c.dst, c.src, c.src_bytes);
+      std::memset(static_cast<unsigned char*>(c.dst) + c.src_bytes, 0, c.bytes - c.src_bytes);
+    }
   f.async_groups.erase(f.async_groups.begin(), f.async_groups.begin() + ptrdiff_t(done));
 }
 

@@ -161,8 +161,9 @@ void* dynamic_shared();
 // waits for their group, and are made then. So a thread that reads its copy before its wait,
 // or another thread's before the barrier after that thread's wait, sees the old bytes, as it
 // may on a GPU. Copies not yet committed, or never waited for, are never made. `bytes` is 4, 8
-// or 16, and both addresses must be aligned to it (else the block fails, as the GPU faults).
-void async_copy(void* shared_dst, const void* global_src, size_t bytes);
+// or 16, and both addresses must be aligned to it (else the block fails, as the GPU faults);
+// src_bytes <= bytes of them are read, the rest of the bytes written are zeros.
+void async_copy(void* shared_dst, const void* global_src, size_t bytes, size_t src_bytes);
 void async_commit();
 // The thread's committed groups, all but the `pending` newest, are done.
 void async_wait(int pending);
