@@ -664,6 +664,23 @@ __global__ void __launch_bounds__(32 * S, kMinBlocks)
   }
 }
 
+// A plain tile's end: each warp's paired tree, then its lanes' finished sums to y (those of
+// rows and tokens inside the matrix).
+__device__ __forceinline__ void finish_plain_tile(const cdev::GemmArgs& p, int64_t r0, int64_t t0,
+                                                  int warp, int lane,
+                                                  float (&v)[cdev::plain::kOut],
+                                                  const cdev::GemmOut& y) {
+  namespace pl = cdev::plain;
+  pl::paired_tree(v, lane);
+#pragma unroll
+  for (int k = 0; k < pl::kOut / 32; ++k) {
+    const int o = pl::tree_output(lane, k);
+    const int64_t r = r0 + pl::warp_row(warp) + o / pl::kWarpTokens;
+    const int64_t t = t0 + pl::warp_token(warp) + o % pl::kWarpTokens;
+    if (r < p.n_out && t < p.ntok) *y.at(r, t) = cdev::canonical_nan(v[k]);
+  }
+}
+
 // The plain types' prompt matmul (cdev::plain): a block stages kChunk elements of kRows
 // weight rows and kTokens tokens per round (the next round's pieces are loaded into registers
 // while this one is computed); each warp then reduces its kOut dot products with the paired tree.
@@ -693,14 +710,7 @@ __global__ void __launch_bounds__(cdev::plain::kThreads, kMinBlocks)
       if (c + 1 < rounds) stager.fetch(c + 1, q);
       pl::accumulate(stage, warp, lane, v);
     }
-    pl::paired_tree(v, lane);
-#pragma unroll
-    for (int k = 0; k < pl::kOut / 32; ++k) {
-      const int o = pl::tree_output(lane, k);
-      const int64_t r = r0 + pl::warp_row(warp) + o / pl::kWarpTokens;
-      const int64_t t = t0 + pl::warp_token(warp) + o % pl::kWarpTokens;
-      if (r < p.n_out && t < p.ntok) *y.at(r, t) = cdev::canonical_nan(v[k]);
-    }
+    finish_plain_tile(p, r0, t0, warp, lane, v, y);
   }
 }
 
@@ -789,14 +799,7 @@ __global__ void __launch_bounds__(cdev::plain::kThreads, 2)
       async_commit();
       pl::accumulate(ring[c % kStages], warp, lane, v);
     }
-    pl::paired_tree(v, lane);
-#pragma unroll
-    for (int k = 0; k < pl::kOut / 32; ++k) {
-      const int o = pl::tree_output(lane, k);
-      const int64_t r = r0 + pl::warp_row(warp) + o / pl::kWarpTokens;
-      const int64_t t = t0 + pl::warp_token(warp) + o % pl::kWarpTokens;
-      if (r < p.n_out && t < p.ntok) *y.at(r, t) = cdev::canonical_nan(v[k]);
-    }
+    finish_plain_tile(p, r0, t0, warp, lane, v, y);
   }
 }
 
