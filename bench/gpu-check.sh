@@ -19,7 +19,7 @@
 #      `galleon check stories260k --device cuda` and `galleon run stories260k --device cuda`;
 #   5. print a speed table (CPU and GPU tok/s, 124M and 1.1B shapes, F16 Q8_0 Q4_0 Q4_K, the GPU
 #      with its defaults; then 1.1B 512-token prompts on the GPU, 3 runs each, with the
-#      tensor-core variants /t4 (the default) /u4 /v4 /w4 /x4 (Q4_0, Q8_0; Q4_K the default),
+#      tensor-core variants /t4 (the default) /u4 /v4 /w4 /x4 (Q4_0, Q8_0; Q4_K /t4 /u4),
 #      Q4_0 (/t4 /w4 /x4) and Q4_K again with the attention by column warps
 #      (GALLEON_CUDA_ATTN_COLUMNS=1); 1.1B Q4_K_M (llama.cpp's: V and down
 #      in Q6_K); 1.1B F16 with GALLEON_CUDA_PLAIN unset and ring), and where a 1.1B prompt's GPU
@@ -390,9 +390,9 @@ elif [[ "${SKIP_SPEED:-0}" != 1 ]]; then
   echo "== speed (tok/s; prompt 128 / 64 tokens, generate 32 / 16) [$(elapsed)]"
   # GPU rows show the device in the isa column (+gemm+tiles: the defaults); bw use is computed
   # for CPU rows only. Then 512-token prompts (as llama.cpp's figures) with the tensor-core
-  # variants (/t4 /u4 /v4 /w4 /x4 for the 32-element types; the K-quants take t4 in all but
-  # s4, k4 and p4, so Q4_K has the default's row only; F16 has none), the mean of 3 runs. The
-  # models are synthesized once (--save).
+  # variants (/t4 /u4 /v4 /w4 /x4 for the 32-element types; the K-quants have no packed copy and
+  # take t4 in v4, and t4 with u4's padded activation stride in u4, w4 and x4: Q4_K /t4 /u4;
+  # F16 has none), the mean of 3 runs. The models are synthesized once (--save).
   timeout "$SPEED_TIMEOUT" bash -c "
     '$BIN/llama_bench' --shape 124m --type f16,q8_0,q4_0,q4_K --device cpu,$DEV \
       --threads $JOBS -p 128 -n 32 -r 1 --save '$TMP' &&
@@ -400,8 +400,8 @@ elif [[ "${SKIP_SPEED:-0}" != 1 ]]; then
       --threads $JOBS -p 64 -n 16 -r 1 --save '$TMP' | tail -n +4 &&
     '$BIN/llama_bench' --shape 1.1b --type q4_0,q8_0 --device $DEV --cuda-mma t4,u4,v4,w4,x4 \
       -p 512 -n 16 -r 3 --save '$TMP' | tail -n +4 &&
-    '$BIN/llama_bench' --shape 1.1b --type q4_K --device $DEV -p 512 -n 16 -r 3 --save '$TMP' |
-      tail -n +4 &&
+    '$BIN/llama_bench' --shape 1.1b --type q4_K --device $DEV --cuda-mma t4,u4 -p 512 -n 16 -r 3 \
+      --save '$TMP' | tail -n +4 &&
     echo '-- the same with GALLEON_CUDA_ATTN_COLUMNS=1 (the attention by column warps)' &&
     GALLEON_CUDA_ATTN_COLUMNS=1 '$BIN/llama_bench' --shape 1.1b --type q4_0 --device $DEV \
       --cuda-mma t4,w4,x4 -p 512 -n 16 -r 3 --save '$TMP' | tail -n +4 &&

@@ -1351,10 +1351,10 @@ void launch_matmul_mma(const GroupLaunch& l, cudaStream_t st, MmaVariant variant
         return launch_matmul_mma<T>(l, st, variant == MmaVariant::U4 ? MmaVariant::T4 : MmaVariant::V4);
       if (variant == MmaVariant::U4) return launch_mma_staged<T, true, 1>(l, st);
       return launch_mma_staged<T, true, kStageBlocks<T>>(l, st);
-    case MmaVariant::X4:  // the K-quants (no packed copy): t4
+    case MmaVariant::X4:  // the K-quants (no packed copy): u4's (t4 with its padded stage)
       if constexpr (cdev::mma::kPacks<T>)
         if (l.p.pq != nullptr) return launch_mma_pipelined<T>(l, st);
-      return launch_mma_staged<T, false, 1>(l, st);
+      return launch_mma_staged<T, true, 1>(l, st);
   }
 }
 
