@@ -595,7 +595,7 @@ class PipelinedBlocks {
 #endif
 };
 
-constexpr int kPipeStages = 4;
+constexpr int kPipeStages = 4;  // x4's slots: 3 blocks in flight, 43-47 KiB with the counter
 
 template <GgmlType T, int kStages>
 __global__ void __launch_bounds__(32 * kMmaWarps, 2)
@@ -714,15 +714,6 @@ __global__ void __launch_bounds__(cdev::plain::kThreads, kMinBlocks)
   }
 }
 
-// The ring variant of the plain tiles (GALLEON_CUDA_PLAIN=ring; written without a GPU, not yet
-// run on one): the rounds flow through kRingStages RawStage slots, copied by cp.async
-// kRingStages - 1 rounds ahead of the round computed (the weights as stored, widened when read),
-// so that no piece waits in registers for its round and nothing is converted or stored by the
-// threads; the block's threads meet at one barrier per round (the default: two). Where a piece
-// lies partly past a row's end, its copy reads the bytes inside and writes zeros for the rest
-// (cp.async's src-size); rows and tokens past the matrix's are zeros. The same products in the
-// same order, so the same bits. For rows and activations aligned to a piece's bytes
-// (plain_ring_fits); else the default kernel.
 // Round c's pieces of thread tid (as cdev::plain::Stager shares them out) of the tile at rows
 // r0 and tokens t0 into s. Rows and tokens are worked out per round rather than kept, which
 // leaves the registers to the arithmetic.
@@ -770,6 +761,15 @@ bool plain_ring_fits(const cdev::GemmArgs& p) {
          reinterpret_cast<uintptr_t>(p.act) % 16 == 0 && p.arb % 16 == 0;
 }
 
+// The ring variant of the plain tiles (GALLEON_CUDA_PLAIN=ring; written without a GPU, not yet
+// run on one): the rounds flow through kRingStages RawStage slots, copied by cp.async
+// kRingStages - 1 rounds ahead of the round computed (the weights as stored, widened when read),
+// so that no piece waits in registers for its round and nothing is converted or stored by the
+// threads; the block's threads meet at one barrier per round (the default: two). Where a piece
+// lies partly past a row's end, its copy reads the bytes inside and writes zeros for the rest
+// (cp.async's src-size); rows and tokens past the matrix's are zeros. The same products in the
+// same order, so the same bits. For rows and activations aligned to a piece's bytes
+// (plain_ring_fits); else the default kernel.
 template <GgmlType T>
 __global__ void __launch_bounds__(cdev::plain::kThreads, 2)
     matmul_plain_ring_kernel(cdev::GemmArgs p, cdev::GemmOut y) {

@@ -60,6 +60,41 @@ __global__ void barrier_against_shuffle_kernel(int* out) {
 
 __global__ void add_one_kernel(int* x) { *x += 1; }
 
+// cp.async as session.cu issues it (the host runtime's calls; 32 threads, 96 ints of dynamic
+// shared memory s). Group 1: s[t] = a[t]; group 2: s[32 + t] = b[t]; group 3: the low 2 bytes
+// of c[t] to s[64 + t], the rest zeros. seen[k * 32 + t] is what thread t reads: k = 0, s[t]
+// before any wait; 1 and 2, s[t] and s[32 + t] once all but the newest 2 groups are done; 3
+// and 4, s[32 + t] and s[64 + t] once all are; 5, its neighbour's s[(t + 1) % 32] before the
+// barrier; 6, after it.
+__global__ void async_copy_kernel(const int* a, const int* b, const int* c, int* seen) {
+  GALLEON_DYNAMIC_SHARED(int, s);
+  const int t = int(threadIdx.x);
+  ::cuda_host::async_copy(&s[t], &a[t], 4, 4);
+  ::cuda_host::async_commit();
+  ::cuda_host::async_copy(&s[32 + t], &b[t], 4, 4);
+  ::cuda_host::async_commit();
+  ::cuda_host::async_copy(&s[64 + t], &c[t], 4, 2);
+  seen[0 * 32 + t] = s[t];
+  ::cuda_host::async_commit();
+  ::cuda_host::async_wait(2);  // group 1 done
+  seen[1 * 32 + t] = s[t];
+  seen[2 * 32 + t] = s[32 + t];
+  ::cuda_host::async_wait(0);  // all done
+  seen[3 * 32 + t] = s[32 + t];
+  seen[4 * 32 + t] = s[64 + t];
+  seen[5 * 32 + t] = s[(t + 1) % 32];
+  __syncthreads();
+  seen[6 * 32 + t] = s[(t + 1) % 32];
+}
+
+// A cp.async whose shared address is not aligned to its size.
+__global__ void misaligned_async_copy_kernel(const int* a) {
+  GALLEON_DYNAMIC_SHARED(int, s);
+  ::cuda_host::async_copy(&s[1], a, 8, 8);
+  ::cuda_host::async_commit();
+  ::cuda_host::async_wait(0);
+}
+
 template <class T>
 std::vector<T> download(const T* d, size_t n) {
   std::vector<T> h(n);
@@ -198,6 +233,39 @@ TEST(CudaHost, DynamicSharedMemoryPastTheDefaultNeedsTheAttribute) {
                                  48 * 1024),
             cudaSuccess);
   cudaFree(out);
+}
+
+// A thread's cp.async copies are made when it waits for their group, so what a GPU may not show
+// yet (its own copies before its wait, another thread's before the barrier after that thread's
+// wait) is the old bytes here.
+TEST(CudaHost, AsyncCopiesLandWhenWaitedFor) {
+  const int n = 32;
+  std::vector<int> ha(n), hb(n), hc(n);
+  for (int t = 0; t < n; ++t) ha[size_t(t)] = 100 + t, hb[size_t(t)] = 200 + t, hc[size_t(t)] = 0x7abc0000 + t;
+  int *a = device_array<int>(n), *b = device_array<int>(n), *c = device_array<int>(n);
+  int* seen = device_array<int>(7 * n);
+  ASSERT_EQ(cudaMemcpy(a, ha.data(), n * sizeof(int), cudaMemcpyHostToDevice), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(b, hb.data(), n * sizeof(int), cudaMemcpyHostToDevice), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(c, hc.data(), n * sizeof(int), cudaMemcpyHostToDevice), cudaSuccess);
+  GALLEON_LAUNCH(1, n, 3 * n * sizeof(int), nullptr, async_copy_kernel)(a, b, c, seen);
+  ASSERT_EQ(cudaGetLastError(), cudaSuccess);
+  const std::vector<int> got = download(seen, 7 * n);
+  auto at = [&](int k, int t) { return got[size_t(k * n + t)]; };
+  for (int t = 0; t < n; ++t) {
+    EXPECT_EQ(at(0, t), -1) << "before the wait, thread " << t;
+    EXPECT_EQ(at(1, t), 100 + t) << t;
+    EXPECT_EQ(at(2, t), -1) << "a group not waited for, thread " << t;
+    EXPECT_EQ(at(3, t), 200 + t) << t;
+    EXPECT_EQ(at(4, t), t) << "2 bytes read, 2 zeros, thread " << t;
+    // Threads run in increasing order: the neighbour has not waited yet, but for the last
+    // thread, whose neighbour is thread 0.
+    EXPECT_EQ(at(5, t), t + 1 < n ? -1 : 100) << "before the barrier, thread " << t;
+    EXPECT_EQ(at(6, t), 100 + (t + 1) % n) << t;
+  }
+  GALLEON_LAUNCH(1, 1, 16, nullptr, misaligned_async_copy_kernel)(a);
+  const std::string text = launch_failure();
+  EXPECT_NE(text.find("cp.async of 8 bytes"), std::string::npos) << text;
+  for (int* p : {a, b, c, seen}) cudaFree(p);
 }
 
 TEST(CudaHost, DeviceMemoryStartsAsNaN) {
