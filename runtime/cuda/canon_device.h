@@ -374,9 +374,13 @@ GALLEON_HD uint32_t q6_word(const uint8_t* w, int j, int i) {
   const uint32_t lo = (k < 2 ? lw : lw >> 4) & kLowNibbles;
   return lo | (((wword(qh + 32 * h + l) >> (2 * k)) & 0x03030303u) << 4);
 }
-// Sub-block j's term of sumi from the integer sum `is` of its quants u.
+// Sub-block j's scale, and its term of sumi from the integer sum `is` of its quants u.
+GALLEON_HD int q6_scale(const uint8_t* w, int j) { return int(int8_t(w[192 + j])); }
+GALLEON_HD int32_t q6_term(int scale, const kern::A8KBlock& a, int j, int32_t is) {
+  return scale * (is - 32 * int(a.bsums[j]));
+}
 GALLEON_HD int32_t q6_term(const uint8_t* w, const kern::A8KBlock& a, int j, int32_t is) {
-  return int(int8_t(w[192 + j])) * (is - 32 * int(a.bsums[j]));
+  return q6_term(q6_scale(w, j), a, j, is);
 }
 // Part g is sub-blocks 2g and 2g + 1.
 GALLEON_HD KSums kpart_q6_k(const uint8_t* w, const kern::A8KBlock& a, int g) {
@@ -397,14 +401,29 @@ GALLEON_HD KSums kpart(const uint8_t* w, const kern::A8KBlock& a, int g) {
     return kpart_kmin<T>(w, a, g);
 }
 
+// The block's scales: d, and dmin for Q4_K/Q5_K (Q6_K: 0).
+template <GgmlType T>
+GALLEON_HD void kscales(const uint8_t* w, float* d, float* dmin) {
+  if constexpr (T == GgmlType::Q6_K) {
+    *d = load_f16(w + 208);
+    *dmin = 0.0f;
+  } else {
+    *d = load_f16(w);
+    *dmin = load_f16(w + 2);
+  }
+}
+template <GgmlType T>
+GALLEON_HD float kfinish_dm(float d, float dmin, const kern::A8KBlock& a, KSums s) {
+  if constexpr (T == GgmlType::Q6_K)
+    return (d * a.d) * float(s.sumi);
+  else
+    return (d * a.d) * float(s.sumi) - (dmin * a.d) * float(s.summ);
+}
 template <GgmlType T>
 GALLEON_HD float kfinish(const uint8_t* w, const kern::A8KBlock& a, KSums s) {
-  if constexpr (T == GgmlType::Q6_K) {
-    return (load_f16(w + 208) * a.d) * float(s.sumi);
-  } else {
-    const float d = load_f16(w), dmin = load_f16(w + 2);
-    return (d * a.d) * float(s.sumi) - (dmin * a.d) * float(s.summ);
-  }
+  float d, dmin;
+  kscales<T>(w, &d, &dmin);
+  return kfinish_dm<T>(d, dmin, a, s);
 }
 
 template <GgmlType T>

@@ -5,7 +5,7 @@
 //   m16n8k16 (Q6_K's 16-element sub-blocks) with s8 operands and s32 results: exact, so they
 //   equal the dp4a sums of the one-lane kernels (docs/arithmetic.md section 5).
 // - Each (row, token)'s float contribution is made from them by the functions the one-lane
-//   kernels use (finish_a8, kmin_sums / q6_term, kfinish).
+//   kernels use (finish_a8, kmin_sums / q6_term, kfinish_dm).
 // - The contributions go to their canonical lanes in the canonical order: a thread visits the
 //   lanes in bit-reversed order (0, 16, 8, 24, ...), adds each lane's blocks l, l + 32, ... in
 //   increasing order to 0.0f, and combines the lanes with a binary counter whose pairs are
@@ -471,22 +471,52 @@ class Tile {
     }
   }
 
-  // Q4_K / Q5_K block i: one m16n8k32 per 32-element sub-block and token group.
+  // The weights of sub-block sb of a K-quant block: every lane's A words (on the GPU this
+  // lane's), and this lane's two rows' scales and (Q4_K, Q5_K) minimums.
+  template <int kWords>
+  struct KSub {
+    WarpWords<kWords> a;
+    int scale[2], mn[2];
+  };
+  // Weight block i of this lane's row half h.
+  GALLEON_HDI const uint8_t* wblock(int l, int h, int64_t i) const {
+    return row(l, h) + size_t(i) * kBytes;
+  }
+  GALLEON_HDI void load_kmin(int64_t i, int sb, KSub<4>& s) const {
+    s.a.load(lane_, [&](int l, uint32_t* w) {
+      const uint8_t* w0 = wblock(l, 0, i);
+      const uint8_t* w1 = wblock(l, 1, i);
+      w[0] = kmin_word<T>(w0, sb, l & 3);
+      w[1] = kmin_word<T>(w1, sb, l & 3);
+      w[2] = kmin_word<T>(w0, sb, 4 + (l & 3));
+      w[3] = kmin_word<T>(w1, sb, 4 + (l & 3));
+    });
+    kmin_scale(wblock(lane_, 0, i), sb, &s.scale[0], &s.mn[0]);
+    kmin_scale(wblock(lane_, 1, i), sb, &s.scale[1], &s.mn[1]);
+  }
+  GALLEON_HDI void load_q6(int64_t i, int sb, KSub<2>& s) const {
+    s.a.load(lane_, [&](int l, uint32_t* w) {
+      w[0] = q6_word(wblock(l, 0, i), sb, l & 3);
+      w[1] = q6_word(wblock(l, 1, i), sb, l & 3);
+    });
+    s.scale[0] = q6_scale(wblock(lane_, 0, i), sb);
+    s.scale[1] = q6_scale(wblock(lane_, 1, i), sb);
+    s.mn[0] = s.mn[1] = 0;
+  }
+
+  // Q4_K / Q5_K block i: one m16n8k32 per 32-element sub-block and token group. The block's
+  // scales are loaded first and each sub-block's weights while the one before is computed, so
+  // that their loads are in flight behind the mma rather than before them.
   GALLEON_HDI void block_kmin(int64_t i, float (&c)[NT][4]) const {
     KSums sums[NT][4];
+    float d[2], dmin[2];
+    kscales<T>(wblock(lane_, 0, i), &d[0], &dmin[0]);
+    kscales<T>(wblock(lane_, 1, i), &d[1], &dmin[1]);
+    KSub<4> cur;
+    load_kmin(i, 0, cur);
     for (int sb = 0; sb < 8; ++sb) {
-      WarpWords<4> a;
-      a.load(lane_, [&](int l, uint32_t* w) {
-        const uint8_t* w0 = row(l, 0) + size_t(i) * kBytes;
-        const uint8_t* w1 = row(l, 1) + size_t(i) * kBytes;
-        w[0] = kmin_word<T>(w0, sb, l & 3);
-        w[1] = kmin_word<T>(w1, sb, l & 3);
-        w[2] = kmin_word<T>(w0, sb, 4 + (l & 3));
-        w[3] = kmin_word<T>(w1, sb, 4 + (l & 3));
-      });
-      int scale[2], mn[2];  // of this thread's two rows
-      kmin_scale(row(lane_, 0) + size_t(i) * kBytes, sb, &scale[0], &mn[0]);
-      kmin_scale(row(lane_, 1) + size_t(i) * kBytes, sb, &scale[1], &mn[1]);
+      KSub<4> next = cur;
+      if (sb + 1 < 8) load_kmin(i, sb + 1, next);
       GALLEON_DEVICE_UNROLL
       for (int j = 0; j < NT; ++j) {
         WarpWords<2> b;
@@ -496,28 +526,31 @@ class Tile {
           w[1] = aword(ab.q + 32 * sb + 16 + 4 * (l & 3));
         });
         int32_t s[4];
-        mma_s8<32>(lane_, a, b, s);
+        mma_s8<32>(lane_, cur.a, b, s);
         GALLEON_DEVICE_UNROLL
         for (int e = 0; e < 4; ++e) {
           const KSums part =
-              kmin_sums(scale[e >> 1], mn[e >> 1], act(c_token(j, e), i), sb, s[e]);
+              kmin_sums(cur.scale[e >> 1], cur.mn[e >> 1], act(c_token(j, e), i), sb, s[e]);
           sums[j][e].sumi += part.sumi;
           sums[j][e].summ += part.summ;
         }
       }
+      cur = next;
     }
-    finish_k(i, sums, c);
+    finish_k(i, d, dmin, sums, c);
   }
 
-  // Q6_K block i: one m16n8k16 per 16-element sub-block and token group.
+  // Q6_K block i: one m16n8k16 per 16-element sub-block and token group (loads ahead as above).
   GALLEON_HDI void block_q6_k(int64_t i, float (&c)[NT][4]) const {
     KSums sums[NT][4];
+    float d[2], dmin[2];
+    kscales<T>(wblock(lane_, 0, i), &d[0], &dmin[0]);
+    kscales<T>(wblock(lane_, 1, i), &d[1], &dmin[1]);
+    KSub<2> cur;
+    load_q6(i, 0, cur);
     for (int sb = 0; sb < 16; ++sb) {
-      WarpWords<2> a;
-      a.load(lane_, [&](int l, uint32_t* w) {
-        w[0] = q6_word(row(l, 0) + size_t(i) * kBytes, sb, l & 3);
-        w[1] = q6_word(row(l, 1) + size_t(i) * kBytes, sb, l & 3);
-      });
+      KSub<2> next = cur;
+      if (sb + 1 < 16) load_q6(i, sb + 1, next);
       GALLEON_DEVICE_UNROLL
       for (int j = 0; j < NT; ++j) {
         WarpWords<1> b;
@@ -525,21 +558,24 @@ class Tile {
           w[0] = aword(act(b_token(l, j), i).q + 16 * sb + 4 * (l & 3));
         });
         int32_t s[4];
-        mma_s8<16>(lane_, a, b, s);
+        mma_s8<16>(lane_, cur.a, b, s);
         GALLEON_DEVICE_UNROLL
         for (int e = 0; e < 4; ++e)
-          sums[j][e].sumi += q6_term(row(lane_, e >> 1) + size_t(i) * kBytes, act(c_token(j, e), i), sb, s[e]);
+          sums[j][e].sumi += q6_term(cur.scale[e >> 1], act(c_token(j, e), i), sb, s[e]);
       }
+      cur = next;
     }
-    finish_k(i, sums, c);
+    finish_k(i, d, dmin, sums, c);
   }
 
-  GALLEON_HDI void finish_k(int64_t i, const KSums (&sums)[NT][4], float (&c)[NT][4]) const {
+  // c from the block's sums and its rows' scales (d[h], dmin[h] of row half h).
+  GALLEON_HDI void finish_k(int64_t i, const float (&d)[2], const float (&dmin)[2],
+                            const KSums (&sums)[NT][4], float (&c)[NT][4]) const {
     GALLEON_DEVICE_UNROLL
     for (int j = 0; j < NT; ++j)
       GALLEON_DEVICE_UNROLL
       for (int e = 0; e < 4; ++e)
-        c[j][e] = kfinish<T>(row(lane_, e >> 1) + size_t(i) * kBytes, act(c_token(j, e), i), sums[j][e]);
+        c[j][e] = kfinish_dm<T>(d[e >> 1], dmin[e >> 1], act(c_token(j, e), i), sums[j][e]);
   }
 
   Args p_;

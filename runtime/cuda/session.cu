@@ -414,9 +414,11 @@ constexpr int kPaddedStride = int(sizeof(Block) / 4) + (12 - int(sizeof(Block) /
 
 // kPacked (variant u4): the weights of the 32-element types from their packed copy (p.pq,
 // p.ps; cdev::mma::Tile's kPacked), and the staged activations at kPaddedStride. kBlocks:
-// activation blocks staged at once (StagedActs).
+// activation blocks staged at once (StagedActs). The 256-element types at 3 blocks per SM (at
+// most 168 registers: ptxas 165-168, no spills; unbounded they took up to 196 with the
+// sub-blocks' loads ahead), the others at 2.
 template <GgmlType T, bool kPacked = false, int kBlocks = 1>
-__global__ void __launch_bounds__(32 * kMmaWarps, 2)
+__global__ void __launch_bounds__(32 * kMmaWarps, cdev::TypeInfo<T>::elems == 256 ? 3 : 2)
     matmul_mma_staged_kernel(cdev::mma::Args p, cdev::GemmOut y) {
   using Block = cdev::mma::ActBlock<T>;
   constexpr int kStride = kPacked ? kPaddedStride<Block> : int(sizeof(Block) / 4);
