@@ -13,7 +13,7 @@
 #      for the quantized types and shared-memory tiles for F32/F16/BF16; attention scores from
 #      K tiles); cuda_test's matmul kernels and two models once more with each tile variant
 #      other than the defaults (GALLEON_CUDA_MMA=s4, k4, k8, p4, u4, v4, w4, x4; r2 and s2 passed on the H200;
-#      GALLEON_CUDA_PLAIN=b1 and =ring with the F16 and BF16 models), and the attention tests with
+#      GALLEON_CUDA_PLAIN=b1, ring and ring2 with the F16 and BF16 models), and the attention tests with
 #      GALLEON_CUDA_ATTN_COLUMNS=1 (steps 4 to 6 by column warps);
 #   4. a bundle of recipes/stories260k.yaml with its CUDA engine member: `galleon install`, then
 #      `galleon check stories260k --device cuda` and `galleon run stories260k --device cuda`;
@@ -22,7 +22,7 @@
 #      tensor-core variants /t4 (the default) /u4 /v4 /w4 /x4 (Q4_0, Q8_0; Q4_K /t4 /u4),
 #      Q4_0 (/t4 /w4 /x4) and Q4_K again with the attention by column warps
 #      (GALLEON_CUDA_ATTN_COLUMNS=1); 1.1B Q4_K_M (llama.cpp's: V and down
-#      in Q6_K); 1.1B F16 with GALLEON_CUDA_PLAIN unset and ring), and where a 1.1B prompt's GPU
+#      in Q6_K); 1.1B F16 with GALLEON_CUDA_PLAIN unset, ring and ring2), and where a 1.1B prompt's GPU
 #      time goes (six copies of the logits checks' prompt, one batch of 859 tokens), per
 #      kind of step (GALLEON_CUDA_PROFILE=1, every kernel loaded before: CUDA_MODULE_LOADING=
 #      EAGER), Q4_0 with the defaults, u4, w4, x4 and column warps, Q4_K and F16 with the
@@ -236,7 +236,8 @@ else
 fi
 # The tensor-core variants other than the default: the kernels and two models' forward passes
 # (the dry run leaves them to cuda_emu_test and CTest's cuda_host_test).
-for v in MMA=s4 MMA=k4 MMA=k8 MMA=p4 MMA=u4 MMA=v4 MMA=w4 MMA=x4 PLAIN=b1 PLAIN=ring ATTN_COLUMNS=1; do
+for v in MMA=s4 MMA=k4 MMA=k8 MMA=p4 MMA=u4 MMA=v4 MMA=w4 MMA=x4 PLAIN=b1 PLAIN=ring PLAIN=ring2 \
+    ATTN_COLUMNS=1; do
   [[ $HOST == 1 ]] && break
   tests='CudaKernels.MatmulMatchesRefDot:AllTypes/CudaSynth.MatchesCpu/llama_q4_K:AllTypes/CudaSynth.MatchesCpu/llama_q6_K'
   # u4, w4 and x4 pack the 32-element types' weights (Q4_0: nibble words, Q5_1: merged bytes and
@@ -407,10 +408,12 @@ elif [[ "${SKIP_SPEED:-0}" != 1 ]]; then
       --cuda-mma t4,w4,x4 -p 512 -n 16 -r 3 --save '$TMP' | tail -n +4 &&
     GALLEON_CUDA_ATTN_COLUMNS=1 '$BIN/llama_bench' --shape 1.1b --type q4_K --device $DEV \
       -p 512 -n 16 -r 3 --save '$TMP' | tail -n +4 &&
-    echo '-- 1.1B F16, 512 tokens: the plain tiles two blocks per SM, then GALLEON_CUDA_PLAIN=ring' &&
+    echo '-- 1.1B F16, 512 tokens: the plain tiles two blocks per SM, then GALLEON_CUDA_PLAIN=ring, ring2' &&
     '$BIN/llama_bench' --shape 1.1b --type f16 --device $DEV -p 512 -n 16 -r 3 --save '$TMP' |
       tail -n +4 &&
     GALLEON_CUDA_PLAIN=ring '$BIN/llama_bench' --shape 1.1b --type f16 --device $DEV -p 512 -n 16 \
+      -r 3 --save '$TMP' | tail -n +4 &&
+    GALLEON_CUDA_PLAIN=ring2 '$BIN/llama_bench' --shape 1.1b --type f16 --device $DEV -p 512 -n 16 \
       -r 3 --save '$TMP' | tail -n +4 &&
     echo '-- 1.1B Q4_K_M (synthesized here: the last row)' &&
     '$BIN/llama_bench' --shape 1.1b --type q4_K_M --device $DEV -p 512 -n 16 -r 3 --save '$TMP' |

@@ -180,7 +180,8 @@ class Stager {
 // The ring variant's round (GALLEON_CUDA_PLAIN=ring, session.cu): the weights as stored (F16 and
 // BF16 16 bits each, F32 their bits; widened to f32 when read, exactly) and the activations,
 // so that cp.async can copy a piece to its place without passing it through registers. 16 KiB
-// a round for the 16-bit types, 24 KiB for F32, so kRingStages rounds fit in 48 KiB.
+// a round for the 16-bit types, 24 KiB for F32, so that ring_stages<T>(asked) rounds fit in
+// 48 KiB: 2 or 3 for the 16-bit types (3: two rounds in flight), 2 for F32.
 template <GgmlType T>
 struct alignas(16) RawStage {
   using Word = std::conditional_t<T == GgmlType::F32, uint32_t, uint16_t>;
@@ -188,7 +189,9 @@ struct alignas(16) RawStage {
   float x[kTokens][kChunk];
 };
 template <GgmlType T>
-constexpr int kRingStages = T == GgmlType::F32 ? 2 : 3;
+constexpr int ring_stages(int asked) {
+  return T == GgmlType::F32 ? 2 : asked;
+}
 // Weight r of a round's column i, as f32.
 GALLEON_HDI float stage_weight(const Stage& s, int r, int i) { return s.w[r][i]; }
 template <GgmlType T>

@@ -764,19 +764,18 @@ bool plain_ring_fits(const cdev::GemmArgs& p) {
 }
 
 // The ring variant of the plain tiles (GALLEON_CUDA_PLAIN=ring; written without a GPU, not yet
-// run on one): the rounds flow through kRingStages RawStage slots, copied by cp.async
-// kRingStages - 1 rounds ahead of the round computed (the weights as stored, widened when read),
+// run on one): the rounds flow through kStages RawStage slots, copied by cp.async
+// kStages - 1 rounds ahead of the round computed (the weights as stored, widened when read),
 // so that no piece waits in registers for its round and nothing is converted or stored by the
 // threads; the block's threads meet at one barrier per round (the default: two). Where a piece
 // lies partly past a row's end, its copy reads the bytes inside and writes zeros for the rest
 // (cp.async's src-size); rows and tokens past the matrix's are zeros. The same products in the
 // same order, so the same bits. For rows and activations aligned to a piece's bytes
 // (plain_ring_fits); else the default kernel.
-template <GgmlType T>
+template <GgmlType T, int kStages>
 __global__ void __launch_bounds__(cdev::plain::kThreads, 2)
     matmul_plain_ring_kernel(cdev::GemmArgs p, cdev::GemmOut y) {
   namespace pl = cdev::plain;
-  constexpr int kStages = pl::kRingStages<T>;
   __shared__ pl::RawStage<T> ring[kStages];
   static_assert(sizeof(ring) <= 48 * 1024, "static shared memory");
   const int tid = int(threadIdx.x), lane = tid & 31, warp = tid >> 5;
@@ -1255,16 +1254,19 @@ MmaVariant mma_variant_from_env() {
 }
 // The tile kernels' variants (read when a session is made): the tensor-core kernel's, and the
 // plain tiles' blocks per SM (2, the default; GALLEON_CUDA_PLAIN=b1: 1) or their ring variant
-// (GALLEON_CUDA_PLAIN=ring: matmul_plain_ring_kernel, 2 blocks per SM).
+// with 3 slots for the 16-bit types (GALLEON_CUDA_PLAIN=ring: matmul_plain_ring_kernel, 2
+// blocks per SM; ptxas: 84 bytes spilled) or 2 (ring2: one round in flight, as the default
+// kernel's registers hold it; 32 bytes spilled). F32 takes 2 in both.
 struct TileVariant {
   MmaVariant mma;
   int plain_blocks;
-  bool plain_ring;
+  int plain_ring;  // slots of the ring, 0: the default kernel
 };
 TileVariant tile_variant_from_env() {
   const char* e = std::getenv("GALLEON_CUDA_PLAIN");
   const std::string plain = e ? e : "";
-  return {mma_variant_from_env(), plain == "b1" ? 1 : 2, plain == "ring"};
+  return {mma_variant_from_env(), plain == "b1" ? 1 : 2,
+          plain == "ring" ? 3 : plain == "ring2" ? 2 : 0};
 }
 
 // Matmuls of one input for one launch of the prompt tiles: weights of one type and input
@@ -1390,11 +1392,14 @@ void pack_weights(DevWeight& w, const uint8_t* data, int64_t rows, DeviceBuffer&
 }
 
 template <GgmlType T>
-void launch_matmul_plain(const GroupLaunch& l, cudaStream_t st, int blocks_per_sm, bool ring) {
+void launch_matmul_plain(const GroupLaunch& l, cudaStream_t st, int blocks_per_sm, int ring) {
   namespace pl = cdev::plain;
   const dim3 grid = matmul_grid(l.p.n_out, pl::kRows, l.p.ntok, pl::kTokens);
-  if (ring && plain_ring_fits<T>(l.p))
-    GALLEON_LAUNCH(grid, pl::kThreads, 0, st, matmul_plain_ring_kernel<T>)(l.p, l.out);
+  constexpr int kRing3 = pl::ring_stages<T>(3), kRing2 = pl::ring_stages<T>(2);
+  if (ring == 3 && plain_ring_fits<T>(l.p))
+    GALLEON_LAUNCH(grid, pl::kThreads, 0, st, matmul_plain_ring_kernel<T, kRing3>)(l.p, l.out);
+  else if (ring == 2 && plain_ring_fits<T>(l.p))
+    GALLEON_LAUNCH(grid, pl::kThreads, 0, st, matmul_plain_ring_kernel<T, kRing2>)(l.p, l.out);
   else if (blocks_per_sm == 2)
     GALLEON_LAUNCH(grid, pl::kThreads, 0, st, matmul_plain_kernel<T, 2>)(l.p, l.out);
   else
