@@ -14,19 +14,21 @@
 #      K tiles); cuda_test's matmul kernels and two models once more with each tile variant
 #      other than the defaults (GALLEON_CUDA_MMA=s4, k4, k8, p4, u4, v4, w4, x4; r2 and s2 passed on the H200;
 #      GALLEON_CUDA_PLAIN=b1, ring and ring2 with the F16 and BF16 models), and the attention tests with
-#      GALLEON_CUDA_ATTN_COLUMNS=1 (steps 4 to 6 by column warps);
+#      GALLEON_CUDA_ATTN_COLUMNS=1 (steps 4 to 6 by column warps) and GALLEON_CUDA_ATTN_ROWS=32
+#      and 16 (several tokens per block);
 #   4. a bundle of recipes/stories260k.yaml with its CUDA engine member: `galleon install`, then
 #      `galleon check stories260k --device cuda` and `galleon run stories260k --device cuda`;
 #   5. print a speed table (CPU and GPU tok/s, 124M and 1.1B shapes, F16 Q8_0 Q4_0 Q4_K, the GPU
 #      with its defaults; then 1.1B 512-token prompts on the GPU, 3 runs each, with the
 #      tensor-core variants /t4 (the default) /u4 /v4 /w4 /x4 (Q4_0, Q8_0; Q4_K /t4 /u4),
-#      Q4_0 (/t4 /w4 /x4) and Q4_K again with the attention by column warps
-#      (GALLEON_CUDA_ATTN_COLUMNS=1); 1.1B Q4_K_M (llama.cpp's: V and down
+#      Q4_0 (/t4 /w4 /x4) again with the attention by column warps
+#      (GALLEON_CUDA_ATTN_COLUMNS=1), Q4_0 (/t4 /w4) and Q4_K with 32 rows per attention block
+#      (GALLEON_CUDA_ATTN_ROWS=32), Q4_0 with 16; 1.1B Q4_K_M (llama.cpp's: V and down
 #      in Q6_K); 1.1B F16 with GALLEON_CUDA_PLAIN unset, ring and ring2), and where a 1.1B prompt's GPU
 #      time goes (six copies of the logits checks' prompt, one batch of 859 tokens), per
 #      kind of step (GALLEON_CUDA_PROFILE=1, every kernel loaded before: CUDA_MODULE_LOADING=
-#      EAGER), Q4_0 with the defaults, u4, w4, x4 and column warps, Q4_K and F16 with the
-#      defaults.
+#      EAGER), Q4_0 with the defaults, u4, w4, x4, column warps and 32 rows per attention
+#      block, Q4_K and F16 with the defaults.
 # Prints PASS or FAIL per check; exits non-zero when any check fails. Sized for about 5 minutes
 # on a 16-core H100/H200 machine (SPEED_TIMEOUT bounds the table; SKIP_SPEED=1 skips it).
 # GPU_CHECK_DEVICE=host is a dry run of this script on a machine without a GPU: the GPU side is
@@ -178,7 +180,7 @@ LONG_PROMPT="$PROMPT $PROMPT $PROMPT $PROMPT $PROMPT $PROMPT"
 
 # `bench/gpu-check.sh ncu`: no checks; Nsight Compute's view (where the machine has ncu) of a
 # 1.1B Q4_0 prompt of 859 tokens in one batch: the first launch of the prompt attention (as is,
-# then by column warps) and the first three of the tensor-core matmuls (Q K V, output, gate and up; the default
+# by column warps, with 32 and 16 rows per block: 859 tokens' scores do not fit 32 rows) and the first three of the tensor-core matmuls (Q K V, output, gate and up; the default
 # variant, then u4, w4 and x4), with their throughput, occupancy and warp stall sections, the full reports
 # in NCU_OUT (default $TMP).
 if [[ "$MODE" == ncu ]]; then
@@ -189,13 +191,13 @@ if [[ "$MODE" == ncu ]]; then
   fi
   out=${NCU_OUT:-$TMP}
   "$BIN/llama_bench" --write "$TMP" --shape 1.1b --type q4_0 >/dev/null
-  # kernel:launches:GALLEON_CUDA_MMA:GALLEON_CUDA_ATTN_COLUMNS
-  for k in attention_tiles:1:: attention_tiles:1::1 matmul_mma:3:: matmul_mma:3:u4: matmul_mma:3:w4: \
-    matmul_mma:3:x4:; do
-    IFS=: read -r kernel count variant columns <<<"$k"
-    report="$out/ncu-$kernel${variant:+-$variant}${columns:+-columns}.txt"
-    echo "-- $kernel${variant:+, GALLEON_CUDA_MMA=$variant}${columns:+, GALLEON_CUDA_ATTN_COLUMNS=1}"
-    GALLEON_CUDA_ATTN_COLUMNS=${columns:-0} GALLEON_CUDA_MMA=$variant timeout 120 "$ncu" \
+  # kernel:launches:GALLEON_CUDA_MMA:GALLEON_CUDA_ATTN_COLUMNS:GALLEON_CUDA_ATTN_ROWS
+  for k in attention_tiles:1::: attention_tiles:1::1: attention_rows:1:::32 attention_rows:1:::16 \
+    matmul_mma:3::: matmul_mma:3:u4:: matmul_mma:3:w4:: matmul_mma:3:x4::; do
+    IFS=: read -r kernel count variant columns rows <<<"$k"
+    report="$out/ncu-$kernel${variant:+-$variant}${columns:+-columns}${rows:+-$rows}.txt"
+    echo "-- $kernel${variant:+, GALLEON_CUDA_MMA=$variant}${columns:+, GALLEON_CUDA_ATTN_COLUMNS=1}${rows:+, GALLEON_CUDA_ATTN_ROWS=$rows}"
+    GALLEON_CUDA_ATTN_ROWS=${rows:-0} GALLEON_CUDA_ATTN_COLUMNS=${columns:-0} GALLEON_CUDA_MMA=$variant timeout 120 "$ncu" \
       --kernel-name "regex:$kernel" --launch-count "$count" \
       --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
       --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis \
@@ -237,7 +239,7 @@ fi
 # The tensor-core variants other than the default: the kernels and two models' forward passes
 # (the dry run leaves them to cuda_emu_test and CTest's cuda_host_test).
 for v in MMA=s4 MMA=k4 MMA=k8 MMA=p4 MMA=u4 MMA=v4 MMA=w4 MMA=x4 PLAIN=b1 PLAIN=ring PLAIN=ring2 \
-    ATTN_COLUMNS=1; do
+    ATTN_COLUMNS=1 ATTN_ROWS=32 ATTN_ROWS=16; do
   [[ $HOST == 1 ]] && break
   tests='CudaKernels.MatmulMatchesRefDot:AllTypes/CudaSynth.MatchesCpu/llama_q4_K:AllTypes/CudaSynth.MatchesCpu/llama_q6_K'
   # u4, w4 and x4 pack the 32-element types' weights (Q4_0: nibble words, Q5_1: merged bytes and
@@ -245,8 +247,9 @@ for v in MMA=s4 MMA=k4 MMA=k8 MMA=p4 MMA=u4 MMA=v4 MMA=w4 MMA=x4 PLAIN=b1 PLAIN=
   # activations to shared memory with cp.async, 3 blocks ahead
   [[ $v =~ MMA=[uvwx]4 ]] && tests="$tests:AllTypes/CudaSynth.MatchesCpu/llama_q4_0:AllTypes/CudaSynth.MatchesCpu/llama_q5_1"
   [[ $v == PLAIN=* ]] && tests='CudaKernels.MatmulMatchesRefDot:AllTypes/CudaSynth.MatchesCpu/llama_f16:AllTypes/CudaSynth.MatchesCpu/llama_bf16'
-  # the K-tile attention's steps 4 to 6 by column warps: every group and head dim shape, the
-  # scores in global memory and past the default shared memory
+  # the K-tile attention's steps 4 to 6 by column warps, several tokens per attention block:
+  # every group and head dim shape, the scores in global memory and past the default shared
+  # memory
   [[ $v == ATTN_* ]] && tests='Cuda.Stories260KMatchesCpu:Cuda.AttentionGroupShapesMatchCpu:Cuda.LongContextScoresInGlobalMemoryMatchCpu:Cuda.LongPromptScoresPastTheDefaultSharedMemoryMatchCpu:AllTypes/CudaSynth.MatchesCpu/llama_q4_0'
   if out=$(env "GALLEON_CUDA_$v" "$BIN/$CUDA_TEST" --gtest_filter="$tests" 2>&1); then
     pass "$CUDA_TEST with GALLEON_CUDA_$v ($(grep -E '^\[  PASSED' <<<"$out"))"
@@ -406,7 +409,12 @@ elif [[ "${SKIP_SPEED:-0}" != 1 ]]; then
     echo '-- the same with GALLEON_CUDA_ATTN_COLUMNS=1 (the attention by column warps)' &&
     GALLEON_CUDA_ATTN_COLUMNS=1 '$BIN/llama_bench' --shape 1.1b --type q4_0 --device $DEV \
       --cuda-mma t4,w4,x4 -p 512 -n 16 -r 3 --save '$TMP' | tail -n +4 &&
-    GALLEON_CUDA_ATTN_COLUMNS=1 '$BIN/llama_bench' --shape 1.1b --type q4_K --device $DEV \
+    echo '-- GALLEON_CUDA_ATTN_ROWS=32, then 16 (several tokens per attention block)' &&
+    GALLEON_CUDA_ATTN_ROWS=32 '$BIN/llama_bench' --shape 1.1b --type q4_0 --device $DEV \
+      --cuda-mma t4,w4 -p 512 -n 16 -r 3 --save '$TMP' | tail -n +4 &&
+    GALLEON_CUDA_ATTN_ROWS=32 '$BIN/llama_bench' --shape 1.1b --type q4_K --device $DEV \
+      -p 512 -n 16 -r 3 --save '$TMP' | tail -n +4 &&
+    GALLEON_CUDA_ATTN_ROWS=16 '$BIN/llama_bench' --shape 1.1b --type q4_0 --device $DEV \
       -p 512 -n 16 -r 3 --save '$TMP' | tail -n +4 &&
     echo '-- 1.1B F16, 512 tokens: the plain tiles two blocks per SM, then GALLEON_CUDA_PLAIN=ring, ring2' &&
     '$BIN/llama_bench' --shape 1.1b --type f16 --device $DEV -p 512 -n 16 -r 3 --save '$TMP' |
@@ -422,13 +430,13 @@ elif [[ "${SKIP_SPEED:-0}" != 1 ]]; then
   # Where a prompt's GPU time goes (GALLEON_CUDA_PROFILE=1: each step kind's kernel time; the
   # kernels loaded when the context is made, so that no step's first launch loads its kernel).
   export CUDA_MODULE_LOADING=EAGER
-  # TYPE/MMA variant/ATTN_COLUMNS
-  for mv in q4_0// q4_0/u4/ q4_0/w4/ q4_0/x4/ q4_0//1 q4_K// f16//; do
-    IFS=/ read -r t v c <<<"$mv"
+  # TYPE/MMA variant/ATTN_COLUMNS/ATTN_ROWS (859 tokens: 32 rows do not fit, 16 do)
+  for mv in q4_0/// q4_0/u4// q4_0/w4// q4_0/x4// q4_0//1/ q4_0///32 q4_K/// f16///; do
+    IFS=/ read -r t v c r <<<"$mv"
     m=$TMP/llama-1.1b-$t.gguf
     [[ -f "$m" ]] || continue
-    echo "-- $(basename "$m" .gguf), ${v:+GALLEON_CUDA_MMA=$v, }${c:+GALLEON_CUDA_ATTN_COLUMNS=$c, }the defaults otherwise"
-    GALLEON_CUDA_ATTN_COLUMNS=${c:-0} GALLEON_CUDA_MMA=$v GALLEON_CUDA_PROFILE=1 timeout 60 \
+    echo "-- $(basename "$m" .gguf), ${v:+GALLEON_CUDA_MMA=$v, }${c:+GALLEON_CUDA_ATTN_COLUMNS=$c, }${r:+GALLEON_CUDA_ATTN_ROWS=$r, }the defaults otherwise"
+    GALLEON_CUDA_ATTN_ROWS=${r:-0} GALLEON_CUDA_ATTN_COLUMNS=${c:-0} GALLEON_CUDA_MMA=$v GALLEON_CUDA_PROFILE=1 timeout 60 \
       "$ENGINE_GPU" run "$m" -p "$LONG_PROMPT" --max-tokens 1 --batch 1024 --device "$DEV" \
       --json 2>&1 >/dev/null | head -20 || true
   done

@@ -834,6 +834,56 @@ TEST(CudaEmu, ColumnWarpsAreTheLaneTrees) {
   expect_column_warps_are_lane_trees<8>(rng);
 }
 
+// Step 4 of the rows kernel (attention.h, "several tokens per block"): a row group's sums
+// through the binary counter are the canonical trees of lane_weighted_sum's lanes, for row groups
+// whose rows end at the same or different positions (the tokens of one row group, rows of no
+// token) and position counts below, at and past the batches of 4 rows of 32.
+template <int R>
+void expect_row_groups_are_lane_trees(std::mt19937& rng) {
+  namespace attn = cdev::attn;
+  constexpr int C = attn::kRowCols<R>, kG = attn::kRowGroup;
+  const int64_t kv_dim = 12;
+  for (int64_t n_kv : {1, 3, 31, 32, 33, 100, 127, 128, 129, 131, 300}) {
+    ScoreCase<R> c(rng, n_kv, kv_dim);
+    const attn::ScoreLayout layout = c.layouts()[1];  // lane-major, R rows
+    auto clip = [&](int64_t n) { return std::clamp<int64_t>(n, 0, n_kv); };
+    const std::vector<std::array<int64_t, kG>> patterns = {
+        {n_kv, n_kv, n_kv, n_kv},
+        {clip(n_kv - 3), clip(n_kv - 2), clip(n_kv - 1), n_kv},      // a token per row
+        {clip(n_kv - 1), clip(n_kv - 1), n_kv, n_kv},                // two per row
+        {n_kv, clip(n_kv - 1), 0, 0},                                // rows of no token
+        {0, 0, 0, clip(n_kv - 2)}};
+    for (const auto& n : patterns)
+      for (int r0 : {0, R - kG})
+        for (int c0 : {0, C, int(kv_dim) - C}) {
+          const std::string what = "R " + std::to_string(R) + " n_kv " + std::to_string(n_kv) +
+                                   " n " + std::to_string(n[0]) + "," + std::to_string(n[1]) +
+                                   "," + std::to_string(n[2]) + "," + std::to_string(n[3]) +
+                                   " r0 " + std::to_string(r0) + " c0 " + std::to_string(c0);
+          attn::RowGroupWork<R, C> work{layout.base + r0, layout.lane, c.v.data() + c0, kv_dim,
+                                        {n[0], n[1], n[2], n[3]},
+                                        *std::min_element(n.begin(), n.end()),
+                                        *std::max_element(n.begin(), n.end())};
+          float o[kG][C];
+          work.sums(o);
+          for (int k = 0; k < kG; ++k)
+            for (int x = 0; x < C; ++x) {
+              std::array<float, 32> lanes;
+              for (int l = 0; l < 32; ++l)
+                lanes[size_t(l)] = cdev::lane_weighted_sum(c.score(r0 + k), c.v.data() + c0 + x,
+                                                           kv_dim, n[size_t(k)], l);
+              ASSERT_EQ(bits(o[k][x]), bits(lane_tree(lanes))) << what << " row " << k << " col " << x;
+            }
+        }
+  }
+}
+
+TEST(CudaEmu, RowGroupsAreTheLaneTrees) {
+  std::mt19937 rng(31);
+  expect_row_groups_are_lane_trees<16>(rng);
+  expect_row_groups_are_lane_trees<32>(rng);
+}
+
 // CellWalk visits cells first, first + step, ... in order, and the threads 0 .. step - 1
 // together visit every cell of the table once.
 TEST(CudaEmu, CellWalkVisitsEveryCellOnce) {

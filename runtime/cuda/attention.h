@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "runtime/cuda/canon_device.h"
+#include "runtime/cuda/tile_common.h"
 
 namespace galleon::cdev::attn {
 
@@ -505,6 +506,147 @@ GALLEON_HD void tree_cell(int s, int i, int d, int64_t hd, float* lanes) {
 // Step 6: o_d = L[0][d] / (the e lanes' L[0]).
 GALLEON_HD float output(const float* lanes, int64_t hd, int64_t d) {
   return lanes[d] / lanes[32 * hd];
+}
+
+// ---------------------------------------------------------------- several tokens per block
+// GALLEON_CUDA_ATTN_ROWS=R (16 or 32; opt-in): a block of attention_rows_kernel takes R rows,
+// the G heads of T = R / G consecutive tokens of one KV head (row r: token r / G, head r % G),
+// so that each K row staged and each V element loaded serves R rows instead of the K-tile
+// kernel's G. Steps 1 to 3 are the K-tile kernel's with R rows for its G heads, each row over
+// its own token's positions (rows of tokens past the prompt have none); the R rows' scores are
+// lane-major (ScoreLayout::lane_major with R "heads").
+//
+// Step 4 keeps no array of lanes: a thread takes kRowGroup rows and C columns, visits the 32
+// canonical lanes in bit-reversed order l = bitrev5(p), p = 0 .. 31, sums lane l's positions
+// j = l, l + 32, ... in increasing order from 0.0f (lane_weighted_sum's sum), and combines the
+// lanes with the tensor-core tiles' binary counter (mma_tile.h's Tile::run_leaves: leaf p's sum
+// merges with the pending sums of the levels whose bit of p is set, the earlier on the left;
+// leaves p and p + 1 are lanes l and l + 16, pairs 2 apart lanes 8 apart, ...), which adds
+// exactly warp_tree's pairs L[i] + L[i + s]. So step 5 takes no shared memory and no barrier,
+// and a thread's kRowGroup x C sums of a position take one 16-byte load of the rows' scores (a
+// warp's threads share it) and one load of C V elements (a warp's threads read a V row's
+// consecutive columns).
+constexpr int kRowGroup = 4;
+template <int R>
+constexpr int kRowCols = R >= 32 ? 2 : 1;  // C: R / 4 row groups x hd / C columns <= kThreads
+// Positions j = l, l + 32, ... below n.
+GALLEON_HD int64_t lane_positions(int l, int64_t n) { return l < n ? (n - 1 - l) / 32 + 1 : 0; }
+// C (1, 2 or 4) floats from p, aligned to their size: one load on the GPU.
+template <int C>
+GALLEON_HD void load_cols(const float* p, float* q) {
+  static_assert(C == 1 || C == 2 || C == 4);
+  expect_aligned(p, 4 * C);
+#if defined(__CUDA_ARCH__)
+  if constexpr (C == 4) {
+    const float4 f = *reinterpret_cast<const float4*>(p);
+    q[0] = f.x, q[1] = f.y, q[2] = f.z, q[3] = f.w;
+  } else if constexpr (C == 2) {
+    const float2 f = *reinterpret_cast<const float2*>(p);
+    q[0] = f.x, q[1] = f.y;
+  } else {
+    q[0] = p[0];
+  }
+#else
+  for (int c = 0; c < C; ++c) q[c] = p[c];
+#endif
+}
+// One row group's step-4 work: kRowGroup rows, n[k] positions each (0: a row of no token), C
+// columns. es: the first row's score of position 0 in the lane-major layout of R rows (lane l's
+// positions lane_stride floats after lane 0's, R floats apart, 16-byte aligned); v: column c0
+// of V row 0 (rows kv_dim floats apart, aligned to C floats).
+template <int R, int C>
+struct RowGroupWork {
+  const float* es;
+  int64_t lane_stride;
+  const float* v;
+  int64_t kv_dim;
+  int64_t n[kRowGroup];
+  int64_t n_lo, n_hi;  // the least and the most of n
+
+  // Lane l's sums: s[k][c] = 0.0f plus, in increasing j = l mod 32 below n[k], e_j of row k
+  // times v_j[c]. The positions below every row's n in batches of kLoads (their loads first),
+  // then those below some rows' n one at a time.
+  GALLEON_HD void leaf(int l, float (&s)[kRowGroup][C]) const {
+    constexpr int kLoads = 4;
+    GALLEON_DEVICE_UNROLL
+    for (int k = 0; k < kRowGroup; ++k)
+      GALLEON_DEVICE_UNROLL
+      for (int c = 0; c < C; ++c) s[k][c] = 0.0f;
+    const int64_t count_lo = lane_positions(l, n_lo), count_hi = lane_positions(l, n_hi);
+    const int64_t vstep = 32 * kv_dim;
+    const float* ep = es + l * lane_stride;
+    const float* vp = v + l * kv_dim;
+    int64_t k = 0;
+    for (; k + kLoads <= count_lo; k += kLoads, ep += kLoads * R, vp += kLoads * vstep) {
+      float e[kLoads][kRowGroup], x[kLoads][C];
+      GALLEON_DEVICE_UNROLL
+      for (int i = 0; i < kLoads; ++i) {
+        load_aligned_floats<kRowGroup>(ep + i * R, e[i]);
+        load_cols<C>(vp + i * vstep, x[i]);
+      }
+      GALLEON_DEVICE_UNROLL
+      for (int i = 0; i < kLoads; ++i) add_position(e[i], x[i], s);
+    }
+    GALLEON_DEVICE_ROLLED
+    for (; k < count_lo; ++k, ep += R, vp += vstep) {
+      float e[kRowGroup], x[C];
+      load_aligned_floats<kRowGroup>(ep, e);
+      load_cols<C>(vp, x);
+      add_position(e, x, s);
+    }
+    GALLEON_DEVICE_ROLLED
+    for (; k < count_hi; ++k, ep += R, vp += vstep) {  // some rows' positions end before
+      const int64_t j = l + 32 * k;
+      float e[kRowGroup], x[C];
+      load_aligned_floats<kRowGroup>(ep, e);
+      load_cols<C>(vp, x);
+      GALLEON_DEVICE_UNROLL
+      for (int r = 0; r < kRowGroup; ++r)
+        GALLEON_DEVICE_UNROLL
+        for (int c = 0; c < C; ++c) s[r][c] = j < n[r] ? s[r][c] + e[r] * x[c] : s[r][c];
+    }
+  }
+  // The canonical tree of the 32 lanes' sums, through the binary counter over p.
+  GALLEON_HD void sums(float (&out)[kRowGroup][C]) const {
+    float pending[5][kRowGroup][C], v[kRowGroup][C];
+    GALLEON_DEVICE_ROLLED
+    for (int p = 0; p < 32; ++p) {
+      leaf(bitrev5(p), v);
+      bool carry = true;  // no break: every level's index stays a constant (registers)
+      GALLEON_DEVICE_UNROLL
+      for (int b = 0; b < 5; ++b) {
+        if (!carry) continue;
+        const bool set = ((p >> b) & 1) != 0;
+        GALLEON_DEVICE_UNROLL
+        for (int k = 0; k < kRowGroup; ++k)
+          GALLEON_DEVICE_UNROLL
+          for (int c = 0; c < C; ++c) {
+            if (set)
+              v[k][c] = pending[b][k][c] + v[k][c];
+            else
+              pending[b][k][c] = v[k][c];
+          }
+        carry = set;
+      }
+    }
+    GALLEON_DEVICE_UNROLL
+    for (int k = 0; k < kRowGroup; ++k)
+      GALLEON_DEVICE_UNROLL
+      for (int c = 0; c < C; ++c) out[k][c] = v[k][c];
+  }
+
+ private:
+  GALLEON_HD static void add_position(const float (&e)[kRowGroup], const float (&x)[C],
+                                      float (&s)[kRowGroup][C]) {
+    GALLEON_DEVICE_UNROLL
+    for (int r = 0; r < kRowGroup; ++r)
+      GALLEON_DEVICE_UNROLL
+      for (int c = 0; c < C; ++c) s[r][c] = s[r][c] + e[r] * x[c];
+  }
+};
+// The rows kernel's shared memory in floats: R q rows, the K tile, the R rows' scores.
+GALLEON_HD int64_t rows_shared_floats(int r, int64_t hd, int64_t n_kv) {
+  return r * quad_row_floats(hd) + tile_k_floats(hd) + ScoreLayout::lane_major_floats(n_kv, r);
 }
 
 }  // namespace galleon::cdev::attn

@@ -1204,6 +1204,120 @@ __global__ void __launch_bounds__(kAttnThreads, 2)  // 2 blocks per SM: at most 
   }
 }
 
+// attention_tiles_kernel's steps for T consecutive tokens at once (GALLEON_CUDA_ATTN_ROWS,
+// runtime/cuda/attention.h, "several tokens per block"): R = G * T rows (row r: token t0 + r / G,
+// query head h0 + r % G, n_kv its token's positions), whose scores stay in shared memory
+// (lane-major, R "heads"); step 4 by row groups through the binary counter (attn::RowGroupWork),
+// each thread o_d of its kRowGroup rows and C columns. Needs hd <= 64 and hd, kv_dim multiples of
+// 4; the host picks it only where the scores fit (else attention_tiles_kernel).
+template <int G, int T>
+__global__ void __launch_bounds__(kAttnThreads, 2)  // 2 blocks per SM: at most 128 registers
+    attention_rows_kernel(const float* q, const float* kc, const float* vc, int64_t n_head,
+                          int64_t hd, int64_t kv_dim, const int64_t* n_past, int64_t ntok,
+                          float kq_scale, float* out, int64_t n_kv_scores) {
+  namespace attn = cdev::attn;
+  constexpr int R = G * T, kWarps = kAttnThreads / 32, C = attn::kRowCols<R>;
+  static_assert(R % attn::kRowGroup == 0);
+  GALLEON_DYNAMIC_SHARED(float, qs);  // R q rows | K tile | the R rows' scores
+  __shared__ float s_warp_max[kWarps][R], s_max[R], s_sum[R];
+  // The last tokens (the most positions) first, as attention_tiles_kernel.
+  const int64_t t0 = (int64_t(gridDim.x) - 1 - blockIdx.x) * T;
+  const int64_t h0 = int64_t(blockIdx.y) * G, off = int64_t(blockIdx.y) * hd;
+  const int tokens = ntok - t0 < T ? int(ntok - t0) : T;
+  const int64_t n_first = *n_past + t0 + 1;  // token t0's positions
+  const int64_t n_last = n_first + tokens - 1;
+  // Row r's positions (0 for a token past the prompt).
+  auto row_n = [&](int r) -> int64_t { return r / G < tokens ? n_first + r / G : 0; };
+  const int64_t q_dim = n_head * hd, stride = attn::quad_tile_stride(hd);
+  const int64_t q_row = attn::quad_row_floats(hd);
+  float* ks = qs + R * q_row;
+  const attn::ScoreLayout scores =
+      attn::ScoreLayout::lane_major(ks + attn::tile_k_floats(hd), n_kv_scores, R);
+  const int tid = int(threadIdx.x), lane = tid & 31, warp = tid >> 5;
+  for (int r = 0; r < R; ++r) {
+    if (r / G < tokens)
+      attn::stage_q_row(tid, kAttnThreads, q + (t0 + r / G) * q_dim + (h0 + r % G) * hd, hd,
+                        qs + r * q_row);
+    else
+      for (int i = tid; i < q_row; i += kAttnThreads) qs[r * q_row + i] = 0.0f;
+  }
+  // 1. Scores, 64 K rows at a time, 4 threads per score.
+  const int u = tid & 3, row = tid >> 2;
+  float thread_max[R];
+#pragma unroll
+  for (int r = 0; r < R; ++r) thread_max[r] = -INFINITY;
+  for (int64_t j0 = 0; j0 < n_last; j0 += attn::kQuadTileRows) {  // block-uniform
+    const int64_t left = n_last - j0, rows = left < attn::kQuadTileRows ? left : attn::kQuadTileRows;
+    __syncthreads();  // q written; the previous tile read
+    attn::stage_k_rows(tid, kc + j0 * kv_dim + off, kv_dim, int(hd), int(rows), stride, ks);
+    __syncthreads();
+    float kv[attn::kQuadValues] = {};
+    if (row < rows) attn::quad_values(ks + row * stride, hd, u, kv);
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      float qv[attn::kQuadValues];
+      attn::quad_values(qs + r * q_row, hd, u, qv);
+      const float part = row < rows ? attn::score_quad_part(qv, kv, hd, u) : 0.0f;
+      const float a = part + __shfl_down_sync(0xffffffffu, part, 2);
+      const float sum = a + __shfl_down_sync(0xffffffffu, a, 1);
+      if (u == 0 && j0 + row < row_n(r)) {
+        const float sc = cdev::canonical_nan(sum) * kq_scale;
+        scores.at(r, j0 + row) = sc;
+        thread_max[r] = attn::max_step(thread_max[r], sc);
+      }
+    }
+  }
+  // 2. Each row's maximum: per thread, per warp, then the warps in order.
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    const float wm = warp_max(thread_max[r]);
+    if (lane == 0) s_warp_max[warp][r] = wm;
+  }
+  __syncthreads();
+  if (tid < R) {
+    float mx = -INFINITY;
+    for (int w = 0; w < kWarps; ++w) mx = attn::max_step(mx, s_warp_max[w][tid]);
+    s_max[tid] = mx;
+  }
+  __syncthreads();
+  // 3. e_j = expf(s_j - m).
+  for (int r = 0; r < R; ++r)
+    for (int64_t j = tid; j < row_n(r); j += kAttnThreads) {
+      float& e = scores.at(r, j);
+      e = cdev::expf(e - s_max[r]);
+    }
+  __syncthreads();
+  // The e lanes' trees, a warp per row (every lane's sum in lane_sum's order, then warp_tree).
+  for (int r = warp; r < R; r += kWarps) {
+    const float e = cdev::warp_tree(attn::lane_score_sum(lane, row_n(r), scores, r));
+    if (lane == 0) s_sum[r] = e;
+  }
+  __syncthreads();
+  // 4 to 6. Row group rg's rows and columns c0 .. c0 + C - 1: their trees, o_d = L[0][d] / sum.
+  const int col_groups = int(hd) / C;
+  if (tid >= R / attn::kRowGroup * col_groups) return;
+  const int rg = tid / col_groups, c0 = C * (tid - rg * col_groups), r0 = attn::kRowGroup * rg;
+  attn::RowGroupWork<R, C> work{scores.base + r0, scores.lane, vc + off + c0, kv_dim, {}, 0, 0};
+  work.n_lo = work.n_hi = row_n(r0);
+#pragma unroll
+  for (int k = 0; k < attn::kRowGroup; ++k) {
+    work.n[k] = row_n(r0 + k);
+    work.n_lo = work.n[k] < work.n_lo ? work.n[k] : work.n_lo;
+    work.n_hi = work.n[k] > work.n_hi ? work.n[k] : work.n_hi;
+  }
+  if (work.n_hi == 0) return;  // no token's rows
+  float o[attn::kRowGroup][C];
+  work.sums(o);
+#pragma unroll
+  for (int k = 0; k < attn::kRowGroup; ++k) {
+    const int r = r0 + k;
+    if (r / G >= tokens) continue;
+#pragma unroll
+    for (int c = 0; c < C; ++c)
+      out[(t0 + r / G) * q_dim + (h0 + r % G) * hd + c0 + c] = o[k][c] / s_sum[r];
+  }
+}
+
 // ---------------------------------------------------------------- the session
 
 // A warp's tile of the matmul: rows (1 for the 256-element types' kernel) and tokens.
@@ -1417,6 +1531,13 @@ MatmulPath available_path(MatmulPath requested) {
   return major >= 8 ? requested : MatmulPath::Lanes;
 }
 
+// GALLEON_CUDA_ATTN_ROWS: 16 or 32 rows per block of attention_rows_kernel, else 0 (off).
+int attention_rows_from_env() {
+  const char* e = std::getenv("GALLEON_CUDA_ATTN_ROWS");
+  const long r = e && *e ? std::strtol(e, nullptr, 10) : 0;
+  return r == 16 || r == 32 ? int(r) : 0;
+}
+
 // The dynamic shared memory a K-tile attention block may take: half of an SM's (two blocks per
 // SM, as attention_tiles_kernel's launch bounds ask) less 2 KiB (the 1 KiB the GPU reserves per
 // block, the kernel's static arrays), within the device's opt-in limit; at least the default
@@ -1619,9 +1740,13 @@ class CudaExec {
     // K tiles for prompts only: a block takes G heads of a token, so that a decoding step's
     // n_head / G blocks leave most of the GPU idle (an H200 decoded 1.1B F16 at 303 tok/s
     // with them, 383 without).
-    if (attn_tiles_ && ntok > 1 && hd <= cdev::attn::kQuadMaxHd)
+    if (attn_tiles_ && ntok > 1 && hd <= cdev::attn::kQuadMaxHd) {
+      if (attn_rows_ > 0 && attention_rows(q, kc, vc, n_head, group, hd, kv_dim, ntok, n_past,
+                                           kq_scale, out))
+        return;
       return attention_tiles(q, kc, vc, n_head, group, hd, kv_dim, ntok, n_past, n_ctx, kq_scale,
                              scores, out);
+    }
     // The scores go to shared memory when they fit in the default 48 KiB with the lanes (n_ctx
     // of them: a decoding step's graph serves every position; the kernel reads it from pos_).
     const size_t lanes = size_t(cdev::attn::lane_floats(hd)) * sizeof(float);
@@ -1634,6 +1759,48 @@ class CudaExec {
           shared_scores);
       check_launch("attention kernel");
     });
+  }
+  // attention_rows_kernel<G, T> with R = attn_rows_ rows per block (R / 2 where R's scores do
+  // not fit in attn_shared_), for the groups G it is built for; false where it does not apply
+  // (then attention_tiles).
+  bool attention_rows(const float* q, const float* kc, const float* vc, int64_t n_head,
+                      int64_t group, int64_t hd, int64_t kv_dim, int64_t ntok, int64_t n_past,
+                      float kq_scale, float* out) {
+    if (hd % 4 != 0 || kv_dim % 4 != 0 || attn_scratch_) return false;
+    const int64_t n_kv = n_past + ntok;
+    int rows = attn_rows_;
+    auto bytes = [&](int r) {
+      return size_t(cdev::attn::rows_shared_floats(r, hd, n_kv)) * sizeof(float);
+    };
+    while (rows > 16 && bytes(rows) > attn_shared_) rows /= 2;
+    if (bytes(rows) > attn_shared_) return false;
+    bool launched = false;
+    auto launch = [&]<int G, int T>() {
+      const size_t shared = bytes(G * T);
+      const uint64_t bit = uint64_t(1) << (G * T + G);  // distinct for the (G, T) built
+      if (shared > kAttnShared && !(rows_raised_ & bit)) {  // once per session and kernel
+        check(cudaFuncSetAttribute(attention_rows_kernel<G, T>,
+                                   cudaFuncAttributeMaxDynamicSharedMemorySize, int(attn_shared_)),
+              "cudaFuncSetAttribute (attention kernel)");
+        rows_raised_ |= bit;
+      }
+      profile_.step("attention (rows)", batch_, [&] {
+        GALLEON_LAUNCH(dim3(unsigned((ntok + T - 1) / T), unsigned(n_head / G)), kAttnThreads,
+                       shared, st_, attention_rows_kernel<G, T>)(
+            q, kc, vc, n_head, hd, kv_dim, pos_, ntok, kq_scale, out, n_kv);
+        check_launch("attention kernel (rows)");
+      });
+      launched = true;
+    };
+    const bool wide = rows == 32;
+    switch (group) {
+      case 1: launch.template operator()<1, 16>(); break;  // 32 tokens: 240 bytes spilled
+      case 2: wide ? launch.template operator()<2, 16>() : launch.template operator()<2, 8>(); break;
+      case 4: wide ? launch.template operator()<4, 8>() : launch.template operator()<4, 4>(); break;
+      case 8: wide ? launch.template operator()<8, 4>() : launch.template operator()<8, 2>(); break;
+      default: break;
+    }
+    return launched;
   }
   // attention_tiles_kernel<G>: G = group for the group sizes it is built for, else 1.
   void attention_tiles(const float* q, const float* kc, const float* vc, int64_t n_head,
@@ -1713,9 +1880,14 @@ class CudaExec {
   bool attn_scratch_ = env_flag("GALLEON_CUDA_ATTN_SCRATCH", false);
   // Steps 4 to 6 of the K-tile kernel by column warps (opt-in until timed on a GPU).
   bool attn_columns_ = env_flag("GALLEON_CUDA_ATTN_COLUMNS", false);
+  // Rows per block of attention_rows_kernel (GALLEON_CUDA_ATTN_ROWS=16 or 32; 0: off, the
+  // default until timed on a GPU).
+  int attn_rows_ = attention_rows_from_env();
   size_t attn_shared_ = attention_shared_limit();
   // Bit G (+ 16 for kColumns): attention_tiles_kernel<G, kColumns> may take attn_shared_.
   unsigned attn_raised_ = 0;
+  // Bit G * T + G: attention_rows_kernel<G, T> may take attn_shared_.
+  uint64_t rows_raised_ = 0;
   TileVariant tiles_ = tile_variant_from_env();
 };
 
