@@ -27,7 +27,7 @@
 #      in Q6_K); 1.1B F16 with GALLEON_CUDA_PLAIN unset, ring and ring2), and where a 1.1B prompt's GPU
 #      time goes (six copies of the logits checks' prompt, one batch of 859 tokens), per
 #      kind of step (GALLEON_CUDA_PROFILE=1, every kernel loaded before: CUDA_MODULE_LOADING=
-#      EAGER), Q4_0 with the defaults, u4, w4, x4, column warps and 32 rows per attention
+#      EAGER), Q4_0 with the defaults, u4, w4, x4, column warps and 16 rows per attention
 #      block, Q4_K and F16 with the defaults.
 # Prints PASS or FAIL per check; exits non-zero when any check fails. Sized for about 5 minutes
 # on a 16-core H100/H200 machine (SPEED_TIMEOUT bounds the table; SKIP_SPEED=1 skips it).
@@ -180,7 +180,7 @@ LONG_PROMPT="$PROMPT $PROMPT $PROMPT $PROMPT $PROMPT $PROMPT"
 
 # `bench/gpu-check.sh ncu`: no checks; Nsight Compute's view (where the machine has ncu) of a
 # 1.1B Q4_0 prompt of 859 tokens in one batch: the first launch of the prompt attention (as is,
-# by column warps, with 32 and 16 rows per block: 859 tokens' scores do not fit 32 rows) and the first three of the tensor-core matmuls (Q K V, output, gate and up; the default
+# by column warps, with 16 rows per block: 859 tokens' scores do not fit 32 rows) and the first three of the tensor-core matmuls (Q K V, output, gate and up; the default
 # variant, then u4, w4 and x4), with their throughput, occupancy and warp stall sections, the full reports
 # in NCU_OUT (default $TMP).
 if [[ "$MODE" == ncu ]]; then
@@ -192,7 +192,7 @@ if [[ "$MODE" == ncu ]]; then
   out=${NCU_OUT:-$TMP}
   "$BIN/llama_bench" --write "$TMP" --shape 1.1b --type q4_0 >/dev/null
   # kernel:launches:GALLEON_CUDA_MMA:GALLEON_CUDA_ATTN_COLUMNS:GALLEON_CUDA_ATTN_ROWS
-  for k in attention_tiles:1::: attention_tiles:1::1: attention_rows:1:::32 attention_rows:1:::16 \
+  for k in attention_tiles:1::: attention_tiles:1::1: attention_rows:1:::16 \
     matmul_mma:3::: matmul_mma:3:u4:: matmul_mma:3:w4:: matmul_mma:3:x4::; do
     IFS=: read -r kernel count variant columns rows <<<"$k"
     report="$out/ncu-$kernel${variant:+-$variant}${columns:+-columns}${rows:+-$rows}.txt"
@@ -431,7 +431,7 @@ elif [[ "${SKIP_SPEED:-0}" != 1 ]]; then
   # kernels loaded when the context is made, so that no step's first launch loads its kernel).
   export CUDA_MODULE_LOADING=EAGER
   # TYPE/MMA variant/ATTN_COLUMNS/ATTN_ROWS (859 tokens: 32 rows do not fit, 16 do)
-  for mv in q4_0/// q4_0/u4// q4_0/w4// q4_0/x4// q4_0//1/ q4_0///32 q4_K/// f16///; do
+  for mv in q4_0/// q4_0/u4// q4_0/w4// q4_0/x4// q4_0//1/ q4_0///16 q4_K/// f16///; do
     IFS=/ read -r t v c r <<<"$mv"
     m=$TMP/llama-1.1b-$t.gguf
     [[ -f "$m" ]] || continue
