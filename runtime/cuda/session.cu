@@ -1062,6 +1062,60 @@ __device__ void column_warps_output(const float* v, int64_t kv_dim, int64_t hd, 
   }
 }
 
+// Steps 1 and 2 of the K-tile kernels for N rows (q rows in the quad layout from qs, q_row floats
+// apart; row r over positions j < row_n(r) <= n_kv): the scores s_j = dot_f32(q, k_j) * scale,
+// 64 K rows at a time staged in ks (coalesced loads), 4 threads per score
+// (attn::score_quad_part, then the tree's last two steps by shuffles within the quad), each K
+// row's values read once for the N rows; then each row's maximum: per thread, per warp, then
+// the warps in order, to s_max. Every thread of the block calls it; s_max is ready on return.
+template <int N, class RowN>
+__device__ void attn_scores(const float* qs, int64_t q_row, float* ks, const float* k,
+                            int64_t kv_dim, int64_t hd, int64_t n_kv, RowN row_n,
+                            const cdev::attn::ScoreLayout& scores, float kq_scale,
+                            float (&s_warp_max)[kAttnThreads / 32][N], float (&s_max)[N]) {
+  namespace attn = cdev::attn;
+  const int tid = int(threadIdx.x), lane = tid & 31, warp = tid >> 5;
+  const int u = tid & 3, row = tid >> 2;
+  const int64_t stride = attn::quad_tile_stride(hd);
+  float thread_max[N];
+#pragma unroll
+  for (int r = 0; r < N; ++r) thread_max[r] = -INFINITY;
+  for (int64_t j0 = 0; j0 < n_kv; j0 += attn::kQuadTileRows) {  // block-uniform
+    const int64_t left = n_kv - j0, rows = left < attn::kQuadTileRows ? left : attn::kQuadTileRows;
+    __syncthreads();  // q written; the previous tile read
+    attn::stage_k_rows(tid, k + j0 * kv_dim, kv_dim, int(hd), int(rows), stride, ks);
+    __syncthreads();
+    // This thread's elements of its K row, read once for the N rows' scores.
+    float kv[attn::kQuadValues] = {};
+    if (row < rows) attn::quad_values(ks + row * stride, hd, u, kv);
+#pragma unroll
+    for (int r = 0; r < N; ++r) {
+      float qv[attn::kQuadValues];
+      attn::quad_values(qs + r * q_row, hd, u, qv);
+      const float part = row < rows ? attn::score_quad_part(qv, kv, hd, u) : 0.0f;
+      const float a = part + __shfl_down_sync(0xffffffffu, part, 2);
+      const float sum = a + __shfl_down_sync(0xffffffffu, a, 1);
+      if (u == 0 && row < rows && j0 + row < row_n(r)) {
+        const float sc = cdev::canonical_nan(sum) * kq_scale;
+        scores.at(r, j0 + row) = sc;
+        thread_max[r] = attn::max_step(thread_max[r], sc);
+      }
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < N; ++r) {
+    const float wm = warp_max(thread_max[r]);
+    if (lane == 0) s_warp_max[warp][r] = wm;
+  }
+  __syncthreads();
+  if (tid < N) {
+    float mx = -INFINITY;
+    for (int w = 0; w < kAttnThreads / 32; ++w) mx = attn::max_step(mx, s_warp_max[w][tid]);
+    s_max[tid] = mx;
+  }
+  __syncthreads();
+}
+
 // attention_kernel's steps with K tiles (GALLEON_CUDA_ATTN_TILES=1, head dims <= 64), one block
 // per token and G consecutive query heads of one KV head (G = the model's group of query heads
 // per KV head when a kernel is built for it, else 1): 64 K rows at a time are staged in shared
@@ -1092,58 +1146,19 @@ __global__ void __launch_bounds__(kAttnThreads, 2)  // 2 blocks per SM: at most 
   const int64_t h0 = int64_t(blockIdx.y) * G;  // query heads h0 .. h0 + G - 1
   const int64_t n_kv = *n_past + t + 1;
   const int64_t q_dim = n_head * hd, off = (h0 / group) * hd;
-  const int64_t stride = cdev::attn::quad_tile_stride(hd);
   const int64_t q_row = cdev::attn::quad_row_floats(hd);
   float* ks = qs + G * q_row;
   float* es = ks + cdev::attn::tile_k_floats(hd);
   const cdev::attn::ScoreLayout scores =
       shared_scores ? cdev::attn::ScoreLayout::lane_major(es, n_kv_scores, G)
                     : cdev::attn::ScoreLayout::linear(scratch + (t * n_head + h0) * n_ctx, n_ctx);
-  const int tid = int(threadIdx.x), lane = tid & 31, warp = tid >> 5;
+  const int tid = int(threadIdx.x);
 #pragma unroll
   for (int g = 0; g < G; ++g)
     cdev::attn::stage_q_row(tid, kAttnThreads, q + t * q_dim + (h0 + g) * hd, hd, qs + g * q_row);
-  // 1. Scores, 64 K rows at a time, 4 threads per score.
-  const int u = tid & 3, row = tid >> 2;
-  float thread_max[G];
-#pragma unroll
-  for (int g = 0; g < G; ++g) thread_max[g] = -INFINITY;
-  for (int64_t j0 = 0; j0 < n_kv; j0 += cdev::attn::kQuadTileRows) {  // block-uniform
-    const int64_t left = n_kv - j0,
-                  rows = left < cdev::attn::kQuadTileRows ? left : cdev::attn::kQuadTileRows;
-    __syncthreads();  // q written; the previous tile read
-    cdev::attn::stage_k_rows(tid, kc + j0 * kv_dim + off, kv_dim, int(hd), int(rows), stride, ks);
-    __syncthreads();
-    // This thread's elements of its K row, read once for the G heads' scores.
-    float kv[cdev::attn::kQuadValues] = {};
-    if (row < rows) cdev::attn::quad_values(ks + row * stride, hd, u, kv);
-#pragma unroll
-    for (int g = 0; g < G; ++g) {
-      float qv[cdev::attn::kQuadValues];
-      cdev::attn::quad_values(qs + g * q_row, hd, u, qv);
-      const float part = row < rows ? cdev::attn::score_quad_part(qv, kv, hd, u) : 0.0f;
-      const float a = part + __shfl_down_sync(0xffffffffu, part, 2);
-      const float sum = a + __shfl_down_sync(0xffffffffu, a, 1);
-      if (u == 0 && row < rows) {
-        const float sc = cdev::canonical_nan(sum) * kq_scale;
-        scores.at(g, j0 + row) = sc;
-        thread_max[g] = cdev::attn::max_step(thread_max[g], sc);
-      }
-    }
-  }
-  // 2. Each head's maximum: per thread, per warp, then the warps in order.
-#pragma unroll
-  for (int g = 0; g < G; ++g) {
-    const float wm = warp_max(thread_max[g]);
-    if (lane == 0) s_warp_max[warp][g] = wm;
-  }
-  __syncthreads();
-  if (tid < G) {
-    float mx = -INFINITY;
-    for (int w = 0; w < kAttnThreads / 32; ++w) mx = cdev::attn::max_step(mx, s_warp_max[w][tid]);
-    s_max[tid] = mx;
-  }
-  __syncthreads();
+  // 1, 2. The G heads' scores and maxima.
+  attn_scores<G>(qs, q_row, ks, kc + off, kv_dim, hd, n_kv, [&](int) { return n_kv; }, scores,
+                 kq_scale, s_warp_max, s_max);
   // 3. e_j = expf(s_j - m).
 #pragma unroll
   for (int g = 0; g < G; ++g)
@@ -1228,7 +1243,7 @@ __global__ void __launch_bounds__(kAttnThreads, 2)  // 2 blocks per SM: at most 
   const int64_t n_last = n_first + tokens - 1;
   // Row r's positions (0 for a token past the prompt).
   auto row_n = [&](int r) -> int64_t { return r / G < tokens ? n_first + r / G : 0; };
-  const int64_t q_dim = n_head * hd, stride = attn::quad_tile_stride(hd);
+  const int64_t q_dim = n_head * hd;
   const int64_t q_row = attn::quad_row_floats(hd);
   float* ks = qs + R * q_row;
   const attn::ScoreLayout scores =
@@ -1241,45 +1256,9 @@ __global__ void __launch_bounds__(kAttnThreads, 2)  // 2 blocks per SM: at most 
     else
       for (int i = tid; i < q_row; i += kAttnThreads) qs[r * q_row + i] = 0.0f;
   }
-  // 1. Scores, 64 K rows at a time, 4 threads per score.
-  const int u = tid & 3, row = tid >> 2;
-  float thread_max[R];
-#pragma unroll
-  for (int r = 0; r < R; ++r) thread_max[r] = -INFINITY;
-  for (int64_t j0 = 0; j0 < n_last; j0 += attn::kQuadTileRows) {  // block-uniform
-    const int64_t left = n_last - j0, rows = left < attn::kQuadTileRows ? left : attn::kQuadTileRows;
-    __syncthreads();  // q written; the previous tile read
-    attn::stage_k_rows(tid, kc + j0 * kv_dim + off, kv_dim, int(hd), int(rows), stride, ks);
-    __syncthreads();
-    float kv[attn::kQuadValues] = {};
-    if (row < rows) attn::quad_values(ks + row * stride, hd, u, kv);
-#pragma unroll
-    for (int r = 0; r < R; ++r) {
-      float qv[attn::kQuadValues];
-      attn::quad_values(qs + r * q_row, hd, u, qv);
-      const float part = row < rows ? attn::score_quad_part(qv, kv, hd, u) : 0.0f;
-      const float a = part + __shfl_down_sync(0xffffffffu, part, 2);
-      const float sum = a + __shfl_down_sync(0xffffffffu, a, 1);
-      if (u == 0 && j0 + row < row_n(r)) {
-        const float sc = cdev::canonical_nan(sum) * kq_scale;
-        scores.at(r, j0 + row) = sc;
-        thread_max[r] = attn::max_step(thread_max[r], sc);
-      }
-    }
-  }
-  // 2. Each row's maximum: per thread, per warp, then the warps in order.
-#pragma unroll
-  for (int r = 0; r < R; ++r) {
-    const float wm = warp_max(thread_max[r]);
-    if (lane == 0) s_warp_max[warp][r] = wm;
-  }
-  __syncthreads();
-  if (tid < R) {
-    float mx = -INFINITY;
-    for (int w = 0; w < kWarps; ++w) mx = attn::max_step(mx, s_warp_max[w][tid]);
-    s_max[tid] = mx;
-  }
-  __syncthreads();
+  // 1, 2. The R rows' scores and maxima.
+  attn_scores<R>(qs, q_row, ks, kc + off, kv_dim, hd, n_last, row_n, scores, kq_scale, s_warp_max,
+                 s_max);
   // 3. e_j = expf(s_j - m).
   for (int r = 0; r < R; ++r)
     for (int64_t j = tid; j < row_n(r); j += kAttnThreads) {
