@@ -242,6 +242,8 @@ struct ScoreLayout {
 // in the lane-major layout their scores with one load per head.
 template <int G>
 constexpr int kVLoads = G >= 8 ? 2 : 4;
+// Lane l's positions j = l, l + 32, ... below n.
+GALLEON_HD int64_t lane_positions(int l, int64_t n) { return l < n ? (n - 1 - l) / 32 + 1 : 0; }
 // weighted_lane_cell for a layout whose positions l, l + 32, ... lie kStep floats apart (G:
 // lane-major, the heads of a position after each other; 32: linear, heads `head` floats
 // apart), `es` at lane l's first: pointers moved on per position rather than 64-bit products
@@ -253,7 +255,7 @@ GALLEON_HD void weighted_lane_cell_steps(int l, const float* vd, int64_t kv_dim,
   constexpr int kLoads = kVLoads<G>;
   constexpr bool kLaneMajor = kStep == G && kStep != 32;  // heads 1 float apart
   static_assert(!kLaneMajor || (kLoads * G) % 4 == 0);  // 16-byte loads: lanes 16-byte aligned
-  const int64_t count = l < n_kv ? (n_kv - 1 - l) / 32 + 1 : 0;  // positions l + 32k
+  const int64_t count = lane_positions(l, n_kv);
   const int64_t vstep = 32 * kv_dim;
   const float* vp = vd + l * kv_dim;
   int64_t k = 0;
@@ -529,18 +531,13 @@ GALLEON_HD float output(const float* lanes, int64_t hd, int64_t d) {
 constexpr int kRowGroup = 4;
 template <int R>
 constexpr int kRowCols = R >= 32 ? 2 : 1;  // C: R / 4 row groups x hd / C columns <= kThreads
-// Positions j = l, l + 32, ... below n.
-GALLEON_HD int64_t lane_positions(int l, int64_t n) { return l < n ? (n - 1 - l) / 32 + 1 : 0; }
-// C (1, 2 or 4) floats from p, aligned to their size: one load on the GPU.
+// C (1 or 2) floats from p, aligned to their size: one load on the GPU.
 template <int C>
 GALLEON_HD void load_cols(const float* p, float* q) {
-  static_assert(C == 1 || C == 2 || C == 4);
+  static_assert(C == 1 || C == 2);
   expect_aligned(p, 4 * C);
 #if defined(__CUDA_ARCH__)
-  if constexpr (C == 4) {
-    const float4 f = *reinterpret_cast<const float4*>(p);
-    q[0] = f.x, q[1] = f.y, q[2] = f.z, q[3] = f.w;
-  } else if constexpr (C == 2) {
+  if constexpr (C == 2) {
     const float2 f = *reinterpret_cast<const float2*>(p);
     q[0] = f.x, q[1] = f.y;
   } else {
