@@ -11,7 +11,8 @@
 #      split three ways), and all three again with GALLEON_CUDA_GEMM=0 GALLEON_CUDA_ATTN_TILES=0 (the one-lane
 #      kernels, without the prompt paths on by default: the prompt GEMM tiles, i.e. tensor cores
 #      for the quantized types and shared-memory tiles for F32/F16/BF16; attention scores from
-#      K tiles); cuda_test's matmul kernels and two models once more with each tile variant
+#      K tiles), a model's first mismatch compared again with each part switched off alone
+#      ("bisect:" lines); cuda_test's matmul kernels and two models once more with each tile variant
 #      other than the defaults (GALLEON_CUDA_MMA=s4, k4, k8, p4, u4, v4, w4, x4; r2 and s2 passed on the H200;
 #      GALLEON_CUDA_PLAIN=b1, ring and ring2 with the F16 and BF16 models), and the attention tests with
 #      GALLEON_CUDA_ATTN_COLUMNS=1 (steps 4 to 6 by column warps) and GALLEON_CUDA_ATTN_ROWS=32
@@ -303,7 +304,7 @@ llama_types=f32,f16,bf16,q8_0,q4_0,q4_1,q5_0,q5_1,q4_K,q5_K,q6_K,q4_K_M qwen2_ty
 models+=("$TMP"/*.gguf)
 
 check_model() {  # MODEL: its comparisons, as PASS/FAIL lines (run in a subshell)
-  local m=$1 name verb ref b on got
+  local m=$1 name verb ref b on got bisected=
   name=$(basename "$m" .gguf)
   for verb in run score; do
     if ! ref=$(sha "$verb" "$m" cpu 64) || [[ -z "$ref" ]]; then
@@ -322,10 +323,25 @@ check_model() {  # MODEL: its comparisons, as PASS/FAIL lines (run in a subshell
         pass "$name $verb batch $b: ${got:0:16}"
       else
         failed "$name $verb batch $b: cpu ${ref:0:16} != $DEV ${got:0:16}"
+        [[ -n $bisected ]] || bisect "$verb" "$m" "${b%lanes}" "$on" "$ref"
+        bisected=1
       fi
     done
   done
   return 0
+}
+# After a model's first mismatch: the same comparison once per setting below, each switching
+# off (or back to its last GPU-checked form) one part of the path, so that one run names the
+# part that differs: the K-tile attention, the prompt GEMM tiles, the tensor-core variant and
+# the plain tiles as of commit d8d1702 (s4, one block per SM), the decoding graphs.
+bisect() {  # VERB MODEL BATCH ON REF
+  local s got
+  for s in GALLEON_CUDA_ATTN_TILES=0 GALLEON_CUDA_GEMM=0 GALLEON_CUDA_MMA=s4 GALLEON_CUDA_PLAIN=b1 \
+      GALLEON_CUDA_GRAPHS=0; do
+    got=$(export GALLEON_CUDA_GEMM=$4 GALLEON_CUDA_ATTN_TILES=$4 "$s"; sha "$1" "$2" "$DEV" "$3" 2>&1)
+    if [[ "$got" == "$5" ]]; then echo "  bisect: with $s the same as cpu"
+    else echo "  bisect: with $s still ${got:0:16}"; fi
+  done
 }
 # LOGITS_JOBS models at a time (each compares its own), their lines then in the models' order.
 par=${LOGITS_JOBS:-4}
