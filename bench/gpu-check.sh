@@ -24,7 +24,8 @@
 #      tensor-core variants /t4 (the default) /u4 /v4 /w4 /x4 (Q4_0, Q8_0; Q4_K /t4 /u4),
 #      Q4_0 (/t4 /w4 /x4) again with the attention by column warps
 #      (GALLEON_CUDA_ATTN_COLUMNS=1), Q4_0 (/t4 /w4) and Q4_K with 32 rows per attention block
-#      (GALLEON_CUDA_ATTN_ROWS=32), Q4_0 with 16; 1.1B Q4_K_M (llama.cpp's: V and down
+#      (GALLEON_CUDA_ATTN_ROWS=32), Q4_0 with 16; 124M Q4_0 and Q8_0 512-token prompts with the
+#      defaults and with 32 rows per attention block (its 3 heads per KV head); 1.1B Q4_K_M (llama.cpp's: V and down
 #      in Q6_K); 1.1B F16 with GALLEON_CUDA_PLAIN unset, ring and ring2), and where a 1.1B prompt's GPU
 #      time goes (six copies of the logits checks' prompt, one batch of 859 tokens), per
 #      kind of step (GALLEON_CUDA_PROFILE=1, every kernel loaded before: CUDA_MODULE_LOADING=
@@ -431,6 +432,11 @@ elif [[ "${SKIP_SPEED:-0}" != 1 ]]; then
     GALLEON_CUDA_ATTN_ROWS=32 '$BIN/llama_bench' --shape 1.1b --type q4_K --device $DEV \
       -p 512 -n 16 -r 3 --save '$TMP' | tail -n +4 &&
     GALLEON_CUDA_ATTN_ROWS=16 '$BIN/llama_bench' --shape 1.1b --type q4_0 --device $DEV \
+      -p 512 -n 16 -r 3 --save '$TMP' | tail -n +4 &&
+    echo '-- 124M Q4_0 and Q8_0, 512 tokens: the defaults, then GALLEON_CUDA_ATTN_ROWS=32 (3 heads x 10 tokens)' &&
+    '$BIN/llama_bench' --shape 124m --type q4_0,q8_0 --device $DEV -p 512 -n 16 -r 3 \
+      --save '$TMP' | tail -n +4 &&
+    GALLEON_CUDA_ATTN_ROWS=32 '$BIN/llama_bench' --shape 124m --type q4_0,q8_0 --device $DEV \
       -p 512 -n 16 -r 3 --save '$TMP' | tail -n +4 &&
     echo '-- 1.1B F16, 512 tokens: the plain tiles two blocks per SM, then GALLEON_CUDA_PLAIN=ring, ring2' &&
     '$BIN/llama_bench' --shape 1.1b --type f16 --device $DEV -p 512 -n 16 -r 3 --save '$TMP' |

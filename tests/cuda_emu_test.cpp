@@ -880,7 +880,14 @@ void expect_row_groups_are_lane_trees(std::mt19937& rng) {
 
 TEST(CudaEmu, RowGroupsAreTheLaneTrees) {
   std::mt19937 rng(31);
+  // The rows kernel's blocks: G heads of 32 / G or 16 / G tokens, rounded up to row groups.
+  static_assert(cdev::attn::block_rows(3, 10) == 32 && cdev::attn::block_rows(3, 5) == 16);
+  static_assert(cdev::attn::block_rows(6, 2) == 12 && cdev::attn::block_rows(7, 4) == 28);
+  static_assert(cdev::attn::block_rows(7, 2) == 16 && cdev::attn::block_rows(8, 4) == 32);
+  static_assert(cdev::attn::kRowCols<12> == 1 && cdev::attn::kRowCols<28> == 2);
+  expect_row_groups_are_lane_trees<12>(rng);
   expect_row_groups_are_lane_trees<16>(rng);
+  expect_row_groups_are_lane_trees<28>(rng);
   expect_row_groups_are_lane_trees<32>(rng);
 }
 

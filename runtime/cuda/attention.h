@@ -529,8 +529,11 @@ GALLEON_HD float output(const float* lanes, int64_t hd, int64_t d) {
 // warp's threads share it) and one load of C V elements (a warp's threads read a V row's
 // consecutive columns).
 constexpr int kRowGroup = 4;
+// A block's rows for G heads of T tokens: G * T rounded up to whole row groups (G = 3, 5, 6, 7:
+// the rows past G * T are rows of no token).
+GALLEON_HD constexpr int block_rows(int G, int T) { return (G * T + kRowGroup - 1) / kRowGroup * kRowGroup; }
 template <int R>
-constexpr int kRowCols = R >= 32 ? 2 : 1;  // C: R / 4 row groups x hd / C columns <= kThreads
+constexpr int kRowCols = R > 16 ? 2 : 1;  // C: R / 4 row groups x hd / C columns <= kThreads
 // C (1 or 2) floats from p, aligned to their size: one load on the GPU.
 template <int C>
 GALLEON_HD void load_cols(const float* p, float* q) {

@@ -1220,8 +1220,9 @@ __global__ void __launch_bounds__(kAttnThreads, 2)  // 2 blocks per SM: at most 
 }
 
 // attention_tiles_kernel's steps for T consecutive tokens at once (GALLEON_CUDA_ATTN_ROWS,
-// runtime/cuda/attention.h, "several tokens per block"): R = G * T rows (row r: token t0 + r / G,
-// query head h0 + r % G, n_kv its token's positions), whose scores stay in shared memory
+// runtime/cuda/attention.h, "several tokens per block"): R = G * T rows, rounded up to whole
+// row groups (row r: token t0 + r / G, query head h0 + r % G, n_kv its token's positions; the
+// rows past G * T and those of tokens past the prompt have none), whose scores stay in shared memory
 // (lane-major, R "heads"); step 4 by row groups through the binary counter (attn::RowGroupWork),
 // each thread o_d of its kRowGroup rows and C columns. Needs hd <= 64 and hd, kv_dim multiples of
 // 4; the host picks it only where the scores fit (else attention_tiles_kernel).
@@ -1231,8 +1232,8 @@ __global__ void __launch_bounds__(kAttnThreads, 2)  // 2 blocks per SM: at most 
                           int64_t hd, int64_t kv_dim, const int64_t* n_past, int64_t ntok,
                           float kq_scale, float* out, int64_t n_kv_scores) {
   namespace attn = cdev::attn;
-  constexpr int R = G * T, kWarps = kAttnThreads / 32, C = attn::kRowCols<R>;
-  static_assert(R % attn::kRowGroup == 0);
+  constexpr int R = attn::block_rows(G, T), kWarps = kAttnThreads / 32, C = attn::kRowCols<R>;
+  static_assert(R <= 32 && (R / attn::kRowGroup) * (attn::kQuadMaxHd / C) <= kAttnThreads);
   GALLEON_DYNAMIC_SHARED(float, qs);  // R q rows | K tile | the R rows' scores
   __shared__ float s_warp_max[kWarps][R], s_max[R], s_sum[R];
   // The last tokens (the most positions) first, as attention_tiles_kernel.
@@ -1753,33 +1754,50 @@ class CudaExec {
     };
     while (rows > 16 && bytes(rows) > attn_shared_) rows /= 2;
     if (bytes(rows) > attn_shared_) return false;
-    bool launched = false;
-    auto launch = [&]<int G, int T>() {
-      const size_t shared = bytes(G * T);
-      const uint64_t bit = uint64_t(1) << (G * T + G);  // distinct for the (G, T) built
-      if (shared > kAttnShared && !(rows_raised_ & bit)) {  // once per session and kernel
-        check(cudaFuncSetAttribute(attention_rows_kernel<G, T>,
-                                   cudaFuncAttributeMaxDynamicSharedMemorySize, int(attn_shared_)),
-              "cudaFuncSetAttribute (attention kernel)");
-        rows_raised_ |= bit;
-      }
-      profile_.step("attention (rows)", batch_, [&] {
-        GALLEON_LAUNCH(dim3(unsigned((ntok + T - 1) / T), unsigned(n_head / G)), kAttnThreads,
-                       shared, st_, attention_rows_kernel<G, T>)(
-            q, kc, vc, n_head, hd, kv_dim, pos_, ntok, kq_scale, out, n_kv);
-        check_launch("attention kernel (rows)");
-      });
-      launched = true;
+    // T = rows / G tokens per block (G = 1: 16 rows, as 32 tokens of one head spilled 240
+    // bytes), the rows rounded up to whole row groups.
+    auto launch = [&]<int G>() {
+      constexpr int kWideT = G == 1 ? 16 : 32 / G, kNarrowT = 16 / G;
+      if (rows == 32)
+        launch_rows<G, kWideT>(q, kc, vc, n_head, hd, kv_dim, ntok, n_kv, kq_scale, out, 1);
+      else
+        launch_rows<G, kNarrowT>(q, kc, vc, n_head, hd, kv_dim, ntok, n_kv, kq_scale, out, 0);
+      return true;
     };
-    const bool wide = rows == 32;
     switch (group) {
-      case 1: launch.template operator()<1, 16>(); break;  // 32 tokens: 240 bytes spilled
-      case 2: wide ? launch.template operator()<2, 16>() : launch.template operator()<2, 8>(); break;
-      case 4: wide ? launch.template operator()<4, 8>() : launch.template operator()<4, 4>(); break;
-      case 8: wide ? launch.template operator()<8, 4>() : launch.template operator()<8, 2>(); break;
-      default: break;
+      case 1: return launch.template operator()<1>();
+      case 2: return launch.template operator()<2>();
+      case 3: return launch.template operator()<3>();
+      case 4: return launch.template operator()<4>();
+      case 5: return launch.template operator()<5>();
+      case 6: return launch.template operator()<6>();
+      case 7: return launch.template operator()<7>();
+      case 8: return launch.template operator()<8>();
+      default: return false;
     }
-    return launched;
+  }
+  // attention_rows_kernel<G, T> for ntok prompt tokens, the last of them at n_kv positions
+  // (wide: 1 for the kernels of 32 rows, 0 for those of 16).
+  template <int G, int T>
+  void launch_rows(const float* q, const float* kc, const float* vc, int64_t n_head, int64_t hd,
+                   int64_t kv_dim, int64_t ntok, int64_t n_kv, float kq_scale, float* out,
+                   int wide) {
+    const size_t shared =
+        size_t(cdev::attn::rows_shared_floats(cdev::attn::block_rows(G, T), hd, n_kv)) *
+        sizeof(float);
+    const uint32_t bit = 1u << (2 * G + wide);  // distinct for the (G, T) built
+    if (shared > kAttnShared && !(rows_raised_ & bit)) {  // once per session and kernel
+      check(cudaFuncSetAttribute(attention_rows_kernel<G, T>,
+                                 cudaFuncAttributeMaxDynamicSharedMemorySize, int(attn_shared_)),
+            "cudaFuncSetAttribute (attention kernel)");
+      rows_raised_ |= bit;
+    }
+    profile_.step("attention (rows)", batch_, [&] {
+      GALLEON_LAUNCH(dim3(unsigned((ntok + T - 1) / T), unsigned(n_head / G)), kAttnThreads,
+                     shared, st_, attention_rows_kernel<G, T>)(
+          q, kc, vc, n_head, hd, kv_dim, pos_, ntok, kq_scale, out, n_kv);
+      check_launch("attention kernel (rows)");
+    });
   }
   // attention_tiles_kernel<G>: G = group for the group sizes it is built for, else 1.
   void attention_tiles(const float* q, const float* kc, const float* vc, int64_t n_head,
@@ -1865,8 +1883,8 @@ class CudaExec {
   size_t attn_shared_ = attention_shared_limit();
   // Bit G (+ 16 for kColumns): attention_tiles_kernel<G, kColumns> may take attn_shared_.
   unsigned attn_raised_ = 0;
-  // Bit G * T + G: attention_rows_kernel<G, T> may take attn_shared_.
-  uint64_t rows_raised_ = 0;
+  // Bit 2 G + 1 (32 rows) or 2 G (16 rows): attention_rows_kernel<G, T> may take attn_shared_.
+  uint32_t rows_raised_ = 0;
   TileVariant tiles_ = tile_variant_from_env();
 };
 
