@@ -1,7 +1,7 @@
-// The steps of the CUDA attention kernel (runtime/cuda/session.cu) as __host__ __device__
-// functions of (thread, cell) indices, so that tests/cuda_emu_test.cpp can run the kernel's
-// exact sequence on the CPU. One block per (token, head); e holds the n_kv scores, then the
-// e_j; `lanes` is the block's shared memory: 32 rows of hd e*v lanes, then 32 e lanes.
+// The steps of the CUDA attention kernels (runtime/cuda/attention_kernels.cuh) as __host__
+// __device__ functions of (thread, cell) indices, so that tests/cuda_emu_test.cpp can run the
+// kernels' exact sequence on the CPU. One block per (token, head); e holds the n_kv scores,
+// then the e_j; `lanes` is the block's shared memory: 32 rows of hd e*v lanes, then 32 e lanes.
 #pragma once
 
 #include <cstdint>
@@ -531,7 +531,9 @@ GALLEON_HD float output(const float* lanes, int64_t hd, int64_t d) {
 constexpr int kRowGroup = 4;
 // A block's rows for G heads of T tokens: G * T rounded up to whole row groups (G = 3, 5, 6, 7:
 // the rows past G * T are rows of no token).
-GALLEON_HD constexpr int block_rows(int G, int T) { return (G * T + kRowGroup - 1) / kRowGroup * kRowGroup; }
+GALLEON_HD constexpr int block_rows(int G, int T) {
+  return (G * T + kRowGroup - 1) / kRowGroup * kRowGroup;
+}
 template <int R>
 constexpr int kRowCols = R > 16 ? 2 : 1;  // C: R / 4 row groups x hd / C columns <= kThreads
 // C (1 or 2) floats from p, aligned to their size: one load on the GPU.

@@ -155,7 +155,7 @@ GALLEON_HDI int64_t next_block(int p, int64_t i, int64_t count) {
 }
 
 // Where a tile's activation blocks come from: GlobalActs reads them from the activation rows;
-// session.cu's staged source copies block i of all the tile's tokens to shared memory at
+// matmul_kernels.cuh's staged source copies block i of all the tile's tokens to shared memory at
 // begin(i, next_block) (the block's threads together, the next block's words fetched while
 // this one is used). at(k, i) is block i of token t0 + k (the last token past the end).
 // kStagesWeights: the source also holds the packed weight record of block i of the tile's rows

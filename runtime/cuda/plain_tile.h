@@ -177,11 +177,12 @@ class Stager {
   int tid_;
 };
 
-// The ring variant's round (GALLEON_CUDA_PLAIN=ring, session.cu): the weights as stored (F16 and
-// BF16 16 bits each, F32 their bits; widened to f32 when read, exactly) and the activations,
-// so that cp.async can copy a piece to its place without passing it through registers. 16 KiB
-// a round for the 16-bit types, 24 KiB for F32, so that ring_stages<T>(asked) rounds fit in
-// 48 KiB: 2 or 3 for the 16-bit types (3: two rounds in flight), 2 for F32.
+// The ring variant's round (GALLEON_CUDA_PLAIN=ring, matmul_kernels.cuh): the weights as
+// stored (F16 and BF16 16 bits each, F32 their bits; widened to f32 when read, exactly) and
+// the activations, so that cp.async can copy a piece to its place without passing it through
+// registers. 16 KiB a round for the 16-bit types, 24 KiB for F32, so that
+// ring_stages<T>(asked) rounds fit in 48 KiB: 2 or 3 for the 16-bit types (3: two rounds in
+// flight), 2 for F32.
 template <GgmlType T>
 struct alignas(16) RawStage {
   using Word = std::conditional_t<T == GgmlType::F32, uint32_t, uint16_t>;

@@ -1,4 +1,4 @@
-// One work item of each elementwise CUDA kernel (runtime/cuda/session.cu) as a
+// One work item of each elementwise CUDA kernel (runtime/cuda/step_kernels.cuh) as a
 // __host__ __device__ function: the kernels run them in grid-stride loops, the CPU emulation of
 // the forward pass (tests/cuda_emu_test.cpp) in plain loops. Arithmetic as runtime/session.cpp.
 #pragma once
