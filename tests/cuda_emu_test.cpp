@@ -594,15 +594,18 @@ std::vector<float> quad_row(const float* x, int64_t hd) {
   for (int first = 0; first < 3; ++first) cdev::attn::stage_q_row(first, 3, x, hd, row.data());
   return row;
 }
-// One score of the K-tile attention kernel from its q row and K row in the quad layout: 4
-// threads' parts, then two shuffle steps.
+// One score of the K-tile attention kernel (the rows kernel's for head dims up to kMaxHd) from
+// its q row and K row in the quad layout: 4 threads' parts, then two shuffle steps.
+// Past 64 head dims the kernel reads q a block at a time (score_quad_row).
+template <int64_t kMaxHd = cdev::attn::kQuadMaxHd>
 float emulate_quad_score(const float* q_row, const float* k_row, int64_t hd) {
   float part[4];
   for (int u = 0; u < 4; ++u) {
-    float qv[cdev::attn::kQuadValues], kv[cdev::attn::kQuadValues];
+    float qv[cdev::attn::kQuadValuesOf<kMaxHd>], kv[cdev::attn::kQuadValuesOf<kMaxHd>];
     cdev::attn::quad_values(q_row, hd, u, qv);
     cdev::attn::quad_values(k_row, hd, u, kv);
-    part[u] = cdev::attn::score_quad_part(qv, kv, hd, u);
+    part[u] = kMaxHd > cdev::attn::kQuadMaxHd ? cdev::attn::score_quad_row(q_row, kv, hd, u)
+                                               : cdev::attn::score_quad_part(qv, kv, hd, u);
   }
   return cdev::attn::score_quad(part);
 }
@@ -838,10 +841,10 @@ TEST(CudaEmu, ColumnWarpsAreTheLaneTrees) {
 // through the binary counter are the canonical trees of lane_weighted_sum's lanes, for row groups
 // whose rows end at the same or different positions (the tokens of one row group, rows of no
 // token) and position counts below, at and past the batches of 4 rows of 32.
-template <int R>
+template <int R, int64_t kMaxHd = cdev::attn::kQuadMaxHd>
 void expect_row_groups_are_lane_trees(std::mt19937& rng) {
   namespace attn = cdev::attn;
-  constexpr int C = attn::kRowCols<R>, kG = attn::kRowGroup;
+  constexpr int C = attn::kRowCols<R, kMaxHd>, kG = attn::kRowGroup;
   const int64_t kv_dim = 12;
   for (int64_t n_kv : {1, 3, 31, 32, 33, 100, 127, 128, 129, 131, 300}) {
     ScoreCase<R> c(rng, n_kv, kv_dim);
@@ -856,9 +859,10 @@ void expect_row_groups_are_lane_trees(std::mt19937& rng) {
     for (const auto& n : patterns)
       for (int r0 : {0, R - kG})
         for (int c0 : {0, C, int(kv_dim) - C}) {
-          const std::string what = "R " + std::to_string(R) + " n_kv " + std::to_string(n_kv) +
-                                   " n " + std::to_string(n[0]) + "," + std::to_string(n[1]) +
-                                   "," + std::to_string(n[2]) + "," + std::to_string(n[3]) +
+          const std::string what = "R " + std::to_string(R) + " C " + std::to_string(C) +
+                                   " n_kv " + std::to_string(n_kv) + " n " +
+                                   std::to_string(n[0]) + "," + std::to_string(n[1]) + "," +
+                                   std::to_string(n[2]) + "," + std::to_string(n[3]) +
                                    " r0 " + std::to_string(r0) + " c0 " + std::to_string(c0);
           attn::RowGroupWork<R, C> work{layout.base + r0, layout.lane, c.v.data() + c0, kv_dim,
                                         {n[0], n[1], n[2], n[3]},
@@ -889,6 +893,10 @@ TEST(CudaEmu, RowGroupsAreTheLaneTrees) {
   expect_row_groups_are_lane_trees<16>(rng);
   expect_row_groups_are_lane_trees<28>(rng);
   expect_row_groups_are_lane_trees<32>(rng);
+  // head dims past 64: at most 16 rows, 2 columns per thread
+  static_assert(cdev::attn::kRowCols<16, 128> == 2 && cdev::attn::kRowCols<8, 128> == 1);
+  expect_row_groups_are_lane_trees<12, cdev::attn::kRowsMaxHd>(rng);
+  expect_row_groups_are_lane_trees<16, cdev::attn::kRowsMaxHd>(rng);
 }
 
 // CellWalk visits cells first, first + step, ... in order, and the threads 0 .. step - 1
@@ -967,20 +975,11 @@ std::vector<float> emulate_attention_kernel(const float* q, const float* kc, con
   return out;
 }
 
-// The quad layout puts each element of a 32-element block at its own place, and thread u's
-// values are the elements u + 4m (+ 32b) of q rows and staged K rows (both ways of staging).
-TEST(CudaEmu, QuadLayoutGivesEachThreadItsLanes) {
-  for (int b = 0; b < 2; ++b) {
-    std::vector<int> seen(32, 0);
-    for (int i = 32 * b; i < 32 * b + 32; ++i) {
-      const int pos = cdev::attn::quad_pos(i);
-      ASSERT_GE(pos, 32 * b);
-      ASSERT_LT(pos, 32 * b + 32);
-      ++seen[size_t(pos - 32 * b)];
-    }
-    for (int c : seen) ASSERT_EQ(c, 1);
-  }
-  for (int64_t hd : {4, 8, 30, 32, 36, 64})
+// stage_k_rows and quad_values for head dims up to kMaxHd: thread u's values of a staged K row
+// (quads, or cells where hd or kv_dim is no multiple of 4) and of a q row are elements u + 4m.
+template <int64_t kMaxHd>
+void expect_quad_staging(std::initializer_list<int64_t> hds) {
+  for (int64_t hd : hds)
     for (int64_t kv_dim : {hd, hd + 2, 3 * hd}) {
       const int rows = 5;
       std::vector<float> k(size_t(rows * kv_dim));
@@ -988,11 +987,12 @@ TEST(CudaEmu, QuadLayoutGivesEachThreadItsLanes) {
       const int64_t stride = cdev::attn::quad_tile_stride(hd);
       std::vector<float> tile(size_t(rows * stride), std::numeric_limits<float>::quiet_NaN());
       for (int tid = 0; tid < cdev::attn::kThreads; ++tid)
-        cdev::attn::stage_k_rows(tid, k.data(), kv_dim, int(hd), rows, stride, tile.data());
+        cdev::attn::stage_k_rows<kMaxHd>(tid, k.data(), kv_dim, int(hd), rows, stride,
+                                         tile.data());
       const std::vector<float> q = quad_row(k.data() + kv_dim, hd);  // row 1 as a q row
       for (int r = 0; r < rows; ++r)
         for (int u = 0; u < 4; ++u) {
-          float kv[cdev::attn::kQuadValues], qv[cdev::attn::kQuadValues];
+          float kv[cdev::attn::kQuadValuesOf<kMaxHd>], qv[cdev::attn::kQuadValuesOf<kMaxHd>];
           cdev::attn::quad_values(tile.data() + r * stride, hd, u, kv);
           cdev::attn::quad_values(q.data(), hd, u, qv);
           for (int i = u; i < hd; i += 4) {
@@ -1005,19 +1005,42 @@ TEST(CudaEmu, QuadLayoutGivesEachThreadItsLanes) {
     }
 }
 
+// The quad layout puts each element of a 32-element block at its own place, and thread u's
+// values are the elements u + 4m (+ 32b) of q rows and staged K rows (both ways of staging).
+TEST(CudaEmu, QuadLayoutGivesEachThreadItsLanes) {
+  for (int b = 0; b < 4; ++b) {
+    std::vector<int> seen(32, 0);
+    for (int i = 32 * b; i < 32 * b + 32; ++i) {
+      const int pos = cdev::attn::quad_pos(i);
+      ASSERT_GE(pos, 32 * b);
+      ASSERT_LT(pos, 32 * b + 32);
+      ++seen[size_t(pos - 32 * b)];
+    }
+    for (int c : seen) ASSERT_EQ(c, 1);
+  }
+  expect_quad_staging<cdev::attn::kQuadMaxHd>({4, 8, 30, 32, 36, 64});
+  expect_quad_staging<cdev::attn::kRowsMaxHd>({4, 36, 68, 80, 96, 100, 128});
+}
+
 // The K-tile scores (4 threads per score, the tree's last steps across them) = the warp dot.
-TEST(CudaEmu, QuadScoreIsTheWarpDot) {
-  std::mt19937 rng(23);
-  for (int64_t hd : {1, 4, 8, 31, 32, 33, 48, 64})
+template <int64_t kMaxHd>
+void expect_quad_scores(std::mt19937& rng, std::initializer_list<int64_t> hds) {
+  for (int64_t hd : hds)
     for (int rep = 0; rep < 200; ++rep) {
       const std::vector<float> q = make_activations(rng, hd, rep % 7 == 3);
       const std::vector<float> k = make_activations(rng, hd, rep % 5 == 1);
       const float want = emulate_warp_dot([&](int l) { return cdev::lane_dot_f32(q.data(), k.data(), hd, l); });
-      const float got = emulate_quad_score(quad_row(q.data(), hd).data(),
-                                           quad_row(k.data(), hd).data(), hd);
+      const float got = emulate_quad_score<kMaxHd>(quad_row(q.data(), hd).data(),
+                                                   quad_row(k.data(), hd).data(), hd);
       ASSERT_EQ(bits(cdev::canonical_nan(got)), bits(want))
-          << "hd " << hd << " rep " << rep;
+          << "hd " << hd << " (at most " << kMaxHd << ") rep " << rep;
     }
+}
+TEST(CudaEmu, QuadScoreIsTheWarpDot) {
+  std::mt19937 rng(23);
+  expect_quad_scores<cdev::attn::kQuadMaxHd>(rng, {1, 4, 8, 31, 32, 33, 48, 64});
+  // the rows kernel's head dims past 64
+  expect_quad_scores<cdev::attn::kRowsMaxHd>(rng, {8, 64, 65, 80, 96, 100, 127, 128});
 }
 
 TEST(CudaEmu, AttentionKernelMatchesSession) {

@@ -334,8 +334,9 @@ TEST(Cuda, LongPromptScoresPastTheDefaultSharedMemoryMatchCpu) {
 
 // Query heads per KV head of 1 to 8 (the K-tile attention serves 2, 3, 4 or 8 heads per block,
 // and one head per block for the other group sizes; GALLEON_CUDA_ATTN_ROWS's kernel every group
-// of 1 to 8), head dims 32, 64, 80, 96 and 128 (above 64: no K tiles; 80 is Phi-2's, 128
-// Llama-7B's); the synthetic cases above have groups of 2 and head dims of 64.
+// of 1 to 8), head dims 32, 64, 80, 96 and 128 (above 64: no K tiles, and at most 16 rows for
+// GALLEON_CUDA_ATTN_ROWS; 80 is Phi-2's, 128 Llama-7B's); the synthetic cases above have groups
+// of 2 and head dims of 64.
 TEST(Cuda, AttentionGroupShapesMatchCpu) {
   GALLEON_REQUIRE_GPU();
   struct Shape {
@@ -343,7 +344,7 @@ TEST(Cuda, AttentionGroupShapesMatchCpu) {
   };
   for (const Shape sh : {Shape{128, 2, 2}, Shape{192, 3, 1}, Shape{256, 8, 2}, Shape{384, 6, 1},
                          Shape{256, 8, 1}, Shape{192, 2, 1}, Shape{160, 2, 2}, Shape{256, 2, 1},
-                         Shape{160, 5, 1}, Shape{224, 7, 1}})
+                         Shape{160, 5, 1}, Shape{224, 7, 1}, Shape{384, 3, 1}})
     for (GgmlType type : kGroupTypes) {
       testing::TempDir dir;
       SynthSpec spec;

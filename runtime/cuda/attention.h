@@ -51,9 +51,13 @@ GALLEON_HD void for_cells(int first, int step, int width, int rows, F&& f) {
 // for i = l, l + 32, ... added in order to 0.0f). The tree steps s = 16, 8 and 4 pair lanes of
 // the same thread (s is a multiple of 4), so each thread does them alone; then s = 2 and 1 pair
 // threads: (u0 + u2) + (u1 + u3) = L[0] + L[2], L[1] + L[3], then their sum, as warp_tree.
-constexpr int64_t kQuadMaxHd = 64;
+// The K-tile kernel takes head dims up to kQuadMaxHd, the rows kernel (several tokens per block,
+// below) up to kRowsMaxHd: the functions of the quad layout take the most as kMaxHd.
+constexpr int64_t kQuadMaxHd = 64, kRowsMaxHd = 128;
 // Thread u's elements of q and of a K row: v[8 * (i / 32) + m] = x[i] for i = u + 4m (mod 32).
-constexpr int kQuadValues = int(kQuadMaxHd / 4);
+template <int64_t kMaxHd>
+constexpr int kQuadValuesOf = int(kMaxHd / 4);
+constexpr int kQuadValues = kQuadValuesOf<kQuadMaxHd>;
 // The quad layout of a row in shared memory (the q rows and the K tile): element i = 32b + 4m + u
 // (u = i % 4) at quad_pos(i) = 32b + 16 (m / 4) + 4u + m % 4, so that thread u's elements of a
 // 32-element block are two runs of 4 floats (two 16-byte loads instead of eight 4-byte ones),
@@ -87,9 +91,10 @@ GALLEON_HD void load_floats(const float* p, float* q) {
 // The row starts 16-byte aligned (the kernel's q rows and K tile rows are multiples of 16
 // floats apart from its aligned shared memory), so its runs of 4 are 16-byte loads without a
 // test of the address.
-GALLEON_HD void quad_values(const float* row, int64_t hd, int u, float (&v)[kQuadValues]) {
+template <int V>
+GALLEON_HD void quad_values(const float* row, int64_t hd, int u, float (&v)[V]) {
   GALLEON_DEVICE_UNROLL
-  for (int b = 0; b < kQuadValues / 8; ++b)
+  for (int b = 0; b < V / 8; ++b)
     if (32 * b < hd) {
       load_aligned_floats<4>(row + 32 * b + 4 * u, v + 8 * b);
       load_aligned_floats<4>(row + 32 * b + 16 + 4 * u, v + 8 * b + 4);
@@ -98,27 +103,51 @@ GALLEON_HD void quad_values(const float* row, int64_t hd, int u, float (&v)[kQua
       for (int m = 0; m < 8; ++m) v[8 * b + m] = 0.0f;
     }
 }
-GALLEON_HD float score_quad_part(const float (&qv)[kQuadValues], const float (&kv)[kQuadValues],
-                                 int64_t hd, int u) {
+// Block b's products of thread u (q and k: its 8 values of the block) added to its lanes.
+GALLEON_HD void quad_block_add(const float* q, const float* k, int64_t hd, int b, int u,
+                               float (&lane)[8]) {
+  if (32 * b + 32 <= hd) {  // every element of the block inside the row (uniform: hd)
+    GALLEON_DEVICE_UNROLL
+    for (int m = 0; m < 8; ++m) lane[m] = lane[m] + q[m] * k[m];
+    return;
+  }
+  GALLEON_DEVICE_UNROLL
+  for (int m = 0; m < 8; ++m) {  // lane u + 4m
+    const int64_t i = 32 * b + u + 4 * m;
+    if (i < hd) lane[m] = lane[m] + q[m] * k[m];
+  }
+}
+// The tree's steps s = 16, 8 and 4 over thread u's 8 lanes.
+GALLEON_HD float quad_lanes_sum(float (&lane)[8]) {
+  for (int m = 0; m < 4; ++m) lane[m] = lane[m] + lane[m + 4];  // s = 16: lanes l, l + 16
+  for (int m = 0; m < 2; ++m) lane[m] = lane[m] + lane[m + 2];  // s = 8
+  return lane[0] + lane[1];                                      // s = 4
+}
+template <int V>
+GALLEON_HD float score_quad_part(const float (&qv)[V], const float (&kv)[V], int64_t hd, int u) {
   float lane[8];
   GALLEON_DEVICE_UNROLL
   for (int m = 0; m < 8; ++m) lane[m] = 0.0f;
   GALLEON_DEVICE_UNROLL
-  for (int b = 0; b < kQuadValues / 8; ++b) {
-    if (32 * b + 32 <= hd) {  // every element of the block inside the row (uniform: hd)
-      GALLEON_DEVICE_UNROLL
-      for (int m = 0; m < 8; ++m) lane[m] = lane[m] + qv[8 * b + m] * kv[8 * b + m];
-      continue;
-    }
-    GALLEON_DEVICE_UNROLL
-    for (int m = 0; m < 8; ++m) {  // lane u + 4m
-      const int64_t i = 32 * b + u + 4 * m;
-      if (i < hd) lane[m] = lane[m] + qv[8 * b + m] * kv[8 * b + m];
-    }
+  for (int b = 0; b < V / 8; ++b) quad_block_add(qv + 8 * b, kv + 8 * b, hd, b, u, lane);
+  return quad_lanes_sum(lane);
+}
+// score_quad_part with thread u's q values read from the q row (quad layout) a block at a time,
+// so that 8 of them are live rather than V (the rows kernel's 128 head dims).
+template <int V>
+GALLEON_HD float score_quad_row(const float* q_row, const float (&kv)[V], int64_t hd, int u) {
+  float lane[8];
+  GALLEON_DEVICE_UNROLL
+  for (int m = 0; m < 8; ++m) lane[m] = 0.0f;
+  GALLEON_DEVICE_UNROLL
+  for (int b = 0; b < V / 8; ++b) {
+    if (32 * b >= hd) break;  // uniform: hd; the blocks past it add nothing
+    float qv[8];
+    load_aligned_floats<4>(q_row + 32 * b + 4 * u, qv);
+    load_aligned_floats<4>(q_row + 32 * b + 16 + 4 * u, qv + 4);
+    quad_block_add(qv, kv + 8 * b, hd, b, u, lane);
   }
-  for (int m = 0; m < 4; ++m) lane[m] = lane[m] + lane[m + 4];  // s = 16: lanes l, l + 16
-  for (int m = 0; m < 2; ++m) lane[m] = lane[m] + lane[m + 2];  // s = 8
-  return lane[0] + lane[1];                                      // s = 4
+  return quad_lanes_sum(lane);
 }
 // Steps s = 2 and 1 of the four parts (the kernel does them with two shuffles).
 GALLEON_HD float score_quad(const float (&part)[4]) {
@@ -131,14 +160,18 @@ GALLEON_HD int64_t quad_tile_stride(int64_t hd) { return quad_row_floats(hd) + 1
 constexpr int64_t kQuadTileRows = kThreads / 4;  // a score per 4 threads
 // The most quads (4 floats of a row) a thread of kThreads stages: a full tile of rows x head
 // dims.
-constexpr int kStageQuads = int(kQuadTileRows * kQuadMaxHd / 4 / kThreads);
+template <int64_t kMaxHd>
+constexpr int kStageQuadsOf = int(kQuadTileRows * kMaxHd / 4 / kThreads);
+constexpr int kStageQuads = kStageQuadsOf<kQuadMaxHd>;
 // Thread `first` of kThreads's share of staging `rows` <= kQuadTileRows K rows (kv_dim floats
-// apart from k, hd <= kQuadMaxHd used) in the tile (rows `stride` floats apart, quad layout).
+// apart from k, hd <= kMaxHd used) in the tile (rows `stride` floats apart, quad layout).
 // Where hd and kv_dim are multiples of 4, its quads first, first + kThreads, ... of the rows,
 // all loaded before the first is stored (a load and its store in turn would wait for memory
 // once per quad); else its cells first, first + kThreads, ..., one at a time.
+template <int64_t kMaxHd = kQuadMaxHd>
 GALLEON_HD void stage_k_rows(int first, const float* k, int64_t kv_dim, int hd, int rows,
                              int64_t stride, float* tile) {
+  constexpr int kStageQuads = kStageQuadsOf<kMaxHd>;
   if (hd % 4 != 0 || kv_dim % 4 != 0) {
     for_cells(first, kThreads, hd, rows,
               [&](int r, int d) { tile[r * stride + quad_pos(d)] = k[r * kv_dim + d]; });
@@ -534,8 +567,9 @@ constexpr int kRowGroup = 4;
 GALLEON_HD constexpr int block_rows(int G, int T) {
   return (G * T + kRowGroup - 1) / kRowGroup * kRowGroup;
 }
-template <int R>
-constexpr int kRowCols = R > 16 ? 2 : 1;  // C: R / 4 row groups x hd / C columns <= kThreads
+// C: R / 4 row groups x kMaxHd / C columns <= kThreads (1 or 2).
+template <int R, int64_t kMaxHd = kQuadMaxHd>
+constexpr int kRowCols = (R / kRowGroup) * kMaxHd <= kThreads ? 1 : 2;
 // C (1 or 2) floats from p, aligned to their size: one load on the GPU.
 template <int C>
 GALLEON_HD void load_cols(const float* p, float* q) {

@@ -159,7 +159,7 @@ __device__ void column_warps_output(const float* v, int64_t kv_dim, int64_t hd, 
 // (attn::score_quad_part, then the tree's last two steps by shuffles within the quad), each K
 // row's values read once for the N rows; then each row's maximum: per thread, per warp, then
 // the warps in order, to s_max. Every thread of the block calls it; s_max is ready on return.
-template <int N, class RowN>
+template <int N, int64_t kMaxHd = cdev::attn::kQuadMaxHd, class RowN>
 __device__ void attn_scores(const float* qs, int64_t q_row, float* ks, const float* k,
                             int64_t kv_dim, int64_t hd, int64_t n_kv, RowN row_n,
                             const cdev::attn::ScoreLayout& scores, float kq_scale,
@@ -174,16 +174,21 @@ __device__ void attn_scores(const float* qs, int64_t q_row, float* ks, const flo
   for (int64_t j0 = 0; j0 < n_kv; j0 += attn::kQuadTileRows) {  // block-uniform
     const int64_t left = n_kv - j0, rows = left < attn::kQuadTileRows ? left : attn::kQuadTileRows;
     __syncthreads();  // q written; the previous tile read
-    attn::stage_k_rows(tid, k + j0 * kv_dim, kv_dim, int(hd), int(rows), stride, ks);
+    attn::stage_k_rows<kMaxHd>(tid, k + j0 * kv_dim, kv_dim, int(hd), int(rows), stride, ks);
     __syncthreads();
     // This thread's elements of its K row, read once for the N rows' scores.
-    float kv[attn::kQuadValues] = {};
+    float kv[attn::kQuadValuesOf<kMaxHd>] = {};
     if (row < rows) attn::quad_values(ks + row * stride, hd, u, kv);
 #pragma unroll
     for (int r = 0; r < N; ++r) {
-      float qv[attn::kQuadValues];
-      attn::quad_values(qs + r * q_row, hd, u, qv);
-      const float part = row < rows ? attn::score_quad_part(qv, kv, hd, u) : 0.0f;
+      float part = 0.0f;
+      if constexpr (kMaxHd > attn::kQuadMaxHd) {  // q a block at a time: fewer registers
+        if (row < rows) part = attn::score_quad_row(qs + r * q_row, kv, hd, u);
+      } else {
+        float qv[attn::kQuadValuesOf<kMaxHd>];
+        attn::quad_values(qs + r * q_row, hd, u, qv);
+        part = row < rows ? attn::score_quad_part(qv, kv, hd, u) : 0.0f;
+      }
       const float a = part + __shfl_down_sync(0xffffffffu, part, 2);
       const float sum = a + __shfl_down_sync(0xffffffffu, a, 1);
       if (u == 0 && row < rows && j0 + row < row_n(r)) {
@@ -313,18 +318,20 @@ __global__ void __launch_bounds__(kAttnThreads, 2)  // 2 blocks per SM: at most 
 // attention_tiles_kernel's steps for T consecutive tokens at once (GALLEON_CUDA_ATTN_ROWS,
 // runtime/cuda/attention.h, "several tokens per block"): R = G * T rows, rounded up to whole
 // row groups (row r: token t0 + r / G, query head h0 + r % G, n_kv its token's positions; the
-// rows past G * T and those of tokens past the prompt have none), whose scores stay in shared memory
-// (lane-major, R "heads"); step 4 by row groups through the binary counter (attn::RowGroupWork),
-// each thread o_d of its kRowGroup rows and C columns. Needs hd <= 64 and hd, kv_dim multiples of
-// 4; the host picks it only where the scores fit (else attention_tiles_kernel).
-template <int G, int T>
+// rows past G * T and those of tokens past the prompt have none), whose scores stay in shared
+// memory (lane-major, R "heads"); step 4 by row groups through the binary counter
+// (attn::RowGroupWork), each thread o_d of its kRowGroup rows and C columns. Needs hd <= kMaxHd
+// (64, or 128 with at most 16 rows) and hd, kv_dim multiples of 4; the host picks it only where
+// the scores fit (else attention_tiles_kernel, or for hd > 64 attention_kernel).
+template <int G, int T, int64_t kMaxHd>
 __global__ void __launch_bounds__(kAttnThreads, 2)  // 2 blocks per SM: at most 128 registers
     attention_rows_kernel(const float* q, const float* kc, const float* vc, int64_t n_head,
                           int64_t hd, int64_t kv_dim, const int64_t* n_past, int64_t ntok,
                           float kq_scale, float* out, int64_t n_kv_scores) {
   namespace attn = cdev::attn;
-  constexpr int R = attn::block_rows(G, T), kWarps = kAttnThreads / 32, C = attn::kRowCols<R>;
-  static_assert(R <= 32 && (R / attn::kRowGroup) * (attn::kQuadMaxHd / C) <= kAttnThreads);
+  constexpr int R = attn::block_rows(G, T), kWarps = kAttnThreads / 32;
+  constexpr int C = attn::kRowCols<R, kMaxHd>;
+  static_assert(R <= 32 && (R / attn::kRowGroup) * (kMaxHd / C) <= kAttnThreads);
   GALLEON_DYNAMIC_SHARED(float, qs);  // R q rows | K tile | the R rows' scores
   __shared__ float s_warp_max[kWarps][R], s_max[R], s_sum[R];
   // The last tokens (the most positions) first, as attention_tiles_kernel.
@@ -349,8 +356,8 @@ __global__ void __launch_bounds__(kAttnThreads, 2)  // 2 blocks per SM: at most 
       for (int i = tid; i < q_row; i += kAttnThreads) qs[r * q_row + i] = 0.0f;
   }
   // 1, 2. The R rows' scores and maxima.
-  attn_scores<R>(qs, q_row, ks, kc + off, kv_dim, hd, n_last, row_n, scores, kq_scale, s_warp_max,
-                 s_max);
+  attn_scores<R, kMaxHd>(qs, q_row, ks, kc + off, kv_dim, hd, n_last, row_n, scores, kq_scale,
+                         s_warp_max, s_max);
   // 3. e_j = expf(s_j - m).
   for (int r = 0; r < R; ++r)
     for (int64_t j = tid; j < row_n(r); j += kAttnThreads) {

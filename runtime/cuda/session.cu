@@ -163,13 +163,15 @@ class CudaExec {
                  float kq_scale, float* scores, float* out) {
     // K tiles for prompts only: a block takes G heads of a token, so that a decoding step's
     // n_head / G blocks leave most of the GPU idle (an H200 decoded 1.1B F16 at 303 tok/s
-    // with them, 383 without).
-    if (attn_tiles_ && ntok > 1 && hd <= cdev::attn::kQuadMaxHd) {
+    // with them, 383 without). Several tokens per block where asked and applicable (head
+    // dims up to 128), else K tiles (head dims up to 64), else one head per block.
+    if (attn_tiles_ && ntok > 1) {
       if (attn_rows_ > 0 && attention_rows(q, kc, vc, n_head, group, hd, kv_dim, ntok, n_past,
                                            kq_scale, out))
         return;
-      return attention_tiles(q, kc, vc, n_head, group, hd, kv_dim, ntok, n_past, n_ctx, kq_scale,
-                             scores, out);
+      if (hd <= cdev::attn::kQuadMaxHd)
+        return attention_tiles(q, kc, vc, n_head, group, hd, kv_dim, ntok, n_past, n_ctx,
+                               kq_scale, scores, out);
     }
     // The scores go to shared memory when they fit in the default 48 KiB with the lanes (n_ctx
     // of them: a decoding step's graph serves every position; the kernel reads it from pos_).
@@ -184,15 +186,18 @@ class CudaExec {
       check_launch("attention kernel");
     });
   }
-  // attention_rows_kernel<G, T> with R = attn_rows_ rows per block (R / 2 where R's scores do
-  // not fit in attn_shared_), for the groups G it is built for; false where it does not apply
-  // (then attention_tiles).
+  // attention_rows_kernel with R = attn_rows_ rows per block (R / 2 where R's scores do not fit
+  // in attn_shared_; at most 16 for head dims past 64), for groups G of 1 to 8 and head dims up
+  // to 128; false where it does not apply (then attention_tiles or attention_kernel).
   bool attention_rows(const float* q, const float* kc, const float* vc, int64_t n_head,
                       int64_t group, int64_t hd, int64_t kv_dim, int64_t ntok, int64_t n_past,
                       float kq_scale, float* out) {
-    if (hd % 4 != 0 || kv_dim % 4 != 0 || attn_scratch_) return false;
+    if (hd % 4 != 0 || kv_dim % 4 != 0 || attn_scratch_ || hd > cdev::attn::kRowsMaxHd)
+      return false;
     const int64_t n_kv = n_past + ntok;
-    int rows = attn_rows_;
+    // Head dims past 64 take at most 16 rows (their 2 columns per thread cover 128).
+    const bool long_heads = hd > cdev::attn::kQuadMaxHd;
+    int rows = long_heads ? 16 : attn_rows_;
     auto bytes = [&](int r) {
       return size_t(cdev::attn::rows_shared_floats(r, hd, n_kv)) * sizeof(float);
     };
@@ -200,12 +205,16 @@ class CudaExec {
     if (bytes(rows) > attn_shared_) return false;
     // T = rows / G tokens per block (G = 1: 16 rows, as 32 tokens of one head spilled 240
     // bytes), the rows rounded up to whole row groups.
+    constexpr int64_t kLong = cdev::attn::kRowsMaxHd, kShort = cdev::attn::kQuadMaxHd;
     auto launch = [&]<int G>() {
       constexpr int kWideT = G == 1 ? 16 : 32 / G, kNarrowT = 16 / G;
-      if (rows == 32)
-        launch_rows<G, kWideT>(q, kc, vc, n_head, hd, kv_dim, ntok, n_kv, kq_scale, out, 1);
+      const RowsLaunch a{q, kc, vc, n_head, hd, kv_dim, ntok, n_kv, kq_scale, out};
+      if (long_heads)
+        launch_rows<G, kNarrowT, kLong>(a, 2);
+      else if (rows == 32)
+        launch_rows<G, kWideT, kShort>(a, 1);
       else
-        launch_rows<G, kNarrowT>(q, kc, vc, n_head, hd, kv_dim, ntok, n_kv, kq_scale, out, 0);
+        launch_rows<G, kNarrowT, kShort>(a, 0);
       return true;
     };
     switch (group) {
@@ -220,26 +229,30 @@ class CudaExec {
       default: return false;
     }
   }
-  // attention_rows_kernel<G, T> for ntok prompt tokens, the last of them at n_kv positions
-  // (wide: 1 for the kernels of 32 rows, 0 for those of 16).
-  template <int G, int T>
-  void launch_rows(const float* q, const float* kc, const float* vc, int64_t n_head, int64_t hd,
-                   int64_t kv_dim, int64_t ntok, int64_t n_kv, float kq_scale, float* out,
-                   int wide) {
+  // attention_rows_kernel<G, T, kMaxHd> for a.ntok prompt tokens, the last of them at a.n_kv
+  // positions (kind: 0, 1 or 2 for the kernels of 16 rows, of 32, of head dims past 64).
+  struct RowsLaunch {
+    const float *q, *kc, *vc;
+    int64_t n_head, hd, kv_dim, ntok, n_kv;
+    float kq_scale;
+    float* out;
+  };
+  template <int G, int T, int64_t kMaxHd>
+  void launch_rows(const RowsLaunch& a, int kind) {
     const size_t shared =
-        size_t(cdev::attn::rows_shared_floats(cdev::attn::block_rows(G, T), hd, n_kv)) *
+        size_t(cdev::attn::rows_shared_floats(cdev::attn::block_rows(G, T), a.hd, a.n_kv)) *
         sizeof(float);
-    const uint32_t bit = 1u << (2 * G + wide);  // distinct for the (G, T) built
+    const uint32_t bit = 1u << (3 * G + kind);  // distinct for the kernels built
     if (shared > kAttnShared && !(rows_raised_ & bit)) {  // once per session and kernel
-      check(cudaFuncSetAttribute(attention_rows_kernel<G, T>,
+      check(cudaFuncSetAttribute(attention_rows_kernel<G, T, kMaxHd>,
                                  cudaFuncAttributeMaxDynamicSharedMemorySize, int(attn_shared_)),
             "cudaFuncSetAttribute (attention kernel)");
       rows_raised_ |= bit;
     }
     profile_.step("attention (rows)", batch_, [&] {
-      GALLEON_LAUNCH(dim3(unsigned((ntok + T - 1) / T), unsigned(n_head / G)), kAttnThreads,
-                     shared, st_, attention_rows_kernel<G, T>)(
-          q, kc, vc, n_head, hd, kv_dim, pos_, ntok, kq_scale, out, n_kv);
+      GALLEON_LAUNCH(dim3(unsigned((a.ntok + T - 1) / T), unsigned(a.n_head / G)), kAttnThreads,
+                     shared, st_, attention_rows_kernel<G, T, kMaxHd>)(
+          a.q, a.kc, a.vc, a.n_head, a.hd, a.kv_dim, pos_, a.ntok, a.kq_scale, a.out, a.n_kv);
       check_launch("attention kernel (rows)");
     });
   }
@@ -327,7 +340,7 @@ class CudaExec {
   size_t attn_shared_ = attention_shared_limit();
   // Bit G (+ 16 for kColumns): attention_tiles_kernel<G, kColumns> may take attn_shared_.
   unsigned attn_raised_ = 0;
-  // Bit 2 G + 1 (32 rows) or 2 G (16 rows): attention_rows_kernel<G, T> may take attn_shared_.
+  // Bit 3 G + kind (launch_rows): attention_rows_kernel<G, T, kMaxHd> may take attn_shared_.
   uint32_t rows_raised_ = 0;
   TileVariant tiles_ = tile_variant_from_env();
 };
