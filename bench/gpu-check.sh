@@ -30,7 +30,7 @@
 #      time goes (six copies of the logits checks' prompt, one batch of 859 tokens), per
 #      kind of step (GALLEON_CUDA_PROFILE=1, every kernel loaded before: CUDA_MODULE_LOADING=
 #      EAGER), Q4_0 with the defaults, u4, w4, x4, column warps and 16 rows per attention
-#      block, Q4_K and F16 with the defaults.
+#      block, Q4_K and F16 with the defaults; 124M Q4_0 with the defaults and 16 rows.
 # Prints PASS or FAIL per check; exits non-zero when any check fails. Sized for about 5 minutes
 # on a 16-core H100/H200 machine (SPEED_TIMEOUT bounds the table; SKIP_SPEED=1 skips it).
 # GPU_CHECK_DEVICE=host is a dry run of this script on a machine without a GPU: the GPU side is
@@ -452,10 +452,14 @@ elif [[ "${SKIP_SPEED:-0}" != 1 ]]; then
   # Where a prompt's GPU time goes (GALLEON_CUDA_PROFILE=1: each step kind's kernel time; the
   # kernels loaded when the context is made, so that no step's first launch loads its kernel).
   export CUDA_MODULE_LOADING=EAGER
-  # TYPE/MMA variant/ATTN_COLUMNS/ATTN_ROWS (859 tokens: 32 rows do not fit, 16 do)
-  for mv in q4_0/// q4_0/u4// q4_0/w4// q4_0/x4// q4_0//1/ q4_0///16 q4_K/// f16///; do
+  # [SHAPE:]TYPE/MMA variant/ATTN_COLUMNS/ATTN_ROWS (1.1B unless named; 859 tokens: 32 rows
+  # do not fit, 16 do)
+  for mv in q4_0/// q4_0/u4// q4_0/w4// q4_0/x4// q4_0//1/ q4_0///16 q4_K/// f16/// \
+      124m:q4_0/// 124m:q4_0///16; do
     IFS=/ read -r t v c r <<<"$mv"
-    m=$TMP/llama-1.1b-$t.gguf
+    shape=1.1b
+    [[ $t == *:* ]] && shape=${t%%:*} t=${t#*:}
+    m=$TMP/llama-$shape-$t.gguf
     [[ -f "$m" ]] || continue
     echo "-- $(basename "$m" .gguf), ${v:+GALLEON_CUDA_MMA=$v, }${c:+GALLEON_CUDA_ATTN_COLUMNS=$c, }${r:+GALLEON_CUDA_ATTN_ROWS=$r, }the defaults otherwise"
     GALLEON_CUDA_ATTN_ROWS=${r:-0} GALLEON_CUDA_ATTN_COLUMNS=${c:-0} GALLEON_CUDA_MMA=$v GALLEON_CUDA_PROFILE=1 timeout 60 \

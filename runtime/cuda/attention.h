@@ -57,7 +57,6 @@ constexpr int64_t kQuadMaxHd = 64, kRowsMaxHd = 128;
 // Thread u's elements of q and of a K row: v[8 * (i / 32) + m] = x[i] for i = u + 4m (mod 32).
 template <int64_t kMaxHd>
 constexpr int kQuadValuesOf = int(kMaxHd / 4);
-constexpr int kQuadValues = kQuadValuesOf<kQuadMaxHd>;
 // The quad layout of a row in shared memory (the q rows and the K tile): element i = 32b + 4m + u
 // (u = i % 4) at quad_pos(i) = 32b + 16 (m / 4) + 4u + m % 4, so that thread u's elements of a
 // 32-element block are two runs of 4 floats (two 16-byte loads instead of eight 4-byte ones),
@@ -162,7 +161,6 @@ constexpr int64_t kQuadTileRows = kThreads / 4;  // a score per 4 threads
 // dims.
 template <int64_t kMaxHd>
 constexpr int kStageQuadsOf = int(kQuadTileRows * kMaxHd / 4 / kThreads);
-constexpr int kStageQuads = kStageQuadsOf<kQuadMaxHd>;
 // Thread `first` of kThreads's share of staging `rows` <= kQuadTileRows K rows (kv_dim floats
 // apart from k, hd <= kMaxHd used) in the tile (rows `stride` floats apart, quad layout).
 // Where hd and kv_dim are multiples of 4, its quads first, first + kThreads, ... of the rows,
