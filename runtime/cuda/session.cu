@@ -210,11 +210,11 @@ class CudaExec {
       constexpr int kWideT = G == 1 ? 16 : 32 / G, kNarrowT = 16 / G;
       const RowsLaunch a{q, kc, vc, n_head, hd, kv_dim, ntok, n_kv, kq_scale, out};
       if (long_heads)
-        launch_rows<G, kNarrowT, kLong>(a, 2);
+        launch_rows<G, kNarrowT, kLong>(a);
       else if (rows == 32)
-        launch_rows<G, kWideT, kShort>(a, 1);
+        launch_rows<G, kWideT, kShort>(a);
       else
-        launch_rows<G, kNarrowT, kShort>(a, 0);
+        launch_rows<G, kNarrowT, kShort>(a);
       return true;
     };
     switch (group) {
@@ -230,7 +230,7 @@ class CudaExec {
     }
   }
   // attention_rows_kernel<G, T, kMaxHd> for a.ntok prompt tokens, the last of them at a.n_kv
-  // positions (kind: 0, 1 or 2 for the kernels of 16 rows, of 32, of head dims past 64).
+  // positions.
   struct RowsLaunch {
     const float *q, *kc, *vc;
     int64_t n_head, hd, kv_dim, ntok, n_kv;
@@ -238,17 +238,11 @@ class CudaExec {
     float* out;
   };
   template <int G, int T, int64_t kMaxHd>
-  void launch_rows(const RowsLaunch& a, int kind) {
+  void launch_rows(const RowsLaunch& a) {
     const size_t shared =
         size_t(cdev::attn::rows_shared_floats(cdev::attn::block_rows(G, T), a.hd, a.n_kv)) *
         sizeof(float);
-    const uint32_t bit = 1u << (3 * G + kind);  // distinct for the kernels built
-    if (shared > kAttnShared && !(rows_raised_ & bit)) {  // once per session and kernel
-      check(cudaFuncSetAttribute(attention_rows_kernel<G, T, kMaxHd>,
-                                 cudaFuncAttributeMaxDynamicSharedMemorySize, int(attn_shared_)),
-            "cudaFuncSetAttribute (attention kernel)");
-      rows_raised_ |= bit;
-    }
+    allow_shared(attention_rows_kernel<G, T, kMaxHd>, shared);
     profile_.step("attention (rows)", batch_, [&] {
       GALLEON_LAUNCH(dim3(unsigned((a.ntok + T - 1) / T), unsigned(a.n_head / G)), kAttnThreads,
                      shared, st_, attention_rows_kernel<G, T, kMaxHd>)(
@@ -282,14 +276,7 @@ class CudaExec {
       while (tree_heads > 1 && bytes(kept, tree_heads) > attn_shared_) --tree_heads;
       const size_t shared = bytes(kept, tree_heads);
       auto run = [&]<bool kColumns>() {
-        const unsigned bit = 1u << (G + (kColumns ? 16 : 0));
-        if (shared > kAttnShared && !(attn_raised_ & bit)) {  // once per session and kernel
-          check(cudaFuncSetAttribute(attention_tiles_kernel<G, kColumns>,
-                                     cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                     int(attn_shared_)),
-                "cudaFuncSetAttribute (attention kernel)");
-          attn_raised_ |= bit;
-        }
+        allow_shared(attention_tiles_kernel<G, kColumns>, shared);
         profile_.step("attention (K tiles)", batch_, [&] {
           GALLEON_LAUNCH(dim3(unsigned(ntok), unsigned(n_head / G)), kAttnThreads, shared, st_,
                          attention_tiles_kernel<G, kColumns>)(
@@ -310,6 +297,18 @@ class CudaExec {
       case 8: return launch.template operator()<8>();
       default: return launch.template operator()<1>();
     }
+  }
+  // A launch of `kernel` taking `shared` bytes of dynamic shared memory: past the default 48 KiB
+  // the kernel must be allowed attn_shared_ first, once per session and kernel.
+  template <class... P>
+  void allow_shared(void (*kernel)(P...), size_t shared) {
+    const void* key = reinterpret_cast<const void*>(kernel);
+    if (shared <= kAttnShared || std::find(raised_.begin(), raised_.end(), key) != raised_.end())
+      return;
+    check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                               int(attn_shared_)),
+          "cudaFuncSetAttribute (attention kernel)");
+    raised_.push_back(key);
   }
   // The activation buffers, for CudaSession's graph key.
   const void* act_buffer(int slot) const { return act_[slot].get(); }
@@ -338,10 +337,8 @@ class CudaExec {
   // default until timed on a GPU).
   int attn_rows_ = attention_rows_from_env();
   size_t attn_shared_ = attention_shared_limit();
-  // Bit G (+ 16 for kColumns): attention_tiles_kernel<G, kColumns> may take attn_shared_.
-  unsigned attn_raised_ = 0;
-  // Bit 3 G + kind (launch_rows): attention_rows_kernel<G, T, kMaxHd> may take attn_shared_.
-  uint32_t rows_raised_ = 0;
+  // The attention kernels allowed attn_shared_ bytes of dynamic shared memory (allow_shared).
+  std::vector<const void*> raised_;
   TileVariant tiles_ = tile_variant_from_env();
 };
 
