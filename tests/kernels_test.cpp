@@ -18,6 +18,9 @@
 #include "runtime/threadpool.h"
 
 namespace galleon {
+// How GoogleTest prints a type parameter (--gtest_list_tests, failures): its name.
+void PrintTo(GgmlType t, std::ostream* os) { *os << type_name(t); }
+
 namespace {
 
 using kern::Isa;

@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -33,6 +34,10 @@ inline auto all_synth_cases() {
 
 inline std::string synth_case_name(const ::testing::TestParamInfo<SynthCase>& info) {
   return std::string(info.param.arch) + "_" + type_name(info.param.type);
+}
+// How GoogleTest prints a case (--gtest_list_tests, failures): its name, not its bytes.
+inline void PrintTo(const SynthCase& c, std::ostream* os) {
+  *os << c.arch << " " << type_name(c.type);
 }
 
 // The spec of a case: all matrices and the embedding of its type, the output tied for Q8_0.
