@@ -51,7 +51,7 @@ inline std::string make_bundle(const std::string& dir, uint64_t bytes,
   write_random(weights, bytes);
   bundles::Manifest m;
   m.name = "bench";
-  m.version = "1";
+  m.version = std::string("1");  // not = "1", which GCC 12 warns of falsely (-Wrestrict)
   m.description = description;
   m.license = "MIT";
   m.members = {bundles::describe_file("engine/galleon-engine", bundles::Role::Engine, engine),
