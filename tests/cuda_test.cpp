@@ -115,13 +115,28 @@ void expect_asked_rows_equal_cpu(const LoadedModel& m, const std::vector<int32_t
   EXPECT_EQ(0, std::memcmp(ref.data(), got.data(), ref.size() * 4)) << what << ": asked rows differ";
 }
 
+// Whether one of session.cu's opt-in settings is set (the setting tests of tests/CMakeLists.txt,
+// bench/gpu-check.sh): each changes a prompt path, which then runs in the default comparisons.
+bool opt_in_setting() {
+  for (const char* var : {"GALLEON_CUDA_MMA", "GALLEON_CUDA_PLAIN", "GALLEON_CUDA_ATTN_COLUMNS",
+                          "GALLEON_CUDA_ATTN_ROWS"}) {
+    const char* v = std::getenv(var);
+    if (v != nullptr && *v != '\0') return true;
+  }
+  return false;
+}
+
 // The default kernels, then each with one of its prompt paths off (read when a session is
 // made): GALLEON_CUDA_GEMM=0 (no prompt tiles: the one-lane kernels) and
-// GALLEON_CUDA_ATTN_TILES=0 (attention scores without K tiles).
+// GALLEON_CUDA_ATTN_TILES=0 (attention scores without K tiles or rows). The second part only
+// without an opt-in setting: switching off the path a setting changes leaves the same kernels
+// as without the setting, and switching off the other changes nothing of the setting's path
+// (the attention settings take either matmul path, the matmul settings either attention).
 void expect_cuda_equals_cpu_on_every_path(const LoadedModel& m, const std::vector<int32_t>& toks,
                                           const std::string& what) {
   expect_cuda_equals_cpu(m, toks, what);
   expect_asked_rows_equal_cpu(m, toks, what);
+  if (opt_in_setting()) return;
   for (const char* var : {"GALLEON_CUDA_GEMM", "GALLEON_CUDA_ATTN_TILES"}) {
     setenv(var, "0", 1);
     expect_cuda_equals_cpu(m, toks, what + " (" + var + "=0)");
