@@ -117,7 +117,7 @@ elif [[ "$MODE" == stage ]]; then
     xargs -I{} cp -L {} "$STAGE/lib/"
   tar -C "$STAGE" -cf - bin bundle lib shared | xz -T0 -6 >"$STAGE/payload.tar.xz"
   sources_digest >"$STAGE/sources.sha256"
-  rm -rf "$STAGE/bin" "$STAGE/bundle" "$STAGE/lib" "$STAGE/shared"
+  rm -rf "${STAGE:?}/bin" "${STAGE:?}/bundle" "${STAGE:?}/lib" "${STAGE:?}/shared"
   du -sh "$STAGE"
   echo "staged in $STAGE: on the GPU machine, with $STAGE beside the sources, run"
   echo "  bash bench/gpu-check.sh"
@@ -339,6 +339,7 @@ bisect() {  # VERB MODEL BATCH ON REF
   local s got
   for s in GALLEON_CUDA_ATTN_TILES=0 GALLEON_CUDA_GEMM=0 GALLEON_CUDA_MMA=s4 GALLEON_CUDA_PLAIN=b1 \
       GALLEON_CUDA_GRAPHS=0; do
+    # shellcheck disable=SC2163  # $s is NAME=value: export sets it
     got=$(export GALLEON_CUDA_GEMM=$4 GALLEON_CUDA_ATTN_TILES=$4 "$s"; sha "$1" "$2" "$DEV" "$3" 2>&1)
     if [[ "$got" == "$5" ]]; then echo "  bisect: with $s the same as cpu"
     else echo "  bisect: with $s still ${got:0:16}"; fi
