@@ -184,8 +184,9 @@ std::unique_ptr<Tokenizer> from_vocab(const VocabData& vocab) {
   detect_end_tokens(v);
   if (v.model == "llama") return make_spm(v);
   if (v.model == "gpt2") return make_bpe(v);
+  if (v.model == "bert") return make_wpm(v);
   fail(ErrorKind::Unsupported,
-       v.source + ": tokenizer.ggml.model '" + v.model + "' is not supported (llama, gpt2)");
+       v.source + ": tokenizer.ggml.model '" + v.model + "' is not supported (llama, gpt2, bert)");
 }
 
 }  // namespace tok
@@ -265,8 +266,10 @@ VocabData read_vocab(const GgufFile& f) {
   v.unk = token_id(f, "tokenizer.ggml.unknown_token_id", n);
   v.eot = token_id(f, "tokenizer.ggml.eot_token_id", n);
   v.eom = token_id(f, "tokenizer.ggml.eom_token_id", n);
+  v.sep = token_id(f, "tokenizer.ggml.seperator_token_id", n);  // sic, as llama.cpp spells it
   v.add_bos = f.get_bool_opt("tokenizer.ggml.add_bos_token");
   v.add_eos = f.get_bool_opt("tokenizer.ggml.add_eos_token");
+  v.add_sep = f.get_bool_opt("tokenizer.ggml.add_sep_token");
   v.add_space_prefix = f.get_bool_opt("tokenizer.ggml.add_space_prefix");
   return v;
 }

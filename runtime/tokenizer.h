@@ -1,6 +1,6 @@
 // Tokenizers built from GGUF metadata (tokenizer.ggml.*): "llama" (SentencePiece-style BPE with
-// scores and byte fallback) and "gpt2" (byte-level BPE with merges and the pre-tokenizers named
-// by tokenizer.ggml.pre). Behaviour: docs/tokenizers.md.
+// scores and byte fallback), "gpt2" (byte-level BPE with merges and the pre-tokenizers named by
+// tokenizer.ggml.pre) and "bert" (WordPiece). Behaviour: docs/tokenizers.md.
 #pragma once
 
 #include <cstdint>
@@ -28,8 +28,9 @@ class Tokenizer {
   virtual ~Tokenizer() = default;
 
   // Text -> ids. add_bos: prepend BOS when the vocabulary says so (tokenizer.ggml.add_bos_token,
-  // default true for "llama", false for "gpt2"). parse_special: text of control tokens becomes
-  // those tokens; otherwise it is plain text (user-defined tokens are always matched).
+  // default true for "llama" and "bert", false for "gpt2"; "bert" then also appends [SEP]).
+  // parse_special: text of control tokens becomes those tokens; otherwise it is plain text
+  // (user-defined tokens are always matched).
   virtual std::vector<TokenId> encode(std::string_view text, bool add_bos,
                                       bool parse_special) const = 0;
   // Id -> the bytes it stands for (byte tokens become their byte, "▁" a space in llama vocabs,

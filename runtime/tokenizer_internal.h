@@ -1,4 +1,4 @@
-// Internals shared by tokenizer.cpp, tokenizer_spm.cpp and tokenizer_bpe.cpp (and the tests).
+// Internals shared by tokenizer.cpp and the models' tokenizer_*.cpp (and the tests).
 #pragma once
 
 #include <optional>
@@ -22,8 +22,8 @@ struct VocabData {
   std::vector<float> scores;       // empty or one per token
   std::vector<TokenAttr> attrs;    // one per token
   std::vector<std::string> merges; // "left right"
-  std::optional<TokenId> bos, eos, unk, eot, eom;
-  std::optional<bool> add_bos, add_eos, add_space_prefix;
+  std::optional<TokenId> bos, eos, unk, eot, eom, sep;
+  std::optional<bool> add_bos, add_eos, add_sep, add_space_prefix;
 };
 
 // The part of encoding common to both models: special-token partitioning, BOS/EOS, pieces.
@@ -52,6 +52,11 @@ class VocabTokenizer : public Tokenizer {
   virtual std::string normal_piece(const std::string& text) const = 0;
   virtual std::string byte_piece(TokenId id) const = 0;
 
+  // The metadata's id, else llama.cpp's default for the model where the vocabulary has it.
+  TokenId id_or_default(std::optional<TokenId> id, TokenId def) const {
+    return id ? *id : (def < n_vocab() ? def : -1);
+  }
+
   std::vector<float> scores_;
   TokenId unk_ = -1;
   bool add_eos_ = false;
@@ -68,6 +73,7 @@ class VocabTokenizer : public Tokenizer {
 
 std::unique_ptr<Tokenizer> make_spm(const VocabData& v);
 std::unique_ptr<Tokenizer> make_bpe(const VocabData& v);
+std::unique_ptr<Tokenizer> make_wpm(const VocabData& v);
 std::unique_ptr<Tokenizer> from_vocab(const VocabData& v);  // dispatches on v.model
 
 // BPE pre-tokenizers (by tokenizer.ggml.pre).

@@ -15,17 +15,13 @@ constexpr std::string_view kSpace = "\xE2\x96\x81";  // U+2581, SentencePiece's 
 class SpmTokenizer final : public VocabTokenizer {
  public:
   explicit SpmTokenizer(const VocabData& v) : VocabTokenizer(v) {
-    const TokenId n = n_vocab();
-    auto fallback = [n](std::optional<TokenId> id, TokenId def) {
-      return id ? *id : (def < n ? def : -1);
-    };
-    bos_ = fallback(v.bos, 1);  // llama.cpp's defaults for llama vocabularies
-    eos_ = fallback(v.eos, 2);
-    unk_ = fallback(v.unk, 0);
+    bos_ = id_or_default(v.bos, 1);  // llama.cpp's defaults for llama vocabularies
+    eos_ = id_or_default(v.eos, 2);
+    unk_ = id_or_default(v.unk, 0);
     if (!v.eos && eos_ >= 0) end_ids_.insert(end_ids_.begin(), eos_);
     add_bos_ = v.add_bos.value_or(true);
     add_space_prefix_ = v.add_space_prefix.value_or(true);
-    if (scores_.empty()) scores_.assign(size_t(n), 0.0f);
+    if (scores_.empty()) scores_.assign(size_t(n_vocab()), 0.0f);
     init_byte_tokens();
   }
 

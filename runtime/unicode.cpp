@@ -17,6 +17,15 @@ struct CodeRange {
   uint32_t first;
   uint32_t last;
 };
+struct MapRange {
+  uint32_t first;
+  uint32_t last;
+  uint32_t to;
+};
+struct CodePair {
+  uint32_t from;
+  uint32_t to;
+};
 
 #include "runtime/unicode_tables.inc"
 
@@ -69,6 +78,21 @@ bool is_whitespace(uint32_t cp) {
     if (cp <= r.last) return true;
   }
   return false;
+}
+
+uint32_t first_nfd(uint32_t cp) {
+  const auto* it = std::upper_bound(std::begin(kFirstNfdRanges), std::end(kFirstNfdRanges), cp,
+                                    [](uint32_t v, const MapRange& r) { return v < r.first; });
+  if (it == std::begin(kFirstNfdRanges)) return cp;
+  --it;
+  return cp <= it->last ? it->to : cp;
+}
+
+uint32_t first_lower(uint32_t cp) {
+  const auto* end = std::end(kFirstLowerPairs);
+  const auto* it = std::lower_bound(std::begin(kFirstLowerPairs), end, cp,
+                                    [](const CodePair& p, uint32_t v) { return p.from < v; });
+  return it != end && it->from == cp ? it->to : cp;
 }
 
 size_t utf8_len(uint8_t lead) {

@@ -180,11 +180,13 @@ TEST(Tokenizer, Stories260K) {
   EXPECT_EQ(tok->eos(), 2);
 }
 
-TEST(Tokenizer, HostileTextNeverCrashes) {
-  GALLEON_REQUIRE_SHARED(shared_path("vocab"));
+// Invalid UTF-8, NULs, special tokens' texts, long runs, random bytes: every id in range, and
+// the ids decode.
+void expect_hostile_text_handled(const Tokenizer& tok, const std::string& what) {
   std::vector<std::string> texts = {std::string("\xff\xfe\x80\xc3", 4), std::string("\0a\0", 3),
                                     "\xe2\x96", "\xf4\x90\x80\x80 \xed\xa0\x80 \xc0\x80",
-                                    "<s><s></s><|endoftext|><unk>", std::string(3000, ' ')};
+                                    "<s><s></s><|endoftext|><unk>[CLS][UNK]",
+                                    std::string(3000, ' '), std::string(3000, 'a')};
   uint32_t seed = 12345;
   for (int i = 0; i < 20; ++i) {
     std::string s;
@@ -194,16 +196,21 @@ TEST(Tokenizer, HostileTextNeverCrashes) {
     }
     texts.push_back(s);
   }
+  for (const auto& t : texts) {
+    for (bool special : {false, true}) {
+      auto ids = tok.encode(t, true, special);
+      for (TokenId id : ids) ASSERT_TRUE(id >= 0 && id < tok.n_vocab()) << what;
+      (void)tok.decode(ids);
+    }
+  }
+}
+
+TEST(Tokenizer, HostileTextNeverCrashes) {
+  GALLEON_REQUIRE_SHARED(shared_path("vocab"));
   for (const std::string& path : vocab_files()) {
     std::unique_ptr<GgufFile> f;
     auto tok = load(path, &f);
-    for (const auto& t : texts) {
-      for (bool special : {false, true}) {
-        auto ids = tok->encode(t, true, special);
-        for (TokenId id : ids) ASSERT_TRUE(id >= 0 && id < tok->n_vocab()) << path;
-        (void)tok->decode(ids);
-      }
-    }
+    expect_hostile_text_handled(*tok, path);
   }
 }
 
@@ -319,6 +326,85 @@ TEST(TokenizerMetadata, NoneIdsAreAbsent) {
   EXPECT_EQ(tok->encode("a", true, false), (std::vector<TokenId>{3, 4}));
 }
 
+// ---- WordPiece ("bert") ----------------------------------------------------------------------
+
+// BERT's layout: [PAD], [unused0..98], [UNK] 100, [CLS] 101, [SEP] 102, [MASK] 103, then pieces:
+// "▁x" starts a word, "x" continues one (the converter's "##x").
+GgufWriter bert_vocab() {
+  std::vector<std::string> tokens = {"[PAD]"};
+  for (int i = 0; i < 99; ++i) tokens.push_back("[unused" + std::to_string(i) + "]");
+  for (const char* t : {"[UNK]", "[CLS]", "[SEP]", "[MASK]"}) tokens.push_back(t);
+  const std::string sp = "\xE2\x96\x81";
+  for (std::string t : {sp + "hello", sp + "world", sp + "un", std::string("aff"),
+                        std::string("able"), sp + ",", sp + "!", sp + "cafe",
+                        sp + "\xE4\xB8\xAD", sp + "$", std::string("s"), sp + "play",
+                        std::string("ing"), sp + "ecole"}) {
+    tokens.push_back(t);  // 104 ...
+  }
+  std::vector<GgufValue> types;
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    types.push_back(GgufValue::make_i32(i == 100 ? 2 : i > 100 && i < 104 ? 3 : 1));
+  }
+  GgufWriter w;
+  w.set("tokenizer.ggml.model", GgufValue::make_string("bert"));
+  w.set("tokenizer.ggml.tokens", strings(tokens));
+  w.set("tokenizer.ggml.token_type", GgufValue::make_array(GgufValueType::I32, types));
+  return w;
+}
+
+TEST(Unicode, FirstCodePointOfNfdAndLowercase) {
+  EXPECT_EQ(unicode::first_nfd(0xE9), 0x65u);      // é -> e + U+0301
+  EXPECT_EQ(unicode::first_nfd(0xAC00), 0x1100u);  // Hangul syllable -> its leading jamo
+  EXPECT_EQ(unicode::first_nfd(0x1E9B), 0x17Fu);   // ẛ -> ſ (canonical, not compatibility)
+  EXPECT_EQ(unicode::first_nfd(0x41), 0x41u);
+  EXPECT_EQ(unicode::first_nfd(0x10FFFF), 0x10FFFFu);
+  EXPECT_EQ(unicode::first_lower(0x41), 0x61u);
+  EXPECT_EQ(unicode::first_lower(0x3A3), 0x3C3u);  // Σ -> σ
+  EXPECT_EQ(unicode::first_lower(0x130), 0x69u);   // İ -> i + U+0307
+  EXPECT_EQ(unicode::first_lower(0x61), 0x61u);
+  EXPECT_EQ(unicode::first_lower(0x10400), 0x10428u);  // Deseret
+}
+
+TEST(TokenizerWordPiece, BasicPreprocessingAndLongestMatch) {
+  std::unique_ptr<GgufFile> f;
+  std::vector<uint8_t> bytes;
+  auto tok = build(bert_vocab(), &f, &bytes);
+  using V = std::vector<TokenId>;
+  auto enc = [&](const std::string& s) { return tok->encode(s, false, false); };
+  EXPECT_EQ(enc("Hello, World!"), (V{104, 109, 105, 110}));  // punctuation: words of its own
+  EXPECT_EQ(enc("unaffable"), (V{106, 107, 108}));            // longest match, left to right
+  EXPECT_EQ(enc("playings"), (V{115, 116, 114}));
+  // The first code point of the NFD form, lowercased.
+  EXPECT_EQ(enc("Caf\xC3\xA9 \xC3\x89" "COLE"), (V{111, 117}));
+  // A combining mark typed as such stays in the word (llama.cpp), which then has no match.
+  EXPECT_EQ(enc("Cafe\xCC\x81"), (V{100}));
+  EXPECT_EQ(enc("\xE4\xB8\xAD$"), (V{112, 113}));  // CJK ideographs and ASCII symbols stand alone
+  EXPECT_EQ(enc("xyz hello"), (V{100, 104}));   // a word without a match: [UNK] for all of it
+  EXPECT_EQ(enc("hello\tworld\x01 \xE2\x80\x83"), (V{104, 105}));  // controls dropped
+  EXPECT_EQ(enc("hello\xFFworld"), (V{100}));  // U+FFFD dropped without ending the word
+  EXPECT_EQ(enc(""), V{});
+  EXPECT_EQ(tok->encode("hello", true, false), (V{101, 104, 102}));  // [CLS] ... [SEP]
+  EXPECT_EQ(tok->encode("[CLS] hello", false, true), (V{101, 104}));
+  EXPECT_EQ(enc("[CLS] hello"), (V{100, 100, 100, 104}));  // "[", "cls", "]" as text
+  EXPECT_EQ(tok->decode({104, 105, 109}), " hello world ,");
+  EXPECT_EQ(tok->decode({106, 107, 108}), " unaffable");
+  EXPECT_EQ(tok->bos(), 101);
+  EXPECT_EQ(tok->model_name(), "bert");
+  expect_hostile_text_handled(*tok, "bert_vocab");
+}
+
+TEST(TokenizerWordPiece, MetadataOverridesTheDefaults) {
+  GgufWriter w = bert_vocab();
+  w.set("tokenizer.ggml.add_sep_token", GgufValue::make_bool(false));
+  w.set("tokenizer.ggml.unknown_token_id", GgufValue::make_u32(0));
+  std::unique_ptr<GgufFile> f;
+  std::vector<uint8_t> bytes;
+  auto tok = build(w, &f, &bytes);
+  EXPECT_EQ(tok->encode("xyz hello", true, false), (std::vector<TokenId>{101, 0, 104}));
+  w.set("tokenizer.ggml.seperator_token_id", GgufValue::make_u32(200));
+  expect_error(w, ErrorKind::Invalid, "tokenizer.ggml.seperator_token_id");
+}
+
 // ---- regex engine -----------------------------------------------------------------------------
 
 std::vector<std::string> split_utf8(const std::string& pattern, const std::string& text) {
@@ -423,6 +509,31 @@ TEST(PreTokenizer, Deepseek) {
             (Pieces{"int", " x", "=", "4", "2", ";", "\n", "//", "注释"}));
   EXPECT_EQ(pre("deepseek-llm", "Hello, 世界 123 \n end  "),
             (Pieces{"Hello", ",", " ", "世界", " ", "123", " ", "\n", " end", "  "}));
+}
+
+// Expected pieces from Python's `regex` module splitting with the same patterns in turn (as
+// llama.cpp's unicode_regex_split); random texts agreed too when these were added.
+TEST(PreTokenizer, CaseSplittingFamilies) {
+  EXPECT_EQ(pre("tekken", "HTTPServer isOK, we'll 2024/x\n\n"),
+            (Pieces{"HTTPServer", " is", "OK", ",", " we", "'ll", " ", "2", "0", "2", "4", "/x",
+                    "\n\n"}));
+  EXPECT_EQ(pre("gpt-4o", "HTTPServer I'M 12345 ok/\n"),
+            (Pieces{"HTTPServer", " I'M", " ", "123", "45", " ok", "/\n"}));
+  EXPECT_EQ(pre("llama4", "aB"), pre("gpt-4o", "aB"));
+}
+
+TEST(PreTokenizer, NewerFamilies) {
+  EXPECT_EQ(pre("deepseek-v3", "x.Foo 12345 日本語ひらがなカタカナ \u00e9t\u00e9!"),
+            (Pieces{"x", ".Foo", " ", "123", "45", " ", "日本語ひらがなカタカナ",
+                    " \u00e9t\u00e9", "!"}));
+  EXPECT_EQ(pre("seed-coder", "it's 42 (ok)\n\n  x"),
+            (Pieces{"it", "'s", " ", "4", "2", " (", "ok", ")", "\n\n", " ", " x"}));
+  EXPECT_EQ(pre("bailingmoe", "I'LL 42!\n\n x"),
+            (Pieces{"I", "'LL", " ", "4", "2", "!\n\n", " x"}));
+  EXPECT_EQ(pre("chameleon", "<sentinel:7>IMGIMGABZ    x1,2"),
+            (Pieces{"<", "sentinel", ":", "7", ">", "IMGIMGABZ", "    ", "x", "1", ",", "2"}));
+  EXPECT_EQ(pre("grok-2", "x 12"), pre("qwen2", "x 12"));
+  EXPECT_EQ(pre("roberta-bpe", "it's 12"), pre("gpt-2", "it's 12"));
 }
 
 TEST(PreTokenizer, UnknownNameIsRejected) {

@@ -1,0 +1,150 @@
+// "bert" vocabularies: WordPiece, as llama.cpp's llm_tokenizer_wpm does it (greedy longest
+// match over words after BERT's basic preprocessing). Behaviour: docs/tokenizers.md.
+#include <algorithm>
+
+#include "runtime/tokenizer_internal.h"
+#include "runtime/unicode.h"
+
+namespace galleon::tok {
+
+namespace {
+
+constexpr std::string_view kSpace = "\xE2\x96\x81";  // U+2581: a word's start ("phantom space")
+
+// BERT's CJK ideograph blocks, as llama.cpp (and Hugging Face) list them.
+bool is_chinese_char(uint32_t c) {
+  return (c >= 0x4E00 && c <= 0x9FFF) || (c >= 0x3400 && c <= 0x4DBF) ||
+         (c >= 0x20000 && c <= 0x2A6DF) || (c >= 0x2A700 && c <= 0x2B73F) ||
+         (c >= 0x2B740 && c <= 0x2B81F) || (c >= 0x2B920 && c <= 0x2CEAF) ||
+         (c >= 0xF900 && c <= 0xFAFF) || (c >= 0x2F800 && c <= 0x2FA1F);
+}
+
+// \p{C} as llama.cpp's tables have it: unassigned code points are "other" too.
+bool is_other(uint32_t c) {
+  using unicode::UCat;
+  const UCat cat = unicode::category(c);
+  return cat == UCat::Cn || cat == UCat::Cc || cat == UCat::Cf || cat == UCat::Co ||
+         cat == UCat::Cs;
+}
+
+// A code point that is a word of its own: punctuation, an ASCII symbol, a CJK ideograph.
+bool stands_alone(uint32_t c) {
+  using unicode::in_class;
+  return in_class(c, unicode::kPunct) || (c < 0x7F && in_class(c, unicode::kSymbol)) ||
+         is_chinese_char(c);
+}
+
+// BERT's basic tokenization: each code point replaced by the first of its NFD form (accents
+// dropped); whitespace ends a word; NUL, U+FFFD and \p{C} are dropped; the rest lowercased, with
+// punctuation, ASCII symbols and CJK ideographs as words of one code point.
+std::vector<std::string> words_of(std::string_view text) {
+  std::vector<std::string> words(1);
+  auto end_word = [&] {
+    if (!words.back().empty()) words.emplace_back();
+  };
+  for (uint32_t raw : unicode::decode_utf8_lossy(text)) {
+    const uint32_t c = unicode::first_nfd(raw);
+    if (unicode::is_whitespace(c)) { end_word(); continue; }
+    if (c == 0 || c == 0xFFFD || is_other(c)) continue;
+    const std::string s = unicode::to_utf8(unicode::first_lower(c));
+    if (stands_alone(c)) {
+      end_word();
+      words.back() = s;
+      words.emplace_back();
+    } else {
+      words.back() += s;
+    }
+  }
+  if (words.back().empty()) words.pop_back();
+  return words;
+}
+
+class WpmTokenizer final : public VocabTokenizer {
+ public:
+  explicit WpmTokenizer(const VocabData& v) : VocabTokenizer(v) {
+    bos_ = id_or_default(v.bos, 101);  // llama.cpp's defaults for bert vocabularies: [CLS]
+    unk_ = id_or_default(v.unk, 100);  // [UNK]
+    sep_ = id_or_default(v.sep, 102);  // [SEP]
+    add_bos_ = v.add_bos.value_or(true);
+    add_sep_ = v.add_sep.value_or(true);
+    by_text_.resize(tokens_.size());
+    for (size_t i = 0; i < by_text_.size(); ++i) by_text_[i] = TokenId(i);
+    std::sort(by_text_.begin(), by_text_.end(),
+              [&](TokenId a, TokenId b) { return tokens_[size_t(a)] < tokens_[size_t(b)]; });
+  }
+
+  // BERT's framing: [CLS] text [SEP] when add_bos asks for the special tokens.
+  std::vector<TokenId> encode(std::string_view text, bool add_bos,
+                              bool parse_special) const override {
+    std::vector<TokenId> out = VocabTokenizer::encode(text, add_bos, parse_special);
+    if (add_bos && add_sep_ && sep_ >= 0) out.push_back(sep_);
+    return out;
+  }
+
+ protected:
+  void encode_text(std::string_view text, bool, std::vector<TokenId>& out) const override {
+    for (const std::string& w : words_of(text)) encode_word(std::string(kSpace) + w, out);
+  }
+  std::string normal_piece(const std::string& text) const override {
+    std::string out;
+    for (size_t at = 0; at < text.size();) {
+      if (text.compare(at, kSpace.size(), kSpace) == 0) {
+        out += ' ';
+        at += kSpace.size();
+      } else {
+        out += text[at++];
+      }
+    }
+    return out;
+  }
+  std::string byte_piece(TokenId) const override { return ""; }  // WordPiece has no byte tokens
+
+ private:
+  // Greedy longest match from each byte position; a word with a position no token starts at
+  // becomes [UNK] as a whole (nothing, where the vocabulary has no unknown token).
+  void encode_word(std::string_view w, std::vector<TokenId>& out) const {
+    const size_t start = out.size();
+    for (size_t i = 0; i < w.size();) {
+      const size_t len = longest_token_at(w.substr(i));
+      if (len == 0) {
+        out.resize(start);
+        break;
+      }
+      out.push_back(find_token(w.substr(i, len)));  // of equal texts, the id llama.cpp picks
+      i += len;
+    }
+    if (out.size() == start && unk_ >= 0) out.push_back(unk_);
+  }
+
+  // The length of the longest token that s starts with (0: none). Walks the tokens sorted by
+  // text, narrowing the range that shares s's first d bytes one byte at a time: the work is
+  // bounded by the match's length, not by the vocabulary's longest token (which is hostile).
+  size_t longest_token_at(std::string_view s) const {
+    auto lo = by_text_.begin(), hi = by_text_.end();
+    size_t best = 0;
+    for (size_t d = 0; d < s.size() && lo != hi; ++d) {
+      // Byte d of a token (-1 past its end: shorter tokens sort first).
+      auto byte_at = [&](TokenId id) {
+        const std::string& t = tokens_[size_t(id)];
+        return d < t.size() ? int(uint8_t(t[d])) : -1;
+      };
+      const int c = uint8_t(s[d]);
+      lo = std::partition_point(lo, hi, [&](TokenId id) { return byte_at(id) < c; });
+      hi = std::partition_point(lo, hi, [&](TokenId id) { return byte_at(id) == c; });
+      if (lo != hi && tokens_[size_t(*lo)].size() == d + 1) best = d + 1;
+    }
+    return best;
+  }
+
+  TokenId sep_ = -1;
+  bool add_sep_ = true;
+  std::vector<TokenId> by_text_;  // token ids by text (bytes, unsigned)
+};
+
+}  // namespace
+
+std::unique_ptr<Tokenizer> make_wpm(const VocabData& v) {
+  return std::make_unique<WpmTokenizer>(v);
+}
+
+}  // namespace galleon::tok
