@@ -3,8 +3,9 @@
 // in range, decoding must not fail, and nothing may crash or hang. Build (repository root):
 //   clang++ -std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined -I. fuzz/tokenizer_fuzz.cpp \
 //     runtime/tokenizer.cpp runtime/tokenizer_spm.cpp runtime/tokenizer_bpe.cpp \
-//     runtime/tokenizer_wpm.cpp runtime/unicode.cpp runtime/unicode_regex.cpp runtime/gguf.cpp \
-//     runtime/ggml_type.cpp runtime/error.cpp -o tokenizer_fuzz
+//     runtime/tokenizer_wpm.cpp runtime/tokenizer_ugm.cpp runtime/unicode.cpp \
+//     runtime/unicode_regex.cpp runtime/gguf.cpp runtime/ggml_type.cpp runtime/error.cpp \
+//     -o tokenizer_fuzz
 //   GALLEON_FUZZ_VOCAB=../shared/vocab/ggml-vocab-gpt-2.gguf ./tokenizer_fuzz -max_len=4096
 #include <cstddef>
 #include <cstdint>

@@ -26,6 +26,43 @@ std::string lowercase_ascii(std::string s) {
 
 }  // namespace
 
+std::string unescape_spaces(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (size_t i = 0; i < text.size();) {
+    if (text.compare(i, kSpaceMark.size(), kSpaceMark) == 0) {
+      out.push_back(' ');
+      i += kSpaceMark.size();
+    } else {
+      out.push_back(text[i++]);
+    }
+  }
+  return out;
+}
+
+std::string sentencepiece_byte(const std::string& t) {
+  auto hexval = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    return -1;
+  };
+  if (t.size() == 6 && t.compare(0, 3, "<0x") == 0 && t[5] == '>' && hexval(t[3]) >= 0 &&
+      hexval(t[4]) >= 0) {
+    return std::string(1, char(hexval(t[3]) * 16 + hexval(t[4])));
+  }
+  return t;
+}
+
+PrefixMatcher::PrefixMatcher(const std::vector<std::string>& tokens,
+                             const std::vector<TokenId>& ids) {
+  sorted_.reserve(ids.size());
+  for (TokenId id : ids) sorted_.push_back({tokens[size_t(id)], id});
+  std::sort(sorted_.begin(), sorted_.end(), [](const Entry& a, const Entry& b) {
+    return a.text != b.text ? a.text < b.text : a.id < b.id;
+  });
+}
+
 VocabTokenizer::VocabTokenizer(const VocabData& v) {
   tokens_ = v.tokens;
   attrs_ = v.attrs;
@@ -185,8 +222,9 @@ std::unique_ptr<Tokenizer> from_vocab(const VocabData& vocab) {
   if (v.model == "llama") return make_spm(v);
   if (v.model == "gpt2") return make_bpe(v);
   if (v.model == "bert") return make_wpm(v);
-  fail(ErrorKind::Unsupported,
-       v.source + ": tokenizer.ggml.model '" + v.model + "' is not supported (llama, gpt2, bert)");
+  if (v.model == "t5") return make_ugm(v);
+  fail(ErrorKind::Unsupported, v.source + ": tokenizer.ggml.model '" + v.model +
+                                   "' is not supported (llama, gpt2, bert, t5)");
 }
 
 }  // namespace tok
@@ -251,6 +289,21 @@ void read_tokens(const GgufFile& f, VocabData& v) {
   }
 }
 
+// An array of bytes (u8 or i8, as llama.cpp accepts either).
+void read_charsmap(const GgufFile& f, VocabData& v) {
+  constexpr std::string_view key = "tokenizer.ggml.precompiled_charsmap";
+  const GgufValue* m = f.find(key);
+  if (m == nullptr) return;
+  if (m->type != GgufValueType::ARRAY ||
+      (m->elem_type != GgufValueType::U8 && m->elem_type != GgufValueType::I8)) {
+    invalid(f, key, "expected an array of u8 or i8");
+  }
+  v.precompiled_charsmap.reserve(m->arr.size());
+  for (const GgufValue& b : m->arr) {
+    v.precompiled_charsmap.push_back(uint8_t(m->elem_type == GgufValueType::U8 ? b.u : b.i));
+  }
+}
+
 VocabData read_vocab(const GgufFile& f) {
   VocabData v;
   v.source = f.name();
@@ -271,6 +324,8 @@ VocabData read_vocab(const GgufFile& f) {
   v.add_eos = f.get_bool_opt("tokenizer.ggml.add_eos_token");
   v.add_sep = f.get_bool_opt("tokenizer.ggml.add_sep_token");
   v.add_space_prefix = f.get_bool_opt("tokenizer.ggml.add_space_prefix");
+  v.remove_extra_whitespaces = f.get_bool_opt("tokenizer.ggml.remove_extra_whitespaces");
+  read_charsmap(f, v);
   return v;
 }
 

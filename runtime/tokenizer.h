@@ -1,6 +1,7 @@
 // Tokenizers built from GGUF metadata (tokenizer.ggml.*): "llama" (SentencePiece-style BPE with
 // scores and byte fallback), "gpt2" (byte-level BPE with merges and the pre-tokenizers named by
-// tokenizer.ggml.pre) and "bert" (WordPiece). Behaviour: docs/tokenizers.md.
+// tokenizer.ggml.pre), "bert" (WordPiece) and "t5" (SentencePiece unigram). Behaviour:
+// docs/tokenizers.md.
 #pragma once
 
 #include <cstdint>
@@ -28,7 +29,10 @@ class Tokenizer {
   virtual ~Tokenizer() = default;
 
   // Text -> ids. add_bos: prepend BOS when the vocabulary says so (tokenizer.ggml.add_bos_token,
-  // default true for "llama" and "bert", false for "gpt2"; "bert" then also appends [SEP]).
+  // default true for "llama" and "bert", false for "gpt2" and "t5"; "bert" then also appends
+  // [SEP]; add_bos also appends EOS where the vocabulary asks for it, by default for "t5").
+  // Error(Invalid) only where a "t5" vocabulary's character map is corrupt where the text
+  // leads its walk (docs/tokenizers.md).
   // parse_special: text of control tokens becomes those tokens; otherwise it is plain text
   // (user-defined tokens are always matched).
   virtual std::vector<TokenId> encode(std::string_view text, bool add_bos,

@@ -44,7 +44,8 @@ constexpr const char* kBailing =
     " ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]|\\s+(?!\\S)|\\s+";
 // DeepSeek-V3: ASCII punctuation before ASCII letters, letters with their marks.
 constexpr const char* kDeepseek3 =
-    "[!\"#$%&'()*+,\\-./:;<=>?@\\[\\\\\\]^_`{|}~][A-Za-z]+|[^\r\n\\p{L}\\p{P}\\p{S}]?[\\p{L}\\p{M}]+|"
+    "[!\"#$%&'()*+,\\-./:;<=>?@\\[\\\\\\]^_`{|}~][A-Za-z]+|"
+    "[^\r\n\\p{L}\\p{P}\\p{S}]?[\\p{L}\\p{M}]+|"
     " ?[\\p{P}\\p{S}]+[\r\n]*|\\s*[\r\n]+|\\s+(?!\\S)|\\s+";
 
 struct PreSpec {
@@ -71,7 +72,8 @@ const std::vector<PreSpec>& pre_specs() {
         "jina-v2-de", "a.x-4.0", "mellum", "exaone4", "trillion", "granite-docling", "roberta-bpe",
         "jina-v1-en", "jina-v2-code"},
        {kGpt2}},
-      {{"qwen2", "deepseek-r1-qwen", "stablelm2", "megrez", "hunyuan", "grok-2", "kormo"}, {kQwen2}},
+      {{"qwen2", "deepseek-r1-qwen", "stablelm2", "megrez", "hunyuan", "grok-2", "kormo"},
+       {kQwen2}},
       {{"tekken"}, {kTekken}, true, true},
       {{"gpt-4o", "llama4", "minimax-m2"}, {kGpt4o}},
       {{"deepseek-v3", "hunyuan-dense"}, {"\\p{N}{1,3}", "[一-龥぀-ゟ゠-ヿ]+", kDeepseek3}},

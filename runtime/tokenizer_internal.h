@@ -1,6 +1,8 @@
 // Internals shared by tokenizer.cpp and the models' tokenizer_*.cpp (and the tests).
 #pragma once
 
+#include <algorithm>
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -23,7 +25,57 @@ struct VocabData {
   std::vector<TokenAttr> attrs;    // one per token
   std::vector<std::string> merges; // "left right"
   std::optional<TokenId> bos, eos, unk, eot, eom, sep;
-  std::optional<bool> add_bos, add_eos, add_sep, add_space_prefix;
+  std::optional<bool> add_bos, add_eos, add_sep, add_space_prefix, remove_extra_whitespaces;
+  std::vector<uint8_t> precompiled_charsmap;  // t5: tokenizer.ggml.precompiled_charsmap
+};
+
+// U+2581, the space of SentencePiece vocabularies and the word start of WordPiece ones.
+constexpr std::string_view kSpaceMark = "\xE2\x96\x81";
+// A normal token's text with each kSpaceMark as a space.
+std::string unescape_spaces(std::string_view text);
+// A byte token's byte: "<0xXX>" gives the byte XX; any other text is returned as is.
+std::string sentencepiece_byte(const std::string& text);
+
+// A set of tokens sorted by text, for the tokens a string starts with: the string is matched one
+// byte at a time against the range of tokens sharing its first bytes, so the work is bounded by
+// the longest match tried, never by the vocabulary's longest token (a hostile field). Views into
+// the tokenizer's token texts, like VocabTokenizer's id map.
+class PrefixMatcher {
+ public:
+  PrefixMatcher() = default;
+  PrefixMatcher(const std::vector<std::string>& tokens, const std::vector<TokenId>& ids);
+
+  // Calls f(length, id) for each token that s starts with, shortest first. Of several tokens
+  // with the same text, the highest id (llama.cpp's maps keep the last one inserted).
+  template <class F>
+  void for_each_prefix(std::string_view s, F&& f) const {
+    auto lo = sorted_.begin(), hi = sorted_.end();
+    for (size_t d = 0; d < s.size() && lo != hi; ++d) {
+      const int c = uint8_t(s[d]);
+      auto byte_at = [d](const Entry& e) {
+        return d < e.text.size() ? int(uint8_t(e.text[d])) : -1;  // shorter texts sort first
+      };
+      lo = std::partition_point(lo, hi, [&](const Entry& e) { return byte_at(e) < c; });
+      hi = std::partition_point(lo, hi, [&](const Entry& e) { return byte_at(e) == c; });
+      // Tokens of exactly d + 1 bytes sort first in the range, their ids ascending.
+      auto end =
+          std::partition_point(lo, hi, [&](const Entry& e) { return e.text.size() == d + 1; });
+      if (end != lo) f(d + 1, std::prev(end)->id);
+    }
+  }
+  // The longest token s starts with: {length, id}, or {0, -1}.
+  std::pair<size_t, TokenId> longest(std::string_view s) const {
+    std::pair<size_t, TokenId> best{0, -1};
+    for_each_prefix(s, [&](size_t len, TokenId id) { best = {len, id}; });
+    return best;
+  }
+
+ private:
+  struct Entry {
+    std::string_view text;
+    TokenId id;
+  };
+  std::vector<Entry> sorted_;  // by text (bytes, unsigned), then id
 };
 
 // The part of encoding common to both models: special-token partitioning, BOS/EOS, pieces.
@@ -74,6 +126,7 @@ class VocabTokenizer : public Tokenizer {
 std::unique_ptr<Tokenizer> make_spm(const VocabData& v);
 std::unique_ptr<Tokenizer> make_bpe(const VocabData& v);
 std::unique_ptr<Tokenizer> make_wpm(const VocabData& v);
+std::unique_ptr<Tokenizer> make_ugm(const VocabData& v);
 std::unique_ptr<Tokenizer> from_vocab(const VocabData& v);  // dispatches on v.model
 
 // BPE pre-tokenizers (by tokenizer.ggml.pre).

@@ -10,8 +10,6 @@ namespace galleon::tok {
 
 namespace {
 
-constexpr std::string_view kSpace = "\xE2\x96\x81";  // U+2581, SentencePiece's space
-
 class SpmTokenizer final : public VocabTokenizer {
  public:
   explicit SpmTokenizer(const VocabData& v) : VocabTokenizer(v) {
@@ -92,9 +90,9 @@ void SpmTokenizer::encode_text(std::string_view text, bool after_special,
                                std::vector<TokenId>& out) const {
   std::string s;
   s.reserve(text.size() * 2 + 3);
-  if (add_space_prefix_ && after_special) s += kSpace;
+  if (add_space_prefix_ && after_special) s += kSpaceMark;
   for (char c : text) {
-    if (c == ' ') s += kSpace;
+    if (c == ' ') s += kSpaceMark;
     else s.push_back(c);
   }
   std::vector<Symbol> syms;
@@ -125,32 +123,11 @@ void SpmTokenizer::encode_text(std::string_view text, bool after_special,
 }
 
 std::string SpmTokenizer::normal_piece(const std::string& text) const {
-  std::string out;
-  out.reserve(text.size());
-  for (size_t i = 0; i < text.size();) {
-    if (text.compare(i, kSpace.size(), kSpace) == 0) {
-      out.push_back(' ');
-      i += kSpace.size();
-    } else {
-      out.push_back(text[i++]);
-    }
-  }
-  return out;
+  return unescape_spaces(text);
 }
 
 std::string SpmTokenizer::byte_piece(TokenId id) const {
-  const std::string& t = tokens_[size_t(id)];
-  auto hexval = [](char c) -> int {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    return -1;
-  };
-  if (t.size() == 6 && t.compare(0, 3, "<0x") == 0 && t[5] == '>' && hexval(t[3]) >= 0 &&
-      hexval(t[4]) >= 0) {
-    return std::string(1, char(hexval(t[3]) * 16 + hexval(t[4])));
-  }
-  return t;  // a byte token not named <0xXX>: its text
+  return sentencepiece_byte(tokens_[size_t(id)]);  // a byte token not named <0xXX>: its text
 }
 
 }  // namespace

@@ -9,8 +9,6 @@ namespace galleon::tok {
 
 namespace {
 
-constexpr std::string_view kSpace = "\xE2\x96\x81";  // U+2581: a word's start ("phantom space")
-
 // BERT's CJK ideograph blocks, as llama.cpp (and Hugging Face) list them.
 bool is_chinese_char(uint32_t c) {
   return (c >= 0x4E00 && c <= 0x9FFF) || (c >= 0x3400 && c <= 0x4DBF) ||
@@ -67,10 +65,9 @@ class WpmTokenizer final : public VocabTokenizer {
     sep_ = id_or_default(v.sep, 102);  // [SEP]
     add_bos_ = v.add_bos.value_or(true);
     add_sep_ = v.add_sep.value_or(true);
-    by_text_.resize(tokens_.size());
-    for (size_t i = 0; i < by_text_.size(); ++i) by_text_[i] = TokenId(i);
-    std::sort(by_text_.begin(), by_text_.end(),
-              [&](TokenId a, TokenId b) { return tokens_[size_t(a)] < tokens_[size_t(b)]; });
+    std::vector<TokenId> all(tokens_.size());
+    for (size_t i = 0; i < all.size(); ++i) all[i] = TokenId(i);
+    matcher_ = PrefixMatcher(tokens_, all);  // llama.cpp matches every token's text
   }
 
   // BERT's framing: [CLS] text [SEP] when add_bos asks for the special tokens.
@@ -83,19 +80,10 @@ class WpmTokenizer final : public VocabTokenizer {
 
  protected:
   void encode_text(std::string_view text, bool, std::vector<TokenId>& out) const override {
-    for (const std::string& w : words_of(text)) encode_word(std::string(kSpace) + w, out);
+    for (const std::string& w : words_of(text)) encode_word(std::string(kSpaceMark) + w, out);
   }
   std::string normal_piece(const std::string& text) const override {
-    std::string out;
-    for (size_t at = 0; at < text.size();) {
-      if (text.compare(at, kSpace.size(), kSpace) == 0) {
-        out += ' ';
-        at += kSpace.size();
-      } else {
-        out += text[at++];
-      }
-    }
-    return out;
+    return unescape_spaces(text);
   }
   std::string byte_piece(TokenId) const override { return ""; }  // WordPiece has no byte tokens
 
@@ -105,40 +93,20 @@ class WpmTokenizer final : public VocabTokenizer {
   void encode_word(std::string_view w, std::vector<TokenId>& out) const {
     const size_t start = out.size();
     for (size_t i = 0; i < w.size();) {
-      const size_t len = longest_token_at(w.substr(i));
+      const auto [len, id] = matcher_.longest(w.substr(i));
       if (len == 0) {
         out.resize(start);
         break;
       }
-      out.push_back(find_token(w.substr(i, len)));  // of equal texts, the id llama.cpp picks
+      out.push_back(id);
       i += len;
     }
     if (out.size() == start && unk_ >= 0) out.push_back(unk_);
   }
 
-  // The length of the longest token that s starts with (0: none). Walks the tokens sorted by
-  // text, narrowing the range that shares s's first d bytes one byte at a time: the work is
-  // bounded by the match's length, not by the vocabulary's longest token (which is hostile).
-  size_t longest_token_at(std::string_view s) const {
-    auto lo = by_text_.begin(), hi = by_text_.end();
-    size_t best = 0;
-    for (size_t d = 0; d < s.size() && lo != hi; ++d) {
-      // Byte d of a token (-1 past its end: shorter tokens sort first).
-      auto byte_at = [&](TokenId id) {
-        const std::string& t = tokens_[size_t(id)];
-        return d < t.size() ? int(uint8_t(t[d])) : -1;
-      };
-      const int c = uint8_t(s[d]);
-      lo = std::partition_point(lo, hi, [&](TokenId id) { return byte_at(id) < c; });
-      hi = std::partition_point(lo, hi, [&](TokenId id) { return byte_at(id) == c; });
-      if (lo != hi && tokens_[size_t(*lo)].size() == d + 1) best = d + 1;
-    }
-    return best;
-  }
-
   TokenId sep_ = -1;
   bool add_sep_ = true;
-  std::vector<TokenId> by_text_;  // token ids by text (bytes, unsigned)
+  PrefixMatcher matcher_;
 };
 
 }  // namespace

@@ -133,6 +133,12 @@ bool decode_one(std::string_view s, size_t& i, uint32_t& cp) {
 
 }  // namespace
 
+size_t utf8_valid_len(std::string_view s, size_t i) {
+  uint32_t cp = 0;
+  const size_t start = i;
+  return i < s.size() && decode_one(s, i, cp) ? i - start : 0;
+}
+
 std::vector<uint32_t> decode_utf8_lossy(std::string_view s) {
   std::vector<uint32_t> out;
   out.reserve(s.size());

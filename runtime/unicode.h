@@ -44,6 +44,8 @@ size_t utf8_len(uint8_t lead);
 // U+FFFD and skips one byte; overlong forms and surrogates are accepted as decoded. Values above
 // U+10FFFF (which llama.cpp cannot re-encode) also become U+FFFD.
 std::vector<uint32_t> decode_utf8_lossy(std::string_view s);
+// Bytes of the sequence at s[i] when it decodes (as above, before the U+10FFFF check), else 0.
+size_t utf8_valid_len(std::string_view s, size_t i);
 // Appends the UTF-8 form of cp (cp must be <= 0x10FFFF; larger values append U+FFFD).
 void append_utf8(std::string& out, uint32_t cp);
 std::string to_utf8(uint32_t cp);

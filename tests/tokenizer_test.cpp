@@ -1,7 +1,10 @@
 // Tokenizer tests: llama.cpp's test vectors for every vocabulary in shared/vocab, round trips,
 // special tokens, metadata validation, the regex engine and the pre-tokenizers.
 #include <chrono>
+#include <cstring>
 #include <filesystem>
+#include <map>
+#include <queue>
 #include <sstream>
 
 #include "runtime/error.h"
@@ -403,6 +406,177 @@ TEST(TokenizerWordPiece, MetadataOverridesTheDefaults) {
   EXPECT_EQ(tok->encode("xyz hello", true, false), (std::vector<TokenId>{101, 0, 104}));
   w.set("tokenizer.ggml.seperator_token_id", GgufValue::make_u32(200));
   expect_error(w, ErrorKind::Invalid, "tokenizer.ggml.seperator_token_id");
+}
+
+// ---- Unigram ("t5") ---------------------------------------------------------------------------
+
+// A precompiled charsmap as SentencePiece lays it out: a u32 byte count, XCDA entries, then the
+// NUL-terminated replacements. A node at index i with base b has its children at (i ^ b) ^ c,
+// each entry holding (b << 10) | leaf << 8 | c; a leaf's replacement offset sits at i ^ b with
+// bit 31 set (so it never passes as a child).
+std::vector<uint8_t> build_charsmap(const std::map<std::string, std::string>& map) {
+  struct Node {
+    std::map<uint8_t, size_t> kids;
+    int64_t value = -1;
+  };
+  std::vector<Node> nodes(1);
+  std::string strings;
+  for (const auto& [from, to] : map) {
+    size_t n = 0;
+    for (char ch : from) {
+      const uint8_t c = uint8_t(ch);
+      if (!nodes[n].kids.count(c)) {
+        nodes[n].kids[c] = nodes.size();
+        nodes.emplace_back();
+      }
+      n = nodes[n].kids[c];
+    }
+    nodes[n].value = int64_t(strings.size());
+    strings += to;
+    strings.push_back('\0');
+  }
+  std::vector<uint32_t> entries(4096, 0);
+  std::vector<bool> used(entries.size(), false);
+  used[0] = true;
+  std::queue<std::pair<size_t, uint32_t>> todo;  // node, its index
+  todo.push({0, 0});
+  while (!todo.empty()) {
+    const auto [n, index] = todo.front();
+    todo.pop();
+    uint32_t p = 1;  // where the node's children and value go
+    auto fits = [&](uint32_t q) {
+      if (nodes[n].value >= 0 && used[q]) return false;
+      for (const auto& kid : nodes[n].kids) {
+        if ((q ^ kid.first) >= used.size() || used[q ^ kid.first]) return false;
+      }
+      return true;
+    };
+    while (!fits(p)) ++p;
+    const uint32_t base = index ^ p;
+    entries[index] = (base << 10) | (nodes[n].value >= 0 ? 1u << 8 : 0u) | (entries[index] & 0xFF);
+    if (nodes[n].value >= 0) {
+      used[p] = true;
+      entries[p] = (1u << 31) | uint32_t(nodes[n].value);
+    }
+    for (const auto& [c, kid] : nodes[n].kids) {
+      used[p ^ c] = true;
+      entries[p ^ c] = c;
+      todo.push({kid, p ^ c});
+    }
+  }
+  const uint32_t bytes = uint32_t(entries.size() * 4);
+  std::vector<uint8_t> blob(4 + bytes + strings.size());
+  std::memcpy(blob.data(), &bytes, 4);
+  std::memcpy(blob.data() + 4, entries.data(), bytes);
+  std::memcpy(blob.data() + 4 + bytes, strings.data(), strings.size());
+  return blob;
+}
+
+GgufValue byte_array(const std::vector<uint8_t>& blob) {
+  std::vector<GgufValue> e;
+  for (uint8_t b : blob) e.push_back(GgufValue::make_u8(b));
+  return GgufValue::make_array(GgufValueType::U8, std::move(e));
+}
+
+// T5's settings (space prefix, extra whitespace removed) and a map of fullwidth A, the trade
+// mark sign and tab.
+GgufWriter t5_vocab() {
+  const std::string sp = "\xE2\x96\x81";
+  const std::vector<std::pair<std::string, float>> pieces = {
+      {"<pad>", 0}, {"</s>", 0}, {"<unk>", 0}, {sp, -2}, {sp + "A", -1}, {"TM", -1.5},
+      {sp + "he", -3}, {"llo", -3}, {sp + "hello", -5}, {"h", -4}, {"e", -4}, {"l", -4},
+      {"o", -4}, {sp + "x", -2}, {"<sep>", 0}};
+  std::vector<std::string> tokens;
+  std::vector<GgufValue> scores, types;
+  for (size_t i = 0; i < pieces.size(); ++i) {
+    tokens.push_back(pieces[i].first);
+    scores.push_back(GgufValue::make_f32(pieces[i].second));
+    types.push_back(GgufValue::make_i32(i < 2 ? 3 : i == 2 ? 2 : i == 14 ? 4 : 1));
+  }
+  GgufWriter w;
+  w.set("tokenizer.ggml.model", GgufValue::make_string("t5"));
+  w.set("tokenizer.ggml.tokens", strings(tokens));
+  w.set("tokenizer.ggml.scores", GgufValue::make_array(GgufValueType::F32, scores));
+  w.set("tokenizer.ggml.token_type", GgufValue::make_array(GgufValueType::I32, types));
+  w.set("tokenizer.ggml.add_space_prefix", GgufValue::make_bool(true));
+  w.set("tokenizer.ggml.remove_extra_whitespaces", GgufValue::make_bool(true));
+  w.set("tokenizer.ggml.precompiled_charsmap",
+        byte_array(build_charsmap({{"\xEF\xBC\xA1", "A"}, {"\xE2\x84\xA2", "TM"}, {"\t", " "}})));
+  return w;
+}
+
+TEST(TokenizerUnigram, NormalizesThenTakesTheBestScore) {
+  std::unique_ptr<GgufFile> f;
+  std::vector<uint8_t> bytes;
+  auto tok = build(t5_vocab(), &f, &bytes);
+  using V = std::vector<TokenId>;
+  auto enc = [&](const std::string& s) { return tok->encode(s, false, false); };
+  EXPECT_EQ(enc("hello"), (V{8}));  // "▁hello" (-5) beats "▁he" "llo" (-6)
+  EXPECT_EQ(enc("\xEF\xBC\xA1\xE2\x84\xA2"), (V{4, 5}));  // the map: "▁A" "TM"
+  EXPECT_EQ(enc("  hello \t x  "), (V{8, 13}));  // runs of spaces (a tab maps to one) merged
+  EXPECT_EQ(enc("hello\xE2\x98\x83"), (V{8, 2}));  // no token for the snowman: <unk>
+  EXPECT_EQ(enc("\xE2\x98\x83\xE2\x98\x83"), (V{3, 2}));  // consecutive unknowns are one
+  EXPECT_EQ(enc("\xFF"), (V{3, 2}));  // invalid UTF-8: U+FFFD, unknown
+  EXPECT_EQ(enc("x<sep>x"), (V{13, 14, 13}));  // user-defined tokens split the text
+  EXPECT_EQ(enc(""), V{});
+  EXPECT_EQ(tok->encode("hello", true, false), (V{8, 1}));  // </s> appended, no BOS
+  EXPECT_EQ(tok->decode({8, 13}), " hello x");
+  EXPECT_EQ(tok->eos(), 1);
+  EXPECT_TRUE(tok->is_end_of_generation(1));
+  expect_hostile_text_handled(*tok, "t5_vocab");
+}
+
+TEST(TokenizerUnigram, SpacesKeptWithoutTheT5Settings) {
+  GgufWriter w = t5_vocab();
+  w.set("tokenizer.ggml.add_space_prefix", GgufValue::make_bool(false));
+  w.set("tokenizer.ggml.remove_extra_whitespaces", GgufValue::make_bool(false));
+  std::unique_ptr<GgufFile> f;
+  std::vector<uint8_t> bytes;
+  auto tok = build(w, &f, &bytes);
+  // " x" -> "▁x"; "hello" without a prefix: h e l l o... "llo" (-3) beats l l o (-12).
+  EXPECT_EQ(tok->encode("hello  x", false, false), (std::vector<TokenId>{9, 10, 7, 3, 13}));
+}
+
+TEST(TokenizerUnigram, HostileCharsmapsAreClearErrors) {
+  GgufWriter w = t5_vocab();
+  w.set("tokenizer.ggml.precompiled_charsmap", byte_array({1, 0, 0}));
+  expect_error(w, ErrorKind::Invalid, "precompiled_charsmap");
+  w.set("tokenizer.ggml.precompiled_charsmap", byte_array({8, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8}));
+  expect_error(w, ErrorKind::Invalid, "precompiled_charsmap");
+  w.set("tokenizer.ggml.precompiled_charsmap",
+        GgufValue::make_array(GgufValueType::I32, {GgufValue::make_i32(1)}));
+  expect_error(w, ErrorKind::Invalid, "precompiled_charsmap");
+
+  // The root's base points far past the one entry: the walk stops with an error, not a read.
+  const uint32_t root = 5000u << 10;
+  std::vector<uint8_t> blob = {4, 0, 0, 0};
+  for (int i = 0; i < 4; ++i) blob.push_back(uint8_t(root >> (8 * i)));
+  blob.push_back(0);
+  w.set("tokenizer.ggml.precompiled_charsmap", byte_array(blob));
+  std::unique_ptr<GgufFile> f;
+  std::vector<uint8_t> bytes;
+  auto tok = build(w, &f, &bytes);
+  try {
+    tok->encode("A", false, false);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::Invalid);
+    EXPECT_NE(std::string(e.what()).find("mem.gguf: tokenizer.ggml.precompiled_charsmap: entry"),
+              std::string::npos) << e.what();
+  }
+
+  // A replacement that runs off the end of the strings.
+  blob = build_charsmap({{"A", "B"}});
+  blob.pop_back();  // its NUL
+  w.set("tokenizer.ggml.precompiled_charsmap", byte_array(blob));
+  tok = build(w, &f, &bytes);
+  EXPECT_EQ(tok->encode("x", false, false), (std::vector<TokenId>{13}));
+  try {
+    tok->encode("A", false, false);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("does not end"), std::string::npos) << e.what();
+  }
 }
 
 // ---- regex engine -----------------------------------------------------------------------------
