@@ -579,6 +579,20 @@ TEST(TokenizerUnigram, HostileCharsmapsAreClearErrors) {
   }
 }
 
+// The synthetic vocabularies are the fuzzer's for these two models (fuzz/vocab/, .ci/fuzz):
+// GALLEON_WRITE_FUZZ_VOCABS=<folder> writes them.
+TEST(TokenizerFuzzVocabs, SyntheticVocabsBuild) {
+  const char* dir = std::getenv("GALLEON_WRITE_FUZZ_VOCABS");
+  for (const auto& [name, w] : {std::pair{"bert.gguf", bert_vocab()}, {"t5.gguf", t5_vocab()}}) {
+    std::unique_ptr<GgufFile> f;
+    std::vector<uint8_t> bytes;
+    EXPECT_NO_THROW(build(w, &f, &bytes)) << name;
+    if (dir) {
+      testing::write_file(std::string(dir) + "/" + name, std::string(bytes.begin(), bytes.end()));
+    }
+  }
+}
+
 // ---- regex engine -----------------------------------------------------------------------------
 
 std::vector<std::string> split_utf8(const std::string& pattern, const std::string& text) {
