@@ -31,9 +31,9 @@ int64_t positive_key(const GgufFile& f, const std::string& k, std::optional<uint
 HParams read_hparams(const GgufFile& f) {
   HParams hp;
   hp.arch = f.get_string("general.architecture");
-  if (hp.arch != "llama" && hp.arch != "qwen2")
+  if (hp.arch != "llama" && hp.arch != "qwen2" && hp.arch != "qwen3")
     fail(ErrorKind::Unsupported, f.name() + ": general.architecture '" + hp.arch +
-                                     "' is not supported (expected llama or qwen2)");
+                                     "' is not supported (expected llama, qwen2 or qwen3)");
   hp.n_embd = positive_key(f, key(hp, "embedding_length"), std::nullopt, 1 << 20);
   hp.n_layer = positive_key(f, key(hp, "block_count"), std::nullopt, 4096);
   hp.n_ff = positive_key(f, key(hp, "feed_forward_length"), std::nullopt, 1 << 22);
@@ -76,7 +76,7 @@ HParams read_hparams(const GgufFile& f) {
       fail(ErrorKind::Invalid, f.name() + ": attention.layer_norm_rms_epsilon must be > 0");
     hp.rms_eps = *eps;
   }
-  hp.rope_neox = (hp.arch == "qwen2");
+  hp.rope_neox = hp.arch == "qwen2" || hp.arch == "qwen3";
   return hp;
 }
 
@@ -184,6 +184,10 @@ std::unique_ptr<Model> Model::load(const GgufFile& f) {
       L.bq = load_vector(f, p + "attn_q.bias", q_dim);
       L.bk = load_vector(f, p + "attn_k.bias", kv_dim);
       L.bv = load_vector(f, p + "attn_v.bias", kv_dim);
+    }
+    if (hp.arch == "qwen3") {
+      L.q_norm = load_vector(f, p + "attn_q_norm.weight", hp.head_dim);
+      L.k_norm = load_vector(f, p + "attn_k_norm.weight", hp.head_dim);
     }
     m->layers_.push_back(std::move(L));
   }

@@ -1,5 +1,6 @@
-// Llama-family transformer (architectures "llama" and "qwen2") evaluated with the canonical
-// kernels. Model = immutable weights (views into the mapped GGUF); Session = KV cache + scratch.
+// Llama-family transformer (architectures "llama", "qwen2" and "qwen3") evaluated with the
+// canonical kernels. Model = immutable weights (views into the mapped GGUF); Session = KV cache
+// + scratch.
 #pragma once
 
 #include <cstdint>
@@ -20,7 +21,7 @@ namespace galleon {
 class GgufFile;
 
 struct HParams {
-  std::string arch;          // "llama" | "qwen2"
+  std::string arch;          // "llama" | "qwen2" | "qwen3"
   int64_t n_vocab = 0;
   int64_t n_embd = 0;
   int64_t n_layer = 0;
@@ -49,6 +50,7 @@ struct Weight {
 struct LayerWeights {
   std::vector<float> attn_norm, ffn_norm;
   std::vector<float> bq, bk, bv;  // empty when the architecture has no bias
+  std::vector<float> q_norm, k_norm;  // per-head RMS norms of Q and K (qwen3), else empty
   Weight wq, wk, wv, wo, w_gate, w_up, w_down;
 };
 

@@ -268,6 +268,12 @@ void Session::layer_forward(int64_t il, int64_t n_tok) {
       ops_.add(k, L.bk.data(), kv_dim);
       ops_.add(v, L.bv.data(), kv_dim);
     }
+    if (!L.q_norm.empty()) {  // each head's row normed in place
+      for (int64_t h = 0; h < hp.n_head; ++h)
+        rms_norm(ops_, q + h * hd, L.q_norm.data(), hd, hp.rms_eps, q + h * hd);
+      for (int64_t h = 0; h < hp.n_head_kv; ++h)
+        rms_norm(ops_, k + h * hd, L.k_norm.data(), hd, hp.rms_eps, k + h * hd);
+    }
     const int64_t pos = n_past_ + t;
     const float* c = &s.rope_cos[size_t(pos * half)];
     const float* sn = &s.rope_sin[size_t(pos * half)];

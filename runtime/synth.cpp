@@ -84,6 +84,10 @@ void set_hparams(GgufWriter& w, const SynthSpec& s) {
   w.set(a + "attention.head_count", GgufValue::make_u32(uint32_t(s.n_head)));
   w.set(a + "attention.head_count_kv", GgufValue::make_u32(uint32_t(s.n_head_kv)));
   w.set(a + "rope.freq_base", GgufValue::make_f32(s.rope_base));
+  if (s.head_dim > 0) {
+    w.set(a + "attention.key_length", GgufValue::make_u32(uint32_t(s.head_dim)));
+    w.set(a + "attention.value_length", GgufValue::make_u32(uint32_t(s.head_dim)));
+  }
   w.set(a + "attention.layer_norm_rms_epsilon", GgufValue::make_f32(1e-5f));
 }
 
@@ -94,7 +98,7 @@ void make_synthetic_model(const SynthSpec& s, GgufWriter& w) {
   const int64_t n_vocab = s.vocab_from ? copy_vocab(w, *s.vocab_from) : s.n_vocab;
   if (!s.vocab_from) synthetic_vocab(w, n_vocab);
   Rng rng(s.seed);
-  const int64_t d = s.n_embd, hd = s.n_embd / s.n_head;
+  const int64_t d = s.n_embd, hd = s.head_dim > 0 ? s.head_dim : s.n_embd / s.n_head;
   const int64_t q_dim = s.n_head * hd, kv_dim = s.n_head_kv * hd;
   const float in_scale = 1.0f / std::sqrt(float(d)), ff_scale = 1.0f / std::sqrt(float(s.n_ff));
   add_random(w, rng, "token_embd.weight", s.embd_type, {d, n_vocab}, 1.0f);
@@ -111,6 +115,10 @@ void make_synthetic_model(const SynthSpec& s, GgufWriter& w) {
       add_random(w, rng, p + "attn_q.bias", GgmlType::F32, {q_dim}, 0.1f);
       add_random(w, rng, p + "attn_k.bias", GgmlType::F32, {kv_dim}, 0.1f);
       add_random(w, rng, p + "attn_v.bias", GgmlType::F32, {kv_dim}, 0.1f);
+    }
+    if (s.arch == "qwen3") {
+      add_random(w, rng, p + "attn_q_norm.weight", GgmlType::F32, {hd}, 0.1f, 1.0f);
+      add_random(w, rng, p + "attn_k_norm.weight", GgmlType::F32, {hd}, 0.1f, 1.0f);
     }
     add_random(w, rng, p + "attn_output.weight", s.type, {q_dim, d}, in_scale);
     add_random(w, rng, p + "ffn_norm.weight", GgmlType::F32, {d}, 0.1f, 1.0f);

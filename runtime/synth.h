@@ -14,11 +14,12 @@ class GgufFile;
 class GgufWriter;
 
 struct SynthSpec {
-  std::string arch = "llama";  // llama | qwen2 (adds Q/K/V biases)
+  std::string arch = "llama";  // llama | qwen2 (adds Q/K/V biases) | qwen3 (per-head Q/K norms)
   int64_t n_embd = 256;
   int64_t n_layer = 2;
   int64_t n_head = 4;
   int64_t n_head_kv = 2;
+  int64_t head_dim = 0;        // 0: n_embd / n_head; else written as attention.key_length
   int64_t n_ff = 512;
   int64_t n_vocab = 512;       // used when no vocabulary source is given
   int64_t n_ctx = 512;

@@ -6,10 +6,12 @@
 
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <nlohmann/json.hpp>
 
 #include "runtime/cuda/cuda_backend.h"
 #include "runtime/engine.h"
+#include "runtime/error.h"
 #include "runtime/gguf.h"
 #include "runtime/sha256.h"
 #include "runtime/synth.h"
@@ -369,6 +371,80 @@ TEST(Engine, RopeFrequencyFactorsAndLinearScaling) {
   EXPECT_EQ(write("linear1.gguf", 0, 1.0f), plain);
   // Dividing every frequency by 4 and dividing positions by 4 are the same rotation angles.
   EXPECT_EQ(write("linear4.gguf", 0, 4.0f), write("fours2.gguf", 4.0f, 0));
+}
+
+// A GGUF rewritten with fn(name, f32 elements) applied to its F32 tensors and the metadata key
+// `eps_key` set to 1e-30.
+void rewrite_f32(const std::string& from, const std::string& to, const std::string& eps_key,
+                 const std::function<void(const std::string&, std::vector<float>&)>& fn) {
+  std::unique_ptr<GgufFile> f = GgufFile::open(from);
+  GgufWriter w;
+  for (const auto& [k, v] : f->metadata()) w.set(k, v);
+  w.set(eps_key, GgufValue::make_f32(1e-30f));
+  for (const GgufTensorInfo& t : f->tensors()) {
+    const size_t n = size_t(t.n_elements);
+    if (t.type == GgmlType::F32) {
+      std::vector<float> v(n);
+      std::memcpy(v.data(), f->tensor_data(t), n * 4);
+      fn(t.name, v);
+      w.add_tensor(t.name, t.type, t.dims, v.data(), n * 4);
+    } else {
+      uint64_t rb = 0;
+      ASSERT_TRUE(row_bytes(t.type, t.dims[0], &rb));
+      w.add_tensor(t.name, t.type, t.dims, f->tensor_data(t), size_t(rb) * n / size_t(t.dims[0]));
+    }
+  }
+  w.write_file(to);
+}
+
+// qwen3 RMS-norms each head of Q and K: with eps negligible, scaling head h's rows of attn_q and
+// attn_k by 2^(h+1) (exact in binary32) leaves every logit bit-identical, which holds only where
+// the norm is taken per head; qwen2's Q and K (no norms) change with the same scaling.
+TEST(Engine, Qwen3NormsEachHeadOfQAndK) {
+  testing::TempDir dir;
+  for (const char* arch : {"qwen3", "qwen2"}) {
+    SynthSpec spec;
+    spec.arch = arch;
+    spec.head_dim = 32;
+    GgufWriter w;
+    make_synthetic_model(spec, w);
+    w.write_file(dir.file("src.gguf"));
+    const std::string eps_key = std::string(arch) + ".attention.layer_norm_rms_epsilon";
+    const int64_t hd = spec.head_dim, d = spec.n_embd;
+    rewrite_f32(dir.file("src.gguf"), dir.file("a.gguf"), eps_key, [](auto&, auto&) {});
+    rewrite_f32(dir.file("src.gguf"), dir.file("b.gguf"), eps_key,
+                [&](const std::string& name, std::vector<float>& v) {
+                  if (name.find("attn_q.weight") == std::string::npos &&
+                      name.find("attn_k.weight") == std::string::npos)
+                    return;
+                  for (size_t i = 0; i < v.size(); ++i) v[i] *= float(2 << (int64_t(i) / d / hd));
+                });
+    if (std::string(arch) == "qwen3")
+      EXPECT_EQ(synth_hash(dir.file("a.gguf")), synth_hash(dir.file("b.gguf")));
+    else
+      EXPECT_NE(synth_hash(dir.file("a.gguf")), synth_hash(dir.file("b.gguf")));
+  }
+  // Without the norms' tensors a qwen3 file is refused by name.
+  SynthSpec spec;
+  spec.arch = "qwen2";
+  GgufWriter w;
+  make_synthetic_model(spec, w);
+  w.set("general.architecture", GgufValue::make_string("qwen3"));
+  const std::pair<const char*, int64_t> keys[] = {
+      {"context_length", spec.n_ctx},   {"embedding_length", spec.n_embd},
+      {"feed_forward_length", spec.n_ff}, {"block_count", spec.n_layer},
+      {"attention.head_count", spec.n_head}, {"attention.head_count_kv", spec.n_head_kv}};
+  for (const auto& [k, v] : keys) {
+    w.set(std::string("qwen3.") + k, GgufValue::make_u32(uint32_t(v)));
+  }
+  w.write_file(dir.file("no_norms.gguf"));
+  try {
+    load_model(dir.file("no_norms.gguf"));
+    ADD_FAILURE() << "loaded";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("tensor 'blk.0.attn_q_norm.weight' is missing"),
+              std::string::npos) << e.what();
+  }
 }
 
 TEST(Engine, LastLogitRowEqualsTheLastRowOfAll) {

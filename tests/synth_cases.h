@@ -1,5 +1,6 @@
-// The synthetic models every backend is checked with: each runnable tensor type (llama), and
-// qwen2 (Q/K/V biases, NeoX RoPE) for three of them. Used by model_test and cuda_test.
+// The synthetic models every backend is checked with: each runnable tensor type (llama),
+// qwen2 (Q/K/V biases, NeoX RoPE) for three of them, and qwen3 (per-head Q/K norms, NeoX RoPE,
+// heads of 128 wider than n_embd / n_head, as Qwen3's) for two. Used by model_test and cuda_test.
 #pragma once
 
 #include <gtest/gtest.h>
@@ -29,7 +30,8 @@ inline auto all_synth_cases() {
       SynthCase{"llama", GgmlType::Q5_0}, SynthCase{"llama", GgmlType::Q5_1},
       SynthCase{"llama", GgmlType::Q4_K}, SynthCase{"llama", GgmlType::Q5_K},
       SynthCase{"llama", GgmlType::Q6_K}, SynthCase{"qwen2", GgmlType::Q8_0},
-      SynthCase{"qwen2", GgmlType::Q4_K}, SynthCase{"qwen2", GgmlType::F16});
+      SynthCase{"qwen2", GgmlType::Q4_K}, SynthCase{"qwen2", GgmlType::F16},
+      SynthCase{"qwen3", GgmlType::Q4_0}, SynthCase{"qwen3", GgmlType::BF16});
 }
 
 inline std::string synth_case_name(const ::testing::TestParamInfo<SynthCase>& info) {
@@ -47,6 +49,7 @@ inline SynthSpec synth_case_spec(const SynthCase& c) {
   spec.type = c.type;
   spec.embd_type = c.type;
   spec.tied_output = c.type == GgmlType::Q8_0;
+  if (spec.arch == "qwen3") spec.head_dim = 128;
   return spec;
 }
 

@@ -34,6 +34,7 @@ struct DevWeight {
 struct DevLayer {
   const float *attn_norm = nullptr, *ffn_norm = nullptr, *bq = nullptr, *bk = nullptr,
               *bv = nullptr;  // bq == nullptr: no biases
+  const float *q_norm = nullptr, *k_norm = nullptr;  // nullptr: no per-head norms
   DevWeight wq, wk, wv, wo, w_gate, w_up, w_down;
 };
 
@@ -50,6 +51,10 @@ std::vector<DevLayer> make_layers(const Model& model, WeightFn weight, FloatsFn 
       d.bq = floats(L.bq);
       d.bk = floats(L.bk);
       d.bv = floats(L.bv);
+    }
+    if (!L.q_norm.empty()) {
+      d.q_norm = floats(L.q_norm);
+      d.k_norm = floats(L.k_norm);
     }
     d.wq = weight(L.wq);
     d.wk = weight(L.wk);
@@ -135,6 +140,10 @@ void forward(X& x, const HParams& hp, const std::vector<DevLayer>& layers, const
       x.add(b.q, L.bq, q_dim, ntok * q_dim, true);
       x.add(b.k, L.bk, kv_dim, ntok * kv_dim, true);
       x.add(b.v, L.bv, kv_dim, ntok * kv_dim, true);
+    }
+    if (L.q_norm) {  // each head's row normed in place, as rows of hd
+      x.rms_norm(b.q, L.q_norm, hd, hp.rms_eps, ntok * hp.n_head, b.q);
+      x.rms_norm(b.k, L.k_norm, hd, hp.rms_eps, ntok * hp.n_head_kv, b.k);
     }
     if (hp.n_rot >= 2) {
       x.rope(b.q, hp.n_head, hd, hp.n_rot, hp.rope_neox, ntok, n_past, b.rope_cos, b.rope_sin);
