@@ -31,9 +31,9 @@ int64_t positive_key(const GgufFile& f, const std::string& k, std::optional<uint
 HParams read_hparams(const GgufFile& f) {
   HParams hp;
   hp.arch = f.get_string("general.architecture");
-  if (hp.arch != "llama" && hp.arch != "qwen2" && hp.arch != "qwen3")
+  if (hp.arch != "llama" && hp.arch != "qwen2" && hp.arch != "qwen3" && hp.arch != "phi3")
     fail(ErrorKind::Unsupported, f.name() + ": general.architecture '" + hp.arch +
-                                     "' is not supported (expected llama, qwen2 or qwen3)");
+                                     "' is not supported (expected llama, qwen2, qwen3 or phi3)");
   hp.n_embd = positive_key(f, key(hp, "embedding_length"), std::nullopt, 1 << 20);
   hp.n_layer = positive_key(f, key(hp, "block_count"), std::nullopt, 4096);
   hp.n_ff = positive_key(f, key(hp, "feed_forward_length"), std::nullopt, 1 << 22);
@@ -76,7 +76,7 @@ HParams read_hparams(const GgufFile& f) {
       fail(ErrorKind::Invalid, f.name() + ": attention.layer_norm_rms_epsilon must be > 0");
     hp.rms_eps = *eps;
   }
-  hp.rope_neox = hp.arch == "qwen2" || hp.arch == "qwen3";
+  hp.rope_neox = hp.arch != "llama";
   return hp;
 }
 
@@ -116,6 +116,15 @@ Weight load_weight(const GgufFile& f, const std::string& name, int64_t n_in, int
   return w;
 }
 
+// Rows [first, first + count) of w, as a matrix of its own.
+Weight rows_of(const Weight& w, int64_t first, int64_t count, const char* part) {
+  Weight r = w;
+  r.name = w.name + " (" + part + ")";
+  r.data = w.data + size_t(first) * w.row_bytes;
+  r.n_out = count;
+  return r;
+}
+
 // A 1-D tensor of n elements converted to f32.
 std::vector<float> load_vector(const GgufFile& f, const std::string& name, int64_t n) {
   const GgufTensorInfo& t = require_tensor(f, name, {n});
@@ -126,6 +135,50 @@ std::vector<float> load_vector(const GgufFile& f, const std::string& name, int64
   std::vector<float> v(static_cast<size_t>(n));
   dequantize_row(t.type, f.tensor_data(t), v.data(), n);
   return v;
+}
+
+// Q, K and V: three matrices, or (phi3) the rows of one fused attn_qkv.
+void load_qkv(const GgufFile& f, const HParams& hp, const std::string& p, LayerWeights& L) {
+  const int64_t q_dim = hp.n_head * hp.head_dim, kv_dim = hp.n_head_kv * hp.head_dim;
+  if (hp.arch == "phi3" && f.find_tensor(p + "attn_qkv.weight")) {
+    const Weight qkv = load_weight(f, p + "attn_qkv.weight", hp.n_embd, q_dim + 2 * kv_dim);
+    L.wq = rows_of(qkv, 0, q_dim, "Q");
+    L.wk = rows_of(qkv, q_dim, kv_dim, "K");
+    L.wv = rows_of(qkv, q_dim + kv_dim, kv_dim, "V");
+    return;
+  }
+  L.wq = load_weight(f, p + "attn_q.weight", hp.n_embd, q_dim);
+  L.wk = load_weight(f, p + "attn_k.weight", hp.n_embd, kv_dim);
+  L.wv = load_weight(f, p + "attn_v.weight", hp.n_embd, kv_dim);
+  if (hp.arch == "qwen2") {
+    L.bq = load_vector(f, p + "attn_q.bias", q_dim);
+    L.bk = load_vector(f, p + "attn_k.bias", kv_dim);
+    L.bv = load_vector(f, p + "attn_v.bias", kv_dim);
+  }
+}
+
+LayerWeights load_layer(const GgufFile& f, const HParams& hp, int64_t i) {
+  const std::string p = "blk." + std::to_string(i) + ".";
+  const int64_t q_dim = hp.n_head * hp.head_dim;
+  LayerWeights L;
+  L.attn_norm = load_vector(f, p + "attn_norm.weight", hp.n_embd);
+  L.ffn_norm = load_vector(f, p + "ffn_norm.weight", hp.n_embd);
+  load_qkv(f, hp, p, L);
+  if (hp.arch == "qwen3") {
+    L.q_norm = load_vector(f, p + "attn_q_norm.weight", hp.head_dim);
+    L.k_norm = load_vector(f, p + "attn_k_norm.weight", hp.head_dim);
+  }
+  L.wo = load_weight(f, p + "attn_output.weight", q_dim, hp.n_embd);
+  if (hp.arch == "phi3") {  // one ffn_up of 2 n_ff rows: the gate's, then the up projection's
+    const Weight up = load_weight(f, p + "ffn_up.weight", hp.n_embd, 2 * hp.n_ff);
+    L.w_gate = rows_of(up, 0, hp.n_ff, "gate");
+    L.w_up = rows_of(up, hp.n_ff, hp.n_ff, "up");
+  } else {
+    L.w_gate = load_weight(f, p + "ffn_gate.weight", hp.n_embd, hp.n_ff);
+    L.w_up = load_weight(f, p + "ffn_up.weight", hp.n_embd, hp.n_ff);
+  }
+  L.w_down = load_weight(f, p + "ffn_down.weight", hp.n_ff, hp.n_embd);
+  return L;
 }
 
 std::vector<double> rope_frequencies(const GgufFile& f, const HParams& hp) {
@@ -165,32 +218,12 @@ std::unique_ptr<Model> Model::load(const GgufFile& f) {
   m->output_ = f.find_tensor("output.weight")
                    ? load_weight(f, "output.weight", hp.n_embd, hp.n_vocab)
                    : m->token_embd_;
-  const int64_t q_dim = hp.n_head * hp.head_dim;
-  const int64_t kv_dim = hp.n_head_kv * hp.head_dim;
-  const bool bias = hp.arch == "qwen2";
-  for (int64_t i = 0; i < hp.n_layer; ++i) {
-    const std::string p = "blk." + std::to_string(i) + ".";
-    LayerWeights L;
-    L.attn_norm = load_vector(f, p + "attn_norm.weight", hp.n_embd);
-    L.ffn_norm = load_vector(f, p + "ffn_norm.weight", hp.n_embd);
-    L.wq = load_weight(f, p + "attn_q.weight", hp.n_embd, q_dim);
-    L.wk = load_weight(f, p + "attn_k.weight", hp.n_embd, kv_dim);
-    L.wv = load_weight(f, p + "attn_v.weight", hp.n_embd, kv_dim);
-    L.wo = load_weight(f, p + "attn_output.weight", q_dim, hp.n_embd);
-    L.w_gate = load_weight(f, p + "ffn_gate.weight", hp.n_embd, hp.n_ff);
-    L.w_up = load_weight(f, p + "ffn_up.weight", hp.n_embd, hp.n_ff);
-    L.w_down = load_weight(f, p + "ffn_down.weight", hp.n_ff, hp.n_embd);
-    if (bias) {
-      L.bq = load_vector(f, p + "attn_q.bias", q_dim);
-      L.bk = load_vector(f, p + "attn_k.bias", kv_dim);
-      L.bv = load_vector(f, p + "attn_v.bias", kv_dim);
-    }
-    if (hp.arch == "qwen3") {
-      L.q_norm = load_vector(f, p + "attn_q_norm.weight", hp.head_dim);
-      L.k_norm = load_vector(f, p + "attn_k_norm.weight", hp.head_dim);
-    }
-    m->layers_.push_back(std::move(L));
+  for (const char* t : {"rope_factors_long.weight", "rope_factors_short.weight"}) {
+    if (f.find_tensor(t))
+      fail(ErrorKind::Unsupported, f.name() + ": tensor '" + t +
+                                       "': LongRoPE scaling (Phi-3 128k) is not supported");
   }
+  for (int64_t i = 0; i < hp.n_layer; ++i) m->layers_.push_back(load_layer(f, hp, i));
   m->rope_freq_ = rope_frequencies(f, hp);
   for (const GgufTensorInfo& t : f.tensors()) m->n_params_ += t.n_elements;
   return m;

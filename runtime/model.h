@@ -1,4 +1,4 @@
-// Llama-family transformer (architectures "llama", "qwen2" and "qwen3") evaluated with the
+// Llama-family transformer (architectures "llama", "qwen2", "qwen3", "phi3") evaluated with the
 // canonical kernels. Model = immutable weights (views into the mapped GGUF); Session = KV cache
 // + scratch.
 #pragma once
@@ -21,7 +21,7 @@ namespace galleon {
 class GgufFile;
 
 struct HParams {
-  std::string arch;          // "llama" | "qwen2" | "qwen3"
+  std::string arch;          // "llama" | "qwen2" | "qwen3" | "phi3"
   int64_t n_vocab = 0;
   int64_t n_embd = 0;
   int64_t n_layer = 0;

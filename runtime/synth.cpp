@@ -108,9 +108,13 @@ void make_synthetic_model(const SynthSpec& s, GgufWriter& w) {
   for (int64_t i = 0; i < s.n_layer; ++i) {
     const std::string p = "blk." + std::to_string(i) + ".";
     add_random(w, rng, p + "attn_norm.weight", GgmlType::F32, {d}, 0.1f, 1.0f);
-    add_random(w, rng, p + "attn_q.weight", s.type, {d, q_dim}, in_scale);
-    add_random(w, rng, p + "attn_k.weight", s.type, {d, kv_dim}, in_scale);
-    add_random(w, rng, p + "attn_v.weight", v_down, {d, kv_dim}, in_scale);
+    if (s.arch == "phi3" && s.fused_qkv) {
+      add_random(w, rng, p + "attn_qkv.weight", s.type, {d, q_dim + 2 * kv_dim}, in_scale);
+    } else {
+      add_random(w, rng, p + "attn_q.weight", s.type, {d, q_dim}, in_scale);
+      add_random(w, rng, p + "attn_k.weight", s.type, {d, kv_dim}, in_scale);
+      add_random(w, rng, p + "attn_v.weight", v_down, {d, kv_dim}, in_scale);
+    }
     if (s.arch == "qwen2") {
       add_random(w, rng, p + "attn_q.bias", GgmlType::F32, {q_dim}, 0.1f);
       add_random(w, rng, p + "attn_k.bias", GgmlType::F32, {kv_dim}, 0.1f);
@@ -122,8 +126,12 @@ void make_synthetic_model(const SynthSpec& s, GgufWriter& w) {
     }
     add_random(w, rng, p + "attn_output.weight", s.type, {q_dim, d}, in_scale);
     add_random(w, rng, p + "ffn_norm.weight", GgmlType::F32, {d}, 0.1f, 1.0f);
-    add_random(w, rng, p + "ffn_gate.weight", s.type, {d, s.n_ff}, in_scale);
-    add_random(w, rng, p + "ffn_up.weight", s.type, {d, s.n_ff}, in_scale);
+    if (s.arch == "phi3") {  // the gate's rows, then the up projection's, in one tensor
+      add_random(w, rng, p + "ffn_up.weight", s.type, {d, 2 * s.n_ff}, in_scale);
+    } else {
+      add_random(w, rng, p + "ffn_gate.weight", s.type, {d, s.n_ff}, in_scale);
+      add_random(w, rng, p + "ffn_up.weight", s.type, {d, s.n_ff}, in_scale);
+    }
     add_random(w, rng, p + "ffn_down.weight", v_down, {s.n_ff, d}, ff_scale);
   }
 }

@@ -14,7 +14,10 @@ class GgufFile;
 class GgufWriter;
 
 struct SynthSpec {
-  std::string arch = "llama";  // llama | qwen2 (adds Q/K/V biases) | qwen3 (per-head Q/K norms)
+  // llama | qwen2 (adds Q/K/V biases) | qwen3 (per-head Q/K norms) | phi3 (fused gate and up;
+  // Q, K and V fused where fused_qkv)
+  std::string arch = "llama";
+  bool fused_qkv = true;
   int64_t n_embd = 256;
   int64_t n_layer = 2;
   int64_t n_head = 4;

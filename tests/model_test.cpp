@@ -447,6 +447,40 @@ TEST(Engine, Qwen3NormsEachHeadOfQAndK) {
   }
 }
 
+// phi3's fused attn_qkv is read as the rows of Q, K and V: a model with the same values in three
+// tensors (the synthetic writer draws them in the same order) gives the same logits.
+TEST(Engine, Phi3FusedQkvEqualsSeparateMatrices) {
+  testing::TempDir dir;
+  std::string hashes[2];
+  for (bool fused : {true, false}) {
+    SynthSpec spec;
+    spec.arch = "phi3";
+    spec.type = GgmlType::Q8_0;
+    spec.fused_qkv = fused;
+    GgufWriter w;
+    make_synthetic_model(spec, w);
+    w.write_file(dir.file(fused ? "fused.gguf" : "separate.gguf"));
+    hashes[fused] = synth_hash(dir.file(fused ? "fused.gguf" : "separate.gguf"));
+  }
+  EXPECT_EQ(hashes[0], hashes[1]);
+  // LongRoPE (rope_factors_long/short, Phi-3 128k) is refused by name, not run wrongly.
+  SynthSpec spec;
+  spec.arch = "phi3";
+  GgufWriter w;
+  make_synthetic_model(spec, w);
+  std::vector<float> ones(size_t(spec.n_embd / spec.n_head / 2), 1.0f);
+  w.add_tensor("rope_factors_long.weight", GgmlType::F32, {int64_t(ones.size())}, ones.data(),
+               ones.size() * 4);
+  w.write_file(dir.file("longrope.gguf"));
+  try {
+    load_model(dir.file("longrope.gguf"));
+    ADD_FAILURE() << "loaded";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::Unsupported);
+    EXPECT_NE(std::string(e.what()).find("rope_factors_long.weight"), std::string::npos);
+  }
+}
+
 TEST(Engine, LastLogitRowEqualsTheLastRowOfAll) {
   testing::TempDir dir;
   SynthSpec spec;

@@ -1,6 +1,7 @@
 // The synthetic models every backend is checked with: each runnable tensor type (llama),
 // qwen2 (Q/K/V biases, NeoX RoPE) for three of them, and qwen3 (per-head Q/K norms, NeoX RoPE,
-// heads of 128 wider than n_embd / n_head, as Qwen3's) for two. Used by model_test and cuda_test.
+// heads of 128 wider than n_embd / n_head, as Qwen3's) for two, and phi3 (fused Q/K/V and
+// gate/up matrices, NeoX RoPE) for one. Used by model_test and cuda_test.
 #pragma once
 
 #include <gtest/gtest.h>
@@ -31,7 +32,8 @@ inline auto all_synth_cases() {
       SynthCase{"llama", GgmlType::Q4_K}, SynthCase{"llama", GgmlType::Q5_K},
       SynthCase{"llama", GgmlType::Q6_K}, SynthCase{"qwen2", GgmlType::Q8_0},
       SynthCase{"qwen2", GgmlType::Q4_K}, SynthCase{"qwen2", GgmlType::F16},
-      SynthCase{"qwen3", GgmlType::Q4_0}, SynthCase{"qwen3", GgmlType::BF16});
+      SynthCase{"qwen3", GgmlType::Q4_0}, SynthCase{"qwen3", GgmlType::BF16},
+      SynthCase{"phi3", GgmlType::Q4_K});
 }
 
 inline std::string synth_case_name(const ::testing::TestParamInfo<SynthCase>& info) {
