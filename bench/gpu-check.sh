@@ -49,7 +49,8 @@
 # executables need glibc >= 2.34 and libstdc++ >= GCC 11 (GLIBCXX_3.4.29); the CUDA runtime is
 # linked in and loads the driver at run time.
 # `bench/gpu-check.sh ncu` runs no check: Nsight Compute's sections for the prompt attention and
-# the tensor-core matmuls of a 1.1B Q4_0 prompt (below), where the GPU machine has ncu.
+# the tensor-core matmuls of a 1.1B Q4_0 prompt, and the plain tiles of an F16 one (below),
+# where the GPU machine has ncu.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -182,9 +183,11 @@ LONG_PROMPT="$PROMPT $PROMPT $PROMPT $PROMPT $PROMPT $PROMPT"
 
 # `bench/gpu-check.sh ncu`: no checks; Nsight Compute's view (where the machine has ncu) of a
 # 1.1B Q4_0 prompt of 859 tokens in one batch: the first launch of the prompt attention (as is,
-# by column warps, with 16 rows per block: 859 tokens' scores do not fit 32 rows) and the first three of the tensor-core matmuls (Q K V, output, gate and up; the default
-# variant, then u4, w4 and x4), with their throughput, occupancy and warp stall sections, the full reports
-# in NCU_OUT (default $TMP).
+# by column warps, with 16 rows per block: 859 tokens' scores do not fit 32 rows) and the first
+# three of the tensor-core matmuls (Q K V, output, gate and up; the default variant, then u4, w4
+# and x4); then of the same prompt in F16, the first three plain-tile matmuls (as they are, and
+# the ring variant). Their throughput, occupancy and warp stall sections; the full reports in
+# NCU_OUT (default $TMP).
 if [[ "$MODE" == ncu ]]; then
   ncu=$(command -v ncu || ls /usr/local/cuda*/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1 || true)
   if [[ -z "$ncu" ]]; then
@@ -192,18 +195,25 @@ if [[ "$MODE" == ncu ]]; then
     exit 1
   fi
   out=${NCU_OUT:-$TMP}
-  "$BIN/llama_bench" --write "$TMP" --shape 1.1b --type q4_0 >/dev/null
-  # kernel:launches:GALLEON_CUDA_MMA:GALLEON_CUDA_ATTN_COLUMNS:GALLEON_CUDA_ATTN_ROWS
+  "$BIN/llama_bench" --write "$TMP" --shape 1.1b --type q4_0,f16 >/dev/null
+  # kernel:launches:GALLEON_CUDA_MMA:GALLEON_CUDA_ATTN_COLUMNS:GALLEON_CUDA_ATTN_ROWS:type
+  # (q4_0 where empty) - the F16 rows: the plain tiles (1.1B F16 prompts, 0.13x of llama.cpp,
+  # never profiled), as they are and with GALLEON_CUDA_PLAIN=ring in the variant field.
   for k in attention_tiles:1::: attention_tiles:1::1: attention_rows:1:::16 \
-    matmul_mma:3::: matmul_mma:3:u4:: matmul_mma:3:w4:: matmul_mma:3:x4::; do
-    IFS=: read -r kernel count variant columns rows <<<"$k"
+    matmul_mma:3::: matmul_mma:3:u4:: matmul_mma:3:w4:: matmul_mma:3:x4:: \
+    matmul_plain:3::::f16 matmul_plain_ring:3:ring:::f16; do
+    IFS=: read -r kernel count variant columns rows type <<<"$k"
+    type=${type:-q4_0}
+    mma=$variant plain=''
+    [[ $type == f16 ]] && mma='' plain=$variant
     report="$out/ncu-$kernel${variant:+-$variant}${columns:+-columns}${rows:+-$rows}.txt"
-    echo "-- $kernel${variant:+, GALLEON_CUDA_MMA=$variant}${columns:+, GALLEON_CUDA_ATTN_COLUMNS=1}${rows:+, GALLEON_CUDA_ATTN_ROWS=$rows}"
-    GALLEON_CUDA_ATTN_ROWS=${rows:-0} GALLEON_CUDA_ATTN_COLUMNS=${columns:-0} GALLEON_CUDA_MMA=$variant timeout 120 "$ncu" \
+    echo "-- $kernel ($type)${variant:+, variant $variant}${columns:+, GALLEON_CUDA_ATTN_COLUMNS=1}${rows:+, GALLEON_CUDA_ATTN_ROWS=$rows}"
+    GALLEON_CUDA_ATTN_ROWS=${rows:-0} GALLEON_CUDA_ATTN_COLUMNS=${columns:-0} GALLEON_CUDA_MMA=$mma \
+      GALLEON_CUDA_PLAIN=$plain timeout 120 "$ncu" \
       --kernel-name "regex:$kernel" --launch-count "$count" \
       --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
       --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis \
-      "$ENGINE_GPU" run "$TMP/llama-1.1b-q4_0.gguf" -p "$LONG_PROMPT" --max-tokens 1 --batch 1024 \
+      "$ENGINE_GPU" run "$TMP/llama-1.1b-$type.gguf" -p "$LONG_PROMPT" --max-tokens 1 --batch 1024 \
       --device "$DEV" >"$report" 2>&1 || echo "(ncu $kernel: exit $?)"
     grep -E "^  [a-z_]+.*\(|Duration|Throughput|Achieved Occupancy|Theoretical Occupancy|Registers Per|Block Limit|Warp Cycles Per Issued|Issue Slots Busy|stall|L1/TEX Hit|L2 Hit|Executed Ipc|ERR|==PROF==|==WARNING==" \
       "$report" | cut -c1-240 | head -80
