@@ -1,7 +1,8 @@
 // The synthetic models every backend is checked with: each runnable tensor type (llama),
 // qwen2 (Q/K/V biases, NeoX RoPE) for three of them, and qwen3 (per-head Q/K norms, NeoX RoPE,
 // heads of 128 wider than n_embd / n_head, as Qwen3's) for two, and phi3 (fused Q/K/V and
-// gate/up matrices, NeoX RoPE) for one. Used by model_test and cuda_test.
+// gate/up matrices, NeoX RoPE, 8 heads of 96 without grouping) for one. Used by model_test and
+// cuda_test.
 #pragma once
 
 #include <gtest/gtest.h>
@@ -52,6 +53,10 @@ inline SynthSpec synth_case_spec(const SynthCase& c) {
   spec.embd_type = c.type;
   spec.tied_output = c.type == GgmlType::Q8_0;
   if (spec.arch == "qwen3") spec.head_dim = 128;
+  if (spec.arch == "phi3") {  // Phi-3's heads: 96 wide, one query head per KV head
+    spec.head_dim = 96;
+    spec.n_head = spec.n_head_kv = 8;
+  }
   return spec;
 }
 
