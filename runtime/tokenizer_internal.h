@@ -49,19 +49,21 @@ class PrefixMatcher {
   // with the same text, the highest id (llama.cpp's maps keep the last one inserted).
   template <class F>
   void for_each_prefix(std::string_view s, F&& f) const {
-    auto lo = sorted_.begin(), hi = sorted_.end();
-    for (size_t d = 0; d < s.size() && lo != hi; ++d) {
-      const int c = uint8_t(s[d]);
-      auto byte_at = [d](const Entry& e) {
-        return d < e.text.size() ? int(uint8_t(e.text[d])) : -1;  // shorter texts sort first
-      };
-      lo = std::partition_point(lo, hi, [&](const Entry& e) { return byte_at(e) < c; });
-      hi = std::partition_point(lo, hi, [&](const Entry& e) { return byte_at(e) == c; });
+    Range r{sorted_.begin(), sorted_.end()};
+    for (size_t d = 0; d < s.size() && narrow(r, d, uint8_t(s[d])); ++d) {
       // Tokens of exactly d + 1 bytes sort first in the range, their ids ascending.
-      auto end =
-          std::partition_point(lo, hi, [&](const Entry& e) { return e.text.size() == d + 1; });
-      if (end != lo) f(d + 1, std::prev(end)->id);
+      auto end = std::partition_point(r.lo, r.hi,
+                                      [&](const Entry& e) { return e.text.size() == d + 1; });
+      if (end != r.lo) f(d + 1, std::prev(end)->id);
     }
+  }
+  // How many leading bytes of s some token starts with (a token's prefix, not necessarily a
+  // whole token: llama.cpp's naive_trie::get_longest_prefix).
+  size_t shared_prefix(std::string_view s) const {
+    Range r{sorted_.begin(), sorted_.end()};
+    size_t d = 0;
+    while (d < s.size() && narrow(r, d, uint8_t(s[d]))) ++d;
+    return d;
   }
   // The longest token s starts with: {length, id}, or {0, -1}.
   std::pair<size_t, TokenId> longest(std::string_view s) const {
@@ -75,6 +77,19 @@ class PrefixMatcher {
     std::string_view text;
     TokenId id;
   };
+  using It = std::vector<Entry>::const_iterator;
+  struct Range {
+    It lo, hi;
+  };
+  // r, the entries sharing d bytes, narrowed to those whose byte d is c; false when none are.
+  static bool narrow(Range& r, size_t d, uint8_t c) {
+    auto byte_at = [d](const Entry& e) {
+      return d < e.text.size() ? int(uint8_t(e.text[d])) : -1;  // shorter texts sort first
+    };
+    r.lo = std::partition_point(r.lo, r.hi, [&](const Entry& e) { return byte_at(e) < c; });
+    r.hi = std::partition_point(r.lo, r.hi, [&](const Entry& e) { return byte_at(e) == c; });
+    return r.lo != r.hi;
+  }
   std::vector<Entry> sorted_;  // by text (bytes, unsigned), then id
 };
 

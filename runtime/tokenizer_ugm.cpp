@@ -126,10 +126,11 @@ class UgmTokenizer final : public VocabTokenizer {
   }
 
  private:
-  // One step of the normalization at s: a user-defined token as is, else the character map's
+  // One step of the normalization at s: the longest start of a user-defined token as is (a
+  // start, not only a whole token, as llama.cpp's trie answers), else the character map's
   // longest replacement, else one valid UTF-8 sequence as is, else U+FFFD for one byte.
   std::pair<std::string_view, size_t> normalize_prefix(std::string_view s) const {
-    if (const size_t len = user_matcher_.longest(s).first; len > 0) return {s.substr(0, len), len};
+    if (const size_t len = user_matcher_.shared_prefix(s); len > 0) return {s.substr(0, len), len};
     if (auto m = charsmap_.match(s); m.second > 0) return m;
     if (const size_t len = unicode::utf8_valid_len(s, 0); len > 0) return {s.substr(0, len), len};
     return {"\xEF\xBF\xBD", 1};

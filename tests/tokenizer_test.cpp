@@ -480,18 +480,19 @@ GgufValue byte_array(const std::vector<uint8_t>& blob) {
 
 // T5's settings (space prefix, extra whitespace removed) and a map of fullwidth A, the trade
 // mark sign and tab.
-GgufWriter t5_vocab() {
+GgufWriter t5_vocab(const std::string& extra_user_defined = "") {
   const std::string sp = "\xE2\x96\x81";
-  const std::vector<std::pair<std::string, float>> pieces = {
+  std::vector<std::pair<std::string, float>> pieces = {
       {"<pad>", 0}, {"</s>", 0}, {"<unk>", 0}, {sp, -2}, {sp + "A", -1}, {"TM", -1.5},
       {sp + "he", -3}, {"llo", -3}, {sp + "hello", -5}, {"h", -4}, {"e", -4}, {"l", -4},
       {"o", -4}, {sp + "x", -2}, {"<sep>", 0}};
+  if (!extra_user_defined.empty()) pieces.push_back({extra_user_defined, 0});
   std::vector<std::string> tokens;
   std::vector<GgufValue> scores, types;
   for (size_t i = 0; i < pieces.size(); ++i) {
     tokens.push_back(pieces[i].first);
     scores.push_back(GgufValue::make_f32(pieces[i].second));
-    types.push_back(GgufValue::make_i32(i < 2 ? 3 : i == 2 ? 2 : i == 14 ? 4 : 1));
+    types.push_back(GgufValue::make_i32(i < 2 ? 3 : i == 2 ? 2 : i >= 14 ? 4 : 1));
   }
   GgufWriter w;
   w.set("tokenizer.ggml.model", GgufValue::make_string("t5"));
@@ -535,6 +536,21 @@ TEST(TokenizerUnigram, SpacesKeptWithoutTheT5Settings) {
   auto tok = build(w, &f, &bytes);
   // " x" -> "▁x"; "hello" without a prefix: h e l l o... "llo" (-3) beats l l o (-12).
   EXPECT_EQ(tok->encode("hello  x", false, false), (std::vector<TokenId>{9, 10, 7, 3, 13}));
+}
+
+// llama.cpp keeps the longest start of a user-defined token as it is, before the character map
+// (its trie's longest path, whole token or not): a fullwidth A that starts the user-defined
+// "ＡＢ" is not mapped to "A" then.
+TEST(TokenizerUnigram, TheStartOfAUserDefinedTokenIsNotNormalized) {
+  std::unique_ptr<GgufFile> f;
+  std::vector<uint8_t> bytes;
+  auto plain = build(t5_vocab(), &f, &bytes);
+  EXPECT_EQ(plain->encode("\xEF\xBC\xA1", false, false), (std::vector<TokenId>{4}));  // "▁A"
+  std::unique_ptr<GgufFile> f2;
+  std::vector<uint8_t> bytes2;
+  auto tok = build(t5_vocab("\xEF\xBC\xA1\xEF\xBC\xA2"), &f2, &bytes2);
+  EXPECT_EQ(tok->encode("\xEF\xBC\xA1", false, false), (std::vector<TokenId>{3, 2}));  // "▁" <unk>
+  EXPECT_EQ(tok->encode("\xEF\xBC\xA1\xEF\xBC\xA2", false, false), (std::vector<TokenId>{15}));
 }
 
 TEST(TokenizerUnigram, HostileCharsmapsAreClearErrors) {
