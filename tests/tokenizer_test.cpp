@@ -257,18 +257,25 @@ GgufWriter small_vocab() {
   return w;
 }
 
-std::unique_ptr<Tokenizer> build(const GgufWriter& w, std::unique_ptr<GgufFile>* keep,
-                                 std::vector<uint8_t>* bytes) {
-  *bytes = w.to_bytes();
-  *keep = GgufFile::from_memory(bytes->data(), bytes->size(), "mem.gguf");
-  return Tokenizer::from_gguf(**keep);
+// A tokenizer read from w's bytes in memory, kept with those bytes and the file over them.
+struct Built {
+  std::vector<uint8_t> bytes;
+  std::unique_ptr<GgufFile> file;
+  std::unique_ptr<Tokenizer> tok;
+  const Tokenizer* operator->() const { return tok.get(); }
+};
+
+Built build(const GgufWriter& w) {
+  Built b;
+  b.bytes = w.to_bytes();
+  b.file = GgufFile::from_memory(b.bytes.data(), b.bytes.size(), "mem.gguf");
+  b.tok = Tokenizer::from_gguf(*b.file);
+  return b;
 }
 
 void expect_error(const GgufWriter& w, ErrorKind kind, const std::string& needle) {
-  std::unique_ptr<GgufFile> f;
-  std::vector<uint8_t> bytes;
   try {
-    build(w, &f, &bytes);
+    build(w);
     ADD_FAILURE() << "no error; expected " << needle;
   } catch (const Error& e) {
     EXPECT_EQ(e.kind(), kind) << e.what();
@@ -278,9 +285,7 @@ void expect_error(const GgufWriter& w, ErrorKind kind, const std::string& needle
 }
 
 TEST(TokenizerMetadata, SmallVocabWorks) {
-  std::unique_ptr<GgufFile> f;
-  std::vector<uint8_t> bytes;
-  auto tok = build(small_vocab(), &f, &bytes);
+  Built tok = build(small_vocab());
   EXPECT_EQ(tok->encode("ab", true, false), (std::vector<TokenId>{1, 3, 4, 5}));
   EXPECT_EQ(tok->encode("c", false, false), (std::vector<TokenId>{3, 0}));  // no bytes: unk
 }
@@ -323,9 +328,7 @@ TEST(TokenizerMetadata, NoneIdsAreAbsent) {
   w.set("tokenizer.ggml.padding_token_id", GgufValue::make_u32(0xFFFFFFFFu));
   w.set("tokenizer.ggml.eot_token_id", GgufValue::make_u32(0xFFFFFFFFu));
   w.set("tokenizer.ggml.add_bos_token", GgufValue::make_bool(false));
-  std::unique_ptr<GgufFile> f;
-  std::vector<uint8_t> bytes;
-  auto tok = build(w, &f, &bytes);
+  Built tok = build(w);
   EXPECT_EQ(tok->encode("a", true, false), (std::vector<TokenId>{3, 4}));
 }
 
@@ -369,9 +372,7 @@ TEST(Unicode, FirstCodePointOfNfdAndLowercase) {
 }
 
 TEST(TokenizerWordPiece, BasicPreprocessingAndLongestMatch) {
-  std::unique_ptr<GgufFile> f;
-  std::vector<uint8_t> bytes;
-  auto tok = build(bert_vocab(), &f, &bytes);
+  Built tok = build(bert_vocab());
   using V = std::vector<TokenId>;
   auto enc = [&](const std::string& s) { return tok->encode(s, false, false); };
   EXPECT_EQ(enc("Hello, World!"), (V{104, 109, 105, 110}));  // punctuation: words of its own
@@ -393,16 +394,14 @@ TEST(TokenizerWordPiece, BasicPreprocessingAndLongestMatch) {
   EXPECT_EQ(tok->decode({106, 107, 108}), " unaffable");
   EXPECT_EQ(tok->bos(), 101);
   EXPECT_EQ(tok->model_name(), "bert");
-  expect_hostile_text_handled(*tok, "bert_vocab");
+  expect_hostile_text_handled(*tok.tok, "bert_vocab");
 }
 
 TEST(TokenizerWordPiece, MetadataOverridesTheDefaults) {
   GgufWriter w = bert_vocab();
   w.set("tokenizer.ggml.add_sep_token", GgufValue::make_bool(false));
   w.set("tokenizer.ggml.unknown_token_id", GgufValue::make_u32(0));
-  std::unique_ptr<GgufFile> f;
-  std::vector<uint8_t> bytes;
-  auto tok = build(w, &f, &bytes);
+  Built tok = build(w);
   EXPECT_EQ(tok->encode("xyz hello", true, false), (std::vector<TokenId>{101, 0, 104}));
   w.set("tokenizer.ggml.seperator_token_id", GgufValue::make_u32(200));
   expect_error(w, ErrorKind::Invalid, "tokenizer.ggml.seperator_token_id");
@@ -507,9 +506,7 @@ GgufWriter t5_vocab(const std::string& extra_user_defined = "") {
 }
 
 TEST(TokenizerUnigram, NormalizesThenTakesTheBestScore) {
-  std::unique_ptr<GgufFile> f;
-  std::vector<uint8_t> bytes;
-  auto tok = build(t5_vocab(), &f, &bytes);
+  Built tok = build(t5_vocab());
   using V = std::vector<TokenId>;
   auto enc = [&](const std::string& s) { return tok->encode(s, false, false); };
   EXPECT_EQ(enc("hello"), (V{8}));  // "▁hello" (-5) beats "▁he" "llo" (-6)
@@ -524,16 +521,14 @@ TEST(TokenizerUnigram, NormalizesThenTakesTheBestScore) {
   EXPECT_EQ(tok->decode({8, 13}), " hello x");
   EXPECT_EQ(tok->eos(), 1);
   EXPECT_TRUE(tok->is_end_of_generation(1));
-  expect_hostile_text_handled(*tok, "t5_vocab");
+  expect_hostile_text_handled(*tok.tok, "t5_vocab");
 }
 
 TEST(TokenizerUnigram, SpacesKeptWithoutTheT5Settings) {
   GgufWriter w = t5_vocab();
   w.set("tokenizer.ggml.add_space_prefix", GgufValue::make_bool(false));
   w.set("tokenizer.ggml.remove_extra_whitespaces", GgufValue::make_bool(false));
-  std::unique_ptr<GgufFile> f;
-  std::vector<uint8_t> bytes;
-  auto tok = build(w, &f, &bytes);
+  Built tok = build(w);
   // " x" -> "▁x"; "hello" without a prefix: h e l l o... "llo" (-3) beats l l o (-12).
   EXPECT_EQ(tok->encode("hello  x", false, false), (std::vector<TokenId>{9, 10, 7, 3, 13}));
 }
@@ -542,13 +537,9 @@ TEST(TokenizerUnigram, SpacesKeptWithoutTheT5Settings) {
 // (its trie's longest path, whole token or not): a fullwidth A that starts the user-defined
 // "ＡＢ" is not mapped to "A" then.
 TEST(TokenizerUnigram, TheStartOfAUserDefinedTokenIsNotNormalized) {
-  std::unique_ptr<GgufFile> f;
-  std::vector<uint8_t> bytes;
-  auto plain = build(t5_vocab(), &f, &bytes);
+  Built plain = build(t5_vocab());
   EXPECT_EQ(plain->encode("\xEF\xBC\xA1", false, false), (std::vector<TokenId>{4}));  // "▁A"
-  std::unique_ptr<GgufFile> f2;
-  std::vector<uint8_t> bytes2;
-  auto tok = build(t5_vocab("\xEF\xBC\xA1\xEF\xBC\xA2"), &f2, &bytes2);
+  Built tok = build(t5_vocab("\xEF\xBC\xA1\xEF\xBC\xA2"));
   EXPECT_EQ(tok->encode("\xEF\xBC\xA1", false, false), (std::vector<TokenId>{3, 2}));  // "▁" <unk>
   EXPECT_EQ(tok->encode("\xEF\xBC\xA1\xEF\xBC\xA2", false, false), (std::vector<TokenId>{15}));
 }
@@ -569,9 +560,7 @@ TEST(TokenizerUnigram, HostileCharsmapsAreClearErrors) {
   for (int i = 0; i < 4; ++i) blob.push_back(uint8_t(root >> (8 * i)));
   blob.push_back(0);
   w.set("tokenizer.ggml.precompiled_charsmap", byte_array(blob));
-  std::unique_ptr<GgufFile> f;
-  std::vector<uint8_t> bytes;
-  auto tok = build(w, &f, &bytes);
+  Built tok = build(w);
   try {
     tok->encode("A", false, false);
     ADD_FAILURE() << "no error";
@@ -585,7 +574,7 @@ TEST(TokenizerUnigram, HostileCharsmapsAreClearErrors) {
   blob = build_charsmap({{"A", "B"}});
   blob.pop_back();  // its NUL
   w.set("tokenizer.ggml.precompiled_charsmap", byte_array(blob));
-  tok = build(w, &f, &bytes);
+  tok = build(w);
   EXPECT_EQ(tok->encode("x", false, false), (std::vector<TokenId>{13}));
   try {
     tok->encode("A", false, false);
@@ -600,10 +589,9 @@ TEST(TokenizerUnigram, HostileCharsmapsAreClearErrors) {
 TEST(TokenizerFuzzVocabs, SyntheticVocabsBuild) {
   const char* dir = std::getenv("GALLEON_WRITE_FUZZ_VOCABS");
   for (const auto& [name, w] : {std::pair{"bert.gguf", bert_vocab()}, {"t5.gguf", t5_vocab()}}) {
-    std::unique_ptr<GgufFile> f;
-    std::vector<uint8_t> bytes;
-    EXPECT_NO_THROW(build(w, &f, &bytes)) << name;
+    EXPECT_NO_THROW(build(w)) << name;
     if (dir) {
+      const std::vector<uint8_t> bytes = w.to_bytes();
       testing::write_file(std::string(dir) + "/" + name, std::string(bytes.begin(), bytes.end()));
     }
   }
