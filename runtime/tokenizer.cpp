@@ -24,8 +24,7 @@ std::string lowercase_ascii(std::string s) {
   return s;
 }
 
-}  // namespace
-
+// The text with each kSpaceMark as a space.
 std::string unescape_spaces(std::string_view text) {
   std::string out;
   out.reserve(text.size());
@@ -40,6 +39,7 @@ std::string unescape_spaces(std::string_view text) {
   return out;
 }
 
+// "<0xXX>" gives the byte XX; any other text is returned as is.
 std::string sentencepiece_byte(const std::string& t) {
   auto hexval = [](char c) -> int {
     if (c >= '0' && c <= '9') return c - '0';
@@ -53,6 +53,8 @@ std::string sentencepiece_byte(const std::string& t) {
   }
   return t;
 }
+
+}  // namespace
 
 PrefixMatcher::PrefixMatcher(const std::vector<std::string>& tokens,
                              const std::vector<TokenId>& ids) {
@@ -167,6 +169,14 @@ std::vector<TokenId> VocabTokenizer::encode(std::string_view text, bool add_bos,
   }
   if (add_bos && add_eos_ && eos_ >= 0) out.push_back(eos_);
   return out;
+}
+
+std::string VocabTokenizer::normal_piece(const std::string& text) const {
+  return unescape_spaces(text);
+}
+
+std::string VocabTokenizer::byte_piece(TokenId id) const {
+  return sentencepiece_byte(tokens_[size_t(id)]);
 }
 
 std::string VocabTokenizer::piece(TokenId id) const {

@@ -31,10 +31,6 @@ struct VocabData {
 
 // U+2581, the space of SentencePiece vocabularies and the word start of WordPiece ones.
 constexpr std::string_view kSpaceMark = "\xE2\x96\x81";
-// A normal token's text with each kSpaceMark as a space.
-std::string unescape_spaces(std::string_view text);
-// A byte token's byte: "<0xXX>" gives the byte XX; any other text is returned as is.
-std::string sentencepiece_byte(const std::string& text);
 
 // A set of tokens sorted by text, for the tokens a string starts with: the string is matched one
 // byte at a time against the range of tokens sharing its first bytes, so the work is bounded by
@@ -115,9 +111,11 @@ class VocabTokenizer : public Tokenizer {
   // Tokenizes raw text; `after_special` is true at the start and right after a special token.
   virtual void encode_text(std::string_view text, bool after_special,
                            std::vector<TokenId>& out) const = 0;
-  // Bytes of a normal token's text.
-  virtual std::string normal_piece(const std::string& text) const = 0;
-  virtual std::string byte_piece(TokenId id) const = 0;
+  // Bytes of a normal token's text, and of a byte token. By default SentencePiece's conventions
+  // (llama, bert, t5 vocabularies): kSpaceMark is a space; "<0xXX>" is the byte XX, a byte token
+  // named otherwise its text.
+  virtual std::string normal_piece(const std::string& text) const;
+  virtual std::string byte_piece(TokenId id) const;
 
   // The metadata's id, else llama.cpp's default for the model where the vocabulary has it.
   TokenId id_or_default(std::optional<TokenId> id, TokenId def) const {

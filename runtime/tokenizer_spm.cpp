@@ -26,8 +26,6 @@ class SpmTokenizer final : public VocabTokenizer {
  protected:
   void encode_text(std::string_view text, bool after_special,
                    std::vector<TokenId>& out) const override;
-  std::string normal_piece(const std::string& text) const override;
-  std::string byte_piece(TokenId id) const override;
 
  private:
   struct Symbol {
@@ -120,14 +118,6 @@ void SpmTokenizer::encode_text(std::string_view text, bool after_special,
   for (int i = syms.empty() ? -1 : 0; i != -1; i = syms[size_t(i)].next) {
     emit_symbol(std::string_view(s).substr(syms[size_t(i)].offset, syms[size_t(i)].length), out);
   }
-}
-
-std::string SpmTokenizer::normal_piece(const std::string& text) const {
-  return unescape_spaces(text);
-}
-
-std::string SpmTokenizer::byte_piece(TokenId id) const {
-  return sentencepiece_byte(tokens_[size_t(id)]);  // a byte token not named <0xXX>: its text
 }
 
 }  // namespace

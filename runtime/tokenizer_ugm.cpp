@@ -118,12 +118,6 @@ class UgmTokenizer final : public VocabTokenizer {
   void encode_text(std::string_view text, bool, std::vector<TokenId>& out) const override {
     best_segmentation(normalize(text), out);
   }
-  std::string normal_piece(const std::string& text) const override {
-    return unescape_spaces(text);
-  }
-  std::string byte_piece(TokenId id) const override {
-    return sentencepiece_byte(tokens_[size_t(id)]);
-  }
 
  private:
   // One step of the normalization at s: the longest start of a user-defined token as is (a

@@ -82,9 +82,6 @@ class WpmTokenizer final : public VocabTokenizer {
   void encode_text(std::string_view text, bool, std::vector<TokenId>& out) const override {
     for (const std::string& w : words_of(text)) encode_word(std::string(kSpaceMark) + w, out);
   }
-  std::string normal_piece(const std::string& text) const override {
-    return unescape_spaces(text);
-  }
   std::string byte_piece(TokenId) const override { return ""; }  // WordPiece has no byte tokens
 
  private:
