@@ -389,9 +389,7 @@ void rewrite_f32(const std::string& from, const std::string& to, const std::stri
       fn(t.name, v);
       w.add_tensor(t.name, t.type, t.dims, v.data(), n * 4);
     } else {
-      uint64_t rb = 0;
-      ASSERT_TRUE(row_bytes(t.type, t.dims[0], &rb));
-      w.add_tensor(t.name, t.type, t.dims, f->tensor_data(t), size_t(rb) * n / size_t(t.dims[0]));
+      w.add_tensor(t.name, t.type, t.dims, f->tensor_data(t), size_t(t.n_bytes));
     }
   }
   w.write_file(to);
