@@ -7,11 +7,11 @@
 #   3. compare logits_sha256 of `run --json` (the last prompt row, then token-by-token decode)
 #      and of `score --json` (every prompt row) of the static CPU engine (galleon-engine,
 #      --device cpu) and the CUDA engine (galleon-engine-cuda, --device cuda) for stories260K and
-#      synthetic models of every tensor type (and Q4_K_M; qwen2, qwen3 and phi3 ones too), with
-#      --batch 1, 7 and 64 (prefill
-#      split three ways), and all three again with GALLEON_CUDA_GEMM=0 GALLEON_CUDA_ATTN_TILES=0 (the one-lane
-#      kernels, without the prompt paths on by default: the prompt GEMM tiles, i.e. tensor cores
-#      for the quantized types and shared-memory tiles for F32/F16/BF16; attention scores from
+#      synthetic models of every tensor type (and Q4_K_M; qwen2, qwen3, phi3, gemma2 and
+#      gemma3 ones too), with --batch 1, 7 and 64 (prefill split three ways), and all three
+#      again with GALLEON_CUDA_GEMM=0 GALLEON_CUDA_ATTN_TILES=0 (the one-lane kernels,
+#      without the prompt paths on by default: the prompt GEMM tiles, i.e. tensor cores for
+#      the quantized types and shared-memory tiles for F32/F16/BF16; attention scores from
 #      K tiles), a model's first mismatch compared again with each part switched off alone
 #      ("bisect:" lines); cuda_test's matmul kernels and two models once more with each tile variant
 #      other than the defaults (GALLEON_CUDA_MMA=s4, k4, k8, p4, u4, v4, w4, x4; r2 and s2 passed on the H200;
@@ -313,9 +313,13 @@ llama_types=f32,f16,bf16,q8_0,q4_0,q4_1,q5_0,q5_1,q4_K,q5_K,q6_K,q4_K_M qwen2_ty
 [[ $HOST == 1 ]] && llama_types=f16,q4_K qwen2_types=q8_0
 "$BIN/llama_bench" --write "$TMP" --shape tiny --arch llama --type $llama_types >/dev/null
 "$BIN/llama_bench" --write "$TMP" --shape tiny --arch qwen2 --type $qwen2_types >/dev/null
-if [[ $HOST == 0 ]]; then  # qwen3's per-head norms, phi3's fused matrices (cuda_host_test has them)
+# qwen3's per-head norms, phi3's fused matrices, gemma2's caps and windows, gemma3's windows and
+# second RoPE table (cuda_host_test has them all).
+if [[ $HOST == 0 ]]; then
   "$BIN/llama_bench" --write "$TMP" --shape tiny --arch qwen3 --type q4_0 >/dev/null
   "$BIN/llama_bench" --write "$TMP" --shape tiny --arch phi3 --type q4_K >/dev/null
+  "$BIN/llama_bench" --write "$TMP" --shape tiny --arch gemma2 --type q4_K >/dev/null
+  "$BIN/llama_bench" --write "$TMP" --shape tiny --arch gemma3 --type q8_0 >/dev/null
 fi
 models+=("$TMP"/*.gguf)
 

@@ -1,5 +1,5 @@
-// canon::expf (docs/arithmetic.md section 8) without branches, so that loops over it
-// vectorise: clamp first so that every lane computes finite integers, select the NaN, overflow
+// canon::expf, tanh and gelu (docs/arithmetic.md section 8) without branches, so that loops
+// over them vectorise: clamp first so that every lane computes finite integers, select the NaN, overflow
 // and underflow cases last. Internal linkage: instruction-set files compile their own copy.
 #pragma once
 
@@ -38,6 +38,18 @@ inline float expf_branchless(float x) {
   float out = x < -103.972084045410156f ? 0.0f : v;
   out = x > 88.72283935546875f ? __builtin_inff() : out;
   return x == x ? out : x;
+}
+
+// tanh(y) = sign(y) * (1 - e) / (1 + e) with e = expf(-2|y|) (docs/arithmetic.md section 8).
+inline float tanhf_branchless(float y) {
+  const float e = expf_branchless(-2.0f * __builtin_fabsf(y));
+  return __builtin_copysignf((1.0f - e) / (1.0f + e), y);
+}
+
+// GELU, tanh form: (0.5 x) (1 + tanh((sqrt(2/pi) x) (1 + (0.044715 x) x))).
+inline float gelu_branchless(float x) {
+  const float y = (0x1.988454p-1f * x) * (1.0f + (0x1.6e4e26p-5f * x) * x);
+  return (0.5f * x) * (1.0f + tanhf_branchless(y));
 }
 
 }  // namespace

@@ -26,6 +26,12 @@ float expf(float x) { return expf_branchless(x); }
 
 float silu(float x) { return x / (1.0f + expf(-x)); }
 
+float tanh(float x) { return tanhf_branchless(x); }
+
+float gelu(float x) { return gelu_branchless(x); }
+
+float softcap(float x, float cap) { return cap * tanh(x / cap); }
+
 double exp(double x) {
   if (x != x) return x;
   if (x > 709.0) return INFINITY;

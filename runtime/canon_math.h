@@ -11,6 +11,12 @@ namespace galleon::canon {
 float expf(float x);
 // x / (1 + e^-x).
 float silu(float x);
+// sign(x) * (1 - e) / (1 + e), e = expf(-2|x|).
+float tanh(float x);
+// GELU in its tanh form (gemma's FFN).
+float gelu(float x);
+// cap * tanh(x / cap): gemma2's soft capping of attention scores and logits.
+float softcap(float x, float cap);
 // Double-precision helpers used for tables (RoPE frequencies, rotation angles).
 double exp(double x);
 double log(double x);                    // x > 0

@@ -292,7 +292,8 @@ void scalar_lane_rows(const float* e, const float* v, int64_t v_stride, int64_t 
 
 const Ops kScalarOps = {Isa::Scalar,    scalar_quantize_act, scalar_matmul,  scalar_dot_f32,
                         scalar_sum_sq,  elem::add,           elem::axpy,     elem::scale,
-                        elem::scale_mul, elem::exp_sub,     elem::silu_mul, scalar_lane_rows, nullptr,
+                        elem::scale_mul, elem::exp_sub, elem::silu_mul,
+                        elem::gelu_mul, scalar_lane_rows, nullptr,
                         nullptr,        nullptr};
 
 const Isa kAllIsas[] = {Isa::Scalar, Isa::Sse2, Isa::Avx2, Isa::Avx512, Isa::Neon};

@@ -61,6 +61,7 @@ struct Ops {
   void (*scale_mul)(float* y, const float* x, float s, const float* w, int64_t n);  // y = (x*s)*w
   void (*exp_sub)(float* e, const float* x, float m, int64_t n);                 // e = expf(x-m)
   void (*silu_mul)(float* g, const float* u, int64_t n);                         // g = silu(g)*u
+  void (*gelu_mul)(float* g, const float* u, int64_t n);                         // g = gelu(g)*u
   // out[d] = canonical 32-lane sum over j < n of e[j] * v[j*v_stride + d] (lane j mod 32), d < hd;
   // lanes: scratch of 32*hd floats.
   void (*lane_rows)(const float* e, const float* v, int64_t v_stride, int64_t n, int64_t hd,

@@ -891,7 +891,8 @@ void lane_rows(const float* e, const float* v, int64_t vs, int64_t n, int64_t hd
 const Ops& table() {
   static const Ops t = {Isa::Avx512,     quantize_act,   matmul,         dot_f32,
                        sum_sq,        elem::add,      elem::axpy,     elem::scale,
-                       elem::scale_mul, elem::exp_sub, elem::silu_mul, lane_rows,      panel_bytes,
+                       elem::scale_mul, elem::exp_sub, elem::silu_mul,
+                       elem::gelu_mul, lane_rows,      panel_bytes,
                        pack_panel,    matmul_panel};
   return t;
 }

@@ -36,6 +36,9 @@ inline void silu_mul(float* g, const float* u, int64_t n) {
     g[i] = (x / (1.0f + canon::expf_branchless(-x))) * u[i];
   }
 }
+inline void gelu_mul(float* g, const float* u, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) g[i] = canon::gelu_branchless(g[i]) * u[i];
+}
 
 // out[d] = the 32-lane canonical sum over j < n of e[j] * v[j * v_stride + d] (lane j mod 32,
 // increasing j, then the fixed tree), for d < hd. lanes: scratch of 32 * hd floats.

@@ -330,7 +330,8 @@ float sum_sq(const float* x, int64_t n) { return dot_f32(x, x, n); }
 const Ops& table() {
   static const Ops t = {Isa::Sse2,     quantize_act,   matmul,         dot_f32,
                        sum_sq,        elem::add,      elem::axpy,     elem::scale,
-                       elem::scale_mul, elem::exp_sub, elem::silu_mul, elem::lane_rows, nullptr,
+                       elem::scale_mul, elem::exp_sub, elem::silu_mul,
+                       elem::gelu_mul, elem::lane_rows, nullptr,
                        nullptr,       nullptr};
   return t;
 }

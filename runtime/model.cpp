@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <iterator>
 #include <optional>
 
 #include "runtime/canon_math.h"
@@ -28,12 +29,47 @@ int64_t positive_key(const GgufFile& f, const std::string& k, std::optional<uint
   return int64_t(*v);
 }
 
+// A soft cap: the key's value (> 0, finite) or dflt.
+float softcap_key(const GgufFile& f, const std::string& k, float dflt) {
+  const float cap = f.get_f32_opt(k).value_or(dflt);
+  if (!(cap > 0.0f) || !std::isfinite(cap))
+    fail(ErrorKind::Invalid, f.name() + ": metadata key '" + k + "' must be a finite number > 0");
+  return cap;
+}
+
+// The gemma family's differences from llama (as llama.cpp's gemma, gemma2 and gemma3 graphs):
+// embeddings times sqrt(n_embd), a GELU FFN; gemma2 soft caps and every other layer windowed;
+// gemma3 five of six layers windowed, those with their own RoPE base (10000, unscaled).
+void read_gemma(const GgufFile& f, HParams& hp) {
+  hp.embd_scale = std::sqrt(float(hp.n_embd));
+  hp.ffn_gelu = true;
+  if (hp.arch == "gemma") return;
+  // The 27B models' query_pre_attn_scalar is n_embd / n_head (llama.cpp knows them by depth).
+  if ((hp.arch == "gemma2" && hp.n_layer == 46) || (hp.arch == "gemma3" && hp.n_layer == 62))
+    hp.kq_scale = 1.0f / std::sqrt(float(hp.n_embd / hp.n_head));
+  if (hp.arch == "gemma2") {
+    hp.attn_softcap = softcap_key(f, key(hp, "attn_logit_softcapping"), 50.0f);
+    hp.final_softcap = softcap_key(f, key(hp, "final_logit_softcapping"), 30.0f);
+    hp.n_swa = positive_key(f, key(hp, "attention.sliding_window"), 4096, 1 << 24);
+    hp.swa_pattern = 2;
+    return;
+  }
+  hp.n_swa = positive_key(f, key(hp, "attention.sliding_window"), std::nullopt, 1 << 24);
+  hp.swa_pattern = 6;
+  const float base = f.get_f32_opt(key(hp, "rope.freq_base_swa")).value_or(10000.0f);
+  if (!(base > 1.0f) || !std::isfinite(base))
+    fail(ErrorKind::Invalid, f.name() + ": rope.freq_base_swa must be a finite number > 1");
+  hp.rope_base_swa = base;
+}
+
 HParams read_hparams(const GgufFile& f) {
   HParams hp;
   hp.arch = f.get_string("general.architecture");
-  if (hp.arch != "llama" && hp.arch != "qwen2" && hp.arch != "qwen3" && hp.arch != "phi3")
-    fail(ErrorKind::Unsupported, f.name() + ": general.architecture '" + hp.arch +
-                                     "' is not supported (expected llama, qwen2, qwen3 or phi3)");
+  const char* const known[] = {"llama", "qwen2", "qwen3", "phi3", "gemma", "gemma2", "gemma3"};
+  if (std::find(std::begin(known), std::end(known), hp.arch) == std::end(known))
+    fail(ErrorKind::Unsupported,
+         f.name() + ": general.architecture '" + hp.arch +
+             "' is not supported (expected llama, qwen2, qwen3, phi3, gemma, gemma2 or gemma3)");
   hp.n_embd = positive_key(f, key(hp, "embedding_length"), std::nullopt, 1 << 20);
   hp.n_layer = positive_key(f, key(hp, "block_count"), std::nullopt, 4096);
   hp.n_ff = positive_key(f, key(hp, "feed_forward_length"), std::nullopt, 1 << 22);
@@ -77,6 +113,8 @@ HParams read_hparams(const GgufFile& f) {
     hp.rms_eps = *eps;
   }
   hp.rope_neox = hp.arch != "llama";
+  hp.kq_scale = 1.0f / std::sqrt(float(hp.head_dim));
+  if (hp.arch.rfind("gemma", 0) == 0) read_gemma(f, hp);
   return hp;
 }
 
@@ -164,9 +202,13 @@ LayerWeights load_layer(const GgufFile& f, const HParams& hp, int64_t i) {
   L.attn_norm = load_vector(f, p + "attn_norm.weight", hp.n_embd);
   L.ffn_norm = load_vector(f, p + "ffn_norm.weight", hp.n_embd);
   load_qkv(f, hp, p, L);
-  if (hp.arch == "qwen3") {
+  if (hp.arch == "qwen3" || hp.arch == "gemma3") {
     L.q_norm = load_vector(f, p + "attn_q_norm.weight", hp.head_dim);
     L.k_norm = load_vector(f, p + "attn_k_norm.weight", hp.head_dim);
+  }
+  if (hp.arch == "gemma2" || hp.arch == "gemma3") {
+    L.attn_post_norm = load_vector(f, p + "post_attention_norm.weight", hp.n_embd);
+    L.ffn_post_norm = load_vector(f, p + "post_ffw_norm.weight", hp.n_embd);
   }
   L.wo = load_weight(f, p + "attn_output.weight", q_dim, hp.n_embd);
   if (hp.arch == "phi3") {  // one ffn_up of 2 n_ff rows: the gate's, then the up projection's
@@ -181,12 +223,14 @@ LayerWeights load_layer(const GgufFile& f, const HParams& hp, int64_t i) {
   return L;
 }
 
-std::vector<double> rope_frequencies(const GgufFile& f, const HParams& hp) {
+// swa: the SWA layers' (base rope_base_swa, no factors, no scaling).
+std::vector<double> rope_frequencies(const GgufFile& f, const HParams& hp, bool swa = false) {
   const int64_t n_pairs = hp.n_rot / 2;
   std::vector<double> freq(static_cast<size_t>(n_pairs));
   std::vector<float> factors;
-  if (f.find_tensor("rope_freqs.weight")) factors = load_vector(f, "rope_freqs.weight", n_pairs);
-  const double log_base = canon::log(hp.rope_base);
+  if (!swa && f.find_tensor("rope_freqs.weight"))
+    factors = load_vector(f, "rope_freqs.weight", n_pairs);
+  const double log_base = canon::log(swa ? hp.rope_base_swa : hp.rope_base);
   for (int64_t i = 0; i < n_pairs; ++i) {
     double fr = canon::exp(-(double(2 * i) / double(hp.n_rot)) * log_base);
     if (!factors.empty()) {
@@ -194,7 +238,7 @@ std::vector<double> rope_frequencies(const GgufFile& f, const HParams& hp) {
         fail(ErrorKind::Invalid, f.name() + ": rope_freqs.weight has a non-positive factor");
       fr = fr / double(factors[size_t(i)]);
     }
-    freq[size_t(i)] = fr / hp.rope_linear_scale;
+    freq[size_t(i)] = swa ? fr : fr / hp.rope_linear_scale;
   }
   return freq;
 }
@@ -225,6 +269,7 @@ std::unique_ptr<Model> Model::load(const GgufFile& f) {
   }
   for (int64_t i = 0; i < hp.n_layer; ++i) m->layers_.push_back(load_layer(f, hp, i));
   m->rope_freq_ = rope_frequencies(f, hp);
+  if (hp.rope_base_swa > 0) m->rope_freq_swa_ = rope_frequencies(f, hp, true);
   for (const GgufTensorInfo& t : f.tensors()) m->n_params_ += t.n_elements;
   return m;
 }
@@ -244,25 +289,36 @@ void check_eval_tokens(const HParams& hp, int64_t n_past, int64_t n_ctx,
 }
 
 void rope_table_rows(const Model& m, int64_t from, int64_t to, std::vector<float>& cos_t,
-                     std::vector<float>& sin_t) {
+                     std::vector<float>& sin_t, bool swa) {
   const int64_t half = m.hparams().n_rot / 2;
+  const std::vector<double>& freq = m.rope_freq(swa);
   cos_t.resize(size_t(to * half));
   sin_t.resize(size_t(to * half));
   for (int64_t p = from; p < to; ++p)
     for (int64_t i = 0; i < half; ++i) {
       double sn, cs;
-      canon::sincos(double(p) * m.rope_freq()[size_t(i)], &sn, &cs);
+      canon::sincos(double(p) * freq[size_t(i)], &sn, &cs);
       cos_t[size_t(p * half + i)] = float(cs);
       sin_t[size_t(p * half + i)] = float(sn);
     }
 }
 
-void embed_tokens(const Model& m, const std::vector<int32_t>& tokens, std::vector<float>& rows) {
+void embed_token(const Model& m, int32_t token, float* out) {
   const Weight& emb = m.token_embd();
-  const int64_t d = m.hparams().n_embd;
-  rows.resize(tokens.size() * size_t(d));
-  for (size_t t = 0; t < tokens.size(); ++t)
-    dequantize_row(emb.type, emb.data + size_t(tokens[t]) * emb.row_bytes, &rows[t * size_t(d)], d);
+  const HParams& hp = m.hparams();
+  dequantize_row(emb.type, emb.data + size_t(token) * emb.row_bytes, out, hp.n_embd);
+  if (hp.embd_scale != 1.0f)
+    for (int64_t i = 0; i < hp.n_embd; ++i) out[i] = out[i] * hp.embd_scale;
+}
+
+void embed_tokens(const Model& m, const std::vector<int32_t>& tokens, std::vector<float>& rows) {
+  const size_t d = size_t(m.hparams().n_embd);
+  rows.resize(tokens.size() * d);
+  for (size_t t = 0; t < tokens.size(); ++t) embed_token(m, tokens[t], &rows[t * d]);
+}
+
+void softcap_values(float* x, int64_t n, float cap) {
+  for (int64_t i = 0; i < n; ++i) x[i] = canon::softcap(x[i], cap);
 }
 
 }  // namespace galleon

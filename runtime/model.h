@@ -1,5 +1,5 @@
-// Llama-family transformer (architectures "llama", "qwen2", "qwen3", "phi3") evaluated with the
-// canonical kernels. Model = immutable weights (views into the mapped GGUF); Session = KV cache
+// Llama-family transformer (architectures "llama", "qwen2", "qwen3", "phi3", "gemma", "gemma2",
+// "gemma3") evaluated with the canonical kernels. Model = immutable weights (views into the mapped GGUF); Session = KV cache
 // + scratch.
 #pragma once
 
@@ -21,7 +21,7 @@ namespace galleon {
 class GgufFile;
 
 struct HParams {
-  std::string arch;          // "llama" | "qwen2" | "qwen3" | "phi3"
+  std::string arch;          // "llama" | "qwen2" | "qwen3" | "phi3" | "gemma" | "gemma2" | "gemma3"
   int64_t n_vocab = 0;
   int64_t n_embd = 0;
   int64_t n_layer = 0;
@@ -35,6 +35,21 @@ struct HParams {
   double rope_linear_scale = 1.0;  // positions are divided by this ("linear" scaling)
   bool rope_neox = false;    // rotate (i, i + n_rot/2) pairs instead of (2i, 2i+1)
   float rms_eps = 1e-5f;
+  float kq_scale = 0.0f;     // attention scores' scale (1 / sqrt(head_dim) unless gemma says)
+  // gemma family (docs/arithmetic.md section 9); the defaults change nothing.
+  float embd_scale = 1.0f;   // embeddings times this (gemma: sqrt(n_embd))
+  float attn_softcap = 0.0f; // scores s -> cap * tanh(s / cap) (gemma2); 0: none
+  float final_softcap = 0.0f;// logits likewise
+  bool ffn_gelu = false;     // FFN gate activation GELU (gemma) instead of SiLU
+  int64_t n_swa = 0;         // sliding window of the SWA layers (0: none)
+  int64_t swa_pattern = 0;   // layer il has the window when il % swa_pattern < swa_pattern - 1
+  double rope_base_swa = 0;  // RoPE base of the SWA layers, unscaled (gemma3); 0: as the others
+  // Positions a token of layer il attends to before its own (0: all).
+  int64_t window(int64_t il) const {
+    return n_swa > 0 && il % swa_pattern < swa_pattern - 1 ? n_swa : 0;
+  }
+  // Layer il's RoPE table: the SWA one (Model::rope_freq(true)).
+  bool swa_rope(int64_t il) const { return rope_base_swa > 0 && window(il) > 0; }
 };
 
 // A 2-D weight matrix: n_out rows of n_in elements, rows row_bytes apart.
@@ -50,7 +65,9 @@ struct Weight {
 struct LayerWeights {
   std::vector<float> attn_norm, ffn_norm;
   std::vector<float> bq, bk, bv;  // empty when the architecture has no bias
-  std::vector<float> q_norm, k_norm;  // per-head RMS norms of Q and K (qwen3), else empty
+  std::vector<float> q_norm, k_norm;  // per-head RMS norms of Q and K (qwen3, gemma3), else empty
+  // RMS norms of the attention's and the FFN's outputs before their residuals (gemma2, gemma3)
+  std::vector<float> attn_post_norm, ffn_post_norm;
   Weight wq, wk, wv, wo, w_gate, w_up, w_down;
 };
 
@@ -68,8 +85,11 @@ class Model {
   const Weight& output() const { return output_; }
   const std::vector<float>& output_norm() const { return output_norm_; }
   const std::vector<LayerWeights>& layers() const { return layers_; }
-  // Per rotary pair i: the angle of position p is p * rope_freq()[i] (see docs/arithmetic.md).
-  const std::vector<double>& rope_freq() const { return rope_freq_; }
+  // Per rotary pair i: the angle of position p is p * rope_freq()[i] (see docs/arithmetic.md);
+  // swa: the SWA layers' (HParams::swa_rope).
+  const std::vector<double>& rope_freq(bool swa = false) const {
+    return swa ? rope_freq_swa_ : rope_freq_;
+  }
 
  private:
   Model() = default;
@@ -79,7 +99,7 @@ class Model {
   Weight token_embd_, output_;
   std::vector<float> output_norm_;
   std::vector<LayerWeights> layers_;
-  std::vector<double> rope_freq_;
+  std::vector<double> rope_freq_, rope_freq_swa_;
 };
 
 // Checks a call of eval (Session or another backend, runtime/backend.h): Error(Invalid) when
@@ -87,13 +107,18 @@ class Model {
 void check_eval_tokens(const HParams& hp, int64_t n_past, int64_t n_ctx,
                        const std::vector<int32_t>& tokens);
 // The binary32 RoPE table rows of positions [from, to): cos/sin[p * (n_rot/2) + i] of
-// double(p) * rope_freq()[i] (docs/arithmetic.md section 9). The vectors are resized to hold
+// double(p) * rope_freq(swa)[i] (docs/arithmetic.md section 9). The vectors are resized to hold
 // `to` rows; rows below `from` are kept.
 void rope_table_rows(const Model& m, int64_t from, int64_t to, std::vector<float>& cos_t,
-                     std::vector<float>& sin_t);
+                     std::vector<float>& sin_t, bool swa = false);
 
-// The embedding rows of `tokens`, dequantized exactly: rows.size() = tokens.size() * n_embd.
+// The embedding rows of `tokens`: dequantized exactly, then times embd_scale where that is not
+// 1. rows.size() = tokens.size() * n_embd.
 void embed_tokens(const Model& m, const std::vector<int32_t>& tokens, std::vector<float>& rows);
+// One of them, to out[0 .. n_embd).
+void embed_token(const Model& m, int32_t token, float* out);
+// Soft capping of n values in place (cap > 0; canon::softcap).
+void softcap_values(float* x, int64_t n, float cap);
 
 struct SessionOptions {
   int64_t n_ctx = 0;     // 0: the model's training context

@@ -17,6 +17,7 @@ struct Session::Scratch {
   std::vector<uint8_t> act;              // quantized activations
   std::vector<uint8_t> panel;            // activations repacked for the prompt GEMM
   std::vector<float> rope_cos, rope_sin; // [pos][n_rot/2], grown on demand
+  std::vector<float> rope_cos_swa, rope_sin_swa;  // the SWA layers' (HParams::swa_rope)
   int64_t rope_rows = 0;
 
   // Per-token rows for a batch of n_tok tokens.
@@ -192,11 +193,14 @@ void Session::matmuls(const float* x, int64_t n_tok,
 // Per (token, KV head): the scores of the heads sharing that KV head are one F32 matmul (the
 // canonical dot_f32 of q and each cached k), then per head the softmax and the 32-lane weighted
 // sum of V rows (lane j mod 32 accumulates e_j * v_j in increasing j, then the fixed tree).
+// Gemma: scores soft-capped; in a windowed layer those of positions before the window -inf (so
+// e_j = 0: every position is visited, whatever the window).
 void Session::attention(int64_t il, int64_t n_tok) {
   const HParams& hp = model_.hparams();
   const int64_t hd = hp.head_dim;
   const int64_t group = hp.n_head / hp.n_head_kv;
-  const float kq_scale = 1.0f / std::sqrt(float(hd));
+  const float kq_scale = hp.kq_scale;
+  const int64_t window = hp.window(il);
   const int64_t q_dim = hp.n_head * hd;
   // Multiply-adds, weighted 8 times a matmul's: each comes with cache reads, its share
   // of an expf and of the lane trees (with weight 1, decoding ran the attention of a 124M model
@@ -219,6 +223,8 @@ void Session::attention(int64_t il, int64_t n_tok) {
     for (int64_t g = 0; g < group; ++g) {
       float* sc = scores.data() + g * n_kv;
       ops_.scale(sc, kq_scale, n_kv);
+      if (hp.attn_softcap > 0.0f) softcap_values(sc, n_kv, hp.attn_softcap);
+      for (int64_t j = 0; window > 0 && j + window < n_kv; ++j) sc[j] = -INFINITY;
       float mx = -INFINITY;
       for (int64_t j = 0; j < n_kv; ++j) mx = std::max(mx, sc[j]);
       ops_.exp_sub(e.data(), sc, mx, n_kv);
@@ -259,6 +265,9 @@ void Session::layer_forward(int64_t il, int64_t n_tok) {
   });
   matmuls(s.xn.data(), n_tok, {{&L.wq, s.q.data()}, {&L.wk, s.k.data()}, {&L.wv, s.v.data()}});
   const int64_t half = hp.n_rot / 2;
+  const bool swa_rope = hp.swa_rope(il);
+  const float* cos_t = (swa_rope ? s.rope_cos_swa : s.rope_cos).data();
+  const float* sin_t = (swa_rope ? s.rope_sin_swa : s.rope_sin).data();
   per_token(n_tok, q_dim + 2 * kv_dim, [&](int64_t t) {
     float* q = &s.q[size_t(t * q_dim)];
     float* k = &s.k[size_t(t * kv_dim)];
@@ -275,8 +284,8 @@ void Session::layer_forward(int64_t il, int64_t n_tok) {
         rms_norm(ops_, k + h * hd, L.k_norm.data(), hd, hp.rms_eps, k + h * hd);
     }
     const int64_t pos = n_past_ + t;
-    const float* c = &s.rope_cos[size_t(pos * half)];
-    const float* sn = &s.rope_sin[size_t(pos * half)];
+    const float* c = cos_t + pos * half;
+    const float* sn = sin_t + pos * half;
     for (int64_t h = 0; h < hp.n_head; ++h) rotate(q + h * hd, hp.n_rot, hp.rope_neox, c, sn);
     for (int64_t h = 0; h < hp.n_head_kv; ++h) rotate(k + h * hd, hp.n_rot, hp.rope_neox, c, sn);
     for (int64_t h = 0; h < hp.n_head_kv; ++h) {
@@ -287,15 +296,22 @@ void Session::layer_forward(int64_t il, int64_t n_tok) {
   attention(il, n_tok);
   matmul(L.wo, s.att.data(), n_tok, s.tmp.data());
   per_token(n_tok, d, [&](int64_t t) {
-    ops_.add(&s.x[size_t(t * d)], &s.tmp[size_t(t * d)], d);
+    float* o = &s.tmp[size_t(t * d)];
+    if (!L.attn_post_norm.empty()) rms_norm(ops_, o, L.attn_post_norm.data(), d, hp.rms_eps, o);
+    ops_.add(&s.x[size_t(t * d)], o, d);
     rms_norm(ops_, &s.x[size_t(t * d)], L.ffn_norm.data(), d, hp.rms_eps, &s.xn[size_t(t * d)]);
   });
   matmuls(s.xn.data(), n_tok, {{&L.w_gate, s.gate.data()}, {&L.w_up, s.up.data()}});
   per_token(n_tok, 4 * hp.n_ff, [&](int64_t t) {
-    ops_.silu_mul(&s.gate[size_t(t * hp.n_ff)], &s.up[size_t(t * hp.n_ff)], hp.n_ff);
+    (hp.ffn_gelu ? ops_.gelu_mul : ops_.silu_mul)(&s.gate[size_t(t * hp.n_ff)],
+                                                  &s.up[size_t(t * hp.n_ff)], hp.n_ff);
   });
   matmul(L.w_down, s.gate.data(), n_tok, s.tmp.data());
-  per_token(n_tok, d, [&](int64_t t) { ops_.add(&s.x[size_t(t * d)], &s.tmp[size_t(t * d)], d); });
+  per_token(n_tok, d, [&](int64_t t) {
+    float* o = &s.tmp[size_t(t * d)];
+    if (!L.ffn_post_norm.empty()) rms_norm(ops_, o, L.ffn_post_norm.data(), d, hp.rms_eps, o);
+    ops_.add(&s.x[size_t(t * d)], o, d);
+  });
 }
 
 void Session::eval(const std::vector<int32_t>& tokens, std::vector<float>& logits, LogitRows rows) {
@@ -314,11 +330,11 @@ void Session::eval(const std::vector<int32_t>& tokens, std::vector<float>& logit
   const int64_t need = n_past_ + n_tok;
   if (s.rope_rows < need) {
     rope_table_rows(model_, s.rope_rows, need, s.rope_cos, s.rope_sin);
+    if (hp.rope_base_swa > 0)
+      rope_table_rows(model_, s.rope_rows, need, s.rope_cos_swa, s.rope_sin_swa, true);
     s.rope_rows = need;
   }
-  const Weight& emb = model_.token_embd();
-  for (size_t t = 0; t < T; ++t)
-    dequantize_row(emb.type, emb.data + size_t(tokens[t]) * emb.row_bytes, &s.x[t * size_t(d)], d);
+  for (size_t t = 0; t < T; ++t) embed_token(model_, tokens[t], &s.x[t * size_t(d)]);
   for (int64_t il = 0; il < hp.n_layer; ++il) layer_forward(il, n_tok);
   if (rows == LogitRows::None) {
     logits.clear();
@@ -333,6 +349,8 @@ void Session::eval(const std::vector<int32_t>& tokens, std::vector<float>& logit
   });
   logits.resize(size_t(n_tok - first) * size_t(hp.n_vocab));
   matmul(model_.output(), s.xn.data() + first * d, n_tok - first, logits.data());
+  if (hp.final_softcap > 0.0f)
+    softcap_values(logits.data(), int64_t(logits.size()), hp.final_softcap);
   n_past_ += n_tok;
 }
 

@@ -89,6 +89,13 @@ void set_hparams(GgufWriter& w, const SynthSpec& s) {
     w.set(a + "attention.value_length", GgufValue::make_u32(uint32_t(s.head_dim)));
   }
   w.set(a + "attention.layer_norm_rms_epsilon", GgufValue::make_f32(1e-5f));
+  // gemma3 must name its window: Gemma 3 1B's where the spec gives none.
+  const int64_t n_swa = s.n_swa > 0 ? s.n_swa : s.arch == "gemma3" ? 512 : 0;
+  if (n_swa > 0) w.set(a + "attention.sliding_window", GgufValue::make_u32(uint32_t(n_swa)));
+  if (s.attn_softcap > 0)
+    w.set(a + "attn_logit_softcapping", GgufValue::make_f32(s.attn_softcap));
+  if (s.final_softcap > 0)
+    w.set(a + "final_logit_softcapping", GgufValue::make_f32(s.final_softcap));
 }
 
 }  // namespace
@@ -120,11 +127,14 @@ void make_synthetic_model(const SynthSpec& s, GgufWriter& w) {
       add_random(w, rng, p + "attn_k.bias", GgmlType::F32, {kv_dim}, 0.1f);
       add_random(w, rng, p + "attn_v.bias", GgmlType::F32, {kv_dim}, 0.1f);
     }
-    if (s.arch == "qwen3") {
+    if (s.arch == "qwen3" || s.arch == "gemma3") {
       add_random(w, rng, p + "attn_q_norm.weight", GgmlType::F32, {hd}, 0.1f, 1.0f);
       add_random(w, rng, p + "attn_k_norm.weight", GgmlType::F32, {hd}, 0.1f, 1.0f);
     }
+    const bool post_norms = s.arch == "gemma2" || s.arch == "gemma3";
     add_random(w, rng, p + "attn_output.weight", s.type, {q_dim, d}, in_scale);
+    if (post_norms)
+      add_random(w, rng, p + "post_attention_norm.weight", GgmlType::F32, {d}, 0.1f, 1.0f);
     add_random(w, rng, p + "ffn_norm.weight", GgmlType::F32, {d}, 0.1f, 1.0f);
     if (s.arch == "phi3") {  // the gate's rows, then the up projection's, in one tensor
       add_random(w, rng, p + "ffn_up.weight", s.type, {d, 2 * s.n_ff}, in_scale);
@@ -133,6 +143,7 @@ void make_synthetic_model(const SynthSpec& s, GgufWriter& w) {
       add_random(w, rng, p + "ffn_up.weight", s.type, {d, s.n_ff}, in_scale);
     }
     add_random(w, rng, p + "ffn_down.weight", v_down, {s.n_ff, d}, ff_scale);
+    if (post_norms) add_random(w, rng, p + "post_ffw_norm.weight", GgmlType::F32, {d}, 0.1f, 1.0f);
   }
 }
 

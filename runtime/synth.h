@@ -15,7 +15,8 @@ class GgufWriter;
 
 struct SynthSpec {
   // llama | qwen2 (adds Q/K/V biases) | qwen3 (per-head Q/K norms) | phi3 (fused gate and up;
-  // Q, K and V fused where fused_qkv)
+  // Q, K and V fused where fused_qkv) | gemma | gemma2 (post-norms) | gemma3 (post-norms and
+  // per-head Q/K norms)
   std::string arch = "llama";
   bool fused_qkv = true;
   int64_t n_embd = 256;
@@ -33,6 +34,9 @@ struct SynthSpec {
   bool tied_output = false;
   uint64_t seed = 1;
   float rope_base = 10000.0f;
+  int64_t n_swa = 0;           // gemma2/gemma3: attention.sliding_window where > 0
+  float attn_softcap = 0.0f;   // gemma2: the soft caps where > 0
+  float final_softcap = 0.0f;
   // Copy tokenizer.* metadata from this GGUF (n_vocab then follows its token count).
   const GgufFile* vocab_from = nullptr;
 };

@@ -44,6 +44,24 @@ TEST(CanonMath, SiluMatchesDefinition) {
     EXPECT_NEAR(canon::silu(x), x / (1.0 + std::exp(-double(x))), 1e-6 * (1 + std::fabs(x)));
 }
 
+// tanh, GELU (tanh form) and the soft cap against double precision; the limits exact.
+TEST(CanonMath, TanhGeluSoftcapMatchDefinitions) {
+  for (float x = -12.0f; x < 12.0f; x += 0.0371f) {
+    EXPECT_NEAR(canon::tanh(x), std::tanh(double(x)), 2e-7) << x;
+    const double y = std::sqrt(2.0 / M_PI) * (double(x) + 0.044715 * double(x) * x * x);
+    EXPECT_NEAR(canon::gelu(x), 0.5 * x * (1.0 + std::tanh(y)), 1e-6 * (1 + std::fabs(x))) << x;
+    EXPECT_NEAR(canon::softcap(40.0f * x, 30.0f), 30.0 * std::tanh(40.0 * x / 30.0), 1e-5) << x;
+  }
+  EXPECT_EQ(canon::tanh(0.0f), 0.0f);
+  EXPECT_TRUE(std::signbit(canon::tanh(-0.0f)));
+  EXPECT_EQ(canon::tanh(INFINITY), 1.0f);
+  EXPECT_EQ(canon::tanh(-100.0f), -1.0f);
+  EXPECT_TRUE(std::isnan(canon::tanh(NAN)));
+  EXPECT_EQ(canon::gelu(50.0f), 50.0f);
+  EXPECT_EQ(canon::gelu(-50.0f), 0.0f);
+  EXPECT_EQ(canon::softcap(1e30f, 50.0f), 50.0f);
+}
+
 TEST(CanonMath, DoubleFunctionsAreAccurate) {
   for (double x = -700; x < 700; x += 3.7)
     EXPECT_NEAR(canon::exp(x) / std::exp(x), 1.0, 1e-14) << x;

@@ -560,16 +560,20 @@ TEST(CudaEmu, F32DotAndSumOfSquares) {
   }
 }
 
-// One (token, head) of the attention the way runtime/session.cpp computes it.
+// One (token, head) of the attention the way runtime/session.cpp computes it (scale, gemma's
+// soft cap and window as `rule` gives them).
 std::vector<float> cpu_attention(const float* q, const float* kc, const float* vc, int64_t n_kv,
-                                 int64_t hd, int64_t kv_dim, float kq_scale) {
+                                 int64_t hd, int64_t kv_dim, cdev::attn::ScoreRule rule) {
   const kern::Ops& ops = kern::ops(kern::Isa::Scalar);
   std::vector<float> scores(static_cast<size_t>(n_kv)), acc(static_cast<size_t>(32 * hd), 0.0f),
       out(static_cast<size_t>(hd));
   float mx = -INFINITY;
   for (int64_t j = 0; j < n_kv; ++j) {
-    scores[size_t(j)] = ops.dot_f32(q, kc + j * kv_dim, hd) * kq_scale;
-    mx = std::max(mx, scores[size_t(j)]);
+    float& s = scores[size_t(j)];
+    s = ops.dot_f32(q, kc + j * kv_dim, hd) * rule.kq_scale;
+    if (rule.cap > 0.0f) s = canon::softcap(s, rule.cap);
+    if (rule.window > 0 && j + rule.window < n_kv) s = -INFINITY;
+    mx = std::max(mx, s);
   }
   float sum_lanes[32] = {0};
   for (int64_t j = 0; j < n_kv; ++j) {
@@ -926,7 +930,7 @@ TEST(CudaEmu, CellWalkVisitsEveryCellOnce) {
 // tiles: the K-tile kernel's scores (GALLEON_CUDA_ATTN_TILES=1), taken where hd allows it.
 std::vector<float> emulate_attention_kernel(const float* q, const float* kc, const float* vc,
                                             int64_t n_kv, int64_t hd, int64_t kv_dim,
-                                            float kq_scale, bool tiles = false) {
+                                            cdev::attn::ScoreRule rule, bool tiles = false) {
   std::vector<float> e(static_cast<size_t>(n_kv)),
       lanes(static_cast<size_t>(cdev::attn::lane_floats(hd))), out(static_cast<size_t>(hd));
   if (tiles && hd <= cdev::attn::kQuadMaxHd) {
@@ -944,14 +948,14 @@ std::vector<float> emulate_attention_kernel(const float* q, const float* kc, con
                                  tile.data());
       for (int r = 0; r < rows; ++r)
         e[size_t(j0 + r)] =
-            cdev::canonical_nan(emulate_quad_score(q_row.data(), tile.data() + r * stride, hd)) * kq_scale;
+            rule(emulate_quad_score(q_row.data(), tile.data() + r * stride, hd), j0 + r, n_kv);
     }
   } else {
     for (int64_t j = 0; j < n_kv; ++j)
-      e[size_t(j)] = emulate_warp_dot([&](int l) {
-                       return cdev::lane_dot_f32(q, kc + j * kv_dim, hd, l);
-                     }) *
-                     kq_scale;
+      e[size_t(j)] = rule(emulate_warp_dot([&](int l) {
+                            return cdev::lane_dot_f32(q, kc + j * kv_dim, hd, l);
+                          }),
+                          j, n_kv);
   }
   // The kernel's warps' maxima, then theirs; the same value as in j order, up to the sign of
   // a zero maximum, which no e_j depends on.
@@ -1043,6 +1047,7 @@ TEST(CudaEmu, QuadScoreIsTheWarpDot) {
   expect_quad_scores<cdev::attn::kRowsMaxHd>(rng, {8, 64, 65, 80, 96, 100, 127, 128});
 }
 
+// Plain scores, and gemma's: soft-capped, and a window of 20 positions.
 TEST(CudaEmu, AttentionKernelMatchesSession) {
   std::mt19937 rng(9);
   for (int64_t hd : {8, 31, 48, 64, 128})
@@ -1053,19 +1058,22 @@ TEST(CudaEmu, AttentionKernelMatchesSession) {
       const std::vector<float> q = make_activations(rng, hd, false);
       const std::vector<float> k = make_activations(rng, n_kv * kv_dim, specials);
       const std::vector<float> v = make_activations(rng, n_kv * kv_dim, specials);
-      const std::vector<float> want =
-          cpu_attention(q.data(), k.data() + head_off, v.data() + head_off, n_kv, hd, kv_dim, kq_scale);
-      for (bool tiles : {false, true}) {
-        const std::vector<float> got = emulate_attention_kernel(
-            q.data(), k.data() + head_off, v.data() + head_off, n_kv, hd, kv_dim, kq_scale, tiles);
-        for (int64_t d = 0; d < hd; ++d) {
-          const float w = want[size_t(d)], g = got[size_t(d)];
-          if (w != w) {  // NaN payloads are only canonical for dot products (section 2)
-            EXPECT_NE(g, g) << "hd " << hd << " n_kv " << n_kv << " d " << d;
-            continue;
+      for (const cdev::attn::ScoreRule rule :
+           {cdev::attn::ScoreRule{kq_scale}, cdev::attn::ScoreRule{kq_scale, 0.7f, 20}}) {
+        const std::vector<float> want =
+            cpu_attention(q.data(), k.data() + head_off, v.data() + head_off, n_kv, hd, kv_dim, rule);
+        for (bool tiles : {false, true}) {
+          const std::vector<float> got = emulate_attention_kernel(
+              q.data(), k.data() + head_off, v.data() + head_off, n_kv, hd, kv_dim, rule, tiles);
+          for (int64_t d = 0; d < hd; ++d) {
+            const float w = want[size_t(d)], g = got[size_t(d)];
+            if (w != w) {  // NaN payloads are only canonical for dot products (section 2)
+              EXPECT_NE(g, g) << "hd " << hd << " n_kv " << n_kv << " d " << d;
+              continue;
+            }
+            ASSERT_EQ(bits(g), bits(w)) << "hd " << hd << " n_kv " << n_kv << " d " << d
+                                        << (tiles ? " (K tiles)" : "") << " cap " << rule.cap;
           }
-          ASSERT_EQ(bits(g), bits(w)) << "hd " << hd << " n_kv " << n_kv << " d " << d
-                                      << (tiles ? " (K tiles)" : "");
         }
       }
     }
@@ -1131,18 +1139,24 @@ class EmuExec {
   }
   void attention(const float* q, const float* kc, const float* vc, int64_t n_head, int64_t group,
                  int64_t hd, int64_t kv_dim, int64_t ntok, int64_t n_past, int64_t,
-                 float kq_scale, float*, float* out) {
+                 cdev::attn::ScoreRule rule, float*, float* out) {
     for (int64_t t = 0; t < ntok; ++t)
       for (int64_t h = 0; h < n_head; ++h) {
         const int64_t off = (h / group) * hd;
         const std::vector<float> o = emulate_attention_kernel(
-            q + (t * n_head + h) * hd, kc + off, vc + off, n_past + t + 1, hd, kv_dim, kq_scale,
+            q + (t * n_head + h) * hd, kc + off, vc + off, n_past + t + 1, hd, kv_dim, rule,
             new_paths_ && ntok > 1);  // K tiles for prompts only, as session.cu
         std::memcpy(out + (t * n_head + h) * hd, o.data(), o.size() * sizeof(float));
       }
   }
   void silu_mul(float* g, const float* u, int64_t total) {
     for (int64_t i = 0; i < total; ++i) cdev::step::silu_mul(g, u, i);
+  }
+  void gelu_mul(float* g, const float* u, int64_t total) {
+    for (int64_t i = 0; i < total; ++i) cdev::step::gelu_mul(g, u, i);
+  }
+  void softcap(float* x, float cap, int64_t total) {
+    for (int64_t i = 0; i < total; ++i) cdev::step::softcap(x, cap, i);
   }
 
  private:
@@ -1163,8 +1177,9 @@ std::vector<float> emulate_cuda_session(const Model& m, const std::vector<int32_
   const cuda::DevWeight output = view(m.output());
   const int64_t n_ctx = hp.n_ctx_train, kv_dim = hp.n_head_kv * hp.head_dim;
   std::vector<float> k_cache(size_t(hp.n_layer * n_ctx * kv_dim)), v_cache(k_cache.size());
-  std::vector<float> cos_t, sin_t, x, rows;
+  std::vector<float> cos_t, sin_t, cos_swa, sin_swa, x, rows;
   rope_table_rows(m, 0, int64_t(toks.size()), cos_t, sin_t);
+  if (hp.rope_base_swa > 0) rope_table_rows(m, 0, int64_t(toks.size()), cos_swa, sin_swa, true);
   EmuExec exec(new_paths);
   int64_t n_past = 0;
   for (size_t i = 0; i < toks.size(); i += batch) {
@@ -1178,7 +1193,8 @@ std::vector<float> emulate_cuda_session(const Model& m, const std::vector<int32_
     const cuda::Buffers bufs{x.data(),    xn.data(),     q.data(),       k.data(),
                              v.data(),    att.data(),    tmp.data(),     gate.data(),
                              up.data(),   logits.data(), nullptr,        k_cache.data(),
-                             v_cache.data(), cos_t.data(), sin_t.data()};
+                             v_cache.data(), cos_t.data(), sin_t.data(),
+                             cos_swa.data(), sin_swa.data()};
     cuda::forward(exec, hp, layers, output, m.output_norm().data(), bufs, int64_t(T), n_past, n_ctx,
                   last_only ? int64_t(T) - 1 : 0);
     if (last_only) logits.resize(size_t(hp.n_vocab));

@@ -510,20 +510,22 @@ TEST(Kernels, ElementwiseBitIdenticalAcrossIsas) {
   const kern::Ops& ref = kern::ops(Isa::Scalar);
   for (int64_t n : {int64_t(1), int64_t(7), int64_t(16), int64_t(33), int64_t(x.size())}) {
     auto run = [&](const kern::Ops& o) {
-      std::vector<std::vector<float>> out(6, std::vector<float>(x.begin(), x.begin() + n));
+      std::vector<std::vector<float>> out(7, std::vector<float>(x.begin(), x.begin() + n));
       o.add(out[0].data(), y.data(), n);
       o.axpy(out[1].data(), 0.37f, y.data(), n);
       o.scale(out[2].data(), -1.7f, n);
       o.scale_mul(out[3].data(), x.data(), 0.81f, y.data(), n);
       o.exp_sub(out[4].data(), x.data(), 0.25f, n);
       o.silu_mul(out[5].data(), y.data(), n);
+      o.gelu_mul(out[6].data(), y.data(), n);
       return out;
     };
     const auto want = run(ref);
     for (Isa isa : available_isas()) {
       const auto got = run(kern::ops(isa));
-      const char* names[] = {"add", "axpy", "scale", "scale_mul", "exp_sub", "silu_mul"};
-      for (int k = 0; k < 6; ++k) expect_same(got[size_t(k)], want[size_t(k)], names[k], isa);
+      const char* names[] = {"add",     "axpy",     "scale",   "scale_mul",
+                             "exp_sub", "silu_mul", "gelu_mul"};
+      for (int k = 0; k < 7; ++k) expect_same(got[size_t(k)], want[size_t(k)], names[k], isa);
     }
   }
   // lane_rows: the 32-lane sums of e_j * v_jd for several lengths and head sizes (the register

@@ -34,7 +34,8 @@ inline auto all_synth_cases() {
       SynthCase{"llama", GgmlType::Q6_K}, SynthCase{"qwen2", GgmlType::Q8_0},
       SynthCase{"qwen2", GgmlType::Q4_K}, SynthCase{"qwen2", GgmlType::F16},
       SynthCase{"qwen3", GgmlType::Q4_0}, SynthCase{"qwen3", GgmlType::BF16},
-      SynthCase{"phi3", GgmlType::Q4_K});
+      SynthCase{"phi3", GgmlType::Q4_K}, SynthCase{"gemma", GgmlType::Q8_0},
+      SynthCase{"gemma2", GgmlType::Q4_K}, SynthCase{"gemma3", GgmlType::Q4_0});
 }
 
 inline std::string synth_case_name(const ::testing::TestParamInfo<SynthCase>& info) {
@@ -56,6 +57,20 @@ inline SynthSpec synth_case_spec(const SynthCase& c) {
   if (spec.arch == "phi3") {  // Phi-3's heads: 96 wide, one query head per KV head
     spec.head_dim = 96;
     spec.n_head = spec.n_head_kv = 8;
+  }
+  // gemma: the output tied; windows shorter than the tests' prompts; gemma2's caps low enough
+  // to bend the scores and logits; gemma3 with its global sixth layer and heads of 128.
+  if (spec.arch.rfind("gemma", 0) == 0) spec.tied_output = true;
+  if (spec.arch == "gemma2") {
+    spec.n_swa = 7;
+    spec.attn_softcap = 0.5f;
+    spec.final_softcap = 2.0f;
+  }
+  if (spec.arch == "gemma3") {
+    spec.n_swa = 5;
+    spec.n_layer = 6;
+    spec.head_dim = 128;
+    spec.rope_base = 1e6f;
   }
   return spec;
 }

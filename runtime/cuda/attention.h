@@ -204,6 +204,20 @@ GALLEON_HD void stage_q_row(int first, int step, const float* q, int64_t hd, flo
   for (int i = first; i < quad_row_floats(hd); i += step) row[quad_pos(i)] = i < hd ? q[i] : 0.0f;
 }
 
+// Step 1's score from its dot product, as runtime/session.cpp's attention: times the scale;
+// soft-capped where cap > 0 (gemma2); -inf where the layer has a window and position j lies
+// before it (j + window < n_kv, the row's positions), so that e_j = 0.
+struct ScoreRule {
+  float kq_scale = 1.0f;
+  float cap = 0.0f;
+  int64_t window = 0;
+  GALLEON_HD float operator()(float dot, int64_t j, int64_t n_kv) const {
+    float s = canonical_nan(dot) * kq_scale;
+    if (cap > 0.0f) s = softcap(s, cap);
+    return window > 0 && j + window < n_kv ? -INFINITY : s;
+  }
+};
+
 // Step 2: m = max s_j. One step of it is max_step(m, s) = std::max(m, s): NaN never replaces m.
 // The kernel's warp w takes j = w, w + n_warps, ... in order, then one thread the warps' maxima
 // in order (max_score_parts). A maximum is the same in any order, except that of +0 and -0

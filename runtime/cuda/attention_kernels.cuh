@@ -22,15 +22,15 @@ constexpr size_t kAttnShared = 48 * 1024;  // the default dynamic shared memory 
 // One block per (token, head); the scores e live in shared memory after the lanes when
 // `shared_scores`, else in scratch (n_ctx floats per (token, head)). The steps are those of
 // runtime/cuda/attention.h (emulated on the CPU by cuda_emu_test):
-// 1. s_j = dot_f32(q, k_j) * scale, one warp per j;  2. m = max s_j (each warp's running
+// 1. s_j = rule(dot_f32(q, k_j)) (the scale, gemma's cap and window), one warp per j;  2. m = max s_j (each warp's running
 // maximum in j order, then the warps' in order: a maximum is the same in any order, NaN never
 // replacing it; of +0 and -0 either may win, and e_j is the same for both);  3. e_j =
 // expf(s_j - m);  4. the 32 lanes (j mod 32) of e_j * v_j[d] and of e_j, one thread per
 // (lane, d);  5. the canonical tree over the lanes in shared memory;  6. o_d = L[0][d] / sum.
 __global__ void attention_kernel(const float* q, const float* kc, const float* vc, int64_t n_head,
                                  int64_t group, int64_t hd, int64_t kv_dim, const int64_t* n_past,
-                                 int64_t n_ctx, float kq_scale, float* scratch, float* out,
-                                 bool shared_scores) {
+                                 int64_t n_ctx, cdev::attn::ScoreRule rule, float* scratch,
+                                 float* out, bool shared_scores) {
   GALLEON_DYNAMIC_SHARED(float, lanes);  // attn::lane_floats(hd) [+ n_ctx scores]
   __shared__ float s_max, s_warp_max[32];
   const int64_t t = blockIdx.x, h = blockIdx.y;
@@ -45,7 +45,7 @@ __global__ void attention_kernel(const float* q, const float* kc, const float* v
   float wmax = -INFINITY;  // this warp's maximum (lane 0's)
   for (int64_t j = warp; j < n_kv; j += n_warps) {
     const float v = cdev::warp_tree(cdev::lane_dot_f32(qr, kc + j * kv_dim + off, hd, lane));
-    const float s = cdev::canonical_nan(v) * kq_scale;
+    const float s = rule(v, j, n_kv);
     if (lane == 0) e[j] = s;
     wmax = cdev::attn::max_step(wmax, s);
   }
@@ -154,7 +154,7 @@ __device__ void column_warps_output(const float* v, int64_t kv_dim, int64_t hd, 
 }
 
 // Steps 1 and 2 of the K-tile kernels for N rows (q rows in the quad layout from qs, q_row floats
-// apart; row r over positions j < row_n(r) <= n_kv): the scores s_j = dot_f32(q, k_j) * scale,
+// apart; row r over positions j < row_n(r) <= n_kv): the scores s_j = rule(dot_f32(q, k_j)),
 // 64 K rows at a time staged in ks (coalesced loads), 4 threads per score
 // (attn::score_quad_part, then the tree's last two steps by shuffles within the quad), each K
 // row's values read once for the N rows; then each row's maximum: per thread, per warp, then
@@ -162,7 +162,7 @@ __device__ void column_warps_output(const float* v, int64_t kv_dim, int64_t hd, 
 template <int N, int64_t kMaxHd = cdev::attn::kQuadMaxHd, class RowN>
 __device__ void attn_scores(const float* qs, int64_t q_row, float* ks, const float* k,
                             int64_t kv_dim, int64_t hd, int64_t n_kv, RowN row_n,
-                            const cdev::attn::ScoreLayout& scores, float kq_scale,
+                            const cdev::attn::ScoreLayout& scores, cdev::attn::ScoreRule rule,
                             float (&s_warp_max)[kAttnThreads / 32][N], float (&s_max)[N]) {
   namespace attn = cdev::attn;
   const int tid = int(threadIdx.x), lane = tid & 31, warp = tid >> 5;
@@ -192,7 +192,7 @@ __device__ void attn_scores(const float* qs, int64_t q_row, float* ks, const flo
       const float a = part + __shfl_down_sync(0xffffffffu, part, 2);
       const float sum = a + __shfl_down_sync(0xffffffffu, a, 1);
       if (u == 0 && row < rows && j0 + row < row_n(r)) {
-        const float sc = cdev::canonical_nan(sum) * kq_scale;
+        const float sc = rule(sum, j0 + row, row_n(r));
         scores.at(r, j0 + row) = sc;
         thread_max[r] = attn::max_step(thread_max[r], sc);
       }
@@ -229,8 +229,8 @@ template <int G, bool kColumns>
 __global__ void __launch_bounds__(kAttnThreads, 2)  // 2 blocks per SM: at most 128 registers
     attention_tiles_kernel(const float* q, const float* kc, const float* vc, int64_t n_head,
                            int64_t group, int64_t hd, int64_t kv_dim, const int64_t* n_past,
-                           int64_t n_ctx, float kq_scale, float* scratch, float* out,
-                           bool shared_scores, int64_t n_kv_scores, int tree_heads) {
+                           int64_t n_ctx, cdev::attn::ScoreRule rule, float* scratch,
+                           float* out, bool shared_scores, int64_t n_kv_scores, int tree_heads) {
   // G q rows | K tile | [the scores of G heads, n_kv_scores positions, lane-major], the q rows
   // and the K tile in the quad layout (attn::quad_pos); after step 4 the lanes of tree_heads
   // heads over the K tile and the scores (attn::tile_shared_floats).
@@ -254,7 +254,7 @@ __global__ void __launch_bounds__(kAttnThreads, 2)  // 2 blocks per SM: at most 
     cdev::attn::stage_q_row(tid, kAttnThreads, q + t * q_dim + (h0 + g) * hd, hd, qs + g * q_row);
   // 1, 2. The G heads' scores and maxima.
   attn_scores<G>(qs, q_row, ks, kc + off, kv_dim, hd, n_kv, [&](int) { return n_kv; }, scores,
-                 kq_scale, s_warp_max, s_max);
+                 rule, s_warp_max, s_max);
   // 3. e_j = expf(s_j - m).
 #pragma unroll
   for (int g = 0; g < G; ++g)
@@ -327,7 +327,7 @@ template <int G, int T, int64_t kMaxHd>
 __global__ void __launch_bounds__(kAttnThreads, 2)  // 2 blocks per SM: at most 128 registers
     attention_rows_kernel(const float* q, const float* kc, const float* vc, int64_t n_head,
                           int64_t hd, int64_t kv_dim, const int64_t* n_past, int64_t ntok,
-                          float kq_scale, float* out, int64_t n_kv_scores) {
+                          cdev::attn::ScoreRule rule, float* out, int64_t n_kv_scores) {
   namespace attn = cdev::attn;
   constexpr int R = attn::block_rows(G, T), kWarps = kAttnThreads / 32;
   constexpr int C = attn::kRowCols<R, kMaxHd>;
@@ -356,7 +356,7 @@ __global__ void __launch_bounds__(kAttnThreads, 2)  // 2 blocks per SM: at most 
       for (int i = tid; i < q_row; i += kAttnThreads) qs[r * q_row + i] = 0.0f;
   }
   // 1, 2. The R rows' scores and maxima.
-  attn_scores<R, kMaxHd>(qs, q_row, ks, kc + off, kv_dim, hd, n_last, row_n, scores, kq_scale,
+  attn_scores<R, kMaxHd>(qs, q_row, ks, kc + off, kv_dim, hd, n_last, row_n, scores, rule,
                          s_warp_max, s_max);
   // 3. e_j = expf(s_j - m).
   for (int r = 0; r < R; ++r)

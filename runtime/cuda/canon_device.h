@@ -136,6 +136,17 @@ GALLEON_HD float expf(float x) {
 
 GALLEON_HD float silu(float x) { return x / (1.0f + expf(-x)); }
 
+// canon::tanh, gelu and softcap (runtime/canon_expf.h: the same constants and order).
+GALLEON_HD float tanh(float y) {
+  const float e = expf(-2.0f * fabsf(y));
+  return copysignf((1.0f - e) / (1.0f + e), y);
+}
+GALLEON_HD float gelu(float x) {
+  const float y = (0x1.988454p-1f * x) * (1.0f + (0x1.6e4e26p-5f * x) * x);
+  return (0.5f * x) * (1.0f + tanh(y));
+}
+GALLEON_HD float softcap(float x, float cap) { return cap * tanh(x / cap); }
+
 // ---------------------------------------------------------------- activation quantization
 
 // Section 4. Returns d and sets *inv to 1/d (0 when d == 0). NaN never compares greater.

@@ -12,6 +12,7 @@
 #include <utility>
 #include <vector>
 
+#include "runtime/cuda/attention.h"
 #include "runtime/error.h"
 #include "runtime/kernels.h"
 #include "runtime/model.h"
@@ -35,6 +36,7 @@ struct DevLayer {
   const float *attn_norm = nullptr, *ffn_norm = nullptr, *bq = nullptr, *bk = nullptr,
               *bv = nullptr;  // bq == nullptr: no biases
   const float *q_norm = nullptr, *k_norm = nullptr;  // nullptr: no per-head norms
+  const float *attn_post_norm = nullptr, *ffn_post_norm = nullptr;  // nullptr: none
   DevWeight wq, wk, wv, wo, w_gate, w_up, w_down;
 };
 
@@ -56,6 +58,10 @@ std::vector<DevLayer> make_layers(const Model& model, WeightFn weight, FloatsFn 
       d.q_norm = floats(L.q_norm);
       d.k_norm = floats(L.k_norm);
     }
+    if (!L.attn_post_norm.empty()) {
+      d.attn_post_norm = floats(L.attn_post_norm);
+      d.ffn_post_norm = floats(L.ffn_post_norm);
+    }
     d.wq = weight(L.wq);
     d.wk = weight(L.wk);
     d.wv = weight(L.wv);
@@ -69,11 +75,12 @@ std::vector<DevLayer> make_layers(const Model& model, WeightFn weight, FloatsFn 
 }
 
 // The buffers of a forward pass of ntok tokens: x holds the embeddings on entry; logits gets
-// ntok rows of n_vocab. Caches are [layer][n_ctx][kv_dim]; the RoPE table has rows for every
-// position up to n_past + ntok; scores holds ntok * n_head * n_ctx floats.
+// ntok rows of n_vocab. Caches are [layer][n_ctx][kv_dim]; the RoPE tables have rows for every
+// position up to n_past + ntok (rope_*_swa: the SWA layers', HParams::swa_rope, else null);
+// scores holds ntok * n_head * n_ctx floats.
 struct Buffers {
   float *x, *xn, *q, *k, *v, *att, *tmp, *gate, *up, *logits, *scores, *k_cache, *v_cache;
-  const float *rope_cos, *rope_sin;
+  const float *rope_cos, *rope_sin, *rope_cos_swa, *rope_sin_swa;
 };
 
 // Several matmuls of one input; the input is converted once per activation format (into X's
@@ -131,9 +138,11 @@ void forward(X& x, const HParams& hp, const std::vector<DevLayer>& layers, const
              int64_t n_ctx, int64_t first_logit) {
   const int64_t d = hp.n_embd, hd = hp.head_dim;
   const int64_t q_dim = hp.n_head * hd, kv_dim = hp.n_head_kv * hd;
-  const float kq_scale = 1.0f / std::sqrt(float(hd));
   for (size_t il = 0; il < layers.size(); ++il) {
     const DevLayer& L = layers[il];
+    const bool swa_rope = hp.swa_rope(int64_t(il));
+    const float* cos_t = swa_rope ? b.rope_cos_swa : b.rope_cos;
+    const float* sin_t = swa_rope ? b.rope_sin_swa : b.rope_sin;
     x.rms_norm(b.x, L.attn_norm, d, hp.rms_eps, ntok, b.xn);
     matmuls(x, b.xn, ntok, {{&L.wq, b.q}, {&L.wk, b.k}, {&L.wv, b.v}});
     if (L.bq) {
@@ -146,28 +155,34 @@ void forward(X& x, const HParams& hp, const std::vector<DevLayer>& layers, const
       x.rms_norm(b.k, L.k_norm, hd, hp.rms_eps, ntok * hp.n_head_kv, b.k);
     }
     if (hp.n_rot >= 2) {
-      x.rope(b.q, hp.n_head, hd, hp.n_rot, hp.rope_neox, ntok, n_past, b.rope_cos, b.rope_sin);
-      x.rope(b.k, hp.n_head_kv, hd, hp.n_rot, hp.rope_neox, ntok, n_past, b.rope_cos,
-             b.rope_sin);
+      x.rope(b.q, hp.n_head, hd, hp.n_rot, hp.rope_neox, ntok, n_past, cos_t, sin_t);
+      x.rope(b.k, hp.n_head_kv, hd, hp.n_rot, hp.rope_neox, ntok, n_past, cos_t, sin_t);
     }
     float* kc = b.k_cache + int64_t(il) * n_ctx * kv_dim;
     float* vc = b.v_cache + int64_t(il) * n_ctx * kv_dim;
     x.store_kv(kc, b.k, n_past, kv_dim, ntok);
     x.store_kv(vc, b.v, n_past, kv_dim, ntok);
+    const cdev::attn::ScoreRule rule{hp.kq_scale, hp.attn_softcap, hp.window(int64_t(il))};
     x.attention(b.q, kc, vc, hp.n_head, hp.n_head / hp.n_head_kv, hd, kv_dim, ntok, n_past, n_ctx,
-                kq_scale, b.scores, b.att);
+                rule, b.scores, b.att);
     matmuls(x, b.att, ntok, {{&L.wo, b.tmp}});
+    if (L.attn_post_norm) x.rms_norm(b.tmp, L.attn_post_norm, d, hp.rms_eps, ntok, b.tmp);
     x.add(b.x, b.tmp, d, ntok * d, false);
     x.rms_norm(b.x, L.ffn_norm, d, hp.rms_eps, ntok, b.xn);
     matmuls(x, b.xn, ntok, {{&L.w_gate, b.gate}, {&L.w_up, b.up}});
-    x.silu_mul(b.gate, b.up, ntok * hp.n_ff);
+    if (hp.ffn_gelu)
+      x.gelu_mul(b.gate, b.up, ntok * hp.n_ff);
+    else
+      x.silu_mul(b.gate, b.up, ntok * hp.n_ff);
     matmuls(x, b.gate, ntok, {{&L.w_down, b.tmp}});
+    if (L.ffn_post_norm) x.rms_norm(b.tmp, L.ffn_post_norm, d, hp.rms_eps, ntok, b.tmp);
     x.add(b.x, b.tmp, d, ntok * d, false);
   }
   const int64_t n_logits = ntok - first_logit;
   if (n_logits <= 0) return;
   x.rms_norm(b.x + first_logit * d, output_norm, d, hp.rms_eps, n_logits, b.xn);
   matmuls(x, b.xn, n_logits, {{&output, b.logits}});
+  if (hp.final_softcap > 0.0f) x.softcap(b.logits, hp.final_softcap, n_logits * hp.n_vocab);
 }
 
 }  // namespace galleon::cuda

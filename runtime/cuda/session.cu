@@ -160,18 +160,18 @@ class CudaExec {
   }
   void attention(const float* q, const float* kc, const float* vc, int64_t n_head, int64_t group,
                  int64_t hd, int64_t kv_dim, int64_t ntok, int64_t n_past, int64_t n_ctx,
-                 float kq_scale, float* scores, float* out) {
+                 cdev::attn::ScoreRule rule, float* scores, float* out) {
     // K tiles for prompts only: a block takes G heads of a token, so that a decoding step's
     // n_head / G blocks leave most of the GPU idle (an H200 decoded 1.1B F16 at 303 tok/s
     // with them, 383 without). Several tokens per block where asked and applicable (head
     // dims up to 128), else K tiles (head dims up to 64), else one head per block.
     if (attn_tiles_ && ntok > 1) {
       if (attn_rows_ > 0 && attention_rows(q, kc, vc, n_head, group, hd, kv_dim, ntok, n_past,
-                                           kq_scale, out))
+                                           rule, out))
         return;
       if (hd <= cdev::attn::kQuadMaxHd)
         return attention_tiles(q, kc, vc, n_head, group, hd, kv_dim, ntok, n_past, n_ctx,
-                               kq_scale, scores, out);
+                               rule, scores, out);
     }
     // The scores go to shared memory when they fit in the default 48 KiB with the lanes (n_ctx
     // of them: a decoding step's graph serves every position; the kernel reads it from pos_).
@@ -181,7 +181,7 @@ class CudaExec {
     profile_.step("attention", batch_, [&] {
       GALLEON_LAUNCH(dim3(unsigned(ntok), unsigned(n_head)), kAttnThreads,
                      shared_scores ? with_scores : lanes, st_, attention_kernel)(
-          q, kc, vc, n_head, group, hd, kv_dim, pos_, n_ctx, kq_scale, scores, out,
+          q, kc, vc, n_head, group, hd, kv_dim, pos_, n_ctx, rule, scores, out,
           shared_scores);
       check_launch("attention kernel");
     });
@@ -191,7 +191,7 @@ class CudaExec {
   // to 128; false where it does not apply (then attention_tiles or attention_kernel).
   bool attention_rows(const float* q, const float* kc, const float* vc, int64_t n_head,
                       int64_t group, int64_t hd, int64_t kv_dim, int64_t ntok, int64_t n_past,
-                      float kq_scale, float* out) {
+                      cdev::attn::ScoreRule rule, float* out) {
     if (hd % 4 != 0 || kv_dim % 4 != 0 || attn_scratch_ || hd > cdev::attn::kRowsMaxHd)
       return false;
     const int64_t n_kv = n_past + ntok;
@@ -208,7 +208,7 @@ class CudaExec {
     constexpr int64_t kLong = cdev::attn::kRowsMaxHd, kShort = cdev::attn::kQuadMaxHd;
     auto launch = [&]<int G>() {
       constexpr int kWideT = G == 1 ? 16 : 32 / G, kNarrowT = 16 / G;
-      const RowsLaunch a{q, kc, vc, n_head, hd, kv_dim, ntok, n_kv, kq_scale, out};
+      const RowsLaunch a{q, kc, vc, n_head, hd, kv_dim, ntok, n_kv, rule, out};
       if (long_heads)
         launch_rows<G, kNarrowT, kLong>(a);
       else if (rows == 32)
@@ -234,7 +234,7 @@ class CudaExec {
   struct RowsLaunch {
     const float *q, *kc, *vc;
     int64_t n_head, hd, kv_dim, ntok, n_kv;
-    float kq_scale;
+    cdev::attn::ScoreRule rule;
     float* out;
   };
   template <int G, int T, int64_t kMaxHd>
@@ -246,14 +246,14 @@ class CudaExec {
     profile_.step("attention (rows)", batch_, [&] {
       GALLEON_LAUNCH(dim3(unsigned((a.ntok + T - 1) / T), unsigned(a.n_head / G)), kAttnThreads,
                      shared, st_, attention_rows_kernel<G, T, kMaxHd>)(
-          a.q, a.kc, a.vc, a.n_head, a.hd, a.kv_dim, pos_, a.ntok, a.kq_scale, a.out, a.n_kv);
+          a.q, a.kc, a.vc, a.n_head, a.hd, a.kv_dim, pos_, a.ntok, a.rule, a.out, a.n_kv);
       check_launch("attention kernel (rows)");
     });
   }
   // attention_tiles_kernel<G>: G = group for the group sizes it is built for, else 1.
   void attention_tiles(const float* q, const float* kc, const float* vc, int64_t n_head,
                        int64_t group, int64_t hd, int64_t kv_dim, int64_t ntok, int64_t n_past,
-                       int64_t n_ctx, float kq_scale, float* scores, float* out) {
+                       int64_t n_ctx, cdev::attn::ScoreRule rule, float* scores, float* out) {
     // A prompt (never in a graph) knows its positions: the last token's n_kv scores per head.
     const int64_t n_kv = n_past + ntok;
     auto launch = [&]<int G>() {
@@ -280,7 +280,7 @@ class CudaExec {
         profile_.step("attention (K tiles)", batch_, [&] {
           GALLEON_LAUNCH(dim3(unsigned(ntok), unsigned(n_head / G)), kAttnThreads, shared, st_,
                          attention_tiles_kernel<G, kColumns>)(
-              q, kc, vc, n_head, group, hd, kv_dim, pos_, n_ctx, kq_scale, scores, out,
+              q, kc, vc, n_head, group, hd, kv_dim, pos_, n_ctx, rule, scores, out,
               shared_scores, n_kv, tree_heads);
           check_launch("attention kernel (K tiles)");
         });
@@ -316,6 +316,18 @@ class CudaExec {
     profile_.step("silu_mul", batch_, [&] {
       GALLEON_LAUNCH(blocks_for(total, 256), 256, 0, st_, silu_mul_kernel)(g, u, total);
       check_launch("silu kernel");
+    });
+  }
+  void gelu_mul(float* g, const float* u, int64_t total) {
+    profile_.step("gelu_mul", batch_, [&] {
+      GALLEON_LAUNCH(blocks_for(total, 256), 256, 0, st_, gelu_mul_kernel)(g, u, total);
+      check_launch("gelu kernel");
+    });
+  }
+  void softcap(float* x, float cap, int64_t total) {
+    profile_.step("softcap", batch_, [&] {
+      GALLEON_LAUNCH(blocks_for(total, 256), 256, 0, st_, softcap_kernel)(x, cap, total);
+      check_launch("softcap kernel");
     });
   }
 
@@ -394,8 +406,14 @@ class CudaSession final : public Evaluator {
   std::vector<DevLayer> layers_;
   DevWeight output_;
   const float* output_norm_ = nullptr;
-  DeviceBuffer k_cache_, v_cache_, rope_cos_, rope_sin_;
-  std::vector<float> host_cos_, host_sin_, host_x_;
+  // The RoPE tables: [0] every layer's, [1] the SWA layers' where they differ (HParams::swa_rope).
+  struct RopeTable {
+    DeviceBuffer cos, sin;
+    std::vector<float> host_cos, host_sin;
+  };
+  DeviceBuffer k_cache_, v_cache_;
+  RopeTable rope_[2];
+  std::vector<float> host_x_;
   int64_t rope_rows_ = 0;
   DeviceBuffer x_, xn_, q_, k_, v_, att_, gate_, up_, tmp_, logits_, scores_;
 };
@@ -419,8 +437,10 @@ CudaSession::CudaSession(const Model& model, int device, int64_t n_ctx)
   k_cache_.reserve(cache * sizeof(float));
   v_cache_.reserve(cache * sizeof(float));
   const size_t rope = size_t(n_ctx_) * size_t(std::max<int64_t>(hp.n_rot / 2, 1)) * sizeof(float);
-  rope_cos_.reserve(rope);
-  rope_sin_.reserve(rope);
+  for (int swa = 0; swa < (hp.rope_base_swa > 0 ? 2 : 1); ++swa) {
+    rope_[swa].cos.reserve(rope);
+    rope_[swa].sin.reserve(rope);
+  }
 }
 
 DevWeight CudaSession::upload_weight(const Weight& w) {
@@ -498,12 +518,15 @@ void CudaSession::extend_rope_table(int64_t need) {
     rope_rows_ = need;
     return;
   }
-  rope_table_rows(model_, rope_rows_, need, host_cos_, host_sin_);
   const size_t off = size_t(rope_rows_ * half), count = size_t((need - rope_rows_) * half);
-  check(cudaMemcpy(rope_cos_.get<float>() + off, host_cos_.data() + off, count * 4,
-                   cudaMemcpyHostToDevice), "cudaMemcpy (rope table)");
-  check(cudaMemcpy(rope_sin_.get<float>() + off, host_sin_.data() + off, count * 4,
-                   cudaMemcpyHostToDevice), "cudaMemcpy (rope table)");
+  for (int swa = 0; swa < (model_.hparams().rope_base_swa > 0 ? 2 : 1); ++swa) {
+    RopeTable& r = rope_[swa];
+    rope_table_rows(model_, rope_rows_, need, r.host_cos, r.host_sin, swa == 1);
+    check(cudaMemcpy(r.cos.get<float>() + off, r.host_cos.data() + off, count * 4,
+                     cudaMemcpyHostToDevice), "cudaMemcpy (rope table)");
+    check(cudaMemcpy(r.sin.get<float>() + off, r.host_sin.data() + off, count * 4,
+                     cudaMemcpyHostToDevice), "cudaMemcpy (rope table)");
+  }
   rope_rows_ = need;
 }
 
@@ -535,7 +558,7 @@ void CudaSession::do_eval(const std::vector<int32_t>& tokens, std::vector<float>
   logits_.reserve(size_t(std::max<int64_t>(ntok - first, 1)) * size_t(hp.n_vocab) * F);
   scores_.reserve(T * size_t(hp.n_head) * size_t(n_ctx_) * F);
   extend_rope_table(n_past_ + ntok);
-  // The embedding rows, dequantized exactly on the host.
+  // The embedding rows, dequantized exactly (and scaled, gemma) on the host.
   embed_tokens(model_, tokens, host_x_);
   check(cudaMemcpyAsync(x_.get(), host_x_.data(), host_x_.size() * F, cudaMemcpyHostToDevice,
                         stream_.get()),
@@ -544,7 +567,8 @@ void CudaSession::do_eval(const std::vector<int32_t>& tokens, std::vector<float>
                   k_.get<float>(),      v_.get<float>(),      att_.get<float>(),
                   tmp_.get<float>(),    gate_.get<float>(),   up_.get<float>(),
                   logits_.get<float>(), scores_.get<float>(), k_cache_.get<float>(),
-                  v_cache_.get<float>(), rope_cos_.get<float>(), rope_sin_.get<float>()};
+                  v_cache_.get<float>(), rope_[0].cos.get<float>(), rope_[0].sin.get<float>(),
+                  rope_[1].cos.get<float>(), rope_[1].sin.get<float>()};
   check(cudaMemcpyAsync(pos_.get(), &n_past_, sizeof n_past_, cudaMemcpyHostToDevice,
                         stream_.get()),
         "cudaMemcpyAsync (position)");

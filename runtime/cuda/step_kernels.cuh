@@ -118,6 +118,14 @@ __global__ void silu_mul_kernel(float* g, const float* u, int64_t total) {
   GALLEON_GRID_STRIDE(i, total) cdev::step::silu_mul(g, u, i);
 }
 
+__global__ void gelu_mul_kernel(float* g, const float* u, int64_t total) {
+  GALLEON_GRID_STRIDE(i, total) cdev::step::gelu_mul(g, u, i);
+}
+
+__global__ void softcap_kernel(float* x, float cap, int64_t total) {
+  GALLEON_GRID_STRIDE(i, total) cdev::step::softcap(x, cap, i);
+}
+
 __global__ void expf_kernel(float* x, int64_t total) {  // cuda::testing::map only
   GALLEON_GRID_STRIDE(i, total) x[i] = cdev::expf(x[i]);
 }

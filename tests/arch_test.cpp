@@ -1,0 +1,270 @@
+// Every architecture's forward pass against a plain double-precision reference written from the
+// models' definitions (llama.cpp's graphs, the gemma papers), not from runtime/session.cpp: the
+// windows, RoPE bases, soft caps, norms and activations of each architecture are restated here
+// from the synthetic model's spec, so that a loader or forward-pass mistake shows as a logit far
+// from the reference. Synthetic F32 models, small enough for the reference's plain loops.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "runtime/engine.h"
+#include "runtime/error.h"
+#include "runtime/gguf.h"
+#include "runtime/model.h"
+#include "runtime/synth.h"
+#include "tests/synth_cases.h"
+#include "tests/test_support.h"
+
+namespace galleon {
+namespace {
+
+using Vec = std::vector<double>;
+
+bool starts_with(const std::string& s, const char* p) { return s.rfind(p, 0) == 0; }
+
+// y = W x for an F32 weight.
+Vec matvec(const Weight& w, const Vec& x) {
+  Vec y(size_t(w.n_out), 0.0);
+  for (int64_t r = 0; r < w.n_out; ++r) {
+    const float* row = reinterpret_cast<const float*>(w.data + size_t(r) * w.row_bytes);
+    for (int64_t i = 0; i < w.n_in; ++i) y[size_t(r)] += double(row[i]) * x[size_t(i)];
+  }
+  return y;
+}
+
+// RMSNorm of x[off .. off + n) with weights w, in place.
+void rms_norm(Vec& x, size_t off, size_t n, const std::vector<float>& w, double eps) {
+  double ss = 0;
+  for (size_t i = 0; i < n; ++i) ss += x[off + i] * x[off + i];
+  const double s = 1.0 / std::sqrt(ss / double(n) + eps);
+  for (size_t i = 0; i < n; ++i) x[off + i] = x[off + i] * s * double(w[i]);
+}
+
+double gelu(double x) {
+  return 0.5 * x * (1.0 + std::tanh(std::sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x)));
+}
+
+double silu(double x) { return x / (1.0 + std::exp(-x)); }
+
+// The reference's own reading of the spec: which layers are windowed, and their RoPE base.
+struct ArchRules {
+  explicit ArchRules(const SynthSpec& s) : spec(s) {}
+  const SynthSpec& spec;
+  bool gemma() const { return starts_with(spec.arch, "gemma"); }
+  // gemma2: every other layer from the first; gemma3: five of every six.
+  bool windowed(int64_t il) const {
+    if (spec.arch == "gemma2") return il % 2 == 0;
+    if (spec.arch == "gemma3") return il % 6 != 5;
+    return false;
+  }
+  double rope_base(int64_t il) const {
+    return spec.arch == "gemma3" && windowed(il) ? 10000.0 : double(spec.rope_base);
+  }
+  double attn_cap() const { return spec.arch == "gemma2" ? double(spec.attn_softcap) : 0.0; }
+  double final_cap() const { return spec.arch == "gemma2" ? double(spec.final_softcap) : 0.0; }
+};
+
+void rope(Vec& v, size_t off, int64_t hd, int64_t pos, double base, bool neox) {
+  const int64_t half = hd / 2;
+  for (int64_t i = 0; i < half; ++i) {
+    const double ang = double(pos) * std::pow(base, -double(2 * i) / double(hd));
+    const size_t a = off + size_t(neox ? i : 2 * i), b = off + size_t(neox ? i + half : 2 * i + 1);
+    const double x0 = v[a], x1 = v[b];
+    v[a] = x0 * std::cos(ang) - x1 * std::sin(ang);
+    v[b] = x0 * std::sin(ang) + x1 * std::cos(ang);
+  }
+}
+
+// The logits of every position of `toks` (one sequence), rows of n_vocab.
+std::vector<Vec> reference_logits(const Model& m, const SynthSpec& spec,
+                                  const std::vector<int32_t>& toks) {
+  const ArchRules rules(spec);
+  const HParams& hp = m.hparams();
+  const int64_t d = hp.n_embd, hd = hp.head_dim, nh = hp.n_head, nkv = hp.n_head_kv;
+  const double eps = hp.rms_eps;
+  const size_t T = toks.size();
+  std::vector<Vec> x(T, Vec(size_t(d)));
+  const Weight& emb = m.token_embd();
+  for (size_t t = 0; t < T; ++t) {  // F32 rows; gemma scales them by sqrt(n_embd)
+    const float* row = reinterpret_cast<const float*>(emb.data + size_t(toks[t]) * emb.row_bytes);
+    for (int64_t i = 0; i < d; ++i)
+      x[t][size_t(i)] = double(row[i]) * (rules.gemma() ? std::sqrt(double(d)) : 1.0);
+  }
+  for (int64_t il = 0; il < hp.n_layer; ++il) {
+    const LayerWeights& L = m.layers()[size_t(il)];
+    std::vector<Vec> q(T), k(T), v(T);
+    for (size_t t = 0; t < T; ++t) {
+      Vec xn = x[t];
+      rms_norm(xn, 0, size_t(d), L.attn_norm, eps);
+      q[t] = matvec(L.wq, xn), k[t] = matvec(L.wk, xn), v[t] = matvec(L.wv, xn);
+      for (size_t i = 0; i < L.bq.size(); ++i) q[t][i] += L.bq[i];
+      for (size_t i = 0; i < L.bk.size(); ++i) k[t][i] += L.bk[i], v[t][i] += L.bv[i];
+      const bool qk_norm = spec.arch == "qwen3" || spec.arch == "gemma3";
+      for (int64_t h = 0; h < nh; ++h) {
+        if (qk_norm) rms_norm(q[t], size_t(h * hd), size_t(hd), L.q_norm, eps);
+        rope(q[t], size_t(h * hd), hd, int64_t(t), rules.rope_base(il), spec.arch != "llama");
+      }
+      for (int64_t h = 0; h < nkv; ++h) {
+        if (qk_norm) rms_norm(k[t], size_t(h * hd), size_t(hd), L.k_norm, eps);
+        rope(k[t], size_t(h * hd), hd, int64_t(t), rules.rope_base(il), spec.arch != "llama");
+      }
+    }
+    for (size_t t = 0; t < T; ++t) {
+      Vec att(size_t(nh * hd), 0.0);
+      for (int64_t h = 0; h < nh; ++h) {
+        const size_t qo = size_t(h * hd), ko = size_t((h / (nh / nkv)) * hd);
+        const size_t first = rules.windowed(il) && t + 1 > size_t(spec.n_swa)
+                                 ? t + 1 - size_t(spec.n_swa) : 0;
+        Vec s(t + 1, -INFINITY);
+        double mx = -INFINITY;
+        for (size_t j = first; j <= t; ++j) {
+          double dot = 0;
+          for (int64_t i = 0; i < hd; ++i) dot += q[t][qo + size_t(i)] * k[j][ko + size_t(i)];
+          s[j] = dot / std::sqrt(double(hd));
+          if (rules.attn_cap() > 0) s[j] = rules.attn_cap() * std::tanh(s[j] / rules.attn_cap());
+          mx = std::max(mx, s[j]);
+        }
+        double sum = 0;
+        for (size_t j = first; j <= t; ++j) sum += std::exp(s[j] - mx);
+        for (size_t j = first; j <= t; ++j)
+          for (int64_t i = 0; i < hd; ++i)
+            att[qo + size_t(i)] += std::exp(s[j] - mx) / sum * v[j][ko + size_t(i)];
+      }
+      Vec o = matvec(L.wo, att);
+      if (!L.attn_post_norm.empty()) rms_norm(o, 0, size_t(d), L.attn_post_norm, eps);
+      for (int64_t i = 0; i < d; ++i) x[t][size_t(i)] += o[size_t(i)];
+      Vec xn = x[t];
+      rms_norm(xn, 0, size_t(d), L.ffn_norm, eps);
+      Vec g = matvec(L.w_gate, xn), u = matvec(L.w_up, xn);
+      for (size_t i = 0; i < g.size(); ++i) g[i] = (rules.gemma() ? gelu(g[i]) : silu(g[i])) * u[i];
+      Vec dn = matvec(L.w_down, g);
+      if (!L.ffn_post_norm.empty()) rms_norm(dn, 0, size_t(d), L.ffn_post_norm, eps);
+      for (int64_t i = 0; i < d; ++i) x[t][size_t(i)] += dn[size_t(i)];
+    }
+  }
+  std::vector<Vec> out;
+  for (size_t t = 0; t < T; ++t) {
+    rms_norm(x[t], 0, size_t(d), m.output_norm(), eps);
+    Vec l = matvec(m.output(), x[t]);
+    if (rules.final_cap() > 0)
+      for (double& z : l) z = rules.final_cap() * std::tanh(z / rules.final_cap());
+    out.push_back(l);
+  }
+  return out;
+}
+
+class ArchReference : public ::testing::TestWithParam<const char*> {};
+
+// Six layers (gemma3's sixth is its one global layer), a window of 5 in 20 positions, RoPE base
+// 10^6 (gemma3's windowed layers: 10^4), soft caps small enough to bend most values, head size
+// 32 with 4 heads on an embedding of 64 (Q wider than the embedding).
+SynthSpec reference_spec(const char* arch) {
+  SynthSpec spec;
+  spec.arch = arch;
+  spec.n_embd = 64;
+  spec.n_layer = 6;
+  spec.n_head = 4;
+  spec.n_head_kv = 2;
+  spec.head_dim = 32;
+  spec.n_ff = 96;
+  spec.n_vocab = 300;
+  spec.n_ctx = 64;
+  spec.rope_base = 1e6f;
+  spec.tied_output = starts_with(arch, "gemma");
+  spec.n_swa = starts_with(arch, "gemma") && std::string(arch) != "gemma" ? 5 : 0;
+  if (std::string(arch) == "gemma2") spec.attn_softcap = 0.3f, spec.final_softcap = 1.0f;
+  if (std::string(arch) == "phi3") spec.fused_qkv = true;
+  return spec;
+}
+
+TEST_P(ArchReference, LogitsMatchADoublePrecisionReference) {
+  const SynthSpec spec = reference_spec(GetParam());
+  testing::TempDir dir;
+  LoadedModel m = testing::write_and_load(spec, dir);
+  const std::vector<int32_t> toks = testing::synth_tokens(20, spec.n_vocab);
+  SessionOptions o;
+  Session s(*m.model, o);
+  std::vector<float> got;
+  s.eval(toks, got);
+  const std::vector<Vec> want = reference_logits(*m.model, spec, toks);
+  double worst = 0;
+  for (size_t t = 0; t < toks.size(); ++t)
+    for (size_t i = 0; i < want[t].size(); ++i) {
+      const double g = got[t * want[t].size() + i];
+      worst = std::max(worst, std::fabs(g - want[t][i]) / (1.0 + std::fabs(want[t][i])));
+    }
+  EXPECT_LT(worst, 1e-4) << GetParam() << ": largest difference from the reference";
+  std::printf("%s: largest difference %.3g\n", GetParam(), worst);
+}
+
+// The model file at `from` rewritten to `to` without the metadata key or tensor named `drop`,
+// then with `edit` applied.
+void rewrite(const std::string& from, const std::string& to, const std::string& drop,
+             const std::function<void(GgufWriter&)>& edit) {
+  std::unique_ptr<GgufFile> f = GgufFile::open(from);
+  GgufWriter w;
+  for (const auto& [k, v] : f->metadata())
+    if (k != drop) w.set(k, v);
+  for (const GgufTensorInfo& t : f->tensors())
+    if (t.name != drop)
+      w.add_tensor(t.name, t.type, t.dims, f->tensor_data(t), size_t(t.n_bytes));
+  edit(w);
+  w.write_file(to);
+}
+
+// A model file's gemma keys and tensors are checked by name: a refused file says which.
+TEST(ArchKeys, GemmaKeysAndTensorsAreChecked) {
+  testing::TempDir dir;
+  auto set = [](const char* key, GgufValue v) {
+    return [key, v](GgufWriter& w) { w.set(key, v); };
+  };
+  const auto none = [](GgufWriter&) {};
+  struct Case {
+    const char* arch;
+    const char* drop;
+    std::function<void(GgufWriter&)> edit;
+    const char* expected;
+  };
+  const Case cases[] = {
+      {"gemma3", "gemma3.attention.sliding_window", none,
+       "metadata key 'gemma3.attention.sliding_window' is missing"},
+      {"gemma3", "", set("gemma3.attention.sliding_window", GgufValue::make_u32(0)),
+       "'gemma3.attention.sliding_window' = 0, expected 1.."},
+      {"gemma2", "", set("gemma2.attn_logit_softcapping", GgufValue::make_f32(-1)),
+       "metadata key 'gemma2.attn_logit_softcapping' must be a finite number > 0"},
+      {"gemma2", "", set("gemma2.final_logit_softcapping", GgufValue::make_f32(NAN)),
+       "metadata key 'gemma2.final_logit_softcapping' must be a finite number > 0"},
+      {"gemma3", "", set("gemma3.rope.freq_base_swa", GgufValue::make_f32(0.5f)),
+       "rope.freq_base_swa must be a finite number > 1"},
+      {"gemma2", "blk.1.post_ffw_norm.weight", none,
+       "tensor 'blk.1.post_ffw_norm.weight' is missing"},
+      {"gemma3", "blk.0.attn_k_norm.weight", none, "tensor 'blk.0.attn_k_norm.weight' is missing"},
+  };
+  for (const Case& c : cases) {
+    GgufWriter w;
+    make_synthetic_model(reference_spec(c.arch), w);
+    w.write_file(dir.file("good.gguf"));
+    rewrite(dir.file("good.gguf"), dir.file("bad.gguf"), c.drop, c.edit);
+    try {
+      load_model(dir.file("bad.gguf"));
+      ADD_FAILURE() << c.expected << ": loaded";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::Invalid) << e.what();
+      EXPECT_NE(std::string(e.what()).find(c.expected), std::string::npos) << e.what();
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Archs, ArchReference,
+                         ::testing::Values("llama", "qwen2", "qwen3", "phi3", "gemma", "gemma2",
+                                           "gemma3"),
+                         [](const ::testing::TestParamInfo<const char*>& i) {
+                           return std::string(i.param);
+                         });
+
+}  // namespace
+}  // namespace galleon
