@@ -62,14 +62,41 @@ void read_gemma(const GgufFile& f, HParams& hp) {
   hp.rope_base_swa = base;
 }
 
+// A multiplier: the key's value (> 0, finite), or nullopt where the key is absent or 0 (llama.cpp:
+// no multiplier) and not required.
+std::optional<float> scale_key(const GgufFile& f, const std::string& k, bool required) {
+  const std::optional<float> v = f.get_f32_opt(k);
+  if (!v && required)
+    fail(ErrorKind::Invalid, f.name() + ": metadata key '" + k + "' is missing");
+  if (!v || (*v == 0.0f && !required)) return std::nullopt;
+  if (!(*v > 0.0f) || !std::isfinite(*v))
+    fail(ErrorKind::Invalid, f.name() + ": metadata key '" + k + "' must be a finite number > 0");
+  return v;
+}
+
+// granite's four multipliers (as llama.cpp's granite graph): the embeddings', the attention
+// scores' (in place of 1 / sqrt(head_dim)), each branch output's before its residual, and the
+// logits' divisor (required).
+void read_granite(const GgufFile& f, HParams& hp) {
+  if (f.get_bool_opt(key(hp, "rope.scaling.finetuned")).value_or(true) == false)
+    fail(ErrorKind::Unsupported, f.name() + ": " + key(hp, "rope.scaling.finetuned") +
+                                     " = false (no rotary embedding) is not supported");
+  if (auto s = scale_key(f, key(hp, "embedding_scale"), false)) hp.embd_scale = *s;
+  if (auto s = scale_key(f, key(hp, "attention.scale"), false)) hp.kq_scale = *s;
+  if (auto s = scale_key(f, key(hp, "residual_scale"), false)) hp.residual_scale = *s;
+  hp.logit_scale = 1.0f / *scale_key(f, key(hp, "logit_scale"), true);
+}
+
 HParams read_hparams(const GgufFile& f) {
   HParams hp;
   hp.arch = f.get_string("general.architecture");
-  const char* const known[] = {"llama", "qwen2", "qwen3", "phi3", "gemma", "gemma2", "gemma3"};
+  const char* const known[] = {"llama",  "qwen2",  "qwen3",  "phi3",
+                               "gemma",  "gemma2", "gemma3", "granite"};
   if (std::find(std::begin(known), std::end(known), hp.arch) == std::end(known))
     fail(ErrorKind::Unsupported,
          f.name() + ": general.architecture '" + hp.arch +
-             "' is not supported (expected llama, qwen2, qwen3, phi3, gemma, gemma2 or gemma3)");
+             "' is not supported (expected llama, qwen2, qwen3, phi3, gemma, gemma2, gemma3 or "
+             "granite)");
   hp.n_embd = positive_key(f, key(hp, "embedding_length"), std::nullopt, 1 << 20);
   hp.n_layer = positive_key(f, key(hp, "block_count"), std::nullopt, 4096);
   hp.n_ff = positive_key(f, key(hp, "feed_forward_length"), std::nullopt, 1 << 22);
@@ -112,9 +139,10 @@ HParams read_hparams(const GgufFile& f) {
       fail(ErrorKind::Invalid, f.name() + ": attention.layer_norm_rms_epsilon must be > 0");
     hp.rms_eps = *eps;
   }
-  hp.rope_neox = hp.arch != "llama";
+  hp.rope_neox = hp.arch != "llama" && hp.arch != "granite";
   hp.kq_scale = 1.0f / std::sqrt(float(hp.head_dim));
   if (hp.arch.rfind("gemma", 0) == 0) read_gemma(f, hp);
+  if (hp.arch == "granite") read_granite(f, hp);
   return hp;
 }
 
@@ -211,6 +239,8 @@ LayerWeights load_layer(const GgufFile& f, const HParams& hp, int64_t i) {
     L.ffn_post_norm = load_vector(f, p + "post_ffw_norm.weight", hp.n_embd);
   }
   L.wo = load_weight(f, p + "attn_output.weight", q_dim, hp.n_embd);
+  if (f.find_tensor(p + "attn_output.bias"))
+    fail(ErrorKind::Unsupported, f.name() + ": tensor '" + p + "attn_output.bias' is not supported");
   if (hp.arch == "phi3") {  // one ffn_up of 2 n_ff rows: the gate's, then the up projection's
     const Weight up = load_weight(f, p + "ffn_up.weight", hp.n_embd, 2 * hp.n_ff);
     L.w_gate = rows_of(up, 0, hp.n_ff, "gate");

@@ -1,5 +1,5 @@
 // Llama-family transformer (architectures "llama", "qwen2", "qwen3", "phi3", "gemma", "gemma2",
-// "gemma3") evaluated with the canonical kernels. Model = immutable weights (views into the mapped GGUF); Session = KV cache
+// "gemma3", "granite") evaluated with the canonical kernels. Model = immutable weights (views into the mapped GGUF); Session = KV cache
 // + scratch.
 #pragma once
 
@@ -21,7 +21,7 @@ namespace galleon {
 class GgufFile;
 
 struct HParams {
-  std::string arch;          // "llama" | "qwen2" | "qwen3" | "phi3" | "gemma" | "gemma2" | "gemma3"
+  std::string arch;  // llama | qwen2 | qwen3 | phi3 | gemma | gemma2 | gemma3 | granite
   int64_t n_vocab = 0;
   int64_t n_embd = 0;
   int64_t n_layer = 0;
@@ -35,9 +35,11 @@ struct HParams {
   double rope_linear_scale = 1.0;  // positions are divided by this ("linear" scaling)
   bool rope_neox = false;    // rotate (i, i + n_rot/2) pairs instead of (2i, 2i+1)
   float rms_eps = 1e-5f;
-  float kq_scale = 0.0f;     // attention scores' scale (1 / sqrt(head_dim) unless gemma says)
-  // gemma family (docs/arithmetic.md section 9); the defaults change nothing.
+  float kq_scale = 0.0f;     // attention scores' scale (1 / sqrt(head_dim) unless the arch says)
+  // gemma family and granite (docs/arithmetic.md section 9); the defaults change nothing.
   float embd_scale = 1.0f;   // embeddings times this (gemma: sqrt(n_embd))
+  float residual_scale = 1.0f;  // each branch's output times this before its residual (granite)
+  float logit_scale = 1.0f;  // logits times this (granite: 1 / logit_scale)
   float attn_softcap = 0.0f; // scores s -> cap * tanh(s / cap) (gemma2); 0: none
   float final_softcap = 0.0f;// logits likewise
   bool ffn_gelu = false;     // FFN gate activation GELU (gemma) instead of SiLU

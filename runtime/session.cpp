@@ -298,6 +298,7 @@ void Session::layer_forward(int64_t il, int64_t n_tok) {
   per_token(n_tok, d, [&](int64_t t) {
     float* o = &s.tmp[size_t(t * d)];
     if (!L.attn_post_norm.empty()) rms_norm(ops_, o, L.attn_post_norm.data(), d, hp.rms_eps, o);
+    if (hp.residual_scale != 1.0f) ops_.scale(o, hp.residual_scale, d);
     ops_.add(&s.x[size_t(t * d)], o, d);
     rms_norm(ops_, &s.x[size_t(t * d)], L.ffn_norm.data(), d, hp.rms_eps, &s.xn[size_t(t * d)]);
   });
@@ -310,6 +311,7 @@ void Session::layer_forward(int64_t il, int64_t n_tok) {
   per_token(n_tok, d, [&](int64_t t) {
     float* o = &s.tmp[size_t(t * d)];
     if (!L.ffn_post_norm.empty()) rms_norm(ops_, o, L.ffn_post_norm.data(), d, hp.rms_eps, o);
+    if (hp.residual_scale != 1.0f) ops_.scale(o, hp.residual_scale, d);
     ops_.add(&s.x[size_t(t * d)], o, d);
   });
 }
@@ -349,6 +351,7 @@ void Session::eval(const std::vector<int32_t>& tokens, std::vector<float>& logit
   });
   logits.resize(size_t(n_tok - first) * size_t(hp.n_vocab));
   matmul(model_.output(), s.xn.data() + first * d, n_tok - first, logits.data());
+  if (hp.logit_scale != 1.0f) ops_.scale(logits.data(), hp.logit_scale, int64_t(logits.size()));
   if (hp.final_softcap > 0.0f)
     softcap_values(logits.data(), int64_t(logits.size()), hp.final_softcap);
   n_past_ += n_tok;

@@ -92,6 +92,10 @@ void set_hparams(GgufWriter& w, const SynthSpec& s) {
   // gemma3 must name its window: Gemma 3 1B's where the spec gives none.
   const int64_t n_swa = s.n_swa > 0 ? s.n_swa : s.arch == "gemma3" ? 512 : 0;
   if (n_swa > 0) w.set(a + "attention.sliding_window", GgufValue::make_u32(uint32_t(n_swa)));
+  if (s.arch == "granite") {
+    const char* keys[] = {"embedding_scale", "residual_scale", "attention.scale", "logit_scale"};
+    for (int i = 0; i < 4; ++i) w.set(a + keys[i], GgufValue::make_f32(s.granite_scales[i]));
+  }
   if (s.attn_softcap > 0)
     w.set(a + "attn_logit_softcapping", GgufValue::make_f32(s.attn_softcap));
   if (s.final_softcap > 0)

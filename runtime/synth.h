@@ -16,7 +16,7 @@ class GgufWriter;
 struct SynthSpec {
   // llama | qwen2 (adds Q/K/V biases) | qwen3 (per-head Q/K norms) | phi3 (fused gate and up;
   // Q, K and V fused where fused_qkv) | gemma | gemma2 (post-norms) | gemma3 (post-norms and
-  // per-head Q/K norms)
+  // per-head Q/K norms) | granite (the multipliers below)
   std::string arch = "llama";
   bool fused_qkv = true;
   int64_t n_embd = 256;
@@ -37,6 +37,9 @@ struct SynthSpec {
   int64_t n_swa = 0;           // gemma2/gemma3: attention.sliding_window where > 0
   float attn_softcap = 0.0f;   // gemma2: the soft caps where > 0
   float final_softcap = 0.0f;
+  // granite's multipliers (embedding_scale, residual_scale, attention.scale, logit_scale): its
+  // structure (embeddings scaled up, branches down, logits divided), not a release's values.
+  float granite_scales[4] = {2.0f, 0.6f, 0.25f, 2.5f};
   // Copy tokenizer.* metadata from this GGUF (n_vocab then follows its token count).
   const GgufFile* vocab_from = nullptr;
 };

@@ -61,10 +61,21 @@ struct ArchRules {
     if (spec.arch == "gemma3") return il % 6 != 5;
     return false;
   }
+  // Rotated pairs (i, i + hd/2); llama and granite rotate (2i, 2i + 1).
+  bool neox() const { return spec.arch != "llama" && !granite(); }
   double rope_base(int64_t il) const {
     return spec.arch == "gemma3" && windowed(il) ? 10000.0 : double(spec.rope_base);
   }
   double attn_cap() const { return spec.arch == "gemma2" ? double(spec.attn_softcap) : 0.0; }
+  bool granite() const { return spec.arch == "granite"; }
+  double embd_scale() const {
+    return gemma() ? std::sqrt(double(spec.n_embd)) : granite() ? spec.granite_scales[0] : 1.0;
+  }
+  double residual_scale() const { return granite() ? spec.granite_scales[1] : 1.0; }
+  double kq_scale(int64_t hd) const {
+    return granite() ? spec.granite_scales[2] : 1.0 / std::sqrt(double(hd));
+  }
+  double logit_divisor() const { return granite() ? spec.granite_scales[3] : 1.0; }
   double final_cap() const { return spec.arch == "gemma2" ? double(spec.final_softcap) : 0.0; }
 };
 
@@ -89,10 +100,9 @@ std::vector<Vec> reference_logits(const Model& m, const SynthSpec& spec,
   const size_t T = toks.size();
   std::vector<Vec> x(T, Vec(size_t(d)));
   const Weight& emb = m.token_embd();
-  for (size_t t = 0; t < T; ++t) {  // F32 rows; gemma scales them by sqrt(n_embd)
+  for (size_t t = 0; t < T; ++t) {  // F32 rows, scaled (gemma: by sqrt(n_embd))
     const float* row = reinterpret_cast<const float*>(emb.data + size_t(toks[t]) * emb.row_bytes);
-    for (int64_t i = 0; i < d; ++i)
-      x[t][size_t(i)] = double(row[i]) * (rules.gemma() ? std::sqrt(double(d)) : 1.0);
+    for (int64_t i = 0; i < d; ++i) x[t][size_t(i)] = double(row[i]) * rules.embd_scale();
   }
   for (int64_t il = 0; il < hp.n_layer; ++il) {
     const LayerWeights& L = m.layers()[size_t(il)];
@@ -106,11 +116,11 @@ std::vector<Vec> reference_logits(const Model& m, const SynthSpec& spec,
       const bool qk_norm = spec.arch == "qwen3" || spec.arch == "gemma3";
       for (int64_t h = 0; h < nh; ++h) {
         if (qk_norm) rms_norm(q[t], size_t(h * hd), size_t(hd), L.q_norm, eps);
-        rope(q[t], size_t(h * hd), hd, int64_t(t), rules.rope_base(il), spec.arch != "llama");
+        rope(q[t], size_t(h * hd), hd, int64_t(t), rules.rope_base(il), rules.neox());
       }
       for (int64_t h = 0; h < nkv; ++h) {
         if (qk_norm) rms_norm(k[t], size_t(h * hd), size_t(hd), L.k_norm, eps);
-        rope(k[t], size_t(h * hd), hd, int64_t(t), rules.rope_base(il), spec.arch != "llama");
+        rope(k[t], size_t(h * hd), hd, int64_t(t), rules.rope_base(il), rules.neox());
       }
     }
     for (size_t t = 0; t < T; ++t) {
@@ -124,7 +134,7 @@ std::vector<Vec> reference_logits(const Model& m, const SynthSpec& spec,
         for (size_t j = first; j <= t; ++j) {
           double dot = 0;
           for (int64_t i = 0; i < hd; ++i) dot += q[t][qo + size_t(i)] * k[j][ko + size_t(i)];
-          s[j] = dot / std::sqrt(double(hd));
+          s[j] = dot * rules.kq_scale(hd);
           if (rules.attn_cap() > 0) s[j] = rules.attn_cap() * std::tanh(s[j] / rules.attn_cap());
           mx = std::max(mx, s[j]);
         }
@@ -136,20 +146,21 @@ std::vector<Vec> reference_logits(const Model& m, const SynthSpec& spec,
       }
       Vec o = matvec(L.wo, att);
       if (!L.attn_post_norm.empty()) rms_norm(o, 0, size_t(d), L.attn_post_norm, eps);
-      for (int64_t i = 0; i < d; ++i) x[t][size_t(i)] += o[size_t(i)];
+      for (int64_t i = 0; i < d; ++i) x[t][size_t(i)] += o[size_t(i)] * rules.residual_scale();
       Vec xn = x[t];
       rms_norm(xn, 0, size_t(d), L.ffn_norm, eps);
       Vec g = matvec(L.w_gate, xn), u = matvec(L.w_up, xn);
       for (size_t i = 0; i < g.size(); ++i) g[i] = (rules.gemma() ? gelu(g[i]) : silu(g[i])) * u[i];
       Vec dn = matvec(L.w_down, g);
       if (!L.ffn_post_norm.empty()) rms_norm(dn, 0, size_t(d), L.ffn_post_norm, eps);
-      for (int64_t i = 0; i < d; ++i) x[t][size_t(i)] += dn[size_t(i)];
+      for (int64_t i = 0; i < d; ++i) x[t][size_t(i)] += dn[size_t(i)] * rules.residual_scale();
     }
   }
   std::vector<Vec> out;
   for (size_t t = 0; t < T; ++t) {
     rms_norm(x[t], 0, size_t(d), m.output_norm(), eps);
     Vec l = matvec(m.output(), x[t]);
+    for (double& z : l) z = z / rules.logit_divisor();
     if (rules.final_cap() > 0)
       for (double& z : l) z = rules.final_cap() * std::tanh(z / rules.final_cap());
     out.push_back(l);
@@ -216,8 +227,9 @@ void rewrite(const std::string& from, const std::string& to, const std::string& 
   w.write_file(to);
 }
 
-// A model file's gemma keys and tensors are checked by name: a refused file says which.
-TEST(ArchKeys, GemmaKeysAndTensorsAreChecked) {
+// A model file's gemma and granite keys and tensors are checked by name: a refused file says
+// which.
+TEST(ArchKeys, GemmaAndGraniteKeysAndTensorsAreChecked) {
   testing::TempDir dir;
   auto set = [](const char* key, GgufValue v) {
     return [key, v](GgufWriter& w) { w.set(key, v); };
@@ -228,7 +240,9 @@ TEST(ArchKeys, GemmaKeysAndTensorsAreChecked) {
     const char* drop;
     std::function<void(GgufWriter&)> edit;
     const char* expected;
+    ErrorKind kind = ErrorKind::Invalid;
   };
+  const float one = 1.0f;
   const Case cases[] = {
       {"gemma3", "gemma3.attention.sliding_window", none,
        "metadata key 'gemma3.attention.sliding_window' is missing"},
@@ -243,6 +257,17 @@ TEST(ArchKeys, GemmaKeysAndTensorsAreChecked) {
       {"gemma2", "blk.1.post_ffw_norm.weight", none,
        "tensor 'blk.1.post_ffw_norm.weight' is missing"},
       {"gemma3", "blk.0.attn_k_norm.weight", none, "tensor 'blk.0.attn_k_norm.weight' is missing"},
+      {"granite", "granite.logit_scale", none, "metadata key 'granite.logit_scale' is missing"},
+      {"granite", "", set("granite.residual_scale", GgufValue::make_f32(-0.5f)),
+       "metadata key 'granite.residual_scale' must be a finite number > 0"},
+      {"granite", "", set("granite.rope.scaling.finetuned", GgufValue::make_bool(false)),
+       "granite.rope.scaling.finetuned = false (no rotary embedding) is not supported",
+       ErrorKind::Unsupported},
+      {"granite", "",
+       [&](GgufWriter& w) {
+         w.add_tensor("blk.1.attn_output.bias", GgmlType::F32, {1}, &one, sizeof one);
+       },
+       "tensor 'blk.1.attn_output.bias' is not supported", ErrorKind::Unsupported},
   };
   for (const Case& c : cases) {
     GgufWriter w;
@@ -253,7 +278,7 @@ TEST(ArchKeys, GemmaKeysAndTensorsAreChecked) {
       load_model(dir.file("bad.gguf"));
       ADD_FAILURE() << c.expected << ": loaded";
     } catch (const Error& e) {
-      EXPECT_EQ(e.kind(), ErrorKind::Invalid) << e.what();
+      EXPECT_EQ(e.kind(), c.kind) << e.what();
       EXPECT_NE(std::string(e.what()).find(c.expected), std::string::npos) << e.what();
     }
   }
@@ -261,7 +286,7 @@ TEST(ArchKeys, GemmaKeysAndTensorsAreChecked) {
 
 INSTANTIATE_TEST_SUITE_P(Archs, ArchReference,
                          ::testing::Values("llama", "qwen2", "qwen3", "phi3", "gemma", "gemma2",
-                                           "gemma3"),
+                                           "gemma3", "granite"),
                          [](const ::testing::TestParamInfo<const char*>& i) {
                            return std::string(i.param);
                          });

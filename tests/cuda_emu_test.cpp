@@ -1158,6 +1158,9 @@ class EmuExec {
   void softcap(float* x, float cap, int64_t total) {
     for (int64_t i = 0; i < total; ++i) cdev::step::softcap(x, cap, i);
   }
+  void scale(float* x, float s, int64_t total) {
+    for (int64_t i = 0; i < total; ++i) cdev::step::scale(x, s, i);
+  }
 
  private:
   bool new_paths_;

@@ -167,6 +167,7 @@ void forward(X& x, const HParams& hp, const std::vector<DevLayer>& layers, const
                 rule, b.scores, b.att);
     matmuls(x, b.att, ntok, {{&L.wo, b.tmp}});
     if (L.attn_post_norm) x.rms_norm(b.tmp, L.attn_post_norm, d, hp.rms_eps, ntok, b.tmp);
+    if (hp.residual_scale != 1.0f) x.scale(b.tmp, hp.residual_scale, ntok * d);
     x.add(b.x, b.tmp, d, ntok * d, false);
     x.rms_norm(b.x, L.ffn_norm, d, hp.rms_eps, ntok, b.xn);
     matmuls(x, b.xn, ntok, {{&L.w_gate, b.gate}, {&L.w_up, b.up}});
@@ -176,12 +177,14 @@ void forward(X& x, const HParams& hp, const std::vector<DevLayer>& layers, const
       x.silu_mul(b.gate, b.up, ntok * hp.n_ff);
     matmuls(x, b.gate, ntok, {{&L.w_down, b.tmp}});
     if (L.ffn_post_norm) x.rms_norm(b.tmp, L.ffn_post_norm, d, hp.rms_eps, ntok, b.tmp);
+    if (hp.residual_scale != 1.0f) x.scale(b.tmp, hp.residual_scale, ntok * d);
     x.add(b.x, b.tmp, d, ntok * d, false);
   }
   const int64_t n_logits = ntok - first_logit;
   if (n_logits <= 0) return;
   x.rms_norm(b.x + first_logit * d, output_norm, d, hp.rms_eps, n_logits, b.xn);
   matmuls(x, b.xn, n_logits, {{&output, b.logits}});
+  if (hp.logit_scale != 1.0f) x.scale(b.logits, hp.logit_scale, n_logits * hp.n_vocab);
   if (hp.final_softcap > 0.0f) x.softcap(b.logits, hp.final_softcap, n_logits * hp.n_vocab);
 }
 

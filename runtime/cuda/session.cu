@@ -330,6 +330,12 @@ class CudaExec {
       check_launch("softcap kernel");
     });
   }
+  void scale(float* x, float s, int64_t total) {
+    profile_.step("scale", batch_, [&] {
+      GALLEON_LAUNCH(blocks_for(total, 256), 256, 0, st_, scale_kernel)(x, s, total);
+      check_launch("scale kernel");
+    });
+  }
 
  private:
   cudaStream_t st_;

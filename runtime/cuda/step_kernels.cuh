@@ -126,6 +126,10 @@ __global__ void softcap_kernel(float* x, float cap, int64_t total) {
   GALLEON_GRID_STRIDE(i, total) cdev::step::softcap(x, cap, i);
 }
 
+__global__ void scale_kernel(float* x, float s, int64_t total) {
+  GALLEON_GRID_STRIDE(i, total) cdev::step::scale(x, s, i);
+}
+
 __global__ void expf_kernel(float* x, int64_t total) {  // cuda::testing::map only
   GALLEON_GRID_STRIDE(i, total) x[i] = cdev::expf(x[i]);
 }

@@ -55,5 +55,6 @@ GALLEON_HD void rope(float* x, int64_t k, int64_t n_heads, int64_t hd, int64_t n
 GALLEON_HD void silu_mul(float* g, const float* u, int64_t i) { g[i] = silu(g[i]) * u[i]; }
 GALLEON_HD void gelu_mul(float* g, const float* u, int64_t i) { g[i] = gelu(g[i]) * u[i]; }
 GALLEON_HD void softcap(float* x, float cap, int64_t i) { x[i] = cdev::softcap(x[i], cap); }
+GALLEON_HD void scale(float* x, float s, int64_t i) { x[i] = x[i] * s; }
 
 }  // namespace galleon::cdev::step
