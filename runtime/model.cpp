@@ -90,13 +90,13 @@ void read_granite(const GgufFile& f, HParams& hp) {
 HParams read_hparams(const GgufFile& f) {
   HParams hp;
   hp.arch = f.get_string("general.architecture");
-  const char* const known[] = {"llama",  "qwen2",  "qwen3",  "phi3",
-                               "gemma",  "gemma2", "gemma3", "granite"};
+  const char* const known[] = {"llama",  "qwen2",  "qwen3",   "phi3", "gemma",
+                               "gemma2", "gemma3", "granite", "olmo2"};
   if (std::find(std::begin(known), std::end(known), hp.arch) == std::end(known))
     fail(ErrorKind::Unsupported,
          f.name() + ": general.architecture '" + hp.arch +
-             "' is not supported (expected llama, qwen2, qwen3, phi3, gemma, gemma2, gemma3 or "
-             "granite)");
+             "' is not supported (expected llama, qwen2, qwen3, phi3, gemma, gemma2, gemma3, "
+             "granite or olmo2)");
   hp.n_embd = positive_key(f, key(hp, "embedding_length"), std::nullopt, 1 << 20);
   hp.n_layer = positive_key(f, key(hp, "block_count"), std::nullopt, 4096);
   hp.n_ff = positive_key(f, key(hp, "feed_forward_length"), std::nullopt, 1 << 22);
@@ -143,6 +143,13 @@ HParams read_hparams(const GgufFile& f) {
   hp.kq_scale = 1.0f / std::sqrt(float(hp.head_dim));
   if (hp.arch.rfind("gemma", 0) == 0) read_gemma(f, hp);
   if (hp.arch == "granite") read_granite(f, hp);
+  if (hp.arch == "olmo2") {  // Q/K norms over whole rows; a window on 3 of 4 layers where given
+    hp.qk_norm_whole = true;
+    if (f.get_u64_opt(key(hp, "attention.sliding_window")).value_or(0) > 0) {
+      hp.n_swa = positive_key(f, key(hp, "attention.sliding_window"), std::nullopt, 1 << 24);
+      hp.swa_pattern = 4;
+    }
+  }
   return hp;
 }
 
@@ -227,14 +234,18 @@ LayerWeights load_layer(const GgufFile& f, const HParams& hp, int64_t i) {
   const std::string p = "blk." + std::to_string(i) + ".";
   const int64_t q_dim = hp.n_head * hp.head_dim;
   LayerWeights L;
-  L.attn_norm = load_vector(f, p + "attn_norm.weight", hp.n_embd);
-  L.ffn_norm = load_vector(f, p + "ffn_norm.weight", hp.n_embd);
-  load_qkv(f, hp, p, L);
-  if (hp.arch == "qwen3" || hp.arch == "gemma3") {
-    L.q_norm = load_vector(f, p + "attn_q_norm.weight", hp.head_dim);
-    L.k_norm = load_vector(f, p + "attn_k_norm.weight", hp.head_dim);
+  if (hp.arch != "olmo2") {  // olmo2's branches read the residual stream unnormed
+    L.attn_norm = load_vector(f, p + "attn_norm.weight", hp.n_embd);
+    L.ffn_norm = load_vector(f, p + "ffn_norm.weight", hp.n_embd);
   }
-  if (hp.arch == "gemma2" || hp.arch == "gemma3") {
+  load_qkv(f, hp, p, L);
+  if (hp.arch == "qwen3" || hp.arch == "gemma3" || hp.arch == "olmo2") {
+    const int64_t heads = hp.qk_norm_whole ? hp.n_head : 1;
+    const int64_t kv_heads = hp.qk_norm_whole ? hp.n_head_kv : 1;
+    L.q_norm = load_vector(f, p + "attn_q_norm.weight", hp.head_dim * heads);
+    L.k_norm = load_vector(f, p + "attn_k_norm.weight", hp.head_dim * kv_heads);
+  }
+  if (hp.arch == "gemma2" || hp.arch == "gemma3" || hp.arch == "olmo2") {
     L.attn_post_norm = load_vector(f, p + "post_attention_norm.weight", hp.n_embd);
     L.ffn_post_norm = load_vector(f, p + "post_ffw_norm.weight", hp.n_embd);
   }

@@ -1,5 +1,5 @@
 // Llama-family transformer (architectures "llama", "qwen2", "qwen3", "phi3", "gemma", "gemma2",
-// "gemma3", "granite") evaluated with the canonical kernels. Model = immutable weights (views into the mapped GGUF); Session = KV cache
+// "gemma3", "granite", "olmo2") evaluated with the canonical kernels. Model = immutable weights (views into the mapped GGUF); Session = KV cache
 // + scratch.
 #pragma once
 
@@ -21,7 +21,7 @@ namespace galleon {
 class GgufFile;
 
 struct HParams {
-  std::string arch;  // llama | qwen2 | qwen3 | phi3 | gemma | gemma2 | gemma3 | granite
+  std::string arch;  // llama | qwen2 | qwen3 | phi3 | gemma | gemma2 | gemma3 | granite | olmo2
   int64_t n_vocab = 0;
   int64_t n_embd = 0;
   int64_t n_layer = 0;
@@ -46,6 +46,7 @@ struct HParams {
   int64_t n_swa = 0;         // sliding window of the SWA layers (0: none)
   int64_t swa_pattern = 0;   // layer il has the window when il % swa_pattern < swa_pattern - 1
   double rope_base_swa = 0;  // RoPE base of the SWA layers, unscaled (gemma3); 0: as the others
+  bool qk_norm_whole = false;  // Q's and K's norms over each token's whole row (olmo2), not heads
   // Positions a token of layer il attends to before its own (0: all).
   int64_t window(int64_t il) const {
     return n_swa > 0 && il % swa_pattern < swa_pattern - 1 ? n_swa : 0;
@@ -65,9 +66,10 @@ struct Weight {
 };
 
 struct LayerWeights {
-  std::vector<float> attn_norm, ffn_norm;
+  std::vector<float> attn_norm, ffn_norm;  // empty: none before the branches (olmo2)
   std::vector<float> bq, bk, bv;  // empty when the architecture has no bias
-  std::vector<float> q_norm, k_norm;  // per-head RMS norms of Q and K (qwen3, gemma3), else empty
+  // RMS norms of Q and K, per head (qwen3, gemma3) or of the whole row (olmo2), else empty
+  std::vector<float> q_norm, k_norm;
   // RMS norms of the attention's and the FFN's outputs before their residuals (gemma2, gemma3)
   std::vector<float> attn_post_norm, ffn_post_norm;
   Weight wq, wk, wv, wo, w_gate, w_up, w_down;

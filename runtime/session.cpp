@@ -260,10 +260,13 @@ void Session::layer_forward(int64_t il, int64_t n_tok) {
   Scratch& s = *s_;
   const int64_t d = hp.n_embd, hd = hp.head_dim;
   const int64_t q_dim = hp.n_head * hd, kv_dim = hp.n_head_kv * hd;
-  per_token(n_tok, d, [&](int64_t t) {
-    rms_norm(ops_, &s.x[size_t(t * d)], L.attn_norm.data(), d, hp.rms_eps, &s.xn[size_t(t * d)]);
-  });
-  matmuls(s.xn.data(), n_tok, {{&L.wq, s.q.data()}, {&L.wk, s.k.data()}, {&L.wv, s.v.data()}});
+  // olmo2 has no norms before its branches: they read the residual stream itself.
+  const float* attn_in = L.attn_norm.empty() ? s.x.data() : s.xn.data();
+  if (!L.attn_norm.empty())
+    per_token(n_tok, d, [&](int64_t t) {
+      rms_norm(ops_, &s.x[size_t(t * d)], L.attn_norm.data(), d, hp.rms_eps, &s.xn[size_t(t * d)]);
+    });
+  matmuls(attn_in, n_tok, {{&L.wq, s.q.data()}, {&L.wk, s.k.data()}, {&L.wv, s.v.data()}});
   const int64_t half = hp.n_rot / 2;
   const bool swa_rope = hp.swa_rope(il);
   const float* cos_t = (swa_rope ? s.rope_cos_swa : s.rope_cos).data();
@@ -277,11 +280,12 @@ void Session::layer_forward(int64_t il, int64_t n_tok) {
       ops_.add(k, L.bk.data(), kv_dim);
       ops_.add(v, L.bv.data(), kv_dim);
     }
-    if (!L.q_norm.empty()) {  // each head's row normed in place
-      for (int64_t h = 0; h < hp.n_head; ++h)
-        rms_norm(ops_, q + h * hd, L.q_norm.data(), hd, hp.rms_eps, q + h * hd);
-      for (int64_t h = 0; h < hp.n_head_kv; ++h)
-        rms_norm(ops_, k + h * hd, L.k_norm.data(), hd, hp.rms_eps, k + h * hd);
+    if (!L.q_norm.empty()) {  // each head's row (olmo2: the whole row) normed in place
+      const int64_t qn = hp.qk_norm_whole ? q_dim : hd, kn = hp.qk_norm_whole ? kv_dim : hd;
+      for (int64_t i = 0; i < q_dim; i += qn)
+        rms_norm(ops_, q + i, L.q_norm.data(), qn, hp.rms_eps, q + i);
+      for (int64_t i = 0; i < kv_dim; i += kn)
+        rms_norm(ops_, k + i, L.k_norm.data(), kn, hp.rms_eps, k + i);
     }
     const int64_t pos = n_past_ + t;
     const float* c = cos_t + pos * half;
@@ -300,9 +304,11 @@ void Session::layer_forward(int64_t il, int64_t n_tok) {
     if (!L.attn_post_norm.empty()) rms_norm(ops_, o, L.attn_post_norm.data(), d, hp.rms_eps, o);
     if (hp.residual_scale != 1.0f) ops_.scale(o, hp.residual_scale, d);
     ops_.add(&s.x[size_t(t * d)], o, d);
-    rms_norm(ops_, &s.x[size_t(t * d)], L.ffn_norm.data(), d, hp.rms_eps, &s.xn[size_t(t * d)]);
+    if (!L.ffn_norm.empty())
+      rms_norm(ops_, &s.x[size_t(t * d)], L.ffn_norm.data(), d, hp.rms_eps, &s.xn[size_t(t * d)]);
   });
-  matmuls(s.xn.data(), n_tok, {{&L.w_gate, s.gate.data()}, {&L.w_up, s.up.data()}});
+  const float* ffn_in = L.ffn_norm.empty() ? s.x.data() : s.xn.data();
+  matmuls(ffn_in, n_tok, {{&L.w_gate, s.gate.data()}, {&L.w_up, s.up.data()}});
   per_token(n_tok, 4 * hp.n_ff, [&](int64_t t) {
     (hp.ffn_gelu ? ops_.gelu_mul : ops_.silu_mul)(&s.gate[size_t(t * hp.n_ff)],
                                                   &s.up[size_t(t * hp.n_ff)], hp.n_ff);

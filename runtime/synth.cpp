@@ -118,7 +118,8 @@ void make_synthetic_model(const SynthSpec& s, GgufWriter& w) {
   const GgmlType v_down = s.v_down_type.value_or(s.type);
   for (int64_t i = 0; i < s.n_layer; ++i) {
     const std::string p = "blk." + std::to_string(i) + ".";
-    add_random(w, rng, p + "attn_norm.weight", GgmlType::F32, {d}, 0.1f, 1.0f);
+    const bool olmo2 = s.arch == "olmo2";
+    if (!olmo2) add_random(w, rng, p + "attn_norm.weight", GgmlType::F32, {d}, 0.1f, 1.0f);
     if (s.arch == "phi3" && s.fused_qkv) {
       add_random(w, rng, p + "attn_qkv.weight", s.type, {d, q_dim + 2 * kv_dim}, in_scale);
     } else {
@@ -131,15 +132,15 @@ void make_synthetic_model(const SynthSpec& s, GgufWriter& w) {
       add_random(w, rng, p + "attn_k.bias", GgmlType::F32, {kv_dim}, 0.1f);
       add_random(w, rng, p + "attn_v.bias", GgmlType::F32, {kv_dim}, 0.1f);
     }
-    if (s.arch == "qwen3" || s.arch == "gemma3") {
-      add_random(w, rng, p + "attn_q_norm.weight", GgmlType::F32, {hd}, 0.1f, 1.0f);
-      add_random(w, rng, p + "attn_k_norm.weight", GgmlType::F32, {hd}, 0.1f, 1.0f);
+    if (s.arch == "qwen3" || s.arch == "gemma3" || olmo2) {
+      add_random(w, rng, p + "attn_q_norm.weight", GgmlType::F32, {olmo2 ? q_dim : hd}, 0.1f, 1.0f);
+      add_random(w, rng, p + "attn_k_norm.weight", GgmlType::F32, {olmo2 ? kv_dim : hd}, 0.1f, 1.0f);
     }
-    const bool post_norms = s.arch == "gemma2" || s.arch == "gemma3";
+    const bool post_norms = s.arch == "gemma2" || s.arch == "gemma3" || olmo2;
     add_random(w, rng, p + "attn_output.weight", s.type, {q_dim, d}, in_scale);
     if (post_norms)
       add_random(w, rng, p + "post_attention_norm.weight", GgmlType::F32, {d}, 0.1f, 1.0f);
-    add_random(w, rng, p + "ffn_norm.weight", GgmlType::F32, {d}, 0.1f, 1.0f);
+    if (!olmo2) add_random(w, rng, p + "ffn_norm.weight", GgmlType::F32, {d}, 0.1f, 1.0f);
     if (s.arch == "phi3") {  // the gate's rows, then the up projection's, in one tensor
       add_random(w, rng, p + "ffn_up.weight", s.type, {d, 2 * s.n_ff}, in_scale);
     } else {

@@ -16,7 +16,8 @@ class GgufWriter;
 struct SynthSpec {
   // llama | qwen2 (adds Q/K/V biases) | qwen3 (per-head Q/K norms) | phi3 (fused gate and up;
   // Q, K and V fused where fused_qkv) | gemma | gemma2 (post-norms) | gemma3 (post-norms and
-  // per-head Q/K norms) | granite (the multipliers below)
+  // per-head Q/K norms) | granite (the multipliers below) | olmo2 (post-norms only, Q/K norms
+  // over whole rows)
   std::string arch = "llama";
   bool fused_qkv = true;
   int64_t n_embd = 256;

@@ -5,6 +5,7 @@
 // from the reference. Synthetic F32 models, small enough for the reference's plain loops.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <functional>
@@ -55,12 +56,15 @@ struct ArchRules {
   explicit ArchRules(const SynthSpec& s) : spec(s) {}
   const SynthSpec& spec;
   bool gemma() const { return starts_with(spec.arch, "gemma"); }
-  // gemma2: every other layer from the first; gemma3: five of every six.
+  // gemma2: every other layer from the first; gemma3: five of every six; olmo2 with a window:
+  // three of every four.
   bool windowed(int64_t il) const {
     if (spec.arch == "gemma2") return il % 2 == 0;
     if (spec.arch == "gemma3") return il % 6 != 5;
+    if (spec.arch == "olmo2") return spec.n_swa > 0 && il % 4 != 3;
     return false;
   }
+  bool olmo2() const { return spec.arch == "olmo2"; }
   // Rotated pairs (i, i + hd/2); llama and granite rotate (2i, 2i + 1).
   bool neox() const { return spec.arch != "llama" && !granite(); }
   double rope_base(int64_t il) const {
@@ -109,8 +113,12 @@ std::vector<Vec> reference_logits(const Model& m, const SynthSpec& spec,
     std::vector<Vec> q(T), k(T), v(T);
     for (size_t t = 0; t < T; ++t) {
       Vec xn = x[t];
-      rms_norm(xn, 0, size_t(d), L.attn_norm, eps);
+      if (!rules.olmo2()) rms_norm(xn, 0, size_t(d), L.attn_norm, eps);  // olmo2: none
       q[t] = matvec(L.wq, xn), k[t] = matvec(L.wk, xn), v[t] = matvec(L.wv, xn);
+      if (rules.olmo2()) {  // Q and K normed over the whole row
+        rms_norm(q[t], 0, size_t(nh * hd), L.q_norm, eps);
+        rms_norm(k[t], 0, size_t(nkv * hd), L.k_norm, eps);
+      }
       for (size_t i = 0; i < L.bq.size(); ++i) q[t][i] += L.bq[i];
       for (size_t i = 0; i < L.bk.size(); ++i) k[t][i] += L.bk[i], v[t][i] += L.bv[i];
       const bool qk_norm = spec.arch == "qwen3" || spec.arch == "gemma3";
@@ -148,7 +156,7 @@ std::vector<Vec> reference_logits(const Model& m, const SynthSpec& spec,
       if (!L.attn_post_norm.empty()) rms_norm(o, 0, size_t(d), L.attn_post_norm, eps);
       for (int64_t i = 0; i < d; ++i) x[t][size_t(i)] += o[size_t(i)] * rules.residual_scale();
       Vec xn = x[t];
-      rms_norm(xn, 0, size_t(d), L.ffn_norm, eps);
+      if (!rules.olmo2()) rms_norm(xn, 0, size_t(d), L.ffn_norm, eps);
       Vec g = matvec(L.w_gate, xn), u = matvec(L.w_up, xn);
       for (size_t i = 0; i < g.size(); ++i) g[i] = (rules.gemma() ? gelu(g[i]) : silu(g[i])) * u[i];
       Vec dn = matvec(L.w_down, g);
@@ -186,14 +194,15 @@ SynthSpec reference_spec(const char* arch) {
   spec.n_ctx = 64;
   spec.rope_base = 1e6f;
   spec.tied_output = starts_with(arch, "gemma");
-  spec.n_swa = starts_with(arch, "gemma") && std::string(arch) != "gemma" ? 5 : 0;
+  spec.n_swa = std::string(arch) == "gemma2" || std::string(arch) == "gemma3" ? 5 : 0;
+  if (std::string(arch) == "olmo2-swa") spec.arch = "olmo2", spec.n_swa = 5;
   if (std::string(arch) == "gemma2") spec.attn_softcap = 0.3f, spec.final_softcap = 1.0f;
   if (std::string(arch) == "phi3") spec.fused_qkv = true;
   return spec;
 }
 
 TEST_P(ArchReference, LogitsMatchADoublePrecisionReference) {
-  const SynthSpec spec = reference_spec(GetParam());
+  const SynthSpec spec = reference_spec(GetParam());  // "olmo2-swa": olmo2 with a window
   testing::TempDir dir;
   LoadedModel m = testing::write_and_load(spec, dir);
   const std::vector<int32_t> toks = testing::synth_tokens(20, spec.n_vocab);
@@ -227,9 +236,9 @@ void rewrite(const std::string& from, const std::string& to, const std::string& 
   w.write_file(to);
 }
 
-// A model file's gemma and granite keys and tensors are checked by name: a refused file says
+// A model file's gemma, granite and olmo2 keys and tensors are checked by name: a refused file says
 // which.
-TEST(ArchKeys, GemmaAndGraniteKeysAndTensorsAreChecked) {
+TEST(ArchKeys, ArchitectureKeysAndTensorsAreChecked) {
   testing::TempDir dir;
   auto set = [](const char* key, GgufValue v) {
     return [key, v](GgufWriter& w) { w.set(key, v); };
@@ -268,6 +277,12 @@ TEST(ArchKeys, GemmaAndGraniteKeysAndTensorsAreChecked) {
          w.add_tensor("blk.1.attn_output.bias", GgmlType::F32, {1}, &one, sizeof one);
        },
        "tensor 'blk.1.attn_output.bias' is not supported", ErrorKind::Unsupported},
+      {"olmo2", "blk.0.attn_q_norm.weight",
+       [&](GgufWriter& w) {  // a per-head norm where olmo2 norms whole rows
+         const std::vector<float> head(32, 1.0f);
+         w.add_tensor("blk.0.attn_q_norm.weight", GgmlType::F32, {32}, head.data(), 32 * 4);
+       },
+       "tensor 'blk.0.attn_q_norm.weight' has shape [32], expected [128]"},
   };
   for (const Case& c : cases) {
     GgufWriter w;
@@ -286,9 +301,11 @@ TEST(ArchKeys, GemmaAndGraniteKeysAndTensorsAreChecked) {
 
 INSTANTIATE_TEST_SUITE_P(Archs, ArchReference,
                          ::testing::Values("llama", "qwen2", "qwen3", "phi3", "gemma", "gemma2",
-                                           "gemma3", "granite"),
+                                           "gemma3", "granite", "olmo2", "olmo2-swa"),
                          [](const ::testing::TestParamInfo<const char*>& i) {
-                           return std::string(i.param);
+                           std::string name = i.param;
+                           std::replace(name.begin(), name.end(), '-', '_');
+                           return name;
                          });
 
 }  // namespace

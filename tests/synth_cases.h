@@ -36,7 +36,7 @@ inline auto all_synth_cases() {
       SynthCase{"qwen3", GgmlType::Q4_0}, SynthCase{"qwen3", GgmlType::BF16},
       SynthCase{"phi3", GgmlType::Q4_K}, SynthCase{"gemma", GgmlType::Q8_0},
       SynthCase{"gemma2", GgmlType::Q4_K}, SynthCase{"gemma3", GgmlType::Q4_0},
-      SynthCase{"granite", GgmlType::Q6_K});
+      SynthCase{"granite", GgmlType::Q6_K}, SynthCase{"olmo2", GgmlType::Q5_0});
 }
 
 inline std::string synth_case_name(const ::testing::TestParamInfo<SynthCase>& info) {
@@ -67,6 +67,7 @@ inline SynthSpec synth_case_spec(const SynthCase& c) {
     spec.attn_softcap = 0.5f;
     spec.final_softcap = 2.0f;
   }
+  if (spec.arch == "olmo2") spec.n_swa = 6;  // olmo2 with a window (three layers of four)
   if (spec.arch == "gemma3") {
     spec.n_swa = 5;
     spec.n_layer = 6;

@@ -33,8 +33,9 @@ struct DevWeight {
 };
 
 struct DevLayer {
+  // attn_norm == nullptr: no norms before the branches (olmo2); bq == nullptr: no biases
   const float *attn_norm = nullptr, *ffn_norm = nullptr, *bq = nullptr, *bk = nullptr,
-              *bv = nullptr;  // bq == nullptr: no biases
+              *bv = nullptr;
   const float *q_norm = nullptr, *k_norm = nullptr;  // nullptr: no per-head norms
   const float *attn_post_norm = nullptr, *ffn_post_norm = nullptr;  // nullptr: none
   DevWeight wq, wk, wv, wo, w_gate, w_up, w_down;
@@ -47,8 +48,10 @@ std::vector<DevLayer> make_layers(const Model& model, WeightFn weight, FloatsFn 
   std::vector<DevLayer> out;
   for (const LayerWeights& L : model.layers()) {
     DevLayer d;
-    d.attn_norm = floats(L.attn_norm);
-    d.ffn_norm = floats(L.ffn_norm);
+    if (!L.attn_norm.empty()) {
+      d.attn_norm = floats(L.attn_norm);
+      d.ffn_norm = floats(L.ffn_norm);
+    }
     if (!L.bq.empty()) {
       d.bq = floats(L.bq);
       d.bk = floats(L.bk);
@@ -143,16 +146,17 @@ void forward(X& x, const HParams& hp, const std::vector<DevLayer>& layers, const
     const bool swa_rope = hp.swa_rope(int64_t(il));
     const float* cos_t = swa_rope ? b.rope_cos_swa : b.rope_cos;
     const float* sin_t = swa_rope ? b.rope_sin_swa : b.rope_sin;
-    x.rms_norm(b.x, L.attn_norm, d, hp.rms_eps, ntok, b.xn);
-    matmuls(x, b.xn, ntok, {{&L.wq, b.q}, {&L.wk, b.k}, {&L.wv, b.v}});
+    if (L.attn_norm) x.rms_norm(b.x, L.attn_norm, d, hp.rms_eps, ntok, b.xn);
+    matmuls(x, L.attn_norm ? b.xn : b.x, ntok, {{&L.wq, b.q}, {&L.wk, b.k}, {&L.wv, b.v}});
     if (L.bq) {
       x.add(b.q, L.bq, q_dim, ntok * q_dim, true);
       x.add(b.k, L.bk, kv_dim, ntok * kv_dim, true);
       x.add(b.v, L.bv, kv_dim, ntok * kv_dim, true);
     }
-    if (L.q_norm) {  // each head's row normed in place, as rows of hd
-      x.rms_norm(b.q, L.q_norm, hd, hp.rms_eps, ntok * hp.n_head, b.q);
-      x.rms_norm(b.k, L.k_norm, hd, hp.rms_eps, ntok * hp.n_head_kv, b.k);
+    if (L.q_norm) {  // each head's row (olmo2: each token's) normed in place
+      const int64_t qn = hp.qk_norm_whole ? q_dim : hd, kn = hp.qk_norm_whole ? kv_dim : hd;
+      x.rms_norm(b.q, L.q_norm, qn, hp.rms_eps, ntok * (q_dim / qn), b.q);
+      x.rms_norm(b.k, L.k_norm, kn, hp.rms_eps, ntok * (kv_dim / kn), b.k);
     }
     if (hp.n_rot >= 2) {
       x.rope(b.q, hp.n_head, hd, hp.n_rot, hp.rope_neox, ntok, n_past, cos_t, sin_t);
@@ -169,8 +173,8 @@ void forward(X& x, const HParams& hp, const std::vector<DevLayer>& layers, const
     if (L.attn_post_norm) x.rms_norm(b.tmp, L.attn_post_norm, d, hp.rms_eps, ntok, b.tmp);
     if (hp.residual_scale != 1.0f) x.scale(b.tmp, hp.residual_scale, ntok * d);
     x.add(b.x, b.tmp, d, ntok * d, false);
-    x.rms_norm(b.x, L.ffn_norm, d, hp.rms_eps, ntok, b.xn);
-    matmuls(x, b.xn, ntok, {{&L.w_gate, b.gate}, {&L.w_up, b.up}});
+    if (L.ffn_norm) x.rms_norm(b.x, L.ffn_norm, d, hp.rms_eps, ntok, b.xn);
+    matmuls(x, L.ffn_norm ? b.xn : b.x, ntok, {{&L.w_gate, b.gate}, {&L.w_up, b.up}});
     if (hp.ffn_gelu)
       x.gelu_mul(b.gate, b.up, ntok * hp.n_ff);
     else
