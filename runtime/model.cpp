@@ -90,13 +90,17 @@ void read_granite(const GgufFile& f, HParams& hp) {
 HParams read_hparams(const GgufFile& f) {
   HParams hp;
   hp.arch = f.get_string("general.architecture");
-  const char* const known[] = {"llama",  "qwen2",  "qwen3",   "phi3", "gemma",
-                               "gemma2", "gemma3", "granite", "olmo2"};
+  const char* const known[] = {"llama",  "qwen2",   "qwen3", "phi3",   "gemma",
+                               "gemma2", "gemma3",  "granite", "olmo2", "smollm3"};
   if (std::find(std::begin(known), std::end(known), hp.arch) == std::end(known))
     fail(ErrorKind::Unsupported,
          f.name() + ": general.architecture '" + hp.arch +
              "' is not supported (expected llama, qwen2, qwen3, phi3, gemma, gemma2, gemma3, "
-             "granite or olmo2)");
+             "granite, olmo2 or smollm3)");
+  if (const auto experts = f.get_u64_opt(key(hp, "expert_count")); experts && *experts > 0)
+    fail(ErrorKind::Unsupported, f.name() + ": " + key(hp, "expert_count") + " = " +
+                                     std::to_string(*experts) +
+                                     ": mixture-of-experts models are not supported");
   hp.n_embd = positive_key(f, key(hp, "embedding_length"), std::nullopt, 1 << 20);
   hp.n_layer = positive_key(f, key(hp, "block_count"), std::nullopt, 4096);
   hp.n_ff = positive_key(f, key(hp, "feed_forward_length"), std::nullopt, 1 << 22);
@@ -139,7 +143,8 @@ HParams read_hparams(const GgufFile& f) {
       fail(ErrorKind::Invalid, f.name() + ": attention.layer_norm_rms_epsilon must be > 0");
     hp.rms_eps = *eps;
   }
-  hp.rope_neox = hp.arch != "llama" && hp.arch != "granite";
+  hp.rope_neox = hp.arch != "llama" && hp.arch != "granite" && hp.arch != "smollm3";
+  if (hp.arch == "smollm3") hp.no_rope_step = 4;  // as llama.cpp: no key says it
   hp.kq_scale = 1.0f / std::sqrt(float(hp.head_dim));
   if (hp.arch.rfind("gemma", 0) == 0) read_gemma(f, hp);
   if (hp.arch == "granite") read_granite(f, hp);

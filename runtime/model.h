@@ -1,5 +1,5 @@
 // Llama-family transformer (architectures "llama", "qwen2", "qwen3", "phi3", "gemma", "gemma2",
-// "gemma3", "granite", "olmo2") evaluated with the canonical kernels. Model = immutable weights (views into the mapped GGUF); Session = KV cache
+// "gemma3", "granite", "olmo2", "smollm3") evaluated with the canonical kernels. Model = immutable weights (views into the mapped GGUF); Session = KV cache
 // + scratch.
 #pragma once
 
@@ -21,7 +21,8 @@ namespace galleon {
 class GgufFile;
 
 struct HParams {
-  std::string arch;  // llama | qwen2 | qwen3 | phi3 | gemma | gemma2 | gemma3 | granite | olmo2
+  // llama | qwen2 | qwen3 | phi3 | gemma | gemma2 | gemma3 | granite | olmo2 | smollm3
+  std::string arch;
   int64_t n_vocab = 0;
   int64_t n_embd = 0;
   int64_t n_layer = 0;
@@ -47,6 +48,8 @@ struct HParams {
   int64_t swa_pattern = 0;   // layer il has the window when il % swa_pattern < swa_pattern - 1
   double rope_base_swa = 0;  // RoPE base of the SWA layers, unscaled (gemma3); 0: as the others
   bool qk_norm_whole = false;  // Q's and K's norms over each token's whole row (olmo2), not heads
+  int64_t no_rope_step = 0;  // every no_rope_step-th layer has no RoPE (smollm3: 4); 0: none
+  bool rotates(int64_t il) const { return no_rope_step == 0 || (il + 1) % no_rope_step != 0; }
   // Positions a token of layer il attends to before its own (0: all).
   int64_t window(int64_t il) const {
     return n_swa > 0 && il % swa_pattern < swa_pattern - 1 ? n_swa : 0;

@@ -290,8 +290,9 @@ void Session::layer_forward(int64_t il, int64_t n_tok) {
     const int64_t pos = n_past_ + t;
     const float* c = cos_t + pos * half;
     const float* sn = sin_t + pos * half;
-    for (int64_t h = 0; h < hp.n_head; ++h) rotate(q + h * hd, hp.n_rot, hp.rope_neox, c, sn);
-    for (int64_t h = 0; h < hp.n_head_kv; ++h) rotate(k + h * hd, hp.n_rot, hp.rope_neox, c, sn);
+    const int64_t n_rot = hp.rotates(il) ? hp.n_rot : 0;  // smollm3's NoPE layers: none
+    for (int64_t h = 0; h < hp.n_head; ++h) rotate(q + h * hd, n_rot, hp.rope_neox, c, sn);
+    for (int64_t h = 0; h < hp.n_head_kv; ++h) rotate(k + h * hd, n_rot, hp.rope_neox, c, sn);
     for (int64_t h = 0; h < hp.n_head_kv; ++h) {
       std::memcpy(&k_cache_[cache_row(il, h, pos)], k + h * hd, size_t(hd) * sizeof(float));
       std::memcpy(&v_cache_[cache_row(il, h, pos)], v + h * hd, size_t(hd) * sizeof(float));

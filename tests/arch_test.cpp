@@ -65,8 +65,10 @@ struct ArchRules {
     return false;
   }
   bool olmo2() const { return spec.arch == "olmo2"; }
-  // Rotated pairs (i, i + hd/2); llama and granite rotate (2i, 2i + 1).
-  bool neox() const { return spec.arch != "llama" && !granite(); }
+  // Rotated pairs (i, i + hd/2); llama, granite and smollm3 rotate (2i, 2i + 1).
+  bool neox() const { return spec.arch != "llama" && !granite() && spec.arch != "smollm3"; }
+  // smollm3: every fourth layer (3, 7, ...) has no RoPE.
+  bool rotates(int64_t il) const { return spec.arch != "smollm3" || il % 4 != 3; }
   double rope_base(int64_t il) const {
     return spec.arch == "gemma3" && windowed(il) ? 10000.0 : double(spec.rope_base);
   }
@@ -124,11 +126,13 @@ std::vector<Vec> reference_logits(const Model& m, const SynthSpec& spec,
       const bool qk_norm = spec.arch == "qwen3" || spec.arch == "gemma3";
       for (int64_t h = 0; h < nh; ++h) {
         if (qk_norm) rms_norm(q[t], size_t(h * hd), size_t(hd), L.q_norm, eps);
-        rope(q[t], size_t(h * hd), hd, int64_t(t), rules.rope_base(il), rules.neox());
+        if (rules.rotates(il))
+          rope(q[t], size_t(h * hd), hd, int64_t(t), rules.rope_base(il), rules.neox());
       }
       for (int64_t h = 0; h < nkv; ++h) {
         if (qk_norm) rms_norm(k[t], size_t(h * hd), size_t(hd), L.k_norm, eps);
-        rope(k[t], size_t(h * hd), hd, int64_t(t), rules.rope_base(il), rules.neox());
+        if (rules.rotates(il))
+          rope(k[t], size_t(h * hd), hd, int64_t(t), rules.rope_base(il), rules.neox());
       }
     }
     for (size_t t = 0; t < T; ++t) {
@@ -236,7 +240,7 @@ void rewrite(const std::string& from, const std::string& to, const std::string& 
   w.write_file(to);
 }
 
-// A model file's gemma, granite and olmo2 keys and tensors are checked by name: a refused file says
+// A model file's gemma, granite, olmo2 and MoE keys and tensors are checked by name: a refused file says
 // which.
 TEST(ArchKeys, ArchitectureKeysAndTensorsAreChecked) {
   testing::TempDir dir;
@@ -277,6 +281,9 @@ TEST(ArchKeys, ArchitectureKeysAndTensorsAreChecked) {
          w.add_tensor("blk.1.attn_output.bias", GgmlType::F32, {1}, &one, sizeof one);
        },
        "tensor 'blk.1.attn_output.bias' is not supported", ErrorKind::Unsupported},
+      {"llama", "", set("llama.expert_count", GgufValue::make_u32(8)),
+       "llama.expert_count = 8: mixture-of-experts models are not supported",
+       ErrorKind::Unsupported},
       {"olmo2", "blk.0.attn_q_norm.weight",
        [&](GgufWriter& w) {  // a per-head norm where olmo2 norms whole rows
          const std::vector<float> head(32, 1.0f);
@@ -301,7 +308,7 @@ TEST(ArchKeys, ArchitectureKeysAndTensorsAreChecked) {
 
 INSTANTIATE_TEST_SUITE_P(Archs, ArchReference,
                          ::testing::Values("llama", "qwen2", "qwen3", "phi3", "gemma", "gemma2",
-                                           "gemma3", "granite", "olmo2", "olmo2-swa"),
+                                           "gemma3", "granite", "olmo2", "olmo2-swa", "smollm3"),
                          [](const ::testing::TestParamInfo<const char*>& i) {
                            std::string name = i.param;
                            std::replace(name.begin(), name.end(), '-', '_');

@@ -36,7 +36,8 @@ inline auto all_synth_cases() {
       SynthCase{"qwen3", GgmlType::Q4_0}, SynthCase{"qwen3", GgmlType::BF16},
       SynthCase{"phi3", GgmlType::Q4_K}, SynthCase{"gemma", GgmlType::Q8_0},
       SynthCase{"gemma2", GgmlType::Q4_K}, SynthCase{"gemma3", GgmlType::Q4_0},
-      SynthCase{"granite", GgmlType::Q6_K}, SynthCase{"olmo2", GgmlType::Q5_0});
+      SynthCase{"granite", GgmlType::Q6_K}, SynthCase{"olmo2", GgmlType::Q5_0},
+      SynthCase{"smollm3", GgmlType::Q4_1});
 }
 
 inline std::string synth_case_name(const ::testing::TestParamInfo<SynthCase>& info) {
@@ -68,6 +69,7 @@ inline SynthSpec synth_case_spec(const SynthCase& c) {
     spec.final_softcap = 2.0f;
   }
   if (spec.arch == "olmo2") spec.n_swa = 6;  // olmo2 with a window (three layers of four)
+  if (spec.arch == "smollm3") spec.n_layer = 4;  // its fourth layer without RoPE
   if (spec.arch == "gemma3") {
     spec.n_swa = 5;
     spec.n_layer = 6;

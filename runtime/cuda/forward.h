@@ -158,7 +158,7 @@ void forward(X& x, const HParams& hp, const std::vector<DevLayer>& layers, const
       x.rms_norm(b.q, L.q_norm, qn, hp.rms_eps, ntok * (q_dim / qn), b.q);
       x.rms_norm(b.k, L.k_norm, kn, hp.rms_eps, ntok * (kv_dim / kn), b.k);
     }
-    if (hp.n_rot >= 2) {
+    if (hp.n_rot >= 2 && hp.rotates(int64_t(il))) {
       x.rope(b.q, hp.n_head, hd, hp.n_rot, hp.rope_neox, ntok, n_past, cos_t, sin_t);
       x.rope(b.k, hp.n_head_kv, hd, hp.n_rot, hp.rope_neox, ntok, n_past, cos_t, sin_t);
     }
