@@ -87,6 +87,15 @@ void read_granite(const GgufFile& f, HParams& hp) {
   hp.logit_scale = 1.0f / *scale_key(f, key(hp, "logit_scale"), true);
 }
 
+// olmo2: Q/K norms over whole rows; a window on 3 of 4 layers where one is given and not 0.
+void read_olmo2(const GgufFile& f, HParams& hp) {
+  hp.qk_norm_whole = true;
+  if (f.get_u64_opt(key(hp, "attention.sliding_window")).value_or(0) > 0) {
+    hp.n_swa = positive_key(f, key(hp, "attention.sliding_window"), std::nullopt, 1 << 24);
+    hp.swa_pattern = 4;
+  }
+}
+
 HParams read_hparams(const GgufFile& f) {
   HParams hp;
   hp.arch = f.get_string("general.architecture");
@@ -148,13 +157,7 @@ HParams read_hparams(const GgufFile& f) {
   hp.kq_scale = 1.0f / std::sqrt(float(hp.head_dim));
   if (hp.arch.rfind("gemma", 0) == 0) read_gemma(f, hp);
   if (hp.arch == "granite") read_granite(f, hp);
-  if (hp.arch == "olmo2") {  // Q/K norms over whole rows; a window on 3 of 4 layers where given
-    hp.qk_norm_whole = true;
-    if (f.get_u64_opt(key(hp, "attention.sliding_window")).value_or(0) > 0) {
-      hp.n_swa = positive_key(f, key(hp, "attention.sliding_window"), std::nullopt, 1 << 24);
-      hp.swa_pattern = 4;
-    }
-  }
+  if (hp.arch == "olmo2") read_olmo2(f, hp);
   return hp;
 }
 
@@ -256,7 +259,8 @@ LayerWeights load_layer(const GgufFile& f, const HParams& hp, int64_t i) {
   }
   L.wo = load_weight(f, p + "attn_output.weight", q_dim, hp.n_embd);
   if (f.find_tensor(p + "attn_output.bias"))
-    fail(ErrorKind::Unsupported, f.name() + ": tensor '" + p + "attn_output.bias' is not supported");
+    fail(ErrorKind::Unsupported,
+         f.name() + ": tensor '" + p + "attn_output.bias' is not supported");
   if (hp.arch == "phi3") {  // one ffn_up of 2 n_ff rows: the gate's, then the up projection's
     const Weight up = load_weight(f, p + "ffn_up.weight", hp.n_embd, 2 * hp.n_ff);
     L.w_gate = rows_of(up, 0, hp.n_ff, "gate");

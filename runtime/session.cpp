@@ -53,6 +53,14 @@ void rotate(float* x, int64_t n_rot, bool neox, const float* c, const float* s) 
   }
 }
 
+// A branch's output o before its residual: RMS-normed where the layer has a post-norm (gemma2,
+// gemma3, olmo2), then times residual_scale (granite).
+void finish_branch(const kern::Ops& ops, const HParams& hp, const std::vector<float>& post_norm,
+                   float* o) {
+  if (!post_norm.empty()) rms_norm(ops, o, post_norm.data(), hp.n_embd, hp.rms_eps, o);
+  if (hp.residual_scale != 1.0f) ops.scale(o, hp.residual_scale, hp.n_embd);
+}
+
 // Rows per matmul task: a multiple of 16 giving each thread a few tasks.
 int64_t rows_per_task(int64_t n_rows, int n_threads) {
   int64_t per = (n_rows + 4 * n_threads - 1) / (4 * n_threads);
@@ -302,8 +310,7 @@ void Session::layer_forward(int64_t il, int64_t n_tok) {
   matmul(L.wo, s.att.data(), n_tok, s.tmp.data());
   per_token(n_tok, d, [&](int64_t t) {
     float* o = &s.tmp[size_t(t * d)];
-    if (!L.attn_post_norm.empty()) rms_norm(ops_, o, L.attn_post_norm.data(), d, hp.rms_eps, o);
-    if (hp.residual_scale != 1.0f) ops_.scale(o, hp.residual_scale, d);
+    finish_branch(ops_, hp, L.attn_post_norm, o);
     ops_.add(&s.x[size_t(t * d)], o, d);
     if (!L.ffn_norm.empty())
       rms_norm(ops_, &s.x[size_t(t * d)], L.ffn_norm.data(), d, hp.rms_eps, &s.xn[size_t(t * d)]);
@@ -317,8 +324,7 @@ void Session::layer_forward(int64_t il, int64_t n_tok) {
   matmul(L.w_down, s.gate.data(), n_tok, s.tmp.data());
   per_token(n_tok, d, [&](int64_t t) {
     float* o = &s.tmp[size_t(t * d)];
-    if (!L.ffn_post_norm.empty()) rms_norm(ops_, o, L.ffn_post_norm.data(), d, hp.rms_eps, o);
-    if (hp.residual_scale != 1.0f) ops_.scale(o, hp.residual_scale, d);
+    finish_branch(ops_, hp, L.ffn_post_norm, o);
     ops_.add(&s.x[size_t(t * d)], o, d);
   });
 }

@@ -141,6 +141,13 @@ void forward(X& x, const HParams& hp, const std::vector<DevLayer>& layers, const
              int64_t n_ctx, int64_t first_logit) {
   const int64_t d = hp.n_embd, hd = hp.head_dim;
   const int64_t q_dim = hp.n_head * hd, kv_dim = hp.n_head_kv * hd;
+  // A branch's output (b.tmp) added to the residual stream: post-normed where the layer has a
+  // post-norm, times residual_scale where that is not 1 (runtime/session.cpp's finish_branch).
+  auto residual = [&](const float* post_norm) {
+    if (post_norm) x.rms_norm(b.tmp, post_norm, d, hp.rms_eps, ntok, b.tmp);
+    if (hp.residual_scale != 1.0f) x.scale(b.tmp, hp.residual_scale, ntok * d);
+    x.add(b.x, b.tmp, d, ntok * d, false);
+  };
   for (size_t il = 0; il < layers.size(); ++il) {
     const DevLayer& L = layers[il];
     const bool swa_rope = hp.swa_rope(int64_t(il));
@@ -170,9 +177,7 @@ void forward(X& x, const HParams& hp, const std::vector<DevLayer>& layers, const
     x.attention(b.q, kc, vc, hp.n_head, hp.n_head / hp.n_head_kv, hd, kv_dim, ntok, n_past, n_ctx,
                 rule, b.scores, b.att);
     matmuls(x, b.att, ntok, {{&L.wo, b.tmp}});
-    if (L.attn_post_norm) x.rms_norm(b.tmp, L.attn_post_norm, d, hp.rms_eps, ntok, b.tmp);
-    if (hp.residual_scale != 1.0f) x.scale(b.tmp, hp.residual_scale, ntok * d);
-    x.add(b.x, b.tmp, d, ntok * d, false);
+    residual(L.attn_post_norm);
     if (L.ffn_norm) x.rms_norm(b.x, L.ffn_norm, d, hp.rms_eps, ntok, b.xn);
     matmuls(x, L.ffn_norm ? b.xn : b.x, ntok, {{&L.w_gate, b.gate}, {&L.w_up, b.up}});
     if (hp.ffn_gelu)
@@ -180,9 +185,7 @@ void forward(X& x, const HParams& hp, const std::vector<DevLayer>& layers, const
     else
       x.silu_mul(b.gate, b.up, ntok * hp.n_ff);
     matmuls(x, b.gate, ntok, {{&L.w_down, b.tmp}});
-    if (L.ffn_post_norm) x.rms_norm(b.tmp, L.ffn_post_norm, d, hp.rms_eps, ntok, b.tmp);
-    if (hp.residual_scale != 1.0f) x.scale(b.tmp, hp.residual_scale, ntok * d);
-    x.add(b.x, b.tmp, d, ntok * d, false);
+    residual(L.ffn_post_norm);
   }
   const int64_t n_logits = ntok - first_logit;
   if (n_logits <= 0) return;
