@@ -96,6 +96,28 @@ void read_olmo2(const GgufFile& f, HParams& hp) {
   }
 }
 
+// LongRoPE (Phi-3.5, Phi-4-mini and the Phi-3 128k models: both factor tensors present): the
+// context past which the long factors apply (rope.scaling.original_context_length, default the
+// training context, as llama.cpp's n_ctx_orig_yarn) and the cos/sin multiplier
+// (rope.scaling.attn_factor, default 1).
+void read_longrope(const GgufFile& f, HParams& hp) {
+  const bool has_long = f.find_tensor("rope_factors_long.weight") != nullptr;
+  if (has_long != (f.find_tensor("rope_factors_short.weight") != nullptr))
+    fail(ErrorKind::Invalid, f.name() + ": LongRoPE needs both rope_factors_long.weight and "
+                                        "rope_factors_short.weight");
+  if (!has_long) return;
+  if (f.find_tensor("rope_freqs.weight"))
+    fail(ErrorKind::Invalid, f.name() + ": rope_freqs.weight and LongRoPE factors together");
+  hp.rope_orig_ctx = positive_key(f, key(hp, "rope.scaling.original_context_length"),
+                                  uint64_t(hp.n_ctx_train), 1 << 24);
+  if (const auto a = f.get_f32_opt(key(hp, "rope.scaling.attn_factor"))) {
+    if (!(*a > 0.0f) || !std::isfinite(*a))
+      fail(ErrorKind::Invalid, f.name() + ": metadata key '" + key(hp, "rope.scaling.attn_factor") +
+                                   "' must be a finite number > 0");
+    hp.rope_attn_factor = *a;
+  }
+}
+
 HParams read_hparams(const GgufFile& f) {
   HParams hp;
   hp.arch = f.get_string("general.architecture");
@@ -158,6 +180,7 @@ HParams read_hparams(const GgufFile& f) {
   if (hp.arch.rfind("gemma", 0) == 0) read_gemma(f, hp);
   if (hp.arch == "granite") read_granite(f, hp);
   if (hp.arch == "olmo2") read_olmo2(f, hp);
+  read_longrope(f, hp);
   return hp;
 }
 
@@ -273,19 +296,22 @@ LayerWeights load_layer(const GgufFile& f, const HParams& hp, int64_t i) {
   return L;
 }
 
-// swa: the SWA layers' (base rope_base_swa, no factors, no scaling).
-std::vector<double> rope_frequencies(const GgufFile& f, const HParams& hp, bool swa = false) {
+// Frequencies divided by the per-pair factors of tensor `factors_name` where it exists (llama3's
+// rope_freqs, phi3's rope_factors_short/long); swa: the SWA layers' (base rope_base_swa, no
+// factors, no scaling).
+std::vector<double> rope_frequencies(const GgufFile& f, const HParams& hp, bool swa = false,
+                                     const char* factors_name = "rope_freqs.weight") {
   const int64_t n_pairs = hp.n_rot / 2;
   std::vector<double> freq(static_cast<size_t>(n_pairs));
   std::vector<float> factors;
-  if (!swa && f.find_tensor("rope_freqs.weight"))
-    factors = load_vector(f, "rope_freqs.weight", n_pairs);
+  if (!swa && f.find_tensor(factors_name)) factors = load_vector(f, factors_name, n_pairs);
   const double log_base = canon::log(swa ? hp.rope_base_swa : hp.rope_base);
   for (int64_t i = 0; i < n_pairs; ++i) {
     double fr = canon::exp(-(double(2 * i) / double(hp.n_rot)) * log_base);
     if (!factors.empty()) {
       if (!(factors[size_t(i)] > 0.0f))
-        fail(ErrorKind::Invalid, f.name() + ": rope_freqs.weight has a non-positive factor");
+        fail(ErrorKind::Invalid,
+             f.name() + ": " + factors_name + " has a factor that is not a positive number");
       fr = fr / double(factors[size_t(i)]);
     }
     freq[size_t(i)] = swa ? fr : fr / hp.rope_linear_scale;
@@ -312,13 +338,13 @@ std::unique_ptr<Model> Model::load(const GgufFile& f) {
   m->output_ = f.find_tensor("output.weight")
                    ? load_weight(f, "output.weight", hp.n_embd, hp.n_vocab)
                    : m->token_embd_;
-  for (const char* t : {"rope_factors_long.weight", "rope_factors_short.weight"}) {
-    if (f.find_tensor(t))
-      fail(ErrorKind::Unsupported, f.name() + ": tensor '" + t +
-                                       "': LongRoPE scaling (Phi-3 128k) is not supported");
-  }
   for (int64_t i = 0; i < hp.n_layer; ++i) m->layers_.push_back(load_layer(f, hp, i));
-  m->rope_freq_ = rope_frequencies(f, hp);
+  if (hp.rope_orig_ctx > 0) {  // LongRoPE: the short factors' frequencies, and the long ones'
+    m->rope_freq_ = rope_frequencies(f, hp, false, "rope_factors_short.weight");
+    m->rope_freq_long_ = rope_frequencies(f, hp, false, "rope_factors_long.weight");
+  } else {
+    m->rope_freq_ = rope_frequencies(f, hp);
+  }
   if (hp.rope_base_swa > 0) m->rope_freq_swa_ = rope_frequencies(f, hp, true);
   for (const GgufTensorInfo& t : f.tensors()) m->n_params_ += t.n_elements;
   return m;
@@ -338,18 +364,19 @@ void check_eval_tokens(const HParams& hp, int64_t n_past, int64_t n_ctx,
                                    std::to_string(hp.n_vocab) + " tokens)");
 }
 
-void rope_table_rows(const Model& m, int64_t from, int64_t to, std::vector<float>& cos_t,
-                     std::vector<float>& sin_t, bool swa) {
+void rope_table_rows(const Model& m, int64_t n_ctx, bool swa, int64_t from, int64_t to,
+                     std::vector<float>& cos_t, std::vector<float>& sin_t) {
   const int64_t half = m.hparams().n_rot / 2;
-  const std::vector<double>& freq = m.rope_freq(swa);
+  const std::vector<double>& freq = m.rope_freq(swa, n_ctx);
+  const double mscale = swa ? 1.0 : m.hparams().rope_attn_factor;
   cos_t.resize(size_t(to * half));
   sin_t.resize(size_t(to * half));
   for (int64_t p = from; p < to; ++p)
     for (int64_t i = 0; i < half; ++i) {
       double sn, cs;
       canon::sincos(double(p) * freq[size_t(i)], &sn, &cs);
-      cos_t[size_t(p * half + i)] = float(cs);
-      sin_t[size_t(p * half + i)] = float(sn);
+      cos_t[size_t(p * half + i)] = float(cs * mscale);
+      sin_t[size_t(p * half + i)] = float(sn * mscale);
     }
 }
 

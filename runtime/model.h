@@ -1,6 +1,6 @@
 // Llama-family transformer (architectures "llama", "qwen2", "qwen3", "phi3", "gemma", "gemma2",
-// "gemma3", "granite", "olmo2", "smollm3") evaluated with the canonical kernels. Model = immutable weights (views into the mapped GGUF); Session = KV cache
-// + scratch.
+// "gemma3", "granite", "olmo2", "smollm3") evaluated with the canonical kernels. Model =
+// immutable weights (views into the mapped GGUF); Session = KV cache + scratch.
 #pragma once
 
 #include <cstdint>
@@ -34,6 +34,10 @@ struct HParams {
   int64_t n_rot = 0;         // rotary dimensions (<= head_dim)
   double rope_base = 10000.0;
   double rope_linear_scale = 1.0;  // positions are divided by this ("linear" scaling)
+  // LongRoPE (phi3: rope_factors_long/short): a context longer than this takes the long
+  // factors; cos and sin are multiplied by rope_attn_factor. 0: no LongRoPE.
+  int64_t rope_orig_ctx = 0;
+  double rope_attn_factor = 1.0;
   bool rope_neox = false;    // rotate (i, i + n_rot/2) pairs instead of (2i, 2i+1)
   float rms_eps = 1e-5f;
   float kq_scale = 0.0f;     // attention scores' scale (1 / sqrt(head_dim) unless the arch says)
@@ -93,9 +97,11 @@ class Model {
   const std::vector<float>& output_norm() const { return output_norm_; }
   const std::vector<LayerWeights>& layers() const { return layers_; }
   // Per rotary pair i: the angle of position p is p * rope_freq()[i] (see docs/arithmetic.md);
-  // swa: the SWA layers' (HParams::swa_rope).
-  const std::vector<double>& rope_freq(bool swa = false) const {
-    return swa ? rope_freq_swa_ : rope_freq_;
+  // swa: the SWA layers' (HParams::swa_rope); a session of n_ctx positions past a LongRoPE
+  // model's rope_orig_ctx takes the long factors' frequencies.
+  const std::vector<double>& rope_freq(bool swa = false, int64_t n_ctx = 0) const {
+    if (swa) return rope_freq_swa_;
+    return !rope_freq_long_.empty() && n_ctx > hp_.rope_orig_ctx ? rope_freq_long_ : rope_freq_;
   }
 
  private:
@@ -106,18 +112,19 @@ class Model {
   Weight token_embd_, output_;
   std::vector<float> output_norm_;
   std::vector<LayerWeights> layers_;
-  std::vector<double> rope_freq_, rope_freq_swa_;
+  std::vector<double> rope_freq_, rope_freq_swa_, rope_freq_long_;
 };
 
 // Checks a call of eval (Session or another backend, runtime/backend.h): Error(Invalid) when
 // n_past + tokens.size() exceeds n_ctx or a token id is out of range.
 void check_eval_tokens(const HParams& hp, int64_t n_past, int64_t n_ctx,
                        const std::vector<int32_t>& tokens);
-// The binary32 RoPE table rows of positions [from, to): cos/sin[p * (n_rot/2) + i] of
-// double(p) * rope_freq(swa)[i] (docs/arithmetic.md section 9). The vectors are resized to hold
-// `to` rows; rows below `from` are kept.
-void rope_table_rows(const Model& m, int64_t from, int64_t to, std::vector<float>& cos_t,
-                     std::vector<float>& sin_t, bool swa = false);
+// The binary32 RoPE table rows of positions [from, to) of a session of n_ctx positions:
+// cos/sin[p * (n_rot/2) + i] of double(p) * rope_freq(swa, n_ctx)[i], times rope_attn_factor
+// (docs/arithmetic.md section 9). The vectors are resized to hold `to` rows; rows below `from`
+// are kept.
+void rope_table_rows(const Model& m, int64_t n_ctx, bool swa, int64_t from, int64_t to,
+                     std::vector<float>& cos_t, std::vector<float>& sin_t);
 
 // The embedding rows of `tokens`: dequantized exactly, then times embd_scale where that is not
 // 1. rows.size() = tokens.size() * n_embd.

@@ -344,9 +344,9 @@ void Session::eval(const std::vector<int32_t>& tokens, std::vector<float>& logit
   // RoPE table up to the last position.
   const int64_t need = n_past_ + n_tok;
   if (s.rope_rows < need) {
-    rope_table_rows(model_, s.rope_rows, need, s.rope_cos, s.rope_sin);
+    rope_table_rows(model_, n_ctx_, false, s.rope_rows, need, s.rope_cos, s.rope_sin);
     if (hp.rope_base_swa > 0)
-      rope_table_rows(model_, s.rope_rows, need, s.rope_cos_swa, s.rope_sin_swa, true);
+      rope_table_rows(model_, n_ctx_, true, s.rope_rows, need, s.rope_cos_swa, s.rope_sin_swa);
     s.rope_rows = need;
   }
   for (size_t t = 0; t < T; ++t) embed_token(model_, tokens[t], &s.x[t * size_t(d)]);

@@ -115,6 +115,14 @@ void make_synthetic_model(const SynthSpec& s, GgufWriter& w) {
   add_random(w, rng, "token_embd.weight", s.embd_type, {d, n_vocab}, 1.0f);
   add_random(w, rng, "output_norm.weight", GgmlType::F32, {d}, 0.1f, 1.0f);
   if (!s.tied_output) add_random(w, rng, "output.weight", s.type, {d, n_vocab}, in_scale);
+  if (s.longrope_orig_ctx > 0) {
+    const int64_t pairs = (s.head_dim > 0 ? s.head_dim : d / s.n_head) / 2;
+    add_random(w, rng, "rope_factors_short.weight", GgmlType::F32, {pairs}, 0.5f, 1.5f);
+    add_random(w, rng, "rope_factors_long.weight", GgmlType::F32, {pairs}, 3.5f, 4.5f);
+    w.set(s.arch + ".rope.scaling.original_context_length",
+          GgufValue::make_u32(uint32_t(s.longrope_orig_ctx)));
+    w.set(s.arch + ".rope.scaling.attn_factor", GgufValue::make_f32(1.19f));
+  }
   const GgmlType v_down = s.v_down_type.value_or(s.type);
   for (int64_t i = 0; i < s.n_layer; ++i) {
     const std::string p = "blk." + std::to_string(i) + ".";
@@ -133,8 +141,9 @@ void make_synthetic_model(const SynthSpec& s, GgufWriter& w) {
       add_random(w, rng, p + "attn_v.bias", GgmlType::F32, {kv_dim}, 0.1f);
     }
     if (s.arch == "qwen3" || s.arch == "gemma3" || olmo2) {
-      add_random(w, rng, p + "attn_q_norm.weight", GgmlType::F32, {olmo2 ? q_dim : hd}, 0.1f, 1.0f);
-      add_random(w, rng, p + "attn_k_norm.weight", GgmlType::F32, {olmo2 ? kv_dim : hd}, 0.1f, 1.0f);
+      const int64_t q_norm = olmo2 ? q_dim : hd, k_norm = olmo2 ? kv_dim : hd;
+      add_random(w, rng, p + "attn_q_norm.weight", GgmlType::F32, {q_norm}, 0.1f, 1.0f);
+      add_random(w, rng, p + "attn_k_norm.weight", GgmlType::F32, {k_norm}, 0.1f, 1.0f);
     }
     const bool post_norms = s.arch == "gemma2" || s.arch == "gemma3" || olmo2;
     add_random(w, rng, p + "attn_output.weight", s.type, {q_dim, d}, in_scale);

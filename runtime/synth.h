@@ -41,6 +41,9 @@ struct SynthSpec {
   // granite's multipliers (embedding_scale, residual_scale, attention.scale, logit_scale): its
   // structure (embeddings scaled up, branches down, logits divided), not a release's values.
   float granite_scales[4] = {2.0f, 0.6f, 0.25f, 2.5f};
+  // LongRoPE where > 0: rope_factors_short/long.weight (seeded factors in [1, 2) and [1, 8))
+  // and rope.scaling.original_context_length = this, rope.scaling.attn_factor = 1.19.
+  int64_t longrope_orig_ctx = 0;
   // Copy tokenizer.* metadata from this GGUF (n_vocab then follows its token count).
   const GgufFile* vocab_from = nullptr;
 };

@@ -85,25 +85,46 @@ struct ArchRules {
   double final_cap() const { return spec.arch == "gemma2" ? double(spec.final_softcap) : 0.0; }
 };
 
-void rope(Vec& v, size_t off, int64_t hd, int64_t pos, double base, bool neox) {
+// Rotation of pair i by pos * base^(-2i/hd) / factors[i] (no factors: 1), cos and sin times
+// mscale.
+void rope(Vec& v, size_t off, int64_t hd, int64_t pos, double base, bool neox,
+          const std::vector<float>& factors = {}, double mscale = 1.0) {
   const int64_t half = hd / 2;
   for (int64_t i = 0; i < half; ++i) {
-    const double ang = double(pos) * std::pow(base, -double(2 * i) / double(hd));
+    double ang = double(pos) * std::pow(base, -double(2 * i) / double(hd));
+    if (!factors.empty()) ang /= double(factors[size_t(i)]);
+    const double c = std::cos(ang) * mscale, s = std::sin(ang) * mscale;
     const size_t a = off + size_t(neox ? i : 2 * i), b = off + size_t(neox ? i + half : 2 * i + 1);
     const double x0 = v[a], x1 = v[b];
-    v[a] = x0 * std::cos(ang) - x1 * std::sin(ang);
-    v[b] = x0 * std::sin(ang) + x1 * std::cos(ang);
+    v[a] = x0 * c - x1 * s;
+    v[b] = x0 * s + x1 * c;
   }
 }
 
-// The logits of every position of `toks` (one sequence), rows of n_vocab.
+// A 1-D F32 tensor of the model's file, or none.
+std::vector<float> f32_tensor(const Model& m, const char* name) {
+  const GgufTensorInfo* t = m.file().find_tensor(name);
+  if (!t) return {};
+  const float* p = reinterpret_cast<const float*>(m.file().tensor_data(*t));
+  return std::vector<float>(p, p + t->n_elements);
+}
+
+// The logits of every position of `toks` (one sequence), rows of n_vocab, in a session of n_ctx
+// positions (LongRoPE: past the spec's original context, the long factors).
 std::vector<Vec> reference_logits(const Model& m, const SynthSpec& spec,
-                                  const std::vector<int32_t>& toks) {
+                                  const std::vector<int32_t>& toks, int64_t n_ctx) {
   const ArchRules rules(spec);
   const HParams& hp = m.hparams();
   const int64_t d = hp.n_embd, hd = hp.head_dim, nh = hp.n_head, nkv = hp.n_head_kv;
   const double eps = hp.rms_eps;
   const size_t T = toks.size();
+  std::vector<float> factors;
+  double mscale = 1.0;
+  if (spec.longrope_orig_ctx > 0) {
+    factors = f32_tensor(m, n_ctx > spec.longrope_orig_ctx ? "rope_factors_long.weight"
+                                                           : "rope_factors_short.weight");
+    mscale = double(1.19f);
+  }
   std::vector<Vec> x(T, Vec(size_t(d)));
   const Weight& emb = m.token_embd();
   for (size_t t = 0; t < T; ++t) {  // F32 rows, scaled (gemma: by sqrt(n_embd))
@@ -127,12 +148,14 @@ std::vector<Vec> reference_logits(const Model& m, const SynthSpec& spec,
       for (int64_t h = 0; h < nh; ++h) {
         if (qk_norm) rms_norm(q[t], size_t(h * hd), size_t(hd), L.q_norm, eps);
         if (rules.rotates(il))
-          rope(q[t], size_t(h * hd), hd, int64_t(t), rules.rope_base(il), rules.neox());
+          rope(q[t], size_t(h * hd), hd, int64_t(t), rules.rope_base(il), rules.neox(), factors,
+               mscale);
       }
       for (int64_t h = 0; h < nkv; ++h) {
         if (qk_norm) rms_norm(k[t], size_t(h * hd), size_t(hd), L.k_norm, eps);
         if (rules.rotates(il))
-          rope(k[t], size_t(h * hd), hd, int64_t(t), rules.rope_base(il), rules.neox());
+          rope(k[t], size_t(h * hd), hd, int64_t(t), rules.rope_base(il), rules.neox(), factors,
+               mscale);
       }
     }
     for (size_t t = 0; t < T; ++t) {
@@ -200,6 +223,9 @@ SynthSpec reference_spec(const char* arch) {
   spec.tied_output = starts_with(arch, "gemma");
   spec.n_swa = std::string(arch) == "gemma2" || std::string(arch) == "gemma3" ? 5 : 0;
   if (std::string(arch) == "olmo2-swa") spec.arch = "olmo2", spec.n_swa = 5;
+  // LongRoPE: an original context of 32 in a training context of 64.
+  if (std::string(arch).rfind("phi3-longrope", 0) == 0)
+    spec.arch = "phi3", spec.longrope_orig_ctx = 32;
   if (std::string(arch) == "gemma2") spec.attn_softcap = 0.3f, spec.final_softcap = 1.0f;
   if (std::string(arch) == "phi3") spec.fused_qkv = true;
   return spec;
@@ -211,10 +237,12 @@ TEST_P(ArchReference, LogitsMatchADoublePrecisionReference) {
   LoadedModel m = testing::write_and_load(spec, dir);
   const std::vector<int32_t> toks = testing::synth_tokens(20, spec.n_vocab);
   SessionOptions o;
+  // "phi3-longrope-short": a session within the original context (the short factors).
+  if (std::string(GetParam()) == "phi3-longrope-short") o.n_ctx = spec.longrope_orig_ctx;
   Session s(*m.model, o);
   std::vector<float> got;
   s.eval(toks, got);
-  const std::vector<Vec> want = reference_logits(*m.model, spec, toks);
+  const std::vector<Vec> want = reference_logits(*m.model, spec, toks, s.n_ctx());
   double worst = 0;
   for (size_t t = 0; t < toks.size(); ++t)
     for (size_t i = 0; i < want[t].size(); ++i) {
@@ -240,8 +268,8 @@ void rewrite(const std::string& from, const std::string& to, const std::string& 
   w.write_file(to);
 }
 
-// A model file's gemma, granite, olmo2 and MoE keys and tensors are checked by name: a refused file says
-// which.
+// A model file's gemma, granite, olmo2, LongRoPE and MoE keys and tensors are checked by name:
+// a refused file says which.
 TEST(ArchKeys, ArchitectureKeysAndTensorsAreChecked) {
   testing::TempDir dir;
   auto set = [](const char* key, GgufValue v) {
@@ -284,6 +312,10 @@ TEST(ArchKeys, ArchitectureKeysAndTensorsAreChecked) {
       {"llama", "", set("llama.expert_count", GgufValue::make_u32(8)),
        "llama.expert_count = 8: mixture-of-experts models are not supported",
        ErrorKind::Unsupported},
+      {"phi3-longrope", "rope_factors_short.weight", none,
+       "LongRoPE needs both rope_factors_long.weight and rope_factors_short.weight"},
+      {"phi3-longrope", "", set("phi3.rope.scaling.attn_factor", GgufValue::make_f32(-1)),
+       "metadata key 'phi3.rope.scaling.attn_factor' must be a finite number > 0"},
       {"olmo2", "blk.0.attn_q_norm.weight",
        [&](GgufWriter& w) {  // a per-head norm where olmo2 norms whole rows
          const std::vector<float> head(32, 1.0f);
@@ -308,7 +340,8 @@ TEST(ArchKeys, ArchitectureKeysAndTensorsAreChecked) {
 
 INSTANTIATE_TEST_SUITE_P(Archs, ArchReference,
                          ::testing::Values("llama", "qwen2", "qwen3", "phi3", "gemma", "gemma2",
-                                           "gemma3", "granite", "olmo2", "olmo2-swa", "smollm3"),
+                                           "gemma3", "granite", "olmo2", "olmo2-swa", "smollm3",
+                                           "phi3-longrope", "phi3-longrope-short"),
                          [](const ::testing::TestParamInfo<const char*>& i) {
                            std::string name = i.param;
                            std::replace(name.begin(), name.end(), '-', '_');

@@ -1181,8 +1181,9 @@ std::vector<float> emulate_cuda_session(const Model& m, const std::vector<int32_
   const int64_t n_ctx = hp.n_ctx_train, kv_dim = hp.n_head_kv * hp.head_dim;
   std::vector<float> k_cache(size_t(hp.n_layer * n_ctx * kv_dim)), v_cache(k_cache.size());
   std::vector<float> cos_t, sin_t, cos_swa, sin_swa, x, rows;
-  rope_table_rows(m, 0, int64_t(toks.size()), cos_t, sin_t);
-  if (hp.rope_base_swa > 0) rope_table_rows(m, 0, int64_t(toks.size()), cos_swa, sin_swa, true);
+  const int64_t n_pos = int64_t(toks.size());
+  rope_table_rows(m, n_ctx, false, 0, n_pos, cos_t, sin_t);
+  if (hp.rope_base_swa > 0) rope_table_rows(m, n_ctx, true, 0, n_pos, cos_swa, sin_swa);
   EmuExec exec(new_paths);
   int64_t n_past = 0;
   for (size_t i = 0; i < toks.size(); i += batch) {

@@ -461,7 +461,7 @@ TEST(Engine, Phi3FusedQkvEqualsSeparateMatrices) {
     hashes[fused] = synth_hash(dir.file(fused ? "fused.gguf" : "separate.gguf"));
   }
   EXPECT_EQ(hashes[0], hashes[1]);
-  // LongRoPE (rope_factors_long/short, Phi-3 128k) is refused by name, not run wrongly.
+  // A LongRoPE factor tensor without its pair is refused by name, not run wrongly.
   SynthSpec spec;
   spec.arch = "phi3";
   GgufWriter w;
@@ -474,7 +474,7 @@ TEST(Engine, Phi3FusedQkvEqualsSeparateMatrices) {
     load_model(dir.file("longrope.gguf"));
     ADD_FAILURE() << "loaded";
   } catch (const Error& e) {
-    EXPECT_EQ(e.kind(), ErrorKind::Unsupported);
+    EXPECT_EQ(e.kind(), ErrorKind::Invalid);
     EXPECT_NE(std::string(e.what()).find("rope_factors_long.weight"), std::string::npos);
   }
 }

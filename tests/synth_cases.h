@@ -56,9 +56,10 @@ inline SynthSpec synth_case_spec(const SynthCase& c) {
   spec.embd_type = c.type;
   spec.tied_output = c.type == GgmlType::Q8_0;
   if (spec.arch == "qwen3") spec.head_dim = 128;
-  if (spec.arch == "phi3") {  // Phi-3's heads: 96 wide, one query head per KV head
+  if (spec.arch == "phi3") {  // Phi-3's heads: 96 wide, one query head per KV head; LongRoPE
     spec.head_dim = 96;
     spec.n_head = spec.n_head_kv = 8;
+    spec.longrope_orig_ctx = 64;  // the tests' sessions are longer: the long factors
   }
   // gemma: the output tied; windows shorter than the tests' prompts; gemma2's caps low enough
   // to bend the scores and logits; gemma3 with its global sixth layer and heads of 128.

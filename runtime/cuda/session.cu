@@ -527,7 +527,7 @@ void CudaSession::extend_rope_table(int64_t need) {
   const size_t off = size_t(rope_rows_ * half), count = size_t((need - rope_rows_) * half);
   for (int swa = 0; swa < (model_.hparams().rope_base_swa > 0 ? 2 : 1); ++swa) {
     RopeTable& r = rope_[swa];
-    rope_table_rows(model_, rope_rows_, need, r.host_cos, r.host_sin, swa == 1);
+    rope_table_rows(model_, n_ctx_, swa == 1, rope_rows_, need, r.host_cos, r.host_sin);
     check(cudaMemcpy(r.cos.get<float>() + off, r.host_cos.data() + off, count * 4,
                      cudaMemcpyHostToDevice), "cudaMemcpy (rope table)");
     check(cudaMemcpy(r.sin.get<float>() + off, r.host_sin.data() + off, count * 4,
