@@ -8,8 +8,9 @@
 #      and of `score --json` (every prompt row) of the static CPU engine (galleon-engine,
 #      --device cpu) and the CUDA engine (galleon-engine-cuda, --device cuda) for stories260K and
 #      synthetic models of every tensor type (and Q4_K_M; qwen2, qwen3, phi3, gemma2, gemma3,
-#      granite, olmo2 and smollm3 ones too), with --batch 1, 7 and 64 (prefill split three ways), and all three
-#      again with GALLEON_CUDA_GEMM=0 GALLEON_CUDA_ATTN_TILES=0 (the one-lane kernels,
+#      granite, olmo2 and smollm3 ones too), with --batch 1, 7 and 64 (prefill split three
+#      ways), and all three again with GALLEON_CUDA_GEMM=0 GALLEON_CUDA_ATTN_TILES=0 (the one-lane
+#      kernels,
 #      without the prompt paths on by default: the prompt GEMM tiles, i.e. tensor cores for
 #      the quantized types and shared-memory tiles for F32/F16/BF16; attention scores from
 #      K tiles), a model's first mismatch compared again with each part switched off alone

@@ -4,7 +4,8 @@
 //
 //   llama_bench [--shape 124m|1.1b|tiny] [--type q4_0,q8_0,...] [--threads 1,2] [-p 128] [-n 64]
 //               (types: GGML type names, or q4_K_M: Q4_K with attn_v and ffn_down in Q6_K)
-//               [-r 3] [--cpu-time] [--save DIR] [--device cpu,cuda:0] [--arch llama|qwen2|...|smollm3]
+//               [-r 3] [--cpu-time] [--save DIR] [--device cpu,cuda:0]
+//               [--arch llama|qwen2|qwen3|phi3|gemma|gemma2|gemma3|granite|olmo2|smollm3]
 //               [--cuda-paths lanes,gemm,tiles,gemm+tiles] [--cuda-mma r2,s2,s4,t4,k4,k8,p4,u4,v4,w4,x4]
 //   llama_bench --write DIR [--shape ..] [--type ..] [--arch ..]   (writes DIR/ARCH-SHAPE-TYPE.gguf)
 // Like llama-bench: one warm-up run, then -r repetitions (each in fresh sessions: the prompt from
@@ -185,7 +186,8 @@ struct BenchType {
 SynthSpec spec_for(const BenchArgs& a, BenchType type) {
   SynthSpec spec = shape(a.shape_name);
   spec.arch = a.arch;
-  // gemma2/gemma3/olmo2: the tiny shape's windows shorter than gpu-check's prompts, so that they matter.
+  // gemma2/gemma3/olmo2: the tiny shape's windows shorter than gpu-check's prompts, so that
+  // they matter.
   if (a.shape_name == "tiny" && (a.arch == "gemma2" || a.arch == "gemma3" || a.arch == "olmo2"))
     spec.n_swa = 16;
   spec.type = type.type;

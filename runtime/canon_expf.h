@@ -1,6 +1,7 @@
 // canon::expf, tanh and gelu (docs/arithmetic.md section 8) without branches, so that loops
-// over them vectorise: clamp first so that every lane computes finite integers, select the NaN, overflow
-// and underflow cases last. Internal linkage: instruction-set files compile their own copy.
+// over them vectorise: clamp first so that every lane computes finite integers, select the NaN,
+// overflow and underflow cases last. Internal linkage: instruction-set files compile their own
+// copy.
 #pragma once
 
 #include <cstdint>

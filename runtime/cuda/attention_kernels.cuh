@@ -22,11 +22,12 @@ constexpr size_t kAttnShared = 48 * 1024;  // the default dynamic shared memory 
 // One block per (token, head); the scores e live in shared memory after the lanes when
 // `shared_scores`, else in scratch (n_ctx floats per (token, head)). The steps are those of
 // runtime/cuda/attention.h (emulated on the CPU by cuda_emu_test):
-// 1. s_j = rule(dot_f32(q, k_j)) (the scale, gemma's cap and window), one warp per j;  2. m = max s_j (each warp's running
-// maximum in j order, then the warps' in order: a maximum is the same in any order, NaN never
-// replacing it; of +0 and -0 either may win, and e_j is the same for both);  3. e_j =
-// expf(s_j - m);  4. the 32 lanes (j mod 32) of e_j * v_j[d] and of e_j, one thread per
-// (lane, d);  5. the canonical tree over the lanes in shared memory;  6. o_d = L[0][d] / sum.
+// 1. s_j = rule(dot_f32(q, k_j)) (the scale, gemma's cap and window), one warp per j;
+// 2. m = max s_j (each warp's running maximum in j order, then the warps' in order: a maximum is
+// the same in any order, NaN never replacing it; of +0 and -0 either may win, and e_j is the
+// same for both);  3. e_j = expf(s_j - m);  4. the 32 lanes (j mod 32) of e_j * v_j[d] and of
+// e_j, one thread per (lane, d);  5. the canonical tree over the lanes in shared memory;
+// 6. o_d = L[0][d] / sum.
 __global__ void attention_kernel(const float* q, const float* kc, const float* vc, int64_t n_head,
                                  int64_t group, int64_t hd, int64_t kv_dim, const int64_t* n_past,
                                  int64_t n_ctx, cdev::attn::ScoreRule rule, float* scratch,
