@@ -252,6 +252,59 @@ float ref_q6_k(int64_t n, const void* w, const void* a) {
   });
 }
 
+// Q2_K / Q3_K: element e = 128n + 32j + l (l < 32) has bits 2j..2j+1 of qs[32n + l]; sub-block
+// e / 16. Q3_K subtracts 4 where bit 4n + j of hmask[l] is clear.
+int q2_bits(const uint8_t* qs, int e) { return (qs[32 * (e / 128) + e % 32] >> (2 * ((e / 32) % 4))) & 3; }
+int32_t isum16(const int* q, const A8KBlock& x, int j) {
+  int32_t s = 0;
+  for (int l = 0; l < 16; ++l) s += q[16 * j + l] * x.q[16 * j + l];
+  return s;
+}
+float ref_q2_k(int64_t n, const void* w, const void* a) {
+  return ref_a8k<BlockQ2_K>(n, w, a, [](const BlockQ2_K& b, const A8KBlock& x) {
+    int q[256];
+    for (int e = 0; e < 256; ++e) q[e] = q2_bits(b.qs, e);
+    int32_t sumi = 0, summ = 0;
+    for (int j = 0; j < 16; ++j) {
+      sumi += (b.scales[j] & 0xF) * isum16(q, x, j);
+      summ += (b.scales[j] >> 4) * x.bsums[j];
+    }
+    return (h2f(b.d) * x.d) * float(sumi) - (h2f(b.dmin) * x.d) * float(summ);
+  });
+}
+float ref_q3_k(int64_t n, const void* w, const void* a) {
+  return ref_a8k<BlockQ3_K>(n, w, a, [](const BlockQ3_K& b, const A8KBlock& x) {
+    int q[256];
+    for (int e = 0; e < 256; ++e)
+      q[e] = q2_bits(b.qs, e) - (((b.hmask[e % 32] >> (4 * (e / 128) + (e / 32) % 4)) & 1) ? 0 : 4);
+    int32_t sumi = 0;
+    for (int j = 0; j < 16; ++j) sumi += (q3_k_scale(j, b.scales) - 32) * isum16(q, x, j);
+    return (h2f(b.d) * x.d) * float(sumi);
+  });
+}
+// IQ4: 32 values of nibbles qs[16] (low nibbles elements 0..15, high 16..31).
+void unpack_iq4(const uint8_t* qs, int* q) {
+  for (int j = 0; j < 16; ++j) q[j] = kIq4Values[qs[j] & 0xF], q[j + 16] = kIq4Values[qs[j] >> 4];
+}
+float ref_iq4_nl(int64_t n, const void* w, const void* a) {
+  return ref_a8<BlockIQ4_NL>(n, w, a, [](const BlockIQ4_NL& b, const A8Block& x) {
+    int q[32];
+    unpack_iq4(b.qs, q);
+    return (h2f(b.d) * x.d) * float(idot32(q, x.q));
+  });
+}
+float ref_iq4_xs(int64_t n, const void* w, const void* a) {
+  return ref_a8k<BlockIQ4_XS>(n, w, a, [](const BlockIQ4_XS& b, const A8KBlock& x) {
+    int32_t sumi = 0;
+    for (int j = 0; j < 8; ++j) {
+      int q[32];
+      unpack_iq4(b.qs + 16 * j, q);
+      sumi += (iq4_xs_scale(j, b.scales_h, b.scales_l) - 32) * idot32(q, x.q + 32 * j);
+    }
+    return (h2f(b.d) * x.d) * float(sumi);
+  });
+}
+
 template <class Conv>
 float ref_plain(int64_t n, const uint16_t* w, const float* x, Conv conv) {
   Lanes lanes;
@@ -359,7 +412,11 @@ ActFormat act_format(GgmlType w) {
     case GgmlType::Q4_1:
     case GgmlType::Q5_0:
     case GgmlType::Q5_1:
-    case GgmlType::Q8_0: return ActFormat::A8;
+    case GgmlType::Q8_0:
+    case GgmlType::IQ4_NL: return ActFormat::A8;
+    case GgmlType::Q2_K:
+    case GgmlType::Q3_K:
+    case GgmlType::IQ4_XS:
     case GgmlType::Q4_K:
     case GgmlType::Q5_K:
     case GgmlType::Q6_K: return ActFormat::A8K;
@@ -409,6 +466,10 @@ float ref_dot(GgmlType w, int64_t n, const void* wrow, const void* act) {
     case GgmlType::Q4_K: return ref_q4_k(n, wrow, act);
     case GgmlType::Q5_K: return ref_q5_k(n, wrow, act);
     case GgmlType::Q6_K: return ref_q6_k(n, wrow, act);
+    case GgmlType::Q2_K: return ref_q2_k(n, wrow, act);
+    case GgmlType::Q3_K: return ref_q3_k(n, wrow, act);
+    case GgmlType::IQ4_NL: return ref_iq4_nl(n, wrow, act);
+    case GgmlType::IQ4_XS: return ref_iq4_xs(n, wrow, act);
     default: break;
   }
   fail(ErrorKind::Unsupported, std::string("no kernel for weight type ") + type_name(w));

@@ -1,5 +1,6 @@
 #include "runtime/quant.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <string>
@@ -18,6 +19,10 @@ using kern::BlockQ5_1;
 using kern::BlockQ5_K;
 using kern::BlockQ6_K;
 using kern::BlockQ8_0;
+using kern::BlockQ2_K;
+using kern::BlockQ3_K;
+using kern::BlockIQ4_NL;
+using kern::BlockIQ4_XS;
 
 float h2f(uint16_t h) { return fp16_to_f32(h); }
 
@@ -125,6 +130,59 @@ void deq_q6_k(const BlockQ6_K* b, float* y, int64_t nb) {
         y[l + 32] = d * float(sc[is + 2]) * float(q2);
         y[l + 64] = d * float(sc[is + 4]) * float(q3);
         y[l + 96] = d * float(sc[is + 6]) * float(q4);
+      }
+    }
+  }
+}
+
+// Q2_K / Q3_K: element e = 128n + 32j + 16h + l (n < 2, j < 4, h < 2, l < 16) is in sub-block
+// e / 16; its 2 low bits are bits 2j..2j+1 of qs[32n + 16h + l].
+void deq_q2_k(const BlockQ2_K* b, float* y, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i) {
+    const float d = h2f(b[i].d), dmin = h2f(b[i].dmin);
+    for (int e = 0; e < 256; ++e) {
+      const int sc = b[i].scales[e / 16];
+      const int q = (b[i].qs[32 * (e / 128) + e % 32] >> (2 * ((e / 32) % 4))) & 3;
+      const float dl = d * float(sc & 0xF), ml = dmin * float(sc >> 4);
+      y[256 * i + e] = dl * float(q) - ml;
+    }
+  }
+}
+
+// Q3_K: as Q2_K, minus 4 where bit 4n + j of hmask[16h + l] is clear.
+void deq_q3_k(const BlockQ3_K* b, float* y, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i) {
+    const float d = h2f(b[i].d);
+    for (int e = 0; e < 256; ++e) {
+      const int n = e / 128, j = (e / 32) % 4, l = e % 32;
+      const int lo = (b[i].qs[32 * n + l] >> (2 * j)) & 3;
+      const int q = lo - (((b[i].hmask[l] >> (4 * n + j)) & 1) ? 0 : 4);
+      const float dl = d * float(kern::q3_k_scale(e / 16, b[i].scales) - 32);
+      y[256 * i + e] = dl * float(q);
+    }
+  }
+}
+
+void deq_iq4_nl(const BlockIQ4_NL* b, float* y, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i, y += 32) {
+    const float d = h2f(b[i].d);
+    for (int j = 0; j < 16; ++j) {
+      y[j] = d * float(kern::kIq4Values[b[i].qs[j] & 0xF]);
+      y[j + 16] = d * float(kern::kIq4Values[b[i].qs[j] >> 4]);
+    }
+  }
+}
+
+// IQ4_XS: sub-block j (32 elements) as an IQ4_NL block of scale d * (its scale - 32).
+void deq_iq4_xs(const BlockIQ4_XS* b, float* y, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i) {
+    const float d = h2f(b[i].d);
+    for (int j = 0; j < 8; ++j, y += 32) {
+      const float dl = d * float(kern::iq4_xs_scale(j, b[i].scales_h, b[i].scales_l) - 32);
+      const uint8_t* q = b[i].qs + 16 * j;
+      for (int l = 0; l < 16; ++l) {
+        y[l] = dl * float(kern::kIq4Values[q[l] & 0xF]);
+        y[l + 16] = dl * float(kern::kIq4Values[q[l] >> 4]);
       }
     }
   }
@@ -314,6 +372,105 @@ void q_q6_k(const float* x, BlockQ6_K* b, int64_t nb) {
   }
 }
 
+// Q2_K: sub-blocks of 16, x ~ d*sc_j*q - dmin*m_j with 4-bit sc_j, m_j and q in [0, 3].
+void q_q2_k(const float* x, BlockQ2_K* b, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i, x += 256) {
+    float scale[16], mins[16], max_scale = 0.0f, max_min = 0.0f;
+    for (int j = 0; j < 16; ++j) {
+      float mn, mx;
+      min_max(x + 16 * j, 16, &mn, &mx);
+      if (mn > 0.0f) mn = 0.0f;
+      scale[j] = (mx - mn) / 3.0f, mins[j] = -mn;
+      max_scale = std::max(max_scale, scale[j]), max_min = std::max(max_min, mins[j]);
+    }
+    b[i].d = f32_to_fp16(max_scale / 15.0f);
+    b[i].dmin = f32_to_fp16(max_min / 15.0f);
+    const float d = fp16_to_f32(b[i].d), dmin = fp16_to_f32(b[i].dmin);
+    std::memset(b[i].qs, 0, 64);
+    for (int j = 0; j < 16; ++j) {
+      const int sc = round_clamp(scale[j] * inv(d), 0, 15), m = round_clamp(mins[j] * inv(dmin), 0, 15);
+      b[i].scales[j] = uint8_t(sc | (m << 4));
+      const float ds = d * float(sc), dm = dmin * float(m);
+      for (int k = 0; k < 16; ++k) {
+        const int e = 16 * j + k;
+        const int q = round_clamp((x[e] + dm) * inv(ds), 0, 3);
+        b[i].qs[32 * (e / 128) + e % 32] |= uint8_t(q << (2 * ((e / 32) % 4)));
+      }
+    }
+  }
+}
+
+// Q3_K: sub-blocks of 16, x ~ d*(sc_j)*q with sc_j in [-32, 31] and q in [-4, 3].
+void q_q3_k(const float* x, BlockQ3_K* b, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i, x += 256) {
+    float scale[16], max_abs = 0.0f;
+    for (int j = 0; j < 16; ++j) {
+      scale[j] = max_abs_signed(x + 16 * j, 16) / -4.0f;
+      max_abs = std::max(max_abs, std::fabs(scale[j]));
+    }
+    b[i].d = f32_to_fp16(max_abs / 32.0f);
+    const float d = fp16_to_f32(b[i].d);
+    std::memset(b[i].scales, 0, 12);
+    std::memset(b[i].qs, 0, 64);
+    std::memset(b[i].hmask, 0, 32);
+    for (int j = 0; j < 16; ++j) {
+      const int sc = round_clamp(scale[j] * inv(d), -32, 31), u = sc + 32;
+      b[i].scales[j % 8] |= uint8_t((u & 15) << (4 * (j / 8)));
+      b[i].scales[8 + j % 4] |= uint8_t((u >> 4) << (2 * (j / 4)));
+      const float id = inv(d * float(sc));
+      for (int k = 0; k < 16; ++k) {
+        const int e = 16 * j + k, n = e / 128, c = (e / 32) % 4, l = e % 32;
+        const int q = round_clamp(x[e] * id, -4, 3) + 4;
+        b[i].qs[32 * n + l] |= uint8_t((q & 3) << (2 * c));
+        b[i].hmask[l] |= uint8_t((q >> 2) << (4 * n + c));
+      }
+    }
+  }
+}
+
+// The index of the IQ4 value nearest v (the lower on a tie).
+uint8_t iq4_index(float v) {
+  int best = 0;
+  for (int k = 1; k < 16; ++k)
+    if (std::fabs(v - float(kern::kIq4Values[k])) < std::fabs(v - float(kern::kIq4Values[best])))
+      best = k;
+  return uint8_t(best);
+}
+// 32 elements as IQ4 indices of scale d (nibbles as Q4_0's).
+void q_iq4_32(const float* x, float d, uint8_t* qs) {
+  const float id = inv(d);
+  for (int l = 0; l < 16; ++l)
+    qs[l] = uint8_t(iq4_index(x[l] * id) | (iq4_index(x[l + 16] * id) << 4));
+}
+
+void q_iq4_nl(const float* x, BlockIQ4_NL* b, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i, x += 32) {
+    b[i].d = f32_to_fp16(max_abs_signed(x, 32) / -127.0f);
+    q_iq4_32(x, fp16_to_f32(b[i].d), b[i].qs);
+  }
+}
+
+// IQ4_XS: sub-block scales d * (s_j - 32), s_j 6 bits.
+void q_iq4_xs(const float* x, BlockIQ4_XS* b, int64_t nb) {
+  for (int64_t i = 0; i < nb; ++i, x += 256) {
+    float scale[8], max_abs = 0.0f;
+    for (int j = 0; j < 8; ++j) {
+      scale[j] = max_abs_signed(x + 32 * j, 32) / -127.0f;
+      max_abs = std::max(max_abs, std::fabs(scale[j]));
+    }
+    b[i].d = f32_to_fp16(max_abs / 32.0f);
+    const float d = fp16_to_f32(b[i].d);
+    b[i].scales_h = 0;
+    std::memset(b[i].scales_l, 0, 4);
+    for (int j = 0; j < 8; ++j) {
+      const int sc = round_clamp(scale[j] * inv(d), -32, 31), u = sc + 32;
+      b[i].scales_l[j / 2] |= uint8_t((u & 15) << (4 * (j % 2)));
+      b[i].scales_h = uint16_t(b[i].scales_h | ((u >> 4) << (2 * j)));
+      q_iq4_32(x + 32 * j, d * float(sc), b[i].qs + 16 * j);
+    }
+  }
+}
+
 int64_t blocks_of(GgmlType t, int64_t n) {
   const TypeTraits* tr = type_traits(t);
   if (!tr || !tr->runnable)
@@ -344,6 +501,10 @@ void dequantize_row(GgmlType t, const void* src, float* dst, int64_t n) {
     case GgmlType::Q4_K: return deq_q4_k(static_cast<const BlockQ4_K*>(src), dst, nb);
     case GgmlType::Q5_K: return deq_q5_k(static_cast<const BlockQ5_K*>(src), dst, nb);
     case GgmlType::Q6_K: return deq_q6_k(static_cast<const BlockQ6_K*>(src), dst, nb);
+    case GgmlType::Q2_K: return deq_q2_k(static_cast<const BlockQ2_K*>(src), dst, nb);
+    case GgmlType::Q3_K: return deq_q3_k(static_cast<const BlockQ3_K*>(src), dst, nb);
+    case GgmlType::IQ4_NL: return deq_iq4_nl(static_cast<const BlockIQ4_NL*>(src), dst, nb);
+    case GgmlType::IQ4_XS: return deq_iq4_xs(static_cast<const BlockIQ4_XS*>(src), dst, nb);
     default: break;
   }
   fail(ErrorKind::Unsupported, std::string("no dequantization for ") + type_name(t));
@@ -373,6 +534,10 @@ void quantize_row(GgmlType t, const float* src, void* dst, int64_t n) {
     case GgmlType::Q4_K: return q_q4_k(src, static_cast<BlockQ4_K*>(dst), nb);
     case GgmlType::Q5_K: return q_q5_k(src, static_cast<BlockQ5_K*>(dst), nb);
     case GgmlType::Q6_K: return q_q6_k(src, static_cast<BlockQ6_K*>(dst), nb);
+    case GgmlType::Q2_K: return q_q2_k(src, static_cast<BlockQ2_K*>(dst), nb);
+    case GgmlType::Q3_K: return q_q3_k(src, static_cast<BlockQ3_K*>(dst), nb);
+    case GgmlType::IQ4_NL: return q_iq4_nl(src, static_cast<BlockIQ4_NL*>(dst), nb);
+    case GgmlType::IQ4_XS: return q_iq4_xs(src, static_cast<BlockIQ4_XS*>(dst), nb);
     default: break;
   }
   fail(ErrorKind::Unsupported, std::string("no quantization for ") + type_name(t));

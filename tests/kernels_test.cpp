@@ -38,7 +38,8 @@ float from_bits(uint32_t u) {
 
 const GgmlType kRunnable[] = {GgmlType::F32,  GgmlType::F16,  GgmlType::BF16, GgmlType::Q8_0,
                               GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1,
-                              GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K};
+                              GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K, GgmlType::Q2_K,
+                              GgmlType::Q3_K, GgmlType::IQ4_NL, GgmlType::IQ4_XS};
 
 std::vector<Isa> available_isas() {
   std::vector<Isa> v;
@@ -192,6 +193,86 @@ TEST(Dequantize, Q6_K) {
   }
 }
 
+// Q2_K / Q3_K: element e = 128n + 32j + 16h + l, 2 bits 2j.. of qs[32n + 16h + l] (ggml's
+// dequantize_row_q2_K loops, written out).
+int q2_low_bits(const uint8_t* qs, int e) {
+  const int n = e / 128, j = (e % 128) / 32, h = (e % 32) / 16, l = e % 16;
+  return (qs[32 * n + 16 * h + l] >> (2 * j)) & 3;
+}
+
+TEST(Dequantize, Q2_K) {
+  std::vector<uint8_t> b(84);
+  for (int j = 0; j < 16; ++j) b[j] = uint8_t((j * 7 + 3) & 0xFF);  // scale j*7+3 & 15, min >> 4
+  for (int i = 0; i < 64; ++i) b[16 + i] = uint8_t(i * 37 + 5);
+  put16(b, 80, f32_to_fp16(0.5f));
+  put16(b, 82, f32_to_fp16(0.125f));
+  auto y = deq(GgmlType::Q2_K, b, 256);
+  for (int e = 0; e < 256; ++e) {
+    const int sc = b[e / 16];
+    const float want = (0.5f * float(sc & 15)) * float(q2_low_bits(&b[16], e)) -
+                       0.125f * float(sc >> 4);
+    EXPECT_EQ(y[e], want) << e;
+  }
+}
+
+TEST(Dequantize, Q3_KScalePackingAndHighBits) {
+  std::vector<uint8_t> b(110);
+  for (int i = 0; i < 32; ++i) b[i] = uint8_t(i * 53 + 17);       // hmask
+  for (int i = 0; i < 64; ++i) b[32 + i] = uint8_t(i * 29 + 1);   // qs
+  for (int i = 0; i < 12; ++i) b[96 + i] = uint8_t(i * 71 + 45);  // scales
+  put16(b, 108, f32_to_fp16(0.25f));
+  // ggml's unpacking of the 12 scale bytes into 16 bytes (4 little-endian words).
+  uint32_t aux[4];
+  std::memcpy(aux, &b[96], 12);
+  const uint32_t tmp = aux[2], m2 = 0x0f0f0f0fu, m1 = 0x03030303u;
+  aux[2] = ((aux[0] >> 4) & m2) | (((tmp >> 4) & m1) << 4);
+  aux[3] = ((aux[1] >> 4) & m2) | (((tmp >> 6) & m1) << 4);
+  aux[0] = (aux[0] & m2) | (((tmp >> 0) & m1) << 4);
+  aux[1] = (aux[1] & m2) | (((tmp >> 2) & m1) << 4);
+  int8_t sc[16];
+  std::memcpy(sc, aux, 16);
+  auto y = deq(GgmlType::Q3_K, b, 256);
+  for (int e = 0; e < 256; ++e) {
+    const int n = e / 128, j = (e % 128) / 32, l = e % 32;
+    const int q = q2_low_bits(&b[32], e) - (((b[l] >> (4 * n + j)) & 1) ? 0 : 4);
+    const float want = (0.25f * float(sc[e / 16] - 32)) * float(q);
+    EXPECT_EQ(y[e], want) << e;
+  }
+}
+
+const int kIq4[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+
+TEST(Dequantize, IQ4_NL) {
+  std::vector<uint8_t> b(18);
+  put16(b, 0, f32_to_fp16(0.5f));
+  for (int j = 0; j < 16; ++j) b[2 + j] = uint8_t(j | ((15 - j) << 4));
+  auto y = deq(GgmlType::IQ4_NL, b, 32);
+  for (int j = 0; j < 16; ++j) {
+    EXPECT_EQ(y[j], 0.5f * float(kIq4[j])) << j;
+    EXPECT_EQ(y[j + 16], 0.5f * float(kIq4[15 - j])) << j;
+  }
+}
+
+TEST(Dequantize, IQ4_XSScalePacking) {
+  std::vector<uint8_t> b(136);
+  put16(b, 0, f32_to_fp16(0.125f));
+  const int ls[8] = {0, 63, 32, 17, 48, 5, 60, 33};
+  uint16_t sh = 0;
+  for (int j = 0; j < 8; ++j) {
+    b[4 + j / 2] = uint8_t(b[4 + j / 2] | ((ls[j] & 15) << (4 * (j % 2))));
+    sh = uint16_t(sh | ((ls[j] >> 4) << (2 * j)));
+  }
+  put16(b, 2, sh);
+  for (int i = 0; i < 128; ++i) b[8 + i] = uint8_t(i * 11 + 3);
+  auto y = deq(GgmlType::IQ4_XS, b, 256);
+  for (int e = 0; e < 256; ++e) {
+    const int j = e / 32, l = e % 32;
+    const uint8_t byte = b[8 + 16 * j + l % 16];
+    const int v = kIq4[l < 16 ? byte & 15 : byte >> 4];
+    EXPECT_EQ(y[e], (0.125f * float(ls[j] - 32)) * float(v)) << e;
+  }
+}
+
 TEST(Dequantize, PlainTypes) {
   const float x[4] = {1.5f, -0.0f, 65504.0f, 1e-7f};
   for (GgmlType t : {GgmlType::F32, GgmlType::F16, GgmlType::BF16}) {
@@ -211,7 +292,7 @@ TEST(Dequantize, RejectsUnsupportedAndPartialBlocks) {
   float y[32];
   uint8_t b[64] = {};
   try {
-    dequantize_row(GgmlType::Q2_K, b, y, 256);
+    dequantize_row(GgmlType::IQ2_XXS, b, y, 256);
     FAIL() << "no error";
   } catch (const Error& e) {
     EXPECT_EQ(e.kind(), ErrorKind::Unsupported);
@@ -236,7 +317,8 @@ TEST(Quantize, RoundTripErrorBounds) {
       {GgmlType::F32, 0, 0},        {GgmlType::F16, 1e-3, 1e-3},   {GgmlType::BF16, 8e-3, 8e-3},
       {GgmlType::Q8_0, 0.006, 0.01}, {GgmlType::Q4_0, 0.1, 0.15},  {GgmlType::Q4_1, 0.07, 0.12},
       {GgmlType::Q5_0, 0.05, 0.07},  {GgmlType::Q5_1, 0.035, 0.06}, {GgmlType::Q4_K, 0.1, 0.15},
-      {GgmlType::Q5_K, 0.05, 0.07},  {GgmlType::Q6_K, 0.05, 0.04},
+      {GgmlType::Q5_K, 0.05, 0.07},  {GgmlType::Q6_K, 0.05, 0.04},  {GgmlType::Q2_K, 0.3, 0.4},
+      {GgmlType::Q3_K, 0.25, 0.2},   {GgmlType::IQ4_NL, 0.1, 0.1},   {GgmlType::IQ4_XS, 0.12, 0.1},
   };
   double amax = 0;
   double ss = 0;
@@ -378,6 +460,42 @@ TEST_P(PerType, QuantizeActSpecialValues) {
     std::vector<uint8_t> got(ab);
     kern::ops(isa).quantize_act(t, x.data(), got.data(), n);
     EXPECT_EQ(got, want) << kern::isa_name(isa);
+  }
+}
+
+// The dot product's element order and scales are the dequantization's: ref_dot equals the sum
+// of the dequantized weights times the activations as quantized (d * q), to float rounding.
+TEST_P(PerType, DotAgreesWithDequantizedWeights) {
+  const GgmlType t = GetParam();
+  const int64_t n = 1024;
+  std::mt19937 rng(5);
+  for (int rep = 0; rep < 20; ++rep) {
+    auto w = random_weights(rng, t, n, 1, false);
+    std::vector<float> wd(n);
+    dequantize_row(t, w.data(), wd.data(), n);
+    const std::vector<float> x = random_floats(rng, n);
+    std::vector<uint8_t> act(kern::act_row_bytes(t, n));
+    kern::ops(Isa::Scalar).quantize_act(t, x.data(), act.data(), n);
+    std::vector<double> xd(n);
+    for (int64_t i = 0; i < n; ++i) {
+      switch (kern::act_format(t)) {
+        case kern::ActFormat::F32: xd[i] = x[i]; break;
+        case kern::ActFormat::A8: {
+          const auto& b = reinterpret_cast<const kern::A8Block*>(act.data())[i / 32];
+          xd[i] = double(b.d) * b.q[i % 32];
+          break;
+        }
+        case kern::ActFormat::A8K: {
+          const auto& b = reinterpret_cast<const kern::A8KBlock*>(act.data())[i / 256];
+          xd[i] = double(b.d) * b.q[i % 256];
+          break;
+        }
+      }
+    }
+    double want = 0, mag = 0;
+    for (int64_t i = 0; i < n; ++i) want += double(wd[i]) * xd[i], mag += std::fabs(wd[i] * xd[i]);
+    const float got = kern::ref_dot(t, n, w.data(), act.data());
+    EXPECT_NEAR(got, want, 1e-5 * mag + 1e-30) << type_name(t) << " rep " << rep;
   }
 }
 
