@@ -256,10 +256,13 @@ for v in MMA=s4 MMA=k4 MMA=k8 MMA=p4 MMA=u4 MMA=v4 MMA=w4 MMA=x4 PLAIN=b1 PLAIN=
     ATTN_COLUMNS=1 ATTN_ROWS=32 ATTN_ROWS=16; do
   [[ $HOST == 1 ]] && break
   tests='CudaKernels.MatmulMatchesRefDot:AllTypes/CudaSynth.MatchesCpu/llama_q4_K:AllTypes/CudaSynth.MatchesCpu/llama_q6_K'
-  # u4, w4 and x4 pack the 32-element types' weights (Q4_0: nibble words, Q5_1: merged bytes and
-  # minimums); v4 and w4 stage 4 of their activation blocks at once; x4 copies weights and
-  # activations to shared memory with cp.async, 3 blocks ahead
-  [[ $v =~ MMA=[uvwx]4 ]] && tests="$tests:AllTypes/CudaSynth.MatchesCpu/llama_q4_0:AllTypes/CudaSynth.MatchesCpu/llama_q5_1"
+  # the 256-element types' other sub-block forms (Q2_K's minimums, Q3_K's offset, IQ4_XS's table)
+  for t in q2_K q3_K iq4_xs; do tests="$tests:AllTypes/CudaSynth.MatchesCpu/llama_$t"; done
+  # u4, w4 and x4 pack the 32-element types' weights (Q4_0: nibble words, Q5_1: merged bytes
+  # and minimums, IQ4_NL: table values); v4 and w4 stage 4 of their activation blocks at once;
+  # x4 copies weights and activations to shared memory with cp.async, 3 blocks ahead
+  [[ $v =~ MMA=[uvwx]4 ]] &&
+    for t in q4_0 q5_1 iq4_nl; do tests="$tests:AllTypes/CudaSynth.MatchesCpu/llama_$t"; done
   [[ $v == PLAIN=* ]] && tests='CudaKernels.MatmulMatchesRefDot:AllTypes/CudaSynth.MatchesCpu/llama_f16:AllTypes/CudaSynth.MatchesCpu/llama_bf16'
   # the K-tile attention's steps 4 to 6 by column warps, several tokens per attention block:
   # every group and head dim shape, the scores in global memory and past the default shared
@@ -308,7 +311,8 @@ if [[ -f "$SHARED/models/stories260K/stories260K.gguf" ]]; then
 else
   failed "stories260K missing under $SHARED/models"
 fi
-llama_types=f32,f16,bf16,q8_0,q4_0,q4_1,q5_0,q5_1,q4_K,q5_K,q6_K,q4_K_M qwen2_types=q8_0,q4_K,f16
+llama_types=f32,f16,bf16,q8_0,q4_0,q4_1,q5_0,q5_1,q2_K,q3_K,q4_K,q5_K,q6_K,iq4_nl,iq4_xs,q4_K_M
+qwen2_types=q8_0,q4_K,f16
 # The dry run (minutes per model on the host runtime): one type of each prompt tile family and
 # one model of the other architecture; cuda_host_test (CTest) compares every type in process.
 [[ $HOST == 1 ]] && llama_types=f16,q4_K qwen2_types=q8_0

@@ -46,7 +46,8 @@ int main(int argc, char** argv) {
   if (types.empty())
     types = {GgmlType::F32,  GgmlType::F16,  GgmlType::BF16, GgmlType::Q8_0,
              GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1,
-             GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K};
+             GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K, GgmlType::Q2_K,
+             GgmlType::Q3_K, GgmlType::IQ4_NL, GgmlType::IQ4_XS};
   const int64_t n = 2048, rows = 2048, ntok = 64;
   std::mt19937 rng(1);
   std::normal_distribution<float> nd(0.0f, 1.0f);

@@ -191,6 +191,22 @@ struct Q5_1 {
   }
 };
 
+// IQ4_NL: values V[nibble] (signed), multiplied as Q8_0's.
+inline __m256i iq4_lookup(__m256i nibbles) {
+  const __m128i t = _mm_loadu_si128(reinterpret_cast<const __m128i*>(kIq4Values));
+  return _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(t), nibbles);
+}
+inline __m256i madd_s8s8(__m256i w, __m256i a) {  // |w| <= 127: no saturation
+  return madd_u8s8(_mm256_sign_epi8(w, w), _mm256_sign_epi8(a, w));
+}
+struct IQ4_NL {
+  static constexpr int kBytes = 18, kCorrShift = -1;
+  static constexpr bool kMin = false;
+  static __m256i dot(const uint8_t* b, __m256i a) {
+    return madd_s8s8(iq4_lookup(nibbles16(b + 2)), a);
+  }
+};
+
 // 8 fp16 values, the low halves of 8 gathered dwords.
 inline __m256 halves_to_f32(__m256i v) {
   const __m256i lo = _mm256_shuffle_epi8(
@@ -475,6 +491,122 @@ struct KK {
   }
 };
 
+// Q2_K, Q3_K, IQ4_XS: a block's scales per 16 elements (sc), the int16 weights of the
+// activation bsums subtracted from the integer sum (corr: an offset of the quants) and of
+// the minimum term (mn), and elements 32j..32j+31 as bytes (unsigned, or kSigned).
+struct KPrep {
+  alignas(32) int16_t sc[16], corr[16], mn[16];
+};
+struct Q2_K {
+  static constexpr int kBytes = 84, kD = 80;
+  static constexpr bool kSigned = false, kCorr = false, kMin = true;
+  static void prep(const uint8_t* b, KPrep* p) {
+    for (int h = 0; h < 16; ++h) p->sc[h] = int16_t(b[h] & 15), p->mn[h] = int16_t(b[h] >> 4);
+  }
+  static __m256i part(const uint8_t* b, int j) {  // bits 2(j % 4).. of qs[32(j / 4) + l]
+    const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 16 + 32 * (j / 4)));
+    return _mm256_and_si256(_mm256_srli_epi16(q, 2 * (j % 4)), _mm256_set1_epi8(3));
+  }
+};
+struct Q3_K {
+  static constexpr int kBytes = 110, kD = 108;
+  static constexpr bool kSigned = false, kCorr = true, kMin = false;
+  static void prep(const uint8_t* b, KPrep* p) {  // u = q + 4: subtract 4 * sc_h * bsums_h
+    for (int h = 0; h < 16; ++h) {
+      p->sc[h] = int16_t(q3_k_scale(h, b + 96) - 32);
+      p->corr[h] = int16_t(4 * p->sc[h]);
+    }
+  }
+  static __m256i part(const uint8_t* b, int j) {  // Q2_K's bits, plus 4 at bit j of hmask[l]
+    const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 32 + 32 * (j / 4)));
+    const __m256i lo = _mm256_and_si256(_mm256_srli_epi16(q, 2 * (j % 4)), _mm256_set1_epi8(3));
+    const __m256i hm = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b));
+    const __m256i bit = _mm256_set1_epi8(char(1 << j));
+    const __m256i hi = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hm, bit), bit),
+                                        _mm256_set1_epi8(4));
+    return _mm256_or_si256(lo, hi);
+  }
+};
+struct IQ4_XS {
+  static constexpr int kBytes = 136, kD = 0;
+  static constexpr bool kSigned = true, kCorr = false, kMin = false;
+  static void prep(const uint8_t* b, KPrep* p) {
+    const uint16_t sh = load_u16(b + 2);
+    for (int j = 0; j < 8; ++j) p->sc[2 * j] = p->sc[2 * j + 1] = int16_t(iq4_xs_scale(j, sh, b + 4) - 32);
+  }
+  static __m256i part(const uint8_t* b, int j) { return iq4_lookup(nibbles16(b + 8 + 16 * j)); }
+};
+
+template <class Q>
+struct KS {
+  template <int R, int T>
+  static void tile(const Args& a, int64_t row, int64_t tok) {
+    const uint8_t* w[R];
+    const A8KBlock* x[T];
+    GALLEON_UNROLL
+    for (int r = 0; r < R; ++r) w[r] = a.w + size_t(row + r) * a.wrb;
+    GALLEON_UNROLL
+    for (int t = 0; t < T; ++t) x[t] = reinterpret_cast<const A8KBlock*>(a.act + size_t(tok + t) * a.arb);
+    alignas(32) float lanes[R][T][32] = {};
+    const int64_t nb = a.n / 256;
+    for (int64_t b = 0; b < nb; ++b) {
+      const uint8_t* wb[R];
+      KPrep prep[R];
+      __m256i acc[R][T];
+      GALLEON_UNROLL
+      for (int r = 0; r < R; ++r) {
+        wb[r] = w[r] + b * Q::kBytes;
+        Q::prep(wb[r], &prep[r]);
+        GALLEON_UNROLL
+        for (int t = 0; t < T; ++t) acc[r][t] = _mm256_setzero_si256();
+      }
+      GALLEON_UNROLL
+      for (int j = 0; j < 8; ++j) {
+        __m256i wz[R], sc[R];
+        GALLEON_UNROLL
+        for (int r = 0; r < R; ++r)
+          wz[r] = Q::part(wb[r], j),
+          sc[r] = _mm256_setr_m128i(_mm_set1_epi16(prep[r].sc[2 * j]), _mm_set1_epi16(prep[r].sc[2 * j + 1]));
+        GALLEON_UNROLL
+        for (int t = 0; t < T; ++t) {
+          const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[t][b].q + 32 * j));
+          GALLEON_UNROLL
+          for (int r = 0; r < R; ++r) {
+            const __m256i p16 = Q::kSigned
+                                    ? _mm256_maddubs_epi16(_mm256_sign_epi8(wz[r], wz[r]),
+                                                           _mm256_sign_epi8(av, wz[r]))
+                                    : _mm256_maddubs_epi16(wz[r], av);
+            acc[r][t] = _mm256_add_epi32(acc[r][t], _mm256_madd_epi16(p16, sc[r]));
+          }
+        }
+      }
+      GALLEON_UNROLL
+      for (int t = 0; t < T; ++t) {
+        const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[t][b].bsums));
+        const float da = x[t][b].d;
+        GALLEON_UNROLL
+        for (int r = 0; r < R; ++r) {
+          int32_t sumi = hsum(acc[r][t]);
+          if constexpr (Q::kCorr)
+            sumi -= hsum(_mm256_madd_epi16(bs, _mm256_load_si256(reinterpret_cast<const __m256i*>(prep[r].corr))));
+          const float dw = fp16_to_f32(load_u16(wb[r] + Q::kD));
+          float c = (dw * da) * float(sumi);
+          if constexpr (Q::kMin) {
+            const int32_t summ = hsum(_mm256_madd_epi16(bs, _mm256_load_si256(reinterpret_cast<const __m256i*>(prep[r].mn))));
+            c = c - (fp16_to_f32(load_u16(wb[r] + Q::kD + 2)) * da) * float(summ);
+          }
+          lanes[r][t][b & 31] = lanes[r][t][b & 31] + c;
+        }
+      }
+    }
+    GALLEON_UNROLL
+    for (int t = 0; t < T; ++t)
+      GALLEON_UNROLL
+      for (int r = 0; r < R; ++r)
+        a.y[size_t(tok + t) * a.ys + size_t(row + r)] = reduce_lanes(lanes[r][t]);
+  }
+};
+
 // ------------------------------------------------------------------ activations
 
 inline float amax_of(const float* x, int nvec) {
@@ -557,6 +689,10 @@ void matmul(GgmlType wt, int64_t n, const void* W, size_t wrb, int64_t r0, int64
     case GgmlType::Q4_K: return drive<KK<Q4_K>, 2, 2, 2>(a, r0, r1, ntok);
     case GgmlType::Q5_K: return drive<KK<Q5_K>, 2, 2, 2>(a, r0, r1, ntok);
     case GgmlType::Q6_K: return drive<KK<Q6_K>, 2, 2, 2>(a, r0, r1, ntok);
+    case GgmlType::IQ4_NL: return drive<KA8<IQ4_NL>, 2, 2, 2>(a, r0, r1, ntok);
+    case GgmlType::Q2_K: return drive<KS<Q2_K>, 2, 2, 2>(a, r0, r1, ntok);
+    case GgmlType::Q3_K: return drive<KS<Q3_K>, 2, 2, 2>(a, r0, r1, ntok);
+    case GgmlType::IQ4_XS: return drive<KS<IQ4_XS>, 2, 2, 2>(a, r0, r1, ntok);
     default: return ops(Isa::Scalar).matmul(wt, n, W, wrb, r0, r1, act, arb, ntok, y, ys);
   }
 }

@@ -837,7 +837,8 @@ void matmul(GgmlType wt, int64_t n, const void* W, size_t wrb, int64_t r0, int64
     case GgmlType::Q4_K: return drive<KK<Q4_K>, 4, 4, 4>(a, r0, r1, ntok);
     case GgmlType::Q5_K: return drive<KK<Q5_K>, 4, 4, 4>(a, r0, r1, ntok);
     case GgmlType::Q6_K: return drive<KK<Q6_K>, 4, 4, 4>(a, r0, r1, ntok);
-    default: return ops(Isa::Scalar).matmul(wt, n, W, wrb, r0, r1, act, arb, ntok, y, ys);
+    // Q2_K, Q3_K, IQ4_NL, IQ4_XS: the AVX2 path's kernels (every AVX-512 CPU here has AVX2).
+    default: return ops(Isa::Avx2).matmul(wt, n, W, wrb, r0, r1, act, arb, ntok, y, ys);
   }
 }
 

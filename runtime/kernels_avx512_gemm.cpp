@@ -142,6 +142,18 @@ struct DQ5_1 {
     store32(u, plus16_where(nibbles16(b + 8), b + 4));
   }
 };
+// IQ4_NL: u = V[nibble] + 128 (1..241), as Q8_0's q + 128.
+inline __m128i iq4_table_u8() {
+  return _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kIq4Values)),
+                       _mm_set1_epi8(char(0x80)));
+}
+struct DIQ4_NL {
+  static constexpr int kBytes = 18, kShift = 7;
+  static constexpr bool kMin = false;
+  static void decode(const uint8_t* b, uint8_t* u) {
+    store32(u, _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(iq4_table_u8()), nibbles16(b + 2)));
+  }
+};
 
 // Lane l of R x TV outputs: contributions of blocks l, l+32, ... in increasing order.
 template <int R, int TV, class Block>
@@ -261,7 +273,9 @@ inline __m512i nibbles32(const uint8_t* p) {  // 32 bytes -> 64: low nibbles the
 }
 
 // Decoded K block: 256 unsigned bytes, per-sub-block int32 scales, and the int16 pairs that
-// multiply the activation bsums pairs (mins for Q4_K/Q5_K, scales for Q6_K).
+// multiply the activation bsums pairs (mins for Q4_K/Q5_K/Q2_K, scales for the offset types
+// Q6_K/Q3_K/IQ4_XS). Each kind: kD, the offset of d (dmin follows it where kShift < 0, the
+// pairs' sum then being the minimum term), and kShift, the log2 of the quants' offset.
 struct alignas(64) KDec {
   uint8_t u[256];
   int32_t sc[16];
@@ -269,14 +283,14 @@ struct alignas(64) KDec {
 };
 
 struct DQ4_K {
-  static constexpr int kBytes = 144, kSub = 8;  // sub-blocks of 32
+  static constexpr int kBytes = 144, kSub = 8, kD = 0, kShift = -1;  // sub-blocks of 32
   static void decode(const uint8_t* b, KDec* o) {
     scales_k4(b + 4, o->sc, o->pair);
     for (int c = 0; c < 4; ++c) _mm512_store_si512(o->u + 64 * c, nibbles32(b + 16 + 32 * c));
   }
 };
 struct DQ5_K {
-  static constexpr int kBytes = 176, kSub = 8;
+  static constexpr int kBytes = 176, kSub = 8, kD = 0, kShift = -1;
   static void decode(const uint8_t* b, KDec* o) {
     scales_k4(b + 4, o->sc, o->pair);
     const __m512i qh =
@@ -292,7 +306,7 @@ struct DQ5_K {
   }
 };
 struct DQ6_K {
-  static constexpr int kBytes = 210, kSub = 16;  // sub-blocks of 16; u = q + 32
+  static constexpr int kBytes = 210, kSub = 16, kD = 208, kShift = 5;  // sub-blocks of 16; u = q + 32
   static void decode(const uint8_t* b, KDec* o) {
     const __m128i sc = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 192));
     _mm512_store_si512(o->sc, _mm512_cvtepi8_epi32(sc));
@@ -309,6 +323,64 @@ struct DQ6_K {
       _mm512_store_si512(o->u + 64 * c,
                          _mm512_or_si512(_mm512_and_si512(lo, _mm512_set1_epi8(0x0F)),
                                          _mm512_and_si512(hb, _mm512_set1_epi8(0x30))));
+    }
+  }
+};
+
+// Q2_K / Q3_K: elements 64c .. 64c + 63 are those of 2-bit fields 2(c % 2) and 2(c % 2) + 1 of
+// qs[32(c / 2) ..] (in the low and high 256 bits).
+inline __m512i crumbs64(const uint8_t* qs, int c) {
+  const __m256i y = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs + 32 * (c / 2)));
+  const int s = 4 * (c % 2);
+  const __m512i v = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_srli_epi16(y, s)),
+                                       _mm256_srli_epi16(y, s + 2), 1);
+  return _mm512_and_si512(v, _mm512_set1_epi8(3));
+}
+struct DQ2_K {
+  static constexpr int kBytes = 84, kSub = 16, kD = 80, kShift = -1;  // pairs: the mins
+  static void decode(const uint8_t* b, KDec* o) {
+    const __m128i s = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b));
+    _mm512_store_si512(o->sc, _mm512_cvtepu8_epi32(_mm_and_si128(s, _mm_set1_epi8(15))));
+    _mm256_store_si256(reinterpret_cast<__m256i*>(o->pair),
+                       _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(s, 4), _mm_set1_epi8(15))));
+    for (int c = 0; c < 4; ++c) _mm512_store_si512(o->u + 64 * c, crumbs64(b + 16, c));
+  }
+};
+struct DQ3_K {
+  static constexpr int kBytes = 110, kSub = 16, kD = 108, kShift = 2;  // u = q + 4
+  static void decode(const uint8_t* b, KDec* o) {
+    alignas(16) int8_t sc[16];
+    for (int h = 0; h < 16; ++h) sc[h] = int8_t(q3_k_scale(h, b + 96) - 32);
+    const __m128i s = _mm_load_si128(reinterpret_cast<const __m128i*>(sc));
+    _mm512_store_si512(o->sc, _mm512_cvtepi8_epi32(s));
+    _mm256_store_si256(reinterpret_cast<__m256i*>(o->pair), _mm256_cvtepi8_epi16(s));
+    const __m512i hm =
+        _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b)));
+    for (int c = 0; c < 4; ++c) {  // bit 4(c / 2) + 2(c % 2) (+1 in the high half) of hmask[l]
+      const int bit = 4 * (c / 2) + 2 * (c % 2);
+      const __m512i m = _mm512_mask_blend_epi8(0xFFFFFFFF00000000ull, _mm512_set1_epi8(char(1 << bit)),
+                                               _mm512_set1_epi8(char(1 << (bit + 1))));
+      const __m512i v = crumbs64(b + 32, c);
+      _mm512_store_si512(o->u + 64 * c,
+                         _mm512_mask_add_epi8(v, _mm512_test_epi8_mask(hm, m), v, _mm512_set1_epi8(4)));
+    }
+  }
+};
+struct DIQ4_XS {
+  static constexpr int kBytes = 136, kSub = 8, kD = 0, kShift = 7;  // u = V[nibble] + 128
+  static void decode(const uint8_t* b, KDec* o) {
+    const uint16_t sh = load_u16(b + 2);
+    for (int j = 0; j < 8; ++j) {
+      o->sc[j] = iq4_xs_scale(j, sh, b + 4) - 32;
+      o->pair[j] = int32_t(uint32_t(uint16_t(o->sc[j])) * 0x10001u);  // (sc_j, sc_j)
+    }
+    const __m512i table = _mm512_broadcast_i32x4(iq4_table_u8());
+    for (int c = 0; c < 4; ++c) {  // sub-blocks 2c, 2c + 1: low then high nibbles of each 16
+      const __m256i y = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 8 + 32 * c));
+      const __m512i v = _mm512_inserti64x4(_mm512_castsi256_si512(y), _mm256_srli_epi16(y, 4), 1);
+      const __m512i n = _mm512_and_si512(_mm512_shuffle_i64x2(v, v, _MM_SHUFFLE(3, 1, 2, 0)),
+                                         _mm512_set1_epi8(0x0F));
+      _mm512_store_si512(o->u + 64 * c, _mm512_shuffle_epi8(table, n));
     }
   }
 };
@@ -353,7 +425,8 @@ struct BlockK {
         }
       }
     }
-    // pairs: Q4_K/Q5_K summ = sum_j m_j * (bsums 2j + 2j+1); Q6_K corr = sum_j sc_j * bsums_j.
+    // pairs: Q4_K/Q5_K summ = sum_j m_j * (bsums 2j + 2j+1), Q2_K summ = sum_j m_j * bsums_j;
+    // Q6_K/Q3_K corr = sum_j sc_j * bsums_j, IQ4_XS corr = sum_j sc_j * (bsums 2j + 2j+1).
     __m512i pr[R][TV];
     GALLEON_UNROLL
     for (int r = 0; r < R; ++r)
@@ -374,14 +447,15 @@ struct BlockK {
       GALLEON_UNROLL
       for (int r = 0; r < R; ++r) {
         const uint8_t* blk = w[r] + b * Q::kBytes;
-        if constexpr (Q::kSub == 16) {
-          const __m512i s = _mm512_sub_epi32(sumi[r][t], _mm512_slli_epi32(pr[r][t], 5));
-          c[r][t] = _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(half(blk + 208)), da),
+        if constexpr (Q::kShift >= 0) {
+          const __m512i s =
+              _mm512_sub_epi32(sumi[r][t], _mm512_slli_epi32(pr[r][t], Q::kShift < 0 ? 0 : Q::kShift));
+          c[r][t] = _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(half(blk + Q::kD)), da),
                                   _mm512_cvtepi32_ps(s));
         } else {
-          const __m512 a = _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(half(blk)), da),
+          const __m512 a = _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(half(blk + Q::kD)), da),
                                          _mm512_cvtepi32_ps(sumi[r][t]));
-          const __m512 m = _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(half(blk + 2)), da),
+          const __m512 m = _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(half(blk + Q::kD + 2)), da),
                                          _mm512_cvtepi32_ps(pr[r][t]));
           c[r][t] = _mm512_sub_ps(a, m);
         }
@@ -642,6 +716,14 @@ bool with_kind(GgmlType t, F&& f) {
       return f(GK<DQ5_K>{}), true;
     case GgmlType::Q6_K:
       return f(GK<DQ6_K>{}), true;
+    case GgmlType::Q2_K:
+      return f(GK<DQ2_K>{}), true;
+    case GgmlType::Q3_K:
+      return f(GK<DQ3_K>{}), true;
+    case GgmlType::IQ4_XS:
+      return f(GK<DIQ4_XS>{}), true;
+    case GgmlType::IQ4_NL:
+      return f(GA8<DIQ4_NL>{}), true;
     case GgmlType::F32:
       return f(GPlain<WF32>{}), true;
     case GgmlType::F16:

@@ -506,7 +506,7 @@ TEST(CudaEmu, TensorCoreTileMatchesRefDot) {
       }
     }
   }
-  EXPECT_EQ(types, 8);
+  EXPECT_EQ(types, 12);  // every quantized type
 }
 
 // next_block walks the blocks in the tiles' order (leaf p = 0..31, lane bitrev5(p), its blocks

@@ -16,7 +16,8 @@ namespace galleon::testing::kernel_data {
 
 inline const GgmlType kTypes[] = {GgmlType::F32,  GgmlType::F16,  GgmlType::BF16, GgmlType::Q8_0,
                                   GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1,
-                                  GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K};
+                                  GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K, GgmlType::Q2_K,
+                                  GgmlType::Q3_K, GgmlType::IQ4_NL, GgmlType::IQ4_XS};
 
 // Special f32 values (NaN with payloads, infinities, signed zeros, subnormals, extremes).
 inline const uint32_t kSpecial[] = {0x7fc00000u, 0xffc00001u, 0x7f800001u, 0x7f800000u,
@@ -65,6 +66,7 @@ inline std::vector<uint8_t> make_weights(std::mt19937& rng, GgmlType t, int64_t 
         break;
       }
       case GgmlType::F16: case GgmlType::Q8_0: case GgmlType::Q4_0: case GgmlType::Q5_0:
+      case GgmlType::IQ4_NL: case GgmlType::IQ4_XS:
         put_half(o);
         break;
       case GgmlType::BF16: {
@@ -77,6 +79,11 @@ inline std::vector<uint8_t> make_weights(std::mt19937& rng, GgmlType t, int64_t 
         put_half(o + 2);
         break;
       case GgmlType::Q6_K: put_half(o + 208); break;
+      case GgmlType::Q3_K: put_half(o + 108); break;
+      case GgmlType::Q2_K:
+        put_half(o + 80);
+        put_half(o + 82);
+        break;
       default: break;
     }
   }

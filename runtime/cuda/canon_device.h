@@ -216,6 +216,10 @@ GALLEON_TYPE_INFO(Q5_1, 32, 24)
 GALLEON_TYPE_INFO(Q4_K, 256, 144)
 GALLEON_TYPE_INFO(Q5_K, 256, 176)
 GALLEON_TYPE_INFO(Q6_K, 256, 210)
+GALLEON_TYPE_INFO(Q2_K, 256, 84)
+GALLEON_TYPE_INFO(Q3_K, 256, 110)
+GALLEON_TYPE_INFO(IQ4_NL, 32, 18)
+GALLEON_TYPE_INFO(IQ4_XS, 256, 136)
 #undef GALLEON_TYPE_INFO
 
 // Integer sums are exact, so any way of computing them is allowed (docs/arithmetic.md
@@ -267,6 +271,28 @@ GALLEON_HD uint32_t spread4(uint32_t x) {
 
 constexpr uint32_t kLowNibbles = 0x0F0F0F0Fu;
 
+// Bytes selected from the 8 bytes of x (bytes 0..3) and y (4..7) by the 3-bit selectors at
+// bits 4n..4n+2 of s, for result byte n (CUDA's __byte_perm; s's other bits clear).
+GALLEON_HD uint32_t byte_perm(uint32_t x, uint32_t y, uint32_t s) {
+#if defined(__CUDA_ARCH__)
+  return __byte_perm(x, y, s);
+#else
+  const uint64_t v = uint64_t(x) | (uint64_t(y) << 32);
+  uint32_t r = 0;
+  for (int n = 0; n < 4; ++n) r |= uint32_t((v >> (8 * ((s >> (4 * n)) & 7u))) & 0xFFu) << (8 * n);
+  return r;
+#endif
+}
+// IQ4_NL / IQ4_XS: the values V[n] (docs/arithmetic.md section 1) of the 4 nibbles n in bits
+// 0..3 of each byte of q (the other bits clear), as signed bytes: V[0..7] and V[8..15] each
+// picked by the nibble's low 3 bits, then the one its bit 3 names kept.
+GALLEON_HD uint32_t iq4_values(uint32_t q) {
+  constexpr uint32_t kV0 = 0xBFAD9881u, kV1 = 0xF6EADDCFu, kV2 = 0x26190D01u, kV3 = 0x71594535u;
+  const uint32_t sel = (q & 7u) | ((q >> 4) & 0x70u) | ((q >> 8) & 0x700u) | ((q >> 12) & 0x7000u);
+  const uint32_t high = ((q >> 3) & 0x01010101u) * 0xFFu;
+  return (byte_perm(kV0, kV1, sel) & ~high) | (byte_perm(kV2, kV3, sel) & high);
+}
+
 // The float finish of a 32-element block from the integer sum s of its unsigned (Q4/Q5) or
 // signed (Q8_0) quants with the activation quants: (d_w * d_a) * float(isum)
 // [+ m_w * (d_a * float(sum_a))], where the signed quants q - 8 (Q4_0) and q - 16 (Q5_0) give
@@ -274,7 +300,7 @@ constexpr uint32_t kLowNibbles = 0x0F0F0F0Fu;
 // finish_a8_dm takes the block's scale d and minimum m (Q4_1 / Q5_1; else unused) as floats.
 template <GgmlType T>
 GALLEON_HD float finish_a8_dm(float d, float m, const kern::A8Block& a, int32_t s) {
-  if constexpr (T == GgmlType::Q8_0) {
+  if constexpr (T == GgmlType::Q8_0 || T == GgmlType::IQ4_NL) {
     return (d * a.d) * float(s);
   } else if constexpr (T == GgmlType::Q4_0) {
     return (d * a.d) * float(s - 8 * a.sum);
@@ -299,6 +325,10 @@ GALLEON_HD void a8_words(const uint8_t* w, int i, uint32_t* lo, uint32_t* hi) {
   if constexpr (T == GgmlType::Q8_0) {
     *lo = wword(w + 2 + 4 * i);
     *hi = wword(w + 18 + 4 * i);
+  } else if constexpr (T == GgmlType::IQ4_NL) {
+    const uint32_t q = wword(w + 2 + 4 * i);
+    *lo = iq4_values(q & kLowNibbles);
+    *hi = iq4_values((q >> 4) & kLowNibbles);
   } else {
     constexpr bool kHasQh = T == GgmlType::Q5_0 || T == GgmlType::Q5_1;
     constexpr int kQs = T == GgmlType::Q4_0 ? 2 : T == GgmlType::Q4_1 ? 4 : T == GgmlType::Q5_0 ? 6 : 8;
@@ -331,12 +361,20 @@ GALLEON_HD float contrib_a8(const uint8_t* w, const kern::A8Block& a) {
 // parts summed in order.
 constexpr int kKParts = 8;
 struct KSums {
-  int32_t sumi = 0, summ = 0;  // summ: Q4_K/Q5_K minimums only
+  int32_t sumi = 0, summ = 0;  // summ: the minimums of Q4_K, Q5_K, Q2_K only
 };
+
+// The 256-element types' sub-blocks: 32 elements for Q4_K, Q5_K and IQ4_XS (kSub = 32, 8 of
+// them), 16 for Q6_K, Q2_K and Q3_K (16 of them). For each: sub_word<T>(w, j, i) is sub-block
+// j's quants 4i .. 4i + 3 as bytes (i < kSub / 4), the unsigned ones where the type's quants
+// are offset (Q6_K: u = q + 32, Q3_K: u = q + 4); sub_scale<T> its scale and minimum (0 for
+// the types without); sub_sums<T> its part of the sums from the integer sum `is` of its
+// quants with the activation's (an offset's correction from the activation's bsums).
+template <GgmlType T>
+constexpr int kSub = T == GgmlType::Q6_K || T == GgmlType::Q2_K || T == GgmlType::Q3_K ? 16 : 32;
 
 // Q4_K / Q5_K (section 5): sub-block j = 2c + h covers elements 32j + l = 64c + 32h + l, the
 // low (h = 0) or high (h = 1) nibbles of qs[32c + l], plus 16 * bit j of qh[l] for Q5_K.
-// Its quants 4i .. 4i + 3 as bytes (i < 8):
 template <GgmlType T>
 GALLEON_HD uint32_t kmin_word(const uint8_t* w, int j, int i) {
   const uint8_t* qh = w + 16;                                    // Q5_K only
@@ -346,7 +384,6 @@ GALLEON_HD uint32_t kmin_word(const uint8_t* w, int j, int i) {
   if constexpr (T == GgmlType::Q5_K) q |= ((wword_aligned(qh + 4 * i) >> j) & 0x01010101u) << 4;
   return q;
 }
-// Its 6-bit scale and minimum.
 GALLEON_HD void kmin_scale(const uint8_t* w, int j, int* scale, int* mn) {
   const uint8_t* sc = w + 4;
   if (j < 4) {
@@ -357,26 +394,21 @@ GALLEON_HD void kmin_scale(const uint8_t* w, int j, int* scale, int* mn) {
     *mn = (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4);
   }
 }
-// The part of sub-block j (scale and minimum from kmin_scale) with integer sum `is` of its
-// quants with the activation quants.
-GALLEON_HD KSums kmin_sums(int scale, int mn, const kern::A8KBlock& a, int j, int32_t is) {
-  return {scale * is, mn * (int(a.bsums[2 * j]) + int(a.bsums[2 * j + 1]))};
+
+// IQ4_XS: sub-block j laid out as an IQ4_NL block at qs[16j] (w + 8); its values as signed
+// bytes, its 6-bit scale - 32.
+GALLEON_HD uint32_t iq4_xs_word(const uint8_t* w, int j, int i) {
+  static_assert(TypeInfo<GgmlType::IQ4_XS>::bytes % 4 == 0);  // blocks 4-byte aligned
+  const uint32_t q = wword_aligned(w + 8 + 16 * j + 4 * (i & 3));
+  return iq4_values((q >> (i < 4 ? 0 : 4)) & kLowNibbles);
 }
-GALLEON_HD KSums kmin_sums(const uint8_t* w, const kern::A8KBlock& a, int j, int32_t is) {
-  int scale, mn;
-  kmin_scale(w, j, &scale, &mn);
-  return kmin_sums(scale, mn, a, j, is);
-}
-// Part g is sub-block j = g.
-template <GgmlType T>
-GALLEON_HD KSums kpart_kmin(const uint8_t* w, const kern::A8KBlock& a, int j) {
-  int32_t is = 0;
-  for (int i = 0; i < 8; ++i) is = dot4(kmin_word<T>(w, j, i), aword(a.q + 32 * j + 4 * i), is);
-  return kmin_sums(w, a, j, is);
+GALLEON_HD int iq4_xs_scale(const uint8_t* w, int j) {
+  const int lo = (w[4 + (j >> 1)] >> (4 * (j & 1))) & 15;
+  const int hi = (int(load_u16(w + 2)) >> (2 * j)) & 3;
+  return (lo | (hi << 4)) - 32;
 }
 
-// Q6_K: sub-block j of 16 elements e = 16j + i = 128h + 32k + l, unsigned 6-bit quants u
-// (q = u - 32, so isum_j = isum_j(u) - 32 * bsums[j]). Its quants u 4i .. 4i + 3 (i < 4):
+// Q6_K: element e = 16j + i = 128h + 32k + l of sub-block j, unsigned 6-bit quants u.
 GALLEON_HD uint32_t q6_word(const uint8_t* w, int j, int i) {
   const uint8_t* ql = w;
   const uint8_t* qh = w + 128;
@@ -385,50 +417,96 @@ GALLEON_HD uint32_t q6_word(const uint8_t* w, int j, int i) {
   const uint32_t lo = (k < 2 ? lw : lw >> 4) & kLowNibbles;
   return lo | (((wword(qh + 32 * h + l) >> (2 * k)) & 0x03030303u) << 4);
 }
-// Sub-block j's scale, and its term of sumi from the integer sum `is` of its quants u.
-GALLEON_HD int q6_scale(const uint8_t* w, int j) { return int(int8_t(w[192 + j])); }
-GALLEON_HD int32_t q6_term(int scale, const kern::A8KBlock& a, int j, int32_t is) {
-  return scale * (is - 32 * int(a.bsums[j]));
-}
-GALLEON_HD int32_t q6_term(const uint8_t* w, const kern::A8KBlock& a, int j, int32_t is) {
-  return q6_term(q6_scale(w, j), a, j, is);
-}
-// Part g is sub-blocks 2g and 2g + 1.
-GALLEON_HD KSums kpart_q6_k(const uint8_t* w, const kern::A8KBlock& a, int g) {
-  int32_t sumi = 0;
-  for (int j = 2 * g; j < 2 * g + 2; ++j) {
-    int32_t is = 0;
-    for (int i = 0; i < 4; ++i) is = dot4(q6_word(w, j, i), aword(a.q + 16 * j + 4 * i), is);
-    sumi += q6_term(w, a, j, is);
-  }
-  return {sumi, 0};
+
+// Q2_K / Q3_K: element e = 16j + i = 128n + 32c + l, whose 2 low bits are bits 2c.. of
+// qs[32n + l]; Q3_K's u adds 4 where bit 4n + c of hmask[l] is set.
+template <GgmlType T>
+GALLEON_HD uint32_t q23_word(const uint8_t* w, int j, int i) {
+  constexpr bool kQ3 = T == GgmlType::Q3_K;
+  const uint8_t* qs = w + (kQ3 ? 32 : 16);
+  const int n = j >> 3, c = (j >> 1) & 3, l = (j & 1) * 16 + 4 * i;
+  uint32_t q = (wword(qs + 32 * n + l) >> (2 * c)) & 0x03030303u;
+  if constexpr (kQ3) q |= ((wword(w + l) >> (4 * n + c)) & 0x01010101u) << 2;
+  return q;
 }
 
+template <GgmlType T>
+GALLEON_HD uint32_t sub_word(const uint8_t* w, int j, int i) {
+  if constexpr (T == GgmlType::Q6_K)
+    return q6_word(w, j, i);
+  else if constexpr (T == GgmlType::Q2_K || T == GgmlType::Q3_K)
+    return q23_word<T>(w, j, i);
+  else if constexpr (T == GgmlType::IQ4_XS)
+    return iq4_xs_word(w, j, i);
+  else
+    return kmin_word<T>(w, j, i);
+}
+template <GgmlType T>
+GALLEON_HD void sub_scale(const uint8_t* w, int j, int* scale, int* mn) {
+  *mn = 0;
+  if constexpr (T == GgmlType::Q6_K) {
+    *scale = int(int8_t(w[192 + j]));
+  } else if constexpr (T == GgmlType::Q2_K) {
+    *scale = w[j] & 15;
+    *mn = w[j] >> 4;
+  } else if constexpr (T == GgmlType::Q3_K) {
+    const uint8_t* sc = w + 96;
+    const int lo = (sc[j & 7] >> (4 * (j >> 3))) & 15, hi = (sc[8 + (j & 3)] >> (2 * (j >> 2))) & 3;
+    *scale = (lo | (hi << 4)) - 32;
+  } else if constexpr (T == GgmlType::IQ4_XS) {
+    *scale = iq4_xs_scale(w, j);
+  } else {
+    kmin_scale(w, j, scale, mn);
+  }
+}
+template <GgmlType T>
+GALLEON_HD KSums sub_sums(int scale, int mn, const kern::A8KBlock& a, int j, int32_t is) {
+  if constexpr (T == GgmlType::Q6_K)
+    return {scale * (is - 32 * int(a.bsums[j])), 0};
+  else if constexpr (T == GgmlType::Q3_K)
+    return {scale * (is - 4 * int(a.bsums[j])), 0};
+  else if constexpr (T == GgmlType::Q2_K)
+    return {scale * is, mn * int(a.bsums[j])};
+  else if constexpr (T == GgmlType::IQ4_XS)
+    return {scale * is, 0};
+  else
+    return {scale * is, mn * (int(a.bsums[2 * j]) + int(a.bsums[2 * j + 1]))};
+}
+
+// Part g: sub-block g (32-element sub-blocks) or sub-blocks 2g and 2g + 1 (16-element ones).
 template <GgmlType T>
 GALLEON_HD KSums kpart(const uint8_t* w, const kern::A8KBlock& a, int g) {
-  if constexpr (T == GgmlType::Q6_K)
-    return kpart_q6_k(w, a, g);
-  else
-    return kpart_kmin<T>(w, a, g);
+  constexpr int kPer = kSub<T> == 32 ? 1 : 2;
+  KSums total;
+  for (int j = kPer * g; j < kPer * g + kPer; ++j) {
+    int32_t is = 0;
+    for (int i = 0; i < kSub<T> / 4; ++i)
+      is = dot4(sub_word<T>(w, j, i), aword(a.q + kSub<T> * j + 4 * i), is);
+    int scale, mn;
+    sub_scale<T>(w, j, &scale, &mn);
+    const KSums p = sub_sums<T>(scale, mn, a, j, is);
+    total.sumi += p.sumi;
+    total.summ += p.summ;
+  }
+  return total;
 }
 
-// The block's scales: d, and dmin for Q4_K/Q5_K (Q6_K: 0).
+// Whether a 256-element type's contribution subtracts a minimum term (dmin).
+template <GgmlType T>
+constexpr bool kKHasMin = T == GgmlType::Q4_K || T == GgmlType::Q5_K || T == GgmlType::Q2_K;
+// The block's scales: d, and dmin where the type has it (else 0).
 template <GgmlType T>
 GALLEON_HD void kscales(const uint8_t* w, float* d, float* dmin) {
-  if constexpr (T == GgmlType::Q6_K) {
-    *d = load_f16(w + 208);
-    *dmin = 0.0f;
-  } else {
-    *d = load_f16(w);
-    *dmin = load_f16(w + 2);
-  }
+  constexpr int kD = T == GgmlType::Q6_K ? 208 : T == GgmlType::Q2_K ? 80 : T == GgmlType::Q3_K ? 108 : 0;
+  *d = load_f16(w + kD);
+  *dmin = kKHasMin<T> ? load_f16(w + kD + 2) : 0.0f;
 }
 template <GgmlType T>
 GALLEON_HD float kfinish_dm(float d, float dmin, const kern::A8KBlock& a, KSums s) {
-  if constexpr (T == GgmlType::Q6_K)
-    return (d * a.d) * float(s.sumi);
-  else
+  if constexpr (kKHasMin<T>)
     return (d * a.d) * float(s.sumi) - (dmin * a.d) * float(s.summ);
+  else
+    return (d * a.d) * float(s.sumi);
 }
 template <GgmlType T>
 GALLEON_HD float kfinish(const uint8_t* w, const kern::A8KBlock& a, KSums s) {
@@ -595,7 +673,8 @@ bool with_type(GgmlType t, F&& f) {
   case GgmlType::T: f.template operator()<GgmlType::T>(); return true;
     GALLEON_CASE(F32) GALLEON_CASE(F16) GALLEON_CASE(BF16) GALLEON_CASE(Q8_0)
     GALLEON_CASE(Q4_0) GALLEON_CASE(Q4_1) GALLEON_CASE(Q5_0) GALLEON_CASE(Q5_1)
-    GALLEON_CASE(Q4_K) GALLEON_CASE(Q5_K) GALLEON_CASE(Q6_K)
+    GALLEON_CASE(Q4_K) GALLEON_CASE(Q5_K) GALLEON_CASE(Q6_K) GALLEON_CASE(Q2_K)
+    GALLEON_CASE(Q3_K) GALLEON_CASE(IQ4_NL) GALLEON_CASE(IQ4_XS)
 #undef GALLEON_CASE
     default: return false;
   }

@@ -2,10 +2,10 @@
 // one warp computes 16 weight rows x 8 * NT tokens.
 //
 // - Integer block sums come from mma.sync m16n8k32 (32-element blocks and sub-blocks) or
-//   m16n8k16 (Q6_K's 16-element sub-blocks) with s8 operands and s32 results: exact, so they
+//   m16n8k16 (the 16-element sub-blocks of Q6_K, Q2_K and Q3_K) with s8 operands and s32 results: exact, so they
 //   equal the dp4a sums of the one-lane kernels (docs/arithmetic.md section 5).
 // - Each (row, token)'s float contribution is made from them by the functions the one-lane
-//   kernels use (finish_a8, kmin_sums / q6_term, kfinish_dm).
+//   kernels use (finish_a8, sub_sums, kfinish_dm).
 // - The contributions go to their canonical lanes in the canonical order: a thread visits the
 //   lanes in bit-reversed order (0, 16, 8, 24, ...), adds each lane's blocks l, l + 32, ... in
 //   increasing order to 0.0f, and combines the lanes with a binary counter whose pairs are
@@ -27,9 +27,7 @@ namespace galleon::cdev::mma {
 constexpr int kRows = 16;  // weight rows per warp (the mma's M)
 
 template <GgmlType T>
-constexpr bool kHasPath = T == GgmlType::Q8_0 || T == GgmlType::Q4_0 || T == GgmlType::Q4_1 ||
-                          T == GgmlType::Q5_0 || T == GgmlType::Q5_1 || T == GgmlType::Q4_K ||
-                          T == GgmlType::Q5_K || T == GgmlType::Q6_K;
+constexpr bool kHasPath = T != GgmlType::F32 && T != GgmlType::F16 && T != GgmlType::BF16;
 
 // The leaf visited p-th is bitrev5(p), so that the binary counter over p builds warp_tree.
 using cdev::bitrev5;
@@ -384,10 +382,8 @@ class Tile {
       float c[NT][4];
       if constexpr (kElems == 32)
         block_a8(i, next, c);
-      else if constexpr (T == GgmlType::Q6_K)
-        block_q6_k(i, c);
       else
-        block_kmin(i, c);
+        block_k(i, c);
       add(v, c);
     }
   }
@@ -471,9 +467,9 @@ class Tile {
     }
   }
 
-  // The weights of sub-block sb of a K-quant block: every lane's A words (on the GPU this
-  // lane's), and this lane's two rows' scales and (Q4_K, Q5_K) minimums.
-  template <int kWords>
+  // The weights of sub-block sb of a 256-element block: every lane's A words (on the GPU this
+  // lane's), and this lane's two rows' scales and minimums (sub_scale).
+  static constexpr int kWords = kSub<T> / 8;  // A words per lane of an m16n8k<kSub>
   struct KSub {
     WarpWords<kWords> a;
     int scale[2], mn[2];
@@ -482,86 +478,47 @@ class Tile {
   GALLEON_HDI const uint8_t* wblock(int l, int h, int64_t i) const {
     return row(l, h) + size_t(i) * kBytes;
   }
-  GALLEON_HDI void load_kmin(int64_t i, int sb, KSub<4>& s) const {
+  // A words (m16n8k32: rows g, g + 8 at k 4t.., then at k 16 + 4t..; m16n8k16: rows g, g + 8).
+  GALLEON_HDI void load_sub(int64_t i, int sb, KSub& s) const {
     s.a.load(lane_, [&](int l, uint32_t* w) {
-      const uint8_t* w0 = wblock(l, 0, i);
-      const uint8_t* w1 = wblock(l, 1, i);
-      w[0] = kmin_word<T>(w0, sb, l & 3);
-      w[1] = kmin_word<T>(w1, sb, l & 3);
-      w[2] = kmin_word<T>(w0, sb, 4 + (l & 3));
-      w[3] = kmin_word<T>(w1, sb, 4 + (l & 3));
+      for (int k = 0; k < kWords; ++k)
+        w[k] = sub_word<T>(wblock(l, k & 1, i), sb, 4 * (k >> 1) + (l & 3));
     });
-    kmin_scale(wblock(lane_, 0, i), sb, &s.scale[0], &s.mn[0]);
-    kmin_scale(wblock(lane_, 1, i), sb, &s.scale[1], &s.mn[1]);
-  }
-  GALLEON_HDI void load_q6(int64_t i, int sb, KSub<2>& s) const {
-    s.a.load(lane_, [&](int l, uint32_t* w) {
-      w[0] = q6_word(wblock(l, 0, i), sb, l & 3);
-      w[1] = q6_word(wblock(l, 1, i), sb, l & 3);
-    });
-    s.scale[0] = q6_scale(wblock(lane_, 0, i), sb);
-    s.scale[1] = q6_scale(wblock(lane_, 1, i), sb);
-    s.mn[0] = s.mn[1] = 0;
+    sub_scale<T>(wblock(lane_, 0, i), sb, &s.scale[0], &s.mn[0]);
+    sub_scale<T>(wblock(lane_, 1, i), sb, &s.scale[1], &s.mn[1]);
   }
 
-  // Q4_K / Q5_K block i: one m16n8k32 per 32-element sub-block and token group. The block's
-  // scales are loaded first and each sub-block's weights while the one before is computed, so
-  // that their loads are in flight behind the mma rather than before them.
-  GALLEON_HDI void block_kmin(int64_t i, float (&c)[NT][4]) const {
+  // 256-element block i: one m16n8k<kSub> per sub-block and token group. The block's scales
+  // are loaded first and each sub-block's weights while the one before is computed, so that
+  // their loads are in flight behind the mma rather than before them.
+  GALLEON_HDI void block_k(int64_t i, float (&c)[NT][4]) const {
+    constexpr int kSubs = 256 / kSub<T>;
     KSums sums[NT][4];
     float d[2], dmin[2];
     kscales<T>(wblock(lane_, 0, i), &d[0], &dmin[0]);
     kscales<T>(wblock(lane_, 1, i), &d[1], &dmin[1]);
-    KSub<4> cur;
-    load_kmin(i, 0, cur);
-    for (int sb = 0; sb < 8; ++sb) {
-      KSub<4> next = cur;
-      if (sb + 1 < 8) load_kmin(i, sb + 1, next);
+    KSub cur;
+    load_sub(i, 0, cur);
+    for (int sb = 0; sb < kSubs; ++sb) {
+      KSub next = cur;
+      if (sb + 1 < kSubs) load_sub(i, sb + 1, next);
       GALLEON_DEVICE_UNROLL
       for (int j = 0; j < NT; ++j) {
-        WarpWords<2> b;
+        WarpWords<kSub<T> / 16> b;
         b.load(lane_, [&](int l, uint32_t* w) {
           const Block& ab = act(b_token(l, j), i);
-          w[0] = aword(ab.q + 32 * sb + 4 * (l & 3));
-          w[1] = aword(ab.q + 32 * sb + 16 + 4 * (l & 3));
+          for (int k = 0; k < kSub<T> / 16; ++k)
+            w[k] = aword(ab.q + kSub<T> * sb + 16 * k + 4 * (l & 3));
         });
         int32_t s[4];
-        mma_s8<32>(lane_, cur.a, b, s);
+        mma_s8<kSub<T>>(lane_, cur.a, b, s);
         GALLEON_DEVICE_UNROLL
         for (int e = 0; e < 4; ++e) {
           const KSums part =
-              kmin_sums(cur.scale[e >> 1], cur.mn[e >> 1], act(c_token(j, e), i), sb, s[e]);
+              sub_sums<T>(cur.scale[e >> 1], cur.mn[e >> 1], act(c_token(j, e), i), sb, s[e]);
           sums[j][e].sumi += part.sumi;
           sums[j][e].summ += part.summ;
         }
-      }
-      cur = next;
-    }
-    finish_k(i, d, dmin, sums, c);
-  }
-
-  // Q6_K block i: one m16n8k16 per 16-element sub-block and token group (loads ahead as above).
-  GALLEON_HDI void block_q6_k(int64_t i, float (&c)[NT][4]) const {
-    KSums sums[NT][4];
-    float d[2], dmin[2];
-    kscales<T>(wblock(lane_, 0, i), &d[0], &dmin[0]);
-    kscales<T>(wblock(lane_, 1, i), &d[1], &dmin[1]);
-    KSub<2> cur;
-    load_q6(i, 0, cur);
-    for (int sb = 0; sb < 16; ++sb) {
-      KSub<2> next = cur;
-      if (sb + 1 < 16) load_q6(i, sb + 1, next);
-      GALLEON_DEVICE_UNROLL
-      for (int j = 0; j < NT; ++j) {
-        WarpWords<1> b;
-        b.load(lane_, [&](int l, uint32_t* w) {
-          w[0] = aword(act(b_token(l, j), i).q + 16 * sb + 4 * (l & 3));
-        });
-        int32_t s[4];
-        mma_s8<16>(lane_, cur.a, b, s);
-        GALLEON_DEVICE_UNROLL
-        for (int e = 0; e < 4; ++e)
-          sums[j][e].sumi += q6_term(cur.scale[e >> 1], act(c_token(j, e), i), sb, s[e]);
       }
       cur = next;
     }
