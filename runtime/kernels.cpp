@@ -254,7 +254,9 @@ float ref_q6_k(int64_t n, const void* w, const void* a) {
 
 // Q2_K / Q3_K: element e = 128n + 32j + l (l < 32) has bits 2j..2j+1 of qs[32n + l]; sub-block
 // e / 16. Q3_K subtracts 4 where bit 4n + j of hmask[l] is clear.
-int q2_bits(const uint8_t* qs, int e) { return (qs[32 * (e / 128) + e % 32] >> (2 * ((e / 32) % 4))) & 3; }
+int q2_bits(const uint8_t* qs, int e) {
+  return (qs[32 * (e / 128) + e % 32] >> (2 * ((e / 32) % 4))) & 3;
+}
 int32_t isum16(const int* q, const A8KBlock& x, int j) {
   int32_t s = 0;
   for (int l = 0; l < 16; ++l) s += q[16 * j + l] * x.q[16 * j + l];

@@ -21,8 +21,9 @@ Isa isa_from_env();
 
 // Activation formats. A weight type w is multiplied with activations converted to act_type(w):
 //  F32, F16, BF16 weights   -> plain f32 activations
-//  Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 IQ4_NL    -> A8  blocks of 32:  { float d; int32 sum; int8 q[32]; }
-//  Q2_K Q3_K Q4_K Q5_K Q6_K IQ4_XS    -> A8K blocks of 256: { float d; int16 bsums[16]; int8 q[256]; }
+//  Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 IQ4_NL -> A8  blocks of 32:  { float d; int32 sum; int8 q[32]; }
+//  Q2_K Q3_K Q4_K Q5_K Q6_K IQ4_XS -> A8K blocks of 256:
+//                                     { float d; int16 bsums[16]; int8 q[256]; }
 enum class ActFormat { F32, A8, A8K };
 ActFormat act_format(GgmlType weight_type);
 // Bytes of one converted activation row of n elements for weights of type w.

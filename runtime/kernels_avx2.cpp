@@ -346,22 +346,41 @@ inline void kmin_scales(const uint8_t* s, uint8_t* sc, uint8_t* mn) {
   std::memcpy(mn, v + 2, 8);
 }
 
-// Unsigned weights of sub-block j (32 elements) of a K-quant block, and its int16 scale vector.
+// 256-element types: a block's scales per 16 elements (sc; kSub32: the same for both halves
+// of each 32), the int16 weights of the activation bsums subtracted from the integer sum
+// (corr: an offset of the quants) and of the minimum term (mn), and elements 32j..32j+31 as
+// bytes (unsigned, or kSigned).
+struct KPrep {
+  alignas(32) int16_t sc[16], corr[16], mn[16];
+};
+inline void store16(int16_t* p, __m256i v) { _mm256_store_si256(reinterpret_cast<__m256i*>(p), v); }
+inline __m256i load16(const int16_t* p) {
+  return _mm256_load_si256(reinterpret_cast<const __m256i*>(p));
+}
+// Q4_K / Q5_K: sub-block j's 6-bit scale and minimum for both of its halves.
+inline void kmin_prep(const uint8_t* b, KPrep* p) {
+  uint8_t sc[8], mn[8];
+  kmin_scales(b + 4, sc, mn);
+  const __m128i s8 = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(sc));
+  const __m128i m8 = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(mn));
+  store16(p->sc, _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(s8, s8)));
+  store16(p->mn, _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8)));
+}
 struct Q4_K {
-  static constexpr int kBytes = 144;
-  struct Prep {
-    uint8_t sc[8], mn[8];
-  };
-  static void prep(const uint8_t* b, Prep* p) { kmin_scales(b + 4, p->sc, p->mn); }
+  static constexpr int kBytes = 144, kD = 0;
+  static constexpr bool kSub32 = true;  // one scale per 32 elements
+  static constexpr bool kSigned = false, kCorr = false, kMin = true;
+  static void prep(const uint8_t* b, KPrep* p) { kmin_prep(b, p); }
   static __m256i part(const uint8_t* b, int j) {  // elements 32j..32j+31
     const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 16 + 32 * (j / 2)));
     return _mm256_and_si256(j % 2 ? _mm256_srli_epi16(q, 4) : q, _mm256_set1_epi8(0x0F));
   }
 };
 struct Q5_K {
-  static constexpr int kBytes = 176;
-  using Prep = Q4_K::Prep;
-  static void prep(const uint8_t* b, Prep* p) { kmin_scales(b + 4, p->sc, p->mn); }
+  static constexpr int kBytes = 176, kD = 0;
+  static constexpr bool kSub32 = true;  // one scale per 32 elements
+  static constexpr bool kSigned = false, kCorr = false, kMin = true;
+  static void prep(const uint8_t* b, KPrep* p) { kmin_prep(b, p); }
   static __m256i part(const uint8_t* b, int j) {
     const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 48 + 32 * (j / 2)));
     const __m256i lo = _mm256_and_si256(j % 2 ? _mm256_srli_epi16(q, 4) : q, _mm256_set1_epi8(0x0F));
@@ -373,7 +392,15 @@ struct Q5_K {
   }
 };
 struct Q6_K {
-  static constexpr int kBytes = 210;
+  static constexpr int kBytes = 210, kD = 208;
+  static constexpr bool kSub32 = false;  // one scale per 32 elements
+  static constexpr bool kSigned = false, kCorr = true, kMin = false;
+  static void prep(const uint8_t* b, KPrep* p) {  // u = q + 32: subtract 32 * sc_h * bsums_h
+    const __m128i s8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 192));
+    const __m256i sc = _mm256_cvtepi8_epi16(s8);
+    store16(p->sc, sc);
+    store16(p->corr, _mm256_slli_epi16(sc, 5));
+  }
   // Elements 32j..32j+31 (half h = j/4, quadrant k = j%4) as unsigned 6-bit values (q + 32).
   static __m256i part(const uint8_t* b, int j) {
     const int h = j / 4, k = j % 4;
@@ -390,115 +417,9 @@ struct Q6_K {
     return _mm256_or_si256(lo, _mm256_and_si256(hi, _mm256_set1_epi8(0x30)));
   }
 };
-
-template <class Q>
-struct KK {
-  static constexpr bool kQ6 = Q::kBytes == 210;
-
-  template <int R, int T>
-  static void tile(const Args& a, int64_t row, int64_t tok) {
-    const uint8_t* w[R];
-    const A8KBlock* x[T];
-    GALLEON_UNROLL
-    for (int r = 0; r < R; ++r) w[r] = a.w + size_t(row + r) * a.wrb;
-    GALLEON_UNROLL
-    for (int t = 0; t < T; ++t) x[t] = reinterpret_cast<const A8KBlock*>(a.act + size_t(tok + t) * a.arb);
-    alignas(32) float lanes[R][T][32] = {};
-    const int64_t nb = a.n / 256;
-    for (int64_t b = 0; b < nb; ++b) {
-      const uint8_t* wb[R];
-      __m256i acc[R][T];
-      GALLEON_UNROLL
-      for (int r = 0; r < R; ++r) wb[r] = w[r] + b * Q::kBytes;
-      GALLEON_UNROLL
-      for (int r = 0; r < R; ++r)
-        GALLEON_UNROLL
-        for (int t = 0; t < T; ++t) acc[r][t] = _mm256_setzero_si256();
-      if constexpr (kQ6) {
-        GALLEON_UNROLL
-        for (int j = 0; j < 8; ++j) {
-          __m256i wz[R], sc[R];
-          GALLEON_UNROLL
-          for (int r = 0; r < R; ++r) {
-            const int8_t* s = reinterpret_cast<const int8_t*>(wb[r] + 192);
-            wz[r] = Q::part(wb[r], j);
-            sc[r] = _mm256_setr_m128i(_mm_set1_epi16(s[2 * j]), _mm_set1_epi16(s[2 * j + 1]));
-          }
-          GALLEON_UNROLL
-          for (int t = 0; t < T; ++t) {
-            const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[t][b].q + 32 * j));
-            GALLEON_UNROLL
-            for (int r = 0; r < R; ++r)
-              acc[r][t] = _mm256_add_epi32(
-                  acc[r][t], _mm256_madd_epi16(_mm256_maddubs_epi16(wz[r], av), sc[r]));
-          }
-        }
-      } else {
-        typename Q::Prep prep[R];
-        GALLEON_UNROLL
-        for (int r = 0; r < R; ++r) Q::prep(wb[r], &prep[r]);
-        GALLEON_UNROLL
-        for (int j = 0; j < 8; ++j) {
-          __m256i wz[R], sc[R];
-          GALLEON_UNROLL
-          for (int r = 0; r < R; ++r)
-            wz[r] = Q::part(wb[r], j), sc[r] = _mm256_set1_epi16(short(prep[r].sc[j]));
-          GALLEON_UNROLL
-          for (int t = 0; t < T; ++t) {
-            const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[t][b].q + 32 * j));
-            GALLEON_UNROLL
-            for (int r = 0; r < R; ++r)
-              acc[r][t] = _mm256_add_epi32(
-                  acc[r][t], _mm256_madd_epi16(_mm256_maddubs_epi16(wz[r], av), sc[r]));
-          }
-        }
-        GALLEON_UNROLL
-        for (int t = 0; t < T; ++t) {
-          const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[t][b].bsums));
-          const float da = x[t][b].d;
-          GALLEON_UNROLL
-          for (int r = 0; r < R; ++r) {
-            const __m128i m8 = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(prep[r].mn));
-            const __m256i m16 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8));
-            const int32_t summ = hsum(_mm256_madd_epi16(bs, m16));
-            const int32_t sumi = hsum(acc[r][t]);
-            const float dw = fp16_to_f32(load_u16(wb[r])), dmin = fp16_to_f32(load_u16(wb[r] + 2));
-            const float c = (dw * da) * float(sumi) - (dmin * da) * float(summ);
-            lanes[r][t][b & 31] = lanes[r][t][b & 31] + c;
-          }
-        }
-        continue;
-      }
-      GALLEON_UNROLL
-      for (int t = 0; t < T; ++t) {  // Q6_K: q = u - 32, subtract 32 * sum_j sc_j * bsums_j
-        const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[t][b].bsums));
-        const float da = x[t][b].d;
-        GALLEON_UNROLL
-        for (int r = 0; r < R; ++r) {
-          const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wb[r] + 192)));
-          const __m256i corr = _mm256_slli_epi32(_mm256_madd_epi16(bs, sc16), 5);
-          const int32_t sumi = hsum(_mm256_sub_epi32(acc[r][t], corr));
-          const float c = (fp16_to_f32(load_u16(wb[r] + 208)) * da) * float(sumi);
-          lanes[r][t][b & 31] = lanes[r][t][b & 31] + c;
-        }
-      }
-    }
-    GALLEON_UNROLL
-    for (int t = 0; t < T; ++t)
-      GALLEON_UNROLL
-      for (int r = 0; r < R; ++r)
-        a.y[size_t(tok + t) * a.ys + size_t(row + r)] = reduce_lanes(lanes[r][t]);
-  }
-};
-
-// Q2_K, Q3_K, IQ4_XS: a block's scales per 16 elements (sc), the int16 weights of the
-// activation bsums subtracted from the integer sum (corr: an offset of the quants) and of
-// the minimum term (mn), and elements 32j..32j+31 as bytes (unsigned, or kSigned).
-struct KPrep {
-  alignas(32) int16_t sc[16], corr[16], mn[16];
-};
 struct Q2_K {
   static constexpr int kBytes = 84, kD = 80;
+  static constexpr bool kSub32 = false;  // one scale per 32 elements
   static constexpr bool kSigned = false, kCorr = false, kMin = true;
   static void prep(const uint8_t* b, KPrep* p) {
     for (int h = 0; h < 16; ++h) p->sc[h] = int16_t(b[h] & 15), p->mn[h] = int16_t(b[h] >> 4);
@@ -510,6 +431,7 @@ struct Q2_K {
 };
 struct Q3_K {
   static constexpr int kBytes = 110, kD = 108;
+  static constexpr bool kSub32 = false;  // one scale per 32 elements
   static constexpr bool kSigned = false, kCorr = true, kMin = false;
   static void prep(const uint8_t* b, KPrep* p) {  // u = q + 4: subtract 4 * sc_h * bsums_h
     for (int h = 0; h < 16; ++h) {
@@ -529,10 +451,12 @@ struct Q3_K {
 };
 struct IQ4_XS {
   static constexpr int kBytes = 136, kD = 0;
+  static constexpr bool kSub32 = true;  // one scale per 32 elements
   static constexpr bool kSigned = true, kCorr = false, kMin = false;
   static void prep(const uint8_t* b, KPrep* p) {
     const uint16_t sh = load_u16(b + 2);
-    for (int j = 0; j < 8; ++j) p->sc[2 * j] = p->sc[2 * j + 1] = int16_t(iq4_xs_scale(j, sh, b + 4) - 32);
+    for (int j = 0; j < 8; ++j)
+      p->sc[2 * j] = p->sc[2 * j + 1] = int16_t(iq4_xs_scale(j, sh, b + 4) - 32);
   }
   static __m256i part(const uint8_t* b, int j) { return iq4_lookup(nibbles16(b + 8 + 16 * j)); }
 };
@@ -566,10 +490,13 @@ struct KS {
         GALLEON_UNROLL
         for (int r = 0; r < R; ++r)
           wz[r] = Q::part(wb[r], j),
-          sc[r] = _mm256_setr_m128i(_mm_set1_epi16(prep[r].sc[2 * j]), _mm_set1_epi16(prep[r].sc[2 * j + 1]));
+          sc[r] = Q::kSub32 ? _mm256_set1_epi16(prep[r].sc[2 * j])
+                            : _mm256_setr_m128i(_mm_set1_epi16(prep[r].sc[2 * j]),
+                                                _mm_set1_epi16(prep[r].sc[2 * j + 1]));
         GALLEON_UNROLL
         for (int t = 0; t < T; ++t) {
-          const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[t][b].q + 32 * j));
+          const __m256i av =
+              _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[t][b].q + 32 * j));
           GALLEON_UNROLL
           for (int r = 0; r < R; ++r) {
             const __m256i p16 = Q::kSigned
@@ -588,11 +515,11 @@ struct KS {
         for (int r = 0; r < R; ++r) {
           int32_t sumi = hsum(acc[r][t]);
           if constexpr (Q::kCorr)
-            sumi -= hsum(_mm256_madd_epi16(bs, _mm256_load_si256(reinterpret_cast<const __m256i*>(prep[r].corr))));
+            sumi -= hsum(_mm256_madd_epi16(bs, load16(prep[r].corr)));
           const float dw = fp16_to_f32(load_u16(wb[r] + Q::kD));
           float c = (dw * da) * float(sumi);
           if constexpr (Q::kMin) {
-            const int32_t summ = hsum(_mm256_madd_epi16(bs, _mm256_load_si256(reinterpret_cast<const __m256i*>(prep[r].mn))));
+            const int32_t summ = hsum(_mm256_madd_epi16(bs, load16(prep[r].mn)));
             c = c - (fp16_to_f32(load_u16(wb[r] + Q::kD + 2)) * da) * float(summ);
           }
           lanes[r][t][b & 31] = lanes[r][t][b & 31] + c;
@@ -686,9 +613,9 @@ void matmul(GgmlType wt, int64_t n, const void* W, size_t wrb, int64_t r0, int64
     case GgmlType::Q4_1: return drive<KA8<Q4_1>, 2, 2, 2>(a, r0, r1, ntok);
     case GgmlType::Q5_0: return drive<KA8<Q5_0>, 2, 2, 2>(a, r0, r1, ntok);
     case GgmlType::Q5_1: return drive<KA8<Q5_1>, 2, 2, 2>(a, r0, r1, ntok);
-    case GgmlType::Q4_K: return drive<KK<Q4_K>, 2, 2, 2>(a, r0, r1, ntok);
-    case GgmlType::Q5_K: return drive<KK<Q5_K>, 2, 2, 2>(a, r0, r1, ntok);
-    case GgmlType::Q6_K: return drive<KK<Q6_K>, 2, 2, 2>(a, r0, r1, ntok);
+    case GgmlType::Q4_K: return drive<KS<Q4_K>, 2, 2, 2>(a, r0, r1, ntok);
+    case GgmlType::Q5_K: return drive<KS<Q5_K>, 2, 2, 2>(a, r0, r1, ntok);
+    case GgmlType::Q6_K: return drive<KS<Q6_K>, 2, 2, 2>(a, r0, r1, ntok);
     case GgmlType::IQ4_NL: return drive<KA8<IQ4_NL>, 2, 2, 2>(a, r0, r1, ntok);
     case GgmlType::Q2_K: return drive<KS<Q2_K>, 2, 2, 2>(a, r0, r1, ntok);
     case GgmlType::Q3_K: return drive<KS<Q3_K>, 2, 2, 2>(a, r0, r1, ntok);

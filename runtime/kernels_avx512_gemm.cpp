@@ -306,7 +306,7 @@ struct DQ5_K {
   }
 };
 struct DQ6_K {
-  static constexpr int kBytes = 210, kSub = 16, kD = 208, kShift = 5;  // sub-blocks of 16; u = q + 32
+  static constexpr int kBytes = 210, kSub = 16, kD = 208, kShift = 5;  // sub-blocks of 16, q + 32
   static void decode(const uint8_t* b, KDec* o) {
     const __m128i sc = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 192));
     _mm512_store_si512(o->sc, _mm512_cvtepi8_epi32(sc));
@@ -341,8 +341,8 @@ struct DQ2_K {
   static void decode(const uint8_t* b, KDec* o) {
     const __m128i s = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b));
     _mm512_store_si512(o->sc, _mm512_cvtepu8_epi32(_mm_and_si128(s, _mm_set1_epi8(15))));
-    _mm256_store_si256(reinterpret_cast<__m256i*>(o->pair),
-                       _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(s, 4), _mm_set1_epi8(15))));
+    const __m128i mins = _mm_and_si128(_mm_srli_epi16(s, 4), _mm_set1_epi8(15));
+    _mm256_store_si256(reinterpret_cast<__m256i*>(o->pair), _mm256_cvtepu8_epi16(mins));
     for (int c = 0; c < 4; ++c) _mm512_store_si512(o->u + 64 * c, crumbs64(b + 16, c));
   }
 };
@@ -358,11 +358,12 @@ struct DQ3_K {
         _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b)));
     for (int c = 0; c < 4; ++c) {  // bit 4(c / 2) + 2(c % 2) (+1 in the high half) of hmask[l]
       const int bit = 4 * (c / 2) + 2 * (c % 2);
-      const __m512i m = _mm512_mask_blend_epi8(0xFFFFFFFF00000000ull, _mm512_set1_epi8(char(1 << bit)),
-                                               _mm512_set1_epi8(char(1 << (bit + 1))));
+      const __m512i m =
+          _mm512_mask_blend_epi8(0xFFFFFFFF00000000ull, _mm512_set1_epi8(char(1 << bit)),
+                                 _mm512_set1_epi8(char(1 << (bit + 1))));
       const __m512i v = crumbs64(b + 32, c);
-      _mm512_store_si512(o->u + 64 * c,
-                         _mm512_mask_add_epi8(v, _mm512_test_epi8_mask(hm, m), v, _mm512_set1_epi8(4)));
+      const __mmask64 set = _mm512_test_epi8_mask(hm, m);
+      _mm512_store_si512(o->u + 64 * c, _mm512_mask_add_epi8(v, set, v, _mm512_set1_epi8(4)));
     }
   }
 };
@@ -448,8 +449,8 @@ struct BlockK {
       for (int r = 0; r < R; ++r) {
         const uint8_t* blk = w[r] + b * Q::kBytes;
         if constexpr (Q::kShift >= 0) {
-          const __m512i s =
-              _mm512_sub_epi32(sumi[r][t], _mm512_slli_epi32(pr[r][t], Q::kShift < 0 ? 0 : Q::kShift));
+          constexpr int kShift = Q::kShift < 0 ? 0 : Q::kShift;
+          const __m512i s = _mm512_sub_epi32(sumi[r][t], _mm512_slli_epi32(pr[r][t], kShift));
           c[r][t] = _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(half(blk + Q::kD)), da),
                                   _mm512_cvtepi32_ps(s));
         } else {

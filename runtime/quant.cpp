@@ -388,7 +388,8 @@ void q_q2_k(const float* x, BlockQ2_K* b, int64_t nb) {
     const float d = fp16_to_f32(b[i].d), dmin = fp16_to_f32(b[i].dmin);
     std::memset(b[i].qs, 0, 64);
     for (int j = 0; j < 16; ++j) {
-      const int sc = round_clamp(scale[j] * inv(d), 0, 15), m = round_clamp(mins[j] * inv(dmin), 0, 15);
+      const int sc = round_clamp(scale[j] * inv(d), 0, 15);
+      const int m = round_clamp(mins[j] * inv(dmin), 0, 15);
       b[i].scales[j] = uint8_t(sc | (m << 4));
       const float ds = d * float(sc), dm = dmin * float(m);
       for (int k = 0; k < 16; ++k) {

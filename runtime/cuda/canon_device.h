@@ -497,7 +497,10 @@ constexpr bool kKHasMin = T == GgmlType::Q4_K || T == GgmlType::Q5_K || T == Ggm
 // The block's scales: d, and dmin where the type has it (else 0).
 template <GgmlType T>
 GALLEON_HD void kscales(const uint8_t* w, float* d, float* dmin) {
-  constexpr int kD = T == GgmlType::Q6_K ? 208 : T == GgmlType::Q2_K ? 80 : T == GgmlType::Q3_K ? 108 : 0;
+  constexpr int kD = T == GgmlType::Q6_K   ? 208
+                     : T == GgmlType::Q2_K ? 80
+                     : T == GgmlType::Q3_K ? 108
+                                           : 0;
   *d = load_f16(w + kD);
   *dmin = kKHasMin<T> ? load_f16(w + kD + 2) : 0.0f;
 }

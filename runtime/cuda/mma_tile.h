@@ -2,8 +2,9 @@
 // one warp computes 16 weight rows x 8 * NT tokens.
 //
 // - Integer block sums come from mma.sync m16n8k32 (32-element blocks and sub-blocks) or
-//   m16n8k16 (the 16-element sub-blocks of Q6_K, Q2_K and Q3_K) with s8 operands and s32 results: exact, so they
-//   equal the dp4a sums of the one-lane kernels (docs/arithmetic.md section 5).
+//   m16n8k16 (the 16-element sub-blocks of Q6_K, Q2_K and Q3_K) with s8 operands and s32
+//   results: exact, so they equal the dp4a sums of the one-lane kernels (docs/arithmetic.md
+//   section 5).
 // - Each (row, token)'s float contribution is made from them by the functions the one-lane
 //   kernels use (finish_a8, sub_sums, kfinish_dm).
 // - The contributions go to their canonical lanes in the canonical order: a thread visits the
