@@ -250,6 +250,20 @@ struct Q5_1 {
   }
 };
 
+// IQ4_NL: V[nibble] + 128 (1..241), interleaved as Q4_0's nibbles.
+inline __m128i iq4_table_u8() {
+  return _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kIq4Values)),
+                       _mm_set1_epi8(char(0x80)));
+}
+struct IQ4_NL {
+  static constexpr int kBytes = 18, kCorrShift = 7;  // (V + 128): subtract 128 * sum_a
+  static constexpr bool kMin = false, kIlv = true, kQuad = false;
+  static __m512i decode2(const uint8_t* lo, const uint8_t* hi, bool vlo, bool vhi) {
+    return _mm512_shuffle_epi8(_mm512_broadcast_i32x4(iq4_table_u8()),
+                               nibble_pair(lo + 2, hi + 2, vlo, vhi));
+  }
+};
+
 template <bool kIlv>
 inline __m512i act_pair(const int8_t* lo, const int8_t* hi, bool vlo, bool vhi) {
   const __m256i a = ld256(reinterpret_cast<const uint8_t*>(lo), vlo);
@@ -563,12 +577,18 @@ inline __m512i nibbles32(const uint8_t* p) {  // 32 bytes -> 64: low nibbles the
   return _mm512_and_si512(pair(y, _mm256_srli_epi16(y, 4)), _mm512_set1_epi8(0x0F));
 }
 
+// The 256-element kinds: kD, the offset of d (dmin follows it for kMin); kShift >= 0: the
+// quants are offset by 2^kShift, whose correction is corr16 (int16 per 16 elements) times the
+// activation bsums; kSigned: chunk gives signed bytes (multiplied as |w| times a with w's sign).
+// Scales (int16 per 16 or 32 elements) and minimums (int16 per 16 elements).
+struct MinPrep {
+  __m512i sc16;
+  __m256i mn16;
+};
 struct Q4_K {
-  static constexpr int kBytes = 144;
-  struct Prep {
-    __m512i sc16;
-    __m256i mn16;
-  };
+  static constexpr int kBytes = 144, kD = 0, kShift = -1;
+  static constexpr bool kMin = true, kSigned = false;
+  using Prep = MinPrep;
   static void prep(const uint8_t* b, Prep* p) {
     uint64_t sc, mn;
     kmin_scales(b + 4, &sc, &mn);
@@ -580,7 +600,8 @@ struct Q4_K {
   static __m512i scales(const Prep& p, int c) { return scale_pairs(p.sc16, c); }
 };
 struct Q5_K {
-  static constexpr int kBytes = 176;
+  static constexpr int kBytes = 176, kD = 0, kShift = -1;
+  static constexpr bool kMin = true, kSigned = false;
   struct Prep {
     __m512i sc16, qh;
     __m256i mn16;
@@ -602,14 +623,15 @@ struct Q5_K {
   static __m512i scales(const Prep& p, int c) { return scale_pairs(p.sc16, c); }
 };
 struct Q6_K {
-  static constexpr int kBytes = 210;
+  static constexpr int kBytes = 210, kD = 208, kShift = 5;  // q + 32
+  static constexpr bool kMin = false, kSigned = false;
   struct Prep {
     __m512i sc16;
-    __m256i sc16y;
+    __m256i corr16;
   };
   static void prep(const uint8_t* b, Prep* p) {
-    p->sc16y = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 192)));
-    p->sc16 = _mm512_zextsi256_si512(p->sc16y);
+    p->corr16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 192)));
+    p->sc16 = _mm512_zextsi256_si512(p->corr16);
   }
   // Elements 64c..64c+63 as unsigned 6-bit values (q + 32).
   static __m512i chunk(const uint8_t* b, const Prep&, int c) {
@@ -623,6 +645,75 @@ struct Q6_K {
                            _mm512_and_si512(hb, _mm512_set1_epi8(0x30)));
   }
   static __m512i scales(const Prep& p, int c) { return scale_quads(p.sc16, c); }
+};
+
+// Q2_K / Q3_K: elements 64c .. 64c + 63 are the 2-bit fields 2(c % 2) and 2(c % 2) + 1 of
+// qs[32(c / 2) ..] (in the low and high 256 bits).
+inline __m512i crumbs64(const uint8_t* qs, int c) {
+  const __m256i y = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs + 32 * (c / 2)));
+  const int sh = 4 * (c % 2);
+  return _mm512_and_si512(pair(_mm256_srli_epi16(y, sh), _mm256_srli_epi16(y, sh + 2)),
+                          _mm512_set1_epi8(3));
+}
+struct Q2_K {
+  static constexpr int kBytes = 84, kD = 80, kShift = -1;
+  static constexpr bool kMin = true, kSigned = false;
+  using Prep = MinPrep;
+  static void prep(const uint8_t* b, Prep* p) {
+    const __m128i s = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b));
+    p->sc16 = _mm512_zextsi256_si512(_mm256_cvtepu8_epi16(_mm_and_si128(s, _mm_set1_epi8(15))));
+    p->mn16 = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(s, 4), _mm_set1_epi8(15)));
+  }
+  static __m512i chunk(const uint8_t* b, const Prep&, int c) { return crumbs64(b + 16, c); }
+  static __m512i scales(const Prep& p, int c) { return scale_quads(p.sc16, c); }
+};
+struct Q3_K {
+  static constexpr int kBytes = 110, kD = 108, kShift = 2;  // q + 4
+  static constexpr bool kMin = false, kSigned = false;
+  struct Prep {
+    __m512i sc16, hm;
+    __m256i corr16;
+  };
+  static void prep(const uint8_t* b, Prep* p) {
+    alignas(16) int8_t sc[16];
+    for (int h = 0; h < 16; ++h) sc[h] = int8_t(q3_k_scale(h, b + 96) - 32);
+    p->corr16 = _mm256_cvtepi8_epi16(_mm_load_si128(reinterpret_cast<const __m128i*>(sc)));
+    p->sc16 = _mm512_zextsi256_si512(p->corr16);
+    p->hm = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b)));
+  }
+  // Q2_K's fields plus 4 at bit 4(c / 2) + 2(c % 2) (+1 in the high half) of hmask[l].
+  static __m512i chunk(const uint8_t* b, const Prep& p, int c) {
+    const int bit = 4 * (c / 2) + 2 * (c % 2);
+    const __m512i m =
+        _mm512_mask_blend_epi8(0xFFFFFFFF00000000ull, _mm512_set1_epi8(char(1 << bit)),
+                               _mm512_set1_epi8(char(1 << (bit + 1))));
+    const __m512i v = crumbs64(b + 32, c);
+    return _mm512_mask_add_epi8(v, _mm512_test_epi8_mask(p.hm, m), v, _mm512_set1_epi8(4));
+  }
+  static __m512i scales(const Prep& p, int c) { return scale_quads(p.sc16, c); }
+};
+struct IQ4_XS {
+  static constexpr int kBytes = 136, kD = 0, kShift = -1;
+  static constexpr bool kMin = false, kSigned = true;
+  struct Prep {
+    __m512i sc16;
+  };
+  static void prep(const uint8_t* b, Prep* p) {
+    alignas(16) int16_t sc[8];
+    const uint16_t sh = load_u16(b + 2);
+    for (int j = 0; j < 8; ++j) sc[j] = int16_t(iq4_xs_scale(j, sh, b + 4) - 32);
+    p->sc16 = _mm512_zextsi128_si512(_mm_load_si128(reinterpret_cast<const __m128i*>(sc)));
+  }
+  // Sub-blocks 2c and 2c + 1: the low then the high nibbles of each one's 16 bytes, as V.
+  static __m512i chunk(const uint8_t* b, const Prep&, int c) {
+    const __m256i y = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 8 + 32 * c));
+    const __m512i v = pair(y, _mm256_srli_epi16(y, 4));
+    const __m512i n = _mm512_and_si512(_mm512_shuffle_i64x2(v, v, _MM_SHUFFLE(3, 1, 2, 0)),
+                                       _mm512_set1_epi8(0x0F));
+    const __m128i t = _mm_loadu_si128(reinterpret_cast<const __m128i*>(kIq4Values));
+    return _mm512_shuffle_epi8(_mm512_broadcast_i32x4(t), n);
+  }
+  static __m512i scales(const Prep& p, int c) { return scale_pairs(p.sc16, c); }
 };
 
 // The 32 lanes of one K-quant dot product, one block contribution at a time. In memory for
@@ -674,14 +765,23 @@ struct KK {
       GALLEON_UNROLL
       for (int c = 0; c < 4; ++c) {
         __m512i wz[R], sc[R];
+        __mmask64 neg[R];  // kSigned: the negative weights, multiplied as |w| times -a
         GALLEON_UNROLL
-        for (int r = 0; r < R; ++r) wz[r] = Q::chunk(wb[r], prep[r], c), sc[r] = Q::scales(prep[r], c);
+        for (int r = 0; r < R; ++r) {
+          wz[r] = Q::chunk(wb[r], prep[r], c), sc[r] = Q::scales(prep[r], c);
+          if constexpr (Q::kSigned)
+            neg[r] = _mm512_movepi8_mask(wz[r]), wz[r] = _mm512_abs_epi8(wz[r]);
+        }
         GALLEON_UNROLL
         for (int t = 0; t < T; ++t) {
           const __m512i az = _mm512_loadu_si512(x[t][b].q + 64 * c);
           GALLEON_UNROLL
-          for (int r = 0; r < R; ++r)
-            acc[r][t] = _mm512_dpwssd_epi32(acc[r][t], _mm512_maddubs_epi16(wz[r], az), sc[r]);
+          for (int r = 0; r < R; ++r) {
+            __m512i ar = az;
+            if constexpr (Q::kSigned)
+              ar = _mm512_mask_sub_epi8(az, neg[r], _mm512_setzero_si512(), az);
+            acc[r][t] = _mm512_dpwssd_epi32(acc[r][t], _mm512_maddubs_epi16(wz[r], ar), sc[r]);
+          }
         }
       }
       GALLEON_UNROLL
@@ -690,19 +790,22 @@ struct KK {
         const float da = x[t][b].d;
         GALLEON_UNROLL
         for (int r = 0; r < R; ++r) {
-          const float dw = _cvtsh_ss(load_u16(wb[r] + (Q::kBytes == 210 ? 208 : 0)));
+          const float dw = _cvtsh_ss(load_u16(wb[r] + Q::kD));
           float c;
-          if constexpr (Q::kBytes == 210) {
-            // q = u - 32: subtract 32 * sum_j sc_j * bsums_j.
-            const __m256i corr = _mm256_madd_epi16(bs, prep[r].sc16y);
-            const __m512i corr32 = _mm512_zextsi256_si512(_mm256_slli_epi32(corr, 5));
+          if constexpr (Q::kShift >= 0) {
+            // q = u - 2^kShift: subtract 2^kShift * sum_j sc_j * bsums_j.
+            constexpr int kShift = Q::kShift < 0 ? 0 : Q::kShift;
+            const __m256i corr = _mm256_madd_epi16(bs, prep[r].corr16);
+            const __m512i corr32 = _mm512_zextsi256_si512(_mm256_slli_epi32(corr, kShift));
             const int32_t sumi = hsum(_mm512_sub_epi32(acc[r][t], corr32));
             c = (dw * da) * float(sumi);
-          } else {
-            const float dmin = _cvtsh_ss(load_u16(wb[r] + 2));
+          } else if constexpr (Q::kMin) {
+            const float dmin = _cvtsh_ss(load_u16(wb[r] + Q::kD + 2));
             int32_t sumi, summ;
             hsum2(acc[r][t], _mm256_madd_epi16(bs, prep[r].mn16), &sumi, &summ);
             c = (dw * da) * float(sumi) - (dmin * da) * float(summ);
+          } else {
+            c = (dw * da) * float(hsum(acc[r][t]));
           }
           lanes[r][t].add(b, c);
         }
@@ -816,6 +919,10 @@ bool gemv(const Args& a, int64_t r0, int64_t r1) {
     case GgmlType::Q4_K: return gemv_rows<KK<Q4_K>>(a, r0, r1), true;
     case GgmlType::Q5_K: return gemv_rows<KK<Q5_K>>(a, r0, r1), true;
     case GgmlType::Q6_K: return gemv_rows<KK<Q6_K>>(a, r0, r1), true;
+    case GgmlType::IQ4_NL: return gemv_a8<IQ4_NL>(a, r0, r1), true;
+    case GgmlType::Q2_K: return gemv_rows<KK<Q2_K>>(a, r0, r1), true;
+    case GgmlType::Q3_K: return gemv_rows<KK<Q3_K>>(a, r0, r1), true;
+    case GgmlType::IQ4_XS: return gemv_rows<KK<IQ4_XS>>(a, r0, r1), true;
     default: return false;
   }
 }
@@ -837,8 +944,11 @@ void matmul(GgmlType wt, int64_t n, const void* W, size_t wrb, int64_t r0, int64
     case GgmlType::Q4_K: return drive<KK<Q4_K>, 4, 4, 4>(a, r0, r1, ntok);
     case GgmlType::Q5_K: return drive<KK<Q5_K>, 4, 4, 4>(a, r0, r1, ntok);
     case GgmlType::Q6_K: return drive<KK<Q6_K>, 4, 4, 4>(a, r0, r1, ntok);
-    // Q2_K, Q3_K, IQ4_NL, IQ4_XS: the AVX2 path's kernels (every AVX-512 CPU here has AVX2).
-    default: return ops(Isa::Avx2).matmul(wt, n, W, wrb, r0, r1, act, arb, ntok, y, ys);
+    case GgmlType::IQ4_NL: return drive<KA8<IQ4_NL>, 4, 4, 2>(a, r0, r1, ntok);
+    case GgmlType::Q2_K: return drive<KK<Q2_K>, 4, 4, 4>(a, r0, r1, ntok);
+    case GgmlType::Q3_K: return drive<KK<Q3_K>, 4, 4, 4>(a, r0, r1, ntok);
+    case GgmlType::IQ4_XS: return drive<KK<IQ4_XS>, 4, 4, 4>(a, r0, r1, ntok);
+    default: return ops(Isa::Scalar).matmul(wt, n, W, wrb, r0, r1, act, arb, ntok, y, ys);
   }
 }
 
