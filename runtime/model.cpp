@@ -38,22 +38,22 @@ float softcap_key(const GgufFile& f, const std::string& k, float dflt) {
 }
 
 // The gemma family's differences from llama (as llama.cpp's gemma, gemma2 and gemma3 graphs):
-// embeddings times sqrt(n_embd), a GELU FFN; gemma2 soft caps and every other layer windowed;
-// gemma3 five of six layers windowed, those with their own RoPE base (10000, unscaled).
-void read_gemma(const GgufFile& f, HParams& hp) {
-  hp.embd_scale = std::sqrt(float(hp.n_embd));
-  hp.ffn_gelu = true;
-  if (hp.arch == "gemma") return;
-  // The 27B models' query_pre_attn_scalar is n_embd / n_head (llama.cpp knows them by depth).
-  if ((hp.arch == "gemma2" && hp.n_layer == 46) || (hp.arch == "gemma3" && hp.n_layer == 62))
-    hp.kq_scale = 1.0f / std::sqrt(float(hp.n_embd / hp.n_head));
-  if (hp.arch == "gemma2") {
-    hp.attn_softcap = softcap_key(f, key(hp, "attn_logit_softcapping"), 50.0f);
-    hp.final_softcap = softcap_key(f, key(hp, "final_logit_softcapping"), 30.0f);
-    hp.n_swa = positive_key(f, key(hp, "attention.sliding_window"), 4096, 1 << 24);
-    hp.swa_pattern = 2;
-    return;
-  }
+// embeddings times sqrt(n_embd) and a GELU FFN (ArchTraits::gemma, in read_hparams); gemma2
+// soft caps and every other layer windowed; gemma3 five of six layers windowed, those with their
+// own RoPE base (10000, unscaled). The 27B models' query_pre_attn_scalar is n_embd / n_head
+// (llama.cpp knows them by depth: 46 and 62 layers).
+void query_scale_27b(HParams& hp, int64_t n_layer_27b) {
+  if (hp.n_layer == n_layer_27b) hp.kq_scale = 1.0f / std::sqrt(float(hp.n_embd / hp.n_head));
+}
+void read_gemma2(const GgufFile& f, HParams& hp) {
+  query_scale_27b(hp, 46);
+  hp.attn_softcap = softcap_key(f, key(hp, "attn_logit_softcapping"), 50.0f);
+  hp.final_softcap = softcap_key(f, key(hp, "final_logit_softcapping"), 30.0f);
+  hp.n_swa = positive_key(f, key(hp, "attention.sliding_window"), 4096, 1 << 24);
+  hp.swa_pattern = 2;
+}
+void read_gemma3(const GgufFile& f, HParams& hp) {
+  query_scale_27b(hp, 62);
   hp.n_swa = positive_key(f, key(hp, "attention.sliding_window"), std::nullopt, 1 << 24);
   hp.swa_pattern = 6;
   const float base = f.get_f32_opt(key(hp, "rope.freq_base_swa")).value_or(10000.0f);
@@ -118,16 +118,29 @@ void read_longrope(const GgufFile& f, HParams& hp) {
   }
 }
 
+// The architectures galleon runs.
+constexpr ArchTraits kArchs[] = {
+    {.name = "llama", .rope_neox = false},
+    {.name = "qwen2", .qkv_bias = true},
+    {.name = "qwen3", .qk_norms = true},
+    {.name = "phi3", .fused = true},
+    {.name = "gemma", .gemma = true},
+    {.name = "gemma2", .post_norms = true, .gemma = true, .read_keys = read_gemma2},
+    {.name = "gemma3", .qk_norms = true, .post_norms = true, .gemma = true,
+     .read_keys = read_gemma3},
+    {.name = "granite", .rope_neox = false, .read_keys = read_granite},
+    {.name = "olmo2", .pre_norms = false, .qk_norms = true, .post_norms = true,
+     .read_keys = read_olmo2},
+    {.name = "smollm3", .rope_neox = false, .no_rope_step = 4},  // as llama.cpp: no key says it
+};
+
 HParams read_hparams(const GgufFile& f) {
   HParams hp;
   hp.arch = f.get_string("general.architecture");
-  const char* const known[] = {"llama",  "qwen2",   "qwen3", "phi3",   "gemma",
-                               "gemma2", "gemma3",  "granite", "olmo2", "smollm3"};
-  if (std::find(std::begin(known), std::end(known), hp.arch) == std::end(known))
-    fail(ErrorKind::Unsupported,
-         f.name() + ": general.architecture '" + hp.arch +
-             "' is not supported (expected llama, qwen2, qwen3, phi3, gemma, gemma2, gemma3, "
-             "granite, olmo2 or smollm3)");
+  const ArchTraits* at = arch_traits(hp.arch);
+  if (!at)
+    fail(ErrorKind::Unsupported, f.name() + ": general.architecture '" + hp.arch +
+                                     "' is not supported (expected " + supported_archs() + ")");
   if (const auto experts = f.get_u64_opt(key(hp, "expert_count")); experts && *experts > 0)
     fail(ErrorKind::Unsupported, f.name() + ": " + key(hp, "expert_count") + " = " +
                                      std::to_string(*experts) +
@@ -174,12 +187,14 @@ HParams read_hparams(const GgufFile& f) {
       fail(ErrorKind::Invalid, f.name() + ": attention.layer_norm_rms_epsilon must be > 0");
     hp.rms_eps = *eps;
   }
-  hp.rope_neox = hp.arch != "llama" && hp.arch != "granite" && hp.arch != "smollm3";
-  if (hp.arch == "smollm3") hp.no_rope_step = 4;  // as llama.cpp: no key says it
+  hp.rope_neox = at->rope_neox;
+  hp.no_rope_step = at->no_rope_step;
   hp.kq_scale = 1.0f / std::sqrt(float(hp.head_dim));
-  if (hp.arch.rfind("gemma", 0) == 0) read_gemma(f, hp);
-  if (hp.arch == "granite") read_granite(f, hp);
-  if (hp.arch == "olmo2") read_olmo2(f, hp);
+  if (at->gemma) {
+    hp.embd_scale = std::sqrt(float(hp.n_embd));
+    hp.ffn_gelu = true;
+  }
+  if (at->read_keys) at->read_keys(f, hp);
   read_longrope(f, hp);
   return hp;
 }
@@ -242,9 +257,10 @@ std::vector<float> load_vector(const GgufFile& f, const std::string& name, int64
 }
 
 // Q, K and V: three matrices, or (phi3) the rows of one fused attn_qkv.
-void load_qkv(const GgufFile& f, const HParams& hp, const std::string& p, LayerWeights& L) {
+void load_qkv(const GgufFile& f, const HParams& hp, const ArchTraits& at, const std::string& p,
+              LayerWeights& L) {
   const int64_t q_dim = hp.n_head * hp.head_dim, kv_dim = hp.n_head_kv * hp.head_dim;
-  if (hp.arch == "phi3" && f.find_tensor(p + "attn_qkv.weight")) {
+  if (at.fused && f.find_tensor(p + "attn_qkv.weight")) {
     const Weight qkv = load_weight(f, p + "attn_qkv.weight", hp.n_embd, q_dim + 2 * kv_dim);
     L.wq = rows_of(qkv, 0, q_dim, "Q");
     L.wk = rows_of(qkv, q_dim, kv_dim, "K");
@@ -254,7 +270,7 @@ void load_qkv(const GgufFile& f, const HParams& hp, const std::string& p, LayerW
   L.wq = load_weight(f, p + "attn_q.weight", hp.n_embd, q_dim);
   L.wk = load_weight(f, p + "attn_k.weight", hp.n_embd, kv_dim);
   L.wv = load_weight(f, p + "attn_v.weight", hp.n_embd, kv_dim);
-  if (hp.arch == "qwen2") {
+  if (at.qkv_bias) {
     L.bq = load_vector(f, p + "attn_q.bias", q_dim);
     L.bk = load_vector(f, p + "attn_k.bias", kv_dim);
     L.bv = load_vector(f, p + "attn_v.bias", kv_dim);
@@ -264,19 +280,20 @@ void load_qkv(const GgufFile& f, const HParams& hp, const std::string& p, LayerW
 LayerWeights load_layer(const GgufFile& f, const HParams& hp, int64_t i) {
   const std::string p = "blk." + std::to_string(i) + ".";
   const int64_t q_dim = hp.n_head * hp.head_dim;
+  const ArchTraits& at = *arch_traits(hp.arch);
   LayerWeights L;
-  if (hp.arch != "olmo2") {  // olmo2's branches read the residual stream unnormed
+  if (at.pre_norms) {  // else (olmo2) the branches read the residual stream unnormed
     L.attn_norm = load_vector(f, p + "attn_norm.weight", hp.n_embd);
     L.ffn_norm = load_vector(f, p + "ffn_norm.weight", hp.n_embd);
   }
-  load_qkv(f, hp, p, L);
-  if (hp.arch == "qwen3" || hp.arch == "gemma3" || hp.arch == "olmo2") {
+  load_qkv(f, hp, at, p, L);
+  if (at.qk_norms) {
     const int64_t heads = hp.qk_norm_whole ? hp.n_head : 1;
     const int64_t kv_heads = hp.qk_norm_whole ? hp.n_head_kv : 1;
     L.q_norm = load_vector(f, p + "attn_q_norm.weight", hp.head_dim * heads);
     L.k_norm = load_vector(f, p + "attn_k_norm.weight", hp.head_dim * kv_heads);
   }
-  if (hp.arch == "gemma2" || hp.arch == "gemma3" || hp.arch == "olmo2") {
+  if (at.post_norms) {
     L.attn_post_norm = load_vector(f, p + "post_attention_norm.weight", hp.n_embd);
     L.ffn_post_norm = load_vector(f, p + "post_ffw_norm.weight", hp.n_embd);
   }
@@ -284,7 +301,7 @@ LayerWeights load_layer(const GgufFile& f, const HParams& hp, int64_t i) {
   if (f.find_tensor(p + "attn_output.bias"))
     fail(ErrorKind::Unsupported,
          f.name() + ": tensor '" + p + "attn_output.bias' is not supported");
-  if (hp.arch == "phi3") {  // one ffn_up of 2 n_ff rows: the gate's, then the up projection's
+  if (at.fused) {  // one ffn_up of 2 n_ff rows: the gate's, then the up projection's
     const Weight up = load_weight(f, p + "ffn_up.weight", hp.n_embd, 2 * hp.n_ff);
     L.w_gate = rows_of(up, 0, hp.n_ff, "gate");
     L.w_up = rows_of(up, hp.n_ff, hp.n_ff, "up");
@@ -320,6 +337,20 @@ std::vector<double> rope_frequencies(const GgufFile& f, const HParams& hp, bool 
 }
 
 }  // namespace
+
+const ArchTraits* arch_traits(const std::string& name) {
+  for (const ArchTraits& a : kArchs)
+    if (name == a.name) return &a;
+  return nullptr;
+}
+
+std::string supported_archs() {
+  std::string s;
+  const size_t n = std::size(kArchs);
+  for (size_t i = 0; i < n; ++i)
+    s += std::string(i == 0 ? "" : i + 1 == n ? " or " : ", ") + kArchs[i].name;
+  return s;
+}
 
 std::unique_ptr<Model> Model::load(const GgufFile& f) {
   std::unique_ptr<Model> m(new Model());

@@ -19,6 +19,27 @@
 namespace galleon {
 
 class GgufFile;
+struct HParams;
+
+// What an architecture's graph has beyond llama's (llama.cpp's graphs of the same names): the
+// loader reads, and the synthetic writer (runtime/synth.cpp) writes, the tensors these name.
+struct ArchTraits {
+  const char* name;
+  bool rope_neox = true;    // NeoX rotary pairs (i, i + n_rot/2); false: adjacent pairs
+  bool pre_norms = true;    // attn_norm / ffn_norm before the branches (olmo2: none)
+  bool qkv_bias = false;    // attn_q/k/v.bias (qwen2)
+  bool qk_norms = false;    // attn_q_norm / attn_k_norm (per head; olmo2's over whole rows)
+  bool post_norms = false;  // post_attention_norm / post_ffw_norm on the branch outputs
+  bool fused = false;       // phi3: attn_qkv (or Q, K, V) and one ffn_up of the gate and up
+  bool gemma = false;       // embeddings times sqrt(n_embd), a GELU FFN
+  int no_rope_step = 0;     // every no_rope_step-th layer without RoPE (smollm3: 4)
+  // The architecture's own metadata keys into hp (nullptr: none).
+  void (*read_keys)(const GgufFile& f, HParams& hp) = nullptr;
+};
+// The traits of general.architecture `name`; nullptr where galleon does not run it.
+const ArchTraits* arch_traits(const std::string& name);
+// The names of the supported architectures, for messages: "llama, qwen2, ... or smollm3".
+std::string supported_archs();
 
 struct HParams {
   // llama | qwen2 | qwen3 | phi3 | gemma | gemma2 | gemma3 | granite | olmo2 | smollm3

@@ -5,6 +5,7 @@
 
 #include "runtime/error.h"
 #include "runtime/gguf.h"
+#include "runtime/model.h"
 #include "runtime/quant.h"
 #include "runtime/sampler.h"
 
@@ -105,6 +106,11 @@ void set_hparams(GgufWriter& w, const SynthSpec& s) {
 }  // namespace
 
 void make_synthetic_model(const SynthSpec& s, GgufWriter& w) {
+  const ArchTraits* arch = arch_traits(s.arch);
+  if (!arch)
+    fail(ErrorKind::Usage, "synthetic model: architecture '" + s.arch + "' is not one of " +
+                               supported_archs());
+  const ArchTraits& at = *arch;
   set_hparams(w, s);
   const int64_t n_vocab = s.vocab_from ? copy_vocab(w, *s.vocab_from) : s.n_vocab;
   if (!s.vocab_from) synthetic_vocab(w, n_vocab);
@@ -126,38 +132,38 @@ void make_synthetic_model(const SynthSpec& s, GgufWriter& w) {
   const GgmlType v_down = s.v_down_type.value_or(s.type);
   for (int64_t i = 0; i < s.n_layer; ++i) {
     const std::string p = "blk." + std::to_string(i) + ".";
-    const bool olmo2 = s.arch == "olmo2";
-    if (!olmo2) add_random(w, rng, p + "attn_norm.weight", GgmlType::F32, {d}, 0.1f, 1.0f);
-    if (s.arch == "phi3" && s.fused_qkv) {
+    if (at.pre_norms) add_random(w, rng, p + "attn_norm.weight", GgmlType::F32, {d}, 0.1f, 1.0f);
+    if (at.fused && s.fused_qkv) {
       add_random(w, rng, p + "attn_qkv.weight", s.type, {d, q_dim + 2 * kv_dim}, in_scale);
     } else {
       add_random(w, rng, p + "attn_q.weight", s.type, {d, q_dim}, in_scale);
       add_random(w, rng, p + "attn_k.weight", s.type, {d, kv_dim}, in_scale);
       add_random(w, rng, p + "attn_v.weight", v_down, {d, kv_dim}, in_scale);
     }
-    if (s.arch == "qwen2") {
+    if (at.qkv_bias) {
       add_random(w, rng, p + "attn_q.bias", GgmlType::F32, {q_dim}, 0.1f);
       add_random(w, rng, p + "attn_k.bias", GgmlType::F32, {kv_dim}, 0.1f);
       add_random(w, rng, p + "attn_v.bias", GgmlType::F32, {kv_dim}, 0.1f);
     }
-    if (s.arch == "qwen3" || s.arch == "gemma3" || olmo2) {
-      const int64_t q_norm = olmo2 ? q_dim : hd, k_norm = olmo2 ? kv_dim : hd;
+    if (at.qk_norms) {  // olmo2's over whole rows
+      const bool whole = s.arch == "olmo2";
+      const int64_t q_norm = whole ? q_dim : hd, k_norm = whole ? kv_dim : hd;
       add_random(w, rng, p + "attn_q_norm.weight", GgmlType::F32, {q_norm}, 0.1f, 1.0f);
       add_random(w, rng, p + "attn_k_norm.weight", GgmlType::F32, {k_norm}, 0.1f, 1.0f);
     }
-    const bool post_norms = s.arch == "gemma2" || s.arch == "gemma3" || olmo2;
     add_random(w, rng, p + "attn_output.weight", s.type, {q_dim, d}, in_scale);
-    if (post_norms)
+    if (at.post_norms)
       add_random(w, rng, p + "post_attention_norm.weight", GgmlType::F32, {d}, 0.1f, 1.0f);
-    if (!olmo2) add_random(w, rng, p + "ffn_norm.weight", GgmlType::F32, {d}, 0.1f, 1.0f);
-    if (s.arch == "phi3") {  // the gate's rows, then the up projection's, in one tensor
+    if (at.pre_norms) add_random(w, rng, p + "ffn_norm.weight", GgmlType::F32, {d}, 0.1f, 1.0f);
+    if (at.fused) {  // the gate's rows, then the up projection's, in one tensor
       add_random(w, rng, p + "ffn_up.weight", s.type, {d, 2 * s.n_ff}, in_scale);
     } else {
       add_random(w, rng, p + "ffn_gate.weight", s.type, {d, s.n_ff}, in_scale);
       add_random(w, rng, p + "ffn_up.weight", s.type, {d, s.n_ff}, in_scale);
     }
     add_random(w, rng, p + "ffn_down.weight", v_down, {s.n_ff, d}, ff_scale);
-    if (post_norms) add_random(w, rng, p + "post_ffw_norm.weight", GgmlType::F32, {d}, 0.1f, 1.0f);
+    if (at.post_norms)
+      add_random(w, rng, p + "post_ffw_norm.weight", GgmlType::F32, {d}, 0.1f, 1.0f);
   }
 }
 

@@ -309,6 +309,10 @@ TEST(ArchKeys, ArchitectureKeysAndTensorsAreChecked) {
          w.add_tensor("blk.1.attn_output.bias", GgmlType::F32, {1}, &one, sizeof one);
        },
        "tensor 'blk.1.attn_output.bias' is not supported", ErrorKind::Unsupported},
+      {"llama", "", set("general.architecture", GgufValue::make_string("mamba")),
+       "general.architecture 'mamba' is not supported (expected llama, qwen2, qwen3, phi3, gemma, "
+       "gemma2, gemma3, granite, olmo2 or smollm3)",
+       ErrorKind::Unsupported},
       {"llama", "", set("llama.expert_count", GgufValue::make_u32(8)),
        "llama.expert_count = 8: mixture-of-experts models are not supported",
        ErrorKind::Unsupported},
