@@ -81,6 +81,8 @@ struct HParams {
   }
   // Layer il's RoPE table: the SWA one (Model::rope_freq(true)).
   bool swa_rope(int64_t il) const { return rope_base_swa > 0 && window(il) > 0; }
+  // The RoPE tables the layers use: 2 where the SWA layers have their own.
+  int rope_tables() const { return rope_base_swa > 0 ? 2 : 1; }
 };
 
 // A 2-D weight matrix: n_out rows of n_in elements, rows row_bytes apart.

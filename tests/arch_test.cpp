@@ -253,21 +253,6 @@ TEST_P(ArchReference, LogitsMatchADoublePrecisionReference) {
   std::printf("%s: largest difference %.3g\n", GetParam(), worst);
 }
 
-// The model file at `from` rewritten to `to` without the metadata key or tensor named `drop`,
-// then with `edit` applied.
-void rewrite(const std::string& from, const std::string& to, const std::string& drop,
-             const std::function<void(GgufWriter&)>& edit) {
-  std::unique_ptr<GgufFile> f = GgufFile::open(from);
-  GgufWriter w;
-  for (const auto& [k, v] : f->metadata())
-    if (k != drop) w.set(k, v);
-  for (const GgufTensorInfo& t : f->tensors())
-    if (t.name != drop)
-      w.add_tensor(t.name, t.type, t.dims, f->tensor_data(t), size_t(t.n_bytes));
-  edit(w);
-  w.write_file(to);
-}
-
 // A model file's gemma, granite, olmo2, LongRoPE and MoE keys and tensors are checked by name:
 // a refused file says which.
 TEST(ArchKeys, ArchitectureKeysAndTensorsAreChecked) {
@@ -331,7 +316,7 @@ TEST(ArchKeys, ArchitectureKeysAndTensorsAreChecked) {
     GgufWriter w;
     make_synthetic_model(reference_spec(c.arch), w);
     w.write_file(dir.file("good.gguf"));
-    rewrite(dir.file("good.gguf"), dir.file("bad.gguf"), c.drop, c.edit);
+    testing::rewrite_gguf(dir.file("good.gguf"), dir.file("bad.gguf"), c.drop, nullptr, c.edit);
     try {
       load_model(dir.file("bad.gguf"));
       ADD_FAILURE() << c.expected << ": loaded";

@@ -377,22 +377,8 @@ TEST(Engine, RopeFrequencyFactorsAndLinearScaling) {
 // `eps_key` set to 1e-30.
 void rewrite_f32(const std::string& from, const std::string& to, const std::string& eps_key,
                  const std::function<void(const std::string&, std::vector<float>&)>& fn) {
-  std::unique_ptr<GgufFile> f = GgufFile::open(from);
-  GgufWriter w;
-  for (const auto& [k, v] : f->metadata()) w.set(k, v);
-  w.set(eps_key, GgufValue::make_f32(1e-30f));
-  for (const GgufTensorInfo& t : f->tensors()) {
-    const size_t n = size_t(t.n_elements);
-    if (t.type == GgmlType::F32) {
-      std::vector<float> v(n);
-      std::memcpy(v.data(), f->tensor_data(t), n * 4);
-      fn(t.name, v);
-      w.add_tensor(t.name, t.type, t.dims, v.data(), n * 4);
-    } else {
-      w.add_tensor(t.name, t.type, t.dims, f->tensor_data(t), size_t(t.n_bytes));
-    }
-  }
-  w.write_file(to);
+  testing::rewrite_gguf(from, to, "", fn,
+                        [&](GgufWriter& w) { w.set(eps_key, GgufValue::make_f32(1e-30f)); });
 }
 
 // qwen3 RMS-norms each head of Q and K: with eps negligible, scaling head h's rows of attn_q and

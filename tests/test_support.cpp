@@ -13,6 +13,8 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "runtime/gguf.h"
+
 namespace galleon::testing {
 
 namespace {
@@ -127,6 +129,28 @@ void write_file(const std::string& path, const std::string& bytes) {
   std::ofstream f(path, std::ios::binary | std::ios::trunc);
   f.write(bytes.data(), std::streamsize(bytes.size()));
   if (!f) throw std::runtime_error("cannot write " + path);
+}
+
+void rewrite_gguf(const std::string& from, const std::string& to, const std::string& drop,
+                  const std::function<void(const std::string& name, std::vector<float>&)>& f32,
+                  const std::function<void(GgufWriter&)>& edit) {
+  std::unique_ptr<GgufFile> f = GgufFile::open(from);
+  GgufWriter w;
+  for (const auto& [k, v] : f->metadata())
+    if (k != drop) w.set(k, v);
+  for (const GgufTensorInfo& t : f->tensors()) {
+    if (t.name == drop) continue;
+    if (f32 && t.type == GgmlType::F32) {
+      std::vector<float> v(size_t(t.n_elements));
+      std::memcpy(v.data(), f->tensor_data(t), v.size() * 4);
+      f32(t.name, v);
+      w.add_tensor(t.name, t.type, t.dims, v.data(), v.size() * 4);
+    } else {
+      w.add_tensor(t.name, t.type, t.dims, f->tensor_data(t), size_t(t.n_bytes));
+    }
+  }
+  if (edit) edit(w);
+  w.write_file(to);
 }
 
 }  // namespace galleon::testing

@@ -4,9 +4,14 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
+
+namespace galleon {
+class GgufWriter;
+}
 
 namespace galleon::testing {
 
@@ -53,5 +58,12 @@ CmdResult run_cmd(const std::vector<std::string>& argv,
 
 std::string read_file(const std::string& path);
 void write_file(const std::string& path, const std::string& bytes);
+
+// GGUF file `from` written again as `to`: without the metadata key or tensor named `drop`
+// (empty: none), each F32 tensor's values through `f32` (if set; it may change them), then
+// `edit` (if set) on the writer.
+void rewrite_gguf(const std::string& from, const std::string& to, const std::string& drop,
+                  const std::function<void(const std::string& name, std::vector<float>&)>& f32,
+                  const std::function<void(GgufWriter&)>& edit);
 
 }  // namespace galleon::testing

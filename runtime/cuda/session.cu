@@ -443,7 +443,7 @@ CudaSession::CudaSession(const Model& model, int device, int64_t n_ctx)
   k_cache_.reserve(cache * sizeof(float));
   v_cache_.reserve(cache * sizeof(float));
   const size_t rope = size_t(n_ctx_) * size_t(std::max<int64_t>(hp.n_rot / 2, 1)) * sizeof(float);
-  for (int swa = 0; swa < (hp.rope_base_swa > 0 ? 2 : 1); ++swa) {
+  for (int swa = 0; swa < hp.rope_tables(); ++swa) {
     rope_[swa].cos.reserve(rope);
     rope_[swa].sin.reserve(rope);
   }
@@ -525,7 +525,7 @@ void CudaSession::extend_rope_table(int64_t need) {
     return;
   }
   const size_t off = size_t(rope_rows_ * half), count = size_t((need - rope_rows_) * half);
-  for (int swa = 0; swa < (model_.hparams().rope_base_swa > 0 ? 2 : 1); ++swa) {
+  for (int swa = 0; swa < model_.hparams().rope_tables(); ++swa) {
     RopeTable& r = rope_[swa];
     rope_table_rows(model_, n_ctx_, swa == 1, rope_rows_, need, r.host_cos, r.host_sin);
     check(cudaMemcpy(r.cos.get<float>() + off, r.host_cos.data() + off, count * 4,
