@@ -8,7 +8,7 @@
 #      and of `score --json` (every prompt row) of the static CPU engine (galleon-engine,
 #      --device cpu) and the CUDA engine (galleon-engine-cuda, --device cuda) for stories260K and
 #      synthetic models of every tensor type (and Q4_K_M; qwen2, qwen3, phi3, gemma2, gemma3,
-#      granite, olmo2 and smollm3 ones too), with --batch 1, 7 and 64 (prefill split three
+#      granite, olmo2, smollm3 and exaone ones too), with --batch 1, 7 and 64 (prefill split three
 #      ways), and all three again with GALLEON_CUDA_GEMM=0 GALLEON_CUDA_ATTN_TILES=0 (the one-lane
 #      kernels,
 #      without the prompt paths on by default: the prompt GEMM tiles, i.e. tensor cores for
@@ -319,8 +319,8 @@ qwen2_types=q8_0,q4_K,f16
 "$BIN/llama_bench" --write "$TMP" --shape tiny --arch llama --type $llama_types >/dev/null
 "$BIN/llama_bench" --write "$TMP" --shape tiny --arch qwen2 --type $qwen2_types >/dev/null
 # qwen3's per-head norms, phi3's fused matrices, gemma2's caps and windows, gemma3's windows and
-# second RoPE table, granite's multipliers, olmo2's norms, smollm3's layers without RoPE
-# (cuda_host_test has them all).
+# second RoPE table, granite's multipliers, olmo2's norms, smollm3's layers without RoPE,
+# exaone's attention biases (Q, K, V and output; cuda_host_test has them all).
 if [[ $HOST == 0 ]]; then
   "$BIN/llama_bench" --write "$TMP" --shape tiny --arch qwen3 --type q4_0 >/dev/null
   "$BIN/llama_bench" --write "$TMP" --shape tiny --arch phi3 --type q4_K >/dev/null
@@ -329,6 +329,7 @@ if [[ $HOST == 0 ]]; then
   "$BIN/llama_bench" --write "$TMP" --shape tiny --arch granite --type q5_K >/dev/null
   "$BIN/llama_bench" --write "$TMP" --shape tiny --arch olmo2 --type q5_0 >/dev/null
   "$BIN/llama_bench" --write "$TMP" --shape tiny --arch smollm3 --type q4_1 >/dev/null
+  "$BIN/llama_bench" --write "$TMP" --shape tiny --arch exaone --type iq4_xs >/dev/null
 fi
 models+=("$TMP"/*.gguf)
 

@@ -190,6 +190,7 @@ SynthSpec spec_for(const BenchArgs& a, BenchType type) {
   // they matter.
   if (a.shape_name == "tiny" && (a.arch == "gemma2" || a.arch == "gemma3" || a.arch == "olmo2"))
     spec.n_swa = 16;
+  spec.attn_biases = a.arch == "exaone";  // its optional biases, all of them
   spec.type = type.type;
   spec.embd_type = type.type;
   if (type.k_m) spec.v_down_type = GgmlType::Q6_K;

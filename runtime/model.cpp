@@ -132,6 +132,7 @@ constexpr ArchTraits kArchs[] = {
     {.name = "olmo2", .pre_norms = false, .qk_norms = true, .post_norms = true,
      .read_keys = read_olmo2},
     {.name = "smollm3", .rope_neox = false, .no_rope_step = 4},  // as llama.cpp: no key says it
+    {.name = "exaone"},  // EXAONE 3/3.5: llama's graph with NeoX pairs
 };
 
 HParams read_hparams(const GgufFile& f) {
@@ -270,11 +271,13 @@ void load_qkv(const GgufFile& f, const HParams& hp, const ArchTraits& at, const 
   L.wq = load_weight(f, p + "attn_q.weight", hp.n_embd, q_dim);
   L.wk = load_weight(f, p + "attn_k.weight", hp.n_embd, kv_dim);
   L.wv = load_weight(f, p + "attn_v.weight", hp.n_embd, kv_dim);
-  if (at.qkv_bias) {
-    L.bq = load_vector(f, p + "attn_q.bias", q_dim);
-    L.bk = load_vector(f, p + "attn_k.bias", kv_dim);
-    L.bv = load_vector(f, p + "attn_v.bias", kv_dim);
-  }
+}
+
+// A bias vector where the tensor exists or `required`; else empty (none).
+std::vector<float> load_bias(const GgufFile& f, const std::string& name, int64_t n,
+                             bool required) {
+  if (!required && !f.find_tensor(name)) return {};
+  return load_vector(f, name, n);
 }
 
 LayerWeights load_layer(const GgufFile& f, const HParams& hp, int64_t i) {
@@ -287,6 +290,11 @@ LayerWeights load_layer(const GgufFile& f, const HParams& hp, int64_t i) {
     L.ffn_norm = load_vector(f, p + "ffn_norm.weight", hp.n_embd);
   }
   load_qkv(f, hp, at, p, L);
+  // Biases (as llama.cpp's graphs: each where present; qwen2's required), added to Q, K and V
+  // before their norms and RoPE, and to the attention's output.
+  L.bq = load_bias(f, p + "attn_q.bias", q_dim, at.qkv_bias);
+  L.bk = load_bias(f, p + "attn_k.bias", hp.n_head_kv * hp.head_dim, at.qkv_bias);
+  L.bv = load_bias(f, p + "attn_v.bias", hp.n_head_kv * hp.head_dim, at.qkv_bias);
   if (at.qk_norms) {
     const int64_t heads = hp.qk_norm_whole ? hp.n_head : 1;
     const int64_t kv_heads = hp.qk_norm_whole ? hp.n_head_kv : 1;
@@ -298,9 +306,10 @@ LayerWeights load_layer(const GgufFile& f, const HParams& hp, int64_t i) {
     L.ffn_post_norm = load_vector(f, p + "post_ffw_norm.weight", hp.n_embd);
   }
   L.wo = load_weight(f, p + "attn_output.weight", q_dim, hp.n_embd);
-  if (f.find_tensor(p + "attn_output.bias"))
-    fail(ErrorKind::Unsupported,
-         f.name() + ": tensor '" + p + "attn_output.bias' is not supported");
+  L.bo = load_bias(f, p + "attn_output.bias", hp.n_embd, false);
+  for (const char* b : {"ffn_gate.bias", "ffn_up.bias", "ffn_down.bias"})
+    if (f.find_tensor(p + b))
+      fail(ErrorKind::Unsupported, f.name() + ": tensor '" + p + b + "' is not supported");
   if (at.fused) {  // one ffn_up of 2 n_ff rows: the gate's, then the up projection's
     const Weight up = load_weight(f, p + "ffn_up.weight", hp.n_embd, 2 * hp.n_ff);
     L.w_gate = rows_of(up, 0, hp.n_ff, "gate");

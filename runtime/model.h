@@ -1,5 +1,5 @@
 // Llama-family transformer (architectures "llama", "qwen2", "qwen3", "phi3", "gemma", "gemma2",
-// "gemma3", "granite", "olmo2", "smollm3") evaluated with the canonical kernels. Model =
+// "gemma3", "granite", "olmo2", "smollm3", "exaone") evaluated with the canonical kernels. Model =
 // immutable weights (views into the mapped GGUF); Session = KV cache + scratch.
 #pragma once
 
@@ -27,7 +27,7 @@ struct ArchTraits {
   const char* name;
   bool rope_neox = true;    // NeoX rotary pairs (i, i + n_rot/2); false: adjacent pairs
   bool pre_norms = true;    // attn_norm / ffn_norm before the branches (olmo2: none)
-  bool qkv_bias = false;    // attn_q/k/v.bias (qwen2)
+  bool qkv_bias = false;    // attn_q/k/v.bias required (qwen2); else each optional
   bool qk_norms = false;    // attn_q_norm / attn_k_norm (per head; olmo2's over whole rows)
   bool post_norms = false;  // post_attention_norm / post_ffw_norm on the branch outputs
   bool fused = false;       // phi3: attn_qkv (or Q, K, V) and one ffn_up of the gate and up
@@ -42,8 +42,7 @@ const ArchTraits* arch_traits(const std::string& name);
 std::string supported_archs();
 
 struct HParams {
-  // llama | qwen2 | qwen3 | phi3 | gemma | gemma2 | gemma3 | granite | olmo2 | smollm3
-  std::string arch;
+  std::string arch;  // general.architecture: one of ArchTraits' names
   int64_t n_vocab = 0;
   int64_t n_embd = 0;
   int64_t n_layer = 0;
@@ -97,7 +96,7 @@ struct Weight {
 
 struct LayerWeights {
   std::vector<float> attn_norm, ffn_norm;  // empty: none before the branches (olmo2)
-  std::vector<float> bq, bk, bv;  // empty when the architecture has no bias
+  std::vector<float> bq, bk, bv, bo;  // Q, K, V and attention output biases; empty: none
   // RMS norms of Q and K, per head (qwen3, gemma3) or of the whole row (olmo2), else empty
   std::vector<float> q_norm, k_norm;
   // RMS norms of the attention's and the FFN's outputs before their residuals (gemma2, gemma3)

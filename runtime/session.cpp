@@ -283,11 +283,9 @@ void Session::layer_forward(int64_t il, int64_t n_tok) {
     float* q = &s.q[size_t(t * q_dim)];
     float* k = &s.k[size_t(t * kv_dim)];
     float* v = &s.v[size_t(t * kv_dim)];
-    if (!L.bq.empty()) {
-      ops_.add(q, L.bq.data(), q_dim);
-      ops_.add(k, L.bk.data(), kv_dim);
-      ops_.add(v, L.bv.data(), kv_dim);
-    }
+    if (!L.bq.empty()) ops_.add(q, L.bq.data(), q_dim);
+    if (!L.bk.empty()) ops_.add(k, L.bk.data(), kv_dim);
+    if (!L.bv.empty()) ops_.add(v, L.bv.data(), kv_dim);
     if (!L.q_norm.empty()) {  // each head's row (olmo2: the whole row) normed in place
       const int64_t qn = hp.qk_norm_whole ? q_dim : hd, kn = hp.qk_norm_whole ? kv_dim : hd;
       for (int64_t i = 0; i < q_dim; i += qn)
@@ -310,6 +308,7 @@ void Session::layer_forward(int64_t il, int64_t n_tok) {
   matmul(L.wo, s.att.data(), n_tok, s.tmp.data());
   per_token(n_tok, d, [&](int64_t t) {
     float* o = &s.tmp[size_t(t * d)];
+    if (!L.bo.empty()) ops_.add(o, L.bo.data(), d);
     finish_branch(ops_, hp, L.attn_post_norm, o);
     ops_.add(&s.x[size_t(t * d)], o, d);
     if (!L.ffn_norm.empty())

@@ -140,7 +140,7 @@ void make_synthetic_model(const SynthSpec& s, GgufWriter& w) {
       add_random(w, rng, p + "attn_k.weight", s.type, {d, kv_dim}, in_scale);
       add_random(w, rng, p + "attn_v.weight", v_down, {d, kv_dim}, in_scale);
     }
-    if (at.qkv_bias) {
+    if (at.qkv_bias || s.attn_biases) {
       add_random(w, rng, p + "attn_q.bias", GgmlType::F32, {q_dim}, 0.1f);
       add_random(w, rng, p + "attn_k.bias", GgmlType::F32, {kv_dim}, 0.1f);
       add_random(w, rng, p + "attn_v.bias", GgmlType::F32, {kv_dim}, 0.1f);
@@ -152,6 +152,7 @@ void make_synthetic_model(const SynthSpec& s, GgufWriter& w) {
       add_random(w, rng, p + "attn_k_norm.weight", GgmlType::F32, {k_norm}, 0.1f, 1.0f);
     }
     add_random(w, rng, p + "attn_output.weight", s.type, {q_dim, d}, in_scale);
+    if (s.attn_biases) add_random(w, rng, p + "attn_output.bias", GgmlType::F32, {d}, 0.1f);
     if (at.post_norms)
       add_random(w, rng, p + "post_attention_norm.weight", GgmlType::F32, {d}, 0.1f, 1.0f);
     if (at.pre_norms) add_random(w, rng, p + "ffn_norm.weight", GgmlType::F32, {d}, 0.1f, 1.0f);

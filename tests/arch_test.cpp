@@ -142,8 +142,13 @@ std::vector<Vec> reference_logits(const Model& m, const SynthSpec& spec,
         rms_norm(q[t], 0, size_t(nh * hd), L.q_norm, eps);
         rms_norm(k[t], 0, size_t(nkv * hd), L.k_norm, eps);
       }
-      for (size_t i = 0; i < L.bq.size(); ++i) q[t][i] += L.bq[i];
-      for (size_t i = 0; i < L.bk.size(); ++i) k[t][i] += L.bk[i], v[t][i] += L.bv[i];
+      const std::string blk = "blk." + std::to_string(il) + ".";
+      const std::vector<float> bq = f32_tensor(m, (blk + "attn_q.bias").c_str());
+      const std::vector<float> bk = f32_tensor(m, (blk + "attn_k.bias").c_str());
+      const std::vector<float> bv = f32_tensor(m, (blk + "attn_v.bias").c_str());
+      for (size_t i = 0; i < bq.size(); ++i) q[t][i] += bq[i];
+      for (size_t i = 0; i < bk.size(); ++i) k[t][i] += bk[i];
+      for (size_t i = 0; i < bv.size(); ++i) v[t][i] += bv[i];
       const bool qk_norm = spec.arch == "qwen3" || spec.arch == "gemma3";
       for (int64_t h = 0; h < nh; ++h) {
         if (qk_norm) rms_norm(q[t], size_t(h * hd), size_t(hd), L.q_norm, eps);
@@ -180,6 +185,9 @@ std::vector<Vec> reference_logits(const Model& m, const SynthSpec& spec,
             att[qo + size_t(i)] += std::exp(s[j] - mx) / sum * v[j][ko + size_t(i)];
       }
       Vec o = matvec(L.wo, att);
+      const std::vector<float> bo =
+          f32_tensor(m, ("blk." + std::to_string(il) + ".attn_output.bias").c_str());
+      for (size_t i = 0; i < bo.size(); ++i) o[i] += bo[i];
       if (!L.attn_post_norm.empty()) rms_norm(o, 0, size_t(d), L.attn_post_norm, eps);
       for (int64_t i = 0; i < d; ++i) x[t][size_t(i)] += o[size_t(i)] * rules.residual_scale();
       Vec xn = x[t];
@@ -228,6 +236,9 @@ SynthSpec reference_spec(const char* arch) {
     spec.arch = "phi3", spec.longrope_orig_ctx = 32;
   if (std::string(arch) == "gemma2") spec.attn_softcap = 0.3f, spec.final_softcap = 1.0f;
   if (std::string(arch) == "phi3") spec.fused_qkv = true;
+  // exaone with every attention bias; llama with them too ("llama-bias").
+  if (std::string(arch) == "exaone") spec.attn_biases = true;
+  if (std::string(arch) == "llama-bias") spec.arch = "llama", spec.attn_biases = true;
   return spec;
 }
 
@@ -291,12 +302,18 @@ TEST(ArchKeys, ArchitectureKeysAndTensorsAreChecked) {
        ErrorKind::Unsupported},
       {"granite", "",
        [&](GgufWriter& w) {
-         w.add_tensor("blk.1.attn_output.bias", GgmlType::F32, {1}, &one, sizeof one);
+         w.add_tensor("blk.1.ffn_down.bias", GgmlType::F32, {1}, &one, sizeof one);
        },
-       "tensor 'blk.1.attn_output.bias' is not supported", ErrorKind::Unsupported},
+       "tensor 'blk.1.ffn_down.bias' is not supported", ErrorKind::Unsupported},
+      {"exaone", "blk.2.attn_k.bias",
+       [&](GgufWriter& w) {  // a bias of the wrong length
+         w.add_tensor("blk.2.attn_k.bias", GgmlType::F32, {1}, &one, sizeof one);
+       },
+       "tensor 'blk.2.attn_k.bias' has shape [1], expected [64]"},
+      {"qwen2", "blk.0.attn_v.bias", none, "tensor 'blk.0.attn_v.bias' is missing"},
       {"llama", "", set("general.architecture", GgufValue::make_string("mamba")),
        "general.architecture 'mamba' is not supported (expected llama, qwen2, qwen3, phi3, gemma, "
-       "gemma2, gemma3, granite, olmo2 or smollm3)",
+       "gemma2, gemma3, granite, olmo2, smollm3 or exaone)",
        ErrorKind::Unsupported},
       {"llama", "", set("llama.expert_count", GgufValue::make_u32(8)),
        "llama.expert_count = 8: mixture-of-experts models are not supported",
@@ -330,7 +347,8 @@ TEST(ArchKeys, ArchitectureKeysAndTensorsAreChecked) {
 INSTANTIATE_TEST_SUITE_P(Archs, ArchReference,
                          ::testing::Values("llama", "qwen2", "qwen3", "phi3", "gemma", "gemma2",
                                            "gemma3", "granite", "olmo2", "olmo2-swa", "smollm3",
-                                           "phi3-longrope", "phi3-longrope-short"),
+                                           "phi3-longrope", "phi3-longrope-short", "exaone",
+                                           "llama-bias"),
                          [](const ::testing::TestParamInfo<const char*>& i) {
                            std::string name = i.param;
                            std::replace(name.begin(), name.end(), '-', '_');

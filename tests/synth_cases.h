@@ -1,8 +1,8 @@
 // The synthetic models every backend is checked with: each runnable tensor type (llama),
 // qwen2 (Q/K/V biases, NeoX RoPE) for three of them, and qwen3 (per-head Q/K norms, NeoX RoPE,
 // heads of 128 wider than n_embd / n_head, as Qwen3's) for two, and phi3 (fused Q/K/V and
-// gate/up matrices, NeoX RoPE, 8 heads of 96 without grouping) for one. Used by model_test and
-// cuda_test.
+// gate/up matrices, NeoX RoPE, 8 heads of 96 without grouping) for one, and one of each other
+// architecture (exaone's with every attention bias). Used by model_test and cuda_test.
 #pragma once
 
 #include <gtest/gtest.h>
@@ -39,7 +39,7 @@ inline auto all_synth_cases() {
       SynthCase{"phi3", GgmlType::Q4_K}, SynthCase{"gemma", GgmlType::Q8_0},
       SynthCase{"gemma2", GgmlType::Q4_K}, SynthCase{"gemma3", GgmlType::Q4_0},
       SynthCase{"granite", GgmlType::Q6_K}, SynthCase{"olmo2", GgmlType::Q5_0},
-      SynthCase{"smollm3", GgmlType::Q4_1});
+      SynthCase{"smollm3", GgmlType::Q4_1}, SynthCase{"exaone", GgmlType::Q5_1});
 }
 
 inline std::string synth_case_name(const ::testing::TestParamInfo<SynthCase>& info) {
@@ -73,6 +73,7 @@ inline SynthSpec synth_case_spec(const SynthCase& c) {
   }
   if (spec.arch == "olmo2") spec.n_swa = 6;  // olmo2 with a window (three layers of four)
   if (spec.arch == "smollm3") spec.n_layer = 4;  // its fourth layer without RoPE
+  if (spec.arch == "exaone") spec.attn_biases = true;  // every attention bias (optional there)
   if (spec.arch == "gemma3") {
     spec.n_swa = 5;
     spec.n_layer = 6;

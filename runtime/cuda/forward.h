@@ -33,9 +33,9 @@ struct DevWeight {
 };
 
 struct DevLayer {
-  // attn_norm == nullptr: no norms before the branches (olmo2); bq == nullptr: no biases
+  // attn_norm == nullptr: no norms before the branches (olmo2); a bias nullptr: none
   const float *attn_norm = nullptr, *ffn_norm = nullptr, *bq = nullptr, *bk = nullptr,
-              *bv = nullptr;
+              *bv = nullptr, *bo = nullptr;
   const float *q_norm = nullptr, *k_norm = nullptr;  // nullptr: no per-head norms
   const float *attn_post_norm = nullptr, *ffn_post_norm = nullptr;  // nullptr: none
   DevWeight wq, wk, wv, wo, w_gate, w_up, w_down;
@@ -52,11 +52,10 @@ std::vector<DevLayer> make_layers(const Model& model, WeightFn weight, FloatsFn 
       d.attn_norm = floats(L.attn_norm);
       d.ffn_norm = floats(L.ffn_norm);
     }
-    if (!L.bq.empty()) {
-      d.bq = floats(L.bq);
-      d.bk = floats(L.bk);
-      d.bv = floats(L.bv);
-    }
+    if (!L.bq.empty()) d.bq = floats(L.bq);
+    if (!L.bk.empty()) d.bk = floats(L.bk);
+    if (!L.bv.empty()) d.bv = floats(L.bv);
+    if (!L.bo.empty()) d.bo = floats(L.bo);
     if (!L.q_norm.empty()) {
       d.q_norm = floats(L.q_norm);
       d.k_norm = floats(L.k_norm);
@@ -155,11 +154,9 @@ void forward(X& x, const HParams& hp, const std::vector<DevLayer>& layers, const
     const float* sin_t = swa_rope ? b.rope_sin_swa : b.rope_sin;
     if (L.attn_norm) x.rms_norm(b.x, L.attn_norm, d, hp.rms_eps, ntok, b.xn);
     matmuls(x, L.attn_norm ? b.xn : b.x, ntok, {{&L.wq, b.q}, {&L.wk, b.k}, {&L.wv, b.v}});
-    if (L.bq) {
-      x.add(b.q, L.bq, q_dim, ntok * q_dim, true);
-      x.add(b.k, L.bk, kv_dim, ntok * kv_dim, true);
-      x.add(b.v, L.bv, kv_dim, ntok * kv_dim, true);
-    }
+    if (L.bq) x.add(b.q, L.bq, q_dim, ntok * q_dim, true);
+    if (L.bk) x.add(b.k, L.bk, kv_dim, ntok * kv_dim, true);
+    if (L.bv) x.add(b.v, L.bv, kv_dim, ntok * kv_dim, true);
     if (L.q_norm) {  // each head's row (olmo2: each token's) normed in place
       const int64_t qn = hp.qk_norm_whole ? q_dim : hd, kn = hp.qk_norm_whole ? kv_dim : hd;
       x.rms_norm(b.q, L.q_norm, qn, hp.rms_eps, ntok * (q_dim / qn), b.q);
@@ -177,6 +174,7 @@ void forward(X& x, const HParams& hp, const std::vector<DevLayer>& layers, const
     x.attention(b.q, kc, vc, hp.n_head, hp.n_head / hp.n_head_kv, hd, kv_dim, ntok, n_past, n_ctx,
                 rule, b.scores, b.att);
     matmuls(x, b.att, ntok, {{&L.wo, b.tmp}});
+    if (L.bo) x.add(b.tmp, L.bo, d, ntok * d, true);
     residual(L.attn_post_norm);
     if (L.ffn_norm) x.rms_norm(b.x, L.ffn_norm, d, hp.rms_eps, ntok, b.xn);
     matmuls(x, L.ffn_norm ? b.xn : b.x, ntok, {{&L.w_gate, b.gate}, {&L.w_up, b.up}});
