@@ -123,7 +123,7 @@ constexpr ArchTraits kArchs[] = {
     {.name = "llama", .rope_neox = false},
     {.name = "qwen2", .qkv_bias = true},
     {.name = "qwen3", .qk_norms = true},
-    {.name = "phi3", .fused = true},
+    {.name = "phi3", .fused_up = true},
     {.name = "gemma", .gemma = true},
     {.name = "gemma2", .post_norms = true, .gemma = true, .read_keys = read_gemma2},
     {.name = "gemma3", .qk_norms = true, .post_norms = true, .gemma = true,
@@ -133,6 +133,8 @@ constexpr ArchTraits kArchs[] = {
      .read_keys = read_olmo2},
     {.name = "smollm3", .rope_neox = false, .no_rope_step = 4},  // as llama.cpp: no key says it
     {.name = "exaone"},  // EXAONE 3/3.5: llama's graph with NeoX pairs
+    {.name = "ernie4_5", .rope_neox = false},   // ERNIE 4.5 (dense): llama's graph
+    {.name = "internlm2", .rope_neox = false},  // InternLM2/2.5/3: llama's graph
 };
 
 HParams read_hparams(const GgufFile& f) {
@@ -257,11 +259,11 @@ std::vector<float> load_vector(const GgufFile& f, const std::string& name, int64
   return v;
 }
 
-// Q, K and V: three matrices, or (phi3) the rows of one fused attn_qkv.
-void load_qkv(const GgufFile& f, const HParams& hp, const ArchTraits& at, const std::string& p,
-              LayerWeights& L) {
+// Q, K and V: three matrices, or the rows of one fused attn_qkv (phi3; any architecture's file
+// may hold one, as llama.cpp reads either).
+void load_qkv(const GgufFile& f, const HParams& hp, const std::string& p, LayerWeights& L) {
   const int64_t q_dim = hp.n_head * hp.head_dim, kv_dim = hp.n_head_kv * hp.head_dim;
-  if (at.fused && f.find_tensor(p + "attn_qkv.weight")) {
+  if (f.find_tensor(p + "attn_qkv.weight")) {
     const Weight qkv = load_weight(f, p + "attn_qkv.weight", hp.n_embd, q_dim + 2 * kv_dim);
     L.wq = rows_of(qkv, 0, q_dim, "Q");
     L.wk = rows_of(qkv, q_dim, kv_dim, "K");
@@ -289,7 +291,7 @@ LayerWeights load_layer(const GgufFile& f, const HParams& hp, int64_t i) {
     L.attn_norm = load_vector(f, p + "attn_norm.weight", hp.n_embd);
     L.ffn_norm = load_vector(f, p + "ffn_norm.weight", hp.n_embd);
   }
-  load_qkv(f, hp, at, p, L);
+  load_qkv(f, hp, p, L);
   // Biases (as llama.cpp's graphs: each where present; qwen2's required), added to Q, K and V
   // before their norms and RoPE, and to the attention's output.
   L.bq = load_bias(f, p + "attn_q.bias", q_dim, at.qkv_bias);
@@ -310,7 +312,7 @@ LayerWeights load_layer(const GgufFile& f, const HParams& hp, int64_t i) {
   for (const char* b : {"ffn_gate.bias", "ffn_up.bias", "ffn_down.bias"})
     if (f.find_tensor(p + b))
       fail(ErrorKind::Unsupported, f.name() + ": tensor '" + p + b + "' is not supported");
-  if (at.fused) {  // one ffn_up of 2 n_ff rows: the gate's, then the up projection's
+  if (at.fused_up) {  // one ffn_up of 2 n_ff rows: the gate's, then the up projection's
     const Weight up = load_weight(f, p + "ffn_up.weight", hp.n_embd, 2 * hp.n_ff);
     L.w_gate = rows_of(up, 0, hp.n_ff, "gate");
     L.w_up = rows_of(up, hp.n_ff, hp.n_ff, "up");

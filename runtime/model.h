@@ -1,6 +1,7 @@
 // Llama-family transformer (architectures "llama", "qwen2", "qwen3", "phi3", "gemma", "gemma2",
-// "gemma3", "granite", "olmo2", "smollm3", "exaone") evaluated with the canonical kernels. Model =
-// immutable weights (views into the mapped GGUF); Session = KV cache + scratch.
+// "gemma3", "granite", "olmo2", "smollm3", "exaone", "ernie4_5", "internlm2") evaluated with the
+// canonical kernels. Model = immutable weights (views into the mapped GGUF); Session = KV cache
+// + scratch.
 #pragma once
 
 #include <cstdint>
@@ -30,7 +31,7 @@ struct ArchTraits {
   bool qkv_bias = false;    // attn_q/k/v.bias required (qwen2); else each optional
   bool qk_norms = false;    // attn_q_norm / attn_k_norm (per head; olmo2's over whole rows)
   bool post_norms = false;  // post_attention_norm / post_ffw_norm on the branch outputs
-  bool fused = false;       // phi3: attn_qkv (or Q, K, V) and one ffn_up of the gate and up
+  bool fused_up = false;    // phi3: one ffn_up of the gate's rows, then the up projection's
   bool gemma = false;       // embeddings times sqrt(n_embd), a GELU FFN
   int no_rope_step = 0;     // every no_rope_step-th layer without RoPE (smollm3: 4)
   // The architecture's own metadata keys into hp (nullptr: none).

@@ -133,7 +133,7 @@ void make_synthetic_model(const SynthSpec& s, GgufWriter& w) {
   for (int64_t i = 0; i < s.n_layer; ++i) {
     const std::string p = "blk." + std::to_string(i) + ".";
     if (at.pre_norms) add_random(w, rng, p + "attn_norm.weight", GgmlType::F32, {d}, 0.1f, 1.0f);
-    if (at.fused && s.fused_qkv) {
+    if (s.fused_qkv.value_or(at.fused_up)) {
       add_random(w, rng, p + "attn_qkv.weight", s.type, {d, q_dim + 2 * kv_dim}, in_scale);
     } else {
       add_random(w, rng, p + "attn_q.weight", s.type, {d, q_dim}, in_scale);
@@ -156,7 +156,7 @@ void make_synthetic_model(const SynthSpec& s, GgufWriter& w) {
     if (at.post_norms)
       add_random(w, rng, p + "post_attention_norm.weight", GgmlType::F32, {d}, 0.1f, 1.0f);
     if (at.pre_norms) add_random(w, rng, p + "ffn_norm.weight", GgmlType::F32, {d}, 0.1f, 1.0f);
-    if (at.fused) {  // the gate's rows, then the up projection's, in one tensor
+    if (at.fused_up) {  // the gate's rows, then the up projection's, in one tensor
       add_random(w, rng, p + "ffn_up.weight", s.type, {d, 2 * s.n_ff}, in_scale);
     } else {
       add_random(w, rng, p + "ffn_gate.weight", s.type, {d, s.n_ff}, in_scale);

@@ -14,15 +14,17 @@ class GgufFile;
 class GgufWriter;
 
 struct SynthSpec {
-  // llama | qwen2 (adds Q/K/V biases) | qwen3 (per-head Q/K norms) | phi3 (fused gate and up;
-  // Q, K and V fused where fused_qkv) | gemma | gemma2 (post-norms) | gemma3 (post-norms and
+  // llama | qwen2 (adds Q/K/V biases) | qwen3 (per-head Q/K norms) | phi3 (fused gate and up)
+  // | gemma | gemma2 (post-norms) | gemma3 (post-norms and
   // per-head Q/K norms) | granite (the multipliers below) | olmo2 (post-norms only, Q/K norms
   // over whole rows) | smollm3 | exaone
   std::string arch = "llama";
   // Q, K, V and attention output biases (attn_q/k/v/output.bias) for any architecture (qwen2
   // always has the first three).
   bool attn_biases = false;
-  bool fused_qkv = true;
+  // Q, K and V as one attn_qkv tensor; unset: as the architecture's files have them (phi3's
+  // fused, the others' apart).
+  std::optional<bool> fused_qkv;
   int64_t n_embd = 256;
   int64_t n_layer = 2;
   int64_t n_head = 4;

@@ -65,8 +65,13 @@ struct ArchRules {
     return false;
   }
   bool olmo2() const { return spec.arch == "olmo2"; }
-  // Rotated pairs (i, i + hd/2); llama, granite and smollm3 rotate (2i, 2i + 1).
-  bool neox() const { return spec.arch != "llama" && !granite() && spec.arch != "smollm3"; }
+  // Rotated pairs (i, i + hd/2); llama, granite, smollm3, ernie4_5 and internlm2 rotate
+  // (2i, 2i + 1) (llama.cpp's LLAMA_ROPE_TYPE_NORM list).
+  bool neox() const {
+    for (const char* a : {"llama", "granite", "smollm3", "ernie4_5", "internlm2"})
+      if (spec.arch == a) return false;
+    return true;
+  }
   // smollm3: every fourth layer (3, 7, ...) has no RoPE.
   bool rotates(int64_t il) const { return spec.arch != "smollm3" || il % 4 != 3; }
   double rope_base(int64_t il) const {
@@ -313,7 +318,7 @@ TEST(ArchKeys, ArchitectureKeysAndTensorsAreChecked) {
       {"qwen2", "blk.0.attn_v.bias", none, "tensor 'blk.0.attn_v.bias' is missing"},
       {"llama", "", set("general.architecture", GgufValue::make_string("mamba")),
        "general.architecture 'mamba' is not supported (expected llama, qwen2, qwen3, phi3, gemma, "
-       "gemma2, gemma3, granite, olmo2, smollm3 or exaone)",
+       "gemma2, gemma3, granite, olmo2, smollm3, exaone, ernie4_5 or internlm2)",
        ErrorKind::Unsupported},
       {"llama", "", set("llama.expert_count", GgufValue::make_u32(8)),
        "llama.expert_count = 8: mixture-of-experts models are not supported",
@@ -348,7 +353,7 @@ INSTANTIATE_TEST_SUITE_P(Archs, ArchReference,
                          ::testing::Values("llama", "qwen2", "qwen3", "phi3", "gemma", "gemma2",
                                            "gemma3", "granite", "olmo2", "olmo2-swa", "smollm3",
                                            "phi3-longrope", "phi3-longrope-short", "exaone",
-                                           "llama-bias"),
+                                           "llama-bias", "ernie4_5", "internlm2"),
                          [](const ::testing::TestParamInfo<const char*>& i) {
                            std::string name = i.param;
                            std::replace(name.begin(), name.end(), '-', '_');

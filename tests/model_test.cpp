@@ -431,22 +431,25 @@ TEST(Engine, Qwen3NormsEachHeadOfQAndK) {
   }
 }
 
-// phi3's fused attn_qkv is read as the rows of Q, K and V: a model with the same values in three
-// tensors (the synthetic writer draws them in the same order) gives the same logits.
+// A fused attn_qkv (phi3's files; any architecture's may have one) is read as the rows of Q, K
+// and V: a model with the same values in three tensors (the synthetic writer draws them in the
+// same order) gives the same logits.
 TEST(Engine, Phi3FusedQkvEqualsSeparateMatrices) {
   testing::TempDir dir;
-  std::string hashes[2];
-  for (bool fused : {true, false}) {
-    SynthSpec spec;
-    spec.arch = "phi3";
-    spec.type = GgmlType::Q8_0;
-    spec.fused_qkv = fused;
-    GgufWriter w;
-    make_synthetic_model(spec, w);
-    w.write_file(dir.file(fused ? "fused.gguf" : "separate.gguf"));
-    hashes[fused] = synth_hash(dir.file(fused ? "fused.gguf" : "separate.gguf"));
+  for (const char* arch : {"phi3", "internlm2"}) {
+    std::string hashes[2];
+    for (bool fused : {true, false}) {
+      SynthSpec spec;
+      spec.arch = arch;
+      spec.type = GgmlType::Q8_0;
+      spec.fused_qkv = fused;
+      GgufWriter w;
+      make_synthetic_model(spec, w);
+      w.write_file(dir.file(fused ? "fused.gguf" : "separate.gguf"));
+      hashes[fused] = synth_hash(dir.file(fused ? "fused.gguf" : "separate.gguf"));
+    }
+    EXPECT_EQ(hashes[0], hashes[1]) << arch;
   }
-  EXPECT_EQ(hashes[0], hashes[1]);
   // A LongRoPE factor tensor without its pair is refused by name, not run wrongly.
   SynthSpec spec;
   spec.arch = "phi3";
