@@ -96,6 +96,15 @@ void read_olmo2(const GgufFile& f, HParams& hp) {
   }
 }
 
+// exaone4 (as llama.cpp: a window only for the 32B model's 64 layers): the window (default
+// 4096) on 3 of 4 layers, RoPE on those only.
+void read_exaone4(const GgufFile& f, HParams& hp) {
+  if (hp.n_layer != 64) return;
+  hp.n_swa = positive_key(f, key(hp, "attention.sliding_window"), 4096, 1 << 24);
+  hp.swa_pattern = 4;
+  hp.no_rope_step = 4;
+}
+
 // LongRoPE (Phi-3.5, Phi-4-mini and the Phi-3 128k models: both factor tensors present): the
 // context past which the long factors apply (rope.scaling.original_context_length, default the
 // training context, as llama.cpp's n_ctx_orig_yarn) and the cos/sin multiplier
@@ -135,6 +144,8 @@ constexpr ArchTraits kArchs[] = {
     {.name = "exaone"},  // EXAONE 3/3.5: llama's graph with NeoX pairs
     {.name = "ernie4_5", .rope_neox = false},   // ERNIE 4.5 (dense): llama's graph
     {.name = "internlm2", .rope_neox = false},  // InternLM2/2.5/3: llama's graph
+    {.name = "exaone4", .pre_norms = false, .qk_norms = true, .post_norms = true,
+     .read_keys = read_exaone4},
 };
 
 HParams read_hparams(const GgufFile& f) {

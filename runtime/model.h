@@ -1,7 +1,7 @@
 // Llama-family transformer (architectures "llama", "qwen2", "qwen3", "phi3", "gemma", "gemma2",
-// "gemma3", "granite", "olmo2", "smollm3", "exaone", "ernie4_5", "internlm2") evaluated with the
-// canonical kernels. Model = immutable weights (views into the mapped GGUF); Session = KV cache
-// + scratch.
+// "gemma3", "granite", "olmo2", "smollm3", "exaone", "ernie4_5", "internlm2", "exaone4")
+// evaluated with the canonical kernels. Model = immutable weights (views into the mapped GGUF);
+// Session = KV cache + scratch.
 #pragma once
 
 #include <cstdint>

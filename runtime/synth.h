@@ -17,7 +17,7 @@ struct SynthSpec {
   // llama | qwen2 (adds Q/K/V biases) | qwen3 (per-head Q/K norms) | phi3 (fused gate and up)
   // | gemma | gemma2 (post-norms) | gemma3 (post-norms and
   // per-head Q/K norms) | granite (the multipliers below) | olmo2 (post-norms only, Q/K norms
-  // over whole rows) | smollm3 | exaone
+  // over whole rows) | smollm3 | exaone | ernie4_5 | internlm2 | exaone4
   std::string arch = "llama";
   // Q, K, V and attention output biases (attn_q/k/v/output.bias) for any architecture (qwen2
   // always has the first three).

@@ -58,13 +58,22 @@ struct ArchRules {
   bool gemma() const { return starts_with(spec.arch, "gemma"); }
   // gemma2: every other layer from the first; gemma3: five of every six; olmo2 with a window:
   // three of every four.
+  // exaone4 of 64 layers (the 32B model; no other): three of every four.
   bool windowed(int64_t il) const {
     if (spec.arch == "gemma2") return il % 2 == 0;
     if (spec.arch == "gemma3") return il % 6 != 5;
     if (spec.arch == "olmo2") return spec.n_swa > 0 && il % 4 != 3;
+    if (exaone4_32b()) return il % 4 != 3;
     return false;
   }
+  bool exaone4_32b() const { return spec.arch == "exaone4" && spec.n_layer == 64; }
   bool olmo2() const { return spec.arch == "olmo2"; }
+  // olmo2 and exaone4 norm no branch input.
+  bool pre_norms() const { return !olmo2() && spec.arch != "exaone4"; }
+  // Per-head Q/K norms (olmo2's: whole rows).
+  bool head_qk_norms() const {
+    return spec.arch == "qwen3" || spec.arch == "gemma3" || spec.arch == "exaone4";
+  }
   // Rotated pairs (i, i + hd/2); llama, granite, smollm3, ernie4_5 and internlm2 rotate
   // (2i, 2i + 1) (llama.cpp's LLAMA_ROPE_TYPE_NORM list).
   bool neox() const {
@@ -72,8 +81,10 @@ struct ArchRules {
       if (spec.arch == a) return false;
     return true;
   }
-  // smollm3: every fourth layer (3, 7, ...) has no RoPE.
-  bool rotates(int64_t il) const { return spec.arch != "smollm3" || il % 4 != 3; }
+  // smollm3: every fourth layer (3, 7, ...) has no RoPE; exaone4 32B RoPEs its windowed layers.
+  bool rotates(int64_t il) const {
+    return (spec.arch != "smollm3" && !exaone4_32b()) || il % 4 != 3;
+  }
   double rope_base(int64_t il) const {
     return spec.arch == "gemma3" && windowed(il) ? 10000.0 : double(spec.rope_base);
   }
@@ -141,7 +152,7 @@ std::vector<Vec> reference_logits(const Model& m, const SynthSpec& spec,
     std::vector<Vec> q(T), k(T), v(T);
     for (size_t t = 0; t < T; ++t) {
       Vec xn = x[t];
-      if (!rules.olmo2()) rms_norm(xn, 0, size_t(d), L.attn_norm, eps);  // olmo2: none
+      if (rules.pre_norms()) rms_norm(xn, 0, size_t(d), L.attn_norm, eps);
       q[t] = matvec(L.wq, xn), k[t] = matvec(L.wk, xn), v[t] = matvec(L.wv, xn);
       if (rules.olmo2()) {  // Q and K normed over the whole row
         rms_norm(q[t], 0, size_t(nh * hd), L.q_norm, eps);
@@ -154,7 +165,7 @@ std::vector<Vec> reference_logits(const Model& m, const SynthSpec& spec,
       for (size_t i = 0; i < bq.size(); ++i) q[t][i] += bq[i];
       for (size_t i = 0; i < bk.size(); ++i) k[t][i] += bk[i];
       for (size_t i = 0; i < bv.size(); ++i) v[t][i] += bv[i];
-      const bool qk_norm = spec.arch == "qwen3" || spec.arch == "gemma3";
+      const bool qk_norm = rules.head_qk_norms();
       for (int64_t h = 0; h < nh; ++h) {
         if (qk_norm) rms_norm(q[t], size_t(h * hd), size_t(hd), L.q_norm, eps);
         if (rules.rotates(il))
@@ -196,7 +207,7 @@ std::vector<Vec> reference_logits(const Model& m, const SynthSpec& spec,
       if (!L.attn_post_norm.empty()) rms_norm(o, 0, size_t(d), L.attn_post_norm, eps);
       for (int64_t i = 0; i < d; ++i) x[t][size_t(i)] += o[size_t(i)] * rules.residual_scale();
       Vec xn = x[t];
-      if (!rules.olmo2()) rms_norm(xn, 0, size_t(d), L.ffn_norm, eps);
+      if (rules.pre_norms()) rms_norm(xn, 0, size_t(d), L.ffn_norm, eps);
       Vec g = matvec(L.w_gate, xn), u = matvec(L.w_up, xn);
       for (size_t i = 0; i < g.size(); ++i) g[i] = (rules.gemma() ? gelu(g[i]) : silu(g[i])) * u[i];
       Vec dn = matvec(L.w_down, g);
@@ -236,6 +247,9 @@ SynthSpec reference_spec(const char* arch) {
   spec.tied_output = starts_with(arch, "gemma");
   spec.n_swa = std::string(arch) == "gemma2" || std::string(arch) == "gemma3" ? 5 : 0;
   if (std::string(arch) == "olmo2-swa") spec.arch = "olmo2", spec.n_swa = 5;
+  // exaone4 of 64 layers: the 32B model's windows (3 of 4 layers) and RoPE on those only.
+  if (std::string(arch) == "exaone4-32b")
+    spec.arch = "exaone4", spec.n_layer = 64, spec.n_swa = 5;
   // LongRoPE: an original context of 32 in a training context of 64.
   if (std::string(arch).rfind("phi3-longrope", 0) == 0)
     spec.arch = "phi3", spec.longrope_orig_ctx = 32;
@@ -316,9 +330,11 @@ TEST(ArchKeys, ArchitectureKeysAndTensorsAreChecked) {
        },
        "tensor 'blk.2.attn_k.bias' has shape [1], expected [64]"},
       {"qwen2", "blk.0.attn_v.bias", none, "tensor 'blk.0.attn_v.bias' is missing"},
+      {"exaone4", "blk.3.post_ffw_norm.weight", none,
+       "tensor 'blk.3.post_ffw_norm.weight' is missing"},
       {"llama", "", set("general.architecture", GgufValue::make_string("mamba")),
        "general.architecture 'mamba' is not supported (expected llama, qwen2, qwen3, phi3, gemma, "
-       "gemma2, gemma3, granite, olmo2, smollm3, exaone, ernie4_5 or internlm2)",
+       "gemma2, gemma3, granite, olmo2, smollm3, exaone, ernie4_5, internlm2 or exaone4)",
        ErrorKind::Unsupported},
       {"llama", "", set("llama.expert_count", GgufValue::make_u32(8)),
        "llama.expert_count = 8: mixture-of-experts models are not supported",
@@ -353,7 +369,8 @@ INSTANTIATE_TEST_SUITE_P(Archs, ArchReference,
                          ::testing::Values("llama", "qwen2", "qwen3", "phi3", "gemma", "gemma2",
                                            "gemma3", "granite", "olmo2", "olmo2-swa", "smollm3",
                                            "phi3-longrope", "phi3-longrope-short", "exaone",
-                                           "llama-bias", "ernie4_5", "internlm2"),
+                                           "llama-bias", "ernie4_5", "internlm2", "exaone4",
+                                           "exaone4-32b"),
                          [](const ::testing::TestParamInfo<const char*>& i) {
                            std::string name = i.param;
                            std::replace(name.begin(), name.end(), '-', '_');

@@ -39,7 +39,8 @@ inline auto all_synth_cases() {
       SynthCase{"phi3", GgmlType::Q4_K}, SynthCase{"gemma", GgmlType::Q8_0},
       SynthCase{"gemma2", GgmlType::Q4_K}, SynthCase{"gemma3", GgmlType::Q4_0},
       SynthCase{"granite", GgmlType::Q6_K}, SynthCase{"olmo2", GgmlType::Q5_0},
-      SynthCase{"smollm3", GgmlType::Q4_1}, SynthCase{"exaone", GgmlType::Q5_1});
+      SynthCase{"smollm3", GgmlType::Q4_1}, SynthCase{"exaone", GgmlType::Q5_1},
+      SynthCase{"exaone4", GgmlType::Q8_0});
 }
 
 inline std::string synth_case_name(const ::testing::TestParamInfo<SynthCase>& info) {
