@@ -470,7 +470,8 @@ struct KS {
     GALLEON_UNROLL
     for (int r = 0; r < R; ++r) w[r] = a.w + size_t(row + r) * a.wrb;
     GALLEON_UNROLL
-    for (int t = 0; t < T; ++t) x[t] = reinterpret_cast<const A8KBlock*>(a.act + size_t(tok + t) * a.arb);
+    for (int t = 0; t < T; ++t)
+      x[t] = reinterpret_cast<const A8KBlock*>(a.act + size_t(tok + t) * a.arb);
     alignas(32) float lanes[R][T][32] = {};
     const int64_t nb = a.n / 256;
     for (int64_t b = 0; b < nb; ++b) {
