@@ -357,6 +357,13 @@ inline void store16(int16_t* p, __m256i v) { _mm256_store_si256(reinterpret_cast
 inline __m256i load16(const int16_t* p) {
   return _mm256_load_si256(reinterpret_cast<const __m256i*>(p));
 }
+// `value` in each of the 32 bytes from p whose bit `bit` is set, else 0 (Q5_K's and Q3_K's high
+// bits).
+inline __m256i where_bit(const uint8_t* p, int bit, char value) {
+  const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  const __m256i m = _mm256_set1_epi8(char(1 << bit));
+  return _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(v, m), m), _mm256_set1_epi8(value));
+}
 // Q4_K / Q5_K: sub-block j's 6-bit scale and minimum for both of its halves.
 inline void kmin_prep(const uint8_t* b, KPrep* p) {
   uint8_t sc[8], mn[8];
@@ -368,7 +375,7 @@ inline void kmin_prep(const uint8_t* b, KPrep* p) {
 }
 struct Q4_K {
   static constexpr int kBytes = 144, kD = 0;
-  static constexpr bool kSub32 = true;  // one scale per 32 elements
+  static constexpr bool kSub32 = true;
   static constexpr bool kSigned = false, kCorr = false, kMin = true;
   static void prep(const uint8_t* b, KPrep* p) { kmin_prep(b, p); }
   static __m256i part(const uint8_t* b, int j) {  // elements 32j..32j+31
@@ -378,22 +385,18 @@ struct Q4_K {
 };
 struct Q5_K {
   static constexpr int kBytes = 176, kD = 0;
-  static constexpr bool kSub32 = true;  // one scale per 32 elements
+  static constexpr bool kSub32 = true;
   static constexpr bool kSigned = false, kCorr = false, kMin = true;
   static void prep(const uint8_t* b, KPrep* p) { kmin_prep(b, p); }
   static __m256i part(const uint8_t* b, int j) {
     const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 48 + 32 * (j / 2)));
     const __m256i lo = _mm256_and_si256(j % 2 ? _mm256_srli_epi16(q, 4) : q, _mm256_set1_epi8(0x0F));
-    const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 16));
-    const __m256i bit = _mm256_set1_epi8(char(1 << j));
-    const __m256i hi = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, bit), bit),
-                                        _mm256_set1_epi8(0x10));
-    return _mm256_or_si256(lo, hi);
+    return _mm256_or_si256(lo, where_bit(b + 16, j, 0x10));
   }
 };
 struct Q6_K {
   static constexpr int kBytes = 210, kD = 208;
-  static constexpr bool kSub32 = false;  // one scale per 32 elements
+  static constexpr bool kSub32 = false;
   static constexpr bool kSigned = false, kCorr = true, kMin = false;
   static void prep(const uint8_t* b, KPrep* p) {  // u = q + 32: subtract 32 * sc_h * bsums_h
     const __m128i s8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 192));
@@ -419,7 +422,7 @@ struct Q6_K {
 };
 struct Q2_K {
   static constexpr int kBytes = 84, kD = 80;
-  static constexpr bool kSub32 = false;  // one scale per 32 elements
+  static constexpr bool kSub32 = false;
   static constexpr bool kSigned = false, kCorr = false, kMin = true;
   static void prep(const uint8_t* b, KPrep* p) {
     for (int h = 0; h < 16; ++h) p->sc[h] = int16_t(b[h] & 15), p->mn[h] = int16_t(b[h] >> 4);
@@ -431,7 +434,7 @@ struct Q2_K {
 };
 struct Q3_K {
   static constexpr int kBytes = 110, kD = 108;
-  static constexpr bool kSub32 = false;  // one scale per 32 elements
+  static constexpr bool kSub32 = false;
   static constexpr bool kSigned = false, kCorr = true, kMin = false;
   static void prep(const uint8_t* b, KPrep* p) {  // u = q + 4: subtract 4 * sc_h * bsums_h
     for (int h = 0; h < 16; ++h) {
@@ -442,16 +445,12 @@ struct Q3_K {
   static __m256i part(const uint8_t* b, int j) {  // Q2_K's bits, plus 4 at bit j of hmask[l]
     const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 32 + 32 * (j / 4)));
     const __m256i lo = _mm256_and_si256(_mm256_srli_epi16(q, 2 * (j % 4)), _mm256_set1_epi8(3));
-    const __m256i hm = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b));
-    const __m256i bit = _mm256_set1_epi8(char(1 << j));
-    const __m256i hi = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hm, bit), bit),
-                                        _mm256_set1_epi8(4));
-    return _mm256_or_si256(lo, hi);
+    return _mm256_or_si256(lo, where_bit(b, j, 4));
   }
 };
 struct IQ4_XS {
   static constexpr int kBytes = 136, kD = 0;
-  static constexpr bool kSub32 = true;  // one scale per 32 elements
+  static constexpr bool kSub32 = true;
   static constexpr bool kSigned = true, kCorr = false, kMin = false;
   static void prep(const uint8_t* b, KPrep* p) {
     const uint16_t sh = load_u16(b + 2);
