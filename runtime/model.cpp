@@ -87,9 +87,8 @@ void read_granite(const GgufFile& f, HParams& hp) {
   hp.logit_scale = 1.0f / *scale_key(f, key(hp, "logit_scale"), true);
 }
 
-// olmo2: Q/K norms over whole rows; a window on 3 of 4 layers where one is given and not 0.
+// olmo2: a window on 3 of 4 layers where one is given and not 0.
 void read_olmo2(const GgufFile& f, HParams& hp) {
-  hp.qk_norm_whole = true;
   if (f.get_u64_opt(key(hp, "attention.sliding_window")).value_or(0) > 0) {
     hp.n_swa = positive_key(f, key(hp, "attention.sliding_window"), std::nullopt, 1 << 24);
     hp.swa_pattern = 4;
@@ -138,8 +137,8 @@ constexpr ArchTraits kArchs[] = {
     {.name = "gemma3", .qk_norms = true, .post_norms = true, .gemma = true,
      .read_keys = read_gemma3},
     {.name = "granite", .rope_neox = false, .read_keys = read_granite},
-    {.name = "olmo2", .pre_norms = false, .qk_norms = true, .post_norms = true,
-     .read_keys = read_olmo2},
+    {.name = "olmo2", .pre_norms = false, .qk_norms = true, .qk_norm_whole = true,
+     .post_norms = true, .read_keys = read_olmo2},
     {.name = "smollm3", .rope_neox = false, .no_rope_step = 4},  // as llama.cpp: no key says it
     {.name = "exaone"},  // EXAONE 3/3.5: llama's graph with NeoX pairs
     {.name = "ernie4_5", .rope_neox = false},   // ERNIE 4.5 (dense): llama's graph
@@ -203,6 +202,7 @@ HParams read_hparams(const GgufFile& f) {
   }
   hp.rope_neox = at->rope_neox;
   hp.no_rope_step = at->no_rope_step;
+  hp.qk_norm_whole = at->qk_norm_whole;
   hp.kq_scale = 1.0f / std::sqrt(float(hp.head_dim));
   if (at->gemma) {
     hp.embd_scale = std::sqrt(float(hp.n_embd));

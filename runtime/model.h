@@ -29,7 +29,8 @@ struct ArchTraits {
   bool rope_neox = true;    // NeoX rotary pairs (i, i + n_rot/2); false: adjacent pairs
   bool pre_norms = true;    // attn_norm / ffn_norm before the branches (olmo2: none)
   bool qkv_bias = false;    // attn_q/k/v.bias required (qwen2); else each optional
-  bool qk_norms = false;    // attn_q_norm / attn_k_norm (per head; olmo2's over whole rows)
+  bool qk_norms = false;    // attn_q_norm / attn_k_norm, per head unless qk_norm_whole
+  bool qk_norm_whole = false;  // those norms over each token's whole Q and K rows (olmo2)
   bool post_norms = false;  // post_attention_norm / post_ffw_norm on the branch outputs
   bool fused_up = false;    // phi3: one ffn_up of the gate's rows, then the up projection's
   bool gemma = false;       // embeddings times sqrt(n_embd), a GELU FFN

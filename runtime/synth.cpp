@@ -145,8 +145,8 @@ void make_synthetic_model(const SynthSpec& s, GgufWriter& w) {
       add_random(w, rng, p + "attn_k.bias", GgmlType::F32, {kv_dim}, 0.1f);
       add_random(w, rng, p + "attn_v.bias", GgmlType::F32, {kv_dim}, 0.1f);
     }
-    if (at.qk_norms) {  // olmo2's over whole rows
-      const bool whole = s.arch == "olmo2";
+    if (at.qk_norms) {
+      const bool whole = at.qk_norm_whole;
       const int64_t q_norm = whole ? q_dim : hd, k_norm = whole ? kv_dim : hd;
       add_random(w, rng, p + "attn_q_norm.weight", GgmlType::F32, {q_norm}, 0.1f, 1.0f);
       add_random(w, rng, p + "attn_k_norm.weight", GgmlType::F32, {k_norm}, 0.1f, 1.0f);
