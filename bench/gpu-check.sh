@@ -15,24 +15,24 @@
 #      the quantized types and shared-memory tiles for F32/F16/BF16; attention scores from
 #      K tiles), a model's first mismatch compared again with each part switched off alone
 #      ("bisect:" lines); cuda_test's matmul kernels and two models once more with each tile variant
-#      other than the defaults (GALLEON_CUDA_MMA=s4, k4, k8, p4, u4, v4, w4, x4; r2 and s2 passed on the H200;
-#      GALLEON_CUDA_PLAIN=b1, ring and ring2 with the F16 and BF16 models), and the attention tests with
-#      GALLEON_CUDA_ATTN_COLUMNS=1 (steps 4 to 6 by column warps) and GALLEON_CUDA_ATTN_ROWS=32
-#      and 16 (several tokens per block);
+#      other than the defaults (GALLEON_CUDA_MMA=s4, k4, k8, p4, t4, u4, v4, w4; x4 is the
+#      default; r2 and s2 passed on the H200; GALLEON_CUDA_PLAIN=b1, ring and ring2 with the F16
+#      and BF16 models), and the attention tests with GALLEON_CUDA_ATTN_COLUMNS=0 (steps 4 to 6
+#      by lane cells; column warps are the default) and GALLEON_CUDA_ATTN_ROWS=32 and 16
+#      (several tokens per block);
 #   4. a bundle of recipes/stories260k.yaml with its CUDA engine member: `galleon install`, then
 #      `galleon check stories260k --device cuda` and `galleon run stories260k --device cuda`;
 #   5. print a speed table (CPU and GPU tok/s, 124M and 1.1B shapes, F16 Q8_0 Q4_0 Q4_K, the GPU
-#      with its defaults; then 1.1B 512-token prompts on the GPU, 3 runs each, with the
-#      tensor-core variants /t4 (the default) /u4 /v4 /w4 /x4 (Q4_0, Q8_0; Q4_K /t4 /u4),
-#      Q4_0 (/t4 /w4 /x4) again with the attention by column warps
-#      (GALLEON_CUDA_ATTN_COLUMNS=1), Q4_0 (/t4 /w4) and Q4_K with 32 rows per attention block
-#      (GALLEON_CUDA_ATTN_ROWS=32), Q4_0 with 16; 124M Q4_0 and Q8_0 512-token prompts with the
-#      defaults and with 32 rows per attention block (its 3 heads per KV head); 1.1B Q4_K_M (llama.cpp's: V and down
-#      in Q6_K); 1.1B F16 with GALLEON_CUDA_PLAIN unset, ring and ring2), and where a 1.1B prompt's GPU
-#      time goes (six copies of the logits checks' prompt, one batch of 859 tokens), per
-#      kind of step (GALLEON_CUDA_PROFILE=1, every kernel loaded before: CUDA_MODULE_LOADING=
-#      EAGER), Q4_0 with the defaults, u4, w4, x4, column warps and 16 rows per attention
-#      block, Q4_K and F16 with the defaults; 124M Q4_0 with the defaults and 16 rows.
+#      with its defaults; then 512-token prompts on the GPU, 3 runs each: 1.1B Q4_0, Q8_0, Q4_K,
+#      Q4_K_M (llama.cpp's: V and down in Q6_K) and F16 with the defaults (tensor-core variant
+#      x4, the attention by column warps), Q4_0 with the defaults before 2026-11-29 (t4, lane
+#      cells: GALLEON_CUDA_MMA=t4 GALLEON_CUDA_ATTN_COLUMNS=0) and with 16 rows per attention
+#      block (GALLEON_CUDA_ATTN_ROWS=16); 124M Q4_0 and Q8_0 with the defaults and with 32 and
+#      16 rows per attention block (its 3 heads per KV head), and where a prompt's GPU time goes
+#      (six copies of the logits checks' prompt, one batch of 859 tokens), per kind of step
+#      (GALLEON_CUDA_PROFILE=1, every kernel loaded before: CUDA_MODULE_LOADING=EAGER): 1.1B
+#      Q4_0, Q4_K and F16 with the defaults, Q4_0 with 16 rows per attention block; 124M Q4_0
+#      with the defaults and with 16 rows.
 # Prints PASS or FAIL per check; exits non-zero when any check fails. Sized for about 5 minutes
 # on a 16-core H100/H200 machine (SPEED_TIMEOUT bounds the table; SKIP_SPEED=1 skips it).
 # GPU_CHECK_DEVICE=host is a dry run of this script on a machine without a GPU: the GPU side is
@@ -201,16 +201,16 @@ if [[ "$MODE" == ncu ]]; then
   # kernel:launches:GALLEON_CUDA_MMA:GALLEON_CUDA_ATTN_COLUMNS:GALLEON_CUDA_ATTN_ROWS:type
   # (q4_0 where empty) - the F16 rows: the plain tiles (1.1B F16 prompts, 0.13x of llama.cpp,
   # never profiled), as they are and with GALLEON_CUDA_PLAIN=ring in the variant field.
-  for k in attention_tiles:1::: attention_tiles:1::1: attention_rows:1:::16 \
-    matmul_mma:3::: matmul_mma:3:u4:: matmul_mma:3:w4:: matmul_mma:3:x4:: \
-    matmul_plain:3::::f16 matmul_plain_ring:3:ring:::f16; do
+  # (GALLEON_CUDA_ATTN_COLUMNS: the default, 1, where empty)
+  for k in attention_tiles:1::: attention_tiles:1::0: attention_rows:1:::16 \
+    matmul_mma:3::: matmul_mma:3:t4:: matmul_plain:3::::f16 matmul_plain_ring:3:ring:::f16; do
     IFS=: read -r kernel count variant columns rows type <<<"$k"
     type=${type:-q4_0}
     mma=$variant plain=''
     [[ $type == f16 ]] && mma='' plain=$variant
-    report="$out/ncu-$kernel${variant:+-$variant}${columns:+-columns}${rows:+-$rows}.txt"
-    echo "-- $kernel ($type)${variant:+, variant $variant}${columns:+, GALLEON_CUDA_ATTN_COLUMNS=1}${rows:+, GALLEON_CUDA_ATTN_ROWS=$rows}"
-    GALLEON_CUDA_ATTN_ROWS=${rows:-0} GALLEON_CUDA_ATTN_COLUMNS=${columns:-0} GALLEON_CUDA_MMA=$mma \
+    report="$out/ncu-$kernel${variant:+-$variant}${columns:+-columns$columns}${rows:+-$rows}.txt"
+    echo "-- $kernel ($type)${variant:+, variant $variant}${columns:+, GALLEON_CUDA_ATTN_COLUMNS=$columns}${rows:+, GALLEON_CUDA_ATTN_ROWS=$rows}"
+    GALLEON_CUDA_ATTN_ROWS=${rows:-0} GALLEON_CUDA_ATTN_COLUMNS=${columns:-1} GALLEON_CUDA_MMA=$mma \
       GALLEON_CUDA_PLAIN=$plain timeout 120 "$ncu" \
       --kernel-name "regex:$kernel" --launch-count "$count" \
       --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
@@ -252,19 +252,19 @@ else
 fi
 # The tensor-core variants other than the default: the kernels and two models' forward passes
 # (the dry run leaves them to cuda_emu_test and CTest's cuda_host_test).
-for v in MMA=s4 MMA=k4 MMA=k8 MMA=p4 MMA=u4 MMA=v4 MMA=w4 MMA=x4 PLAIN=b1 PLAIN=ring PLAIN=ring2 \
-    ATTN_COLUMNS=1 ATTN_ROWS=32 ATTN_ROWS=16; do
+for v in MMA=s4 MMA=k4 MMA=k8 MMA=p4 MMA=t4 MMA=u4 MMA=v4 MMA=w4 PLAIN=b1 PLAIN=ring PLAIN=ring2 \
+    ATTN_COLUMNS=0 ATTN_ROWS=32 ATTN_ROWS=16; do
   [[ $HOST == 1 ]] && break
   tests='CudaKernels.MatmulMatchesRefDot:AllTypes/CudaSynth.MatchesCpu/llama_q4_K:AllTypes/CudaSynth.MatchesCpu/llama_q6_K'
   # the 256-element types' other sub-block forms (Q2_K's minimums, Q3_K's offset, IQ4_XS's table)
   for t in q2_K q3_K iq4_xs; do tests="$tests:AllTypes/CudaSynth.MatchesCpu/llama_$t"; done
-  # u4, w4 and x4 pack the 32-element types' weights (Q4_0: nibble words, Q5_1: merged bytes
-  # and minimums, IQ4_NL: table values); v4 and w4 stage 4 of their activation blocks at once;
-  # x4 copies weights and activations to shared memory with cp.async, 3 blocks ahead
-  [[ $v =~ MMA=[uvwx]4 ]] &&
+  # u4 and w4 pack the 32-element types' weights (Q4_0: nibble words, Q5_1: merged bytes and
+  # minimums, IQ4_NL: table values) as x4 does; v4 and w4 stage 4 of their activation blocks at
+  # once; t4 reads the weights as stored (x4 too, for weights without room for a packed copy)
+  [[ $v =~ MMA=[tuvw]4 ]] &&
     for t in q4_0 q5_1 iq4_nl; do tests="$tests:AllTypes/CudaSynth.MatchesCpu/llama_$t"; done
   [[ $v == PLAIN=* ]] && tests='CudaKernels.MatmulMatchesRefDot:AllTypes/CudaSynth.MatchesCpu/llama_f16:AllTypes/CudaSynth.MatchesCpu/llama_bf16'
-  # the K-tile attention's steps 4 to 6 by column warps, several tokens per attention block:
+  # the K-tile attention's steps 4 to 6 by lane cells, several tokens per attention block:
   # every group and head dim shape, the scores in global memory and past the default shared
   # memory
   [[ $v == ATTN_* ]] && tests='Cuda.Stories260KMatchesCpu:Cuda.AttentionGroupShapesMatchCpu:Cuda.LongContextScoresInGlobalMemoryMatchCpu:Cuda.LongPromptScoresPastTheDefaultSharedMemoryMatchCpu:AllTypes/CudaSynth.MatchesCpu/llama_q4_0'
@@ -440,59 +440,43 @@ if [[ $HOST == 1 && "${SKIP_SPEED:-0}" != 1 ]]; then
 elif [[ "${SKIP_SPEED:-0}" != 1 ]]; then
   echo "== speed (tok/s; prompt 128 / 64 tokens, generate 32 / 16) [$(elapsed)]"
   # GPU rows show the device in the isa column (+gemm+tiles: the defaults); bw use is computed
-  # for CPU rows only. Then 512-token prompts (as llama.cpp's figures) with the tensor-core
-  # variants (/t4 /u4 /v4 /w4 /x4 for the 32-element types; the K-quants have no packed copy and
-  # take t4 in v4, and t4 with u4's padded activation stride in u4, w4 and x4: Q4_K /t4 /u4;
-  # F16 has none), the mean of 3 runs. The models are synthesized once (--save).
+  # for CPU rows only. Then 512-token prompts (as llama.cpp's figures), the mean of 3 runs.
+  # The models are synthesized once (--save).
   timeout "$SPEED_TIMEOUT" bash -c "
     '$BIN/llama_bench' --shape 124m --type f16,q8_0,q4_0,q4_K --device cpu,$DEV \
       --threads $JOBS -p 128 -n 32 -r 1 --save '$TMP' &&
     '$BIN/llama_bench' --shape 1.1b --type f16,q8_0,q4_0,q4_K --device cpu,$DEV \
       --threads $JOBS -p 64 -n 16 -r 1 --save '$TMP' | tail -n +4 &&
-    '$BIN/llama_bench' --shape 1.1b --type q4_0,q8_0 --device $DEV --cuda-mma t4,u4,v4,w4,x4 \
+    echo '-- 1.1B, 512 tokens: the defaults (x4, column warps; Q4_K_M synthesized here: the last row)' &&
+    '$BIN/llama_bench' --shape 1.1b --type q4_0,q8_0,q4_K,f16,q4_K_M --device $DEV \
       -p 512 -n 16 -r 3 --save '$TMP' | tail -n +4 &&
-    '$BIN/llama_bench' --shape 1.1b --type q4_K --device $DEV --cuda-mma t4,u4 -p 512 -n 16 -r 3 \
-      --save '$TMP' | tail -n +4 &&
-    echo '-- the same with GALLEON_CUDA_ATTN_COLUMNS=1 (the attention by column warps)' &&
-    GALLEON_CUDA_ATTN_COLUMNS=1 '$BIN/llama_bench' --shape 1.1b --type q4_0 --device $DEV \
-      --cuda-mma t4,w4,x4 -p 512 -n 16 -r 3 --save '$TMP' | tail -n +4 &&
-    echo '-- GALLEON_CUDA_ATTN_ROWS=32, then 16 (several tokens per attention block)' &&
-    GALLEON_CUDA_ATTN_ROWS=32 '$BIN/llama_bench' --shape 1.1b --type q4_0 --device $DEV \
-      --cuda-mma t4,w4 -p 512 -n 16 -r 3 --save '$TMP' | tail -n +4 &&
-    GALLEON_CUDA_ATTN_ROWS=32 '$BIN/llama_bench' --shape 1.1b --type q4_K --device $DEV \
-      -p 512 -n 16 -r 3 --save '$TMP' | tail -n +4 &&
+    echo '-- 1.1B Q4_0: the defaults before (t4, lane cells), then 16 rows per attention block' &&
+    GALLEON_CUDA_ATTN_COLUMNS=0 '$BIN/llama_bench' --shape 1.1b --type q4_0 --device $DEV \
+      --cuda-mma t4 -p 512 -n 16 -r 3 --save '$TMP' | tail -n +4 &&
     GALLEON_CUDA_ATTN_ROWS=16 '$BIN/llama_bench' --shape 1.1b --type q4_0 --device $DEV \
       -p 512 -n 16 -r 3 --save '$TMP' | tail -n +4 &&
-    echo '-- 124M Q4_0 and Q8_0, 512 tokens: the defaults, then GALLEON_CUDA_ATTN_ROWS=32 (3 heads x 10 tokens)' &&
+    echo '-- 124M Q4_0 and Q8_0, 512 tokens: the defaults, then GALLEON_CUDA_ATTN_ROWS=32 (3 heads x 10 tokens), 16' &&
     '$BIN/llama_bench' --shape 124m --type q4_0,q8_0 --device $DEV -p 512 -n 16 -r 3 \
       --save '$TMP' | tail -n +4 &&
     GALLEON_CUDA_ATTN_ROWS=32 '$BIN/llama_bench' --shape 124m --type q4_0,q8_0 --device $DEV \
       -p 512 -n 16 -r 3 --save '$TMP' | tail -n +4 &&
-    echo '-- 1.1B F16, 512 tokens: the plain tiles two blocks per SM, then GALLEON_CUDA_PLAIN=ring, ring2' &&
-    '$BIN/llama_bench' --shape 1.1b --type f16 --device $DEV -p 512 -n 16 -r 3 --save '$TMP' |
-      tail -n +4 &&
-    GALLEON_CUDA_PLAIN=ring '$BIN/llama_bench' --shape 1.1b --type f16 --device $DEV -p 512 -n 16 \
-      -r 3 --save '$TMP' | tail -n +4 &&
-    GALLEON_CUDA_PLAIN=ring2 '$BIN/llama_bench' --shape 1.1b --type f16 --device $DEV -p 512 -n 16 \
-      -r 3 --save '$TMP' | tail -n +4 &&
-    echo '-- 1.1B Q4_K_M (synthesized here: the last row)' &&
-    '$BIN/llama_bench' --shape 1.1b --type q4_K_M --device $DEV -p 512 -n 16 -r 3 --save '$TMP' |
-      tail -n +4" | grep -v '^(model kept' ||
+    GALLEON_CUDA_ATTN_ROWS=16 '$BIN/llama_bench' --shape 124m --type q4_0,q8_0 --device $DEV \
+      -p 512 -n 16 -r 3 --save '$TMP' | tail -n +4" | grep -v '^(model kept' ||
     echo "(speed table stopped after ${SPEED_TIMEOUT}s or failed; not a correctness check)"
   # Where a prompt's GPU time goes (GALLEON_CUDA_PROFILE=1: each step kind's kernel time; the
   # kernels loaded when the context is made, so that no step's first launch loads its kernel).
   export CUDA_MODULE_LOADING=EAGER
   # [SHAPE:]TYPE/MMA variant/ATTN_COLUMNS/ATTN_ROWS (1.1B unless named; 859 tokens: 32 rows
   # do not fit, 16 do)
-  for mv in q4_0/// q4_0/u4// q4_0/w4// q4_0/x4// q4_0//1/ q4_0///16 q4_K/// f16/// \
-      124m:q4_0/// 124m:q4_0///16; do
+  for mv in q4_0/// q4_0///16 q4_K/// f16/// 124m:q4_0/// 124m:q4_0///16; do
     IFS=/ read -r t v c r <<<"$mv"
     shape=1.1b
     [[ $t == *:* ]] && shape=${t%%:*} t=${t#*:}
     m=$TMP/llama-$shape-$t.gguf
     [[ -f "$m" ]] || continue
     echo "-- $(basename "$m" .gguf), ${v:+GALLEON_CUDA_MMA=$v, }${c:+GALLEON_CUDA_ATTN_COLUMNS=$c, }${r:+GALLEON_CUDA_ATTN_ROWS=$r, }the defaults otherwise"
-    GALLEON_CUDA_ATTN_ROWS=${r:-0} GALLEON_CUDA_ATTN_COLUMNS=${c:-0} GALLEON_CUDA_MMA=$v GALLEON_CUDA_PROFILE=1 timeout 60 \
+    GALLEON_CUDA_ATTN_ROWS=${r:-0} GALLEON_CUDA_ATTN_COLUMNS=${c:-1} GALLEON_CUDA_MMA=$v \
+      GALLEON_CUDA_PROFILE=1 timeout 60 \
       "$ENGINE_GPU" run "$m" -p "$LONG_PROMPT" --max-tokens 1 --batch 1024 --device "$DEV" \
       --json 2>&1 >/dev/null | head -20 || true
   done

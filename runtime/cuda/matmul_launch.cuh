@@ -42,13 +42,14 @@ void launch_matmul(const DevWeight& w, const uint8_t* a, size_t arb, int64_t nto
         w.data, w.row_bytes, w.n_in, w.n_out, a, arb, ntok, y, w.n_out);
 }
 
-// The tensor-core kernel's variant, GALLEON_CUDA_MMA (read when a session is made): t4 (the
-// default: staged activations, above), s4 (4 token groups per warp, counter in shared memory:
-// the default until the H200 timed t4), s2 (2 token groups, counter in shared memory), r2 (2
+// The tensor-core kernel's variant, GALLEON_CUDA_MMA (read when a session is made): x4 (the
+// default since the H200 timed it, 2026-11-29: packed weights and activations through a ring
+// of cp.async copies, PipelinedBlocks), t4 (staged activations, above: the default before),
+// s4 (4 token groups per warp, counter in shared memory: the default until the H200 timed
+// t4), s2 (2 token groups, counter in shared memory), r2 (2
 // token groups, counter in registers: the first version), k4 or k8 (the dot products split
 // across 4 or 8 warps, above), p4 (k4 with a lane's blocks two at a time, Tile's kPairs), u4
-// (t4 with packed weights), v4 and w4 (t4 and u4 with 4 activation blocks staged at once), x4
-// (packed weights and activations through a ring of cp.async copies: PipelinedBlocks).
+// (t4 with packed weights), v4 and w4 (t4 and u4 with 4 activation blocks staged at once).
 // Every variant gives the same bits; they differ in speed only (docs/cuda.md).
 enum class MmaVariant { R2, S2, S4, T4, K4, K8, P4, U4, V4, W4, X4 };
 MmaVariant mma_variant_from_env() {
@@ -63,8 +64,8 @@ MmaVariant mma_variant_from_env() {
   if (s == "u4") return MmaVariant::U4;
   if (s == "v4") return MmaVariant::V4;
   if (s == "w4") return MmaVariant::W4;
-  if (s == "x4") return MmaVariant::X4;
-  return MmaVariant::T4;
+  if (s == "t4") return MmaVariant::T4;
+  return MmaVariant::X4;
 }
 // The tile kernels' variants (read when a session is made): the tensor-core kernel's, and the
 // plain tiles' blocks per SM (2, the default; GALLEON_CUDA_PLAIN=b1: 1) or their ring variant
@@ -166,12 +167,15 @@ void launch_matmul_mma(const GroupLaunch& l, cudaStream_t st, MmaVariant variant
     case MmaVariant::U4:
     case MmaVariant::W4:
       if (cdev::mma::kPacks<T> && l.p.pq == nullptr)
-        return launch_matmul_mma<T>(l, st, variant == MmaVariant::U4 ? MmaVariant::T4 : MmaVariant::V4);
+        return launch_matmul_mma<T>(l, st,
+                                    variant == MmaVariant::U4 ? MmaVariant::T4 : MmaVariant::V4);
       if (variant == MmaVariant::U4) return launch_mma_staged<T, true, 1>(l, st);
       return launch_mma_staged<T, true, kStageBlocks<T>>(l, st);
-    case MmaVariant::X4:  // the K-quants (no packed copy): u4's (t4 with its padded stage)
+    case MmaVariant::X4:  // the K-quants (no packed copy): u4's (t4 with its padded stage);
+      // weights left unpacked (GPU memory short: CudaSession::pack): t4
       if constexpr (cdev::mma::kPacks<T>)
-        if (l.p.pq != nullptr) return launch_mma_pipelined<T>(l, st);
+        return l.p.pq != nullptr ? launch_mma_pipelined<T>(l, st)
+                                 : launch_matmul_mma<T>(l, st, MmaVariant::T4);
       return launch_mma_staged<T, true, 1>(l, st);
   }
 }
@@ -181,8 +185,20 @@ void launch_matmul_mma(const GroupLaunch& l, cudaStream_t st, MmaVariant variant
 bool packs_weights(TileVariant v, MatmulPath path, GgmlType t) {
   bool packs = false;
   cdev::with_type(t, [&]<GgmlType T>() { packs = cdev::mma::kPacks<T>; });
-  return packs && (v.mma == MmaVariant::U4 || v.mma == MmaVariant::W4 || v.mma == MmaVariant::X4) &&
-         path == MatmulPath::Tiles;
+  const bool packed_variant =
+      v.mma == MmaVariant::U4 || v.mma == MmaVariant::W4 || v.mma == MmaVariant::X4;
+  return packs && packed_variant && path == MatmulPath::Tiles;
+}
+// The bytes of the packed copy of `rows` rows of type t and input width n_in (0 where t has
+// none).
+size_t packed_bytes(GgmlType t, int64_t rows, int64_t n_in) {
+  size_t words = 0;
+  cdev::with_type(t, [&]<GgmlType T>() {
+    if constexpr (cdev::mma::kPacks<T>)
+      words = cdev::mma::pack_quant_words<T>(rows, n_in) +
+              cdev::mma::pack_scale_words<T>(rows, n_in);
+  });
+  return words * sizeof(uint32_t);
 }
 // The packed copy, in `buf`, of `rows` rows of w's type and input width from `data` (on the
 // GPU); w.pq, w.ps and w.packed_rows are set to it.

@@ -349,8 +349,9 @@ class CudaExec {
                                                                         : MatmulPath::Lanes);
   bool attn_tiles_ = env_flag("GALLEON_CUDA_ATTN_TILES", true);
   bool attn_scratch_ = env_flag("GALLEON_CUDA_ATTN_SCRATCH", false);
-  // Steps 4 to 6 of the K-tile kernel by column warps (opt-in until timed on a GPU).
-  bool attn_columns_ = env_flag("GALLEON_CUDA_ATTN_COLUMNS", false);
+  // Steps 4 to 6 of the K-tile kernel by column warps (the default since the H200 timed it,
+  // 2026-11-29; GALLEON_CUDA_ATTN_COLUMNS=0: by lane cells and a tree in shared memory).
+  bool attn_columns_ = env_flag("GALLEON_CUDA_ATTN_COLUMNS", true);
   // Rows per block of attention_rows_kernel (GALLEON_CUDA_ATTN_ROWS=16 or 32; 0: off, the
   // default until timed on a GPU).
   int attn_rows_ = attention_rows_from_env();
@@ -382,6 +383,7 @@ class CudaSession final : public Evaluator {
   DevWeight upload_weight(const Weight& w);
   void upload_together(std::initializer_list<const Weight*> ws);
   void pack(const DevWeight& d, int64_t rows);
+  size_t kept_free() const;
   const float* upload_floats(const std::vector<float>& v);
   void extend_rope_table(int64_t need);
 
@@ -398,6 +400,7 @@ class CudaSession final : public Evaluator {
   int device_;
   SelectDevice selected_;  // before any other CUDA call
   int64_t n_ctx_ = 0, n_past_ = 0;
+  size_t kept_free_ = 0;  // kept_free(), once n_ctx_ is known
   Stream stream_;
   DeviceBuffer pos_;  // n_past_ on the GPU (one int64)
   CudaExec exec_{stream_.get()};
@@ -430,6 +433,7 @@ CudaSession::CudaSession(const Model& model, int device, int64_t n_ctx)
   exec_.set_position(pos_.get<int64_t>());
   const HParams& hp = model.hparams();
   n_ctx_ = n_ctx > 0 ? std::min(n_ctx, hp.n_ctx_train) : hp.n_ctx_train;
+  kept_free_ = kept_free();
   for (const LayerWeights& L : model.layers()) {
     upload_together({&L.wq, &L.wk, &L.wv});
     upload_together({&L.w_gate, &L.w_up});
@@ -472,10 +476,30 @@ DevWeight CudaSession::upload_weight(const Weight& w) {
 // (packs_weights), found by upload_weight.
 void CudaSession::pack(const DevWeight& d, int64_t rows) {
   if (!exec_.packs(d.type)) return;
+  // Only where the GPU keeps room for the rest of the session (kept_free); else the tiles read
+  // the rows as t4 does (the same bits).
+  size_t free = 0, total = 0;
+  check(cudaMemGetInfo(&free, &total), "cudaMemGetInfo");
+  if (packed_bytes(d.type, rows, d.n_in) + kept_free_ > free) return;
   DevWeight p = d;
   owned_.push_back(std::make_unique<DeviceBuffer>());
   pack_weights(p, d.data, rows, *owned_.back());
   packed_[d.data] = p;
+}
+
+// The GPU memory the packed copies of weights leave free: the KV cache, the RoPE tables, and
+// the work buffers and every row's logits of a 512-token prompt batch, and 256 MiB besides.
+size_t CudaSession::kept_free() const {
+  const HParams& hp = model_.hparams();
+  const size_t ctx = size_t(n_ctx_), T = 512, F = sizeof(float);
+  const size_t q_dim = size_t(hp.n_head * hp.head_dim);
+  const size_t kv_dim = size_t(hp.n_head_kv * hp.head_dim);
+  const size_t cache = 2 * size_t(hp.n_layer) * ctx * kv_dim * F;
+  const size_t rope = 4 * ctx * size_t(std::max<int64_t>(hp.n_rot / 2, 1)) * F;
+  const size_t work = T * F *
+                      (3 * size_t(hp.n_embd) + 2 * q_dim + 2 * kv_dim + 2 * size_t(hp.n_ff) +
+                       size_t(hp.n_vocab) + size_t(hp.n_head) * ctx);
+  return cache + rope + work + (size_t(256) << 20);
 }
 
 // The weights ws in one allocation, one after the other (as the rows of one matrix): the

@@ -10,9 +10,11 @@
 #include <map>
 #include <mutex>
 #include <cstdio>
+#include <algorithm>
 #include <cstdlib>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 // AddressSanitizer is told of every switch between stacks (GCC and clang announce it differently).
@@ -682,15 +684,52 @@ cudaError_t cudaDeviceReset() {
   return cudaSuccess;
 }
 
+namespace {
+// The device memory in use (each allocation's size) and its capacity.
+struct DeviceMemory {
+  std::mutex mutex;
+  std::unordered_map<void*, size_t> sizes;
+  size_t used = 0;
+  size_t capacity() const {
+    const char* e = std::getenv("CUDA_HOST_MEMORY_MIB");
+    const unsigned long long mib = e && *e ? std::strtoull(e, nullptr, 10) : 65536;
+    return size_t(mib) << 20;
+  }
+};
+DeviceMemory& device_memory() {
+  static DeviceMemory m;
+  return m;
+}
+}  // namespace
+
 cudaError_t cudaMalloc(void** p, size_t bytes) {
+  DeviceMemory& dm = device_memory();
+  std::lock_guard<std::mutex> lock(dm.mutex);
+  if (bytes > dm.capacity() - std::min(dm.used, dm.capacity())) return cudaErrorMemoryAllocation;
   void* m = nullptr;
   if (posix_memalign(&m, 256, bytes > 0 ? bytes : 1) != 0) return cudaErrorMemoryAllocation;
   std::memset(m, 0xff, bytes);  // NaN: uninitialised device memory shows in the results
+  dm.sizes[m] = bytes;
+  dm.used += bytes;
   *p = m;
   return cudaSuccess;
 }
 cudaError_t cudaFree(void* p) {
+  DeviceMemory& dm = device_memory();
+  std::lock_guard<std::mutex> lock(dm.mutex);
+  const auto it = dm.sizes.find(p);
+  if (it != dm.sizes.end()) {
+    dm.used -= it->second;
+    dm.sizes.erase(it);
+  }
   std::free(p);
+  return cudaSuccess;
+}
+cudaError_t cudaMemGetInfo(size_t* free, size_t* total) {
+  DeviceMemory& dm = device_memory();
+  std::lock_guard<std::mutex> lock(dm.mutex);
+  *total = dm.capacity();
+  *free = *total - std::min(dm.used, *total);
   return cudaSuccess;
 }
 

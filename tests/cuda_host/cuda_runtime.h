@@ -107,8 +107,11 @@ cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device);
 cudaError_t cudaDeviceSynchronize();
 // Clears a launch's error (as on a GPU, where it also frees everything: not here).
 cudaError_t cudaDeviceReset();
+// Device memory is host memory, counted against a capacity of CUDA_HOST_MEMORY_MIB (default
+// 65536), which cudaMalloc keeps to and cudaMemGetInfo reports (tests: a GPU short of memory).
 cudaError_t cudaMalloc(void** p, size_t bytes);
 cudaError_t cudaFree(void* p);
+cudaError_t cudaMemGetInfo(size_t* free, size_t* total);
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind);
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind,
                             cudaStream_t st = nullptr);
