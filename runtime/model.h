@@ -192,8 +192,10 @@ class Session {
  private:
   struct Scratch;
   void reserve(int64_t n_tok);
-  void layer_forward(int64_t il, int64_t n_tok);
-  void attention(int64_t il, int64_t n_tok);
+  // Layer il for n_tok tokens: every token's K and V rows, and the rest only for tokens
+  // first .. n_tok - 1 (the last layer where fewer rows of logits are asked).
+  void layer_forward(int64_t il, int64_t n_tok, int64_t first);
+  void attention(int64_t il, int64_t n_tok, int64_t first);
   template <class F>
   void per_token(int64_t n_tok, int64_t cost, F&& f);
   void parallel_for_work(int64_t n_tasks, int64_t work, const std::function<void(int64_t)>& fn);

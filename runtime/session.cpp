@@ -203,7 +203,7 @@ void Session::matmuls(const float* x, int64_t n_tok,
 // sum of V rows (lane j mod 32 accumulates e_j * v_j in increasing j, then the fixed tree).
 // Gemma: scores soft-capped; in a windowed layer those of positions before the window -inf (so
 // e_j = 0: every position is visited, whatever the window).
-void Session::attention(int64_t il, int64_t n_tok) {
+void Session::attention(int64_t il, int64_t n_tok, int64_t first) {
   const HParams& hp = model_.hparams();
   const int64_t hd = hp.head_dim;
   const int64_t group = hp.n_head / hp.n_head_kv;
@@ -213,10 +213,10 @@ void Session::attention(int64_t il, int64_t n_tok) {
   // Multiply-adds, weighted 8 times a matmul's: each comes with cache reads, its share
   // of an expf and of the lane trees (with weight 1, decoding ran the attention of a 124M model
   // on one thread up to 170 positions; split, decoding after 128 positions is 3-5% faster).
-  const int64_t work = 8 * n_tok * hp.n_head * (n_past_ + n_tok) * hd * 2;
-  parallel_for_work(n_tok * hp.n_head_kv, work, [&](int64_t task) {
+  const int64_t work = 8 * (n_tok - first) * hp.n_head * (n_past_ + n_tok) * hd * 2;
+  parallel_for_work((n_tok - first) * hp.n_head_kv, work, [&](int64_t task) {
     thread_local std::vector<float> scores, e, lanes, ones;
-    const int64_t t = task / hp.n_head_kv;
+    const int64_t t = first + task / hp.n_head_kv;
     const int64_t hk = task % hp.n_head_kv;
     const int64_t n_kv = n_past_ + t + 1;
     const float* kc = &k_cache_[cache_row(il, hk, 0)];
@@ -262,7 +262,7 @@ void Session::parallel_for_work(int64_t n_tasks, int64_t work, const std::functi
   pool_.parallel_for(n_tasks, fn);
 }
 
-void Session::layer_forward(int64_t il, int64_t n_tok) {
+void Session::layer_forward(int64_t il, int64_t n_tok, int64_t first) {
   const HParams& hp = model_.hparams();
   const LayerWeights& L = model_.layers()[size_t(il)];
   Scratch& s = *s_;
@@ -304,9 +304,13 @@ void Session::layer_forward(int64_t il, int64_t n_tok) {
       std::memcpy(&v_cache_[cache_row(il, h, pos)], v + h * hd, size_t(hd) * sizeof(float));
     }
   });
-  attention(il, n_tok);
-  matmul(L.wo, s.att.data(), n_tok, s.tmp.data());
-  per_token(n_tok, d, [&](int64_t t) {
+  if (first == n_tok) return;  // no row asked past the K and V rows
+  // From here on, tokens first .. n_tok - 1: n rows from row first of each buffer.
+  const int64_t n = n_tok - first;
+  attention(il, n_tok, first);
+  matmul(L.wo, s.att.data() + first * q_dim, n, s.tmp.data() + first * d);
+  per_token(n, d, [&](int64_t i) {
+    const int64_t t = first + i;
     float* o = &s.tmp[size_t(t * d)];
     if (!L.bo.empty()) ops_.add(o, L.bo.data(), d);
     finish_branch(ops_, hp, L.attn_post_norm, o);
@@ -314,14 +318,17 @@ void Session::layer_forward(int64_t il, int64_t n_tok) {
     if (!L.ffn_norm.empty())
       rms_norm(ops_, &s.x[size_t(t * d)], L.ffn_norm.data(), d, hp.rms_eps, &s.xn[size_t(t * d)]);
   });
-  const float* ffn_in = L.ffn_norm.empty() ? s.x.data() : s.xn.data();
-  matmuls(ffn_in, n_tok, {{&L.w_gate, s.gate.data()}, {&L.w_up, s.up.data()}});
-  per_token(n_tok, 4 * hp.n_ff, [&](int64_t t) {
+  const float* ffn_in = (L.ffn_norm.empty() ? s.x.data() : s.xn.data()) + first * d;
+  float* gate = s.gate.data() + first * hp.n_ff;
+  matmuls(ffn_in, n, {{&L.w_gate, gate}, {&L.w_up, s.up.data() + first * hp.n_ff}});
+  per_token(n, 4 * hp.n_ff, [&](int64_t i) {
+    const int64_t t = first + i;
     (hp.ffn_gelu ? ops_.gelu_mul : ops_.silu_mul)(&s.gate[size_t(t * hp.n_ff)],
                                                   &s.up[size_t(t * hp.n_ff)], hp.n_ff);
   });
-  matmul(L.w_down, s.gate.data(), n_tok, s.tmp.data());
-  per_token(n_tok, d, [&](int64_t t) {
+  matmul(L.w_down, gate, n, s.tmp.data() + first * d);
+  per_token(n, d, [&](int64_t i) {
+    const int64_t t = first + i;
     float* o = &s.tmp[size_t(t * d)];
     finish_branch(ops_, hp, L.ffn_post_norm, o);
     ops_.add(&s.x[size_t(t * d)], o, d);
@@ -349,13 +356,17 @@ void Session::eval(const std::vector<int32_t>& tokens, std::vector<float>& logit
     s.rope_rows = need;
   }
   for (size_t t = 0; t < T; ++t) embed_token(model_, tokens[t], &s.x[t * size_t(d)]);
-  for (int64_t il = 0; il < hp.n_layer; ++il) layer_forward(il, n_tok);
+  // The rows of logits asked for: tokens first .. n_tok - 1 (none: first = n_tok). The last
+  // layer computes only their rows past its K and V (the other tokens' rows of the residual
+  // stream feed no later layer), the same bits as all rows.
+  const int64_t first = rows == LogitRows::All ? 0 : rows == LogitRows::Last ? n_tok - 1 : n_tok;
+  for (int64_t il = 0; il < hp.n_layer; ++il)
+    layer_forward(il, n_tok, il + 1 == hp.n_layer ? first : 0);
   if (rows == LogitRows::None) {
     logits.clear();
     n_past_ += n_tok;
     return;
   }
-  const int64_t first = rows == LogitRows::Last ? n_tok - 1 : 0;
   per_token(n_tok - first, d, [&](int64_t i) {
     const size_t t = size_t(first + i);
     rms_norm(ops_, &s.x[t * size_t(d)], model_.output_norm().data(), d, hp.rms_eps,

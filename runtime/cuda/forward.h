@@ -133,7 +133,9 @@ void matmuls(X& x, const float* in, int64_t ntok,
 }
 
 // The logits of tokens first_logit .. ntok - 1 go to rows 0 .. of b.logits (first_logit = 0:
-// all; ntok - 1: the last, as Session's LogitRows::Last; ntok: none).
+// all; ntok - 1: the last, as Session's LogitRows::Last; ntok: none). As Session's, the last
+// layer computes past its attention only the rows of those tokens (the others feed no later
+// layer; none asked: nothing past its K and V).
 template <class X>
 void forward(X& x, const HParams& hp, const std::vector<DevLayer>& layers, const DevWeight& output,
              const float* output_norm, const Buffers& b, int64_t ntok, int64_t n_past,
@@ -142,10 +144,12 @@ void forward(X& x, const HParams& hp, const std::vector<DevLayer>& layers, const
   const int64_t q_dim = hp.n_head * hd, kv_dim = hp.n_head_kv * hd;
   // A branch's output (b.tmp) added to the residual stream: post-normed where the layer has a
   // post-norm, times residual_scale where that is not 1 (runtime/session.cpp's finish_branch).
-  auto residual = [&](const float* post_norm) {
-    if (post_norm) x.rms_norm(b.tmp, post_norm, d, hp.rms_eps, ntok, b.tmp);
-    if (hp.residual_scale != 1.0f) x.scale(b.tmp, hp.residual_scale, ntok * d);
-    x.add(b.x, b.tmp, d, ntok * d, false);
+  // (of the n rows from row r0)
+  auto residual = [&](const float* post_norm, int64_t r0, int64_t n) {
+    float* tmp = b.tmp + r0 * d;
+    if (post_norm) x.rms_norm(tmp, post_norm, d, hp.rms_eps, n, tmp);
+    if (hp.residual_scale != 1.0f) x.scale(tmp, hp.residual_scale, n * d);
+    x.add(b.x + r0 * d, tmp, d, n * d, false);
   };
   for (size_t il = 0; il < layers.size(); ++il) {
     const DevLayer& L = layers[il];
@@ -170,20 +174,26 @@ void forward(X& x, const HParams& hp, const std::vector<DevLayer>& layers, const
     float* vc = b.v_cache + int64_t(il) * n_ctx * kv_dim;
     x.store_kv(kc, b.k, n_past, kv_dim, ntok);
     x.store_kv(vc, b.v, n_past, kv_dim, ntok);
+    // Past the attention, the n rows from row r0 (every row but in the last layer).
+    const int64_t r0 = il + 1 == layers.size() ? first_logit : 0, n = ntok - r0;
+    if (n <= 0) break;
     const cdev::attn::ScoreRule rule{hp.kq_scale, hp.attn_softcap, hp.window(int64_t(il))};
     x.attention(b.q, kc, vc, hp.n_head, hp.n_head / hp.n_head_kv, hd, kv_dim, ntok, n_past, n_ctx,
                 rule, b.scores, b.att);
-    matmuls(x, b.att, ntok, {{&L.wo, b.tmp}});
-    if (L.bo) x.add(b.tmp, L.bo, d, ntok * d, true);
-    residual(L.attn_post_norm);
-    if (L.ffn_norm) x.rms_norm(b.x, L.ffn_norm, d, hp.rms_eps, ntok, b.xn);
-    matmuls(x, L.ffn_norm ? b.xn : b.x, ntok, {{&L.w_gate, b.gate}, {&L.w_up, b.up}});
+    float* tmp = b.tmp + r0 * d;
+    matmuls(x, b.att + r0 * q_dim, n, {{&L.wo, tmp}});
+    if (L.bo) x.add(tmp, L.bo, d, n * d, true);
+    residual(L.attn_post_norm, r0, n);
+    float* xn = b.xn + r0 * d;
+    if (L.ffn_norm) x.rms_norm(b.x + r0 * d, L.ffn_norm, d, hp.rms_eps, n, xn);
+    float *gate = b.gate + r0 * hp.n_ff, *up = b.up + r0 * hp.n_ff;
+    matmuls(x, L.ffn_norm ? xn : b.x + r0 * d, n, {{&L.w_gate, gate}, {&L.w_up, up}});
     if (hp.ffn_gelu)
-      x.gelu_mul(b.gate, b.up, ntok * hp.n_ff);
+      x.gelu_mul(gate, up, n * hp.n_ff);
     else
-      x.silu_mul(b.gate, b.up, ntok * hp.n_ff);
-    matmuls(x, b.gate, ntok, {{&L.w_down, b.tmp}});
-    residual(L.ffn_post_norm);
+      x.silu_mul(gate, up, n * hp.n_ff);
+    matmuls(x, gate, n, {{&L.w_down, tmp}});
+    residual(L.ffn_post_norm, r0, n);
   }
   const int64_t n_logits = ntok - first_logit;
   if (n_logits <= 0) return;
