@@ -362,12 +362,13 @@ check_model() {  # MODEL: its comparisons, as PASS/FAIL lines (run in a subshell
 }
 # After a model's first mismatch: the same comparison once per setting below, each switching
 # off (or back to its last GPU-checked form) one part of the path, so that one run names the
-# part that differs: the K-tile attention, the prompt GEMM tiles, the tensor-core variant and
-# the plain tiles as of commit d8d1702 (s4, one block per SM), the decoding graphs.
+# part that differs: the K-tile attention, the prompt GEMM tiles, the tensor-core variant (t4,
+# the default checked on the H200 before x4), the attention's steps 4 to 6 (lane cells), the
+# plain tiles as of commit d8d1702 (one block per SM), the decoding graphs.
 bisect() {  # VERB MODEL BATCH ON REF
   local s got
-  for s in GALLEON_CUDA_ATTN_TILES=0 GALLEON_CUDA_GEMM=0 GALLEON_CUDA_MMA=s4 GALLEON_CUDA_PLAIN=b1 \
-      GALLEON_CUDA_GRAPHS=0; do
+  for s in GALLEON_CUDA_ATTN_TILES=0 GALLEON_CUDA_GEMM=0 GALLEON_CUDA_MMA=t4 \
+      GALLEON_CUDA_ATTN_COLUMNS=0 GALLEON_CUDA_PLAIN=b1 GALLEON_CUDA_GRAPHS=0; do
     # shellcheck disable=SC2163  # $s is NAME=value: export sets it
     got=$(export GALLEON_CUDA_GEMM=$4 GALLEON_CUDA_ATTN_TILES=$4 "$s"; sha "$1" "$2" "$DEV" "$3" 2>&1)
     if [[ "$got" == "$5" ]]; then echo "  bisect: with $s the same as cpu"
