@@ -6,12 +6,15 @@
 //               (types: GGML type names, or q4_K_M: Q4_K with attn_v and ffn_down in Q6_K)
 //               [-r 3] [--cpu-time] [--save DIR] [--device cpu,cuda:0]
 //               [--arch llama|qwen2|qwen3|phi3|gemma|gemma2|gemma3|granite|olmo2|smollm3]
-//               [--cuda-paths lanes,gemm,tiles,gemm+tiles] [--cuda-mma r2,s2,s4,t4,k4,k8,p4,u4,v4,w4,x4]
+//               [--cuda-paths lanes,gemm,tiles,gemm+tiles]
+//               [--cuda-mma r2,s2,s4,t4,k4,k8,p4,u4,v4,w4,x4,y4]
 //   llama_bench --write DIR [--shape ..] [--type ..] [--arch ..]   (writes DIR/ARCH-SHAPE-TYPE.gguf)
-// Like llama-bench: one warm-up run, then -r repetitions (each in fresh sessions: the prompt from
-// position 0; the generated tokens one at a time from position 0); the table shows the mean. The prompt is timed
-// twice: with every position's logits (what galleon score computes) and with the last
-// position's only (what galleon run and llama-bench's prompt test compute).
+// Like llama-bench: one session per configuration, one warm-up run, then -r repetitions, each
+// part from position 0 of the session reset (as llama-bench clears its KV cache: the buffers a
+// session sized for its first prompt stay, as llama.cpp's context keeps its compute buffers);
+// the table shows the mean. The prompt is timed twice: with every position's logits (what
+// galleon score computes) and with the last position's only (what galleon run and
+// llama-bench's prompt test compute); then the generated tokens one at a time.
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -23,6 +26,7 @@
 #include <ctime>
 #include <string>
 #include <map>
+#include <memory>
 #include <set>
 #include <thread>
 #include <vector>
@@ -134,29 +138,24 @@ double now_s() {
   return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
 }
 
-Timing time_once(const Model& model, const ComputeOptions& o, int n_prompt, int n_gen, int n_vocab) {
+Timing time_once(Evaluator& ev, int n_prompt, int n_gen, int n_vocab) {
   std::vector<int32_t> prompt;
   for (int i = 0; i < n_prompt; ++i) prompt.push_back(int32_t(3 + (i * 7919) % (n_vocab - 3)));
   std::vector<float> logits;
-  double pp_last;
-  {  // the prompt computing only the last row of logits (one session at a time: peak RSS)
-    auto ev = make_evaluator(model, o, 0);
-    const double t = now_s();
-    ev->eval(prompt, logits, Evaluator::Rows::Last);
-    pp_last = n_prompt / (now_s() - t);
-  }
-  double pp;
-  {
-    auto ev = make_evaluator(model, o, 0);
-    const double t0 = now_s();
-    ev->eval(prompt, logits);
-    pp = n_prompt / (now_s() - t0);
-  }
+  // The prompt computing only the last row of logits, then every row.
+  ev.reset();
+  const double t = now_s();
+  ev.eval(prompt, logits, Evaluator::Rows::Last);
+  const double pp_last = n_prompt / (now_s() - t);
+  ev.reset();
+  const double t0 = now_s();
+  ev.eval(prompt, logits);
+  const double pp = n_prompt / (now_s() - t0);
   // Generation from an empty context, as llama-bench's -n test: n_gen tokens one at a time.
-  auto ev = make_evaluator(model, o, 0);
+  ev.reset();
   const double t1 = now_s();
   int32_t tok = 5;
-  for (int i = 0; i < n_gen; ++i) ev->eval({tok}, logits), tok = int32_t((tok * 31 + 7) % n_vocab);
+  for (int i = 0; i < n_gen; ++i) ev.eval({tok}, logits), tok = int32_t((tok * 31 + 7) % n_vocab);
   const double tg = n_gen / (now_s() - t1);
   return {pp, pp_last, tg};
 }
@@ -249,10 +248,11 @@ void bench_one(const BenchArgs& a, BenchType type, const std::map<int, double>& 
           o.n_threads = t;
           o.device = dev;
           const int n_vocab = int(spec.n_vocab);
-          time_once(*m.model, o, a.n_prompt, a.n_gen, n_vocab);  // warm-up
+          const std::unique_ptr<Evaluator> ev = make_evaluator(*m.model, o, 0);
+          time_once(*ev, a.n_prompt, a.n_gen, n_vocab);  // warm-up
           double pp = 0, pp_last = 0, tg = 0;
           for (int r = 0; r < a.reps; ++r) {
-            const Timing tm = time_once(*m.model, o, a.n_prompt, a.n_gen, n_vocab);
+            const Timing tm = time_once(*ev, a.n_prompt, a.n_gen, n_vocab);
             pp += tm.pp / a.reps, pp_last += tm.pp_last / a.reps, tg += tm.tg / a.reps;
           }
           // GPU rows: the device (+gemm: the prompt GEMM tiles, +tiles: attention's K tiles, /v:
@@ -343,10 +343,12 @@ int main(int argc, char** argv) {
     }
     for (auto& v : split(cuda_mma_s)) {
       static const std::set<std::string> kVariants = {"r2", "s2", "s4", "t4", "k4",
-                                                      "k8", "p4", "u4", "v4", "w4", "x4"};
+                                                      "k8", "p4", "u4", "v4", "w4", "x4",
+                                                      "y4"};
       if (!kVariants.count(v))
         fail(ErrorKind::Usage,
-             "--cuda-mma: unknown variant " + v + " (expected r2, s2, s4, t4, k4, k8, p4, u4, v4, w4 or x4)");
+             "--cuda-mma: unknown variant " + v +
+                 " (expected r2, s2, s4, t4, k4, k8, p4, u4, v4, w4, x4 or y4)");
       a.cuda_mma.push_back(v);
     }
     std::map<int, double> bw;

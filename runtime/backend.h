@@ -37,6 +37,9 @@ class Evaluator {
     do_eval(tokens, logits, rows);
   }
   virtual int64_t n_ctx() const = 0;
+  // Back to position 0 (the cached positions are forgotten; buffers and tables are kept), as a
+  // new evaluator of the same model: the same bits from here on.
+  virtual void reset() = 0;
 
  protected:
   virtual void do_eval(const std::vector<int32_t>& tokens, std::vector<float>& logits,

@@ -31,6 +31,7 @@ class CpuEvaluator final : public Evaluator {
  public:
   CpuEvaluator(const Model& m, const SessionOptions& o) : s_(m, o) {}
   int64_t n_ctx() const override { return s_.n_ctx(); }
+  void reset() override { s_.reset(); }
 
  private:
   void do_eval(const std::vector<int32_t>& tokens, std::vector<float>& logits,

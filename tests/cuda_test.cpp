@@ -266,6 +266,34 @@ TEST(Cuda, Stories260KMatchesCpu) {
   expect_cuda_equals_cpu_on_every_path(m, toks, "stories260K");
 }
 
+// A session reset (Evaluator::reset, as llama_bench's repetitions) gives again the bits of a new
+// one: a prompt's rows, then decoding steps (their CUDA graph made before the reset, replayed
+// after it), both times.
+TEST(Cuda, ResetSessionGivesTheBitsOfANewOne) {
+  GALLEON_REQUIRE_GPU();
+  const std::string model = shared_path("models/stories260K/stories260K.gguf");
+  GALLEON_REQUIRE_SHARED(model);
+  LoadedModel m = load_model(model);
+  const std::vector<int32_t> toks = testing::synth_tokens(40, m.model->hparams().n_vocab);
+  const std::vector<int32_t> prompt(toks.begin(), toks.begin() + 30);
+  auto run = [&](Evaluator& ev) {
+    std::vector<float> rows, logits;
+    ev.eval(prompt, logits);
+    rows = logits;
+    for (size_t i = prompt.size(); i < toks.size(); ++i) {
+      ev.eval({toks[i]}, logits);
+      rows.insert(rows.end(), logits.begin(), logits.end());
+    }
+    return rows;
+  };
+  const std::unique_ptr<Evaluator> ev = gpu_evaluator(m);
+  const std::vector<float> first = run(*ev);
+  ev->reset();
+  EXPECT_TRUE(run(*ev) == first) << "after reset";
+  EXPECT_TRUE(run(*gpu_evaluator(m)) == first) << "a new session";
+  EXPECT_TRUE(run(*cpu_evaluator(m)) == first) << "the CPU";
+}
+
 using testing::SynthCase;
 
 class CudaSynth : public ::testing::TestWithParam<SynthCase> {};

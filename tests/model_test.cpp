@@ -507,6 +507,33 @@ TEST(Engine, LastLogitRowEqualsTheLastRowOfAll) {
   EXPECT_EQ(l, a);
 }
 
+// Evaluator::reset (llama_bench's repetitions): the evaluator gives again a new one's bits.
+TEST(Engine, ResetEvaluatorGivesTheBitsOfANewOne) {
+  testing::TempDir dir;
+  SynthSpec spec;
+  spec.type = GgmlType::Q4_K;
+  LoadedModel m = testing::write_and_load(spec, dir);
+  ComputeOptions o = default_compute_options();
+  o.n_threads = 2;
+  auto run = [&](Evaluator& ev) {
+    std::vector<float> rows, logits;
+    std::vector<int32_t> prompt;
+    for (int i = 0; i < 12; ++i) prompt.push_back(int32_t(3 + i * 5));
+    ev.eval(prompt, logits, Evaluator::Rows::Last);
+    rows = logits;
+    for (int32_t t : {7, 11, 13}) {
+      ev.eval({t}, logits);
+      rows.insert(rows.end(), logits.begin(), logits.end());
+    }
+    return rows;
+  };
+  const std::unique_ptr<Evaluator> ev = make_evaluator(*m.model, o, 0);
+  const std::vector<float> first = run(*ev);
+  ev->reset();
+  EXPECT_TRUE(run(*ev) == first);
+  EXPECT_TRUE(run(*make_evaluator(*m.model, o, 0)) == first);
+}
+
 // generate's fingerprint (docs/arithmetic.md section 10): the last prompt row, then the row of
 // each generated token but the last, whatever the prompt batch size; score's: every row.
 TEST(Engine, FingerprintsHashTheRowsEachCommandUses) {

@@ -132,6 +132,26 @@ void matmuls(X& x, const float* in, int64_t ntok,
   }
 }
 
+// The FFN's down projection w of (gelu|silu)(gate) * up (n rows of n_ff): where X quantizes
+// that product as it makes it (glu_quantize) and w takes quantized activations, one step
+// instead of two (the same floats: the same bytes); else the product in gate, then matmuls.
+template <class X>
+void glu_down(X& x, const HParams& hp, const DevWeight& w, float* gate, const float* up,
+              int64_t n, float* out) {
+  if constexpr (requires { x.glu_quantize(true, w.type, gate, up, w.n_in, n, 0); }) {
+    if (kern::act_format(w.type) != kern::ActFormat::F32) {
+      const void* act = x.glu_quantize(hp.ffn_gelu, w.type, gate, up, w.n_in, n, 0);
+      x.matmul(w, act, kern::act_row_bytes(w.type, w.n_in), n, out);
+      return;
+    }
+  }
+  if (hp.ffn_gelu)
+    x.gelu_mul(gate, up, n * hp.n_ff);
+  else
+    x.silu_mul(gate, up, n * hp.n_ff);
+  matmuls(x, gate, n, {{&w, out}});
+}
+
 // The logits of tokens first_logit .. ntok - 1 go to rows 0 .. of b.logits (first_logit = 0:
 // all; ntok - 1: the last, as Session's LogitRows::Last; ntok: none). As Session's, the last
 // layer computes past its attention only the rows of those tokens (the others feed no later
@@ -188,11 +208,7 @@ void forward(X& x, const HParams& hp, const std::vector<DevLayer>& layers, const
     if (L.ffn_norm) x.rms_norm(b.x + r0 * d, L.ffn_norm, d, hp.rms_eps, n, xn);
     float *gate = b.gate + r0 * hp.n_ff, *up = b.up + r0 * hp.n_ff;
     matmuls(x, L.ffn_norm ? xn : b.x + r0 * d, n, {{&L.w_gate, gate}, {&L.w_up, up}});
-    if (hp.ffn_gelu)
-      x.gelu_mul(gate, up, n * hp.n_ff);
-    else
-      x.silu_mul(gate, up, n * hp.n_ff);
-    matmuls(x, gate, n, {{&L.w_down, tmp}});
+    glu_down(x, hp, L.w_down, gate, up, n, tmp);
     residual(L.ffn_post_norm, r0, n);
   }
   const int64_t n_logits = ntok - first_logit;

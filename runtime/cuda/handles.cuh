@@ -80,6 +80,33 @@ class DeviceBuffer {
   size_t size_ = 0;
 };
 
+// Page-locked host memory (cudaMallocHost), grown by reserve: the GPU copies from and to it
+// without a staging copy, and cudaMemcpyAsync returns at once. Growing it drops the contents;
+// no copy may be in flight then.
+class PinnedBuffer {
+ public:
+  PinnedBuffer() = default;
+  PinnedBuffer(const PinnedBuffer&) = delete;
+  PinnedBuffer& operator=(const PinnedBuffer&) = delete;
+  ~PinnedBuffer() {
+    if (p_) cudaFreeHost(p_);
+  }
+  void reserve(size_t bytes) {
+    if (bytes <= size_) return;
+    if (p_) cudaFreeHost(p_);
+    p_ = nullptr;
+    size_ = 0;
+    check(cudaMallocHost(&p_, std::max<size_t>(bytes, 256)), "cudaMallocHost");
+    size_ = bytes;
+  }
+  template <class T = void>
+  T* get() const { return static_cast<T*>(p_); }
+
+ private:
+  void* p_ = nullptr;
+  size_t size_ = 0;
+};
+
 class Stream {
  public:
   // A blocking stream: ordered with the synchronous copies of the legacy default stream.

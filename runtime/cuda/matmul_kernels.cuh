@@ -341,6 +341,57 @@ __device__ __forceinline__ void async_wait() {
 #endif
 }
 
+// The ring of kStages slots the pipelined sources share (PipelinedBlocks, PipelinedKBlocks): the
+// blocks a tile visits (cdev::mma::next_block's order), copied kStages - 1 ahead of the block in
+// use, a group of cp.async copies per slot. Derived::copy(b, slot) issues this thread's copies
+// of block b into slot `slot`; Derived::kElems is the elements per block.
+template <class Derived, int kStages>
+class BlockRing {
+ protected:
+  // Before the first block of a tile (every thread of the block).
+  __device__ void start() {
+    __syncthreads();  // the tile before is done with every slot
+#pragma unroll
+    for (int s = 0; s + 1 < kStages; ++s) issue();
+  }
+  // Block i (the one after the block before, in the tile's order) is used next.
+  __device__ void advance(int64_t i) {
+    async_wait<kStages - 2>();  // this thread's copies of block i are done
+    __syncthreads();  // and every thread's; all are done with the block before's slot
+    issue();          // into that slot
+    slot_ = int(used_ % kStages);
+    ++used_;
+#if !defined(__CUDA_ARCH__)
+    if (slot_block_[slot_] != i) throw std::logic_error("BlockRing: blocks out of order");
+#else
+    (void)i;
+#endif
+  }
+  int slot_ = 0;  // of the block in use
+
+ private:
+  // Block next_'s copies into slot issued_ % kStages (none after the last block), as a group.
+  __device__ void issue() {
+    const int slot = int(issued_ % kStages);
+    if (next_ >= 0) {
+      Derived& d = static_cast<Derived&>(*this);
+      d.copy(next_, slot);
+#if !defined(__CUDA_ARCH__)
+      slot_block_[slot] = next_;
+#endif
+      const int64_t count = d.p_.n / Derived::kElems;
+      next_ = cdev::mma::next_block(cdev::bitrev5(int(next_ % 32)), next_, count);
+    }
+    async_commit();  // a group per slot, empty past the last block: async_wait counts them
+    ++issued_;
+  }
+  int64_t next_ = 0;               // the next block to copy (-1: none)
+  int64_t issued_ = 0, used_ = 0;  // groups issued, blocks begun
+#if !defined(__CUDA_ARCH__)
+  int64_t slot_block_[kStages] = {};  // the block each slot holds (CPU check)
+#endif
+};
+
 // Variant x4 (GALLEON_CUDA_MMA=x4; the 32-element types, from their packed weights): the blocks
 // a tile visits (cdev::mma::next_block's order) flow through a ring of kStages slots in shared
 // memory, filled by cp.async kStages - 1 blocks ahead of the block in use, so that several
@@ -351,12 +402,16 @@ __device__ __forceinline__ void async_wait() {
 // block's threads meet at one barrier per block (t4: two), after which the slot of the block
 // before is free for the next copy.
 template <GgmlType T, int kStages>
-class PipelinedBlocks {
+class PipelinedBlocks : public BlockRing<PipelinedBlocks<T, kStages>, kStages> {
+  using Ring = BlockRing<PipelinedBlocks<T, kStages>, kStages>;
+  friend Ring;
+
  public:
   using Block = cdev::mma::ActBlock<T>;
   using Format = cdev::mma::PackFormat<T>;
   static_assert(cdev::mma::kPacks<T> && kStages >= 2);
   static constexpr bool kStagesWeights = true;
+  static constexpr int64_t kElems = 32;
   static constexpr int kStride = kPaddedStride<Block>;
   static constexpr int kActWords = kStages * kStagedTokens * kStride;  // per block
   static constexpr int kQuantWords = 32 * Format::kWords;
@@ -377,58 +432,36 @@ class PipelinedBlocks {
       src_[r] = w < kTotal ? p.act + size_t(t) * p.arb + 4 * size_t(w - k * kWords) : nullptr;
       dst_[r] = kStride * k + (w - k * kWords);
     }
-    __syncthreads();  // the tile before is done with every slot
-#pragma unroll
-    for (int s = 0; s + 1 < kStages; ++s) issue();
+    Ring::start();
   }
   // Block i (the one after the block before, in the tile's order) is used next.
-  __device__ void begin(int64_t i, int64_t /*next*/) {
-    async_wait<kStages - 2>();  // this thread's copies of block i are done
-    __syncthreads();  // and every thread's; all are done with the block before's slot
-    issue();          // into that slot
-    slot_ = int(used_ % kStages);
-    ++used_;
-#if !defined(__CUDA_ARCH__)
-    if (slot_block_[slot_] != i) throw std::logic_error("PipelinedBlocks: blocks out of order");
-#else
-    (void)i;
-#endif
-  }
+  __device__ void begin(int64_t i, int64_t /*next*/) { Ring::advance(i); }
   __device__ const Block& at(int64_t k, int64_t /*i*/) const {
-    return *reinterpret_cast<const Block*>(acts_ + kStride * (kStagedTokens * slot_ + k));
+    return *reinterpret_cast<const Block*>(acts_ + kStride * (kStagedTokens * this->slot_ + k));
   }
   __device__ const uint32_t* quants(int64_t /*i*/) const {
-    return weights_ + kRecordWords * slot_;
+    return weights_ + kRecordWords * this->slot_;
   }
   __device__ const uint32_t* scales(int64_t /*i*/) const {
-    return weights_ + kRecordWords * slot_ + kQuantWords;
+    return weights_ + kRecordWords * this->slot_ + kQuantWords;
   }
 
  private:
   static constexpr int kThreadsPerBlock = 32 * kMmaWarps;
   static constexpr int kWords = int(sizeof(Block) / 4), kTotal = kStagedTokens * kWords;
   static constexpr int kPerThread = (kTotal + kThreadsPerBlock - 1) / kThreadsPerBlock;
-  // Block next_'s copies into slot issued_ % kStages (none after the last block), as a group.
-  __device__ void issue() {
-    const int slot = int(issued_ % kStages);
-    if (next_ >= 0) {
-      const size_t bytes = size_t(next_) * sizeof(Block);
+  // This thread's copies of block b into slot `slot` (BlockRing).
+  __device__ void copy(int64_t b, int slot) {
+    const size_t bytes = size_t(b) * sizeof(Block);
 #pragma unroll
-      for (int r = 0; r < kPerThread; ++r)
-        if (src_[r]) async_copy<4>(acts_ + kStagedTokens * kStride * slot + dst_[r], src_[r] + bytes);
-      const size_t rec = cdev::mma::packed_record(p_, r0_, next_);
-      uint32_t* to = weights_ + kRecordWords * slot;
-      async_copy<4 * Format::kWords>(to + Format::kWords * lane_,
-                                     p_.pq + (rec * 32 + size_t(lane_)) * Format::kWords);
-      if (4 * lane_ < Format::kScaleWords)
-        async_copy<16>(to + kQuantWords + 4 * lane_, p_.ps + rec * Format::kScaleWords + 4 * lane_);
-#if !defined(__CUDA_ARCH__)
-      slot_block_[slot] = next_;
-#endif
-      next_ = cdev::mma::next_block(cdev::bitrev5(int(next_ % 32)), next_, p_.n / 32);
-    }
-    async_commit();  // a group per slot, empty past the last block: async_wait counts them
-    ++issued_;
+    for (int r = 0; r < kPerThread; ++r)
+      if (src_[r]) async_copy<4>(acts_ + kStagedTokens * kStride * slot + dst_[r], src_[r] + bytes);
+    const size_t rec = cdev::mma::packed_record(p_, r0_, b);
+    uint32_t* to = weights_ + kRecordWords * slot;
+    async_copy<4 * Format::kWords>(to + Format::kWords * lane_,
+                                   p_.pq + (rec * 32 + size_t(lane_)) * Format::kWords);
+    if (4 * lane_ < Format::kScaleWords)
+      async_copy<16>(to + kQuantWords + 4 * lane_, p_.ps + rec * Format::kScaleWords + 4 * lane_);
   }
 
   cdev::GemmArgs p_;
@@ -438,12 +471,6 @@ class PipelinedBlocks {
   int lane_;
   const uint8_t* src_[kPerThread];  // this thread's activation words of block 0 (null: none)
   int dst_[kPerThread];             // and where they go in a slot
-  int64_t next_ = 0;                // the next block to copy (-1: none)
-  int64_t issued_ = 0, used_ = 0;   // groups issued, blocks begun
-  int slot_ = 0;                    // of the block in use
-#if !defined(__CUDA_ARCH__)
-  int64_t slot_block_[kStages] = {};  // the block each slot holds (CPU check)
-#endif
 };
 
 constexpr int kPipeStages = 4;  // x4's slots: 3 blocks in flight, 43-47 KiB with the counter
@@ -467,6 +494,130 @@ __global__ void __launch_bounds__(32 * kMmaWarps, 2)
     float out[4][4];
     const cdev::mma::Tile<T, 4, Pipe, false, true> tile(
         p, r0, lane, Pipe(p, t0, r0, rings.acts, rings.weights + warp * Pipe::kWarpWords, tid));
+    Pending pending{pending_store + warp * Pending::kFloats, lane, {}};
+    tile.run(out, pending);
+    store_mma_tile(p, r0, t0, lane, out, y);
+  }
+}
+
+// Variant y4 (GALLEON_CUDA_MMA=y4; opt-in, written 2026-11-29 without a GPU): x4's ring for
+// the 256-element types whose blocks are whole 4-byte words (Q2_K, Q4_K, Q5_K, IQ4_XS), from
+// their rows as stored (they have no packed copy): a slot holds the block's activations of the
+// tile's 32 tokens (kPaddedStride words apart) and, per warp, block i of each of its 16 rows
+// (kBytes apart: 16-byte aligned for Q4_K and Q5_K, whose 36- and 44-word strides put the words
+// a warp reads at once, k-group t of rows g, on 32 banks), copied in kKCopy-byte pieces by the
+// warp's lanes; the tile reads its weights there (Tile's wblock). A block of 256 elements gives
+// each warp 32 or 64 mma per token group set, so kKStages slots (one block ahead) hide the
+// copies; with the counter's 32 KiB the kernel takes 68-72 KiB of dynamic shared memory, 3
+// blocks per SM on an H100/H200 (t4's K-quant kernel: 3, from 41 KiB of static memory).
+// The other 256-element types (Q3_K, Q6_K: 2-byte aligned blocks) take x4's kernel (t4 with
+// the padded stage). The block order and the slots are PipelinedBlocks' (above).
+template <GgmlType T>
+constexpr int kKCopy = cdev::TypeInfo<T>::bytes % 16 == 0  ? 16
+                       : cdev::TypeInfo<T>::bytes % 8 == 0 ? 8
+                       : cdev::TypeInfo<T>::bytes % 4 == 0 ? 4
+                                                           : 0;
+template <GgmlType T>
+constexpr bool kKPipes =
+    cdev::mma::kHasPath<T> && cdev::TypeInfo<T>::elems == 256 && kKCopy<T> > 0;
+constexpr int kKStages = 2;
+
+template <GgmlType T, int kStages>
+class PipelinedKBlocks : public BlockRing<PipelinedKBlocks<T, kStages>, kStages> {
+  using Ring = BlockRing<PipelinedKBlocks<T, kStages>, kStages>;
+  friend Ring;
+
+ public:
+  using Block = cdev::mma::ActBlock<T>;
+  static_assert(kKPipes<T> && kStages >= 2);
+  static constexpr bool kStagesWeights = true;
+  static constexpr int64_t kElems = 256;
+  static constexpr int kBytes = cdev::TypeInfo<T>::bytes;
+  static constexpr int kStride = kPaddedStride<Block>;
+  static constexpr int kActWords = kStages * kStagedTokens * kStride;       // per block
+  static constexpr int kRowsWords = cdev::mma::kRows * kBytes / 4;           // a warp's slot
+  static constexpr int kWarpWords = kStages * kRowsWords;                    // per warp
+  static_assert(kRowsWords % 4 == 0, "16-byte aligned weight slots");
+
+  // Before the first block of the tile at token t0 (rows r0 .. r0 + 15 for this warp): acts
+  // and weights are the block's ring and this warp's. Every thread of the block constructs one.
+  __device__ PipelinedKBlocks(const cdev::GemmArgs& p, int64_t t0, int64_t r0, uint32_t* acts,
+                              uint32_t* weights, int tid)
+      : p_(p), t0_(t0), r0_(r0), acts_(acts), weights_(weights), tid_(tid) {
+    Ring::start();
+  }
+  // Block i (the one after the block before, in the tile's order) is used next.
+  __device__ void begin(int64_t i, int64_t /*next*/) { Ring::advance(i); }
+  __device__ const Block& at(int64_t k, int64_t /*i*/) const {
+    return *reinterpret_cast<const Block*>(acts_ + kStride * (kStagedTokens * this->slot_ + k));
+  }
+  // The block in use of this warp's row r0 + row (0 .. 15).
+  __device__ const uint8_t* weight_block(int row) const {
+    return reinterpret_cast<const uint8_t*>(weights_ + kRowsWords * this->slot_) + row * kBytes;
+  }
+
+ private:
+  static constexpr int kThreadsPerBlock = 32 * kMmaWarps;
+  static constexpr int kWords = int(sizeof(Block) / 4), kTotal = kStagedTokens * kWords;
+  static constexpr int kPerThread = (kTotal + kThreadsPerBlock - 1) / kThreadsPerBlock;
+  static constexpr int kPieces = cdev::mma::kRows * kBytes / kKCopy<T>;  // per warp and block
+  // This thread's copies of block b into slot `slot` (BlockRing).
+  __device__ void copy(int64_t b, int slot) {
+    uint32_t* to = acts_ + kStagedTokens * kStride * slot;
+#pragma unroll
+    for (int r = 0; r < kPerThread; ++r) {
+      const int w = tid_ + r * kThreadsPerBlock;
+      if (w >= kTotal) break;
+      const int k = w / kWords, word = w - k * kWords;
+      int64_t t = t0_ + k;
+      if (t > p_.ntok - 1) t = p_.ntok - 1;
+      async_copy<4>(to + kStride * k + word,
+                    p_.act + size_t(t) * p_.arb + size_t(b) * sizeof(Block) + 4 * word);
+    }
+    uint8_t* wto = reinterpret_cast<uint8_t*>(weights_ + kRowsWords * slot);
+    const int lane = tid_ & 31;
+#pragma unroll
+    for (int r = 0; r < (kPieces + 31) / 32; ++r) {
+      const int piece = lane + 32 * r;
+      if (piece >= kPieces) break;
+      const int row = piece * kKCopy<T> / kBytes, off = piece * kKCopy<T> - row * kBytes;
+      int64_t rr = r0_ + row;
+      if (rr > p_.n_out - 1) rr = p_.n_out - 1;
+      async_copy<kKCopy<T>>(wto + piece * kKCopy<T>,
+                            p_.w + size_t(rr) * p_.wrb + size_t(b) * kBytes + off);
+    }
+  }
+
+  cdev::GemmArgs p_;
+  int64_t t0_, r0_;
+  uint32_t* acts_;
+  uint32_t* weights_;
+  int tid_;
+};
+
+// y4's dynamic shared memory: the counter's levels, the warps' weight rings, the activations.
+template <GgmlType T>
+constexpr size_t kKPipeShared =
+    (size_t(kMmaWarps) * cdev::mma::SharedPending<4, 1>::kFloats +
+     size_t(kMmaWarps) * PipelinedKBlocks<T, kKStages>::kWarpWords +
+     size_t(PipelinedKBlocks<T, kKStages>::kActWords)) * 4;
+
+template <GgmlType T, int kStages>
+__global__ void __launch_bounds__(32 * kMmaWarps, 3)
+    matmul_mma_kpipe_kernel(cdev::mma::Args p, cdev::GemmOut y) {
+  using Pipe = PipelinedKBlocks<T, kStages>;
+  using Pending = cdev::mma::SharedPending<4, 1>;
+  GALLEON_DYNAMIC_SHARED(uint32_t, kpipe_shared);  // 16-byte aligned
+  uint32_t* weights = kpipe_shared;  // the warps' rings first
+  uint32_t* acts = weights + kMmaWarps * Pipe::kWarpWords;
+  float* pending_store = reinterpret_cast<float*>(acts + Pipe::kActWords);
+  const int tid = int(threadIdx.x), lane = tid & 31, warp = tid >> 5;
+  const int64_t r0 = (int64_t(blockIdx.x) * kMmaWarps + warp) * cdev::mma::kRows;
+  for (int64_t t0 = int64_t(blockIdx.y) * kStagedTokens; t0 < p.ntok;
+       t0 += int64_t(gridDim.y) * kStagedTokens) {  // block-uniform
+    float out[4][4];
+    const cdev::mma::Tile<T, 4, Pipe> tile(
+        p, r0, lane, Pipe(p, t0, r0, acts, weights + warp * Pipe::kWarpWords, tid));
     Pending pending{pending_store + warp * Pending::kFloats, lane, {}};
     tile.run(out, pending);
     store_mma_tile(p, r0, t0, lane, out, y);

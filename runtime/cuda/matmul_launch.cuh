@@ -44,14 +44,15 @@ void launch_matmul(const DevWeight& w, const uint8_t* a, size_t arb, int64_t nto
 
 // The tensor-core kernel's variant, GALLEON_CUDA_MMA (read when a session is made): x4 (the
 // default since the H200 timed it, 2026-11-29: packed weights and activations through a ring
-// of cp.async copies, PipelinedBlocks), t4 (staged activations, above: the default before),
-// s4 (4 token groups per warp, counter in shared memory: the default until the H200 timed
-// t4), s2 (2 token groups, counter in shared memory), r2 (2
-// token groups, counter in registers: the first version), k4 or k8 (the dot products split
-// across 4 or 8 warps, above), p4 (k4 with a lane's blocks two at a time, Tile's kPairs), u4
-// (t4 with packed weights), v4 and w4 (t4 and u4 with 4 activation blocks staged at once).
-// Every variant gives the same bits; they differ in speed only (docs/cuda.md).
-enum class MmaVariant { R2, S2, S4, T4, K4, K8, P4, U4, V4, W4, X4 };
+// of cp.async copies, PipelinedBlocks), y4 (x4, and for Q2_K, Q4_K, Q5_K and IQ4_XS a ring of
+// their blocks as stored: PipelinedKBlocks; opt-in until timed on a GPU), t4 (staged
+// activations, above: the default before), s4 (4 token groups per warp, counter in shared
+// memory: the default until the H200 timed t4), s2 (2 token groups, counter in shared memory),
+// r2 (2 token groups, counter in registers: the first version), k4 or k8 (the dot products
+// split across 4 or 8 warps, above), p4 (k4 with a lane's blocks two at a time, Tile's
+// kPairs), u4 (t4 with packed weights), v4 and w4 (t4 and u4 with 4 activation blocks staged
+// at once). Every variant gives the same bits; they differ in speed only (docs/cuda.md).
+enum class MmaVariant { R2, S2, S4, T4, K4, K8, P4, U4, V4, W4, X4, Y4 };
 MmaVariant mma_variant_from_env() {
   const char* e = std::getenv("GALLEON_CUDA_MMA");
   const std::string s = e ? e : "";
@@ -65,6 +66,7 @@ MmaVariant mma_variant_from_env() {
   if (s == "v4") return MmaVariant::V4;
   if (s == "w4") return MmaVariant::W4;
   if (s == "t4") return MmaVariant::T4;
+  if (s == "y4") return MmaVariant::Y4;
   return MmaVariant::X4;
 }
 // The tile kernels' variants (read when a session is made): the tensor-core kernel's, and the
@@ -154,6 +156,19 @@ void launch_mma_pipelined(const GroupLaunch& l, cudaStream_t st) {
 }
 
 template <GgmlType T>
+void launch_mma_kpipe(const GroupLaunch& l, cudaStream_t st) {
+  if constexpr (kKPipes<T>) {
+    // (per launch: the attribute is the current device's)
+    check(cudaFuncSetAttribute(matmul_mma_kpipe_kernel<T, kKStages>,
+                               cudaFuncAttributeMaxDynamicSharedMemorySize, int(kKPipeShared<T>)),
+          "cudaFuncSetAttribute (matmul_mma_kpipe_kernel)");
+    GALLEON_LAUNCH(matmul_grid(l.p.n_out, cdev::mma::kRows * kMmaWarps, l.p.ntok, kStagedTokens),
+                   32 * kMmaWarps, kKPipeShared<T>, st,
+                   matmul_mma_kpipe_kernel<T, kKStages>)(l.p, l.out);
+  }
+}
+
+template <GgmlType T>
 void launch_matmul_mma(const GroupLaunch& l, cudaStream_t st, MmaVariant variant) {
   switch (variant) {
     case MmaVariant::R2: return launch_mma_variant<T, 2, false, 1>(l, st);
@@ -171,6 +186,9 @@ void launch_matmul_mma(const GroupLaunch& l, cudaStream_t st, MmaVariant variant
                                     variant == MmaVariant::U4 ? MmaVariant::T4 : MmaVariant::V4);
       if (variant == MmaVariant::U4) return launch_mma_staged<T, true, 1>(l, st);
       return launch_mma_staged<T, true, kStageBlocks<T>>(l, st);
+    case MmaVariant::Y4:
+      if constexpr (kKPipes<T>) return launch_mma_kpipe<T>(l, st);
+      return launch_matmul_mma<T>(l, st, MmaVariant::X4);
     case MmaVariant::X4:  // the K-quants (no packed copy): u4's (t4 with its padded stage);
       // weights left unpacked (GPU memory short: CudaSession::pack): t4
       if constexpr (cdev::mma::kPacks<T>)
@@ -185,8 +203,8 @@ void launch_matmul_mma(const GroupLaunch& l, cudaStream_t st, MmaVariant variant
 bool packs_weights(TileVariant v, MatmulPath path, GgmlType t) {
   bool packs = false;
   cdev::with_type(t, [&]<GgmlType T>() { packs = cdev::mma::kPacks<T>; });
-  const bool packed_variant =
-      v.mma == MmaVariant::U4 || v.mma == MmaVariant::W4 || v.mma == MmaVariant::X4;
+  const bool packed_variant = v.mma == MmaVariant::U4 || v.mma == MmaVariant::W4 ||
+                              v.mma == MmaVariant::X4 || v.mma == MmaVariant::Y4;
   return packs && packed_variant && path == MatmulPath::Tiles;
 }
 // The bytes of the packed copy of `rows` rows of type t and input width n_in (0 where t has
@@ -290,19 +308,25 @@ void run_matmuls(const MatmulGroup& g, cudaStream_t st, MatmulPath path, TileVar
 }
 
 // x (ntok rows of n) -> dst in the activation format of weight type t (A8 or A8K).
-void run_quantize(GgmlType t, const float* x, int64_t n, int64_t ntok, void* dst,
-                  cudaStream_t st) {
+// The activations of ntok rows of n values (PlainValues, GluValues) for weights of type t.
+template <class Values>
+void run_quantize_values(GgmlType t, Values x, int64_t n, int64_t ntok, void* dst,
+                         cudaStream_t st) {
   constexpr int kWarps = 4;  // blocks per CUDA block, one warp each
   if (kern::act_format(t) == kern::ActFormat::A8) {
     const int64_t total = n / 32 * ntok;
-    GALLEON_LAUNCH(blocks_for(total, kWarps), 32 * kWarps, 0, st, quantize_a8_kernel)(
+    GALLEON_LAUNCH(blocks_for(total, kWarps), 32 * kWarps, 0, st, quantize_a8_kernel<Values>)(
         x, n, total, static_cast<kern::A8Block*>(dst));
   } else {
     const int64_t total = n / 256 * ntok;
-    GALLEON_LAUNCH(blocks_for(total, kWarps), 32 * kWarps, 0, st, quantize_a8k_kernel)(
+    GALLEON_LAUNCH(blocks_for(total, kWarps), 32 * kWarps, 0, st, quantize_a8k_kernel<Values>)(
         x, n, total, static_cast<kern::A8KBlock*>(dst));
   }
   check_launch("activation quantization kernel");
+}
+void run_quantize(GgmlType t, const float* x, int64_t n, int64_t ntok, void* dst,
+                  cudaStream_t st) {
+  run_quantize_values(t, PlainValues{x}, n, ntok, dst, st);
 }
 
 }  // namespace

@@ -159,7 +159,8 @@ GALLEON_HDI int64_t next_block(int p, int64_t i, int64_t count) {
 // this one is used). at(k, i) is block i of token t0 + k (the last token past the end).
 // kStagesWeights: the source also holds the packed weight record of block i of the tile's rows
 // (quants(i), scales(i): a record's quant and scale parts), which the tile then reads from
-// there instead of from p.pq and p.ps, and does not fetch ahead itself.
+// there instead of from p.pq and p.ps, and does not fetch ahead itself; or, for the 256-element
+// types, block i of each of the tile's rows as stored (weight_block(row)).
 template <class Block>
 class GlobalActs {
  public:
@@ -289,7 +290,8 @@ class Tile {
   static constexpr int kElems = TypeInfo<T>::elems, kBytes = TypeInfo<T>::bytes;
   using Block = ActBlock<T>;
   static_assert(!kPacked || kPacks<T>);
-  static_assert(!Acts::kStagesWeights || kPacked, "a source stages packed weight records");
+  static_assert(!Acts::kStagesWeights || kPacked || kElems == 256,
+                "a source stages packed weight records, or 256-element blocks as stored");
 
   GALLEON_HDI Tile(const Args& p, int64_t r0, int64_t t0, int lane)
       : Tile(p, r0, lane, Acts(p, t0)) {}
@@ -475,8 +477,9 @@ class Tile {
     WarpWords<kWords> a;
     int scale[2], mn[2];
   };
-  // Weight block i of this lane's row half h.
+  // Weight block i of lane l's row half h (a source that stages the blocks: its copy).
   GALLEON_HDI const uint8_t* wblock(int l, int h, int64_t i) const {
+    if constexpr (Acts::kStagesWeights) return acts_.weight_block((l >> 2) + 8 * h);
     return row(l, h) + size_t(i) * kBytes;
   }
   // A words (m16n8k32: rows g, g + 8 at k 4t.., then at k 16 + 4t..; m16n8k16: rows g, g + 8).

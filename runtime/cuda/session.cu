@@ -109,6 +109,19 @@ class CudaExec {
                   [&] { run_quantize(t, x, n, ntok, act_[slot].get(), st_); });
     return act_[slot].get();
   }
+  // The activations of (gelu|silu)(g) * u (forward.h's glu_down): the product made as
+  // silu_mul_kernel and gelu_mul_kernel make it, quantized as it is made.
+  const void* glu_quantize(bool gelu, GgmlType t, const float* g, const float* u, int64_t n,
+                           int64_t ntok, int slot) {
+    act_[slot].reserve(kern::act_row_bytes(t, n) * size_t(ntok));
+    profile_.step(gelu ? "gelu_mul + quantize" : "silu_mul + quantize", batch_, [&] {
+      if (gelu)
+        run_quantize_values(t, GluValues<true>{g, u}, n, ntok, act_[slot].get(), st_);
+      else
+        run_quantize_values(t, GluValues<false>{g, u}, n, ntok, act_[slot].get(), st_);
+    });
+    return act_[slot].get();
+  }
   void matmul(const DevWeight& w, const void* act, size_t arb, int64_t ntok, float* y) {
     const DevWeight* ws = &w;
     matmul_group(&ws, &y, 1, act, arb, ntok);
@@ -375,6 +388,7 @@ class CudaSession final : public Evaluator {
  public:
   CudaSession(const Model& model, int device, int64_t n_ctx);
   int64_t n_ctx() const override { return n_ctx_; }
+  void reset() override { n_past_ = 0; }
 
  private:
   // Rows::Last and Rows::None compute the last row or none (a single token's row always).
@@ -422,7 +436,7 @@ class CudaSession final : public Evaluator {
   };
   DeviceBuffer k_cache_, v_cache_;
   RopeTable rope_[2];
-  std::vector<float> host_x_;
+  PinnedBuffer host_x_;  // a batch's embedding rows, made on the host
   int64_t rope_rows_ = 0;
   DeviceBuffer x_, xn_, q_, k_, v_, att_, gate_, up_, tmp_, logits_, scores_;
 };
@@ -589,8 +603,9 @@ void CudaSession::do_eval(const std::vector<int32_t>& tokens, std::vector<float>
   scores_.reserve(T * size_t(hp.n_head) * size_t(n_ctx_) * F);
   extend_rope_table(n_past_ + ntok);
   // The embedding rows, dequantized exactly (and scaled, gemma) on the host.
-  embed_tokens(model_, tokens, host_x_);
-  check(cudaMemcpyAsync(x_.get(), host_x_.data(), host_x_.size() * F, cudaMemcpyHostToDevice,
+  host_x_.reserve(T * d * F);  // (no copy in flight: the last eval waited for its stream)
+  for (size_t t = 0; t < T; ++t) embed_token(model_, tokens[t], host_x_.get<float>() + t * d);
+  check(cudaMemcpyAsync(x_.get(), host_x_.get(), T * d * F, cudaMemcpyHostToDevice,
                         stream_.get()),
         "cudaMemcpyAsync (embeddings)");
   const Buffers b{x_.get<float>(),      xn_.get<float>(),     q_.get<float>(),

@@ -15,16 +15,32 @@
 namespace galleon::cuda {
 namespace {
 
+// The values the quantization kernels read: element i of x (Plain), or of the gated product
+// g * act(u)'s as the silu_mul and gelu_mul kernels make it (Glu: the FFN's down projection's
+// input, made and quantized in one kernel; the same floats, so the same bytes).
+struct PlainValues {
+  const float* x;
+  __device__ float operator()(int64_t i) const { return x[i]; }
+};
+template <bool kGelu>
+struct GluValues {
+  const float *g, *u;
+  __device__ float operator()(int64_t i) const {
+    return kGelu ? cdev::gelu(g[i]) * u[i] : cdev::silu(g[i]) * u[i];
+  }
+};
+
 // Activation quantization (docs/arithmetic.md section 4), one warp per block of a token's row:
 // amax is a maximum (exact in any order; NaN never compares greater, as in cdev::act_scale),
 // each quant depends on its element and the scale alone, and the integer sums are exact.
 // A8: lane j quantizes element j.
-__global__ void quantize_a8_kernel(const float* x, int64_t n, int64_t total, kern::A8Block* out) {
+template <class Values>
+__global__ void quantize_a8_kernel(Values x, int64_t n, int64_t total, kern::A8Block* out) {
   const int lane = int(threadIdx.x) & 31;
   const int64_t b = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
   if (b >= total) return;  // whole warps leave together
   const int64_t nb = n / 32;
-  const float xv = x[(b / nb) * n + 32 * (b % nb) + lane];
+  const float xv = x((b / nb) * n + 32 * (b % nb) + lane);
   const float a = fabsf(xv);
   const float amax = warp_max(a > 0.0f ? a : 0.0f);
   const float d = amax / 127.0f;
@@ -39,17 +55,18 @@ __global__ void quantize_a8_kernel(const float* x, int64_t n, int64_t total, ker
 }
 
 // A8K: lane l quantizes elements 8l .. 8l + 7; lanes 2g and 2g + 1 make bsums[g].
-__global__ void quantize_a8k_kernel(const float* x, int64_t n, int64_t total, kern::A8KBlock* out) {
+template <class Values>
+__global__ void quantize_a8k_kernel(Values x, int64_t n, int64_t total, kern::A8KBlock* out) {
   const int lane = int(threadIdx.x) & 31;
   const int64_t b = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
   if (b >= total) return;  // whole warps leave together
   const int64_t nb = n / 256;
-  const float* src = x + (b / nb) * n + 256 * (b % nb) + 8 * lane;
+  const int64_t src = (b / nb) * n + 256 * (b % nb) + 8 * lane;
   float xv[8];
   float m = 0.0f;
 #pragma unroll
   for (int j = 0; j < 8; ++j) {
-    xv[j] = src[j];
+    xv[j] = x(src + j);
     const float a = fabsf(xv[j]);
     m = a > m ? a : m;
   }

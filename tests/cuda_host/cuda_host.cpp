@@ -725,6 +725,16 @@ cudaError_t cudaFree(void* p) {
   std::free(p);
   return cudaSuccess;
 }
+cudaError_t cudaMallocHost(void** p, size_t bytes) {
+  void* m = nullptr;
+  if (posix_memalign(&m, 256, bytes > 0 ? bytes : 1) != 0) return cudaErrorMemoryAllocation;
+  *p = m;
+  return cudaSuccess;
+}
+cudaError_t cudaFreeHost(void* p) {
+  std::free(p);
+  return cudaSuccess;
+}
 cudaError_t cudaMemGetInfo(size_t* free, size_t* total) {
   DeviceMemory& dm = device_memory();
   std::lock_guard<std::mutex> lock(dm.mutex);
