@@ -15,7 +15,7 @@
 #      the quantized types and shared-memory tiles for F32/F16/BF16; attention scores from
 #      K tiles), a model's first mismatch compared again with each part switched off alone
 #      ("bisect:" lines); cuda_test's matmul kernels and two models once more with each tile variant
-#      other than the defaults (GALLEON_CUDA_MMA=s4, k4, k8, p4, t4, u4, v4, w4, y4; x4 is the
+#      other than the defaults (GALLEON_CUDA_MMA=s4, k4, k8, p4, t4, u4, v4, w4, x4; y4 is the
 #      default; r2 and s2 passed on the H200; GALLEON_CUDA_PLAIN=b1, ring and ring2 with the F16
 #      and BF16 models), and the attention tests with GALLEON_CUDA_ATTN_COLUMNS=0 (steps 4 to 6
 #      by lane cells; column warps are the default) and GALLEON_CUDA_ATTN_ROWS=32 and 16
@@ -25,14 +25,14 @@
 #   5. print a speed table (CPU and GPU tok/s, 124M and 1.1B shapes, F16 Q8_0 Q4_0 Q4_K, the GPU
 #      with its defaults; then 512-token prompts on the GPU, 3 runs each: 1.1B Q4_0, Q8_0, Q4_K,
 #      Q4_K_M (llama.cpp's: V and down in Q6_K) and F16 with the defaults (tensor-core variant
-#      x4, the attention by column warps), Q4_K and Q4_K_M with y4 (opt-in: the K-quant blocks
-#      through a ring of cp.async copies), Q4_0 with the defaults before 2026-11-29 (t4, lane
+#      y4, the attention by column warps), Q4_K and Q4_K_M with x4 (the default before y4: the
+#      K-quants' blocks read as t4 does), Q4_0 with the defaults before 2026-11-29 (t4, lane
 #      cells: GALLEON_CUDA_MMA=t4 GALLEON_CUDA_ATTN_COLUMNS=0) and with 16 rows per attention
 #      block (GALLEON_CUDA_ATTN_ROWS=16); 124M Q4_0 and Q8_0 with the defaults and with 32 and
 #      16 rows per attention block (its 3 heads per KV head), and where a prompt's GPU time goes
 #      (six copies of the logits checks' prompt, one batch of 859 tokens), per kind of step
 #      (GALLEON_CUDA_PROFILE=1, every kernel loaded before: CUDA_MODULE_LOADING=EAGER): 1.1B
-#      Q4_0, Q4_K and F16 with the defaults, Q4_K with y4, Q4_0 with 16 rows per attention
+#      Q4_0, Q4_K and F16 with the defaults, Q4_K with x4, Q4_0 with 16 rows per attention
 #      block; 124M Q4_0
 #      with the defaults and with 16 rows.
 # Prints PASS or FAIL per check; exits non-zero when any check fails. Sized for about 5 minutes
@@ -205,13 +205,15 @@ if [[ "$MODE" == ncu ]]; then
   # never profiled), as they are and with GALLEON_CUDA_PLAIN=ring in the variant field.
   # (GALLEON_CUDA_ATTN_COLUMNS: the default, 1, where empty)
   for k in attention_tiles:1::: attention_tiles:1::0: attention_rows:1:::16 \
-    matmul_mma:3::: matmul_mma:3:t4:: matmul_mma:3:y4:::q4_K matmul_plain:3::::f16 \
+    matmul_mma:3::: matmul_mma:3:t4:: matmul_mma:3::::q4_K matmul_plain:3::::f16 \
     matmul_plain_ring:3:ring:::f16; do
     IFS=: read -r kernel count variant columns rows type <<<"$k"
     type=${type:-q4_0}
     mma=$variant plain=''
     [[ $type == f16 ]] && mma='' plain=$variant
-    report="$out/ncu-$kernel${variant:+-$variant}${columns:+-columns$columns}${rows:+-$rows}.txt"
+    tname=''
+    [[ $type != q4_0 ]] && tname=-$type
+    report="$out/ncu-$kernel$tname${variant:+-$variant}${columns:+-columns$columns}${rows:+-$rows}.txt"
     echo "-- $kernel ($type)${variant:+, variant $variant}${columns:+, GALLEON_CUDA_ATTN_COLUMNS=$columns}${rows:+, GALLEON_CUDA_ATTN_ROWS=$rows}"
     GALLEON_CUDA_ATTN_ROWS=${rows:-0} GALLEON_CUDA_ATTN_COLUMNS=${columns:-1} GALLEON_CUDA_MMA=$mma \
       GALLEON_CUDA_PLAIN=$plain timeout 120 "$ncu" \
@@ -255,20 +257,19 @@ else
 fi
 # The tensor-core variants other than the default: the kernels and two models' forward passes
 # (the dry run leaves them to cuda_emu_test and CTest's cuda_host_test).
-for v in MMA=s4 MMA=k4 MMA=k8 MMA=p4 MMA=t4 MMA=u4 MMA=v4 MMA=w4 MMA=y4 PLAIN=b1 PLAIN=ring \
+for v in MMA=s4 MMA=k4 MMA=k8 MMA=p4 MMA=t4 MMA=u4 MMA=v4 MMA=w4 MMA=x4 PLAIN=b1 PLAIN=ring \
     PLAIN=ring2 \
     ATTN_COLUMNS=0 ATTN_ROWS=32 ATTN_ROWS=16; do
   [[ $HOST == 1 ]] && break
   tests='CudaKernels.MatmulMatchesRefDot:AllTypes/CudaSynth.MatchesCpu/llama_q4_K:AllTypes/CudaSynth.MatchesCpu/llama_q6_K'
   # the 256-element types' other sub-block forms (Q2_K's minimums, Q3_K's offset, IQ4_XS's table)
   for t in q2_K q3_K iq4_xs; do tests="$tests:AllTypes/CudaSynth.MatchesCpu/llama_$t"; done
-  # u4 and w4 pack the 32-element types' weights (Q4_0: nibble words, Q5_1: merged bytes and
-  # minimums, IQ4_NL: table values) as x4 does; v4 and w4 stage 4 of their activation blocks at
-  # once; t4 reads the weights as stored (x4 too, for weights without room for a packed copy)
-  [[ $v =~ MMA=[tuvwy]4 ]] &&
+  # u4, w4 and x4 pack the 32-element types' weights (Q4_0: nibble words, Q5_1: merged bytes
+  # and minimums, IQ4_NL: table values) as y4 does; v4 and w4 stage 4 of their activation
+  # blocks at once; t4 reads the weights as stored (y4 too, for weights without room for a
+  # packed copy); x4 reads the K-quants' blocks as t4 does, y4 through its ring
+  [[ $v =~ MMA=[tuvwx]4 ]] &&
     for t in q4_0 q5_1 iq4_nl; do tests="$tests:AllTypes/CudaSynth.MatchesCpu/llama_$t"; done
-  # y4 copies the blocks of Q2_K, Q4_K, Q5_K and IQ4_XS with cp.async (Q5_K: 176 bytes)
-  [[ $v == MMA=y4 ]] && tests="$tests:AllTypes/CudaSynth.MatchesCpu/llama_q5_K"
   [[ $v == PLAIN=* ]] && tests='CudaKernels.MatmulMatchesRefDot:AllTypes/CudaSynth.MatchesCpu/llama_f16:AllTypes/CudaSynth.MatchesCpu/llama_bf16'
   # the K-tile attention's steps 4 to 6 by lane cells, several tokens per attention block:
   # every group and head dim shape, the scores in global memory and past the default shared
@@ -454,11 +455,11 @@ elif [[ "${SKIP_SPEED:-0}" != 1 ]]; then
       --threads $JOBS -p 128 -n 32 -r 1 --save '$TMP' &&
     '$BIN/llama_bench' --shape 1.1b --type f16,q8_0,q4_0,q4_K --device cpu,$DEV \
       --threads $JOBS -p 64 -n 16 -r 1 --save '$TMP' | tail -n +4 &&
-    echo '-- 1.1B, 512 tokens: the defaults (x4, column warps; Q4_K_M synthesized here: the last row)' &&
+    echo '-- 1.1B, 512 tokens: the defaults (y4, column warps; Q4_K_M synthesized here: the last row)' &&
     '$BIN/llama_bench' --shape 1.1b --type q4_0,q8_0,q4_K,f16,q4_K_M --device $DEV \
       -p 512 -n 16 -r 3 --save '$TMP' | tail -n +4 &&
-    echo '-- 1.1B Q4_K and Q4_K_M with y4 (the blocks of Q4_K through a ring of cp.async copies)' &&
-    '$BIN/llama_bench' --shape 1.1b --type q4_K,q4_K_M --device $DEV --cuda-mma y4 \
+    echo '-- 1.1B Q4_K and Q4_K_M with x4 (the default before y4: Q4_K blocks read as t4 does)' &&
+    '$BIN/llama_bench' --shape 1.1b --type q4_K,q4_K_M --device $DEV --cuda-mma x4 \
       -p 512 -n 16 -r 3 --save '$TMP' | tail -n +4 &&
     echo '-- 1.1B Q4_0: the defaults before (t4, lane cells), then 16 rows per attention block' &&
     GALLEON_CUDA_ATTN_COLUMNS=0 '$BIN/llama_bench' --shape 1.1b --type q4_0 --device $DEV \
@@ -478,7 +479,7 @@ elif [[ "${SKIP_SPEED:-0}" != 1 ]]; then
   export CUDA_MODULE_LOADING=EAGER
   # [SHAPE:]TYPE/MMA variant/ATTN_COLUMNS/ATTN_ROWS (1.1B unless named; 859 tokens: 32 rows
   # do not fit, 16 do)
-  for mv in q4_0/// q4_0///16 q4_K/// q4_K/y4// f16/// 124m:q4_0/// 124m:q4_0///16; do
+  for mv in q4_0/// q4_0///16 q4_K/// q4_K/x4// f16/// 124m:q4_0/// 124m:q4_0///16; do
     IFS=/ read -r t v c r <<<"$mv"
     shape=1.1b
     [[ $t == *:* ]] && shape=${t%%:*} t=${t#*:}

@@ -169,7 +169,7 @@ struct BenchArgs {
     bool gemm = false, tiles = false;
   };
   std::vector<CudaPath> cuda_paths;  // from --cuda-paths (default: the defaults)
-  // GALLEON_CUDA_MMA variants, from --cuda-mma (default: x4, the session's).
+  // GALLEON_CUDA_MMA variants, from --cuda-mma (default: y4, the session's).
   std::vector<std::string> cuda_mma;
   int n_prompt = 128, n_gen = 64, reps = 3;
 };
@@ -294,7 +294,7 @@ void write_models(const BenchArgs& a, const std::vector<BenchType>& types, const
 int main(int argc, char** argv) {
   BenchArgs a;
   std::string types = "f32,f16,q8_0,q4_0,q4_K,q6_K", threads_s = "1,2", devices_s = "cpu", write_dir,
-              cuda_paths_s = "gemm+tiles", cuda_mma_s = "x4";
+              cuda_paths_s = "gemm+tiles", cuda_mma_s = "y4";
   for (int i = 1; i < argc; i += 2) {
     if (std::string(argv[i]) == "--cpu-time") {
       g_cpu_time = true;

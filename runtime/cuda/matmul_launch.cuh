@@ -42,16 +42,17 @@ void launch_matmul(const DevWeight& w, const uint8_t* a, size_t arb, int64_t nto
         w.data, w.row_bytes, w.n_in, w.n_out, a, arb, ntok, y, w.n_out);
 }
 
-// The tensor-core kernel's variant, GALLEON_CUDA_MMA (read when a session is made): x4 (the
-// default since the H200 timed it, 2026-11-29: packed weights and activations through a ring
-// of cp.async copies, PipelinedBlocks), y4 (x4, and for Q2_K, Q4_K, Q5_K and IQ4_XS a ring of
-// their blocks as stored: PipelinedKBlocks; opt-in until timed on a GPU), t4 (staged
-// activations, above: the default before), s4 (4 token groups per warp, counter in shared
-// memory: the default until the H200 timed t4), s2 (2 token groups, counter in shared memory),
-// r2 (2 token groups, counter in registers: the first version), k4 or k8 (the dot products
-// split across 4 or 8 warps, above), p4 (k4 with a lane's blocks two at a time, Tile's
-// kPairs), u4 (t4 with packed weights), v4 and w4 (t4 and u4 with 4 activation blocks staged
-// at once). Every variant gives the same bits; they differ in speed only (docs/cuda.md).
+// The tensor-core kernel's variant, GALLEON_CUDA_MMA (read when a session is made): y4 (the
+// default since the H200 timed it, 2026-11-29: x4, and for Q2_K, Q4_K, Q5_K and IQ4_XS a ring of
+// their blocks as stored, PipelinedKBlocks), x4 (packed weights and activations of the
+// 32-element types through a ring of cp.async copies, PipelinedBlocks; the K-quants t4 with a
+// padded stage: the default before y4), t4 (staged activations, above: the default before
+// x4), s4 (4 token groups per warp, counter in shared memory: the default until the H200
+// timed t4), s2 (2 token groups, counter in shared memory), r2 (2 token groups, counter in
+// registers: the first version), k4 or k8 (the dot products split across 4 or 8 warps,
+// above), p4 (k4 with a lane's blocks two at a time, Tile's kPairs), u4 (t4 with packed
+// weights), v4 and w4 (t4 and u4 with 4 activation blocks staged at once). Every variant gives
+// the same bits; they differ in speed only (docs/cuda.md).
 enum class MmaVariant { R2, S2, S4, T4, K4, K8, P4, U4, V4, W4, X4, Y4 };
 MmaVariant mma_variant_from_env() {
   const char* e = std::getenv("GALLEON_CUDA_MMA");
@@ -66,8 +67,8 @@ MmaVariant mma_variant_from_env() {
   if (s == "v4") return MmaVariant::V4;
   if (s == "w4") return MmaVariant::W4;
   if (s == "t4") return MmaVariant::T4;
-  if (s == "y4") return MmaVariant::Y4;
-  return MmaVariant::X4;
+  if (s == "x4") return MmaVariant::X4;
+  return MmaVariant::Y4;
 }
 // The tile kernels' variants (read when a session is made): the tensor-core kernel's, and the
 // plain tiles' blocks per SM (2, the default; GALLEON_CUDA_PLAIN=b1: 1) or their ring variant
