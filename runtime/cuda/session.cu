@@ -104,23 +104,15 @@ class CudaExec {
   // Whether the prompt tiles read weights of type t from a packed copy (packs_weights).
   bool packs(GgmlType t) const { return packs_weights(tiles_, path_, t); }
   const void* quantize(GgmlType t, const float* x, int64_t n, int64_t ntok, int slot) {
-    act_[slot].reserve(kern::act_row_bytes(t, n) * size_t(ntok));
-    profile_.step("quantize activations", batch_,
-                  [&] { run_quantize(t, x, n, ntok, act_[slot].get(), st_); });
-    return act_[slot].get();
+    return quantize_values("quantize activations", t, PlainValues{x}, n, ntok, slot);
   }
   // The activations of (gelu|silu)(g) * u (forward.h's glu_down): the product made as
   // silu_mul_kernel and gelu_mul_kernel make it, quantized as it is made.
   const void* glu_quantize(bool gelu, GgmlType t, const float* g, const float* u, int64_t n,
                            int64_t ntok, int slot) {
-    act_[slot].reserve(kern::act_row_bytes(t, n) * size_t(ntok));
-    profile_.step(gelu ? "gelu_mul + quantize" : "silu_mul + quantize", batch_, [&] {
-      if (gelu)
-        run_quantize_values(t, GluValues<true>{g, u}, n, ntok, act_[slot].get(), st_);
-      else
-        run_quantize_values(t, GluValues<false>{g, u}, n, ntok, act_[slot].get(), st_);
-    });
-    return act_[slot].get();
+    if (gelu)
+      return quantize_values("gelu_mul + quantize", t, GluValues<true>{g, u}, n, ntok, slot);
+    return quantize_values("silu_mul + quantize", t, GluValues<false>{g, u}, n, ntok, slot);
   }
   void matmul(const DevWeight& w, const void* act, size_t arb, int64_t ntok, float* y) {
     const DevWeight* ws = &w;
@@ -351,6 +343,17 @@ class CudaExec {
   }
 
  private:
+  // The activations of ntok rows of n values (step_kernels.cuh's PlainValues, GluValues) in
+  // activation slot `slot`, timed as step `name`.
+  template <class Values>
+  const void* quantize_values(const char* name, GgmlType t, Values x, int64_t n, int64_t ntok,
+                              int slot) {
+    act_[slot].reserve(kern::act_row_bytes(t, n) * size_t(ntok));
+    profile_.step(name, batch_,
+                  [&] { run_quantize_values(t, x, n, ntok, act_[slot].get(), st_); });
+    return act_[slot].get();
+  }
+
   cudaStream_t st_;
   const int64_t* pos_ = nullptr;
   int64_t batch_ = 1;
@@ -414,7 +417,6 @@ class CudaSession final : public Evaluator {
   int device_;
   SelectDevice selected_;  // before any other CUDA call
   int64_t n_ctx_ = 0, n_past_ = 0;
-  size_t kept_free_ = 0;  // kept_free(), once n_ctx_ is known
   Stream stream_;
   DeviceBuffer pos_;  // n_past_ on the GPU (one int64)
   CudaExec exec_{stream_.get()};
@@ -447,7 +449,6 @@ CudaSession::CudaSession(const Model& model, int device, int64_t n_ctx)
   exec_.set_position(pos_.get<int64_t>());
   const HParams& hp = model.hparams();
   n_ctx_ = n_ctx > 0 ? std::min(n_ctx, hp.n_ctx_train) : hp.n_ctx_train;
-  kept_free_ = kept_free();
   for (const LayerWeights& L : model.layers()) {
     upload_together({&L.wq, &L.wk, &L.wv});
     upload_together({&L.w_gate, &L.w_up});
@@ -494,7 +495,7 @@ void CudaSession::pack(const DevWeight& d, int64_t rows) {
   // the rows as t4 does (the same bits).
   size_t free = 0, total = 0;
   check(cudaMemGetInfo(&free, &total), "cudaMemGetInfo");
-  if (packed_bytes(d.type, rows, d.n_in) + kept_free_ > free) return;
+  if (packed_bytes(d.type, rows, d.n_in) + kept_free() > free) return;
   DevWeight p = d;
   owned_.push_back(std::make_unique<DeviceBuffer>());
   pack_weights(p, d.data, rows, *owned_.back());
