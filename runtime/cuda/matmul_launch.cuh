@@ -308,8 +308,8 @@ void run_matmuls(const MatmulGroup& g, cudaStream_t st, MatmulPath path, TileVar
   check_launch("matmul kernel (tiles)");
 }
 
-// x (ntok rows of n) -> dst in the activation format of weight type t (A8 or A8K).
-// The activations of ntok rows of n values (PlainValues, GluValues) for weights of type t.
+// The activations of ntok rows of n values (PlainValues, GluValues) -> dst in the activation
+// format of weight type t (A8 or A8K).
 template <class Values>
 void run_quantize_values(GgmlType t, Values x, int64_t n, int64_t ntok, void* dst,
                          cudaStream_t st) {
@@ -325,6 +325,7 @@ void run_quantize_values(GgmlType t, Values x, int64_t n, int64_t ntok, void* ds
   }
   check_launch("activation quantization kernel");
 }
+// x (ntok rows of n floats) -> dst.
 void run_quantize(GgmlType t, const float* x, int64_t n, int64_t ntok, void* dst,
                   cudaStream_t st) {
   run_quantize_values(t, PlainValues{x}, n, ntok, dst, st);
